@@ -1,0 +1,142 @@
+"""Per-picture adaptation with spatial-aware online hard example mining.
+
+Algorithm 2 of the paper (sections 3.3 and 4.1): start from the (meta-)trained
+initialisation, draw ~2% of the pixels, take Adam steps on the MSE in PQ, and at the
+resampling steps recompute an L1 error map of the current network over the picture and
+redraw the pixel set: a share in proportion to the error, the rest uniformly.
+
+Two changes from the authors' code, both for speed and both measured in
+``benchmarks/stills.py``: the error map is computed without autograd on every
+``error_stride``-th pixel in each direction (a hard pixel is then drawn uniformly inside
+its ``stride x stride`` cell, so every pixel stays reachable); and each Adam step may use a
+random ``batch_size`` subset of the drawn set rather than all of it.
+
+Inputs: ``sdr`` ``(H, W, 3)`` BT.709 R'G'B' code values [0, 1]; ``target_pq`` ``(H, W, 3)``
+PQ (ST 2084) BT.2020 R'G'B' code values [0, 1]. Deterministic for a given ``seed``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from itmfilter.model import ITMNet, pixel_grid
+from itmfilter.reconstruct import predict_pq
+
+
+@dataclass(frozen=True)
+class AdaptOptions:
+    """Adaptation settings; defaults chosen by ``benchmarks/stills.py`` on the val split."""
+
+    steps: int = 200
+    lr: float = 1e-3
+    sample_fraction: float = 0.02
+    batch_size: int = 8192
+    sampling: str = "ohem"  # "ohem" or "uniform"
+    resample_at: tuple[int, ...] = (50, 101, 152)
+    hard_share: float = 0.5
+    error_stride: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sampling not in ("ohem", "uniform"):
+            raise ValueError(f"unknown sampling {self.sampling!r}; expected ohem or uniform")
+        if not 0 < self.sample_fraction <= 1:
+            raise ValueError("sample_fraction must be in (0, 1]")
+
+
+@dataclass
+class AdaptResult:
+    net: ITMNet
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _draw(
+    n_pixels: int,
+    count: int,
+    error: torch.Tensor | None,
+    shape: tuple[int, int],
+    stride: int,
+    hard_share: float,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """Indices into the flattened picture: hard (error-proportional) plus uniform ones."""
+    if error is None or hard_share <= 0:
+        return torch.randint(0, n_pixels, (count,), generator=gen)
+    h, w = shape
+    n_hard = int(count * hard_share)
+    weights = error.flatten().double().clamp(min=0) + 1e-12
+    cells = torch.multinomial(weights, n_hard, replacement=True, generator=gen)
+    ew = error.shape[1]
+    cy = (cells // ew) * stride
+    cx = (cells % ew) * stride
+    if stride > 1:
+        cy = cy + torch.randint(0, stride, (n_hard,), generator=gen)
+        cx = cx + torch.randint(0, stride, (n_hard,), generator=gen)
+    hard = cy.clamp(max=h - 1) * w + cx.clamp(max=w - 1)
+    uniform = torch.randint(0, n_pixels, (count - n_hard,), generator=gen)
+    return torch.cat([hard, uniform])
+
+
+def adapt(
+    init: ITMNet,
+    sdr: np.ndarray,
+    target_pq: np.ndarray,
+    options: AdaptOptions = AdaptOptions(),
+    *,
+    device: torch.device | str = "cpu",
+    progress=None,
+) -> AdaptResult:
+    """Adapt a copy of ``init`` to one SDR/HDR pair; ``init`` is left unchanged.
+
+    ``progress``: optional callable ``(step, loss)`` for progress bars.
+    """
+    device = torch.device(device)
+    if sdr.shape != target_pq.shape or sdr.ndim != 3 or sdr.shape[-1] != 3:
+        raise ValueError(f"sdr {sdr.shape} and target {target_pq.shape} must both be (H, W, 3)")
+    started = time.perf_counter()
+    gen = torch.Generator().manual_seed(options.seed)
+    torch.manual_seed(options.seed)
+    net = copy.deepcopy(init).to(device).train()
+    h, w, _ = sdr.shape
+    n_pixels = h * w
+    rgb = torch.from_numpy(np.ascontiguousarray(sdr, dtype=np.float32)).to(device).reshape(-1, 3)
+    tgt = torch.from_numpy(np.ascontiguousarray(target_pq, dtype=np.float32)).to(device)
+    tgt_flat = tgt.reshape(-1, 3)
+    xy = pixel_grid(h, w, device=device).reshape(-1, 2)
+    with torch.no_grad():
+        prior = net.prior(rgb)
+    count = max(1, int(round(n_pixels * options.sample_fraction)))
+    stride = max(1, options.error_stride)
+
+    def error_map() -> torch.Tensor:
+        pred = predict_pq(net, sdr, device=device, stride=stride)
+        net.train()
+        return (pred - tgt[::stride, ::stride]).abs().sum(-1).cpu()
+
+    idx = _draw(n_pixels, count, None, (h, w), stride, 0.0, gen).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=options.lr)
+    losses: list[float] = []
+    for step in range(options.steps):
+        if options.sampling == "ohem" and step in options.resample_at:
+            idx = _draw(n_pixels, count, error_map(), (h, w), stride, options.hard_share, gen)
+            idx = idx.to(device)
+        if options.batch_size and options.batch_size < count:
+            batch = idx[torch.randint(0, count, (options.batch_size,), generator=gen).to(device)]
+        else:
+            batch = idx
+        pred = net(rgb[batch], xy[batch], None if prior is None else prior[batch])
+        loss = torch.nn.functional.mse_loss(pred, tgt_flat[batch])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if progress is not None:
+            progress(step, losses[-1])
+    net.eval()
+    return AdaptResult(net=net, losses=losses, seconds=time.perf_counter() - started)

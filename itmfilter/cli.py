@@ -1,0 +1,229 @@
+"""The ``itmfilter`` command line: thin typer commands over the library.
+
+Heavy imports stay inside the commands so that ``itmfilter --help`` is instant. Every
+user-facing error is an :class:`itmfilter.errors.ItmError`, printed as one line with exit
+status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from itmfilter.errors import ItmError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Ship HDR10 inside ordinary SDR: per-picture MLPs carried as metadata.",
+)
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed: same seed, same weights.")]
+
+
+def _tm_names() -> str:
+    from itmfilter.tonecurves import curve_names
+
+    return ", ".join(curve_names())
+
+
+def user_errors(func):
+    """Turn ItmError (and Ctrl-C) into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except ItmError as exc:
+            typer.echo(f"itmfilter: error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("itmfilter: interrupted; no partial output was left", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _step_bar(total: int, quiet: bool, desc: str):
+    """A tqdm bar over adaptation steps, plus the callback that advances it."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="step", desc=desc, disable=quiet, leave=False)
+
+    def advance(step: int, loss: float) -> None:
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss:.2e}")
+
+    return bar, advance
+
+
+def _is_still(path: Path) -> bool:
+    return path.suffix.lower() in (".exr", ".hdr", ".png", ".tif", ".tiff", ".jpg", ".jpeg")
+
+
+@app.command()
+@user_errors
+def encode(
+    master: Annotated[Path, typer.Argument(help="HDR master: .exr, .hdr or 16-bit PQ/HLG .png.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="SDR output, e.g. sdr.png.")],
+    tm: Annotated[str, typer.Option(help="Tone curve for the SDR (see `itmfilter curves`).")] = "bt2446a",
+    sdr: Annotated[Optional[Path], typer.Option(help="Your own SDR grade instead of a curve (same size).")] = None,
+    sidecar: Annotated[str, typer.Option(help="embed (PNG chunk), json (<out>.itm.json) or both.")] = "embed",
+    steps: Annotated[int, typer.Option(help="Adam steps of per-picture adaptation.")] = 200,
+    weights_dtype: Annotated[str, typer.Option("--weights", help="Stored weight precision: fp16 or fp32.")] = "fp16",
+    nits_per_unit: Annotated[
+        Optional[float], typer.Option(help="cd/m2 of 1.0 for relative-radiance inputs (.hdr).")
+    ] = None,
+    anchor: Annotated[
+        Optional[float],
+        typer.Option(help="Relative inputs: place the scene's diffuse white at this many cd/m2 (BT.2408: 203)."),
+    ] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Initialisation .safetensors (default: shipped).")] = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Tone-map an HDR still to SDR and embed its adapted MLP.
+
+    Example: itmfilter encode master.exr -o sdr.png --tm bt2446a
+    """
+    from itmfilter.adapt import AdaptOptions
+    from itmfilter.stills import encode_still
+
+    if not _is_still(master):
+        raise ItmError(master, "video masters are not supported yet by this build", "give an .exr, .hdr or .png still")
+    bar, advance = _step_bar(steps, quiet, f"adapting {master.name}")
+    try:
+        report = encode_still(
+            master,
+            output,
+            tm=tm,
+            grade=sdr,
+            sidecar=sidecar,
+            options=AdaptOptions(steps=steps, seed=seed),
+            init_path=init,
+            device=device,
+            weight_dtype=weights_dtype,
+            nits_per_unit=nits_per_unit,
+            anchor=anchor,
+            progress=advance,
+        )
+    finally:
+        bar.close()
+    if not quiet:
+        typer.echo(
+            f"wrote {', '.join(report.outputs)} ({report.mode}; {report.weight_bytes} bytes of weights, "
+            f"adapted in {report.adapt_seconds:.1f} s)"
+        )
+
+
+@app.command()
+@user_errors
+def transcode(
+    inputs: Annotated[list[Path], typer.Argument(help="SDR picture(s) carrying weights.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="HDR output: .exr (linear BT.2020) or .png (PQ).")],
+    precision: Annotated[str, typer.Option(help="MLP arithmetic: fp32, bf16 or auto.")] = "fp32",
+    init: Annotated[Optional[Path], typer.Option(help="Weights for blind mode (default: shipped).")] = None,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Reconstruct HDR from SDR + embedded weights (blind mode when there are none).
+
+    Example: itmfilter transcode sdr.png -o hdr.exr
+    """
+    from itmfilter.stills import transcode_still
+
+    if len(inputs) != 1:
+        raise ItmError(None, "stills transcode takes one input", "run it once per picture")
+    report = transcode_still(inputs[0], output, device=device, precision=precision, init_path=init)
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
+    if not quiet:
+        typer.echo(f"wrote {output} ({report.mode})")
+
+
+@app.command("eval")
+@user_errors
+def evaluate_cmd(
+    reference: Annotated[Path, typer.Argument(help="Reference HDR picture.")],
+    test: Annotated[Path, typer.Argument(help="Test HDR picture, same size.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    nits_per_unit: Annotated[Optional[float], typer.Option(help="cd/m2 of 1.0 for relative inputs.")] = None,
+) -> None:
+    """PU21-PSNR, PQ-PSNR, Delta-E ITP, SSIM and MS-SSIM on PU21 values.
+
+    Example: itmfilter eval master.exr hdr.exr --json
+    """
+    from itmfilter.media.stills import read_hdr
+    from itmfilter.metrics import evaluate
+
+    ref = read_hdr(reference, nits_per_unit=nits_per_unit).nits
+    tst = read_hdr(test, nits_per_unit=nits_per_unit).nits
+    if ref.shape != tst.shape:
+        raise ItmError(test, f"size {tst.shape[1]}x{tst.shape[0]} differs from {reference} ({ref.shape[1]}x{ref.shape[0]})")
+    scores = evaluate(ref, tst)
+    if as_json:
+        typer.echo(json.dumps(scores, indent=1))
+    else:
+        for key, value in scores.items():
+            typer.echo(f"{key:>14}  {value:.4f}")
+
+
+@app.command()
+def curves() -> None:
+    """List the tone curves (name, description, gamut handling)."""
+    from itmfilter.tonecurves import REGISTRY
+
+    for curve in REGISTRY.values():
+        kind = "spatial" if curve.spatial else "global"
+        inv = "inverse" if curve.inverse is not None else "no inverse"
+        typer.echo(f"{curve.name:<10} {kind:<7} {inv:<10} {curve.description}")
+
+
+@app.command()
+@user_errors
+def info(path: Annotated[Path, typer.Argument(help="SDR still with weights.")]) -> None:
+    """Show what weights a file carries."""
+    from itmfilter.media.stills import read_sdr
+    from itmfilter.stills import find_weights
+    from itmfilter.weights.blob import WeightFormatError, describe
+
+    sdr, bits = read_sdr(path)
+    blob, where = find_weights(path, sdr, bits)
+    if blob is None:
+        typer.echo(f"{path}: {where}")
+        raise typer.Exit(1)
+    try:
+        summary = describe(blob)
+    except WeightFormatError as exc:
+        raise ItmError(path, f"{where}: {exc}") from None
+    typer.echo(json.dumps({"where": where, **summary}, indent=1))
+
+
+@app.command()
+@user_errors
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the demo's files.")] = Path("itmfilter-demo"),
+    steps: Annotated[int, typer.Option(help="Adaptation steps.")] = 200,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run encode -> transcode -> eval on the built-in sample and print metrics beside baselines."""
+    from itmfilter.demo import run_demo
+
+    run_demo(out_dir, steps=steps, quiet=quiet, echo=typer.echo)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

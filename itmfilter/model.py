@@ -1,0 +1,238 @@
+"""The per-picture iTM network: SDR colour + pixel position -> PQ BT.2020 colour.
+
+The shape follows the paper (Liu et al., "meta-transfer learning for HDR/WCG media
+transmission", section 3.2 and figure 3): a coordinate branch and an SDR-colour branch,
+concatenated, then fusion layers 64/32/64/3. About 8.8k parameters: 17.5 KB in fp16.
+
+Tensor layout: inputs are channel-last, ``sdr`` of shape ``(N, 3)`` holding BT.709
+R'G'B' code values in [0, 1] (BT.1886, 100 cd/m2 white) and ``xy`` of shape ``(N, 2)``
+holding the pixel centre in [-1, 1] (x left to right, y top to bottom). The output is
+``(N, 3)`` PQ (SMPTE ST 2084) code values of BT.2020 R'G'B', nominally in [0, 1].
+
+:class:`ModelConfig` travels with every stored weight set, so that any stored weights can
+be rebuilt later; :data:`CONFIGS` is the registry of named configurations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+# SMPTE ST 2084 constants, written as the standard's fractions.
+_PQ_M1 = 2610 / 4096 * (1 / 4)
+_PQ_M2 = 2523 / 4096 * 128
+_PQ_C1 = 3424 / 4096
+_PQ_C2 = 2413 / 4096 * 32
+_PQ_C3 = 2392 / 4096 * 32
+
+# BT.2408 places SDR reference white at 203 cd/m2 in an HDR signal.
+_SDR_WHITE_NITS = 203.0
+
+# BT.2087-0, linear BT.709 RGB -> linear BT.2020 RGB (rows sum to 1).
+_BT709_TO_BT2020 = (
+    (0.6274039, 0.3292830, 0.0433131),
+    (0.0690973, 0.9195404, 0.0113623),
+    (0.0163914, 0.0880133, 0.8955953),
+)
+
+PRIORS = ("none", "bt2408")
+COORD_ENCODINGS = ("siren", "fourier", "none")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a network from its stored weights.
+
+    ``prior``: ``"bt2408"`` makes the network predict a residual over SDR placed as
+    BT.2408 recommends (BT.1886 decode, 203 cd/m2 white, BT.709 -> BT.2020, PQ encode);
+    ``"none"`` predicts PQ directly. ``coord_encoding``: ``"siren"`` (a sine layer with
+    frequency ``siren_w0``, as in the authors' code), ``"fourier"`` (fixed sin/cos bands,
+    then a ReLU layer) or ``"none"``.
+    """
+
+    coord_encoding: str = "siren"
+    coord_features: int = 32
+    rgb_features: int = 32
+    hidden: tuple[int, ...] = (64, 32, 64)
+    siren_w0: float = 30.0
+    fourier_bands: int = 6
+    prior: str = "bt2408"
+
+    def __post_init__(self) -> None:
+        if self.prior not in PRIORS:
+            raise ValueError(f"unknown prior {self.prior!r}; expected one of {PRIORS}")
+        if self.coord_encoding not in COORD_ENCODINGS:
+            raise ValueError(
+                f"unknown coord_encoding {self.coord_encoding!r}; expected one of {COORD_ENCODINGS}"
+            )
+        if not self.hidden or min(self.hidden) <= 0 or self.rgb_features <= 0:
+            raise ValueError("layer sizes must be positive")
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+
+    def to_json(self) -> str:
+        """Compact, key-sorted JSON: the form stored beside every weight set."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config fields: {sorted(unknown)}")
+        data = dict(data)
+        if "hidden" in data:
+            data["hidden"] = tuple(data["hidden"])
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        return cls.from_dict(json.loads(text))
+
+
+# The registry of named configurations; "paper" is the default.
+CONFIGS: dict[str, ModelConfig] = {
+    "paper": ModelConfig(),
+    "paper-direct": ModelConfig(prior="none"),
+    "fourier": ModelConfig(coord_encoding="fourier"),
+}
+
+
+def pq_encode(nits: torch.Tensor) -> torch.Tensor:
+    """SMPTE ST 2084 inverse EOTF in torch: cd/m2 [0, 10000] -> PQ code value [0, 1]."""
+    y = (nits.clamp(min=0.0) / 10000.0).pow(_PQ_M1)
+    return ((_PQ_C1 + _PQ_C2 * y) / (1.0 + _PQ_C3 * y)).pow(_PQ_M2)
+
+
+def pq_decode(e: torch.Tensor) -> torch.Tensor:
+    """SMPTE ST 2084 EOTF in torch: PQ code value [0, 1] -> cd/m2 [0, 10000]."""
+    p = e.clamp(0.0, 1.0).pow(1.0 / _PQ_M2)
+    return 10000.0 * ((p - _PQ_C1).clamp(min=0.0) / (_PQ_C2 - _PQ_C3 * p)).pow(1.0 / _PQ_M1)
+
+
+def prior_bt2408(sdr: torch.Tensor) -> torch.Tensor:
+    """SDR placed in PQ BT.2020 as ITU-R BT.2408-7 recommends, no expansion.
+
+    ``sdr``: ``(N, 3)`` BT.709 R'G'B' code values [0, 1]. BT.1886 with L_b = 0 is a pure
+    2.4 power; white maps to 203 cd/m2. Returns ``(N, 3)`` PQ code values.
+    """
+    linear = sdr.clamp(0.0, 1.0).pow(2.4) * _SDR_WHITE_NITS
+    matrix = torch.tensor(_BT709_TO_BT2020, dtype=linear.dtype, device=linear.device)
+    return pq_encode(linear @ matrix.T)
+
+
+class _Sine(nn.Module):
+    def __init__(self, w0: float) -> None:
+        super().__init__()
+        self.w0 = w0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.w0 * x)
+
+
+class ITMNet(nn.Module):
+    """The two-branch MLP; see the module docstring for shapes and units."""
+
+    def __init__(self, config: ModelConfig = ModelConfig()) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        if c.coord_encoding == "siren":
+            first = nn.Linear(2, c.coord_features)
+            # SIREN first-layer init (Sitzmann et al. 2020): U(-1/in, 1/in).
+            nn.init.uniform_(first.weight, -1 / 2, 1 / 2)
+            self.coord = nn.Sequential(first, _Sine(c.siren_w0))
+            coord_out = c.coord_features
+        elif c.coord_encoding == "fourier":
+            freqs = (2.0 ** torch.arange(c.fourier_bands, dtype=torch.float32)) * math.pi
+            self.register_buffer("freqs", freqs, persistent=False)
+            self.coord = nn.Sequential(nn.Linear(4 * c.fourier_bands, c.coord_features), nn.ReLU())
+            coord_out = c.coord_features
+        else:
+            self.coord = None
+            coord_out = 0
+        self.rgb = nn.Sequential(nn.Linear(3, c.rgb_features), nn.ReLU())
+        layers: list[nn.Module] = []
+        width = coord_out + c.rgb_features
+        for h in c.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        last = nn.Linear(width, 3)
+        if c.prior != "none":
+            # A residual head starts at zero: the untrained net is the prior itself.
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        layers.append(last)
+        self.fusion = nn.Sequential(*layers)
+
+    def _coord_features(self, xy: torch.Tensor) -> torch.Tensor:
+        if self.config.coord_encoding == "fourier":
+            angles = xy.unsqueeze(-1) * self.freqs.to(xy.dtype)
+            xy = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+        return self.coord(xy)
+
+    def prior(self, sdr: torch.Tensor) -> torch.Tensor | None:
+        """The global prior in PQ for ``(N, 3)`` SDR, or None; depends on SDR alone, so
+        training loops may compute it once per picture and pass it to :meth:`forward`."""
+        if self.config.prior == "bt2408":
+            return prior_bt2408(sdr)
+        return None
+
+    def forward(
+        self, sdr: torch.Tensor, xy: torch.Tensor, prior: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        feats = self.rgb(sdr)
+        if self.coord is not None:
+            # Sine arguments reach +-30 rad and the prior uses pow(): both lose too much
+            # in bf16, so they stay fp32 under autocast; the Linear stack may run in bf16.
+            with torch.autocast(sdr.device.type, enabled=False):
+                coord = self._coord_features(xy.float())
+            feats = torch.cat([coord.to(feats.dtype), feats], dim=-1)
+        out = self.fusion(feats)
+        if self.config.prior != "none":
+            if prior is None:
+                with torch.autocast(sdr.device.type, enabled=False):
+                    prior = self.prior(sdr.float())
+            out = out.float() + prior
+        return out
+
+
+def param_count(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def pixel_grid(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Pixel centres in [-1, 1], shape ``(H, W, 2)`` ordered (x, y)."""
+    ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width * 2 - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], dim=-1)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+__all__ = [
+    "CONFIGS",
+    "ITMNet",
+    "ModelConfig",
+    "param_count",
+    "pixel_grid",
+    "pq_decode",
+    "pq_encode",
+    "prior_bt2408",
+    "resolve_device",
+]
+

@@ -1,0 +1,116 @@
+"""One weight set as bytes: the format embedded in SDR pictures and JSON sidecars.
+
+Layout, version 1 (all integers little-endian; specified in ``sidecar/SPEC.md``)::
+
+    offset  size  field
+    0       4     magic b"ITMW"
+    4       1     format version (1)
+    5       1     dtype: 1 = fp16, 2 = fp32
+    6       2     config length C (bytes)
+    8       C     model config, UTF-8 JSON (ModelConfig.to_json)
+    8+C     4     payload length P (bytes)
+    12+C    P     parameters, in ITMNet.state_dict() order, each flattened row-major
+    12+C+P  4     CRC-32 (zlib) of every byte before it
+
+The parameter shapes are implied by the config, so a reader rebuilds the network from the
+config and fills it in order; a payload of the wrong length is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from itmfilter.model import ITMNet, ModelConfig
+
+MAGIC = b"ITMW"
+VERSION = 1
+DTYPES = {"fp16": (1, np.float16), "fp32": (2, np.float32)}
+_CODE_TO_DTYPE = {code: (name, np_dtype) for name, (code, np_dtype) in DTYPES.items()}
+
+
+class WeightFormatError(ValueError):
+    """Bytes that are not a valid weight set; the message says what is wrong."""
+
+
+@dataclass
+class WeightSet:
+    config: ModelConfig
+    state: dict[str, torch.Tensor]
+
+    @classmethod
+    def from_net(cls, net: ITMNet) -> "WeightSet":
+        return cls(net.config, {k: v.detach().cpu().float().clone() for k, v in net.state_dict().items()})
+
+    def to_net(self) -> ITMNet:
+        net = ITMNet(self.config)
+        net.load_state_dict(self.state)
+        return net.eval()
+
+
+def encode(weights: WeightSet, dtype: str = "fp16") -> bytes:
+    """Serialise a weight set (see the module docstring for the layout)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+    code, np_dtype = DTYPES[dtype]
+    config = weights.config.to_json().encode("utf-8")
+    payload = b"".join(
+        v.detach().cpu().float().numpy().astype(np_dtype).astype(f"<{np.dtype(np_dtype).str[1:]}").tobytes()
+        for v in weights.state.values()
+    )
+    head = MAGIC + struct.pack("<BBH", VERSION, code, len(config)) + config
+    body = head + struct.pack("<I", len(payload)) + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def decode(data: bytes) -> WeightSet:
+    """Parse bytes written by :func:`encode`; raises :class:`WeightFormatError`."""
+    if len(data) < 16 or data[:4] != MAGIC:
+        raise WeightFormatError("not an itmfilter weight set (bad magic)")
+    (crc,) = struct.unpack("<I", data[-4:])
+    if zlib.crc32(data[:-4]) != crc:
+        raise WeightFormatError("weight set is damaged (CRC-32 mismatch)")
+    version, code, clen = struct.unpack("<BBH", data[4:8])
+    if version != VERSION:
+        raise WeightFormatError(
+            f"weight format version {version} is not supported (this itmfilter reads version {VERSION}); "
+            "upgrade itmfilter"
+        )
+    if code not in _CODE_TO_DTYPE:
+        raise WeightFormatError(f"unknown weight dtype code {code}")
+    try:
+        config = ModelConfig.from_json(data[8 : 8 + clen].decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, TypeError) as exc:
+        raise WeightFormatError(f"bad model config: {exc}") from None
+    (plen,) = struct.unpack("<I", data[8 + clen : 12 + clen])
+    payload = data[12 + clen : 12 + clen + plen]
+    if len(payload) != plen or 12 + clen + plen + 4 != len(data):
+        raise WeightFormatError("weight set is truncated or has trailing bytes")
+    _, np_dtype = _CODE_TO_DTYPE[code]
+    template = ITMNet(config).state_dict()
+    expected = sum(v.numel() for v in template.values()) * np.dtype(np_dtype).itemsize
+    if expected != plen:
+        raise WeightFormatError(f"payload holds {plen} bytes, the config needs {expected}")
+    flat = np.frombuffer(payload, dtype=np.dtype(np_dtype).newbyteorder("<")).astype(np.float32)
+    state, pos = {}, 0
+    for name, ref in template.items():
+        n = ref.numel()
+        state[name] = torch.from_numpy(flat[pos : pos + n].copy()).reshape(ref.shape)
+        pos += n
+    return WeightSet(config, state)
+
+
+def describe(data: bytes) -> dict:
+    """A JSON-ready summary (for ``itmfilter info``)."""
+    ws = decode(data)
+    return {
+        "bytes": len(data),
+        "config": json.loads(ws.config.to_json()),
+        "dtype": _CODE_TO_DTYPE[data[5]][0],
+        "parameters": sum(v.numel() for v in ws.state.values()),
+    }

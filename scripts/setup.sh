@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything itmfilter needs on a fresh Debian machine with Python 3.11:
+# system packages (mpv + libmpv for playback, ffmpeg/ffprobe for checks) and a virtual
+# environment in .venv with the package and its test extras. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
+command -v mpv >/dev/null 2>&1 || need_apt+=(mpv)
+ldconfig -p 2>/dev/null | grep -q 'libmpv\.so' || need_apt+=(libmpv-dev)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# torch is pinned (2.13.0, CPU wheel) before the rest so nothing pulls a CUDA build.
+.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
