@@ -1,0 +1,1 @@
+"""Picture and file IO at the edge: atomic writes, HDR and SDR stills."""
