@@ -31,10 +31,11 @@ handled. Look curves up with :func:`get_curve`; CLI choices come from :func:`cur
 
 References
 ----------
-- Report ITU-R BT.2446-1 (03/2021), Methods for conversion of high dynamic range content
-  to standard dynamic range content and vice-versa, section 4.2 (Method A).
-- Report ITU-R BT.2390-11 (2023), High dynamic range television for production and
-  international programme exchange, section 10 (EETF; also ITU-R BT.2408-7 Annex 5).
+- Report ITU-R BT.2446-1 (2021), Methods for conversion of high dynamic range content
+  to standard dynamic range content and vice-versa, Method A.
+- Report ITU-R BT.2390-7 (2019), High dynamic range television for production and
+  international programme exchange: the EETF (reference display mapping), which later
+  revisions moved to Report ITU-R BT.2408-7 Annex 5.
 - J. Hable, "Uncharted 2: HDR Lighting", GDC 2010 (filmic curve and constants).
 - E. Reinhard, M. Stark, P. Shirley, J. Ferwerda, "Photographic tone reproduction for
   digital images", ACM SIGGRAPH 2002, equation 4 (extended operator with L_white).
@@ -51,6 +52,7 @@ References
 from __future__ import annotations
 
 import math
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -155,7 +157,9 @@ def _sdr_in(sdr) -> np.ndarray:
     """Validated SDR input: float, (..., 3), NaN -> 0, clipped to [0, 1] code value."""
     arr = np.asarray(sdr)
     if arr.ndim < 1 or arr.shape[-1] != 3:
-        raise ValueError(f"expected BT.709 R'G'B' code values shaped (..., 3), got shape {arr.shape}")
+        raise ValueError(
+            f"expected BT.709 R'G'B' code values shaped (..., 3), got shape {arr.shape}"
+        )
     arr = arr.astype(_work_dtype(arr), copy=False)
     return np.clip(np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
 
@@ -165,6 +169,15 @@ def _check_peak(peak_nits: float) -> float:
     if not (math.isfinite(peak) and 0.0 < peak <= PQ_PEAK_NITS):
         raise ValueError(f"peak_nits must be in (0, 10000] cd/m2, got {peak_nits!r}")
     return peak
+
+
+def _channel_max(rgb: np.ndarray) -> np.ndarray:
+    """max(R, G, B) keeping the last axis (faster than ``max(axis=-1)`` on (..., 3))."""
+    return np.maximum(np.maximum(rgb[..., 0:1], rgb[..., 1:2]), rgb[..., 2:3])
+
+
+def _channel_min(rgb: np.ndarray) -> np.ndarray:
+    return np.minimum(np.minimum(rgb[..., 0:1], rgb[..., 1:2]), rgb[..., 2:3])
 
 
 def desaturate_into_cube(rgb709) -> np.ndarray:
@@ -187,8 +200,8 @@ def desaturate_into_cube(rgb709) -> np.ndarray:
     """
     rgb = np.asarray(rgb709)
     y = np.clip(luminance(rgb, "bt709"), 0.0, 1.0)[..., None]
-    lo = rgb.min(axis=-1, keepdims=True)
-    hi = rgb.max(axis=-1, keepdims=True)
+    lo = _channel_min(rgb)
+    hi = _channel_max(rgb)
     with np.errstate(divide="ignore", invalid="ignore"):
         s_lo = np.where(lo < 0.0, y / (y - lo), 1.0)
         s_hi = np.where(hi > 1.0, (1.0 - y) / (hi - y), 1.0)
@@ -219,13 +232,13 @@ def _finite_nonneg(x: np.ndarray) -> np.ndarray:
 
 # --- ITU-R BT.2446-1 Method A ------------------------------------------------------------
 
-# Report ITU-R BT.2446-1, section 4.2: BT.2020 luma weights and Y'CbCr scale factors
+# Report ITU-R BT.2446-1, Method A: BT.2020 luma weights and Y'CbCr scale factors
 # 2(1 - K_R) = 1.4746, 2(1 - K_B) = 1.8814 (ITU-R BT.2020-2 Table 4).
 _KR, _KG, _KB = 0.2627, 0.6780, 0.0593
 _CR_SCALE = 1.4746
 _CB_SCALE = 1.8814
 _GAMMA_2446 = 2.4
-# Knee of step 2 in the perceptual domain (section 4.2, "tone mapping" step 2).
+# Knee of Method A step 2 (tone mapping in the perceptual domain).
 _KNEE_LOW, _KNEE_HIGH = 0.7399, 0.9909
 _KNEE_SLOPE = 1.0770
 _KNEE_A, _KNEE_B, _KNEE_C = -1.1510, 2.7811, -0.6302
@@ -238,7 +251,8 @@ def _rho(l_nits: float) -> float:
 
 def _knee_2446a(yp: np.ndarray) -> np.ndarray:
     quad = (_KNEE_A * yp + _KNEE_B) * yp + _KNEE_C
-    return np.where(yp <= _KNEE_LOW, _KNEE_SLOPE * yp, np.where(yp < _KNEE_HIGH, quad, 0.5 * yp + 0.5))
+    upper = np.where(yp < _KNEE_HIGH, quad, 0.5 * yp + 0.5)
+    return np.where(yp <= _KNEE_LOW, _KNEE_SLOPE * yp, upper)
 
 
 def _knee_inverse_2446a(yc: np.ndarray) -> np.ndarray:
@@ -251,7 +265,7 @@ def _knee_inverse_2446a(yc: np.ndarray) -> np.ndarray:
 
 
 def hdr_to_sdr_bt2446a(hdr_nits, *, peak_nits: float = DEFAULT_PEAK_NITS) -> np.ndarray:
-    """HDR -> SDR by Report ITU-R BT.2446-1 (03/2021) section 4.2, Method A.
+    """HDR -> SDR by Report ITU-R BT.2446-1 (2021), Method A.
 
     Linear BT.2020 RGB normalised to L_HDR = ``peak_nits`` (clipped to [0, 1]) is gamma
     encoded (1/2.4); luma Y' is mapped by the three steps of the Report (perceptual
@@ -298,7 +312,7 @@ def _ycbcr_to_rgb_2020(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndar
 
 
 def sdr_to_hdr_bt2446a(sdr, *, peak_nits: float = DEFAULT_PEAK_NITS) -> np.ndarray:
-    """Exact algebraic inverse of :func:`hdr_to_sdr_bt2446a` (Report ITU-R BT.2446-1 §4.2).
+    """Exact algebraic inverse of :func:`hdr_to_sdr_bt2446a` (Report ITU-R BT.2446-1 Method A).
 
     Every step of Method A is invertible: the luma offset max(0.1 C'r, 0), the rho_SDR
     step, the knee (linear / quadratic / linear), the rho_HDR step and the chroma
@@ -376,7 +390,7 @@ def _eetf_inverse_2390(e2: np.ndarray, ks: float, max_lum: float) -> np.ndarray:
 def hdr_to_sdr_bt2390(
     hdr_nits, *, peak_nits: float = DEFAULT_PEAK_NITS, target_nits: float = SDR_PEAK_NITS
 ) -> np.ndarray:
-    """HDR -> SDR by the EETF of Report ITU-R BT.2390-11 section 10 (BT.2408-7 Annex 5).
+    """HDR -> SDR by the EETF of Report ITU-R BT.2390-7 (now Report ITU-R BT.2408-7 Annex 5).
 
     The EETF works in PQ: E1 = PQ(L) / PQ(``peak_nits``) (master black taken as 0),
     maxLum = PQ(``target_nits``) / PQ(``peak_nits``), knee start KS = 1.5 maxLum - 0.5,
@@ -402,7 +416,7 @@ def hdr_to_sdr_bt2390(
     peak = _check_peak(peak_nits)
     pq_peak, max_lum, ks = _bt2390_params(peak, float(target_nits))
     rgb = np.minimum(_hdr_in(hdr_nits), peak)
-    m = rgb.max(axis=-1, keepdims=True)
+    m = _channel_max(rgb)
     e1 = eotf_inverse_st2084(m) / pq_peak
     m_out = eotf_st2084(_eetf_2390(e1, ks, max_lum) * pq_peak)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -414,7 +428,7 @@ def hdr_to_sdr_bt2390(
 def sdr_to_hdr_bt2390(
     sdr, *, peak_nits: float = DEFAULT_PEAK_NITS, target_nits: float = SDR_PEAK_NITS
 ) -> np.ndarray:
-    """Inverse of :func:`hdr_to_sdr_bt2390`: the BT.2390-11 EETF inverted on maxRGB.
+    """Inverse of :func:`hdr_to_sdr_bt2390`: the BT.2390 EETF inverted on maxRGB.
 
     Exact (to the 8193-point inversion table, < 1e-6 in PQ) wherever the forward did
     not clip gamut or luminance above ``peak_nits``; SDR 1.0 returns ``peak_nits``.
@@ -434,7 +448,7 @@ def sdr_to_hdr_bt2390(
     peak = _check_peak(peak_nits)
     pq_peak, max_lum, ks = _bt2390_params(peak, float(target_nits))
     rgb = _sdr_to_rel2020(_sdr_in(sdr)) * SDR_PEAK_NITS
-    m = rgb.max(axis=-1, keepdims=True)
+    m = _channel_max(rgb)
     e2 = eotf_inverse_st2084(m) / pq_peak
     m_in = eotf_st2084(_eetf_inverse_2390(e2, ks, max_lum) * pq_peak)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -608,6 +622,7 @@ _YT_SLOPE, _YT_OFFSET = 0.74, 0.01175
 _YT_KNEE_START_NITS, _YT_KNEE_END_NITS = 400.0, 1000.0
 
 
+@functools.cache
 def _youtube_params() -> tuple[float, float, float, float, float, float]:
     x0 = float(eotf_inverse_st2084(_YT_KNEE_START_NITS))
     y0 = _YT_SLOPE * x0 + _YT_OFFSET

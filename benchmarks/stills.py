@@ -1,0 +1,203 @@
+"""Stills benchmark: the per-picture MLP beside the baselines, on real HDR pictures.
+
+    python benchmarks/stills.py --split test --out docs/stills-benchmark.md
+    python benchmarks/stills.py --split val --variants     # design choices (tuning: val only)
+    python benchmarks/stills.py --timing                    # 1080p adaptation s / reconstruction ms
+
+Pictures: the first picture of every scene of the chosen split (scenes from
+``itmfilter.data.fetch``; split by scene, the test split is never used for tuning).
+SDR made by every curve of the registry and the spatially varying ``local`` operator.
+Baselines on the same pictures: SDR placed per BT.2408, inverse BT.2446a, the
+initialisation alone, a per-picture third-order MMR polynomial, gain maps at 1/4 and 1/2
+resolution; plus the MLP's fp32 weights to measure the fp16 cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from itmfilter.adapt import AdaptOptions, adapt  # noqa: E402
+from itmfilter.colour.transfer import eotf_inverse_st2084  # noqa: E402
+from itmfilter.data.fetch import fetch_scenes, split_scenes  # noqa: E402
+from itmfilter.evaluation import Row, baseline_rows  # noqa: E402
+from itmfilter.metrics import evaluate  # noqa: E402
+from itmfilter.model import CONFIGS, ITMNet, ModelConfig  # noqa: E402
+from itmfilter.reconstruct import predict_pq, reconstruct_nits  # noqa: E402
+from itmfilter.tonecurves import curve_names, get_curve  # noqa: E402
+from itmfilter.weights.blob import WeightSet, decode, encode  # noqa: E402
+from itmfilter.weights.init import load_init  # noqa: E402
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {platform.python_version()}, commit {rev}"
+
+
+def quantise_sdr(sdr: np.ndarray) -> np.ndarray:
+    return (np.round(np.clip(sdr, 0, 1) * 255) / 255).astype(np.float32)
+
+
+def pictures(split: str, limit: int | None = None):
+    scenes = split_scenes(fetch_scenes(quiet=True))[split]
+    out = [(s.name, np.ascontiguousarray(s.load(0), dtype=np.float32)) for s in scenes]
+    return out[:limit] if limit else out
+
+
+def mlp_rows(sdr, hdr, init, options: AdaptOptions, label="itmfilter-mlp", fp32_too=True) -> tuple[list[Row], float]:
+    target = eotf_inverse_st2084(hdr).astype(np.float32)
+    res = adapt(init, sdr, target, options)
+    rows = []
+    blob16 = encode(WeightSet.from_net(res.net), "fp16")
+    rows.append(Row(label, len(blob16), evaluate(hdr, reconstruct_nits(decode(blob16).to_net(), sdr))))
+    if fp32_too:
+        blob32 = encode(WeightSet.from_net(res.net), "fp32")
+        rows.append(Row(label + "-fp32", len(blob32), evaluate(hdr, reconstruct_nits(decode(blob32).to_net(), sdr))))
+    return rows, res.seconds
+
+
+def run_quality(split: str, curves: list[str], init, options: AdaptOptions, limit=None) -> dict:
+    results: dict = {}
+    for name, hdr in pictures(split, limit):
+        for curve in curves:
+            sdr = quantise_sdr(get_curve(curve).forward(hdr))
+            rows = baseline_rows(sdr, hdr, init_net=init, gainmap_scales=(4, 2))
+            mrows, secs = mlp_rows(sdr, hdr, init, options)
+            rows += mrows
+            results.setdefault(curve, []).append(
+                {"picture": name, "size": list(hdr.shape[:2]), "adapt_s": secs,
+                 "rows": {r.method: {"bytes": r.metadata_bytes, **r.scores} for r in rows}}
+            )
+            mlp = results[curve][-1]["rows"]["itmfilter-mlp"]["pu21_psnr"]
+            poly = results[curve][-1]["rows"]["mmr3-poly"]["pu21_psnr"]
+            print(f"{split} {name:<20} {curve:<9} mlp {mlp:6.2f} poly {poly:6.2f} ({secs:.1f} s)", flush=True)
+    return results
+
+
+def summarise(results: dict) -> str:
+    keys = ("pu21_psnr", "pq_psnr", "delta_e_itp", "pu21_ssim", "bytes")
+    lines = []
+    for curve, entries in results.items():
+        lines.append(f"\n### SDR by `{curve}` ({len(entries)} pictures; means)\n")
+        lines.append("| method | " + " | ".join(keys) + " |")
+        lines.append("|---|" + "---|" * len(keys))
+        methods = list(entries[0]["rows"])
+        for m in methods:
+            vals = []
+            for k in keys:
+                xs = [e["rows"][m][k] for e in entries]
+                vals.append(f"{statistics.mean(xs):.0f}" if k == "bytes" else f"{statistics.mean(xs):.3f}")
+            lines.append(f"| {m} | " + " | ".join(vals) + " |")
+        margin = statistics.mean(e["rows"]["itmfilter-mlp"]["pu21_psnr"] - e["rows"]["mmr3-poly"]["pu21_psnr"] for e in entries)
+        fp16 = statistics.mean(e["rows"]["itmfilter-mlp-fp32"]["pu21_psnr"] - e["rows"]["itmfilter-mlp"]["pu21_psnr"] for e in entries)
+        secs = statistics.mean(e["adapt_s"] for e in entries)
+        lines.append(f"\nMLP - polynomial: {margin:+.2f} dB PU21-PSNR; fp16 cost vs fp32: {fp16:.3f} dB; mean adaptation {secs:.2f} s.")
+    return "\n".join(lines)
+
+
+def run_variants(split: str, curves: list[str], limit=None) -> None:
+    """Design choices measured on the val split (never test)."""
+    init, _ = load_init()
+    variants = {
+        "default": (init, AdaptOptions()),
+        "lr1e-4 (authors)": (init, AdaptOptions(lr=1e-4)),
+        "lr3e-3": (init, AdaptOptions(lr=3e-3)),
+        "uniform": (init, AdaptOptions(sampling="uniform")),
+        "stride1": (init, AdaptOptions(error_stride=1)),
+        "full-batch": (init, AdaptOptions(batch_size=0)),
+        "prior none": (ITMNet(CONFIGS["paper-direct"]), AdaptOptions()),
+        "fourier": (ITMNet(CONFIGS["fourier"]), AdaptOptions()),
+        "siren w0=10": (ITMNet(ModelConfig(siren_w0=10.0)), AdaptOptions()),
+        "400 steps": (init, AdaptOptions(steps=400, resample_at=(100, 202, 304))),
+    }
+    data = [(n, h, c, quantise_sdr(get_curve(c).forward(h))) for n, h in pictures(split, limit) for c in curves]
+    for label, (net, opts) in variants.items():
+        scores, secs = [], []
+        for _, hdr, _, sdr in data:
+            res = adapt(net, sdr, eotf_inverse_st2084(hdr).astype(np.float32), opts)
+            scores.append(evaluate(hdr, reconstruct_nits(res.net, sdr))["pu21_psnr"])
+            secs.append(res.seconds)
+        print(f"{label:<20} PU21-PSNR {statistics.mean(scores):6.2f} dB  adapt {statistics.mean(secs):.2f} s", flush=True)
+
+
+def run_timing(repeats: int = 3) -> dict:
+    """Adaptation seconds and reconstruction ms for 1920x1080 and 3840x2160 pictures."""
+    import torch.nn.functional as F
+
+    name, hdr = pictures("test", 1)[0]
+    init, _ = load_init()
+    out = {}
+    for w, h in ((1920, 1080), (3840, 2160)):
+        t = torch.from_numpy(hdr).permute(2, 0, 1)[None]
+        big = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy().copy()
+        sdr = quantise_sdr(get_curve("bt2446a").forward(big))
+        target = eotf_inverse_st2084(big).astype(np.float32)
+        entry = {}
+        if w == 1920:
+            entry["adapt_s"] = statistics.median(adapt(init, sdr, target, AdaptOptions()).seconds for _ in range(repeats))
+        for precision in ("fp32", "bf16"):
+            predict_pq(init, sdr[:64, :64], precision=precision)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                predict_pq(init, sdr, precision=precision)
+                times.append(time.perf_counter() - t0)
+            entry[f"reconstruct_ms_{precision}"] = 1000 * statistics.median(times)
+        out[f"{w}x{h}"] = entry
+        print(w, h, entry, flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--split", default="test", choices=("train", "val", "test"))
+    ap.add_argument("--curves", default=",".join(curve_names()))
+    ap.add_argument("--limit", type=int, default=None, help="at most this many pictures")
+    ap.add_argument("--variants", action="store_true", help="design-choice table (use --split val)")
+    ap.add_argument("--timing", action="store_true", help="1080p/2160p timing only")
+    ap.add_argument("--out", type=Path, default=None, help="write a markdown report here")
+    args = ap.parse_args()
+    curves = [c for c in args.curves.split(",") if c]
+    if args.variants:
+        run_variants(args.split, curves, args.limit)
+        return
+    if args.timing:
+        timing = run_timing()
+        if args.out:
+            args.out.write_text(f"# Stills timing\n\nMachine: {machine()}\n\n```\n{json.dumps(timing, indent=1)}\n```\n")
+        return
+    init, provenance = load_init()
+    results = run_quality(args.split, curves, init, AdaptOptions(), args.limit)
+    text = summarise(results)
+    print(text)
+    if args.out:
+        cmd = "python " + " ".join(sys.argv)
+        args.out.write_text(
+            f"# Stills benchmark ({args.split} split)\n\nCommand: `{cmd}`\n\nMachine: {machine()}\n\n"
+            f"Initialisation: {json.dumps(provenance.get('kind', provenance))}\n{text}\n"
+        )
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
