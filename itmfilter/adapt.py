@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from itmfilter.model import ITMNet, pixel_grid
+from itmfilter.model import ITMNet, fit_mmr_prior, pixel_grid
 from itmfilter.reconstruct import predict_pq
 
 
@@ -38,8 +38,9 @@ class AdaptOptions:
     batch_size: int = 8192
     sampling: str = "ohem"  # "ohem" or "uniform"
     resample_at: tuple[int, ...] = (50, 101, 152)
-    hard_share: float = 0.5
+    hard_share: float = 0.75
     error_stride: int = 4
+    mmr_fit_pixels: int = 1 << 18
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -110,6 +111,10 @@ def adapt(
     tgt_flat = tgt.reshape(-1, 3)
     xy = pixel_grid(h, w, device=device).reshape(-1, 2)
     with torch.no_grad():
+        if net.config.prior == "mmr3":
+            # The per-picture polynomial: least squares over (a subsample of) all pixels.
+            fit_idx = torch.randperm(n_pixels, generator=gen)[: options.mmr_fit_pixels].to(device)
+            net.prior_mmr.copy_(fit_mmr_prior(rgb[fit_idx], tgt_flat[fit_idx]))
         prior = net.prior(rgb)
     count = max(1, int(round(n_pixels * options.sample_fraction)))
     stride = max(1, options.error_stride)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from itmfilter.model import CONFIGS, ITMNet, pixel_grid
+from itmfilter.model import CONFIGS, ITMNet, fit_mmr_prior, mmr_features, pixel_grid
 
 ALGORITHMS = ("fomaml", "reptile", "naive")
 TRAIN_CURVES = ("bt2446a", "bt2390", "hable", "reinhard", "youtube", "local")
@@ -52,7 +52,7 @@ class MetaOptions:
     view_size: tuple[int, int] = (96, 192)
     views_per_picture: int = 12
     curves: tuple[str, ...] = TRAIN_CURVES
-    config: str = "paper"
+    config: str = "default"
     seed: int = 0
     checkpoint_every: int = 250
 
@@ -64,11 +64,14 @@ class MetaOptions:
 @dataclass
 class PairPool:
     """Training pairs held as flat tensors: ``sdr`` (P, N, 3), ``target`` (P, N, 3) PQ,
-    ``xy`` (N, 2) shared pixel grid, ``curve`` names per pair."""
+    ``xy`` (N, 2) shared pixel grid, ``curve`` names per pair, and ``prior`` (P, N, 3):
+    each pair's own global prior in PQ (its least-squares MMR polynomial for ``mmr3``
+    configs, as adaptation will fit it; BT.2408 placement otherwise)."""
 
     sdr: torch.Tensor
     target: torch.Tensor
     xy: torch.Tensor
+    prior: torch.Tensor | None = None
     curve: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -97,12 +100,15 @@ def make_pairs(scenes, options: MetaOptions, *, quiet: bool = False) -> PairPool
             sdrs.append(sdr.reshape(-1, 3).astype(np.float32))
             targets.append(eotf_inverse_st2084(view).reshape(-1, 3).astype(np.float32))
             names.append(name)
-    return PairPool(
-        sdr=torch.from_numpy(np.stack(sdrs)),
-        target=torch.from_numpy(np.stack(targets)),
-        xy=pixel_grid(h, w).reshape(-1, 2),
-        curve=names,
-    )
+    sdr_t = torch.from_numpy(np.stack(sdrs))
+    target_t = torch.from_numpy(np.stack(targets))
+    template = ITMNet(CONFIGS[options.config])
+    with torch.no_grad():
+        if template.config.prior == "mmr3":
+            prior = torch.stack([mmr_features(s) @ fit_mmr_prior(s, t) for s, t in zip(sdr_t, target_t)])
+        else:
+            prior = torch.stack([template.prior(s) for s in sdr_t]) if template.config.prior != "none" else None
+    return PairPool(sdr=sdr_t, target=target_t, xy=pixel_grid(h, w).reshape(-1, 2), prior=prior, curve=names)
 
 
 def _batch(pool: PairPool, pairs, n: int, gen: torch.Generator):
@@ -110,15 +116,16 @@ def _batch(pool: PairPool, pairs, n: int, gen: torch.Generator):
     pairs = torch.as_tensor(pairs)
     sdr = pool.sdr[pairs[:, None], idx].reshape(-1, 3)
     tgt = pool.target[pairs[:, None], idx].reshape(-1, 3)
-    return sdr, pool.xy[idx.reshape(-1)], tgt
+    prior = None if pool.prior is None else pool.prior[pairs[:, None], idx].reshape(-1, 3)
+    return sdr, pool.xy[idx.reshape(-1)], tgt, prior
 
 
 def _train(net: ITMNet, pool: PairPool, pairs, steps: int, lr: float, n: int, gen) -> float:
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     loss = torch.zeros(())
     for _ in range(steps):
-        sdr, xy, tgt = _batch(pool, pairs, n, gen)
-        loss = torch.nn.functional.mse_loss(net(sdr, xy), tgt)
+        sdr, xy, tgt, prior = _batch(pool, pairs, n, gen)
+        loss = torch.nn.functional.mse_loss(net(sdr, xy, prior), tgt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -168,8 +175,8 @@ def meta_train(
         support, query = pairs[:3], pairs[3:]
         if options.algorithm == "naive":
             # Same pixel budget per step as a task, pooled, one optimiser throughout.
-            sdr, xy, tgt = _batch(pool, pairs, n, gen)
-            loss_t = torch.nn.functional.mse_loss(net(sdr, xy), tgt)
+            sdr, xy, tgt, prior = _batch(pool, pairs, n, gen)
+            loss_t = torch.nn.functional.mse_loss(net(sdr, xy, prior), tgt)
             outer.zero_grad(set_to_none=True)
             loss_t.backward()
             outer.step()
@@ -183,9 +190,9 @@ def meta_train(
                     for p, q in zip(net.parameters(), fast.parameters()):
                         p.add_(options.outer_lr * (q - p))
             else:  # first-order MAML: the query gradient at the adapted weights
-                sdr, xy, tgt = _batch(pool, query, n, gen)
+                sdr, xy, tgt, prior = _batch(pool, query, n, gen)
                 fast.zero_grad(set_to_none=True)
-                torch.nn.functional.mse_loss(fast(sdr, xy), tgt).backward()
+                torch.nn.functional.mse_loss(fast(sdr, xy, prior), tgt).backward()
                 outer.zero_grad(set_to_none=True)
                 for p, q in zip(net.parameters(), fast.parameters()):
                     p.grad = q.grad.detach().clone()
@@ -198,6 +205,11 @@ def meta_train(
             torch.save({"net": net.state_dict(), "outer": outer.state_dict(), "gen": gen.get_state(), "step": step + 1}, tmp)
             os.replace(tmp, ckpt)
     bar.close()
+    if net.config.prior == "mmr3":
+        # Blind mode has no per-picture polynomial: store the one fitted to all pairs.
+        with torch.no_grad():
+            pick = torch.randint(0, pool.sdr.shape[0] * pool.sdr.shape[1], (1 << 18,), generator=gen)
+            net.prior_mmr.copy_(fit_mmr_prior(pool.sdr.reshape(-1, 3)[pick], pool.target.reshape(-1, 3)[pick]))
     provenance = {
         "kind": options.algorithm,
         "options": json.loads(json.dumps(asdict(options))),

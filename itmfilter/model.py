@@ -16,6 +16,7 @@ be rebuilt later; :data:`CONFIGS` is the registry of named configurations.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -40,7 +41,8 @@ _BT709_TO_BT2020 = (
     (0.0163914, 0.0880133, 0.8955953),
 )
 
-PRIORS = ("none", "bt2408")
+PRIORS = ("none", "bt2408", "mmr3")
+MMR_TERMS = 22  # third-order MMR: 1 + 7 * 3 regressors
 COORD_ENCODINGS = ("siren", "fourier", "none")
 
 
@@ -50,7 +52,10 @@ class ModelConfig:
 
     ``prior``: ``"bt2408"`` makes the network predict a residual over SDR placed as
     BT.2408 recommends (BT.1886 decode, 203 cd/m2 white, BT.709 -> BT.2020, PQ encode);
-    ``"none"`` predicts PQ directly. ``coord_encoding``: ``"siren"`` (a sine layer with
+    ``"mmr3"`` predicts a residual over a per-picture third-order MMR polynomial (the
+    kind of global colour mapping Dolby Vision metadata carries) whose 22x3 coefficients
+    are a buffer of the network, fitted by least squares before adaptation and stored
+    with the weights (in fp32); ``"none"`` predicts PQ directly. ``coord_encoding``: ``"siren"`` (a sine layer with
     frequency ``siren_w0``, as in the authors' code), ``"fourier"`` (fixed sin/cos bands,
     then a ReLU layer) or ``"none"``.
     """
@@ -94,11 +99,16 @@ class ModelConfig:
         return cls.from_dict(json.loads(text))
 
 
-# The registry of named configurations; "paper" is the default.
+# The registry of named configurations. "default" was chosen on the val split by
+# benchmarks/stills.py --variants (docs/stills-benchmark.md): Fourier coordinates and a
+# per-picture MMR prior beat the authors' SIREN + direct prediction. "paper" is the
+# paper's shape with a BT.2408 residual prior, "paper-direct" predicts PQ directly.
 CONFIGS: dict[str, ModelConfig] = {
+    "default": ModelConfig(coord_encoding="fourier", prior="mmr3"),
     "paper": ModelConfig(),
     "paper-direct": ModelConfig(prior="none"),
     "fourier": ModelConfig(coord_encoding="fourier"),
+    "siren-mmr": ModelConfig(prior="mmr3", siren_w0=10.0),
 }
 
 
@@ -125,6 +135,26 @@ def prior_bt2408(sdr: torch.Tensor) -> torch.Tensor:
     return pq_encode(linear @ matrix.T)
 
 
+def mmr_features(sdr: torch.Tensor) -> torch.Tensor:
+    """Third-order MMR regressors ``(N, 22)`` of ``(N, 3)`` R'G'B' (US 8,811,490):
+    ``[1, r, g, b, rg, rb, gb, rgb]`` and the squares and cubes of the seven non-constant
+    terms; the same order as :func:`itmfilter.baselines.mmr_features`."""
+    r, g, b = sdr.unbind(-1)
+    rg = r * g
+    first = torch.stack([r, g, b, rg, r * b, g * b, rg * b], dim=-1)
+    return torch.cat([torch.ones_like(sdr[..., :1]), first, first * first, first * first * first], dim=-1)
+
+
+def fit_mmr_prior(sdr: torch.Tensor, target_pq: torch.Tensor, ridge: float = 1e-7) -> torch.Tensor:
+    """Least-squares MMR coefficients ``(22, 3)`` from ``(N, 3)`` SDR to ``(N, 3)`` PQ, in
+    float64 with a relative ridge (as :func:`itmfilter.baselines.fit_mmr`)."""
+    x = mmr_features(sdr.double())
+    xtx = x.T @ x
+    reg = ridge * torch.trace(xtx) / xtx.shape[0] * torch.eye(xtx.shape[0], dtype=xtx.dtype, device=xtx.device)
+    reg[0, 0] = 0.0
+    return torch.linalg.solve(xtx + reg, x.T @ target_pq.double()).float()
+
+
 class _Sine(nn.Module):
     def __init__(self, w0: float) -> None:
         super().__init__()
@@ -137,8 +167,9 @@ class _Sine(nn.Module):
 class ITMNet(nn.Module):
     """The two-branch MLP; see the module docstring for shapes and units."""
 
-    def __init__(self, config: ModelConfig = ModelConfig()) -> None:
+    def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
+        config = CONFIGS["default"] if config is None else config
         self.config = config
         c = config
         if c.coord_encoding == "siren":
@@ -168,6 +199,9 @@ class ITMNet(nn.Module):
             nn.init.zeros_(last.bias)
         layers.append(last)
         self.fusion = nn.Sequential(*layers)
+        if c.prior == "mmr3":
+            # Until fitted, the polynomial is the BT.2408 placement's best cubic fit.
+            self.register_buffer("prior_mmr", _bt2408_mmr())
 
     def _coord_features(self, xy: torch.Tensor) -> torch.Tensor:
         if self.config.coord_encoding == "fourier":
@@ -180,6 +214,8 @@ class ITMNet(nn.Module):
         training loops may compute it once per picture and pass it to :meth:`forward`."""
         if self.config.prior == "bt2408":
             return prior_bt2408(sdr)
+        if self.config.prior == "mmr3":
+            return mmr_features(sdr) @ self.prior_mmr.to(sdr.dtype)
         return None
 
     def forward(
@@ -199,6 +235,17 @@ class ITMNet(nn.Module):
                     prior = self.prior(sdr.float())
             out = out.float() + prior
         return out
+
+
+@functools.lru_cache(maxsize=1)
+def _bt2408_mmr_cached() -> tuple:
+    levels = torch.linspace(0, 1, 17)
+    grid = torch.cartesian_prod(levels, levels, levels)
+    return tuple(fit_mmr_prior(grid, prior_bt2408(grid)).flatten().tolist())
+
+
+def _bt2408_mmr() -> torch.Tensor:
+    return torch.tensor(_bt2408_mmr_cached()).reshape(MMR_TERMS, 3)
 
 
 def param_count(net: nn.Module) -> int:

@@ -55,3 +55,29 @@ def test_pixel_grid_centres():
     assert g.shape == (2, 4, 2)
     torch.testing.assert_close(g[0, 0], torch.tensor([-0.75, -0.5]))
     torch.testing.assert_close(g[1, 3], torch.tensor([0.75, 0.5]))
+
+
+def test_mmr_prior_matches_baselines_and_starts_near_bt2408():
+    from itmfilter import baselines
+
+    sdr = torch.rand(500, 3, dtype=torch.float64)
+    np.testing.assert_allclose(
+        __import__("itmfilter.model", fromlist=["mmr_features"]).mmr_features(sdr).numpy(), baselines.mmr_features(sdr.numpy())
+    )
+    net = ITMNet(CONFIGS["default"])
+    # An untrained mmr3 net is the cubic fit of the BT.2408 placement: within 0.05 PQ (worst near black).
+    err = (net(sdr.float(), torch.zeros(500, 2)) - prior_bt2408(sdr.float())).abs().max()
+    assert float(err) < 0.05
+
+
+def test_adapt_fits_mmr_prior_exactly_for_a_cubic_mapping():
+    from itmfilter.adapt import AdaptOptions, adapt
+    from itmfilter.model import mmr_features
+
+    rng = np.random.default_rng(0)
+    sdr = rng.random((40, 50, 3)).astype(np.float32)
+    coeffs = torch.from_numpy(rng.normal(0, 0.05, (22, 3))).float()
+    coeffs[1:4] += torch.eye(3) * 0.5
+    target = (mmr_features(torch.from_numpy(sdr).reshape(-1, 3)) @ coeffs).reshape(40, 50, 3).numpy()
+    res = adapt(ITMNet(CONFIGS["default"]), sdr, target, AdaptOptions(steps=0))
+    torch.testing.assert_close(res.net.prior_mmr, coeffs, rtol=1e-3, atol=1e-3)

@@ -62,3 +62,11 @@ def test_deterministic_bytes():
     net = _trained_net(3)
     assert encode(WeightSet.from_net(net)) == encode(WeightSet.from_net(net))
     assert np.frombuffer(encode(WeightSet.from_net(net))[:4], dtype=np.uint8).tobytes() == b"ITMW"
+
+
+def test_mmr_prior_stored_in_fp32():
+    net = ITMNet(CONFIGS["default"])
+    with torch.no_grad():
+        net.prior_mmr.add_(torch.randn_like(net.prior_mmr) * 3.0)
+    back = decode(encode(WeightSet.from_net(net), "fp16")).to_net()
+    torch.testing.assert_close(back.prior_mmr, net.prior_mmr, rtol=0, atol=0)

@@ -9,7 +9,10 @@ Layout, version 1 (all integers little-endian; specified in ``sidecar/SPEC.md``)
     6       2     config length C (bytes)
     8       C     model config, UTF-8 JSON (ModelConfig.to_json)
     8+C     4     payload length P (bytes)
-    12+C    P     parameters, in ITMNet.state_dict() order, each flattened row-major
+    12+C    P     parameters, in ITMNet.state_dict() order, each flattened row-major,
+                  in the set's dtype, except tensors named ``prior_*`` (the per-picture
+                  polynomial prior), always fp32: its cubic terms cancel and fp16 loses
+                  too much
     12+C+P  4     CRC-32 (zlib) of every byte before it
 
 The parameter shapes are implied by the config, so a reader rebuilds the network from the
@@ -60,12 +63,16 @@ def encode(weights: WeightSet, dtype: str = "fp16") -> bytes:
     code, np_dtype = DTYPES[dtype]
     config = weights.config.to_json().encode("utf-8")
     payload = b"".join(
-        v.detach().cpu().float().numpy().astype(np_dtype).astype(f"<{np.dtype(np_dtype).str[1:]}").tobytes()
-        for v in weights.state.values()
+        v.detach().cpu().float().numpy().astype(_tensor_dtype(k, np_dtype)).tobytes() for k, v in weights.state.items()
     )
     head = MAGIC + struct.pack("<BBH", VERSION, code, len(config)) + config
     body = head + struct.pack("<I", len(payload)) + payload
     return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _tensor_dtype(name: str, np_dtype) -> np.dtype:
+    """Little-endian storage dtype of one tensor (see the module docstring)."""
+    return np.dtype(np.float32 if name.startswith("prior_") else np_dtype).newbyteorder("<")
 
 
 def decode(data: bytes) -> WeightSet:
@@ -93,15 +100,16 @@ def decode(data: bytes) -> WeightSet:
         raise WeightFormatError("weight set is truncated or has trailing bytes")
     _, np_dtype = _CODE_TO_DTYPE[code]
     template = ITMNet(config).state_dict()
-    expected = sum(v.numel() for v in template.values()) * np.dtype(np_dtype).itemsize
+    expected = sum(v.numel() * _tensor_dtype(k, np_dtype).itemsize for k, v in template.items())
     if expected != plen:
         raise WeightFormatError(f"payload holds {plen} bytes, the config needs {expected}")
-    flat = np.frombuffer(payload, dtype=np.dtype(np_dtype).newbyteorder("<")).astype(np.float32)
     state, pos = {}, 0
     for name, ref in template.items():
-        n = ref.numel()
-        state[name] = torch.from_numpy(flat[pos : pos + n].copy()).reshape(ref.shape)
-        pos += n
+        dt = _tensor_dtype(name, np_dtype)
+        size = ref.numel() * dt.itemsize
+        values = np.frombuffer(payload[pos : pos + size], dtype=dt).astype(np.float32)
+        state[name] = torch.from_numpy(values).reshape(ref.shape)
+        pos += size
     return WeightSet(config, state)
 
 

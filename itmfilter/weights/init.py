@@ -63,7 +63,7 @@ def load_init(path: str | os.PathLike | None = None, name: str = "meta") -> tupl
         provenance = json.loads(meta.get("provenance", "{}"))
         provenance.setdefault("path", str(candidate))
         return net.eval(), provenance
-    return ITMNet(CONFIGS["paper"]).eval(), {"kind": "prior-only"}
+    return ITMNet(CONFIGS["default"]).eval(), {"kind": "prior-only"}
 
 
 def _fallbacks(name: str) -> list[str]:

@@ -1,0 +1,290 @@
+"""Real HDR10 test masters made from the registry HDR panoramas.
+
+No HDR video is published in any package registry, but HDR stills are (see
+:mod:`itmfilter.data.fetch`). A master is made the way a camera operator would film
+them: each shot pans a window smoothly across one scene's panorama (wrapping around the
+equirectangular seam, optionally with a slow zoom), and the edit cuts to the next scene
+every ``shot_seconds``. Frames are linear BT.2020 cd/m2, clipped at ``peak_nits`` as a
+colourist mastering for that display would, PQ encoded and written by
+:class:`itmfilter.media.video.Hdr10Writer` as HEVC Main10 (HDR10 SEI with MaxCLL/MaxFALL
+measured over every frame) or ProRes 422 HQ.
+
+Detail is limited by the source: the panoramas are 1024x512 (or 512x256), so a 1080p
+frame magnifies a window of ~450x256 source pixels about 4x with bilinear sampling. The
+masters are sharp in time (sub-pixel motion, real cuts, real highlights and dynamic
+range) but soft in space; use them for colour, temporal and throughput tests, not for
+judging fine detail.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
+from itmfilter.errors import ItmError
+
+__all__ = ["make_master", "make_master_from_arrays", "camera_frames", "pan_view", "MASTER_CODECS"]
+
+#: make_master codec name -> (Hdr10Writer codec, file suffixes it may be written to)
+MASTER_CODECS = {"hevc": ("libx265", (".mp4", ".mov", ".mkv")), "prores": ("prores_ks", (".mov", ".mkv"))}
+
+
+def pan_view(panorama: np.ndarray, size: tuple[int, int], centre: tuple[float, float], window_height: float) -> np.ndarray:
+    """Sample one view of a panorama with bilinear interpolation at sub-pixel positions.
+
+    Parameters
+    ----------
+    panorama : numpy.ndarray, shape (Hp, Wp, 3)
+        Linear BT.2020 cd/m2. Wraps around horizontally (equirectangular 360 panorama),
+        clamps vertically.
+    size : (width, height)
+        Output size in pixels.
+    centre : (x, y)
+        Window centre in panorama pixels (floats; x may be any real, it wraps).
+    window_height : float
+        Window height in panorama pixels; its width is ``window_height * width / height``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (height, width, 3), float32 cd/m2
+    """
+    out_w, out_h = int(size[0]), int(size[1])
+    pano_h, pano_w = panorama.shape[:2]
+    scale = window_height / out_h  # panorama pixels per output pixel, both axes
+    # pixel centres: output pixel i covers [i, i + 1) -> panorama position of its centre
+    xs = centre[0] + (np.arange(out_w) + 0.5 - out_w / 2) * scale - 0.5
+    ys = centre[1] + (np.arange(out_h) + 0.5 - out_h / 2) * scale - 0.5
+    ys = np.clip(ys, 0.0, pano_h - 1.0)
+    y0 = np.floor(ys).astype(np.intp)
+    fy = (ys - y0).astype(np.float32)[:, None, None]
+    y1 = np.minimum(y0 + 1, pano_h - 1)
+    x0f = np.floor(xs)
+    fx = (xs - x0f).astype(np.float32)[None, :, None]
+    x0 = x0f.astype(np.intp) % pano_w
+    x1 = (x0 + 1) % pano_w
+    cols = np.unique(np.concatenate([x0, x1]))  # touch only the columns the window needs
+    lookup = np.searchsorted(cols, x0), np.searchsorted(cols, x1)
+    strip = np.asarray(panorama[:, cols], dtype=np.float32)
+    rows = strip[y0] * (1 - fy) + strip[y1] * fy  # (out_h, n_cols, 3)
+    return rows[:, lookup[0]] * (1 - fx) + rows[:, lookup[1]] * fx
+
+
+def camera_frames(
+    panoramas: Sequence[np.ndarray],
+    n_frames: int,
+    fps: float,
+    size: tuple[int, int],
+    shot_seconds: float = 4.0,
+    seed: int = 0,
+    peak_nits: float = 1000.0,
+    zoom: bool = True,
+) -> Iterator[np.ndarray]:
+    """Yield ``n_frames`` linear BT.2020 cd/m2 frames ``(h, w, 3)`` float32 of panning shots.
+
+    Shot ``k`` films ``panoramas[k % len(panoramas)]``: the window (half the panorama's
+    height, near the horizon) starts at a seeded random heading and pans at a constant
+    speed of 0.15-0.3 window widths per second, left or right; every other shot (when
+    ``zoom``) also zooms in by up to 15 %. Values are clipped at ``peak_nits``. The same
+    arguments always give the same frames.
+    """
+    if not panoramas:
+        raise ItmError(None, "no scenes to film", "pass at least one panorama")
+    out_w, out_h = int(size[0]), int(size[1])
+    frames_per_shot = max(1, int(round(shot_seconds * float(fps))))
+    rng = np.random.default_rng(seed)
+    shot = None
+    for i in range(int(n_frames)):
+        k, j = divmod(i, frames_per_shot)
+        if j == 0:
+            pano = panoramas[k % len(panoramas)]
+            pano_h, pano_w = pano.shape[:2]
+            height0 = 0.5 * pano_h
+            width0 = height0 * out_w / out_h
+            if width0 > pano_w:  # very wide output: fit the width instead
+                height0 = pano_w * out_h / out_w
+            shot = {
+                "pano": pano,
+                "x": rng.uniform(0, pano_w),
+                "y": pano_h * rng.uniform(0.45, 0.55),
+                "speed": rng.uniform(0.15, 0.3) * height0 * out_w / out_h * rng.choice([-1.0, 1.0]),
+                "height": height0,
+                "zoom": rng.uniform(0.0, 0.15) if (zoom and k % 2 == 1) else 0.0,
+            }
+        t = j / float(fps)
+        progress = j / max(1, frames_per_shot - 1)
+        window_height = shot["height"] * (1.0 - shot["zoom"] * progress)
+        frame = pan_view(shot["pano"], (out_w, out_h), (shot["x"] + shot["speed"] * t, shot["y"]), window_height)
+        yield np.minimum(frame, np.float32(peak_nits), out=frame)
+
+
+def _check_out(out_path, codec: str) -> Path:
+    path = Path(out_path)
+    if codec not in MASTER_CODECS:
+        raise ItmError(path, f"unknown master codec {codec!r}", f"use one of {sorted(MASTER_CODECS)}")
+    suffixes = MASTER_CODECS[codec][1]
+    if path.suffix.lower() not in suffixes:
+        raise ItmError(path, f"a {codec} master cannot be written as {path.suffix or 'a file without extension'}",
+                       f"use one of {', '.join(suffixes)}")
+    return path
+
+
+def _encode(path: Path, frames: Iterable[np.ndarray], size, fps, codec, metadata, n_frames, quiet, crf, preset):
+    from tqdm import tqdm
+
+    from itmfilter.media.video import Hdr10Writer
+
+    with Hdr10Writer(path, size[0], size[1], fps, codec=MASTER_CODECS[codec][0], crf=crf, preset=preset,
+                     metadata=metadata) as writer, \
+            tqdm(total=n_frames, desc=f"master {path.name}", unit="frame", disable=quiet) as bar:
+        for frame in frames:
+            writer.write_nits(frame)
+            bar.update(1)
+    return path
+
+
+def make_master(
+    out_path: str | os.PathLike,
+    *,
+    seconds: float = 10.0,
+    fps: float = 24,
+    size: tuple[int, int] = (1920, 1080),
+    codec: str = "hevc",
+    shot_seconds: float = 4.0,
+    scenes: Sequence[str | np.ndarray] | None = None,
+    split: str = "test",
+    seed: int = 0,
+    peak_nits: float = 1000.0,
+    quiet: bool = False,
+    crf: float = 12,
+    preset: str = "fast",
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Film an HDR10 master from real HDR panoramas (see the module docstring).
+
+    Parameters
+    ----------
+    out_path : path
+        ``.mp4``/``.mov``/``.mkv`` for ``codec="hevc"`` (HEVC Main10, 4:2:0, HDR10 SEI),
+        ``.mov``/``.mkv`` for ``codec="prores"`` (ProRes 422 HQ, 4:2:2, tags only).
+    seconds, fps : float
+        Duration in seconds and frame rate (frames = round(seconds * fps)).
+    size : (width, height)
+        Frame size in pixels; even numbers (4:2:0).
+    shot_seconds : float
+        Length of each shot; the edit cuts to the next scene after it.
+    scenes : list of scene names or (Hp, Wp, 3) cd/m2 arrays, optional
+        Names are fetched with :func:`itmfilter.data.fetch.fetch_scenes` (the network is
+        used once, then the cache); arrays are filmed as given (tests, own panoramas).
+        ``None``: the scenes of ``split`` ("train", "val" or "test") for ``seed``.
+    peak_nits : float
+        Mastering peak in cd/m2: frames are clipped there and the mastering display
+        metadata says so (P3-D65 primaries, 0.0001 cd/m2 black).
+    crf, preset : x265 quality and speed (HEVC only).
+
+    Returns the output path. MaxCLL/MaxFALL are measured over every frame first (the
+    frames are rendered twice, which costs far less than encoding them).
+    """
+    path = _check_out(out_path, codec)
+    panoramas = _load_scenes(scenes, split, seed, quiet, cache_dir)
+    n_frames = max(1, int(round(seconds * float(fps))))
+
+    def frames():
+        return camera_frames(panoramas, n_frames, fps, size, shot_seconds, seed, peak_nits)
+
+    levels = LightLevelAccumulator()
+    for frame in frames():
+        levels.add(frame)
+    metadata = HDR10Metadata.p3_d65(peak_nits, 0.0001, *levels.result())
+    return _encode(path, frames(), size, fps, codec, metadata, n_frames, quiet, crf, preset)
+
+
+def _load_scenes(scenes, split, seed, quiet, cache_dir) -> list[np.ndarray]:
+    if scenes is not None and all(isinstance(s, np.ndarray) for s in scenes):
+        arrays = list(scenes)
+    else:
+        from itmfilter.data.fetch import fetch_scenes, split_scenes
+
+        available = fetch_scenes(cache_dir, quiet=quiet)
+        by_name = {s.name: s for s in available}
+        if scenes is None:
+            splits = split_scenes(available, seed=seed)
+            if split not in splits:
+                raise ItmError(None, f"unknown split {split!r}", f"use one of {sorted(splits)}")
+            chosen = list(splits[split])
+            np.random.default_rng(seed).shuffle(chosen)
+        else:
+            chosen = []
+            for name in scenes:
+                if isinstance(name, np.ndarray):
+                    chosen.append(name)
+                elif name in by_name:
+                    chosen.append(by_name[name])
+                else:
+                    raise ItmError(None, f"unknown scene {name!r}", f"choose from {sorted(by_name)}")
+        arrays = []
+        for scene in chosen:
+            if isinstance(scene, np.ndarray):
+                arrays.append(scene)
+                continue
+            # the largest picture of the scene (1024x512 .hdr over the 512x256 EXR)
+            best = max(range(len(scene.pictures)), key=lambda i: np.prod(scene.meta[i].get("shape", [0, 0])[:2]))
+            arrays.append(np.asarray(scene.load(best), dtype=np.float32))
+    for a in arrays:
+        if a.ndim != 3 or a.shape[2] != 3 or min(a.shape[:2]) < 2:
+            raise ItmError(None, f"a scene must be an (H, W, 3) cd/m2 array, got shape {a.shape}",
+                           "pass panoramas as float arrays")
+    if not arrays:
+        raise ItmError(None, "no scenes to film", "pass scene names or arrays")
+    return arrays
+
+
+def make_master_from_arrays(
+    out_path: str | os.PathLike,
+    frames_nits: Iterable[np.ndarray],
+    fps: float,
+    codec: str = "hevc",
+    *,
+    peak_nits: float = 1000.0,
+    light_levels: tuple[float, float] | None = None,
+    crf: float = 12,
+    preset: str = "fast",
+    quiet: bool = True,
+) -> Path:
+    """Encode your own linear BT.2020 cd/m2 frames ``(H, W, 3)`` as an HDR10 master.
+
+    Frames are clipped at ``peak_nits`` (the mastering display's peak). MaxCLL/MaxFALL
+    (cd/m2) are measured over all frames unless ``light_levels`` gives them; measuring
+    needs the frames twice, so a one-shot iterator is held in memory (fine for test
+    clips; for long clips pass a list or ``light_levels``).
+    """
+    path = _check_out(out_path, codec)
+    peak = np.float32(peak_nits)
+    if light_levels is None:
+        frames = frames_nits if isinstance(frames_nits, Sequence) else list(frames_nits)
+        levels = LightLevelAccumulator()
+        for frame in frames:
+            levels.add(np.minimum(np.asarray(frame, np.float32), peak))
+        light_levels = levels.result()
+    else:
+        frames = frames_nits
+    iterator = iter(frames)
+    first = next(iterator, None)
+    if first is None:
+        raise ItmError(path, "no frames to encode", "pass at least one frame")
+    first = np.asarray(first, np.float32)
+    if first.ndim != 3 or first.shape[2] != 3:
+        raise ItmError(path, f"frames must be (H, W, 3) cd/m2, got shape {first.shape}", "pass channel-last RGB")
+    size = (first.shape[1], first.shape[0])
+
+    def clipped():
+        yield np.minimum(first, peak)
+        for frame in iterator:
+            yield np.minimum(np.asarray(frame, np.float32), peak)
+
+    metadata = HDR10Metadata.p3_d65(peak_nits, 0.0001, *light_levels)
+    total = len(frames) if isinstance(frames, Sequence) else None
+    return _encode(path, clipped(), size, fps, codec, metadata, total, quiet, crf, preset)
