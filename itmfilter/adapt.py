@@ -41,6 +41,7 @@ class AdaptOptions:
     hard_share: float = 0.75
     error_stride: int = 4
     mmr_fit_pixels: int = 1 << 18
+    fit_prior: bool = True  # refit the per-picture polynomial (mmr3 configs) before the steps
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -111,7 +112,7 @@ def adapt(
     tgt_flat = tgt.reshape(-1, 3)
     xy = pixel_grid(h, w, device=device).reshape(-1, 2)
     with torch.no_grad():
-        if net.config.prior == "mmr3":
+        if net.config.prior == "mmr3" and options.fit_prior:
             # The per-picture polynomial: least squares over (a subsample of) all pixels.
             fit_idx = torch.randperm(n_pixels, generator=gen)[: options.mmr_fit_pixels].to(device)
             net.prior_mmr.copy_(fit_mmr_prior(rgb[fit_idx], tgt_flat[fit_idx]))

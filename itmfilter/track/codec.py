@@ -1,0 +1,455 @@
+"""Coding a sequence of per-frame weight sets as KEY / DELTA / REPEAT packets, and back.
+
+* KEY: a self-contained set. Coding 1 (``fp16``): the float16 parameters as two byte
+  planes (all low bytes, then all high bytes), zstd-compressed; error per parameter
+  <= ``|w| * 2**-11`` (float16 rounding). Coding 2 (``int8``): per-tensor scale
+  ``s_t = max|w_t| / 127`` (float32), then ``round(w / s_t)`` as int8, zstd-compressed;
+  error <= ``s_t / 2``.
+* DELTA (coding 1): the change from the previous frame's *decoded* set, per tensor
+  ``q = round((w - prev) / step_t)`` as int8 (or int16 when some ``|q| > 127``; a tensor
+  with all ``q = 0`` is skipped), zstd-compressed. The encoder picks
+  ``step_t = delta_step * max(rms(prev_t), rms_floor)`` and sends it, so after every
+  delta each parameter is within ``step_t / 2`` of the encoder's input: the loop is
+  closed (the encoder codes against what the decoder will hold), errors never accumulate.
+* REPEAT: empty payload; the previous set again. Sent when every ``q`` of a delta is 0.
+
+Decoder arithmetic is IEEE binary32, multiply then add (no fused multiply-add):
+``w = prev + float32(q) * step_t``; ``w = float32(q) * s_t``; float16 -> float32 exactly.
+The byte layouts are in ``sidecar/SPEC.md``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import zstandard
+
+from .format import (
+    Packet,
+    TrackFormatError,
+    TrackHeader,
+    decode_packet,
+    param_count,
+    tensor_sizes,
+)
+
+KEY_CODINGS = {"fp16": 1, "int8": 2}
+DELTA_CODING = 1
+REPEAT_CODING = 0
+
+DEFAULT_KEY_INTERVAL = 96  # 4 s at 24 fps: the longest wait for a set after a seek
+DEFAULT_DELTA_STEP = 1 / 256
+"""Relative delta quantiser step: ``step_t = delta_step * max(rms(prev_t), rms_floor)``."""
+DEFAULT_RMS_FLOOR = 1e-2
+"""Weights of a tensor this small (e.g. the zero-started residual head) still get a step of
+``delta_step * rms_floor``, not a vanishing one."""
+ZSTD_LEVEL = 19
+
+_FP16_MAX = 65504.0
+_INT16_MAX = 32767
+
+STATUSES = ("ok", "concealed", "damaged", "missing", "unavailable")
+"""``params_at`` status: ``ok`` decoded as coded; ``concealed`` this frame's packet is good
+but the set rests on a concealment since the last good key; ``damaged`` / ``missing`` this
+frame's packet failed its checks / is absent, the previous set is held; ``unavailable`` no
+good key anywhere, the all-zero vector is returned (with the ``bt2408`` prior this is the
+plain BT.2408 placement of the SDR)."""
+
+
+def _compress(raw: bytes, level: int = ZSTD_LEVEL) -> bytes:
+    return zstandard.ZstdCompressor(level=level, write_checksum=False, write_content_size=True).compress(raw)
+
+
+def _decompress(payload: bytes, expected_max: int) -> bytes:
+    try:
+        return zstandard.ZstdDecompressor().decompress(payload, max_output_size=expected_max)
+    except zstandard.ZstdError as exc:
+        raise TrackFormatError(f"payload does not decompress: {exc}") from None
+
+
+def _planes(arr: np.ndarray) -> bytes:
+    """Little-endian bytes of ``arr`` regrouped as byte planes (all byte 0s, then byte 1s...)."""
+    le = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    return le.view(np.uint8).reshape(-1, arr.dtype.itemsize).T.tobytes()
+
+
+def _unplanes(raw: bytes, dtype: str, n: int) -> np.ndarray:
+    size = np.dtype(dtype).itemsize
+    planes = np.frombuffer(raw, dtype=np.uint8).reshape(size, n)
+    return np.ascontiguousarray(planes.T).view(np.dtype(dtype).newbyteorder("<")).ravel()
+
+
+def _split(vec: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    return np.split(vec, np.cumsum(sizes)[:-1])
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+def encode_key_payload(params: np.ndarray, sizes: list[int], dtype: str = "fp16", level: int = ZSTD_LEVEL):
+    """``(coding, payload)`` of a KEY for the flat float32 ``params``."""
+    params = np.asarray(params, dtype=np.float32)
+    if dtype == "fp16":
+        if np.abs(params).max(initial=0.0) > _FP16_MAX:
+            raise ValueError("a parameter exceeds the float16 range (65504); use key_dtype='int8'")
+        return KEY_CODINGS["fp16"], _compress(_planes(params.astype(np.float16)), level)
+    if dtype == "int8":
+        scales, codes = [], []
+        for t in _split(params, sizes):
+            peak = float(np.abs(t).max(initial=0.0))
+            s = np.float32(peak / 127 if peak > 0 else 1.0)
+            scales.append(s)
+            codes.append(np.clip(np.rint(t / s), -127, 127).astype(np.int8))
+        raw = np.asarray(scales, dtype="<f4").tobytes() + np.concatenate(codes).tobytes()
+        return KEY_CODINGS["int8"], _compress(raw, level)
+    raise ValueError(f"unknown key dtype {dtype!r}; expected one of {sorted(KEY_CODINGS)}")
+
+
+def decode_key_payload(coding: int, payload: bytes, sizes: list[int]) -> np.ndarray:
+    """Flat float32 parameters of a KEY payload; :class:`TrackFormatError` if malformed."""
+    n, t = sum(sizes), len(sizes)
+    if coding == KEY_CODINGS["fp16"]:
+        raw = _decompress(payload, 2 * n)
+        if len(raw) != 2 * n:
+            raise TrackFormatError(f"fp16 key holds {len(raw)} bytes, the model config needs {2 * n}")
+        return _unplanes(raw, "<f2", n).astype(np.float32)
+    if coding == KEY_CODINGS["int8"]:
+        raw = _decompress(payload, 4 * t + n)
+        if len(raw) != 4 * t + n:
+            raise TrackFormatError(f"int8 key holds {len(raw)} bytes, the model config needs {4 * t + n}")
+        scales = np.frombuffer(raw[: 4 * t], dtype="<f4").astype(np.float32)
+        codes = np.frombuffer(raw[4 * t :], dtype=np.int8).astype(np.float32)
+        return np.concatenate([c * s for c, s in zip(_split(codes, sizes), scales)]).astype(np.float32)
+    raise TrackFormatError(f"unknown key coding {coding}", "upgrade itmfilter to read it")
+
+
+def quantise_delta(params, reference, sizes, delta_step=DEFAULT_DELTA_STEP, rms_floor=DEFAULT_RMS_FLOOR):
+    """Per-tensor ``(steps, codes)`` with ``codes[i] = round((params - reference) / step)``
+    as int64 (the caller checks the range), steps float32."""
+    steps, codes = [], []
+    for w, ref in zip(_split(np.asarray(params, np.float32), sizes), _split(reference, sizes)):
+        rms = float(np.sqrt(np.mean(np.square(ref, dtype=np.float64))))
+        step = np.float32(delta_step * max(rms, rms_floor))
+        steps.append(step)
+        codes.append(np.rint((w.astype(np.float64) - ref) / float(step)).astype(np.int64))
+    return steps, codes
+
+
+def encode_delta_payload(steps, codes, level: int = ZSTD_LEVEL) -> bytes | None:
+    """DELTA payload for per-tensor ``steps`` / integer ``codes``; ``None`` when every code is
+    0 (send a REPEAT). Raises ``OverflowError`` when a code exceeds int16 (send a KEY)."""
+    widths, data = [], []
+    for q in codes:
+        peak = int(np.abs(q).max(initial=0))
+        if peak == 0:
+            widths.append(0)
+        elif peak <= 127:
+            widths.append(1)
+            data.append(q.astype(np.int8).tobytes())
+        elif peak <= _INT16_MAX:
+            widths.append(2)
+            data.append(_planes(q.astype(np.int16)))
+        else:
+            raise OverflowError(f"delta code {peak} exceeds int16")
+    if not any(widths):
+        return None
+    steps = [s if w else np.float32(0) for s, w in zip(steps, widths)]
+    raw = np.asarray(steps, dtype="<f4").tobytes() + bytes(widths) + b"".join(data)
+    return _compress(raw, level)
+
+
+def decode_delta_payload(payload: bytes, reference: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """``reference + float32(q) * step_t`` per tensor; :class:`TrackFormatError` if malformed."""
+    n, t = sum(sizes), len(sizes)
+    raw = _decompress(payload, 5 * t + 2 * n)
+    if len(raw) < 5 * t:
+        raise TrackFormatError("delta payload is shorter than its step table")
+    steps = np.frombuffer(raw[: 4 * t], dtype="<f4").astype(np.float32)
+    widths = raw[4 * t : 5 * t]
+    if any(w not in (0, 1, 2) for w in widths):
+        raise TrackFormatError(f"delta payload has an unknown code width in {list(widths)}")
+    expected = 5 * t + sum(w * size for w, size in zip(widths, sizes))
+    if len(raw) != expected:
+        raise TrackFormatError(f"delta payload holds {len(raw)} bytes, its width table needs {expected}")
+    out, pos = [], 5 * t
+    for ref, w, step, size in zip(_split(reference, sizes), widths, steps, sizes):
+        if w == 0:
+            out.append(ref)
+            continue
+        chunk = raw[pos : pos + w * size]
+        pos += w * size
+        q = np.frombuffer(chunk, dtype=np.int8) if w == 1 else _unplanes(chunk, "<i2", size)
+        out.append(ref + q.astype(np.float32) * step)  # binary32 multiply, then add
+    return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def decode_payload(packet: Packet, reference: np.ndarray | None, sizes: list[int]) -> np.ndarray:
+    """The set a packet codes, given the previous decoded set (needed for delta/repeat)."""
+    if packet.kind == "key":
+        return decode_key_payload(packet.coding, packet.payload, sizes)
+    if reference is None:
+        raise TrackFormatError(f"{packet.kind} packet for frame {packet.frame} has no set to apply to")
+    if packet.kind == "repeat":
+        if packet.payload:
+            raise TrackFormatError(f"repeat packet for frame {packet.frame} carries a payload")
+        return reference
+    if packet.coding != DELTA_CODING:
+        raise TrackFormatError(f"unknown delta coding {packet.coding}", "upgrade itmfilter to read it")
+    return decode_delta_payload(packet.payload, reference, sizes)
+
+
+# --------------------------------------------------------------------------- encoder
+
+
+class TrackEncoder:
+    """Turns per-frame parameter vectors into packets, in presentation order.
+
+    A KEY is sent on the first frame, at every ``shot_start``, once ``key_interval``
+    frames have passed since the last key, and when a delta would overflow int16; a
+    REPEAT when the new set equals :attr:`decoded` within the quantiser; a DELTA
+    otherwise. :attr:`header` is the caller's header with ``quantiser`` filled in;
+    :attr:`packets` collects every packet made.
+    """
+
+    def __init__(
+        self,
+        header: TrackHeader,
+        key_interval: int = DEFAULT_KEY_INTERVAL,
+        key_dtype: str = "fp16",
+        delta_step: float = DEFAULT_DELTA_STEP,
+        rms_floor: float = DEFAULT_RMS_FLOOR,
+        zstd_level: int = ZSTD_LEVEL,
+    ) -> None:
+        if key_interval < 1:
+            raise ValueError(f"key_interval must be >= 1 frame, got {key_interval}")
+        if key_dtype not in KEY_CODINGS:
+            raise ValueError(f"unknown key_dtype {key_dtype!r}; expected one of {sorted(KEY_CODINGS)}")
+        if not (delta_step > 0 and rms_floor > 0):
+            raise ValueError("delta_step and rms_floor must be positive")
+        quantiser = {
+            "key_interval": int(key_interval),
+            "key_dtype": key_dtype,
+            "delta_step": float(delta_step),
+            "rms_floor": float(rms_floor),
+            "zstd_level": int(zstd_level),
+        }
+        self.header = dataclasses.replace(header, quantiser=quantiser)
+        self.key_interval, self.key_dtype = int(key_interval), key_dtype
+        self.delta_step, self.rms_floor, self.zstd_level = float(delta_step), float(rms_floor), int(zstd_level)
+        self._sizes = tensor_sizes(header.config)
+        self._n = sum(self._sizes)
+        self._decoded: np.ndarray | None = None
+        self._next_frame: int | None = None
+        self._last_key = 0
+        self._shot = 0
+        self.packets: list[Packet] = []
+
+    @property
+    def decoded(self) -> np.ndarray | None:
+        """The set the decoder holds after the last packet (read-only float32 vector); warm-
+        start the next frame's adaptation from it, not from the encoder's own input."""
+        return self._decoded
+
+    def add(self, frame: int, params: np.ndarray, shot_start: bool = False) -> Packet:
+        """Code frame ``frame`` (presentation index; consecutive after the first call)."""
+        params = np.asarray(params, dtype=np.float32).ravel()
+        if params.shape != (self._n,):
+            raise ValueError(f"params has {params.size} values, the model config needs {self._n}")
+        if not np.isfinite(params).all():
+            raise ValueError(f"frame {frame}: parameters contain NaN or infinity")
+        if self._next_frame is not None and frame != self._next_frame:
+            raise ValueError(f"frames must come in presentation order: expected {self._next_frame}, got {frame}")
+        first = self._next_frame is None
+        if shot_start and not first:
+            self._shot += 1
+        packet = None
+        if not (first or shot_start or frame - self._last_key >= self.key_interval):
+            steps, codes = quantise_delta(params, self._decoded, self._sizes, self.delta_step, self.rms_floor)
+            try:
+                payload = encode_delta_payload(steps, codes, self.zstd_level)
+            except OverflowError:
+                payload = b"overflow"
+            if payload is None:
+                packet = Packet(frame, "repeat", self._shot, b"", REPEAT_CODING)
+            elif payload != b"overflow":
+                packet = Packet(frame, "delta", self._shot, payload, DELTA_CODING)
+        if packet is None:
+            coding, payload = encode_key_payload(params, self._sizes, self.key_dtype, self.zstd_level)
+            packet = Packet(frame, "key", self._shot, payload, coding)
+            self._last_key = frame
+        # Closed loop: hold exactly what a decoder will reconstruct from these bytes.
+        decoded = decode_payload(packet, self._decoded, self._sizes).copy()
+        decoded.setflags(write=False)
+        self._decoded = decoded
+        self._next_frame = frame + 1
+        self.packets.append(packet)
+        return packet
+
+
+# --------------------------------------------------------------------------- decoder
+
+
+@dataclass
+class _State:
+    frame: int
+    params: np.ndarray
+    shot: int
+    concealed: bool
+    status: str
+
+
+class TrackDecoder:
+    """Random-access decoding of a track's packets into parameter vectors.
+
+    :meth:`params_at` goes back to the nearest good KEY at or before the frame and applies
+    the deltas/repeats after it; the last decoded frame is cached, so sequential playback
+    costs one packet per frame. Damage never raises here: a damaged or missing packet holds
+    the previous set (later deltas still apply on top), a lost shot-opening key is replaced
+    by the next good key of the same shot, and every problem is recorded in
+    :attr:`problems` (``{frame: reason}``).
+    """
+
+    _MEMO = 512  # parsed packets kept (about 5 key intervals)
+
+    def __init__(self, header: TrackHeader) -> None:
+        self.header = header
+        self._sizes = tensor_sizes(header.config)
+        self._n = param_count(header.config)
+        self._cache: _State | None = None
+        self._source = None
+        self._memo: collections.OrderedDict[int, tuple[bytes, Packet | str]] = collections.OrderedDict()
+        self.problems: dict[int, str] = {}
+
+    @property
+    def damage_count(self) -> int:
+        """Frames whose packet was found damaged or missing so far."""
+        return len(self.problems)
+
+    def _parse(self, frame: int, packets: dict[int, bytes]) -> Packet | str:
+        """The packet of ``frame`` or, when unusable, ``"missing"`` / ``"damaged"``."""
+        raw = packets.get(frame)
+        if raw is None:
+            self.problems[frame] = "no packet"
+            return "missing"
+        hit = self._memo.get(frame)
+        if hit is not None and (hit[0] is raw or hit[0] == raw):
+            self._memo.move_to_end(frame)
+            return hit[1]
+        try:
+            result: Packet | str = decode_packet(raw)
+            if result.frame != frame:
+                raise TrackFormatError(f"packet for frame {result.frame} stored at frame {frame}")
+        except TrackFormatError as exc:
+            self.problems[frame] = str(exc)
+            result = "damaged"
+        self._memo[frame] = (raw, result)
+        if len(self._memo) > self._MEMO:
+            self._memo.popitem(last=False)
+        return result
+
+    def _key_params(self, packet: Packet) -> np.ndarray | None:
+        try:
+            return decode_key_payload(packet.coding, packet.payload, self._sizes)
+        except TrackFormatError as exc:
+            self.problems[packet.frame] = str(exc)
+            return None
+
+    def _next_key_of_shot(self, start: int, shot: int, packets, last: int) -> np.ndarray | None:
+        for f in range(start, last + 1):
+            p = self._parse(f, packets)
+            if isinstance(p, str):
+                continue
+            if p.shot > shot:
+                return None  # the shot ended without another key
+            if p.kind == "key" and p.shot == shot:
+                params = self._key_params(p)
+                if params is not None:
+                    return params
+        return None
+
+    def _step(self, state: _State, frame: int, packets, last: int) -> _State:
+        p = self._parse(frame, packets)
+        if isinstance(p, str):
+            return _State(frame, state.params, state.shot, True, p)
+        if p.kind == "key":
+            params = self._key_params(p)
+            if params is None:
+                return _State(frame, state.params, state.shot, True, "damaged")
+            return _State(frame, params, p.shot, False, "ok")
+        if p.shot != state.shot:
+            # The key opening this shot was lost; prefer a later key of the same shot.
+            params = self._next_key_of_shot(frame + 1, p.shot, packets, last)
+            if params is not None:
+                return _State(frame, params, p.shot, True, "concealed")
+        try:
+            params = decode_payload(p, state.params, self._sizes)
+        except TrackFormatError as exc:
+            self.problems[frame] = str(exc)
+            return _State(frame, state.params, state.shot, True, "damaged")
+        concealed = state.concealed or p.shot != state.shot
+        return _State(frame, params, p.shot, concealed, "concealed" if concealed else "ok")
+
+    def params_at(self, frame: int, packets_by_frame: dict[int, bytes]) -> tuple[np.ndarray, str]:
+        """The parameter vector for presentation index ``frame`` and its status (one of
+        :data:`STATUSES`). ``packets_by_frame`` maps frame -> packet bytes (from
+        :func:`read_track_blob`, :func:`track_from_json` or a data track)."""
+        packets = packets_by_frame
+        if packets is not self._source:
+            self._source, self._cache = packets, None
+            self._memo.clear()
+        if not packets:
+            return np.zeros(self._n, np.float32), "unavailable"
+        first, last = min(packets), max(packets)
+        cache = self._cache
+        if cache is not None and cache.frame == frame:
+            return cache.params.copy(), cache.status
+
+        state: _State | None = None
+        for s in range(frame, first - 1, -1):
+            if cache is not None and cache.frame == s:
+                state = cache
+                break
+            p = self._parse(s, packets)
+            if isinstance(p, Packet) and p.kind == "key":
+                params = self._key_params(p)
+                if params is not None:
+                    state = _State(s, params, p.shot, False, "ok")
+                    break
+        if state is None:
+            # No good key at or before the frame: start from the first good key anywhere,
+            # as if it had been sent just before the first frame.
+            params, shot = None, 0
+            for f in range(first, last + 1):
+                p = self._parse(f, packets)
+                if isinstance(p, Packet) and p.kind == "key":
+                    params, shot = self._key_params(p), p.shot
+                    if params is not None:
+                        break
+            if params is None:
+                return np.zeros(self._n, np.float32), "unavailable"
+            state = _State(first - 1, params, shot, True, "concealed")
+        for f in range(state.frame + 1, frame + 1):
+            state = self._step(state, f, packets, last)
+        self._cache = state
+        return state.params.copy(), state.status
+
+
+__all__ = [
+    "DEFAULT_DELTA_STEP",
+    "DEFAULT_KEY_INTERVAL",
+    "DEFAULT_RMS_FLOOR",
+    "KEY_CODINGS",
+    "STATUSES",
+    "TrackDecoder",
+    "TrackEncoder",
+    "decode_delta_payload",
+    "decode_key_payload",
+    "decode_payload",
+    "encode_delta_payload",
+    "encode_key_payload",
+    "quantise_delta",
+]

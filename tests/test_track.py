@@ -1,0 +1,428 @@
+"""The weight track (itmfilter.track): packets, closed-loop coding, random access,
+damage, versioning, the sidecar schema and the conformance vectors."""
+
+import importlib.util
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from itmfilter.colour.hdr10 import HDR10Metadata
+from itmfilter.model import CONFIGS, ITMNet, ModelConfig
+from itmfilter.track import (
+    Packet,
+    TrackDecoder,
+    TrackEncoder,
+    TrackFormatError,
+    TrackHeader,
+    decode_packet,
+    encode_packet,
+    flatten_state,
+    param_count,
+    read_track_blob,
+    track_from_json,
+    track_to_json,
+    unflatten,
+    write_track_blob,
+)
+from itmfilter.track.format import tensor_sizes
+
+ROOT = Path(__file__).resolve().parents[1]
+SIDECAR = ROOT / "sidecar"
+PAPER = CONFIGS["paper"]
+SMALL = ModelConfig(coord_features=8, rgb_features=8, hidden=(16, 8))
+
+
+def _header(config=PAPER, **kw):
+    kw.setdefault("hdr10", HDR10Metadata.p3_d65(1000.0, 0.0001, 1000.0, 400.0))
+    return TrackHeader(config, (24, 1), 500, 1920, 1080, **kw)
+
+
+def _base_params(config=PAPER, seed=0):
+    torch.manual_seed(seed)
+    net = ITMNet(config)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return flatten_state(net.state_dict())
+
+
+def _walk(n, std, seed=1, config=PAPER, hold=()):
+    rng = np.random.default_rng(seed)
+    w = _base_params(config)
+    out = []
+    for f in range(n):
+        if f and f not in hold:
+            w = (w + rng.normal(0, std, w.shape)).astype(np.float32)
+        out.append(w)
+    return out
+
+
+def _encode(seq, shots=(), **kw):
+    enc = TrackEncoder(_header(), **kw)
+    for f, w in enumerate(seq):
+        enc.add(f, w, shot_start=f in shots)
+    return enc
+
+
+def _by_frame(packets):
+    return {p.frame: encode_packet(p) for p in packets}
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def test_flatten_unflatten_round_trip():
+    net = ITMNet(PAPER)
+    vec = flatten_state(net.state_dict())
+    assert vec.dtype == np.float32 and vec.shape == (param_count(PAPER),) == (8771,)
+    back = ITMNet(PAPER)
+    back.load_state_dict(unflatten(PAPER, vec))
+    for a, b in zip(net.state_dict().values(), back.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="8771"):
+        unflatten(PAPER, vec[:-1])
+
+
+def test_header_round_trips():
+    h = _header(binding={"first_keyframe_sha256": "ab" * 32, "width": 1920, "height": 1080, "frame_count": 500},
+                encoder={"tool": "test"})
+    assert TrackHeader.from_bytes(h.to_bytes()) == h
+    assert TrackHeader.from_json_dict(json.loads(json.dumps(h.to_json_dict()))) == h
+    assert h.hdr10_metadata().max_cll == 1000.0
+    assert h.sdr["white_nits"] == 100.0 and h.sdr["transfer"] == "bt1886" and h.sdr["range"] == "limited"
+
+
+def test_header_ignores_unknown_keys_of_a_later_minor():
+    d = _header().to_json_dict()
+    d["version"] = [1, 7]
+    d["some_future_field"] = {"x": 1}
+    assert TrackHeader.from_json_dict(d).config == PAPER
+
+
+def test_binding_detects_another_video():
+    h = _header(binding={"first_keyframe_sha256": "ab" * 32, "width": 1920, "height": 1080})
+    assert h.binding_matches({"first_keyframe_sha256": "ab" * 32, "width": 1920, "height": 1080})
+    assert not h.binding_matches({"first_keyframe_sha256": "cd" * 32, "width": 1920, "height": 1080})
+    assert not h.binding_matches({"width": 1280})
+    assert not _header().binding_matches(h)  # unbound: nothing to compare
+    assert h.binding_matches(_header(binding={"width": 1920}))
+
+
+def test_packet_round_trip_and_size():
+    p = Packet(frame=1234, kind="delta", shot=7, payload=b"\x01\x02\x03", coding=1)
+    raw = encode_packet(p)
+    assert raw[:4] == b"ITMP" and len(raw) == 24 + 3
+    assert decode_packet(raw) == p
+    assert len(encode_packet(Packet(5, "repeat", 0, b""))) == 24
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [("magic", "bad magic"), ("flip", "CRC-32"), ("truncate", "truncated"), ("version", "version 9"),
+     ("kind", "unknown kind")],
+)
+def test_packet_damage_is_detected(damage, message):
+    raw = bytearray(encode_packet(Packet(3, "delta", 0, bytes(range(50)), 1)))
+    if damage == "magic":
+        raw[0:4] = b"XXXX"
+    elif damage == "flip":
+        raw[30] ^= 0x04
+    elif damage == "truncate":
+        raw = raw[:-10]
+    elif damage in ("version", "kind"):
+        raw[4 if damage == "version" else 5] = 9
+        raw[-4:] = struct.pack("<I", zlib.crc32(bytes(raw[:-4])))
+    with pytest.raises(TrackFormatError, match=message):
+        decode_packet(bytes(raw))
+
+
+def test_unknown_major_version_refused_everywhere():
+    h = _header()
+    raw = bytearray(h.to_bytes())
+    raw[4] = 2
+    raw[-4:] = struct.pack("<I", zlib.crc32(bytes(raw[:-4])))
+    with pytest.raises(TrackFormatError, match="version 2") as err:
+        TrackHeader.from_bytes(bytes(raw))
+    assert "upgrade itmfilter" in str(err.value)
+    d = track_to_json(h, [])
+    d["version"] = [3, 0]
+    with pytest.raises(TrackFormatError, match="version 3"):
+        track_from_json(d)
+    blob = bytearray(write_track_blob(h, []))
+    blob[4] = 4
+    with pytest.raises(TrackFormatError, match="version 4"):
+        read_track_blob(bytes(blob))
+
+
+# --------------------------------------------------------------------------- encoder
+
+
+def test_keys_at_shot_starts_and_every_interval():
+    seq = _walk(300, 1e-3)
+    enc = _encode(seq, shots={50, 130}, key_interval=96)
+    keys = [p.frame for p in enc.packets if p.kind == "key"]
+    assert keys == [0, 50, 130, 226]
+    shots = [p.shot for p in enc.packets]
+    assert (shots[49], shots[50], shots[129], shots[130], shots[299]) == (0, 1, 1, 2, 2)
+    assert enc.header.quantiser["key_interval"] == 96
+
+
+def test_repeat_when_nothing_changes():
+    seq = _walk(10, 1e-3, hold={3, 4, 5})
+    kinds = [p.kind for p in _encode(seq).packets]
+    assert kinds == ["key", "delta", "delta", "repeat", "repeat", "repeat", "delta", "delta", "delta", "delta"]
+
+
+def test_frames_must_be_consecutive():
+    enc = TrackEncoder(_header())
+    w = _base_params()
+    enc.add(10, w)
+    with pytest.raises(ValueError, match="expected 11"):
+        enc.add(12, w)
+    with pytest.raises(ValueError, match="NaN"):
+        enc.add(11, np.full_like(w, np.nan))
+
+
+@pytest.mark.parametrize("key_dtype", ["fp16", "int8"])
+def test_closed_loop_drift_bounded_over_500_frames(key_dtype):
+    seq = _walk(500, 3e-3)
+    step = 1 / 256
+    enc = TrackEncoder(_header(), key_interval=96, key_dtype=key_dtype, delta_step=step)
+    worst, late = 0.0, 0.0
+    for f, w in enumerate(seq):
+        p = enc.add(f, w)
+        if p.kind != "key":
+            err = float(np.abs(enc.decoded - w).max())
+            worst = max(worst, err)
+            late = max(late, err) if f >= 400 else late
+    # Every tensor's rms stays < 0.6, so each delta leaves an error < 0.6 * step / 2, and
+    # the error of frame 499 is no larger than that of frame 1: nothing accumulates.
+    assert worst < 0.6 * step / 2 * 1.001
+    assert late <= worst
+    # The decoder holds exactly what the encoder says it holds.
+    dec = TrackDecoder(enc.header)
+    packets = _by_frame(enc.packets)
+    final, status = dec.params_at(499, packets)
+    assert status == "ok" and np.array_equal(final, enc.decoded)
+
+
+def test_per_tensor_error_within_half_step():
+    from itmfilter.track.codec import quantise_delta
+
+    seq = _walk(40, 1e-2)
+    enc = TrackEncoder(_header(), delta_step=1 / 128)
+    sizes = tensor_sizes(PAPER)
+    for f, w in enumerate(seq):
+        ref = enc.decoded
+        p = enc.add(f, w)
+        if p.kind != "delta":
+            continue
+        steps, _ = quantise_delta(w, ref, sizes, enc.delta_step, enc.rms_floor)
+        for e, s in zip(np.split(np.abs(enc.decoded - w), np.cumsum(sizes)[:-1]), steps):
+            assert e.max() <= float(s) / 2 * (1 + 1e-4) + 1e-7
+
+
+def test_large_jump_without_shot_flag_becomes_key():
+    w = _base_params()
+    enc = TrackEncoder(_header())
+    enc.add(0, w)
+    assert enc.add(1, w * 1000).kind == "key"  # deltas would overflow int16
+
+
+# --------------------------------------------------------------------------- decoder
+
+
+def test_random_access_equals_sequential():
+    seq = _walk(250, 2e-3)
+    enc = _encode(seq, shots={70}, key_interval=48)
+    packets = _by_frame(enc.packets)
+    seq_dec = TrackDecoder(enc.header)
+    sequential = [seq_dec.params_at(f, packets)[0] for f in range(250)]
+    rng = np.random.default_rng(5)
+    rand_dec = TrackDecoder(enc.header)
+    for f in rng.permutation(250)[:80]:
+        got, status = rand_dec.params_at(int(f), packets)
+        assert status == "ok" and np.array_equal(got, sequential[f]), f
+    # and the decoder reproduces the encoder's closed loop bit for bit
+    assert np.array_equal(sequential[-1], enc.decoded)
+
+
+def test_damaged_packet_detected_and_previous_set_held():
+    seq = _walk(120, 2e-3)
+    enc = _encode(seq, key_interval=96)
+    packets = _by_frame(enc.packets)
+    clean = [TrackDecoder(enc.header).params_at(f, packets)[0] for f in (39, 40, 41, 96)]
+    bad = bytearray(packets[40])
+    bad[len(bad) // 2] ^= 0x20
+    packets[40] = bytes(bad)
+    del packets[60]
+    dec = TrackDecoder(enc.header)
+    results = {f: dec.params_at(f, packets) for f in range(120)}
+    assert results[39][1] == "ok"
+    assert results[40][1] == "damaged" and np.array_equal(results[40][0], clean[0])
+    assert results[41][1] == "concealed"
+    # deltas still apply on top of the held set, so the error is one frame's change
+    assert np.abs(results[41][0] - clean[2]).max() < 0.05
+    assert results[60][1] == "missing"
+    assert results[96][1] == "ok" and np.array_equal(results[96][0], clean[3])  # the next key heals
+    assert dec.damage_count == 2 and "CRC-32" in dec.problems[40] and dec.problems[60] == "no packet"
+    # random access into the damaged stretch equals the sequential result
+    assert np.array_equal(TrackDecoder(enc.header).params_at(50, packets)[0], results[50][0])
+
+
+def test_lost_shot_key_replaced_by_next_key_of_the_shot():
+    seq = _walk(60, 1e-3)
+    seq[20:] = [w + 0.5 for w in seq[20:]]  # a cut at 20
+    enc = _encode(seq, shots={20}, key_interval=16)
+    packets = _by_frame(enc.packets)
+    assert enc.packets[20].kind == "key" and enc.packets[36].kind == "key"
+    truth = TrackDecoder(enc.header).params_at(36, packets)[0]
+    del packets[20]
+    dec = TrackDecoder(enc.header)
+    statuses = [dec.params_at(f, packets)[1] for f in range(40)]
+    assert statuses[20] == "missing" and statuses[21] == "concealed" and statuses[36] == "ok"
+    got21 = TrackDecoder(enc.header).params_at(21, packets)[0]
+    assert np.array_equal(got21, truth)  # the shot's next key, not the previous shot's set
+
+
+def test_first_key_damaged_uses_next_good_key_and_all_damaged_is_unavailable():
+    seq = _walk(30, 1e-3)
+    enc = _encode(seq, key_interval=10)
+    packets = _by_frame(enc.packets)
+    packets[0] = packets[0][:-1]
+    dec = TrackDecoder(enc.header)
+    params, status = dec.params_at(3, packets)
+    assert status == "concealed" and np.isfinite(params).all()
+    assert dec.params_at(0, packets)[1] == "damaged"
+    assert dec.params_at(10, packets)[1] == "ok"
+    dead = {f: b"garbage" for f in range(5)}
+    params, status = TrackDecoder(enc.header).params_at(2, dead)
+    assert status == "unavailable" and not params.any()
+
+
+# --------------------------------------------------------------------------- whole track
+
+
+def test_blob_and_json_round_trips():
+    seq = _walk(40, 1e-3)
+    enc = _encode(seq, shots={25}, key_interval=16)
+    packets = _by_frame(enc.packets)
+    blob = write_track_blob(enc.header, enc.packets)
+    header, back = read_track_blob(blob)
+    assert header == enc.header and back == packets
+    header2, back2 = track_from_json(json.loads(json.dumps(track_to_json(enc.header, list(packets.values())))))
+    assert header2 == enc.header and back2 == packets
+
+
+def test_data_track_samples_carry_the_header():
+    from itmfilter.track import pack_sample, split_sample
+
+    enc = _encode(_walk(3, 1e-3))
+    first = pack_sample(enc.packets[0], enc.header)
+    header, raw = split_sample(first)
+    assert header == enc.header and decode_packet(raw) == enc.packets[0]
+    assert split_sample(pack_sample(enc.packets[1])) == (None, encode_packet(enc.packets[1]))
+
+
+def test_blob_index_damage_is_an_error_packet_damage_is_not():
+    enc = _encode(_walk(10, 1e-3))
+    blob = bytearray(write_track_blob(enc.header, enc.packets))
+    tail = bytearray(blob)
+    tail[-10] ^= 1  # inside the last packet
+    header, packets = read_track_blob(bytes(tail))
+    assert TrackDecoder(header).params_at(9, packets)[1] == "damaged"
+    blob[30] ^= 1  # inside the header JSON
+    with pytest.raises(TrackFormatError, match="CRC-32"):
+        read_track_blob(bytes(blob))
+
+
+def test_json_sidecar_validates_against_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((SIDECAR / "schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    enc = _encode(_walk(12, 1e-3), shots={6}, key_interval=4)
+    doc = json.loads(json.dumps(track_to_json(enc.header, enc.packets)))
+    jsonschema.validate(doc, schema)
+    doc["header"]["sdr"]["primaries"] = "bt2020"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, schema)
+
+
+# --------------------------------------------------------------------------- conformance vectors
+
+
+def _load_make_vectors():
+    spec = importlib.util.spec_from_file_location("make_vectors", SIDECAR / "make_vectors.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_vectors_regenerate_identically():
+    built = _load_make_vectors().build_vectors()
+    on_disk = {p.name: p.read_bytes() for p in (SIDECAR / "vectors").iterdir()}
+    assert sorted(built) == sorted(on_disk)
+    for name, data in built.items():
+        assert data == on_disk[name], f"{name} differs: rerun python sidecar/make_vectors.py"
+    assert sum(map(len, on_disk.values())) < 300_000
+
+
+def test_vectors_decode_to_expected_weights():
+    from itmfilter.track.codec import decode_payload
+
+    vec = SIDECAR / "vectors"
+    manifest = json.loads((vec / "manifest.json").read_text())
+    configs = {k: ModelConfig.from_dict(v) for k, v in manifest["configs"].items()}
+    for entry in manifest["vectors"]:
+        raw = (vec / entry["file"]).read_bytes()
+        config = configs[entry["config"]]
+        if "error_contains" in entry:
+            with pytest.raises(TrackFormatError, match=entry["error_contains"]):
+                decode_packet(raw)
+            continue
+        expected = np.load(vec / entry["expected"])
+        if entry["file"].endswith(".itm.json"):
+            header, packets = track_from_json(json.loads(raw))
+        elif entry["file"].startswith("track"):
+            header, packets = read_track_blob(raw)
+        else:
+            p = decode_packet(raw)
+            assert p.frame == entry["frame"]
+            ref = np.load(vec / entry["reference"]) if "reference" in entry else None
+            got = decode_payload(p, ref, tensor_sizes(config))
+            assert np.array_equal(got, expected), entry["file"]
+            continue
+        assert header.config == config
+        dec = TrackDecoder(header)
+        for f in range(len(expected)):
+            got, status = dec.params_at(f, packets)
+            assert status == entry["statuses"][f] and np.array_equal(got, expected[f]), (entry["file"], f)
+
+
+# --------------------------------------------------------------------------- size
+
+
+def test_bitrate_report(capsys):
+    """Bytes per frame and kbit/s at 24 fps, keys every 96 frames, ~4 s shots."""
+    rows = []
+    for std, every in ((0.0, 1), (1e-5, 1), (1e-3, 8), (1e-3, 1), (1e-2, 1)):
+        rng = np.random.default_rng(3)
+        w = _base_params()
+        enc = TrackEncoder(_header(), key_interval=96)
+        total = 0
+        for f in range(480):
+            if f and f % every == 0 and std:
+                w = (w + rng.normal(0, std, w.shape)).astype(np.float32)
+            total += len(encode_packet(enc.add(f, w, shot_start=f % 96 == 0)))
+        rows.append((std, every, total / 480, total / 480 * 8 * 24 / 1000))
+    with capsys.disabled():
+        for std, every, bpf, kbps in rows:
+            print(f"\n  random walk std {std:g} every {every} frame(s): {bpf:7.0f} B/frame, {kbps:7.1f} kbit/s")
+    static = rows[0]
+    assert static[3] < 64  # keys every 4 s + repeats fit the audio-track budget
+    assert rows[-1][3] < 3500 / 2  # still far below the naive 3.5 Mbit/s
