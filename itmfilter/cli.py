@@ -72,11 +72,13 @@ def _is_still(path: Path) -> bool:
 @app.command()
 @user_errors
 def encode(
-    master: Annotated[Path, typer.Argument(help="HDR master: .exr, .hdr or 16-bit PQ/HLG .png.")],
+    master: Annotated[Path, typer.Argument(help="HDR master: still (.exr/.hdr/PQ .png) or video (.mov/.mp4/.mkv, EXR sequence).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="SDR output, e.g. sdr.png.")],
     tm: Annotated[str, typer.Option(help="Tone curve for the SDR (see `itmfilter curves`).")] = "bt2446a",
     sdr: Annotated[Optional[Path], typer.Option(help="Your own SDR grade instead of a curve (same size).")] = None,
-    sidecar: Annotated[str, typer.Option(help="embed (PNG chunk), json (<out>.itm.json) or both.")] = "embed",
+    sidecar: Annotated[
+        str, typer.Option(help="Stills: embed, json or both. Video: embed/auto, track, attachment or json.")
+    ] = "embed",
     steps: Annotated[int, typer.Option(help="Adam steps of per-picture adaptation.")] = 200,
     weights_dtype: Annotated[str, typer.Option("--weights", help="Stored weight precision: fp16 or fp32.")] = "fp16",
     nits_per_unit: Annotated[
@@ -87,19 +89,47 @@ def encode(
         typer.Option(help="Relative inputs: place the scene's diffuse white at this many cd/m2 (BT.2408: 203)."),
     ] = None,
     init: Annotated[Optional[Path], typer.Option(help="Initialisation .safetensors (default: shipped).")] = None,
+    codec: Annotated[str, typer.Option(help="Video: SDR encoder, libx264 or libx265.")] = "libx264",
+    crf: Annotated[int, typer.Option(help="Video: SDR quality (x264/x265 CRF).")] = 18,
+    preset: Annotated[str, typer.Option(help="Video: x264/x265 preset.")] = "medium",
+    strategy: Annotated[str, typer.Option(help="Video: warm (closed-loop warm start, default) or frame.")] = "warm",
+    refresh: Annotated[float, typer.Option(help="Video: re-adapt when the held set's error grows by this ratio.")] = 1.3,
+    key_seconds: Annotated[float, typer.Option(help="Video: a self-contained key set at least this often (s).")] = 4.0,
+    assume_hdr: Annotated[bool, typer.Option(help="Video: treat an untagged master as PQ BT.2020.")] = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Tone-map an HDR still to SDR and embed its adapted MLP.
+    """HDR master -> SDR with embedded per-picture MLPs (stills and video).
 
-    Example: itmfilter encode master.exr -o sdr.png --tm bt2446a
+    Stills: itmfilter encode master.exr -o sdr.png --tm bt2446a
+    Video:  itmfilter encode master.mov -o sdr.mp4   (data track; .mkv: attachment; --sidecar json)
     """
     from itmfilter.adapt import AdaptOptions
     from itmfilter.stills import encode_still
 
-    if not _is_still(master):
-        raise ItmError(master, "video masters are not supported yet by this build", "give an .exr, .hdr or .png still")
+    if not _is_still(master) or master.is_dir() or "%" in master.name:
+        from itmfilter.video_encode import VideoEncodeOptions, encode_video
+
+        report = encode_video(
+            master,
+            output,
+            grade=sdr,
+            options=VideoEncodeOptions(
+                tm=tm, codec=codec, crf=crf, preset=preset, sidecar="auto" if sidecar == "embed" else sidecar,
+                strategy=strategy, first_steps=steps, refresh_ratio=refresh, key_seconds=key_seconds,
+                assume_hdr=assume_hdr, seed=seed,
+            ),
+            init_path=init,
+            device=device,
+            quiet=quiet,
+        )
+        if not quiet:
+            typer.echo(
+                f"wrote {report.output}: {report.frames} frames, {report.shots} shots, weights by {report.carriage}, "
+                f"{report.metadata_bytes} bytes = {report.kbit_per_s:.1f} kbit/s ({report.packets})"
+            )
+        return
     bar, advance = _step_bar(steps, quiet, f"adapting {master.name}")
     try:
         report = encode_still(

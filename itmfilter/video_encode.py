@@ -1,0 +1,370 @@
+"""``itmfilter encode`` for video: HDR master -> SDR video carrying per-frame MLPs.
+
+Three passes, so that the weights are fitted to the SDR a player will actually decode
+(after the lossy SDR codec), not to the pre-codec SDR:
+
+1. master -> SDR video (tone curve, libx264/libx265, BT.709 tags, audio/subtitles copied);
+   a user's grade (``--sdr grade.mov``) skips this pass and is stream-copied as it is;
+2. decode master and SDR in lockstep; detect shots; adapt the network per frame
+   (strategy below) and code the weights with :class:`itmfilter.track.codec.TrackEncoder`
+   (key sets at shot starts and every ``key_seconds``, quantised closed-loop deltas,
+   repeats); finished shots are checkpointed so an interrupted encode resumes;
+3. remux the SDR stream (+ audio/subtitles) with the track: an MP4/MOV data track, an MKV
+   attachment, or a JSON sidecar; atomically.
+
+Strategies (``--strategy``; measured in ``benchmarks/video.py``):
+
+* ``frame``: every frame adapted from the initialisation with the full step count;
+* ``warm`` (default): the shot's first frame adapted fully; a later frame keeps the set
+  the *decoder* holds (a 24-byte repeat packet) while that set's error on the frame stays
+  within ``refresh_ratio`` of its error when it was made; otherwise it is warm-started
+  from the decoder's set (closed loop) for a few steps with the shot's polynomial prior
+  kept fixed, and coded as a small delta. ``refresh_ratio`` trades bits for quality.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from itmfilter.errors import ItmError
+
+STRATEGIES = ("warm", "frame")
+
+
+@dataclass(frozen=True)
+class VideoEncodeOptions:
+    tm: str = "bt2446a"
+    codec: str = "libx264"
+    crf: int = 18
+    preset: str = "medium"
+    sidecar: str = "auto"
+    strategy: str = "warm"
+    first_steps: int = 200
+    warm_steps: int = 20
+    warm_lr: float = 5e-4
+    refresh_ratio: float = 1.3
+    key_seconds: float = 4.0
+    key_dtype: str = "fp16"
+    delta_step: float | None = None
+    shot_threshold: float = 0.06  # mean |delta PQ luma| of 32x18 thumbnails that makes a cut
+    assume_hdr: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ItmError(None, f"unknown --strategy {self.strategy!r}", f"use one of {', '.join(STRATEGIES)}")
+        if self.codec not in ("libx264", "libx265"):
+            raise ItmError(None, f"unknown --codec {self.codec!r}", "use libx264 or libx265")
+
+
+@dataclass
+class VideoEncodeReport:
+    output: str
+    frames: int
+    shots: int
+    metadata_bytes: int
+    kbit_per_s: float
+    carriage: str
+    packets: dict
+
+
+def _thumb(nits: np.ndarray) -> np.ndarray:
+    """32x18 mean PQ luma thumbnail, the shot detector's signature of a frame."""
+    from itmfilter.colour.transfer import eotf_inverse_st2084
+
+    h, w, _ = nits.shape
+    y = 0.2627 * nits[..., 0] + 0.6780 * nits[..., 1] + 0.0593 * nits[..., 2]
+    ys = (np.arange(18) * h) // 18
+    xs = (np.arange(32) * w) // 32
+    return eotf_inverse_st2084(np.add.reduceat(np.add.reduceat(y, ys, axis=0), xs, axis=1) / ((h / 18) * (w / 32)))
+
+
+def _job_key(master: Path, grade: Path | None, options: VideoEncodeOptions, init_tag: str) -> str:
+    st = master.stat()
+    parts = [str(master.resolve()), str(st.st_size), str(st.st_mtime_ns), json.dumps(asdict(options), sort_keys=True), init_tag]
+    if grade:
+        gs = grade.stat()
+        parts += [str(grade.resolve()), str(gs.st_size), str(gs.st_mtime_ns)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _make_sdr(master: Path, out: Path, info, options: VideoEncodeOptions, quiet: bool) -> None:
+    from tqdm import tqdm
+
+    from itmfilter.media.video import SdrWriter, read_hdr_frames
+    from itmfilter.tonecurves import get_curve
+
+    try:
+        curve = get_curve(options.tm)
+    except ValueError as exc:
+        raise ItmError(None, str(exc)) from None
+    bar = tqdm(total=info.frame_count or None, unit="frame", desc="SDR pass", disable=quiet, leave=False)
+    with SdrWriter(out, info.width, info.height, info.fps, codec=options.codec, crf=options.crf,
+                   preset=options.preset, copy_from=master) as writer:
+        for _, nits in read_hdr_frames(master, assume_hdr=options.assume_hdr):
+            writer.write(curve.forward(nits))
+            bar.update(1)
+    bar.close()
+
+
+def encode_video(
+    master: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    grade: str | os.PathLike | None = None,
+    options: VideoEncodeOptions = VideoEncodeOptions(),
+    init_path: str | os.PathLike | None = None,
+    device: str = "auto",
+    quiet: bool = False,
+) -> VideoEncodeReport:
+    """Run the three passes (module docstring); returns what was written."""
+    from tqdm import tqdm
+
+    from itmfilter.adapt import AdaptOptions, adapt
+    from itmfilter.carriage import ATTACHMENT_MIME, ATTACHMENT_NAME, resolve_mode, sidecar_path, stream_binding
+    from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
+    from itmfilter.colour.transfer import eotf_inverse_st2084
+    from itmfilter.media.atomic import atomic_output
+    from itmfilter.media.video import probe_video, read_hdr_frames, read_sdr_frames
+    from itmfilter.model import resolve_device
+    from itmfilter.track.codec import TrackEncoder
+    from itmfilter.track.format import (
+        TrackHeader,
+        decode_packet,
+        encode_packet,
+        flatten_state,
+        unflatten,
+        write_track_blob,
+        track_to_json,
+    )
+    from itmfilter.weights.init import load_init
+
+    master, output = Path(master), Path(output)
+    grade = Path(grade) if grade else None
+    inputs = [master] + ([grade] if grade else [])
+    if output.resolve() in [p.resolve() for p in inputs]:
+        raise ItmError(output, "output would overwrite an input", "choose another output name")
+    mode = resolve_mode(options.sidecar, output)
+    info = probe_video(master)
+    if not info.is_hdr and not options.assume_hdr:
+        raise ItmError(master, f"looks like SDR (transfer={info.color_trc})", "give an HDR master, or --assume-hdr for untagged files")
+    if grade is not None:
+        ginfo = probe_video(grade, count_frames=True)
+        minfo = probe_video(master, count_frames=True)
+        if (ginfo.width, ginfo.height) != (info.width, info.height):
+            raise ItmError(grade, f"grade is {ginfo.width}x{ginfo.height}, master is {info.width}x{info.height}", "give a grade of the master's size")
+        if ginfo.fps != info.fps:
+            raise ItmError(grade, f"grade runs at {float(ginfo.fps):.3f} fps, master at {float(info.fps):.3f}", "conform the grade's frame rate")
+        if ginfo.frame_count != minfo.frame_count:
+            raise ItmError(grade, f"grade has {ginfo.frame_count} frames, master {minfo.frame_count}", "give a grade of the same length")
+    init, provenance = load_init(init_path)
+    dev = resolve_device(device)
+    work = output.parent / f".{output.name}.itm-work"
+    key = _job_key(master, grade, options, json.dumps(provenance, sort_keys=True, default=str))
+    job_file = work / "job.json"
+    if work.exists() and (not job_file.exists() or json.loads(job_file.read_text()).get("key") != key):
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    job_file.write_text(json.dumps({"key": key}))
+
+    # Pass 1: the SDR stream.
+    if grade is None:
+        sdr_path = work / ("sdr" + (".mkv" if output.suffix.lower() == ".mkv" else ".mp4"))
+        if not (work / "sdr.done").exists():
+            _make_sdr(master, sdr_path, info, options, quiet)
+            (work / "sdr.done").write_text("ok")
+    else:
+        sdr_path = grade
+    binding = stream_binding(sdr_path)
+    sinfo = probe_video(sdr_path, count_frames=True)
+    fps = sinfo.fps
+    hdr10 = info.hdr10
+    header = TrackHeader(
+        config=init.config,
+        fps=(fps.numerator, fps.denominator),
+        frame_count=sinfo.frame_count,
+        width=sinfo.width,
+        height=sinfo.height,
+        hdr10=None,
+        binding=binding,
+        encoder={"tool": "itmfilter", "strategy": options.strategy, "init": provenance.get("kind", "shipped")},
+    )
+    key_interval = max(1, round(options.key_seconds * float(fps)))
+    kwargs = {"key_interval": key_interval, "key_dtype": options.key_dtype}
+    if options.delta_step is not None:
+        kwargs["delta_step"] = options.delta_step
+    encoder = TrackEncoder(header, **kwargs)
+
+    # Pass 2: adaptation, shot by shot, with per-shot checkpoints.
+    packets: dict[int, bytes] = {}
+    light = LightLevelAccumulator()
+    first_opts = AdaptOptions(steps=options.first_steps, seed=options.seed)
+    warm_opts = AdaptOptions(
+        steps=options.warm_steps, lr=options.warm_lr, seed=options.seed, fit_prior=False,
+        resample_at=(0,), error_stride=8,
+    )
+    shot, shot_frames, prev_thumb = -1, [], None
+    done_shots = {int(p.stem.split("-")[1]): p for p in work.glob("shot-*.bin")}
+    bar = tqdm(total=sinfo.frame_count or None, unit="frame", desc=f"adapting ({options.strategy})", disable=quiet)
+    held_error = None
+    for (_, nits), (index, sdr) in zip(read_hdr_frames(master, assume_hdr=options.assume_hdr), read_sdr_frames(sdr_path)):
+        light.add(nits)
+        thumb = _thumb(nits)
+        shot_start = prev_thumb is None or float(np.abs(thumb - prev_thumb).mean()) > options.shot_threshold
+        prev_thumb = thumb
+        if shot_start:
+            if shot >= 0 and shot not in done_shots:
+                _save_shot(work, shot, shot_frames, packets)
+            shot += 1
+            shot_frames = []
+        shot_frames.append(index)
+        bar.update(1)
+        if shot in done_shots:
+            # Resumed: this shot was finished by an earlier run; its packets are stored and
+            # every shot starts with a key, so the closed loop restarts cleanly after it.
+            if shot_start:
+                packets.update(_load_shot(done_shots[shot]))
+                encoder = TrackEncoder(header, **kwargs)
+                encoder._next_frame = None
+            continue
+        target = eotf_inverse_st2084(nits).astype(np.float32)
+        if options.strategy == "frame" or shot_start or encoder.decoded is None or held_error is None:
+            net = adapt(init, sdr, target, first_opts, device=dev).net
+            params = flatten_state(net.state_dict())
+        else:
+            held = init.__class__(init.config)
+            held.load_state_dict(unflatten(init.config, encoder.decoded))
+            error = _frame_error(held, sdr, target, dev)
+            if error <= options.refresh_ratio * held_error:
+                params = encoder.decoded  # a repeat: nothing worth sending changed
+            else:
+                net = adapt(held, sdr, target, warm_opts, device=dev).net
+                params = flatten_state(net.state_dict())
+        if encoder._next_frame is None and not shot_start:
+            shot_start = True  # first coded frame after resumed shots must be a key
+        packet = encoder.add(index, params, shot_start=shot_start)
+        if packet.kind != "repeat":
+            held_net = init.__class__(init.config)
+            held_net.load_state_dict(unflatten(init.config, encoder.decoded))
+            held_error = _frame_error(held_net, sdr, target, dev)
+        packets[index] = encode_packet(packet)
+        seconds = len(packets) / float(fps)
+        bar.set_postfix(kbps=f"{8 * sum(len(v) for v in packets.values()) / 1000 / max(seconds, 1e-9):.1f}", shots=shot + 1)
+    bar.close()
+    if shot >= 0 and shot not in done_shots:
+        _save_shot(work, shot, shot_frames, packets)
+    if not packets:
+        raise ItmError(master, "no frames could be decoded", "check the master")
+
+    max_cll, max_fall = light.result()
+    if hdr10 is None:
+        hdr10 = HDR10Metadata.bt2020(max_luminance=max(max_cll, 100.0)).with_light_levels(max_cll, max_fall)
+    elif not hdr10.max_cll:
+        hdr10 = hdr10.with_light_levels(max_cll, max_fall)
+    header = dataclasses.replace(encoder.header, hdr10=hdr10.to_dict())
+
+    # Pass 3: carriage.
+    order = sorted(packets)
+    if mode == "json":
+        _remux(sdr_path, output, inputs, None, None, None)
+        with atomic_output(sidecar_path(output), inputs=inputs) as tmp:
+            Path(tmp).write_text(json.dumps(track_to_json(header, [packets[i] for i in order])) + "\n")
+    elif mode == "attachment":
+        blob = write_track_blob(header, [packets[i] for i in order])
+        _remux(sdr_path, output, inputs, None, (ATTACHMENT_NAME, ATTACHMENT_MIME, blob), None)
+    else:
+        _remux(sdr_path, output, inputs, header, None, packets)
+    shutil.rmtree(work, ignore_errors=True)
+    meta_bytes = sum(len(v) for v in packets.values()) + len(header.to_bytes())
+    seconds = len(order) / float(fps)
+    kinds: dict[str, int] = {}
+    for i in order:
+        kind = decode_packet(packets[i]).kind
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return VideoEncodeReport(os.fspath(output), len(order), shot + 1, meta_bytes, 8 * meta_bytes / 1000 / seconds, mode, kinds)
+
+
+def _frame_error(net, sdr: np.ndarray, target: np.ndarray, device) -> float:
+    """Mean squared PQ error of ``net`` on a frame, on every 4th pixel each way."""
+    from itmfilter.reconstruct import predict_pq
+
+    import torch
+
+    pred = predict_pq(net, sdr, device=device, stride=4).cpu()
+    return float(((pred - torch.from_numpy(target[::4, ::4])) ** 2).mean())
+
+
+def _save_shot(work: Path, shot: int, frames: list[int], packets: dict[int, bytes]) -> None:
+    data = {str(i): packets[i].hex() for i in frames}
+    tmp = work / f"shot-{shot:05d}.partial"
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, work / f"shot-{shot:05d}.bin")
+
+
+def _load_shot(path: Path) -> dict[int, bytes]:
+    return {int(k): bytes.fromhex(v) for k, v in json.loads(path.read_text()).items()}
+
+
+def _remux(sdr_path: Path, output: Path, inputs, header, attachment, packets) -> None:
+    """Copy the SDR file's streams into ``output``, adding the data track or attachment."""
+    import av
+
+    from itmfilter.media.atomic import atomic_output
+    from itmfilter.media.video import _data_stream_template
+
+    with atomic_output(output, inputs=inputs) as tmp:
+        with av.open(str(sdr_path)) as src, av.open(str(tmp), "w") as dst:
+            mapping = {}
+            for stream in src.streams:
+                if stream.type in ("video", "audio", "subtitle"):
+                    mapping[stream.index] = dst.add_stream_from_template(stream)
+            vin = src.streams.video[0]
+            data_stream = None
+            if packets is not None:
+                if output.suffix.lower() in (".mp4", ".m4v"):
+                    data_stream = dst.add_data_stream("bin_data")
+                else:
+                    source, template = _data_stream_template()
+                    data_stream = dst.add_stream_from_template(template)
+                    source.close()
+                from fractions import Fraction
+
+                fps = Fraction(*header.fps)
+                data_stream.time_base = 1 / fps
+            if attachment is not None:
+                dst.add_attachment(*attachment)
+            queue = sorted(packets) if packets is not None else []
+            origin = vin.start_time or 0
+            for pkt in src.demux():
+                if pkt.stream.index not in mapping or pkt.dts is None:
+                    continue
+                if data_stream is not None and pkt.stream is vin and pkt.pts is not None:
+                    now = float((pkt.dts - origin) * vin.time_base)
+                    while queue and queue[0] / float(Fraction(*header.fps)) <= now + 1e-9:
+                        _mux_data(dst, data_stream, queue.pop(0), header, packets)
+                pkt.stream = mapping[pkt.stream.index]
+                dst.mux(pkt)
+            while queue:
+                _mux_data(dst, data_stream, queue.pop(0), header, packets)
+
+
+def _mux_data(dst, stream, frame: int, header, packets) -> None:
+    import av
+
+    from itmfilter.track.format import pack_sample
+
+    sample = pack_sample(packets[frame], header if frame == 0 else None)
+    pkt = av.Packet(sample)
+    pkt.stream = stream
+    pkt.pts = pkt.dts = frame
+    pkt.duration = 1
+    pkt.time_base = stream.time_base
+    dst.mux(pkt)

@@ -1,0 +1,88 @@
+"""Video encode end to end on a tiny real master made by the test (real PyAV encodes)."""
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from itmfilter.carriage import load_track
+from itmfilter.errors import ItmError
+from itmfilter.media.testmedia import make_master_from_arrays
+from itmfilter.media.video import probe_video
+from itmfilter.track.codec import TrackDecoder
+from itmfilter.track.format import decode_packet
+from itmfilter.video_encode import VideoEncodeOptions, encode_video
+
+W, H, N = 96, 64, 14
+
+
+def _frames():
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    for i in range(N):
+        scene = 1 if i >= 8 else 0  # a cut at frame 8
+        base = (xx + 2 * i) / W if scene == 0 else 1 - yy / H
+        nits = np.stack([base, base**2, 1 - base], -1) * (400 if scene == 0 else 120) + 1.0
+        nits[10:20, 10 + i : 20 + i] = 900.0  # a moving highlight
+        yield nits.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def master(tmp_path_factory):
+    path = tmp_path_factory.mktemp("m") / "master.mkv"
+    make_master_from_arrays(path, _frames(), fps=24, codec="hevc", peak_nits=1000)
+    return path
+
+
+FAST = VideoEncodeOptions(first_steps=40, warm_steps=5, preset="ultrafast", key_seconds=0.25)
+
+
+@pytest.mark.parametrize("ext,carriage", [(".mp4", "data track"), (".mkv", "attachment"), (".mov", "data track")])
+def test_encode_carries_a_track_per_frame(master, tmp_path, ext, carriage):
+    out = tmp_path / f"sdr{ext}"
+    report = encode_video(master, out, options=FAST, quiet=True)
+    assert report.frames == N and report.shots == 2
+    info = probe_video(out)
+    assert info.color_primaries == "bt709" and not info.is_hdr
+    track = load_track(out)
+    assert track.where == carriage
+    assert sorted(track.packets) == list(range(N))
+    kinds = [decode_packet(track.packets[i]).kind for i in range(N)]
+    assert kinds[0] == "key" and kinds[8] == "key"  # shot starts are keys
+    dec = TrackDecoder(track.header)
+    assert all(dec.params_at(i, track.packets)[1] == "ok" for i in range(N))
+    assert track.header.hdr10 is not None and track.header.hdr10["max_cll"] > 800
+    assert not list(tmp_path.glob(".*itm-work"))  # work folder removed
+
+
+def test_json_sidecar_and_mismatch_refused(master, tmp_path):
+    out = tmp_path / "sdr.mp4"
+    encode_video(master, out, options=VideoEncodeOptions(**{**FAST.__dict__, "sidecar": "json"}), quiet=True)
+    track = load_track(out)
+    assert track.where.startswith("JSON sidecar")
+    # The same sidecar beside a different video is refused.
+    other = tmp_path / "other.mp4"
+    encode_video(master, other, options=VideoEncodeOptions(**{**FAST.__dict__, "sidecar": "json", "crf": 30}), quiet=True)
+    (tmp_path / "other.mp4.itm.json").write_bytes((tmp_path / "sdr.mp4.itm.json").read_bytes())
+    with pytest.raises(ItmError, match="another video"):
+        load_track(other)
+
+
+def test_remux_keeps_the_track(master, tmp_path):
+    out = tmp_path / "sdr.mp4"
+    encode_video(master, out, options=FAST, quiet=True)
+    mov = tmp_path / "copy.mov"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(out), "-map", "0", "-c", "copy", str(mov)], check=True)
+    a, b = load_track(out), load_track(mov)
+    assert a.packets == b.packets
+
+
+def test_sdr_master_refused(tmp_path):
+    from itmfilter.media.video import SdrWriter
+
+    sdr = tmp_path / "sdr.mp4"
+    with SdrWriter(sdr, 32, 32, 24, preset="ultrafast") as w:
+        for _ in range(3):
+            w.write(np.full((32, 32, 3), 0.5, np.float32))
+    with pytest.raises(ItmError, match="assume-hdr"):
+        encode_video(sdr, tmp_path / "out.mp4", options=FAST, quiet=True)
+    assert not (tmp_path / "out.mp4").exists()
