@@ -158,8 +158,17 @@ def encode(
 @app.command()
 @user_errors
 def transcode(
-    inputs: Annotated[list[Path], typer.Argument(help="SDR picture(s) carrying weights.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="HDR output: .exr (linear BT.2020) or .png (PQ).")],
+    inputs: Annotated[list[Path], typer.Argument(help="SDR picture or video(s) carrying weights.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output",
+            help="Stills: .exr (linear BT.2020) or .png (PQ). Video: .mkv/.mp4 (HEVC Main10 HDR10), a folder, or frames/%06d.exr.",
+        ),
+    ],
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Video: files transcoded in parallel.")] = 1,
+    crf: Annotated[int, typer.Option(help="Video: x265 CRF of the HDR10 output.")] = 16,
+    preset: Annotated[str, typer.Option(help="Video: x265 preset.")] = "medium",
     precision: Annotated[str, typer.Option(help="MLP arithmetic: fp32, bf16 or auto.")] = "fp32",
     init: Annotated[Optional[Path], typer.Option(help="Weights for blind mode (default: shipped).")] = None,
     device: DeviceOpt = "auto",
@@ -167,17 +176,31 @@ def transcode(
 ) -> None:
     """Reconstruct HDR from SDR + embedded weights (blind mode when there are none).
 
-    Example: itmfilter transcode sdr.png -o hdr.exr
+    Stills: itmfilter transcode sdr.png -o hdr.exr
+    Video:  itmfilter transcode sdr.mp4 -o hdr10.mkv      (many: itmfilter transcode *.mp4 -o out/ -j 2)
     """
-    from itmfilter.stills import transcode_still
+    if len(inputs) == 1 and _is_still(inputs[0]):
+        from itmfilter.stills import transcode_still
 
-    if len(inputs) != 1:
-        raise ItmError(None, "stills transcode takes one input", "run it once per picture")
-    report = transcode_still(inputs[0], output, device=device, precision=precision, init_path=init)
-    for note in report.notes:
-        typer.echo(f"note: {note}", err=True)
+        report = transcode_still(inputs[0], output, device=device, precision=precision, init_path=init)
+        for note in report.notes:
+            typer.echo(f"note: {note}", err=True)
+        if not quiet:
+            typer.echo(f"wrote {output} ({report.mode})")
+        return
+    from itmfilter.video_transcode import plan_jobs, summary_table, transcode_many
+
+    planned = plan_jobs(inputs, output, crf=crf, preset=preset, device=device, precision=precision)
+    results = transcode_many(planned, n_jobs=jobs, quiet=quiet)
+    for r in results:
+        for note in r.notes:
+            typer.echo(f"note: {note}", err=True)
+        if r.error:
+            typer.echo(f"itmfilter: error: {r.error}", err=True)
     if not quiet:
-        typer.echo(f"wrote {output} ({report.mode})")
+        typer.echo(summary_table(results))
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)
 
 
 @app.command("eval")

@@ -90,13 +90,31 @@ def _split(vec: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- payloads
 
 
-def encode_key_payload(params: np.ndarray, sizes: list[int], dtype: str = "fp16", level: int = ZSTD_LEVEL):
-    """``(coding, payload)`` of a KEY for the flat float32 ``params``."""
+def wide_tensors(config) -> tuple[bool, ...]:
+    """Per tensor, whether fp16 keys store it as float32: the ``prior_*`` tensors (the
+    per-picture MMR polynomial, whose cubic terms cancel; fp16 costs ~10 dB there)."""
+    from itmfilter.track.format import param_layout
+
+    return tuple(name.startswith("prior_") for name, _ in param_layout(config))
+
+
+def _wide_mask(sizes: list[int], wide) -> np.ndarray:
+    if not wide or not any(wide):
+        return np.zeros(sum(sizes), dtype=bool)
+    return np.concatenate([np.full(n, bool(w)) for n, w in zip(sizes, wide)])
+
+
+def encode_key_payload(params: np.ndarray, sizes: list[int], dtype: str = "fp16", level: int = ZSTD_LEVEL, wide=None):
+    """``(coding, payload)`` of a KEY for the flat float32 ``params``. ``wide``: per
+    tensor, keep it float32 in an fp16 key (:func:`wide_tensors`); those values follow the
+    fp16 planes as float32 byte planes."""
     params = np.asarray(params, dtype=np.float32)
     if dtype == "fp16":
-        if np.abs(params).max(initial=0.0) > _FP16_MAX:
+        mask = _wide_mask(sizes, wide)
+        if np.abs(params[~mask]).max(initial=0.0) > _FP16_MAX:
             raise ValueError("a parameter exceeds the float16 range (65504); use key_dtype='int8'")
-        return KEY_CODINGS["fp16"], _compress(_planes(params.astype(np.float16)), level)
+        raw = _planes(params[~mask].astype(np.float16)) + (_planes(params[mask]) if mask.any() else b"")
+        return KEY_CODINGS["fp16"], _compress(raw, level)
     if dtype == "int8":
         scales, codes = [], []
         for t in _split(params, sizes):
@@ -109,14 +127,21 @@ def encode_key_payload(params: np.ndarray, sizes: list[int], dtype: str = "fp16"
     raise ValueError(f"unknown key dtype {dtype!r}; expected one of {sorted(KEY_CODINGS)}")
 
 
-def decode_key_payload(coding: int, payload: bytes, sizes: list[int]) -> np.ndarray:
+def decode_key_payload(coding: int, payload: bytes, sizes: list[int], wide=None) -> np.ndarray:
     """Flat float32 parameters of a KEY payload; :class:`TrackFormatError` if malformed."""
     n, t = sum(sizes), len(sizes)
     if coding == KEY_CODINGS["fp16"]:
-        raw = _decompress(payload, 2 * n)
-        if len(raw) != 2 * n:
-            raise TrackFormatError(f"fp16 key holds {len(raw)} bytes, the model config needs {2 * n}")
-        return _unplanes(raw, "<f2", n).astype(np.float32)
+        mask = _wide_mask(sizes, wide)
+        n_wide = int(mask.sum())
+        expected = 2 * (n - n_wide) + 4 * n_wide
+        raw = _decompress(payload, expected)
+        if len(raw) != expected:
+            raise TrackFormatError(f"fp16 key holds {len(raw)} bytes, the model config needs {expected}")
+        out = np.empty(n, dtype=np.float32)
+        out[~mask] = _unplanes(raw[: 2 * (n - n_wide)], "<f2", n - n_wide).astype(np.float32)
+        if n_wide:
+            out[mask] = _unplanes(raw[2 * (n - n_wide) :], "<f4", n_wide)
+        return out
     if coding == KEY_CODINGS["int8"]:
         raw = _decompress(payload, 4 * t + n)
         if len(raw) != 4 * t + n:
@@ -127,13 +152,19 @@ def decode_key_payload(coding: int, payload: bytes, sizes: list[int]) -> np.ndar
     raise TrackFormatError(f"unknown key coding {coding}", "upgrade itmfilter to read it")
 
 
-def quantise_delta(params, reference, sizes, delta_step=DEFAULT_DELTA_STEP, rms_floor=DEFAULT_RMS_FLOOR):
+#: Wide (``prior_*``) tensors get a step this much finer than the rest in deltas.
+WIDE_STEP_FACTOR = 1 / 32
+
+
+def quantise_delta(params, reference, sizes, delta_step=DEFAULT_DELTA_STEP, rms_floor=DEFAULT_RMS_FLOOR, wide=None):
     """Per-tensor ``(steps, codes)`` with ``codes[i] = round((params - reference) / step)``
-    as int64 (the caller checks the range), steps float32."""
+    as int64 (the caller checks the range), steps float32. Wide tensors
+    (:func:`wide_tensors`) use a step :data:`WIDE_STEP_FACTOR` times finer."""
     steps, codes = [], []
-    for w, ref in zip(_split(np.asarray(params, np.float32), sizes), _split(reference, sizes)):
+    wide = wide or (False,) * len(sizes)
+    for w, ref, is_wide in zip(_split(np.asarray(params, np.float32), sizes), _split(reference, sizes), wide):
         rms = float(np.sqrt(np.mean(np.square(ref, dtype=np.float64))))
-        step = np.float32(delta_step * max(rms, rms_floor))
+        step = np.float32(delta_step * max(rms, rms_floor) * (WIDE_STEP_FACTOR if is_wide else 1.0))
         steps.append(step)
         codes.append(np.rint((w.astype(np.float64) - ref) / float(step)).astype(np.int64))
     return steps, codes
@@ -187,10 +218,10 @@ def decode_delta_payload(payload: bytes, reference: np.ndarray, sizes: list[int]
     return np.concatenate(out).astype(np.float32, copy=False)
 
 
-def decode_payload(packet: Packet, reference: np.ndarray | None, sizes: list[int]) -> np.ndarray:
+def decode_payload(packet: Packet, reference: np.ndarray | None, sizes: list[int], wide=None) -> np.ndarray:
     """The set a packet codes, given the previous decoded set (needed for delta/repeat)."""
     if packet.kind == "key":
-        return decode_key_payload(packet.coding, packet.payload, sizes)
+        return decode_key_payload(packet.coding, packet.payload, sizes, wide)
     if reference is None:
         raise TrackFormatError(f"{packet.kind} packet for frame {packet.frame} has no set to apply to")
     if packet.kind == "repeat":
@@ -241,6 +272,7 @@ class TrackEncoder:
         self.key_interval, self.key_dtype = int(key_interval), key_dtype
         self.delta_step, self.rms_floor, self.zstd_level = float(delta_step), float(rms_floor), int(zstd_level)
         self._sizes = tensor_sizes(header.config)
+        self._wide = wide_tensors(header.config)
         self._n = sum(self._sizes)
         self._decoded: np.ndarray | None = None
         self._next_frame: int | None = None
@@ -268,7 +300,7 @@ class TrackEncoder:
             self._shot += 1
         packet = None
         if not (first or shot_start or frame - self._last_key >= self.key_interval):
-            steps, codes = quantise_delta(params, self._decoded, self._sizes, self.delta_step, self.rms_floor)
+            steps, codes = quantise_delta(params, self._decoded, self._sizes, self.delta_step, self.rms_floor, self._wide)
             try:
                 payload = encode_delta_payload(steps, codes, self.zstd_level)
             except OverflowError:
@@ -278,11 +310,11 @@ class TrackEncoder:
             elif payload != b"overflow":
                 packet = Packet(frame, "delta", self._shot, payload, DELTA_CODING)
         if packet is None:
-            coding, payload = encode_key_payload(params, self._sizes, self.key_dtype, self.zstd_level)
+            coding, payload = encode_key_payload(params, self._sizes, self.key_dtype, self.zstd_level, self._wide)
             packet = Packet(frame, "key", self._shot, payload, coding)
             self._last_key = frame
         # Closed loop: hold exactly what a decoder will reconstruct from these bytes.
-        decoded = decode_payload(packet, self._decoded, self._sizes).copy()
+        decoded = decode_payload(packet, self._decoded, self._sizes, self._wide).copy()
         decoded.setflags(write=False)
         self._decoded = decoded
         self._next_frame = frame + 1
@@ -318,6 +350,7 @@ class TrackDecoder:
     def __init__(self, header: TrackHeader) -> None:
         self.header = header
         self._sizes = tensor_sizes(header.config)
+        self._wide = wide_tensors(header.config)
         self._n = param_count(header.config)
         self._cache: _State | None = None
         self._source = None
@@ -353,7 +386,7 @@ class TrackDecoder:
 
     def _key_params(self, packet: Packet) -> np.ndarray | None:
         try:
-            return decode_key_payload(packet.coding, packet.payload, self._sizes)
+            return decode_key_payload(packet.coding, packet.payload, self._sizes, self._wide)
         except TrackFormatError as exc:
             self.problems[packet.frame] = str(exc)
             return None
@@ -386,7 +419,7 @@ class TrackDecoder:
             if params is not None:
                 return _State(frame, params, p.shot, True, "concealed")
         try:
-            params = decode_payload(p, state.params, self._sizes)
+            params = decode_payload(p, state.params, self._sizes, self._wide)
         except TrackFormatError as exc:
             self.problems[frame] = str(exc)
             return _State(frame, state.params, state.shot, True, "damaged")

@@ -1,0 +1,220 @@
+"""``itmfilter transcode`` for video: SDR + weight track -> HEVC Main10 HDR10 (or EXRs).
+
+The unit of work is :func:`transcode_one`, a pure function of a picklable
+:class:`TranscodeJob` returning a :class:`TranscodeResult`: the local driver
+(:func:`transcode_many`) maps it over a process pool, and a distributed engine (Ray's
+``remote``, a Dask bag) could map the very same function over the same jobs. Finished
+outputs are skipped, every write is atomic, and a failure of one input is reported in the
+summary without stopping the others.
+
+HDR10 static metadata: the master's mastering display and MaxCLL/MaxFALL from the track
+header; when the header has none (blind mode, or an old track), MaxCLL/MaxFALL are
+computed over the reconstruction in a first pass (CTA-861.3), never guessed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from itmfilter.errors import ItmError
+
+
+@dataclass(frozen=True)
+class TranscodeJob:
+    source: str
+    output: str
+    crf: int = 16
+    preset: str = "medium"
+    device: str = "auto"
+    precision: str = "fp32"
+    quiet: bool = True
+    position: int = 0  # tqdm bar line, for parallel bars
+
+
+@dataclass
+class TranscodeResult:
+    source: str
+    output: str
+    status: str  # "done", "skipped", "failed"
+    frames: int = 0
+    seconds: float = 0.0
+    mode: str = ""  # "weights" or "blind"
+    damaged_frames: int = 0
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Networks:
+    """The network for each frame: from the track (one rebuild per distinct set) or blind."""
+
+    def __init__(self, source: Path) -> None:
+        from itmfilter.carriage import load_track
+        from itmfilter.track.codec import TrackDecoder
+        from itmfilter.weights.init import load_init
+
+        self.track = load_track(source)
+        self.damaged = 0
+        if self.track is None:
+            self.blind, _ = load_init(name="blind")
+            self.decoder = None
+        else:
+            self.decoder = TrackDecoder(self.track.header)
+            self.blind = None
+        self._last_vec: np.ndarray | None = None
+        self._last_net = None
+
+    @property
+    def mode(self) -> str:
+        return "blind" if self.track is None else "weights"
+
+    def __call__(self, frame: int):
+        from itmfilter.model import ITMNet
+        from itmfilter.track.format import unflatten
+
+        if self.decoder is None:
+            return self.blind
+        vec, status = self.decoder.params_at(frame, self.track.packets)
+        if status != "ok":
+            self.damaged += 1
+        if self._last_vec is None or not np.array_equal(vec, self._last_vec):
+            net = ITMNet(self.track.header.config)
+            net.load_state_dict(unflatten(self.track.header.config, vec))
+            self._last_net, self._last_vec = net.eval(), vec
+        return self._last_net
+
+
+def _reconstructed(source: Path, nets: _Networks, device, precision):
+    from itmfilter.media.video import read_sdr_frames
+    from itmfilter.reconstruct import predict_pq
+
+    for index, sdr in read_sdr_frames(source):
+        yield index, predict_pq(nets(index), sdr, device=device, precision=precision).clamp(0, 1).cpu().numpy()
+
+
+def transcode_one(job: TranscodeJob) -> TranscodeResult:
+    """Transcode one SDR video (see the module docstring); never raises for bad input."""
+    from tqdm import tqdm
+
+    from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
+    from itmfilter.colour.transfer import eotf_st2084
+    from itmfilter.media.video import Hdr10Writer, probe_video
+    from itmfilter.model import resolve_device
+
+    source, output = Path(job.source), job.output
+    started = time.perf_counter()
+    result = TranscodeResult(job.source, job.output, "failed")
+    try:
+        exr = output.endswith(".exr")
+        if not exr and Path(output).exists():
+            result.status = "skipped"
+            return result
+        info = probe_video(source)
+        nets = _Networks(source)
+        result.mode = nets.mode
+        if nets.track is None:
+            result.notes.append(f"{source}: no weight track; blind mode (initialisation alone)")
+        device = resolve_device(job.device)
+        header_hdr10 = nets.track.header.hdr10_metadata() if nets.track is not None else None
+        total = info.frame_count or None
+        if header_hdr10 is None or not header_hdr10.max_cll:
+            acc = LightLevelAccumulator()
+            for _, pq in _reconstructed(source, nets, device, job.precision):
+                acc.add(eotf_st2084(pq))
+            max_cll, max_fall = acc.result()
+            base = header_hdr10 or HDR10Metadata.bt2020(max_luminance=max(1000.0, max_cll))
+            header_hdr10 = base.with_light_levels(max_cll, max_fall)
+            result.notes.append(f"{source}: MaxCLL/MaxFALL computed over the reconstruction")
+            nets = _Networks(source)
+        bar = tqdm(total=total, unit="frame", desc=source.name, disable=job.quiet, position=job.position, leave=False)
+        if exr:
+            from itmfilter.media.stills import write_exr
+
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            for index, pq in _reconstructed(source, nets, device, job.precision):
+                write_exr(output % index, eotf_st2084(pq), inputs=[source])
+                result.frames += 1
+                bar.update(1)
+        else:
+            with Hdr10Writer(output, info.width, info.height, info.fps, crf=job.crf, preset=job.preset,
+                             metadata=header_hdr10, copy_from=source) as writer:
+                for _, pq in _reconstructed(source, nets, device, job.precision):
+                    writer.write(pq)
+                    result.frames += 1
+                    bar.update(1)
+        bar.close()
+        result.damaged_frames = nets.damaged
+        result.status = "done"
+    except ItmError as exc:
+        result.error = str(exc)
+    except Exception as exc:  # one bad input must not stop the others; say what happened
+        result.error = f"{source}: {type(exc).__name__}: {exc}"
+    finally:
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+def plan_jobs(inputs: list[Path], output: Path, **kwargs) -> list[TranscodeJob]:
+    """One job per input: ``output`` is a file (one input), a folder (many), or an EXR
+    pattern ``frames/%06d.exr`` (one input)."""
+    if not inputs:
+        raise ItmError(None, "no inputs given", "name one or more SDR videos")
+    for src in inputs:
+        if not src.exists():
+            raise ItmError(src, "no such file", "check the path")
+    pattern = "%" in output.name and output.suffix.lower() == ".exr"
+    if len(inputs) > 1 or (output.exists() and output.is_dir()) or (not output.suffix and not pattern):
+        if pattern:
+            raise ItmError(output, "an EXR pattern takes one input", "transcode one video at a time to EXRs")
+        output.mkdir(parents=True, exist_ok=True)
+        outs = [output / (src.stem + ".hdr10.mkv") for src in inputs]
+    else:
+        if not pattern and output.suffix.lower() not in (".mkv", ".mp4", ".mov"):
+            raise ItmError(output, f"unsupported output extension {output.suffix!r}", "use .mkv, .mp4, .mov, a folder, or frames/%06d.exr")
+        outs = [output]
+    jobs = []
+    for i, (src, out) in enumerate(zip(inputs, outs)):
+        if out.resolve() == src.resolve():
+            raise ItmError(out, "output would overwrite its input", "choose another output")
+        jobs.append(TranscodeJob(os.fspath(src), os.fspath(out), position=i + 1, **kwargs))
+    return jobs
+
+
+def transcode_many(jobs: list[TranscodeJob], n_jobs: int = 1, quiet: bool = False) -> list[TranscodeResult]:
+    """Run jobs locally (``n_jobs`` processes), with an overall progress bar."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    jobs = [TranscodeJob(**{**j.__dict__, "quiet": quiet}) for j in jobs]
+    overall = tqdm(total=len(jobs), unit="file", desc="transcode", disable=quiet or len(jobs) == 1, position=0)
+    results: list[TranscodeResult] = []
+    if n_jobs <= 1:
+        for job in jobs:
+            results.append(transcode_one(job))
+            overall.update(1)
+    else:
+        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+            for res in pool.map(transcode_one, jobs):
+                results.append(res)
+                overall.update(1)
+    overall.close()
+    return results
+
+
+def summary_table(results: list[TranscodeResult]) -> str:
+    lines = [f"{'file':<32}{'status':>9}{'mode':>9}{'frames':>8}{'fps':>8}{'damaged':>9}"]
+    for r in results:
+        lines.append(f"{Path(r.source).name[:31]:<32}{r.status:>9}{r.mode:>9}{r.frames:>8}{r.fps:>8.2f}{r.damaged_frames:>9}")
+    failed = sum(r.status == "failed" for r in results)
+    frames = sum(r.frames for r in results)
+    lines.append(f"{len(results)} files, {frames} frames, {failed} failed")
+    return "\n".join(lines)
