@@ -203,6 +203,44 @@ def transcode(
         raise typer.Exit(1)
 
 
+@app.command()
+@user_errors
+def play(
+    video: Annotated[Path, typer.Argument(help="SDR video (with or without a weight track).")],
+    hdr: Annotated[bool, typer.Option("--hdr", help="Reconstruct and show HDR10 (PQ BT.2020).")] = False,
+    vo: Annotated[str, typer.Option(help="mpv video output: gpu (a window), null or image.")] = "gpu",
+    output: Annotated[Optional[Path], typer.Option(help="Record what mpv is given into this file (encode mode).")] = None,
+    image_dir: Annotated[Optional[Path], typer.Option(help="With --vo image: folder for the PNGs.")] = None,
+    rung: Annotated[str, typer.Option(help="Quality ladder: auto (from measured speed), full, half, quarter, eighth.")] = "auto",
+    precision: Annotated[str, typer.Option(help="MLP arithmetic: auto, fp32 or bf16.")] = "auto",
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Play through mpv; with --hdr, each frame's MLP turns the SDR into HDR10 in real time.
+
+    Example: itmfilter play sdr.mp4 --hdr        (headless: --vo null, or --output seen.mkv)
+    """
+    from itmfilter.play import play as run_play
+
+    provider = None
+    if hdr:
+        from itmfilter.video_transcode import FrameNetworks
+
+        nets = FrameNetworks(video)
+        provider = nets.provider
+        if nets.track is None and not quiet:
+            typer.echo(f"note: {video}: no weight track; blind mode (initialisation alone)", err=True)
+    stats = run_play(
+        video, hdr=hdr, vo=vo, output=output, image_dir=image_dir, rung=rung, device=device,
+        precision=precision, weights_provider=provider, quiet=quiet,
+    )
+    if not quiet:
+        typer.echo(
+            f"shown {stats.frames_shown}, dropped {stats.frames_dropped}, rung {stats.rung}, "
+            f"filter {stats.fps:.1f} fps, damaged-metadata frames {stats.damaged_frames}, blind frames {stats.blind_frames}"
+        )
+
+
 @app.command("eval")
 @user_errors
 def evaluate_cmd(

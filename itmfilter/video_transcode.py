@@ -53,7 +53,7 @@ class TranscodeResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-class _Networks:
+class FrameNetworks:
     """The network for each frame: from the track (one rebuild per distinct set) or blind."""
 
     def __init__(self, source: Path) -> None:
@@ -71,6 +71,7 @@ class _Networks:
             self.blind = None
         self._last_vec: np.ndarray | None = None
         self._last_net = None
+        self.last_status = "blind" if self.track is None else "ok"
 
     @property
     def mode(self) -> str:
@@ -81,8 +82,10 @@ class _Networks:
         from itmfilter.track.format import unflatten
 
         if self.decoder is None:
+            self.last_status = "blind"
             return self.blind
         vec, status = self.decoder.params_at(frame, self.track.packets)
+        self.last_status = status
         if status != "ok":
             self.damaged += 1
         if self._last_vec is None or not np.array_equal(vec, self._last_vec):
@@ -91,8 +94,13 @@ class _Networks:
             self._last_net, self._last_vec = net.eval(), vec
         return self._last_net
 
+    def provider(self, frame: int) -> tuple:
+        """``(net, status)`` for :func:`itmfilter.play.play`'s ``weights_provider``."""
+        net = self(frame)
+        return net, self.last_status
 
-def _reconstructed(source: Path, nets: _Networks, device, precision):
+
+def _reconstructed(source: Path, nets: FrameNetworks, device, precision):
     from itmfilter.media.video import read_sdr_frames
     from itmfilter.reconstruct import predict_pq
 
@@ -118,7 +126,7 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
             result.status = "skipped"
             return result
         info = probe_video(source)
-        nets = _Networks(source)
+        nets = FrameNetworks(source)
         result.mode = nets.mode
         if nets.track is None:
             result.notes.append(f"{source}: no weight track; blind mode (initialisation alone)")
@@ -133,7 +141,7 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
             base = header_hdr10 or HDR10Metadata.bt2020(max_luminance=max(1000.0, max_cll))
             header_hdr10 = base.with_light_levels(max_cll, max_fall)
             result.notes.append(f"{source}: MaxCLL/MaxFALL computed over the reconstruction")
-            nets = _Networks(source)
+            nets = FrameNetworks(source)
         bar = tqdm(total=total, unit="frame", desc=source.name, disable=job.quiet, position=job.position, leave=False)
         if exr:
             from itmfilter.media.stills import write_exr

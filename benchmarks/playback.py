@@ -1,0 +1,65 @@
+"""Playback benchmark: real-time `itmfilter play --hdr` through mpv (vo=null), per rung.
+
+    python benchmarks/playback.py --out docs/playback-benchmark.md
+    python benchmarks/ladder_timing.py        # per-rung filter ms at 1080p/2160p (1 and 2 threads)
+
+Makes 3 s SDR clips (libx264, BT.709) at each size, encodes no track (blind mode: the same
+network cost as a track's), plays them with vo=null in real time and reports frames shown,
+dropped (mpv's counters + frames the producer skipped) and filter fps, per rung.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from itmfilter.media.video import SdrWriter  # noqa: E402
+from itmfilter.play import play  # noqa: E402
+
+
+def make_clip(path: Path, w: int, h: int, n: int = 72) -> None:
+    if path.exists():
+        return
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    with SdrWriter(path, w, h, 24, preset="ultrafast", crf=20) as writer:
+        for i in range(n):
+            writer.write(np.stack([((xx / 4 + 5 * i) % 256) / 255, ((yy / 3) % 256) / 255, (((xx + yy) / 6 + 7 * i) % 256) / 255], -1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1920x1080,960x540")
+    ap.add_argument("--rungs", default="auto,quarter,eighth")
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "playback")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    from stills import machine
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    lines = ["# Playback benchmark (real time, mpv vo=null, 72 frames at 24 fps)\n",
+             f"Command: `python {' '.join(sys.argv)}`\n", f"Machine: {machine()}\n",
+             "| size | rung asked | rung used | shown | dropped | filter fps |", "|---|---|---|---|---|---|"]
+    for size in args.sizes.split(","):
+        w, h = (int(v) for v in size.split("x"))
+        clip = args.work / f"clip-{size}.mp4"
+        make_clip(clip, w, h)
+        for rung in args.rungs.split(","):
+            st = play(clip, hdr=True, vo="null", rung=rung, quiet=True)
+            lines.append(f"| {size} | {rung} | {st.rung} | {st.frames_shown} | {st.frames_dropped} | {st.fps:.1f} |")
+            print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Video benchmark: bitrate of the weight track against quality, beside the baselines.
+
+    python benchmarks/video.py --seconds 5 --size 1920x1080 --out docs/video-benchmark.md
+
+A master is made by the test-media maker from test-split scenes (pans with cuts, PQ
+BT.2020 10-bit HEVC). For each SDR operator (a global curve and the spatially varying
+``local``), the clip is encoded with each strategy; every ``--eval-every``-th frame of the
+reconstruction (decoded SDR + decoded track, as a player sees them) is scored against the
+master. Baselines on the same frames: the per-frame MMR polynomial (264 B/frame) and a
+gain-map track (log2 luminance gain at 1/4 resolution coded as a low-resolution H.264
+stream at several CRFs). Flicker: mean |frame-to-frame change of the per-pixel PU value
+of the reconstruction minus the master's own change| (``metrics.flicker_relative``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from itmfilter import baselines  # noqa: E402
+from itmfilter.carriage import load_track  # noqa: E402
+from itmfilter.media.testmedia import make_master  # noqa: E402
+from itmfilter.media.video import SdrWriter, probe_video, read_hdr_frames, read_sdr_frames  # noqa: E402
+from itmfilter.metrics import delta_e_itp, flicker_relative, psnr_pu21  # noqa: E402
+from itmfilter.model import ITMNet  # noqa: E402
+from itmfilter.reconstruct import reconstruct_nits  # noqa: E402
+from itmfilter.track.codec import TrackDecoder  # noqa: E402
+from itmfilter.track.format import unflatten  # noqa: E402
+from itmfilter.video_encode import VideoEncodeOptions, encode_video  # noqa: E402
+
+STRATEGIES = {
+    "per-frame full adaptation": dict(strategy="frame"),
+    "warm, refresh 1.15": dict(strategy="warm", refresh_ratio=1.15),
+    "warm, refresh 1.3 (default)": dict(strategy="warm", refresh_ratio=1.3),
+    "warm, refresh 2.0": dict(strategy="warm", refresh_ratio=2.0),
+}
+
+
+def reconstruct_clip(sdr_path: Path, every: int):
+    track = load_track(sdr_path)
+    dec = TrackDecoder(track.header)
+    for i, sdr in read_sdr_frames(sdr_path):
+        if i % every:
+            continue
+        vec, _ = dec.params_at(i, track.packets)
+        net = ITMNet(track.header.config)
+        net.load_state_dict(unflatten(track.header.config, vec))
+        yield i, sdr, reconstruct_nits(net, sdr)
+
+
+def score(master_frames: dict, recon: dict) -> dict:
+    keys = sorted(recon)
+    return {
+        "pu21_psnr": statistics.mean(psnr_pu21(master_frames[i], recon[i]) for i in keys),
+        "delta_e_itp": statistics.mean(delta_e_itp(master_frames[i], recon[i]) for i in keys),
+        "flicker": flicker_relative([master_frames[i] for i in keys], [recon[i] for i in keys]),
+    }
+
+
+def gainmap_track(sdr_frames: dict, master_frames: dict, fps: int, crf: int, work: Path) -> tuple[float, dict]:
+    """Per-frame luminance log2 gain at 1/4 resolution as an 8-bit H.264 stream."""
+    keys = sorted(master_frames)
+    h, w, _ = master_frames[keys[0]].shape
+    gh, gw = (h // 4) // 2 * 2, (w // 4) // 2 * 2
+    lo, hi = -2.0, 4.0  # log2 gain range over the SDR placed at 203 cd/m2
+    path = work / f"gain-crf{crf}.mp4"
+    placed = {i: baselines.sdr_placed_bt2408(sdr_frames[i]) for i in keys}
+
+    def lum(x):
+        return 0.2627 * x[..., 0] + 0.6780 * x[..., 1] + 0.0593 * x[..., 2]
+
+    with SdrWriter(path, gw, gh, fps, crf=crf, preset="medium") as writer:
+        for i in keys:
+            g = np.log2((lum(master_frames[i]) + 0.5) / (lum(placed[i]) + 0.5))
+            small = g[: gh * 4, : gw * 4].reshape(gh, 4, gw, 4).mean(axis=(1, 3))
+            v = np.clip((small - lo) / (hi - lo), 0, 1)
+            writer.write(np.repeat(v[..., None], 3, axis=-1).astype(np.float32))
+    nbytes = path.stat().st_size
+    recon = {}
+    import torch
+    import torch.nn.functional as F
+
+    for (i, frame) in zip(keys, (f for _, f in read_sdr_frames(path))):
+        g = frame[..., 0] * (hi - lo) + lo
+        up = F.interpolate(torch.from_numpy(g)[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+        recon[i] = placed[i] * (2.0 ** up)[..., None]
+    seconds = len(keys) / fps
+    return 8 * nbytes / 1000 / seconds, recon
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--size", default="1920x1080")
+    ap.add_argument("--curves", default="bt2446a,local")
+    ap.add_argument("--strategies", default=";".join(STRATEGIES), help="labels separated by ;")
+    ap.add_argument("--eval-every", type=int, default=4)
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "video")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    w, h = (int(v) for v in args.size.split("x"))
+    args.work.mkdir(parents=True, exist_ok=True)
+    master = args.work / f"master-{w}x{h}-{args.seconds:g}s.mkv"
+    if not master.exists():
+        make_master(master, seconds=args.seconds, fps=24, size=(w, h), codec="hevc", shot_seconds=4.0, split="test")
+    master_frames = {i: n for i, n in read_hdr_frames(master) if i % args.eval_every == 0}
+    fps = 24
+    lines = [f"# Video benchmark ({w}x{h}, {args.seconds:g} s at 24 fps, test-split scenes)\n",
+             f"Command: `python {' '.join(sys.argv)}`\n"]
+    from stills import machine
+
+    lines.append(f"Machine: {machine()}\n")
+    lines.append(f"Scored on every {args.eval_every}th frame; kbit/s = weight-track bytes (header included) over the clip.\n")
+    results = {}
+    for curve in args.curves.split(","):
+        lines.append(f"\n## SDR by `{curve}`\n")
+        lines.append("| method | metadata kbit/s | PU21-PSNR | dE-ITP | flicker (PU) | encode fps | packets |\n|---|---|---|---|---|---|---|")
+        sdr_frames = None
+        for label in args.strategies.split(";"):
+            opts = VideoEncodeOptions(tm=curve, **STRATEGIES[label])
+            out = args.work / f"sdr-{curve}-{label.split(',')[0].replace(' ', '_')}-{opts.refresh_ratio}.mp4"
+            t0 = time.perf_counter()
+            report = encode_video(master, out, options=opts, quiet=True)
+            enc_fps = report.frames / (time.perf_counter() - t0)
+            recon, sdr_frames = {}, {}
+            for i, sdr, nits in reconstruct_clip(out, args.eval_every):
+                recon[i], sdr_frames[i] = nits, sdr
+            s = score(master_frames, recon)
+            results[(curve, label)] = {"kbit_s": report.kbit_per_s, **s, "encode_fps": enc_fps, "packets": report.packets}
+            lines.append(f"| {label} | {report.kbit_per_s:.1f} | {s['pu21_psnr']:.2f} | {s['delta_e_itp']:.2f} | {s['flicker']:.3f} | {enc_fps:.2f} | {report.packets} |")
+            print(lines[-1], flush=True)
+        poly = {i: baselines.apply_mmr(baselines.fit_mmr(sdr_frames[i], master_frames[i]), sdr_frames[i]) for i in sdr_frames}
+        s = score(master_frames, poly)
+        lines.append(f"| per-frame MMR3 polynomial | {8 * 264 * fps / 1000:.1f} | {s['pu21_psnr']:.2f} | {s['delta_e_itp']:.2f} | {s['flicker']:.3f} | | |")
+        print(lines[-1], flush=True)
+        for crf in (40, 30, 20):
+            kbps, recon = gainmap_track(sdr_frames, master_frames, fps // args.eval_every or 1, crf, args.work)
+            s = score(master_frames, recon)
+            lines.append(f"| gain-map track 1/4, H.264 crf {crf} | {kbps:.1f} | {s['pu21_psnr']:.2f} | {s['delta_e_itp']:.2f} | {s['flicker']:.3f} | | |")
+            print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+        args.out.with_suffix(".json").write_text(json.dumps({f"{k[0]}|{k[1]}": v for k, v in results.items()}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

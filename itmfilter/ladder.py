@@ -1,0 +1,358 @@
+"""The quality ladder: cheaper ways to run a frame's network, for real time on CPUs.
+
+The full network costs ~9k MAC per pixel: 1080p takes ~116 ms in bf16 on 2 cores, so
+24 fps (41.7 ms a frame) is out of reach at full resolution (../shared/FACTS.md). The
+cheaper rungs evaluate the network on an area-averaged, ``downscale``-times smaller SDR
+picture and carry its effect back to full resolution as a *gain map* in linear light,
+as ISO 21496-1 / Ultra HDR gain maps do:
+
+    P        = SDR placed per BT.2408: BT.1886 (2.4 power), 203 cd/m2 white, BT.709 ->
+               BT.2020, in cd/m2 (full resolution and low resolution alike)
+    g_low    = (HDR_low + k) / (P_low + k)         HDR_low = the network at low res, cd/m2
+    HDR_full = (P_full + k) * bilinear_up(g_low) - k, then PQ-encoded
+
+``k`` (:data:`GAIN_OFFSET_NITS`) is the gain maps' offset: it keeps the ratio finite at
+black and makes a flat region exact whatever its level. The gain is per R, G, B channel
+(``gain="rgb"``, the default) or one gain on BT.2020 luminance (``gain="luma"``).
+
+Measured on the built-in sample (``itmfilter/assets/sample.exr``, 480x270, SDR made with
+``get_curve("bt2446a").forward``, the blind init adapted to it with the default
+:class:`~itmfilter.adapt.AdaptOptions`, both upscaled bilinearly to 1080p; fp32;
+PU21-PSNR in dB):
+
+    rung      rgb gain: vs full / vs master     luma gain: vs full / vs master
+    full            inf / 46.81                        inf / 46.81
+    half          63.87 / 46.97                      36.68 / 36.26
+    quarter       57.33 / 47.13                      36.67 / 36.27
+    eighth        48.60 / 45.80                      36.48 / 36.17
+
+Per channel wins by ~10 dB against the master: the network's work on this picture is
+mostly colour (BT.2446a folds BT.2020 colours into BT.709; the network unfolds them), and
+a luminance gain keeps the SDR's chromaticity. (The same at 2160p: rgb 72.6 / 62.9 /
+57.2 dB vs full.) Half and quarter are slightly *closer to the master* than full here:
+the area average smooths the network's own pixel noise.
+
+With the untrained network (the BT.2408 prior alone) every gain is 1 and every rung is
+exact; the rungs only lose the network's *spatial detail* finer than ``downscale``
+pixels, which is the trade.
+
+Layout: SDR ``(H, W, 3)`` BT.709 R'G'B' code values [0, 1] float32 in, PQ BT.2020
+R'G'B' code values [0, 1] float32 numpy ``(H, W, 3)`` out.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from itmfilter.model import _BT709_TO_BT2020, _SDR_WHITE_NITS, ITMNet, pq_decode
+from itmfilter.reconstruct import CHUNK_PIXELS, predict_pq, resolve_precision
+
+GAIN_OFFSET_NITS = 203.0 / 64
+"""Gain offset k in cd/m2: 1/64 of SDR white, the Ultra HDR default offset (1/64)."""
+
+GAIN_MODES = ("rgb", "luma")
+
+# BT.2020-2 luminance weights for linear RGB.
+_LUMA_2020 = (0.2627, 0.6780, 0.0593)
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One rung: ``downscale`` 1 evaluates the network on every pixel."""
+
+    name: str
+    downscale: int
+    description: str
+
+
+RUNGS: tuple[Rung, ...] = (
+    Rung("full", 1, "network on every pixel"),
+    Rung("half", 2, "network at 1/2 resolution (1/4 of the pixels), gain map upsampled"),
+    Rung("quarter", 4, "network at 1/4 resolution (1/16 of the pixels), gain map upsampled"),
+    Rung("eighth", 8, "network at 1/8 resolution (1/64 of the pixels), gain map upsampled"),
+)
+"""The rungs, best first."""
+
+RUNG_NAMES = tuple(r.name for r in RUNGS)
+
+
+def get_rung(rung: str | Rung) -> Rung:
+    """The :class:`Rung` called ``rung`` (a Rung passes through)."""
+    if isinstance(rung, Rung):
+        return rung
+    for r in RUNGS:
+        if r.name == rung:
+            return r
+    raise ValueError(f"unknown rung {rung!r}; expected one of {', '.join(RUNG_NAMES)}")
+
+
+def _place_sdr_planar(sdr: torch.Tensor) -> torch.Tensor:
+    """``(3, H, W)`` BT.709 R'G'B' [0, 1] -> ``(3, H, W)`` linear BT.2020 cd/m2 (BT.2408)."""
+    linear = sdr.clamp(0.0, 1.0).pow(2.4)
+    m = torch.tensor(_BT709_TO_BT2020, dtype=linear.dtype, device=linear.device)
+    placed = torch.einsum("ij,jhw->ihw", m * _SDR_WHITE_NITS, linear)
+    return placed
+
+
+def _area_downscale(planar: torch.Tensor, d: int) -> torch.Tensor:
+    """Box-average ``(3, H, W)`` by ``d``; edges replicated up to a multiple of ``d``."""
+    _, h, w = planar.shape
+    ph, pw = -h % d, -w % d
+    x = planar.unsqueeze(0)
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return F.avg_pool2d(x, d).squeeze(0)
+
+
+def _low_res_grid(h: int, w: int, d: int, device) -> torch.Tensor:
+    """Centres of the ``d x d`` cells in the full picture's [-1, 1] coordinates, ``(N, 2)``."""
+    lh, lw = -(-h // d), -(-w // d)
+    ys = ((torch.arange(lh, device=device, dtype=torch.float32) + 0.5) * d) / h * 2 - 1
+    xs = ((torch.arange(lw, device=device, dtype=torch.float32) + 0.5) * d) / w * 2 - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], dim=-1).reshape(-1, 2)
+
+
+@torch.no_grad()
+def _evaluate(net: ITMNet, rgb: torch.Tensor, xy: torch.Tensor, dtype: torch.dtype,
+              chunk: int = CHUNK_PIXELS) -> torch.Tensor:
+    """The network over ``(N, 3)`` pixels in chunks (see reconstruct.py for why)."""
+    out = torch.empty_like(rgb)
+    autocast = torch.autocast(rgb.device.type, dtype=dtype, enabled=dtype != torch.float32)
+    with autocast:
+        for start in range(0, rgb.shape[0], chunk):
+            stop = start + chunk
+            out[start:stop] = net(rgb[start:stop], xy[start:stop]).float()
+    return out
+
+
+BAND_ROWS = 32
+"""Rows per band of the full-resolution pass: a 1080p band's scratch (~0.7 MB) stays in
+cache, and in-place ops on it avoid allocating a fresh 25 MB tensor per elementwise op,
+which made the whole-frame version 3-5x slower here."""
+
+
+def _pq_encode_(nits: torch.Tensor) -> torch.Tensor:
+    """In place: cd/m2 -> PQ code value [0, 1] (the formula of :func:`pq_encode`)."""
+    from itmfilter.model import _PQ_C1, _PQ_C2, _PQ_C3, _PQ_M1, _PQ_M2
+
+    y = nits.clamp_(0.0, 10000.0).mul_(1.0 / 10000.0).pow_(_PQ_M1)
+    den = y.mul(_PQ_C3).add_(1.0)
+    return y.mul_(_PQ_C2).add_(_PQ_C1).div_(den).pow_(_PQ_M2)
+
+
+def _low_res_gain(net, x, d, device, precision, gain, k) -> torch.Tensor:
+    """The gain map ``(3 or 1, lh, lw)`` of ``(H, W, 3)`` SDR ``x`` at downscale ``d``."""
+    h, w, _ = x.shape
+    dtype = resolve_precision(precision, device)
+    sdr_low = _area_downscale(x.permute(2, 0, 1), d)  # (3, lh, lw) code values
+    lh, lw = sdr_low.shape[1:]
+    rgb_low = sdr_low.permute(1, 2, 0).reshape(-1, 3).contiguous()
+    pq_low = _evaluate(net, rgb_low, _low_res_grid(h, w, d, device), dtype)
+    hdr_low = pq_decode(pq_low.clamp(0.0, 1.0)).reshape(lh, lw, 3).permute(2, 0, 1)
+    placed_low = _place_sdr_planar(sdr_low)
+    if gain == "luma":
+        luma = torch.tensor(_LUMA_2020, device=device).view(3, 1, 1)
+        hdr_y = (hdr_low * luma).sum(0, keepdim=True)
+        return (hdr_y + k) / ((placed_low * luma).sum(0, keepdim=True) + k)
+    return (hdr_low + k) / (placed_low + k)
+
+
+@torch.no_grad()
+def _apply_gain_rung(net, sdr, rung: Rung, device, precision, gain, offset_nits, encode_pq):
+    """Gain-map rung; returns ``(H, W, 3)`` float32 torch, PQ or cd/m2 (``encode_pq``)."""
+    if gain not in GAIN_MODES:
+        raise ValueError(f"unknown gain mode {gain!r}; expected one of {GAIN_MODES}")
+    device = torch.device(device)
+    x = torch.as_tensor(np.ascontiguousarray(sdr, dtype=np.float32) if isinstance(sdr, np.ndarray)
+                        else sdr).to(device=device, dtype=torch.float32)
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise ValueError(f"sdr must be (H, W, 3) R'G'B', got shape {tuple(x.shape)}")
+    h, w, _ = x.shape
+    d, k = rung.downscale, float(offset_nits)
+    g = _low_res_gain(net.to(device).eval(), x, d, device, precision, gain, k)
+    lh, lw = g.shape[1:]
+    # Bilinear with align_corners=False puts low-res sample i at full-res (i + 0.5) d - 0.5,
+    # the centre of its d x d cell: the same place the network evaluated it. Separable:
+    # horizontally once on the few low-res rows, vertically per band (a lerp of two rows),
+    # the same numbers as F.interpolate on the whole frame at a third of its cost here.
+    g_rows = F.interpolate(g.unsqueeze(0), size=(lh, lw * d), mode="bilinear",
+                           align_corners=False)[0, :, :, :w].permute(1, 2, 0).contiguous()
+    sy = ((torch.arange(h, dtype=torch.float32, device=device) + 0.5) / d - 0.5).clamp_(min=0.0)
+    y0 = sy.floor().long()
+    wy = (sy - y0).view(-1, 1, 1)
+    y0 = y0.clamp_(max=lh - 1)
+    y1 = (y0 + 1).clamp_(max=lh - 1)
+    m = torch.tensor(_BT709_TO_BT2020, dtype=torch.float32, device=device).T * _SDR_WHITE_NITS
+    out = torch.empty((h, w, 3), dtype=torch.float32, device=device)
+    for top in range(0, h, BAND_ROWS):
+        band = slice(top, min(h, top + BAND_ROWS))
+        g_band = torch.lerp(g_rows[y0[band]], g_rows[y1[band]], wy[band])
+        linear = x[band].clamp(0.0, 1.0).pow_(2.4)
+        nits = linear @ m
+        nits.add_(k).mul_(g_band).sub_(k).clamp_(min=0.0)
+        out[band] = _pq_encode_(nits) if encode_pq else nits
+    return out
+
+
+@torch.no_grad()
+def apply_rung_nits(
+    net: ITMNet,
+    sdr,
+    rung: str | Rung = "half",
+    *,
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+    gain: str = "rgb",
+    offset_nits: float = GAIN_OFFSET_NITS,
+) -> torch.Tensor:
+    """Like :func:`apply_rung` but linear BT.2020 cd/m2, ``(H, W, 3)`` float32 torch."""
+    rung = get_rung(rung)
+    if rung.downscale == 1:
+        return pq_decode(predict_pq(net, sdr, device=device, precision=precision).clamp(0.0, 1.0))
+    return _apply_gain_rung(net, sdr, rung, device, precision, gain, offset_nits, False)
+
+
+def apply_rung(
+    net: ITMNet,
+    sdr,
+    rung: str | Rung = "half",
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+    *,
+    gain: str = "rgb",
+    offset_nits: float = GAIN_OFFSET_NITS,
+) -> np.ndarray:
+    """Run ``net`` over ``sdr`` at ``rung``.
+
+    ``sdr``: ``(H, W, 3)`` BT.709 R'G'B' code values [0, 1] float32 (numpy or torch).
+    ``rung``: a name of :data:`RUNGS` or a :class:`Rung`; ``full`` is exactly
+    :func:`itmfilter.reconstruct.predict_pq`. ``precision``: ``auto``/``fp32``/``bf16`` for
+    the network. ``gain``: ``rgb`` or ``luma`` (module docstring). Returns PQ BT.2020
+    R'G'B' code values [0, 1], ``(H, W, 3)`` float32 numpy.
+    """
+    rung = get_rung(rung)
+    if rung.downscale == 1:
+        pq = predict_pq(net, sdr, device=device, precision=precision).clamp(0.0, 1.0)
+    else:
+        pq = _apply_gain_rung(net, sdr, rung, device, precision, gain, offset_nits, True)
+    return pq.cpu().numpy()
+
+
+def time_rungs(
+    net: ITMNet,
+    sdr,
+    rungs=RUNG_NAMES,
+    *,
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+    repeats: int = 3,
+) -> dict[str, float]:
+    """Median seconds per frame of each rung on ``sdr`` (one untimed warm-up run each)."""
+    timings = {}
+    for name in rungs:
+        apply_rung(net, sdr, name, device, precision)
+        runs = []
+        for _ in range(max(1, repeats)):
+            t = time.perf_counter()
+            apply_rung(net, sdr, name, device, precision)
+            runs.append(time.perf_counter() - t)
+        timings[get_rung(name).name] = statistics.median(runs)
+    return timings
+
+
+def measure_rung_costs(
+    net: ITMNet,
+    sdr,
+    ref_nits=None,
+    rungs=RUNG_NAMES,
+    *,
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+    gain: str = "rgb",
+) -> dict[str, dict[str, float]]:
+    """PU21-PSNR (dB) of each rung against the ``full`` rung and against ``ref_nits``.
+
+    ``ref_nits``: optional ``(H, W, 3)`` linear BT.2020 cd/m2 reference (the HDR master).
+    Returns ``{rung: {"psnr_vs_full": dB, "psnr_vs_ref": dB or nan}}``; ``full`` against
+    itself is ``inf``.
+    """
+    from itmfilter.metrics import psnr_pu21
+
+    full = pq_decode(torch.from_numpy(apply_rung(net, sdr, "full", device, precision))).numpy()
+    costs = {}
+    for name in rungs:
+        pq = apply_rung(net, sdr, name, device, precision, gain=gain)
+        nits = pq_decode(torch.from_numpy(pq)).numpy()
+        costs[get_rung(name).name] = {
+            "psnr_vs_full": psnr_pu21(full, nits),
+            "psnr_vs_ref": psnr_pu21(ref_nits, nits) if ref_nits is not None else float("nan"),
+        }
+    return costs
+
+
+def choose_rung(frame_budget_s: float, timings: dict[str, float], headroom: float = 0.75) -> str:
+    """The best rung whose measured time fits ``headroom`` of the frame period.
+
+    ``frame_budget_s``: seconds per frame available to the filter (1 / fps, less any
+    fixed per-frame cost the caller knows of). ``timings``: seconds per frame by rung name
+    (from :func:`time_rungs`). When none fits, the fastest measured rung is returned.
+    """
+    if not timings:
+        raise ValueError("choose_rung needs at least one measured rung")
+    limit = frame_budget_s * headroom
+    for rung in RUNGS:
+        if rung.name in timings and timings[rung.name] <= limit:
+            return rung.name
+    return min(timings, key=timings.get)
+
+
+class RungController:
+    """Keeps the rung honest while playing: steps down a rung when frames drop.
+
+    Call :meth:`frame_done` for every frame (``dropped`` True when it was skipped or
+    shown late). When more than ``max_drop_share`` of the last ``window`` frames dropped,
+    the controller moves to the next faster rung and starts a new window.
+    """
+
+    def __init__(self, rung: str, window: int = 24, max_drop_share: float = 0.1) -> None:
+        self.rung = get_rung(rung).name
+        self.window = window
+        self.max_drop_share = max_drop_share
+        self.changes: list[tuple[int, str]] = []
+        self._seen = 0
+        self._recent: list[bool] = []
+
+    def frame_done(self, dropped: bool) -> str:
+        self._seen += 1
+        self._recent.append(bool(dropped))
+        if len(self._recent) >= self.window:
+            share = sum(self._recent) / len(self._recent)
+            self._recent.clear()
+            index = RUNG_NAMES.index(self.rung)
+            if share > self.max_drop_share and index + 1 < len(RUNGS):
+                self.rung = RUNG_NAMES[index + 1]
+                self.changes.append((self._seen, self.rung))
+        return self.rung
+
+
+__all__ = [
+    "GAIN_MODES",
+    "GAIN_OFFSET_NITS",
+    "RUNGS",
+    "RUNG_NAMES",
+    "Rung",
+    "RungController",
+    "apply_rung",
+    "apply_rung_nits",
+    "choose_rung",
+    "get_rung",
+    "measure_rung_costs",
+    "time_rungs",
+]

@@ -1,0 +1,171 @@
+"""Playback through real mpv (headless) of tiny clips encoded here with PyAV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from itmfilter.errors import ItmError
+from itmfilter.ladder import apply_rung
+from itmfilter.model import CONFIGS, ITMNet
+from itmfilter.play import play, pq_to_yuv420p10, sdr_frame_to_rgb, yuv420p10_frame
+
+pytest.importorskip("mpv")
+
+W, H, N, FPS = 128, 72, 12, 24
+
+
+def _make_clip(path: Path, audio: bool = True) -> Path:
+    """12 frames of 128x72 moving gradients, libx264 yuv420p tagged BT.709, AAC tone."""
+    out = av.open(str(path), "w")
+    v = out.add_stream("libx264", rate=FPS)
+    v.width, v.height, v.pix_fmt = W, H, "yuv420p"
+    cc = v.codec_context
+    cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = 1, 1, 1, 1
+    v.options = {"crf": "18"}
+    a = out.add_stream("aac", rate=48000) if audio else None
+    yy, xx = np.mgrid[0:H, 0:W]
+    for i in range(N):
+        img = np.stack([(xx * 2 + i * 5) % 256, (yy * 3) % 256, (xx + yy + i * 10) % 256], -1)
+        frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
+        frame = frame.reformat(format="yuv420p")
+        frame.pts = i
+        for p in v.encode(frame):
+            out.mux(p)
+    for p in v.encode():
+        out.mux(p)
+    if a is not None:
+        t = np.arange(int(48000 * N / FPS)) / 48000
+        tone = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+        for k in range(0, tone.shape[1], 1024):
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k:k + 1024]),
+                                            format="fltp", layout="mono")
+            af.sample_rate, af.pts = 48000, k
+            for p in a.encode(af):
+                out.mux(p)
+        for p in a.encode():
+            out.mux(p)
+    out.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return _make_clip(tmp_path_factory.mktemp("play") / "clip.mp4")
+
+
+def _adapted_like_net() -> ITMNet:
+    torch.manual_seed(1)
+    net = ITMNet(CONFIGS["paper"])
+    with torch.no_grad():
+        net.fusion[-1].weight.normal_(0.0, 0.02)
+        net.fusion[-1].bias.fill_(0.03)
+    return net.eval()
+
+
+def _planes(frame) -> list[np.ndarray]:
+    """The Y, Cb, Cr planes of a yuv420p10le frame, exactly as stored."""
+    return [np.frombuffer(p, np.uint16).reshape(p.height, p.line_size // 2)[:, :p.width]
+            for p in frame.planes]
+
+
+def test_hdr_output_matches_reconstruction_exactly(clip, tmp_path):
+    net = _adapted_like_net()
+    statuses = ["ok"] * N
+    statuses[3], statuses[7] = "damaged", "blind"
+    out = tmp_path / "hdr.mkv"
+    stats = play(clip, hdr=True, vo="null", output=out, rung="full", precision="fp32",
+                 weights_provider=lambda i: (net, statuses[i]), quiet=True)
+    assert stats.frames_sent == N and stats.frames_skipped == 0 and stats.rung == "full"
+    assert stats.damaged_frames == 1 and stats.blind_frames == 1
+    assert stats.video_out_params["gamma"] == "pq"
+    assert stats.video_out_params["primaries"] == "bt.2020"
+    assert stats.video_out_params["colormatrix"] == "bt.2020-ncl"
+    with av.open(str(clip)) as src:
+        expected = [pq_to_yuv420p10(apply_rung(net, sdr_frame_to_rgb(f), "full", "cpu", "fp32"))
+                    for f in src.decode(video=0)]
+    with av.open(str(out)) as rec:
+        stream = rec.streams.video[0]
+        assert stream.codec_context.name == "ffv1"
+        assert rec.streams.audio, "the source's audio travels with the video"
+        got = [_planes(f) for f in rec.decode(stream)]
+    assert stream.codec_context.color_trc == 16 and stream.codec_context.color_primaries == 9
+    assert len(got) == N
+    for g, e in zip(got, expected):
+        assert [p.shape for p in g] == [(H, W), (H // 2, W // 2), (H // 2, W // 2)]
+        # FFV1 is lossless: mpv recorded exactly the codes the producer wrote.
+        for gp, ep in zip(g, e):
+            np.testing.assert_array_equal(gp, ep)
+
+
+def test_hdr_null_realtime_tags_pq_bt2020(clip):
+    stats = play(clip, hdr=True, vo="null", rung="auto", quiet=True)
+    assert stats.video_out_params["gamma"] == "pq"
+    assert stats.video_out_params["primaries"] == "bt.2020"
+    assert stats.blind_frames == stats.frames_sent  # default provider: blind mode
+    assert stats.frames_sent + stats.frames_skipped == N
+    assert stats.rung in ("full", "half", "quarter", "eighth")
+    assert set(stats.rung_timings) == {"full", "half", "quarter", "eighth"}
+
+
+def test_sdr_plays_with_its_bt709_params(clip):
+    stats = play(clip, hdr=False, vo="null", quiet=True)
+    assert stats.video_params["primaries"] == "bt.709"
+    assert stats.video_params["gamma"] == "bt.1886"
+    assert stats.video_params["colormatrix"] == "bt.709"
+    assert stats.frames_sent == 0 and stats.frames_shown > 0
+
+
+def test_vo_image_writes_pngs(clip, tmp_path):
+    stats = play(clip, hdr=True, vo="image", image_dir=tmp_path, rung="quarter", quiet=True)
+    assert stats.frames_sent == N
+    assert len(list(tmp_path.glob("*.png"))) >= 1
+
+
+def test_missing_input_is_an_itm_error(tmp_path):
+    with pytest.raises(ItmError, match="no such video file"):
+        play(tmp_path / "nope.mp4", hdr=True, vo="null")
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(ItmError, match="cannot be opened"):
+        play(bad, hdr=False, vo="null")
+
+
+def test_seek_key_restarts_the_producer(tmp_path):
+    # 6 s at 24 fps, tiny; RIGHT (+5 s) restarts the producer near 5 s, so about a
+    # second of frames is never decoded into the pipe.
+    path = tmp_path / "long.mp4"
+    out = av.open(str(path), "w")
+    v = out.add_stream("libx264", rate=FPS)
+    v.width, v.height, v.pix_fmt = 64, 36, "yuv420p"
+    for i in range(6 * FPS):
+        frame = av.VideoFrame.from_ndarray(np.full((36, 64, 3), (i * 3) % 256, np.uint8),
+                                           format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        for p in v.encode(frame):
+            out.mux(p)
+    for p in v.encode():
+        out.mux(p)
+    out.close()
+
+    def press_right(player):
+        player.wait_until_playing(timeout=5)
+        player.command("keypress", "RIGHT")
+
+    stats = play(path, hdr=True, vo="null", rung="eighth", on_player=press_right, quiet=True)
+    assert stats.restarts == 1
+    assert stats.frames_sent + stats.frames_skipped < 6 * FPS - FPS // 2
+    assert stats.video_out_params["gamma"] == "pq"
+
+
+def test_yuv_frame_round_trip_odd_size():
+    pq = np.random.default_rng(0).random((38, 70, 3)).astype(np.float32)
+    planes = pq_to_yuv420p10(pq)
+    frame = yuv420p10_frame(planes)
+    assert (frame.width, frame.height) == (70, 38)
+    for got, want in zip(_planes(frame), planes):
+        np.testing.assert_array_equal(got, want)
