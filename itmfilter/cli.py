@@ -268,6 +268,83 @@ def evaluate_cmd(
             typer.echo(f"{key:>14}  {value:.4f}")
 
 
+@app.command("data")
+@user_errors
+def data_cmd(
+    cache: Annotated[Optional[Path], typer.Option(help="Cache folder (default $ITMFILTER_CACHE or ~/.cache/itmfilter).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fetch the real HDR pictures from the registries (checksummed, cached, resumable) and show the split."""
+    from itmfilter.data.fetch import fetch_scenes, split_scenes
+
+    scenes = fetch_scenes(cache, quiet=quiet)
+    for split, members in split_scenes(scenes).items():
+        typer.echo(f"{split:>5}: {', '.join(s.name for s in members)}")
+
+
+@app.command("make-media")
+@user_errors
+def make_media(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Master to write: .mkv/.mp4 (HEVC) or .mov (ProRes).")],
+    seconds: Annotated[float, typer.Option(help="Length in seconds.")] = 10.0,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT.")] = "1920x1080",
+    fps: Annotated[int, typer.Option(help="Frames per second.")] = 24,
+    shot_seconds: Annotated[float, typer.Option(help="Seconds between cuts.")] = 4.0,
+    split: Annotated[str, typer.Option(help="Scenes from this split: train, val or test.")] = "test",
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Make a real HDR10 test master: camera pans across registry HDR panoramas, with cuts.
+
+    Example: itmfilter make-media -o master.mkv --seconds 10 --size 1920x1080
+    """
+    from itmfilter.media.testmedia import make_master
+
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise ItmError(None, f"--size {size!r} is not WIDTHxHEIGHT", "e.g. --size 1920x1080") from None
+    codec = "prores" if output.suffix.lower() == ".mov" else "hevc"
+    make_master(output, seconds=seconds, fps=fps, size=(w, h), codec=codec, shot_seconds=shot_seconds,
+                split=split, seed=seed, quiet=quiet)
+    if not quiet:
+        typer.echo(f"wrote {output}")
+
+
+@app.command("meta-train")
+@user_errors
+def meta_train_cmd(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Initialisation to write (.safetensors).")],
+    algorithm: Annotated[str, typer.Option(help="reptile, fomaml or naive.")] = "reptile",
+    steps: Annotated[int, typer.Option(help="Outer steps (tasks of 3 support + 1 query pictures).")] = 800,
+    exclude_curve: Annotated[Optional[str], typer.Option(help="Leave this curve out of training (Table 3).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint file: resumes when it exists.")] = None,
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the initialisation (Algorithm 1) on the train split; resumable.
+
+    Example: itmfilter meta-train -o init-meta.safetensors --algorithm reptile --steps 800
+    """
+    from dataclasses import replace
+
+    from itmfilter.data.fetch import fetch_scenes, split_scenes
+    from itmfilter.metatrain import MetaOptions, make_pairs, meta_train
+    from itmfilter.weights.init import save_init
+
+    opts = MetaOptions(algorithm=algorithm, outer_steps=steps, seed=seed)
+    if exclude_curve:
+        opts = replace(opts, curves=tuple(c for c in opts.curves if c != exclude_curve))
+    if opts.algorithm == "naive":
+        opts = replace(opts, outer_steps=steps * (opts.inner_steps + opts.adapt_steps))
+    scenes = split_scenes(fetch_scenes(quiet=quiet))["train"]
+    pool = make_pairs(scenes, opts, quiet=quiet)
+    net, provenance = meta_train(pool, opts, checkpoint=checkpoint or output.with_suffix(".ckpt"), quiet=quiet)
+    save_init(net, output, provenance)
+    if not quiet:
+        typer.echo(f"wrote {output} ({provenance['seconds']} s)")
+
+
 @app.command()
 def curves() -> None:
     """List the tone curves (name, description, gamut handling)."""
