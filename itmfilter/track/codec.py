@@ -116,13 +116,20 @@ def encode_key_payload(params: np.ndarray, sizes: list[int], dtype: str = "fp16"
         raw = _planes(params[~mask].astype(np.float16)) + (_planes(params[mask]) if mask.any() else b"")
         return KEY_CODINGS["fp16"], _compress(raw, level)
     if dtype == "int8":
-        scales, codes = [], []
-        for t in _split(params, sizes):
+        wide = wide or (False,) * len(sizes)
+        scales, codes, wide_values = [], [], []
+        for t, is_wide in zip(_split(params, sizes), wide):
+            if is_wide:  # kept float32 after the int8 codes; its scale slot holds 0
+                scales.append(np.float32(0.0))
+                wide_values.append(t)
+                continue
             peak = float(np.abs(t).max(initial=0.0))
             s = np.float32(peak / 127 if peak > 0 else 1.0)
             scales.append(s)
             codes.append(np.clip(np.rint(t / s), -127, 127).astype(np.int8))
-        raw = np.asarray(scales, dtype="<f4").tobytes() + np.concatenate(codes).tobytes()
+        raw = np.asarray(scales, dtype="<f4").tobytes() + (np.concatenate(codes).tobytes() if codes else b"")
+        if wide_values:
+            raw += np.concatenate(wide_values).astype("<f4").tobytes()
         return KEY_CODINGS["int8"], _compress(raw, level)
     raise ValueError(f"unknown key dtype {dtype!r}; expected one of {sorted(KEY_CODINGS)}")
 
@@ -143,12 +150,24 @@ def decode_key_payload(coding: int, payload: bytes, sizes: list[int], wide=None)
             out[mask] = _unplanes(raw[2 * (n - n_wide) :], "<f4", n_wide)
         return out
     if coding == KEY_CODINGS["int8"]:
-        raw = _decompress(payload, 4 * t + n)
-        if len(raw) != 4 * t + n:
-            raise TrackFormatError(f"int8 key holds {len(raw)} bytes, the model config needs {4 * t + n}")
+        wide = wide or (False,) * t
+        n_wide = sum(size for size, w in zip(sizes, wide) if w)
+        expected = 4 * t + (n - n_wide) + 4 * n_wide
+        raw = _decompress(payload, expected)
+        if len(raw) != expected:
+            raise TrackFormatError(f"int8 key holds {len(raw)} bytes, the model config needs {expected}")
         scales = np.frombuffer(raw[: 4 * t], dtype="<f4").astype(np.float32)
-        codes = np.frombuffer(raw[4 * t :], dtype=np.int8).astype(np.float32)
-        return np.concatenate([c * s for c, s in zip(_split(codes, sizes), scales)]).astype(np.float32)
+        codes = np.frombuffer(raw[4 * t : 4 * t + n - n_wide], dtype=np.int8).astype(np.float32)
+        wide_values = np.frombuffer(raw[4 * t + n - n_wide :], dtype="<f4").astype(np.float32)
+        out, cpos, wpos = [], 0, 0
+        for size, s, w in zip(sizes, scales, wide):
+            if w:
+                out.append(wide_values[wpos : wpos + size])
+                wpos += size
+            else:
+                out.append(codes[cpos : cpos + size] * s)
+                cpos += size
+        return np.concatenate(out).astype(np.float32)
     raise TrackFormatError(f"unknown key coding {coding}", "upgrade itmfilter to read it")
 
 
