@@ -24,22 +24,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# SMPTE ST 2084 constants, written as the standard's fractions.
-_PQ_M1 = 2610 / 4096 * (1 / 4)
-_PQ_M2 = 2523 / 4096 * 128
-_PQ_C1 = 3424 / 4096
-_PQ_C2 = 2413 / 4096 * 32
-_PQ_C3 = 2392 / 4096 * 32
+from itmfilter.colour.primaries import MATRIX_BT709_TO_BT2020
+from itmfilter.colour.transfer import _PQ_C1, _PQ_C2, _PQ_C3, _PQ_M1, _PQ_M2, SDR_WHITE_NITS_BT2408
 
-# BT.2408 places SDR reference white at 203 cd/m2 in an HDR signal.
-_SDR_WHITE_NITS = 203.0
-
-# BT.2087-0, linear BT.709 RGB -> linear BT.2020 RGB (rows sum to 1).
-_BT709_TO_BT2020 = (
-    (0.6274039, 0.3292830, 0.0433131),
-    (0.0690973, 0.9195404, 0.0113623),
-    (0.0163914, 0.0880133, 0.8955953),
-)
+# torch twins of the numpy colour functions (the network runs on CUDA too); the constants
+# are the colour module's own, so the two can never disagree.
+_SDR_WHITE_NITS = SDR_WHITE_NITS_BT2408
+_BT709_TO_BT2020 = tuple(tuple(float(v) for v in row) for row in MATRIX_BT709_TO_BT2020)
 
 PRIORS = ("none", "bt2408", "mmr3")
 MMR_TERMS = 22  # third-order MMR: 1 + 7 * 3 regressors
