@@ -86,3 +86,32 @@ def test_sdr_master_refused(tmp_path):
     with pytest.raises(ItmError, match="assume-hdr"):
         encode_video(sdr, tmp_path / "out.mp4", options=FAST, quiet=True)
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_interrupted_encode_resumes_without_redoing_finished_shots(master, tmp_path, monkeypatch):
+    out = tmp_path / "sdr.mp4"
+    calls = {"n": 0}
+    from itmfilter import adapt as adapt_module
+
+    original = adapt_module.adapt
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 10:  # well inside the second shot (frames 8-13)
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(adapt_module, "adapt", interrupting)
+    opts = VideoEncodeOptions(**{**FAST.__dict__, "strategy": "frame"})
+    with pytest.raises(KeyboardInterrupt):
+        encode_video(master, out, options=opts, quiet=True)
+    assert not out.exists()  # nothing under the final name
+    work = tmp_path / ".sdr.mp4.itm-work"
+    assert (work / "shot-00000.bin").exists() and not (work / "shot-00001.bin").exists()
+    calls["n"] = -1000  # no more interruptions; count the second run's adaptations
+    encode_video(master, out, options=opts, quiet=True)
+    assert calls["n"] == -1000 + (N - 8)  # only the unfinished shot's frames were adapted
+    track = load_track(out)
+    assert sorted(track.packets) == list(range(N))
+    dec = TrackDecoder(track.header)
+    assert all(dec.params_at(i, track.packets)[1] == "ok" for i in range(N))
