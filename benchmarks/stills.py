@@ -123,17 +123,20 @@ def summarise(results: dict) -> str:
 def run_variants(split: str, curves: list[str], limit=None) -> None:
     """Design choices measured on the val split (never test)."""
     init, _ = load_init()
+    prior_only = {name: ITMNet(cfg) for name, cfg in CONFIGS.items()}
     variants = {
-        "default": (init, AdaptOptions()),
-        "lr1e-4 (authors)": (init, AdaptOptions(lr=1e-4)),
-        "lr3e-3": (init, AdaptOptions(lr=3e-3)),
-        "uniform": (init, AdaptOptions(sampling="uniform")),
-        "stride1": (init, AdaptOptions(error_stride=1)),
-        "full-batch": (init, AdaptOptions(batch_size=0)),
-        "prior none": (ITMNet(CONFIGS["paper-direct"]), AdaptOptions()),
-        "fourier": (ITMNet(CONFIGS["fourier"]), AdaptOptions()),
-        "siren w0=10": (ITMNet(ModelConfig(siren_w0=10.0)), AdaptOptions()),
-        "400 steps": (init, AdaptOptions(steps=400, resample_at=(100, 202, 304))),
+        "default (shipped init)": (init, AdaptOptions()),
+        "default config, no pre-training": (prior_only["default"], AdaptOptions()),
+        "lr 1e-4 (authors)": (prior_only["default"], AdaptOptions(lr=1e-4)),
+        "lr 3e-3": (prior_only["default"], AdaptOptions(lr=3e-3)),
+        "uniform sampling": (prior_only["default"], AdaptOptions(sampling="uniform")),
+        "hard share 0.5": (prior_only["default"], AdaptOptions(hard_share=0.5)),
+        "error map stride 1": (prior_only["default"], AdaptOptions(error_stride=1)),
+        "400 steps": (prior_only["default"], AdaptOptions(steps=400, resample_at=(100, 202, 304))),
+        "siren w0=30, BT.2408 prior (paper)": (prior_only["paper"], AdaptOptions()),
+        "siren w0=30, direct PQ": (prior_only["paper-direct"], AdaptOptions()),
+        "fourier, BT.2408 prior": (prior_only["fourier"], AdaptOptions()),
+        "siren w0=10, MMR prior": (prior_only["siren-mmr"], AdaptOptions()),
     }
     data = [(n, h, c, quantise_sdr(get_curve(c).forward(h))) for n, h in pictures(split, limit) for c in curves]
     for label, (net, opts) in variants.items():
