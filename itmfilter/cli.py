@@ -96,6 +96,7 @@ def encode(
     refresh: Annotated[float, typer.Option(help="Video: re-adapt when the held set's error grows by this ratio.")] = 1.3,
     key_seconds: Annotated[float, typer.Option(help="Video: a self-contained key set at least this often (s).")] = 4.0,
     assume_hdr: Annotated[bool, typer.Option(help="Video: treat an untagged master as PQ BT.2020.")] = False,
+    fps: Annotated[float, typer.Option(help="EXR-sequence master: frames per second.")] = 24.0,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
@@ -118,7 +119,7 @@ def encode(
             options=VideoEncodeOptions(
                 tm=tm, codec=codec, crf=crf, preset=preset, sidecar="auto" if sidecar == "embed" else sidecar,
                 strategy=strategy, first_steps=steps, refresh_ratio=refresh, key_seconds=key_seconds,
-                assume_hdr=assume_hdr, seed=seed,
+                assume_hdr=assume_hdr, fps=fps, seed=seed,
             ),
             init_path=init,
             device=device,

@@ -57,6 +57,7 @@ class VideoEncodeOptions:
     delta_step: float | None = 1 / 64
     shot_threshold: float = 0.06  # mean |delta PQ luma| of 32x18 thumbnails that makes a cut
     assume_hdr: bool = False
+    fps: float = 24.0  # frame rate of an EXR-sequence master (video files carry their own)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -89,7 +90,10 @@ def _thumb(nits: np.ndarray) -> np.ndarray:
 
 
 def _job_key(master: Path, grade: Path | None, options: VideoEncodeOptions, init_tag: str) -> str:
-    st = master.stat()
+    from itmfilter.media.video import exr_sequence
+
+    frames = exr_sequence(master)
+    st = frames[-1].stat() if frames else master.stat()
     parts = [str(master.resolve()), str(st.st_size), str(st.st_mtime_ns), json.dumps(asdict(options), sort_keys=True), init_tag]
     if grade:
         gs = grade.stat()
@@ -97,7 +101,34 @@ def _job_key(master: Path, grade: Path | None, options: VideoEncodeOptions, init
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def _make_sdr(master: Path, out: Path, info, options: VideoEncodeOptions, quiet: bool) -> None:
+@dataclass
+class _SequenceInfo:
+    """What encode needs to know of an EXR-sequence master (linear light: always HDR)."""
+
+    width: int
+    height: int
+    fps: object
+    frame_count: int
+    is_hdr: bool = True
+    hdr10: object = None
+    color_trc: str = "linear"
+
+
+def _probe_master(master: Path, options: VideoEncodeOptions):
+    from fractions import Fraction
+
+    from itmfilter.media.stills import read_hdr
+    from itmfilter.media.video import exr_sequence, probe_video
+
+    frames = exr_sequence(master)
+    if frames is None:
+        return probe_video(master), False
+    first = read_hdr(frames[0]).nits
+    fps = Fraction(options.fps).limit_denominator(1001)
+    return _SequenceInfo(first.shape[1], first.shape[0], fps, len(frames)), True
+
+
+def _make_sdr(master: Path, out: Path, info, options: VideoEncodeOptions, quiet: bool, sequence: bool = False) -> None:
     from tqdm import tqdm
 
     from itmfilter.media.video import SdrWriter, read_hdr_frames
@@ -109,7 +140,7 @@ def _make_sdr(master: Path, out: Path, info, options: VideoEncodeOptions, quiet:
         raise ItmError(None, str(exc)) from None
     bar = tqdm(total=info.frame_count or None, unit="frame", desc="SDR pass", disable=quiet, leave=False)
     with SdrWriter(out, info.width, info.height, info.fps, codec=options.codec, crf=options.crf,
-                   preset=options.preset, copy_from=master) as writer:
+                   preset=options.preset, copy_from=None if sequence else master) as writer:
         for _, nits in read_hdr_frames(master, assume_hdr=options.assume_hdr):
             writer.write(curve.forward(nits))
             bar.update(1)
@@ -151,15 +182,15 @@ def encode_video(
     master, output = Path(master), Path(output)
     grade = Path(grade) if grade else None
     inputs = [master] + ([grade] if grade else [])
-    if output.resolve() in [p.resolve() for p in inputs]:
+    if output.exists() and output.resolve() in [p.resolve() for p in inputs]:
         raise ItmError(output, "output would overwrite an input", "choose another output name")
     mode = resolve_mode(options.sidecar, output)
-    info = probe_video(master)
+    info, sequence = _probe_master(master, options)
     if not info.is_hdr and not options.assume_hdr:
         raise ItmError(master, f"looks like SDR (transfer={info.color_trc})", "give an HDR master, or --assume-hdr for untagged files")
     if grade is not None:
         ginfo = probe_video(grade, count_frames=True)
-        minfo = probe_video(master, count_frames=True)
+        minfo = info if sequence else probe_video(master, count_frames=True)
         if (ginfo.width, ginfo.height) != (info.width, info.height):
             raise ItmError(grade, f"grade is {ginfo.width}x{ginfo.height}, master is {info.width}x{info.height}", "give a grade of the master's size")
         if ginfo.fps != info.fps:
@@ -180,7 +211,7 @@ def encode_video(
     if grade is None:
         sdr_path = work / ("sdr" + (".mkv" if output.suffix.lower() == ".mkv" else ".mp4"))
         if not (work / "sdr.done").exists():
-            _make_sdr(master, sdr_path, info, options, quiet)
+            _make_sdr(master, sdr_path, info, options, quiet, sequence)
             (work / "sdr.done").write_text("ok")
     else:
         sdr_path = grade

@@ -115,3 +115,17 @@ def test_interrupted_encode_resumes_without_redoing_finished_shots(master, tmp_p
     assert sorted(track.packets) == list(range(N))
     dec = TrackDecoder(track.header)
     assert all(dec.params_at(i, track.packets)[1] == "ok" for i in range(N))
+
+
+def test_exr_sequence_master(tmp_path):
+    from itmfilter.media.stills import write_exr
+
+    frames = list(_frames())[:4]
+    (tmp_path / "seq").mkdir()
+    for i, nits in enumerate(frames):
+        write_exr(tmp_path / "seq" / f"{i:04d}.exr", nits)
+    out = tmp_path / "sdr.mkv"
+    report = encode_video(tmp_path / "seq" / "%04d.exr", out, options=FAST, quiet=True)
+    assert report.frames == 4
+    assert probe_video(out).fps == 24
+    assert sorted(load_track(out).packets) == [0, 1, 2, 3]
