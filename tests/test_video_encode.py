@@ -46,6 +46,7 @@ def test_encode_carries_a_track_per_frame(master, tmp_path, ext, carriage):
     track = load_track(out)
     assert track.where == carriage
     assert sorted(track.packets) == list(range(N))
+    assert all(decode_packet(track.packets[i]).frame == i for i in range(N))  # keyed by presentation time
     kinds = [decode_packet(track.packets[i]).kind for i in range(N)]
     assert kinds[0] == "key" and kinds[8] == "key"  # shot starts are keys
     dec = TrackDecoder(track.header)
@@ -129,3 +130,16 @@ def test_exr_sequence_master(tmp_path):
     assert report.frames == 4
     assert probe_video(out).fps == 24
     assert sorted(load_track(out).packets) == [0, 1, 2, 3]
+
+
+def test_b_frames_keep_weights_on_their_presentation_time(master, tmp_path):
+    import av
+
+    out = tmp_path / "sdr.mp4"
+    encode_video(master, out, options=VideoEncodeOptions(**{**FAST.__dict__, "preset": "medium"}), quiet=True)
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        pts = [p.pts for p in c.demux(v) if p.pts is not None]
+    assert pts != sorted(pts)  # the SDR stream really has B-frames (decode order != presentation order)
+    track = load_track(out)
+    assert all(decode_packet(track.packets[i]).frame == i for i in range(N))
