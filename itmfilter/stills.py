@@ -206,7 +206,7 @@ def transcode_still(
     out: str | os.PathLike,
     *,
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     init_path: str | os.PathLike | None = None,
 ) -> StillReport:
     """SDR still (+ weights) -> HDR still (.exr linear BT.2020, or 16-bit PQ .png)."""

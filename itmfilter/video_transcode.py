@@ -31,7 +31,7 @@ class TranscodeJob:
     crf: int = 16
     preset: str = "medium"
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     quiet: bool = True
     position: int = 0  # tqdm bar line, for parallel bars
 

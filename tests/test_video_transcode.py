@@ -16,12 +16,14 @@ W, H, N = 96, 64, 8
 
 
 def _frames():
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    """A camera pan (3 px a frame) across a fixed synthetic HDR panorama, as real pans are."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:H, 0 : W + 3 * N].astype(np.float32)
+    pano = np.stack([np.sin(xx / 17) ** 2, np.cos(yy / 11) ** 2, 0.5 + 0.5 * np.sin((xx + yy) / 23)], -1)
+    pano = pano * 300 + 2.0 + rng.random(pano.shape).astype(np.float32) * 5
+    pano[20:30, 40:70] = 950.0  # a highlight the SDR clips
     for i in range(N):
-        base = (xx + 3 * i) / W
-        nits = np.stack([base, base**2, 1 - base], -1) * 500 + 0.5
-        nits[20:30, 30:50] = 950.0
-        yield nits.astype(np.float32)
+        yield np.ascontiguousarray(pano[:, 3 * i : 3 * i + W]).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
