@@ -141,11 +141,11 @@ def main() -> None:
         lines.append(f"\n## SDR by `{curve}`\n")
         lines.append("| method | metadata kbit/s | PU21-PSNR | dE-ITP | flicker (PU) | adapt fps | packets |\n|---|---|---|---|---|---|---|")
         sdr_frames = None
-        sdr_plain = args.work / f"sdr-{curve}.mp4"
+        sdr_plain = args.work / f"sdr-{curve}-{master.stem}.mp4"
         make_sdr(master, sdr_plain, curve)
         for k, label in enumerate(args.strategies.split(";")):
             opts = VideoEncodeOptions(tm=curve, **STRATEGIES[label])
-            out = args.work / f"sdr-{curve}-s{k}.mp4"
+            out = args.work / f"sdr-{curve}-{master.stem}-s{k}.mp4"
             out.unlink(missing_ok=True)
             t0 = time.perf_counter()
             report = encode_video(master, out, grade=sdr_plain, options=opts, quiet=True)
