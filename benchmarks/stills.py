@@ -148,15 +148,15 @@ def run_variants(split: str, curves: list[str], limit=None) -> None:
         print(f"{label:<20} PU21-PSNR {statistics.mean(scores):6.2f} dB  adapt {statistics.mean(secs):.2f} s", flush=True)
 
 
-def run_timing(repeats: int = 3) -> dict:
+def run_timing(repeats: int = 3, sizes=((1920, 1080), (3840, 2160))) -> dict:
     """Adaptation seconds and reconstruction ms for 1920x1080 and 3840x2160 pictures."""
     import torch.nn.functional as F
 
     name, hdr = pictures("test", 1)[0]
     init, _ = load_init()
     out = {}
-    for w, h in ((1920, 1080), (3840, 2160)):
-        t = torch.from_numpy(hdr).permute(2, 0, 1)[None]
+    for w, h in sizes:
+        t = torch.from_numpy(np.ascontiguousarray(hdr)).permute(2, 0, 1)[None]
         big = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy().copy()
         sdr = quantise_sdr(get_curve("bt2446a").forward(big))
         target = eotf_inverse_st2084(big).astype(np.float32)
@@ -200,6 +200,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="at most this many pictures")
     ap.add_argument("--variants", action="store_true", help="design-choice table (use --split val)")
     ap.add_argument("--timing", action="store_true", help="1080p/2160p timing only")
+    ap.add_argument("--timing-sizes", default="1920x1080,3840x2160")
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="write a markdown report here")
     args = ap.parse_args()
     curves = [c for c in args.curves.split(",") if c]
@@ -207,7 +209,8 @@ def main() -> None:
         run_variants(args.split, curves, args.limit)
         return
     if args.timing:
-        timing = run_timing()
+        sizes = tuple(tuple(int(v) for v in x.split("x")) for x in args.timing_sizes.split(","))
+        timing = run_timing(args.repeats, sizes)
         if args.out:
             args.out.write_text(f"# Stills timing\n\nMachine: {machine()}\n\n```\n{json.dumps(timing, indent=1)}\n```\n")
         return
