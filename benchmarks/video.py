@@ -89,8 +89,10 @@ def gainmap_track(sdr_frames: dict, master_frames: dict, fps: int, crf: int, wor
     path = work / f"gain-crf{crf}.mp4"
     placed = {i: baselines.sdr_placed_bt2408(sdr_frames[i]) for i in keys}
 
+    from itmfilter.colour.primaries import luminance
+
     def lum(x):
-        return 0.2627 * x[..., 0] + 0.6780 * x[..., 1] + 0.0593 * x[..., 2]
+        return luminance(x, primaries="bt2020")
 
     with SdrWriter(path, gw, gh, fps, crf=crf, preset="medium") as writer:
         for i in keys:

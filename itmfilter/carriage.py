@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from itmfilter.errors import ItmError
+from itmfilter.track.format import MKV_ATTACHMENT_MIMETYPE as ATTACHMENT_MIME
+from itmfilter.track.format import MKV_ATTACHMENT_NAME as ATTACHMENT_NAME
+from itmfilter.track.format import SIDECAR_SUFFIX
 
-ATTACHMENT_NAME = "itmfilter-track.bin"
-ATTACHMENT_MIME = "application/x-itmfilter-track"
-SIDECAR_SUFFIX = ".itm.json"
 CARRIAGE_MODES = ("auto", "track", "attachment", "json")
 
 

@@ -80,10 +80,11 @@ class VideoEncodeReport:
 
 def _thumb(nits: np.ndarray) -> np.ndarray:
     """32x18 mean PQ luma thumbnail, the shot detector's signature of a frame."""
+    from itmfilter.colour.primaries import luminance
     from itmfilter.colour.transfer import eotf_inverse_st2084
 
     h, w, _ = nits.shape
-    y = 0.2627 * nits[..., 0] + 0.6780 * nits[..., 1] + 0.0593 * nits[..., 2]
+    y = luminance(nits, primaries="bt2020")
     ys = (np.arange(18) * h) // 18
     xs = (np.arange(32) * w) // 32
     return eotf_inverse_st2084(np.add.reduceat(np.add.reduceat(y, ys, axis=0), xs, axis=1) / ((h / 18) * (w / 32)))
