@@ -38,6 +38,8 @@ from itmfilter.track.codec import TrackDecoder  # noqa: E402
 from itmfilter.track.format import unflatten  # noqa: E402
 from itmfilter.video_encode import VideoEncodeOptions, encode_video  # noqa: E402
 
+DEVICE = "cpu"  # set from --device in main()
+
 STRATEGIES = {
     "per-frame full adaptation": dict(strategy="frame"),
     "warm, refresh 1.3, fp16 keys, delta 1/256": dict(strategy="warm", refresh_ratio=1.3, key_dtype="fp16", delta_step=1 / 256),
@@ -68,7 +70,7 @@ def reconstruct_clip(sdr_path: Path, every: int):
         vec, _ = dec.params_at(i, track.packets)
         net = ITMNet(track.header.config)
         net.load_state_dict(unflatten(track.header.config, vec))
-        yield i, sdr, reconstruct_nits(net, sdr)
+        yield i, sdr, reconstruct_nits(net, sdr, device=DEVICE)
 
 
 def score(master_frames: dict, recon: dict) -> dict:
@@ -122,12 +124,32 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=4)
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "video")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--device", default="auto", help="for adaptation and reconstruction")
+    ap.add_argument("--panoramas", type=Path, default=None,
+                    help="film the master from these arrays (.npz, from --save-panoramas) instead of fetching")
+    ap.add_argument("--save-panoramas", type=Path, default=None,
+                    help="save the test split's panoramas (float16 .npz) for a machine without network, then exit")
     args = ap.parse_args()
+    global DEVICE
+    from itmfilter.model import resolve_device
+
+    DEVICE = resolve_device(args.device)
+    if args.save_panoramas:
+        from itmfilter.media.testmedia import _load_scenes
+
+        arrays = _load_scenes(None, "test", 0, True, None)
+        np.savez_compressed(args.save_panoramas, **{f"p{k}": a.astype(np.float16) for k, a in enumerate(arrays)})
+        return
     w, h = (int(v) for v in args.size.split("x"))
     args.work.mkdir(parents=True, exist_ok=True)
     master = args.work / f"master-{w}x{h}-{args.seconds:g}s.mkv"
     if not master.exists():
-        make_master(master, seconds=args.seconds, fps=24, size=(w, h), codec="hevc", shot_seconds=4.0, split="test")
+        scenes = None
+        if args.panoramas:
+            with np.load(args.panoramas) as z:
+                scenes = [z[k].astype(np.float32) for k in sorted(z.files, key=lambda k: int(k[1:]))]
+        make_master(master, seconds=args.seconds, fps=24, size=(w, h), codec="hevc", shot_seconds=4.0,
+                    split="test", scenes=scenes)
     master_frames = {i: n for i, n in read_hdr_frames(master) if i % args.eval_every == 0}
     fps = 24
     lines = [f"# Video benchmark ({w}x{h}, {args.seconds:g} s at 24 fps, test-split scenes)\n",
@@ -150,7 +172,7 @@ def main() -> None:
             out = args.work / f"sdr-{curve}-{master.stem}-s{k}.mp4"
             out.unlink(missing_ok=True)
             t0 = time.perf_counter()
-            report = encode_video(master, out, grade=sdr_plain, options=opts, quiet=True)
+            report = encode_video(master, out, grade=sdr_plain, options=opts, device=str(DEVICE), quiet=True)
             enc_fps = report.frames / (time.perf_counter() - t0)
             recon, sdr_frames = {}, {}
             for i, sdr, nits in reconstruct_clip(out, args.eval_every):

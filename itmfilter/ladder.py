@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from itmfilter.model import _BT709_TO_BT2020, _SDR_WHITE_NITS, ITMNet, pq_decode
-from itmfilter.reconstruct import CHUNK_PIXELS, predict_pq, resolve_precision
+from itmfilter.reconstruct import CHUNK_PIXELS, CUDA_CHUNK_PIXELS, predict_pq, resolve_precision
 
 GAIN_OFFSET_NITS = 203.0 / 64
 """Gain offset k in cd/m2: 1/64 of SDR white, the Ultra HDR default offset (1/64)."""
@@ -121,8 +121,10 @@ def _low_res_grid(h: int, w: int, d: int, device) -> torch.Tensor:
 
 @torch.no_grad()
 def _evaluate(net: ITMNet, rgb: torch.Tensor, xy: torch.Tensor, dtype: torch.dtype,
-              chunk: int = CHUNK_PIXELS) -> torch.Tensor:
+              chunk: int | None = None) -> torch.Tensor:
     """The network over ``(N, 3)`` pixels in chunks (see reconstruct.py for why)."""
+    if chunk is None:
+        chunk = CUDA_CHUNK_PIXELS if rgb.device.type == "cuda" else CHUNK_PIXELS
     out = torch.empty_like(rgb)
     autocast = torch.autocast(rgb.device.type, dtype=dtype, enabled=dtype != torch.float32)
     with autocast:
@@ -191,8 +193,9 @@ def _apply_gain_rung(net, sdr, rung: Rung, device, precision, gain, offset_nits,
     y1 = (y0 + 1).clamp_(max=lh - 1)
     m = torch.tensor(_BT709_TO_BT2020, dtype=torch.float32, device=device).T * _SDR_WHITE_NITS
     out = torch.empty((h, w, 3), dtype=torch.float32, device=device)
-    for top in range(0, h, BAND_ROWS):
-        band = slice(top, min(h, top + BAND_ROWS))
+    rows = h if device.type == "cuda" else BAND_ROWS  # on a GPU one band: fewer launches
+    for top in range(0, h, rows):
+        band = slice(top, min(h, top + rows))
         g_band = torch.lerp(g_rows[y0[band]], g_rows[y1[band]], wy[band])
         linear = x[band].clamp(0.0, 1.0).pow_(2.4)
         nits = linear @ m
@@ -237,12 +240,27 @@ def apply_rung(
     the network. ``gain``: ``rgb`` or ``luma`` (module docstring). Returns PQ BT.2020
     R'G'B' code values [0, 1], ``(H, W, 3)`` float32 numpy.
     """
+    return apply_rung_tensor(net, sdr, rung, device, precision, gain=gain,
+                             offset_nits=offset_nits).cpu().numpy()
+
+
+@torch.no_grad()
+def apply_rung_tensor(
+    net: ITMNet,
+    sdr,
+    rung: str | Rung = "half",
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+    *,
+    gain: str = "rgb",
+    offset_nits: float = GAIN_OFFSET_NITS,
+) -> torch.Tensor:
+    """:func:`apply_rung` leaving the result on ``device`` as a float32 tensor (the CUDA
+    player keeps the frame on the GPU up to its Y'CbCr planes)."""
     rung = get_rung(rung)
     if rung.downscale == 1:
-        pq = predict_pq(net, sdr, device=device, precision=precision).clamp(0.0, 1.0)
-    else:
-        pq = _apply_gain_rung(net, sdr, rung, device, precision, gain, offset_nits, True)
-    return pq.cpu().numpy()
+        return predict_pq(net, sdr, device=device, precision=precision).clamp_(0.0, 1.0)
+    return _apply_gain_rung(net, sdr, rung, device, precision, gain, offset_nits, True)
 
 
 def time_rungs(
@@ -351,6 +369,7 @@ __all__ = [
     "RungController",
     "apply_rung",
     "apply_rung_nits",
+    "apply_rung_tensor",
     "choose_rung",
     "get_rung",
     "measure_rung_costs",

@@ -144,6 +144,50 @@ def yuv420p10_frame(planes) -> "av.VideoFrame":
     return frame
 
 
+def _torch_planes(frame, device):
+    """The Y, Cb, Cr planes of a 4:2:0 frame as tensors on ``device``, with (bits, full)."""
+    import torch
+
+    bits, sub, full = _PLANAR[frame.format.name]
+    full = full or getattr(frame, "color_range", 0) == 2
+    dtype = np.uint8 if bits == 8 else np.int16  # 10-bit codes fit int16 (torch has no uint16 ops)
+    planes = [torch.from_numpy(np.ascontiguousarray(_plane(p, np.uint8 if bits == 8 else np.uint16)).view(dtype))
+              for p in frame.planes[:3]]
+    return [p.to(device, non_blocking=True) for p in planes], bits, full
+
+
+def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
+                torch_path: bool | None = None) -> "av.VideoFrame":
+    """One decoded SDR frame -> the HDR10 frame the player sends (yuv420p10le, BT.2020 NCL,
+    PQ, narrow range), through ``net`` at ``rung``.
+
+    ``torch_path`` (default: on CUDA, for 4:2:0 input): the frame stays on ``device`` from
+    its 4:2:0 planes to the output planes (:mod:`itmfilter.colour.ycbcr_torch`). Otherwise
+    the exact numpy conversions (:func:`sdr_frame_to_rgb`, :func:`pq_to_yuv420p10`) run,
+    which are faster on a CPU than torch's unfused ops. Both give the same codes up to rare
+    half-code ties (tested).
+    """
+    import torch
+
+    from itmfilter.ladder import apply_rung, apply_rung_tensor
+
+    device = torch.device(device)
+    is_420 = _PLANAR.get(frame.format.name, (0, ""))[1] == "420"
+    if torch_path is None:
+        torch_path = device.type == "cuda"
+    if torch_path and is_420:
+        from itmfilter.colour.ycbcr_torch import planes420_to_rgb, rgb_to_planes420
+
+        (y, cb, cr), bits, full = _torch_planes(frame, device)
+        sdr = planes420_to_rgb(y, cb, cr, bits=bits, full_range=full)
+        pq = apply_rung_tensor(net, sdr, rung, device, precision)
+        planes = [p.to(dtype=torch.int16).cpu().numpy().view(np.uint16)
+                  for p in rgb_to_planes420(pq, bits=10, full_range=False)]
+        return yuv420p10_frame(planes)
+    pq = apply_rung(net, sdr_frame_to_rgb(frame), rung, device, precision)
+    return yuv420p10_frame(pq_to_yuv420p10(pq))
+
+
 # --------------------------------------------------------------------------- producer
 
 
@@ -201,8 +245,6 @@ class _Producer(threading.Thread):
     def _run(self) -> None:
         import av
 
-        from itmfilter.ladder import apply_rung
-
         s = self.session
         src = _open_decoder(s.path, s.device)
         vin = src.streams.video[0]
@@ -252,9 +294,7 @@ class _Producer(threading.Thread):
                     busy = time.perf_counter()
                     net, status = s.provider(index)
                     s.count_status(status)
-                    sdr = sdr_frame_to_rgb(frame)
-                    pq = apply_rung(net, sdr, s.controller.rung, s.device, s.precision)
-                    vf = yuv420p10_frame(pq_to_yuv420p10(pq))
+                    vf = hdr10_frame(frame, net, s.controller.rung, s.device, s.precision)
                     s.add_filter_time(time.perf_counter() - busy)
                     vf.pts = frame.pts
                     vf.time_base = vin.time_base

@@ -17,6 +17,11 @@ import torch
 from itmfilter.model import ITMNet, pixel_grid
 
 CHUNK_PIXELS = 16384
+"""Pixels per network call on a CPU (cache-sized activations; FACTS.md)."""
+
+CUDA_CHUNK_PIXELS = 1 << 22
+"""Pixels per network call on CUDA: 4M pixels (a 2160p frame in two calls) keeps the
+kernels large; 16k-pixel chunks would make a 4K frame ~500 calls of launch overhead."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -56,7 +61,7 @@ def predict_pq(
     *,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
-    chunk: int = CHUNK_PIXELS,
+    chunk: int | None = None,
     stride: int = 1,
 ) -> torch.Tensor:
     """Evaluate ``net`` over a picture.
@@ -64,6 +69,8 @@ def predict_pq(
     ``sdr``: ``(H, W, 3)`` BT.709 R'G'B' code values [0, 1] (numpy or torch).
     ``stride``: evaluate every ``stride``-th pixel in each direction (pixel centres of
     the full grid), giving ``(ceil(H/s), ceil(W/s), 3)``; 1 gives the full picture.
+    ``chunk``: pixels per call (default :data:`CHUNK_PIXELS` on CPU,
+    :data:`CUDA_CHUNK_PIXELS` on CUDA).
     Returns PQ BT.2020 R'G'B' code values as a float32 tensor on ``device``.
     """
     device = torch.device(device)
@@ -77,6 +84,8 @@ def predict_pq(
     flat_rgb = x.reshape(-1, 3)
     flat_xy = xy.reshape(-1, 2)
     dtype = resolve_precision(precision, device)
+    if chunk is None:
+        chunk = CUDA_CHUNK_PIXELS if device.type == "cuda" else CHUNK_PIXELS
     net = net.to(device).eval()
     out = torch.empty_like(flat_rgb)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)

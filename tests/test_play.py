@@ -169,3 +169,23 @@ def test_yuv_frame_round_trip_odd_size():
     assert (frame.width, frame.height) == (70, 38)
     for got, want in zip(_planes(frame), planes):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("fmt", ["yuv420p", "yuv420p10le", "yuvj420p"])
+@pytest.mark.parametrize("rung", ["full", "quarter"])
+def test_torch_frame_path_matches_the_exact_numpy_path(fmt, rung):
+    """The CUDA player's path (planes -> R'G'B' -> rung -> planes, all torch), run here on
+    the CPU, gives the exact numpy path's codes, up to rare half-code ties."""
+    from itmfilter.play import hdr10_frame
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (38, 70, 3), dtype=np.uint8)
+    frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=fmt)
+    net = _adapted_like_net()
+    want = _planes(hdr10_frame(frame, net, rung, "cpu", "fp32", torch_path=False))
+    got = _planes(hdr10_frame(frame, net, rung, "cpu", "fp32", torch_path=True))
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        diff = np.abs(g.astype(int) - w.astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    assert want[0].max() > 300  # the net lifted highlights: not a trivially equal picture
