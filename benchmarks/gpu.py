@@ -12,7 +12,8 @@ on the values).
 - ``reconstruct ms``: :func:`itmfilter.reconstruct.predict_pq`, full network on every
   pixel, host->device copy of the float SDR excluded, synchronised, median of 10.
 - ``filter``: what ``itmfilter play --hdr`` does per frame: an H.264 clip of ``--frames``
-  frames (a pan) is decoded with PyAV (frame threads), each frame goes through
+  frames (a pan) is decoded with PyAV (frame threads, in the player's decode-ahead
+  thread), each frame goes through
   :func:`itmfilter.play.hdr10_frame` (8-bit 4:2:0 planes up to the device, R'G'B', the
   rung, PQ, 10-bit BT.2020 4:2:0 planes back) and is muxed as rawvideo into a NUT stream
   written to /dev/null: frames/s end to end (decode included) and the filter's median ms.
@@ -111,7 +112,7 @@ def filter_clip(path: Path, net, rung: str, device) -> tuple[float, float]:
     """(frames/s end to end, median filter ms) of decode -> hdr10_frame -> NUT."""
     import av
 
-    from itmfilter.play import hdr10_frame
+    from itmfilter.play import DecodeAhead, hdr10_frame
 
     src = av.open(str(path))
     vin = src.streams.video[0]
@@ -122,7 +123,8 @@ def filter_clip(path: Path, net, rung: str, device) -> tuple[float, float]:
     vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p10le"
     filter_times, n = [], 0
     t0 = time.perf_counter()
-    for frame in src.decode(vin):
+    ahead = DecodeAhead(src, [vin], vin)  # the player's decode-ahead thread
+    for _, frame in ahead:
         t1 = time.perf_counter()
         vf = hdr10_frame(frame, net, rung, device)
         filter_times.append(time.perf_counter() - t1)
@@ -133,6 +135,7 @@ def filter_clip(path: Path, net, rung: str, device) -> tuple[float, float]:
     for p in vout.encode():
         out.mux(p)
     elapsed = time.perf_counter() - t0
+    ahead.close()
     out.close()
     sink.close()
     src.close()
@@ -145,6 +148,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="1920x1080,3840x2160")
     ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rungs", default=",".join(RUNG_NAMES))
     ap.add_argument("--panoramas", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "gpu")
     ap.add_argument("--out", type=Path, default=None)
@@ -177,18 +181,18 @@ def main() -> None:
         clip = args.work / f"pan-{w}x{h}-{args.frames}.mp4"
         if not clip.exists():
             make_clip(clip, big, w, h, args.frames)
-        for rung in RUNG_NAMES:
+        for rung in args.rungs.split(","):
             fps, ms = filter_clip(clip, net, rung, device)
             entry[f"filter_{rung}"] = {"fps": fps, "filter_ms": ms}
         results[size] = entry
         print(size, json.dumps(entry), flush=True)
     lines.append("| size | adapt s (PU21 dB; init alone) | reconstruct ms fp32 / bf16 | "
-                 + " | ".join(f"{r}: fps, filter ms" for r in RUNG_NAMES) + " |")
-    lines.append("|---" * (3 + len(RUNG_NAMES)) + "|")
+                 + " | ".join(f"{r}: fps, filter ms" for r in args.rungs.split(",")) + " |")
+    lines.append("|---" * (3 + len(args.rungs.split(","))) + "|")
     for size, e in results.items():
         cells = [f"{e['adapt_s']:.2f} ({e['adapt_pu21']:.2f}; {e['init_pu21']:.2f})",
                  f"{e['reconstruct_ms_fp32']:.1f} / {e['reconstruct_ms_bf16']:.1f}"]
-        cells += [f"{e[f'filter_{r}']['fps']:.1f}, {e[f'filter_{r}']['filter_ms']:.1f}" for r in RUNG_NAMES]
+        cells += [f"{e[f'filter_{r}']['fps']:.1f}, {e[f'filter_{r}']['filter_ms']:.1f}" for r in args.rungs.split(",")]
         lines.append(f"| {size} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     print(text)

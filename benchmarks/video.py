@@ -41,10 +41,13 @@ from itmfilter.video_encode import VideoEncodeOptions, encode_video  # noqa: E40
 DEVICE = "cpu"  # set from --device in main()
 
 STRATEGIES = {
-    "per-frame full adaptation": dict(strategy="frame"),
-    "warm, refresh 1.3, fp16 keys, delta 1/256": dict(strategy="warm", refresh_ratio=1.3, key_dtype="fp16", delta_step=1 / 256),
-    "warm, refresh 1.3 (default: int8 keys, delta 1/64)": dict(strategy="warm", refresh_ratio=1.3),
-    "warm, refresh 2.0 (int8 keys, delta 1/64)": dict(strategy="warm", refresh_ratio=2.0),
+    "per-frame full adaptation": dict(strategy="frame", max_kbps=None),
+    "warm all layers, lr 1e-3, refresh 1.3, no cap (session-1 default)": dict(strategy="warm", warm_params="all", warm_lr=1e-3, refresh_ratio=1.3, max_kbps=None),
+    "warm all layers, lr 1e-3, refresh 1.3, cap 64 kbit/s": dict(strategy="warm", warm_params="all", warm_lr=1e-3, refresh_ratio=1.3, max_kbps=64.0),
+    "warm coord layer, no cap": dict(strategy="warm", max_kbps=None),
+    "warm coord layer, cap 128 kbit/s": dict(strategy="warm", max_kbps=128.0),
+    "default: warm coord layer, cap 64 kbit/s": dict(strategy="warm", max_kbps=64.0),
+    "warm coord layer, cap 32 kbit/s": dict(strategy="warm", max_kbps=32.0),
 }
 
 

@@ -42,6 +42,7 @@ class AdaptOptions:
     error_stride: int = 4
     mmr_fit_pixels: int = 1 << 18
     fit_prior: bool = True  # refit the per-picture polynomial (mmr3 configs) before the steps
+    trainable: tuple[str, ...] | None = None  # parameter-name prefixes to train; None: all
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -126,7 +127,13 @@ def adapt(
         return (pred - tgt[::stride, ::stride]).abs().sum(-1).cpu()
 
     idx = _draw(n_pixels, count, None, (h, w), stride, 0.0, gen).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=options.lr)
+    if options.trainable is None:
+        params = list(net.parameters())
+    else:
+        params = [p for name, p in net.named_parameters() if name.startswith(tuple(options.trainable))]
+        if not params:
+            raise ValueError(f"no parameter of {net.config} starts with {options.trainable}")
+    opt = torch.optim.Adam(params, lr=options.lr)
     losses: list[float] = []
     for step in range(options.steps):
         if options.sampling == "ohem" and step in options.resample_at:

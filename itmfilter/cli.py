@@ -93,8 +93,11 @@ def encode(
     crf: Annotated[int, typer.Option(help="Video: SDR quality (x264/x265 CRF).")] = 18,
     preset: Annotated[str, typer.Option(help="Video: x264/x265 preset.")] = "medium",
     strategy: Annotated[str, typer.Option(help="Video: warm (closed-loop warm start, default) or frame.")] = "warm",
-    refresh: Annotated[float, typer.Option(help="Video: re-adapt when the held set's error grows by this ratio.")] = 1.3,
+    refresh: Annotated[float, typer.Option(help="Video: re-adapt when the held set's error grows by this ratio.")] = 1.15,
     key_seconds: Annotated[float, typer.Option(help="Video: a self-contained key set at least this often (s).")] = 4.0,
+    max_kbps: Annotated[
+        float, typer.Option(help="Video: cap on the weights' bitrate in kbit/s (token bucket; 0: no cap).")
+    ] = 64.0,
     assume_hdr: Annotated[bool, typer.Option(help="Video: treat an untagged master as PQ BT.2020.")] = False,
     fps: Annotated[float, typer.Option(help="EXR-sequence master: frames per second.")] = 24.0,
     device: DeviceOpt = "auto",
@@ -119,7 +122,7 @@ def encode(
             options=VideoEncodeOptions(
                 tm=tm, codec=codec, crf=crf, preset=preset, sidecar="auto" if sidecar == "embed" else sidecar,
                 strategy=strategy, first_steps=steps, refresh_ratio=refresh, key_seconds=key_seconds,
-                assume_hdr=assume_hdr, fps=fps, seed=seed,
+                max_kbps=max_kbps or None, assume_hdr=assume_hdr, fps=fps, seed=seed,
             ),
             init_path=init,
             device=device,

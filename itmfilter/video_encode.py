@@ -40,6 +40,13 @@ from itmfilter.errors import ItmError
 STRATEGIES = ("warm", "frame")
 
 
+WARM_PARAMS = {"all": None, "coord": ("coord.",), "coord+head": ("coord.", "fusion.6.")}
+"""``warm_params`` -> the parameter-name prefixes a warm frame retrains (the prior is refitted
+in every case). A pan moves the picture under the coordinate features; for Fourier
+features a shift is a rotation of each (sin, cos) pair, which the first coordinate layer
+can absorb exactly, so retraining that layer alone (800 of 9.6k values) follows a pan at a
+fraction of a full delta's bytes."""
+
 @dataclass(frozen=True)
 class VideoEncodeOptions:
     tm: str = "bt2446a"
@@ -50,11 +57,13 @@ class VideoEncodeOptions:
     strategy: str = "warm"
     first_steps: int = 200
     warm_steps: int = 30
-    warm_lr: float = 1e-3
-    refresh_ratio: float = 1.3
+    warm_lr: float = 3e-3
+    warm_params: str = "coord"  # what warm frames retrain (WARM_PARAMS); measured in benchmarks/video.py
+    refresh_ratio: float = 1.15
     key_seconds: float = 4.0
     key_dtype: str = "int8"  # measured: same PU21 as fp16 keys at half the bytes
     delta_step: float | None = 1 / 64
+    max_kbps: float | None = 64.0  # metadata rate cap over key_seconds windows; None or 0: no cap
     shot_threshold: float = 0.06  # mean |delta PQ luma| of 32x18 thumbnails that makes a cut
     assume_hdr: bool = False
     fps: float = 24.0  # frame rate of an EXR-sequence master (video files carry their own)
@@ -63,6 +72,8 @@ class VideoEncodeOptions:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ItmError(None, f"unknown --strategy {self.strategy!r}", f"use one of {', '.join(STRATEGIES)}")
+        if self.warm_params not in WARM_PARAMS:
+            raise ItmError(None, f"unknown warm_params {self.warm_params!r}", f"use one of {', '.join(WARM_PARAMS)}")
         if self.codec not in ("libx264", "libx265"):
             raise ItmError(None, f"unknown --codec {self.codec!r}", "use libx264 or libx265")
 
@@ -242,11 +253,17 @@ def encode_video(
     first_opts = AdaptOptions(steps=options.first_steps, seed=options.seed)
     warm_opts = AdaptOptions(
         steps=options.warm_steps, lr=options.warm_lr, seed=options.seed, resample_at=(0,), error_stride=8,
+        trainable=WARM_PARAMS[options.warm_params],
     )
     shot, shot_frames, prev_thumb = -1, [], None
     done_shots = {int(p.stem.split("-")[1]): p for p in work.glob("shot-*.bin")}
     bar = tqdm(total=sinfo.frame_count or None, unit="frame", desc=f"adapting ({options.strategy})", disable=quiet)
     held_error = None
+    if options.max_kbps and options.strategy != "frame":
+        starts, n_frames = shot_starts(master, options)
+        budget = RateBudget(options.max_kbps, float(fps), starts, key_interval, n_frames)
+    else:
+        budget = RateBudget(None, float(fps), set(), key_interval, 0)
     for (_, nits), (index, sdr) in zip(read_hdr_frames(master, assume_hdr=options.assume_hdr), read_sdr_frames(sdr_path)):
         light.add(nits)
         thumb = _thumb(nits)
@@ -265,9 +282,10 @@ def encode_video(
             if shot_start:
                 packets.update(_load_shot(done_shots[shot]))
                 encoder = TrackEncoder(header, **kwargs)
-                encoder._next_frame = None
+                encoder.restart()
             continue
         target = eotf_inverse_st2084(nits).astype(np.float32)
+        budget.next_frame()
         if options.strategy == "frame" or shot_start or encoder.decoded is None or held_error is None:
             net = adapt(init, sdr, target, first_opts, device=dev).net
             params = flatten_state(net.state_dict())
@@ -275,19 +293,23 @@ def encode_video(
             held = init.__class__(init.config)
             held.load_state_dict(unflatten(init.config, encoder.decoded))
             error = _frame_error(held, sdr, target, dev)
-            if error <= options.refresh_ratio * held_error:
-                params = encoder.decoded  # a repeat: nothing worth sending changed
+            if error <= options.refresh_ratio * held_error or not budget.can_afford(MIN_DELTA_BYTES):
+                params = encoder.decoded  # a repeat: nothing worth (or affordable) to send
             else:
                 net = adapt(held, sdr, target, warm_opts, device=dev).net
                 params = flatten_state(net.state_dict())
-        if encoder._next_frame is None and not shot_start:
+        if encoder.needs_key and not shot_start:
             shot_start = True  # first coded frame after resumed shots must be a key
-        packet = encoder.add(index, params, shot_start=shot_start)
+        packet = encoder.add(index, params, shot_start=shot_start, max_bytes=budget.affordable())
         if packet.kind != "repeat":
             held_net = init.__class__(init.config)
             held_net.load_state_dict(unflatten(init.config, encoder.decoded))
             held_error = _frame_error(held_net, sdr, target, dev)
         packets[index] = encode_packet(packet)
+        if packet.kind == "key":
+            budget.key_sent(index, len(packets[index]), len(header.to_bytes()) if index == 0 else 0)
+        elif packet.kind == "delta":
+            budget.spend(len(packet.payload))
         seconds = len(packets) / float(fps)
         bar.set_postfix(kbps=f"{8 * sum(len(v) for v in packets.values()) / 1000 / max(seconds, 1e-9):.1f}", shots=shot + 1)
     bar.close()
@@ -322,6 +344,75 @@ def encode_video(
         kind = decode_packet(packets[i]).kind
         kinds[kind] = kinds.get(kind, 0) + 1
     return VideoEncodeReport(os.fspath(output), len(order), shot + 1, meta_bytes, 8 * meta_bytes / 1000 / seconds, mode, kinds)
+
+
+MIN_DELTA_BYTES = 256
+"""A delta is not even attempted with fewer bytes than this in the budget."""
+
+PACKET_OVERHEAD_BYTES = 24
+"""Bytes every packet costs on top of its payload (ITMP header and CRC; sidecar/SPEC.md)."""
+
+
+class RateBudget:
+    """The metadata rate cap (``max_kbps``; None/0: unlimited), key interval by key interval.
+
+    A KEY (always sent: a shot must start with one) opens a segment that runs to the next
+    key (the next shot start or ``key_interval`` frames on, whichever comes first, known
+    from the shot pre-pass). The segment may cost ``max_kbps`` over its duration: what the
+    key and one packet header per frame leave is spread evenly over its frames as tokens,
+    and a delta is offered only the tokens gathered so far. So every segment, and the whole
+    track, averages at most the cap (unless a key alone exceeds it), and the deltas are
+    spread through the segment instead of all waiting until a key's cost is paid off.
+    """
+
+    def __init__(self, max_kbps: float | None, fps: float, shot_starts: set[int], key_interval: int,
+                 frame_count: int) -> None:
+        self.limited = bool(max_kbps)
+        self.per_frame = (max_kbps or 0.0) * 1000 / 8 / fps
+        self.shot_starts = sorted(shot_starts)
+        self.key_interval, self.frame_count = key_interval, frame_count
+        self.tokens, self.per_delta_frame = 0.0, 0.0
+
+    def segment_frames(self, key_frame: int) -> int:
+        end = min(key_frame + self.key_interval, self.frame_count)
+        for s in self.shot_starts:
+            if s > key_frame:
+                end = min(end, s)
+                break
+        return max(1, end - key_frame)
+
+    def key_sent(self, key_frame: int, nbytes: int, extra: int = 0) -> None:
+        """A key of ``nbytes`` (plus ``extra``, e.g. the track header) opened a segment."""
+        n = self.segment_frames(key_frame)
+        spare = self.per_frame * n - nbytes - extra - PACKET_OVERHEAD_BYTES * (n - 1)
+        self.tokens, self.per_delta_frame = 0.0, max(0.0, spare) / max(1, n - 1)
+
+    def next_frame(self) -> None:
+        """Call once per frame after a key, before deciding its packet."""
+        self.tokens += self.per_delta_frame
+
+    def affordable(self) -> int | None:
+        """Payload bytes a delta may use now (None: unlimited)."""
+        return int(self.tokens) if self.limited else None
+
+    def can_afford(self, nbytes: int) -> bool:
+        return not self.limited or self.tokens >= nbytes
+
+    def spend(self, payload_bytes: int) -> None:
+        self.tokens -= payload_bytes
+
+
+def shot_starts(master, options: "VideoEncodeOptions") -> tuple[set[int], int]:
+    """The frames that open shots (the detector of pass 2, run ahead) and the frame count."""
+    from itmfilter.media.video import read_hdr_frames
+
+    starts, prev, n = set(), None, 0
+    for index, nits in read_hdr_frames(master, assume_hdr=options.assume_hdr):
+        thumb = _thumb(nits)
+        if prev is None or float(np.abs(thumb - prev).mean()) > options.shot_threshold:
+            starts.add(index)
+        prev, n = thumb, index + 1
+    return starts, n
 
 
 def _frame_error(net, sdr: np.ndarray, target: np.ndarray, device) -> float:

@@ -426,3 +426,32 @@ def test_bitrate_report(capsys):
     static = rows[0]
     assert static[3] < 64  # keys every 4 s + repeats fit the audio-track budget
     assert rows[-1][3] < 3500 / 2  # still far below the naive 3.5 Mbit/s
+
+
+def test_max_bytes_coarsens_the_delta_step_or_holds():
+    from itmfilter.track.codec import TrackDecoder, TrackEncoder
+    from itmfilter.track.format import TrackHeader, decode_packet, encode_packet, param_count
+
+    cfg = CONFIGS["default"]
+    header = TrackHeader(config=cfg, fps=(24, 1), frame_count=4, width=64, height=36)
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 0.1, param_count(cfg)).astype(np.float32)
+    moved = base + rng.normal(0, 0.01, base.shape).astype(np.float32)
+    free, capped = TrackEncoder(header, delta_step=1 / 64), TrackEncoder(header, delta_step=1 / 64)
+    for enc in (free, capped):
+        enc.add(0, base)
+    p_free = free.add(1, moved)
+    budget = len(p_free.payload) * 2 // 3
+    p_cap = capped.add(1, moved, max_bytes=budget)
+    assert p_free.kind == p_cap.kind == "delta"
+    assert len(p_cap.payload) <= budget
+    err_free = np.abs(free.decoded - moved).max()
+    err_cap = np.abs(capped.decoded - moved).max()
+    assert err_free < err_cap < 8 * 2 * err_free  # coarser, within the coarsening limit
+    held = capped.add(2, moved + 0.05, max_bytes=8)  # nothing fits in 8 bytes: hold
+    assert held.kind == "repeat"
+    # what a decoder rebuilds from the packets is what the encoder holds (closed loop)
+    packets = {p.frame: encode_packet(p) for p in capped.packets}
+    vec, status = TrackDecoder(capped.header).params_at(2, packets)
+    assert status == "ok" and np.array_equal(vec, capped.decoded)
+    assert decode_packet(packets[2]).kind == "repeat"

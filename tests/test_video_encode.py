@@ -143,3 +143,46 @@ def test_b_frames_keep_weights_on_their_presentation_time(master, tmp_path):
     assert pts != sorted(pts)  # the SDR stream really has B-frames (decode order != presentation order)
     track = load_track(out)
     assert all(decode_packet(track.packets[i]).frame == i for i in range(N))
+
+
+def test_rate_cap_holds_per_segment_and_lowers_the_bitrate(master, tmp_path):
+    from itmfilter.video_encode import PACKET_OVERHEAD_BYTES
+
+    free = dict(FAST.__dict__, key_seconds=10.0, refresh_ratio=1.0, max_kbps=None)
+    report_free = encode_video(master, tmp_path / "free.mp4", options=VideoEncodeOptions(**free), quiet=True)
+    kbps = 300.0  # 1.56 kB a frame: a key (~8.6 kB) leaves room for a few deltas per shot
+    out = tmp_path / "capped.mp4"
+    report = encode_video(master, out, options=VideoEncodeOptions(**dict(free, max_kbps=kbps)), quiet=True)
+    track = load_track(out)
+    raws = [track.packets[i] for i in sorted(track.packets)]
+    kinds = [decode_packet(r).kind for r in raws]
+    assert report.metadata_bytes < report_free.metadata_bytes
+    assert kinds.count("delta") >= 1 and kinds.count("repeat") >= 1  # it spent, and it held
+    # every key-to-key segment costs at most the cap over its duration, beyond its key
+    per_frame = kbps * 1000 / 8 / 24
+    keys = [i for i, k in enumerate(kinds) if k == "key"] + [len(raws)]
+    header = len(track.header.to_bytes())
+    for a, b in zip(keys, keys[1:]):
+        spent = sum(len(r) for r in raws[a:b]) + (header if a == 0 else 0)
+        assert spent <= max(per_frame * (b - a), len(raws[a]) + (header if a == 0 else 0) + PACKET_OVERHEAD_BYTES * (b - a - 1)) + 1
+    dec = TrackDecoder(track.header)
+    assert all(dec.params_at(i, track.packets)[1] == "ok" for i in range(N))
+
+
+def test_rate_budget_spreads_a_segment_evenly():
+    from itmfilter.video_encode import PACKET_OVERHEAD_BYTES, RateBudget
+
+    b = RateBudget(48.0, 24.0, shot_starts={0, 30}, key_interval=96, frame_count=200)  # 250 B/frame
+    assert b.segment_frames(0) == 30 and b.segment_frames(30) == 96 and b.segment_frames(150) == 50
+    b.key_sent(0, 2000)
+    spare = 250 * 30 - 2000 - PACKET_OVERHEAD_BYTES * 29
+    b.next_frame()
+    assert abs(b.tokens - spare / 29) < 1e-9
+    for _ in range(28):
+        b.next_frame()
+    assert b.affordable() == int(spare) or b.affordable() == int(spare) - 1
+    b.key_sent(30, 10**6)  # a key larger than its segment's budget: no deltas in it
+    b.next_frame()
+    assert b.affordable() == 0 and not b.can_afford(1)
+    free = RateBudget(None, 24.0, set(), 96, 0)
+    assert free.affordable() is None and free.can_afford(10**9)

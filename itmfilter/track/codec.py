@@ -255,6 +255,10 @@ def decode_payload(packet: Packet, reference: np.ndarray | None, sizes: list[int
 # --------------------------------------------------------------------------- encoder
 
 
+MAX_STEP_COARSENING = 8.0
+"""Rate control may coarsen a delta's step up to this many times ``delta_step``."""
+
+
 class TrackEncoder:
     """Turns per-frame parameter vectors into packets, in presentation order.
 
@@ -300,13 +304,31 @@ class TrackEncoder:
         self.packets: list[Packet] = []
 
     @property
+    def needs_key(self) -> bool:
+        """True before the first packet and after :meth:`restart`: the next one is a KEY."""
+        return self._next_frame is None
+
+    def restart(self) -> None:
+        """Forget the decoder state (e.g. after packets made elsewhere, such as a resumed
+        encode's stored shots): the next :meth:`add` sends a KEY at any frame index."""
+        self._decoded = None
+        self._next_frame = None
+
+    @property
     def decoded(self) -> np.ndarray | None:
         """The set the decoder holds after the last packet (read-only float32 vector); warm-
         start the next frame's adaptation from it, not from the encoder's own input."""
         return self._decoded
 
-    def add(self, frame: int, params: np.ndarray, shot_start: bool = False) -> Packet:
-        """Code frame ``frame`` (presentation index; consecutive after the first call)."""
+    def add(self, frame: int, params: np.ndarray, shot_start: bool = False,
+            max_bytes: int | None = None) -> Packet:
+        """Code frame ``frame`` (presentation index; consecutive after the first call).
+
+        ``max_bytes`` (rate control): when a DELTA is due, its step is coarsened by powers
+        of two (up to :data:`MAX_STEP_COARSENING` times ``delta_step``; the step table of
+        each packet records what was used) until the payload fits; if none fits, a REPEAT
+        is sent and the decoder keeps its set. KEYs are never refused.
+        """
         params = np.asarray(params, dtype=np.float32).ravel()
         if params.shape != (self._n,):
             raise ValueError(f"params has {params.size} values, the model config needs {self._n}")
@@ -319,11 +341,20 @@ class TrackEncoder:
             self._shot += 1
         packet = None
         if not (first or shot_start or frame - self._last_key >= self.key_interval):
-            steps, codes = quantise_delta(params, self._decoded, self._sizes, self.delta_step, self.rms_floor, self._wide)
-            try:
-                payload = encode_delta_payload(steps, codes, self.zstd_level)
-            except OverflowError:
-                payload = b"overflow"
+            factor = 1.0
+            while True:
+                steps, codes = quantise_delta(params, self._decoded, self._sizes, self.delta_step * factor,
+                                              self.rms_floor, self._wide)
+                try:
+                    payload = encode_delta_payload(steps, codes, self.zstd_level)
+                except OverflowError:
+                    payload = b"overflow"
+                if payload is None or payload == b"overflow" or max_bytes is None or len(payload) <= max_bytes:
+                    break
+                if factor >= MAX_STEP_COARSENING:
+                    payload = None  # nothing affordable: hold the set
+                    break
+                factor *= 2
             if payload is None:
                 packet = Packet(frame, "repeat", self._shot, b"", REPEAT_CODING)
             elif payload != b"overflow":
