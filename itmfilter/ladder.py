@@ -152,8 +152,17 @@ def _pq_encode_(nits: torch.Tensor) -> torch.Tensor:
 def _low_res_gain(net, x, d, device, precision, gain, k) -> torch.Tensor:
     """The gain map ``(3 or 1, lh, lw)`` of ``(H, W, 3)`` SDR ``x`` at downscale ``d``."""
     h, w, _ = x.shape
-    dtype = resolve_precision(precision, device)
     sdr_low = _area_downscale(x.permute(2, 0, 1), d)  # (3, lh, lw) code values
+    return gain_map(net, sdr_low, h, w, d, device, precision, gain, k)
+
+
+@torch.no_grad()
+def gain_map(net, sdr_low: torch.Tensor, h: int, w: int, d: int, device, precision: str = "auto",
+             gain: str = "rgb", k: float = GAIN_OFFSET_NITS) -> torch.Tensor:
+    """The gain map ``(3 or 1, lh, lw)`` from the SDR already area-averaged over ``d x d``
+    cells, ``(3, lh, lw)`` R'G'B' of an ``h x w`` picture: the network at the cells'
+    centres over the SDR placed per BT.2408, both offset by ``k`` cd/m2."""
+    dtype = resolve_precision(precision, device)
     lh, lw = sdr_low.shape[1:]
     rgb_low = sdr_low.permute(1, 2, 0).reshape(-1, 3).contiguous()
     pq_low = _evaluate(net, rgb_low, _low_res_grid(h, w, d, device), dtype)
@@ -370,6 +379,7 @@ __all__ = [
     "apply_rung",
     "apply_rung_nits",
     "apply_rung_tensor",
+    "gain_map",
     "choose_rung",
     "get_rung",
     "measure_rung_costs",

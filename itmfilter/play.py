@@ -157,25 +157,38 @@ def _torch_planes(frame, device):
 
 
 def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
-                torch_path: bool | None = None) -> "av.VideoFrame":
+                path: str = "auto") -> "av.VideoFrame":
     """One decoded SDR frame -> the HDR10 frame the player sends (yuv420p10le, BT.2020 NCL,
     PQ, narrow range), through ``net`` at ``rung``.
 
-    ``torch_path`` (default: on CUDA, for 4:2:0 input): the frame stays on ``device`` from
-    its 4:2:0 planes to the output planes (:mod:`itmfilter.colour.ycbcr_torch`). Otherwise
-    the exact numpy conversions (:func:`sdr_frame_to_rgb`, :func:`pq_to_yuv420p10`) run,
-    which are faster on a CPU than torch's unfused ops. Both give the same codes up to rare
-    half-code ties (tested).
+    ``path``:
+
+    - ``torch`` (auto on CUDA, for 4:2:0 input): the frame stays on ``device`` from its
+      4:2:0 planes to the output planes (:mod:`itmfilter.colour.ycbcr_torch`);
+    - ``fused`` (auto on a CPU for the gain rungs with 4:2:0 input, when numba is there):
+      :mod:`itmfilter.fastpath`, one multi-threaded pass from planes to planes;
+    - ``exact``: the float64 numpy conversions (:func:`sdr_frame_to_rgb`,
+      :func:`pq_to_yuv420p10`) around :func:`itmfilter.ladder.apply_rung`.
+
+    All give the same codes up to 1 (rare half-code ties; the fused path's low-resolution
+    input averages Y'CbCr before the clip to [0, 1]); tested.
     """
     import torch
 
-    from itmfilter.ladder import apply_rung, apply_rung_tensor
+    from itmfilter import fastpath
+    from itmfilter.ladder import apply_rung, apply_rung_tensor, get_rung
 
     device = torch.device(device)
     is_420 = _PLANAR.get(frame.format.name, (0, ""))[1] == "420"
-    if torch_path is None:
-        torch_path = device.type == "cuda"
-    if torch_path and is_420:
+    downscale = get_rung(rung).downscale
+    if path == "auto":
+        if device.type == "cuda":
+            path = "torch"
+        elif downscale > 1 and downscale % 2 == 0 and fastpath.available():
+            path = "fused"
+        else:
+            path = "exact"
+    if path == "torch" and is_420:
         from itmfilter.colour.ycbcr_torch import planes420_to_rgb, rgb_to_planes420
 
         (y, cb, cr), bits, full = _torch_planes(frame, device)
@@ -184,6 +197,10 @@ def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
         planes = [p.to(dtype=torch.int16).cpu().numpy().view(np.uint16)
                   for p in rgb_to_planes420(pq, bits=10, full_range=False)]
         return yuv420p10_frame(planes)
+    if path == "fused" and device.type == "cpu" and downscale > 1:
+        planes = fastpath.frame_planes(frame)
+        if planes is not None:
+            return yuv420p10_frame(fastpath.hdr10_planes(net, planes, downscale, precision=precision))
     pq = apply_rung(net, sdr_frame_to_rgb(frame), rung, device, precision)
     return yuv420p10_frame(pq_to_yuv420p10(pq))
 

@@ -1,0 +1,283 @@
+"""The player's CPU fast path: SDR 4:2:0 planes + a low-resolution gain map -> HDR10 planes
+in one fused, multi-threaded pass (numba).
+
+The ladder's gain rungs (:mod:`itmfilter.ladder`) spend almost all of a 1080p frame's time
+outside the network: Y'CbCr -> R'G'B', the BT.1886 2.4 power, BT.709 -> BT.2020, the
+upsampled gain, the PQ encode, R'G'B' -> Y'CbCr and 4:2:0 subsampling are ~15 whole-frame
+passes in numpy/torch, each a few ms on 2 cores, and the powers alone ~45 ms. Here every
+pixel goes through all of it once, in registers, rows split over the cores:
+
+    SDR Y'CbCr (BT.709, 8/10-bit, narrow/full; chroma upsampled as
+        :func:`itmfilter.colour.ycbcr.upsample_chroma`: chroma_loc_type 0)
+    -> R'G'B' clipped to [0, 1] -> linear by a 4097-entry table of x^2.4 (BT.1886,
+       linear interpolation: error < 1e-7)
+    -> BT.2020 cd/m2 placed per BT.2408 (203 cd/m2 white; ITU-R BT.2087 matrix)
+    -> (P + k) * bilinear gain - k, clipped to [0, 10000]      (ladder module docstring)
+    -> PQ (SMPTE ST 2084) by a 4097-entry table over (L / 10000)^(1/4), interpolated
+       (error < 2e-6 of full scale, 0.002 of a 10-bit code)
+    -> Y'CbCr BT.2020 NCL 10-bit narrow range (BT.2100 table 9), chroma [1, 2, 1] / 4
+       on even columns and row pairs averaged (:func:`~itmfilter.colour.ycbcr.subsample_chroma`)
+
+Against the exact torch/numpy path (:func:`itmfilter.play.hdr10_frame` with
+``fast=False``) the codes agree within 1 (tables and float32 rounding at half-code ties);
+tested. numba compiles the kernel on first use (a few seconds, then cached on disk).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from itmfilter.colour.transfer import _PQ_C1, _PQ_C2, _PQ_C3, _PQ_M1, _PQ_M2
+from itmfilter.colour.ycbcr import _weights
+
+GAMMA_LUT_SIZE = 4096
+PQ_LUT_SIZE = 65536
+
+
+@functools.lru_cache(maxsize=1)
+def tables() -> tuple[np.ndarray, np.ndarray]:
+    """float32 tables, one entry past the end for interpolation: x^2.4 on x = i / 4096
+    (BT.1886), and the PQ code of 10000 v^2 cd/m2 on v = i / 65536 (indexing by the square
+    root of luminance needs one sqrt per value and keeps the steep foot of PQ fine)."""
+    x = np.arange(GAMMA_LUT_SIZE + 1, dtype=np.float64) / GAMMA_LUT_SIZE
+    gamma = x**2.4
+    v = np.arange(PQ_LUT_SIZE + 1, dtype=np.float64) / PQ_LUT_SIZE
+    y = (v * v) ** _PQ_M1  # (L / 10000)^m1 with L = 10000 v^2
+    pq = ((_PQ_C1 + _PQ_C2 * y) / (1.0 + _PQ_C3 * y)) ** _PQ_M2
+    return gamma.astype(np.float32), pq.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel():
+    import numba as nb
+
+    @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def kernel(y_in, cb_in, cr_in, gain, d, k, in_gain_y, in_off_y, in_gain_c, in_off_c,
+               mat, gamma_lut, pq_lut, wr, wb, y_out, cb_out, cr_out):
+        h, w = y_in.shape
+        ch, cw = cb_in.shape
+        gh, gw = gain.shape[1], gain.shape[2]
+        f32 = np.float32
+        ng = f32(gamma_lut.shape[0] - 1)
+        npq = f32(pq_lut.shape[0] - 1)
+        ig_max, ipq_max = gamma_lut.shape[0] - 2, pq_lut.shape[0] - 2
+        wr32, wb32 = f32(wr), f32(wb)
+        wg32 = f32(1.0 - wr - wb)
+        r_cr, b_cb = 2.0 * (1.0 - 0.2126), 2.0 * (1.0 - 0.0722)  # BT.709 input matrix
+        g_cb, g_cr = f32(-0.0722 * b_cb / 0.7152), f32(-0.2126 * r_cr / 0.7152)
+        r_cr32, b_cb32 = f32(r_cr), f32(b_cb)
+        inv_gy, inv_gc, inv_d = f32(1.0 / in_gain_y), 1.0 / in_gain_c, 1.0 / d
+        off_y = f32(in_off_y)
+        s_cb, s_cr = f32(896.0 / (2.0 * (1.0 - wb))), f32(896.0 / (2.0 * (1.0 - wr)))
+        k32 = f32(k)
+        m = mat.astype(np.float32)
+        # the horizontal gain interpolation is the same on every row
+        gx0 = np.empty(w, dtype=np.int64)
+        gx1 = np.empty(w, dtype=np.int64)
+        gwx = np.empty(w, dtype=np.float32)
+        for x in range(w):
+            sx = max((x + 0.5) * inv_d - 0.5, 0.0)
+            i = int(sx)
+            gwx[x] = sx - i
+            gx0[x] = min(i, gw - 1)
+            gx1[x] = min(i + 1, gw - 1)
+        for pair in nb.prange((h + 1) // 2):
+            cb_acc = np.zeros(w, dtype=np.int32)
+            cr_acc = np.zeros(w, dtype=np.int32)
+            cb_row = np.empty(cw, dtype=np.float32)
+            cr_row = np.empty(cw, dtype=np.float32)
+            cb_full = np.empty(w, dtype=np.float32)
+            cr_full = np.empty(w, dtype=np.float32)
+            g_row = np.empty((3, gw), dtype=np.float32)
+            g_full = np.empty((3, w), dtype=np.float32)
+            for dr in range(2):
+                row = 2 * pair + dr
+                if row >= h:
+                    row = h - 1  # odd height: the last row repeats
+                # chroma, vertically (4:2:0 rows at 2 i + 0.5: 3/4, 1/4) then horizontally
+                # (co-sited: even columns copy, odd ones average), normalised to [-0.5, 0.5]
+                ci = row // 2
+                ca = max(ci - 1, 0) if row % 2 == 0 else min(ci + 1, ch - 1)
+                for j in range(cw):
+                    cb_row[j] = ((0.75 * cb_in[ci, j] + 0.25 * cb_in[ca, j]) - in_off_c) * inv_gc
+                    cr_row[j] = ((0.75 * cr_in[ci, j] + 0.25 * cr_in[ca, j]) - in_off_c) * inv_gc
+                for j in range(w // 2 + w % 2):
+                    cb_full[2 * j] = cb_row[j]
+                    cr_full[2 * j] = cr_row[j]
+                for j in range(w // 2):
+                    j1 = min(j + 1, cw - 1)
+                    cb_full[2 * j + 1] = f32(0.5) * (cb_row[j] + cb_row[j1])
+                    cr_full[2 * j + 1] = f32(0.5) * (cr_row[j] + cr_row[j1])
+                # gains (bilinear, align_corners=False): vertically, then per column
+                sy = max((row + 0.5) * inv_d - 0.5, 0.0)
+                gy0 = int(sy)
+                wy = f32(sy - gy0)
+                gy0 = min(gy0, gh - 1)
+                gy1 = min(gy0 + 1, gh - 1)
+                for c in range(3):
+                    for j in range(gw):
+                        g_row[c, j] = gain[c, gy0, j] + wy * (gain[c, gy1, j] - gain[c, gy0, j])
+                    for x in range(w):
+                        a = g_row[c, gx0[x]]
+                        g_full[c, x] = a + gwx[x] * (g_row[c, gx1[x]] - a)
+                # the pixels: branch-free, so LLVM can vectorise it (gathers for the tables)
+                for x in range(w):
+                    yv = (f32(y_in[row, x]) - off_y) * inv_gy
+                    cbn = cb_full[x]
+                    crn = cr_full[x]
+                    t0 = min(max(yv + r_cr32 * crn, f32(0.0)), f32(1.0)) * ng
+                    t1 = min(max(yv + g_cb * cbn + g_cr * crn, f32(0.0)), f32(1.0)) * ng
+                    t2 = min(max(yv + b_cb32 * cbn, f32(0.0)), f32(1.0)) * ng
+                    i0 = min(int(t0), ig_max)
+                    i1 = min(int(t1), ig_max)
+                    i2 = min(int(t2), ig_max)
+                    l0 = gamma_lut[i0] + (t0 - i0) * (gamma_lut[i0 + 1] - gamma_lut[i0])
+                    l1 = gamma_lut[i1] + (t1 - i1) * (gamma_lut[i1 + 1] - gamma_lut[i1])
+                    l2 = gamma_lut[i2] + (t2 - i2) * (gamma_lut[i2 + 1] - gamma_lut[i2])
+                    n0 = (m[0, 0] * l0 + m[0, 1] * l1 + m[0, 2] * l2 + k32) * g_full[0, x] - k32
+                    n1 = (m[1, 0] * l0 + m[1, 1] * l1 + m[1, 2] * l2 + k32) * g_full[1, x] - k32
+                    n2 = (m[2, 0] * l0 + m[2, 1] * l1 + m[2, 2] * l2 + k32) * g_full[2, x] - k32
+                    u0 = np.sqrt(min(max(n0, f32(0.0)), f32(10000.0)) * f32(1e-4)) * npq
+                    u1 = np.sqrt(min(max(n1, f32(0.0)), f32(10000.0)) * f32(1e-4)) * npq
+                    u2 = np.sqrt(min(max(n2, f32(0.0)), f32(10000.0)) * f32(1e-4)) * npq
+                    j0 = min(int(u0), ipq_max)
+                    j1 = min(int(u1), ipq_max)
+                    j2 = min(int(u2), ipq_max)
+                    p0 = pq_lut[j0] + (u0 - j0) * (pq_lut[j0 + 1] - pq_lut[j0])
+                    p1 = pq_lut[j1] + (u1 - j1) * (pq_lut[j1 + 1] - pq_lut[j1])
+                    p2 = pq_lut[j2] + (u2 - j2) * (pq_lut[j2 + 1] - pq_lut[j2])
+                    ey = wr32 * p0 + wg32 * p1 + wb32 * p2
+                    yc = int(min(max(ey * f32(876.0) + f32(64.0), f32(0.0)), f32(1023.0)) + f32(0.5))
+                    if 2 * pair + dr < h:
+                        y_out[row, x] = yc
+                    cb_acc[x] += int(min(max((p2 - ey) * s_cb + f32(512.0), f32(0.0)), f32(1023.0)) + f32(0.5))
+                    cr_acc[x] += int(min(max((p0 - ey) * s_cr + f32(512.0), f32(0.0)), f32(1023.0)) + f32(0.5))
+            # 4:2:0: [1, 2, 1] on even columns of the row-pair sums, round half up
+            for j in range(cb_out.shape[1]):
+                x = 2 * j
+                left = max(x - 1, 0)
+                right = min(x + 1, w - 1)
+                cb_out[pair, j] = (cb_acc[left] + 2 * cb_acc[x] + cb_acc[right] + 4) // 8
+                cr_out[pair, j] = (cr_acc[left] + 2 * cr_acc[x] + cr_acc[right] + 4) // 8
+
+    return kernel
+
+
+def available() -> bool:
+    """True when numba imports (the fast path's only extra need)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def gain_to_hdr10_planes(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, gain: np.ndarray, downscale: int,
+                         offset_nits: float, *, bits: int = 8, full_range: bool = False):
+    """SDR 4:2:0 planes + ``(3, lh, lw)`` gain map -> (Y, Cb, Cr) uint16 HDR10 planes.
+
+    ``y``: ``(H, W)`` SDR luma codes; ``cb``, ``cr``: ``(ceil(H/2), ceil(W/2))``; BT.709,
+    ``bits`` 8 or 10, narrow or ``full_range``. ``gain``: per-channel linear gain at
+    ``1/downscale`` resolution (cell centres as in :mod:`itmfilter.ladder`), offset
+    ``offset_nits``. Output: 10-bit BT.2020 NCL PQ narrow range, 4:2:0.
+    """
+    from itmfilter.model import _BT709_TO_BT2020, _SDR_WHITE_NITS
+
+    h, w = y.shape
+    if bits not in (8, 10):
+        raise ValueError(f"the fast path takes 8- or 10-bit SDR, got {bits}")
+    if full_range:
+        scale = float(2**bits - 1)
+        gy, oy, gc, oc = scale, 0.0, scale, float(2 ** (bits - 1))
+    else:
+        step = float(2 ** (bits - 8))
+        gy, oy, gc, oc = 219 * step, 16 * step, 224 * step, 128 * step
+    wr, wb = _weights("bt2020nc")
+    gamma_lut, pq_lut = tables()
+    mat = np.asarray(_BT709_TO_BT2020, dtype=np.float64) * _SDR_WHITE_NITS
+    y_out = np.empty((h, w), np.uint16)
+    cb_out = np.empty(((h + 1) // 2, (w + 1) // 2), np.uint16)
+    cr_out = np.empty_like(cb_out)
+    _kernel()(np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
+              np.ascontiguousarray(gain, dtype=np.float32), float(downscale), float(offset_nits),
+              gy, oy, gc, oc, mat, gamma_lut, pq_lut, wr, wb, y_out, cb_out, cr_out)
+    return y_out, cb_out, cr_out
+
+
+@functools.lru_cache(maxsize=1)
+def _block_mean_kernel():
+    import numba as nb
+
+    @nb.njit(parallel=True, cache=True, nogil=True)
+    def block_mean(plane, b, rows, cols, out):
+        h, w = plane.shape
+        inv = 1.0 / (b * b)
+        for r in nb.prange(rows):
+            for c in range(cols):
+                acc = 0.0
+                for i in range(b):
+                    y = min(r * b + i, h - 1)  # edge replicated
+                    for j in range(b):
+                        acc += plane[y, min(c * b + j, w - 1)]
+                out[r, c] = acc * inv
+
+    return block_mean
+
+
+def _block_mean(plane: np.ndarray, b: int, rows: int, cols: int) -> np.ndarray:
+    """Mean over ``b x b`` blocks of ``plane`` padded (edge replicated) to ``rows*b x cols*b``."""
+    out = np.empty((rows, cols), np.float32)
+    _block_mean_kernel()(np.ascontiguousarray(plane), b, rows, cols, out)
+    return out
+
+
+def low_res_sdr(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, d: int, *, bits: int = 8,
+                full_range: bool = False) -> np.ndarray:
+    """``(3, ceil(H/d), ceil(W/d))`` BT.709 R'G'B' [0, 1] of 4:2:0 planes averaged over
+    ``d x d`` cells (``d`` even): Y' over the cell, Cb/Cr over its ``d/2 x d/2`` chroma
+    samples, then the matrix. Y'CbCr -> R'G'B' is affine, so this is the cell mean of
+    R'G'B' except where the clip to [0, 1] bites; the network's input at low resolution."""
+    from itmfilter.colour.ycbcr import ycbcr_to_rgb
+
+    if d < 2 or d % 2:
+        raise ValueError(f"the fast path needs an even downscale, got {d}")
+    h, w = y.shape
+    lh, lw = -(-h // d), -(-w // d)
+    codes = np.stack([_block_mean(y, d, lh, lw), _block_mean(cb, d // 2, lh, lw), _block_mean(cr, d // 2, lh, lw)], -1)
+    rgb = ycbcr_to_rgb(codes, "bt709", bits, full_range, dtype=np.float32)
+    return np.ascontiguousarray(np.clip(rgb, 0.0, 1.0).transpose(2, 0, 1))
+
+
+def frame_planes(frame) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, bool] | None:
+    """The Y, Cb, Cr planes of a 4:2:0 8/10-bit ``av.VideoFrame`` with (bits, full range),
+    or None for other layouts (which take the exact path)."""
+    from itmfilter.play import _PLANAR, _plane
+
+    spec = _PLANAR.get(frame.format.name)
+    if spec is None or spec[1] != "420":
+        return None
+    bits, _, full = spec
+    full = full or getattr(frame, "color_range", 0) == 2
+    dtype = np.uint8 if bits == 8 else np.uint16
+    y, cb, cr = (_plane(p, dtype) for p in frame.planes[:3])
+    return y, cb, cr, bits, full
+
+
+def hdr10_planes(net, planes, downscale: int, *, precision: str = "auto", gain: str = "rgb",
+                 offset_nits: float | None = None):
+    """A gain rung on the CPU, fused: ``planes`` from :func:`frame_planes` -> the network at
+    ``1/downscale`` -> (Y, Cb, Cr) uint16 HDR10 planes."""
+    import torch
+
+    from itmfilter.ladder import GAIN_OFFSET_NITS, gain_map
+
+    y, cb, cr, bits, full = planes
+    k = GAIN_OFFSET_NITS if offset_nits is None else offset_nits
+    h, w = y.shape
+    low = torch.from_numpy(low_res_sdr(y, cb, cr, downscale, bits=bits, full_range=full))
+    g = gain_map(net, low, h, w, downscale, torch.device("cpu"), precision, gain, k).numpy()
+    if g.shape[0] == 1:
+        g = np.repeat(g, 3, axis=0)
+    return gain_to_hdr10_planes(y, cb, cr, g, downscale, k, bits=bits, full_range=full)
