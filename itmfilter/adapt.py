@@ -43,6 +43,7 @@ class AdaptOptions:
     mmr_fit_pixels: int = 1 << 18
     fit_prior: bool = True  # refit the per-picture polynomial (mmr3 configs) before the steps
     trainable: tuple[str, ...] | None = None  # parameter-name prefixes to train; None: all
+    precision: str = "fp32"  # forward/backward of the steps: fp32, or bf16 autocast
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -143,8 +144,9 @@ def adapt(
             batch = idx[torch.randint(0, count, (options.batch_size,), generator=gen).to(device)]
         else:
             batch = idx
-        pred = net(rgb[batch], xy[batch], None if prior is None else prior[batch])
-        loss = torch.nn.functional.mse_loss(pred, tgt_flat[batch])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.precision == "bf16"):
+            pred = net(rgb[batch], xy[batch], None if prior is None else prior[batch])
+        loss = torch.nn.functional.mse_loss(pred.float(), tgt_flat[batch])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

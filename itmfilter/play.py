@@ -476,22 +476,32 @@ class _Session:
 
 
 def _auto_rung(net, path: Path, device, precision) -> tuple[str, dict]:
-    """Time every rung on the first frame and pick the best one that fits the frame period."""
+    """Time the rungs on the first frame, through the same per-frame path the producer
+    uses (decode excluded: it runs ahead in its own thread), and pick the best that fits
+    the frame period. Rungs are timed cheapest first and the timing stops at the first
+    rung that takes over twice the period (the better ones are slower still)."""
+    import statistics
+
     import av
 
-    from itmfilter.ladder import choose_rung, time_rungs
+    from itmfilter.ladder import RUNGS, choose_rung
 
     with av.open(str(path)) as src:
         vin = src.streams.video[0]
         fps = float(vin.average_rate or vin.guessed_rate or 24)
         frame = next(src.decode(vin))
-        sdr = sdr_frame_to_rgb(frame)
-    t = time.perf_counter()
-    pq_to_yuv420p10(sdr)
-    sdr_frame_to_rgb(frame)
-    fixed = time.perf_counter() - t  # colour conversions, paid on every rung
-    timings = time_rungs(net, sdr, device=device, precision=precision, repeats=1)
-    return choose_rung(1.0 / fps - fixed, timings), timings
+    timings: dict[str, float] = {}
+    for rung in reversed(RUNGS):
+        hdr10_frame(frame, net, rung.name, device, precision)  # warm-up (and JIT compile)
+        runs = []
+        for _ in range(2):
+            t = time.perf_counter()
+            hdr10_frame(frame, net, rung.name, device, precision)
+            runs.append(time.perf_counter() - t)
+        timings[rung.name] = statistics.median(runs)
+        if timings[rung.name] > 2.0 / fps:
+            break
+    return choose_rung(1.0 / fps, timings), timings
 
 
 def play(

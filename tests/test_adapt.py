@@ -57,3 +57,26 @@ def test_shape_mismatch_rejected():
     sdr, target = _pair()
     with pytest.raises(ValueError):
         adapt(ITMNet(), sdr, target[:-1])
+
+
+def test_trainable_prefixes_leave_the_rest_untouched():
+    sdr, target = _pair()
+    # an adapted net (an untrained one has a zero head, so no gradient reaches the coordinates)
+    init = adapt(ITMNet(), sdr, target, AdaptOptions(steps=20, sample_fraction=0.2, batch_size=256)).net
+    res = adapt(init, sdr, target, AdaptOptions(steps=20, sample_fraction=0.2, batch_size=256, trainable=("coord.",)))
+    before, after = init.state_dict(), res.net.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert {"coord.0.weight", "coord.0.bias"} <= changed
+    # everything else is the init, except the per-picture prior (refitted, not trained)
+    assert changed - {"coord.0.weight", "coord.0.bias"} <= {"prior_mmr"}
+    with pytest.raises(ValueError, match="no parameter"):
+        adapt(init, sdr, target, AdaptOptions(steps=1, trainable=("nope.",)))
+
+
+def test_bf16_steps_reach_the_fp32_quality():
+    sdr, target = _pair()
+    init = ITMNet()
+    opts = dict(steps=120, sample_fraction=0.2, batch_size=256)
+    fp32 = _mse(adapt(init, sdr, target, AdaptOptions(**opts)).net, sdr, target)
+    bf16 = _mse(adapt(init, sdr, target, AdaptOptions(**opts, precision="bf16")).net, sdr, target)
+    assert np.isfinite(bf16) and bf16 < 2.0 * fp32 + 1e-5
