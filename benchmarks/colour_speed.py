@@ -35,15 +35,9 @@ H, W = 1080, 1920
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, numpy {np.__version__}, Python {platform.python_version()}"
+    from stills import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count()} CPUs, numpy {np.__version__}, Python {platform.python_version()}"
 
 
 def time_ms(fn, repeat: int) -> tuple[float, float]:

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from itmfilter.adapt import AdaptOptions, adapt  # noqa: E402
 from itmfilter.colour.transfer import eotf_inverse_st2084  # noqa: E402
@@ -50,16 +51,10 @@ from itmfilter.weights.init import load_init  # noqa: E402
 
 
 def machine(device: torch.device) -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from stills import cpu_model
+
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
-    return f"{gpu}; {cpu} x {os.cpu_count()} CPUs; torch {torch.__version__}"
+    return f"{gpu}; {cpu_model()} x {os.cpu_count()} CPUs; torch {torch.__version__}"
 
 
 def sync(device: torch.device) -> None:

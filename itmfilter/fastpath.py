@@ -165,6 +165,19 @@ def _kernel():
     return kernel
 
 
+def set_threads(n: int | None) -> int | None:
+    """Threads of the fused pass (None: leave as is); returns the previous count, or None
+    without numba."""
+    if not available():
+        return None
+    import numba
+
+    previous = numba.get_num_threads()
+    if n is not None:
+        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    return previous
+
+
 def available() -> bool:
     """True when numba imports (the fast path's only extra need)."""
     try:

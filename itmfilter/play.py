@@ -518,6 +518,7 @@ def play(
     realtime: bool | None = None,
     mpv_options: dict | None = None,
     threads: int | None = None,
+    fused_threads: int | None = None,
     on_player: Callable | None = None,
     quiet: bool = False,
 ) -> PlayStats:
@@ -531,6 +532,9 @@ def play(
     rung name or ``"auto"`` (timed on the first frame). ``weights_provider``: see
     :data:`WeightsProvider`; default blind mode for every frame. ``realtime``: skip frames
     the filter cannot finish in time (default: on unless ``output``/``vo="image"``).
+    ``fused_threads``: threads of the fused CPU pass (:mod:`itmfilter.fastpath`; ``None``:
+    numba's default, every core: its work is split into equal row blocks and finishes
+    before the decoder needs the core again).
     ``threads``: torch CPU threads while playing (restored after). ``None`` leaves one
     core to the decoder and mpv: ``min(torch threads, cores - 1)``, at least 1. torch's
     OpenMP threads spin, and on 2 cores shared with mpv, the decoder or other jobs a
@@ -542,10 +546,13 @@ def play(
     """
     import torch
 
+    from itmfilter import fastpath
+
     saved_threads = torch.get_num_threads()
     if threads is None:
         threads = max(1, min(saved_threads, (os.cpu_count() or 2) - 1))
     torch.set_num_threads(int(threads))
+    saved_fused = fastpath.set_threads(fused_threads)
     try:
         return _play(path, hdr=hdr, vo=vo, output=output, rung=rung, device=device,
                      precision=precision, weights_provider=weights_provider,
@@ -553,6 +560,7 @@ def play(
                      on_player=on_player, quiet=quiet)
     finally:
         torch.set_num_threads(saved_threads)
+        fastpath.set_threads(saved_fused)
 
 
 def _play(path, *, hdr, vo, output, rung, device, precision, weights_provider, image_dir,

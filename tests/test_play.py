@@ -171,6 +171,16 @@ def test_yuv_frame_round_trip_odd_size():
         np.testing.assert_array_equal(got, want)
 
 
+def _both_paths(img, fmt, rung, path):
+    """(exact path planes, ``path`` planes) of the RGB picture ``img`` coded as ``fmt``."""
+    from itmfilter.play import hdr10_frame
+
+    frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=fmt)
+    net = _adapted_like_net()
+    return (_planes(hdr10_frame(frame, net, rung, "cpu", "fp32", path="exact")),
+            _planes(hdr10_frame(frame, net, rung, "cpu", "fp32", path=path)))
+
+
 @pytest.mark.parametrize("fmt", ["yuv420p", "yuv420p10le", "yuvj420p"])
 @pytest.mark.parametrize("rung", ["full", "quarter"])
 def test_torch_frame_path_matches_the_exact_numpy_path(fmt, rung):
@@ -178,12 +188,8 @@ def test_torch_frame_path_matches_the_exact_numpy_path(fmt, rung):
     the CPU, gives the exact numpy path's codes, up to rare half-code ties."""
     from itmfilter.play import hdr10_frame
 
-    rng = np.random.default_rng(3)
-    img = rng.integers(0, 256, (38, 70, 3), dtype=np.uint8)
-    frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=fmt)
-    net = _adapted_like_net()
-    want = _planes(hdr10_frame(frame, net, rung, "cpu", "fp32", path="exact"))
-    got = _planes(hdr10_frame(frame, net, rung, "cpu", "fp32", path="torch"))
+    img = np.random.default_rng(3).integers(0, 256, (38, 70, 3), dtype=np.uint8)
+    want, got = _both_paths(img, fmt, rung, "torch")
     for g, w in zip(got, want):
         assert g.shape == w.shape
         diff = np.abs(g.astype(int) - w.astype(int))
@@ -202,13 +208,9 @@ def test_fused_cpu_path_matches_the_exact_path(fmt, rung, size):
     from itmfilter.model import pq_decode
     from itmfilter.play import hdr10_frame
 
-    h, w = size
-    yy, xx = np.mgrid[0:h, 0:w]
+    yy, xx = np.mgrid[0:size[0], 0:size[1]]
     img = np.stack([(xx * 7) % 256, (yy * 5) % 256, (xx * yy) % 256], -1).astype(np.uint8)
-    frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=fmt)
-    net = _adapted_like_net()
-    want = _planes(hdr10_frame(frame, net, rung, "cpu", "fp32", path="exact"))
-    got = _planes(hdr10_frame(frame, net, rung, "cpu", "fp32", path="fused"))
+    want, got = _both_paths(img, fmt, rung, "fused")
     for g, wnt in zip(got, want):
         assert g.shape == wnt.shape
     diff = np.abs(got[0].astype(int) - want[0].astype(int))
