@@ -162,7 +162,7 @@ def main() -> None:
     lines.append(f"Machine: {machine()}\n")
     lines.append(f"Scored on every {args.eval_every}th frame; kbit/s = weight-track bytes (header included) over the clip. "
                  "adapt fps = frames per second of `encode_video` with the SDR given (passes 2-3). The gain-map track codes "
-                 "only the scored frames (a quarter of the frame rate), which flatters its bitrate.\n")
+                 f"only the scored frames (1/{args.eval_every} of the frame rate), which flatters its bitrate.\n")
     results = {}
     for curve in args.curves.split(","):
         lines.append(f"\n## SDR by `{curve}`\n")

@@ -36,6 +36,9 @@ With the untrained network (the BT.2408 prior alone) every gain is 1 and every r
 exact; the rungs only lose the network's *spatial detail* finer than ``downscale``
 pixels, which is the trade.
 
+On a CPU the player runs the gain rungs through :mod:`itmfilter.fastpath` (the same
+formulas fused into one pass over the Y'CbCr planes); this module is the reference.
+
 Layout: SDR ``(H, W, 3)`` BT.709 R'G'B' code values [0, 1] float32 in, PQ BT.2020
 R'G'B' code values [0, 1] float32 numpy ``(H, W, 3)`` out.
 """

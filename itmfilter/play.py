@@ -475,6 +475,17 @@ class _Session:
 # --------------------------------------------------------------------------- play
 
 
+def _warm_up(net, path: Path, rung: str, device, precision) -> None:
+    """Filter the first frame once before the clock starts: the first call loads the fused
+    kernel (numba's disk cache) and allocates, and in real time that frame's delay would
+    make the next ones late."""
+    import av
+
+    with av.open(str(path)) as src:
+        vin = src.streams.video[0]
+        hdr10_frame(next(src.decode(vin)), net, rung, device, precision)
+
+
 def _auto_rung(net, path: Path, device, precision) -> tuple[str, dict]:
     """Time the rungs on the first frame, through the same per-frame path the producer
     uses (decode excluded: it runs ahead in its own thread), and pick the best that fits
@@ -603,6 +614,7 @@ def _play(path, *, hdr, vo, output, rung, device, precision, weights_provider, i
             chosen, timings = _auto_rung(net0, path, torch_device, precision)
         else:
             chosen, timings = get_rung(rung).name, {}
+            _warm_up(provider(0)[0], path, chosen, torch_device, precision)
         session = _Session(path, provider, torch_device, precision, chosen, realtime,
                            with_audio=True)
         session.stats.rung_timings = timings
