@@ -30,6 +30,27 @@ from itmfilter.play import hdr10_frame  # noqa: E402
 from itmfilter.weights.init import load_init  # noqa: E402
 
 
+def quality_rows(pano) -> list[str]:
+    from gpu import resized
+
+    from itmfilter.adapt import AdaptOptions, adapt
+    from itmfilter.colour.transfer import eotf_inverse_st2084
+    from itmfilter.ladder import measure_rung_costs
+    from itmfilter.tonecurves import get_curve
+
+    init, _ = load_init()
+    master = resized(pano, 1920, 1080)
+    rows = ["| SDR | " + " | ".join(RUNG_NAMES) + " |", "|---" * (len(RUNG_NAMES) + 1) + "|"]
+    for curve in ("bt2446a", "local"):
+        sdr = (np.round(np.clip(get_curve(curve).forward(master), 0, 1) * 255) / 255).astype(np.float32)
+        net = adapt(init, sdr, eotf_inverse_st2084(master).astype(np.float32), AdaptOptions()).net
+        costs = measure_rung_costs(net, sdr, master, precision="fp32")
+        rows.append(f"| {curve} | " + " | ".join(
+            f"{c['psnr_vs_full']:.1f} / {c['psnr_vs_ref']:.2f}" for c in costs.values()) + " |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     import av
 
@@ -41,6 +62,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--panoramas", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--quality", action="store_true",
+                    help="also each rung's PU21-PSNR against the full network and the master (1080p)")
     args = ap.parse_args()
     net, _ = load_init(name="blind")
     pano = panorama(args.panoramas)
@@ -67,6 +90,10 @@ def main() -> None:
                 cells.append(f"{1000 * statistics.median(runs):.1f}")
             lines.append(f"| {size} | {rung} | " + " | ".join(cells) + " |")
             print(lines[-1], flush=True)
+    if args.quality:
+        lines += ["", "PU21-PSNR dB of each rung against the full network / against the master (1080p, the"
+                  " network adapted to the picture with the default options, fp32, exact path):", ""]
+        lines += quality_rows(pano)
     text = "\n".join(lines) + f"\n\ntorch threads: {torch.get_num_threads()}\n"
     print(text)
     if args.out:

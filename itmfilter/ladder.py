@@ -79,6 +79,7 @@ RUNGS: tuple[Rung, ...] = (
     Rung("half", 2, "network at 1/2 resolution (1/4 of the pixels), gain map upsampled"),
     Rung("quarter", 4, "network at 1/4 resolution (1/16 of the pixels), gain map upsampled"),
     Rung("eighth", 8, "network at 1/8 resolution (1/64 of the pixels), gain map upsampled"),
+    Rung("sixteenth", 16, "network at 1/16 resolution (1/256 of the pixels), gain map upsampled"),
 )
 """The rungs, best first."""
 

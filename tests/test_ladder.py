@@ -37,8 +37,8 @@ def _nits(pq: np.ndarray) -> np.ndarray:
 
 
 def test_rungs_ordered_best_first():
-    assert [r.name for r in ladder.RUNGS] == ["full", "half", "quarter", "eighth"]
-    assert [r.downscale for r in ladder.RUNGS] == [1, 2, 4, 8]
+    assert [r.name for r in ladder.RUNGS] == ["full", "half", "quarter", "eighth", "sixteenth"]
+    assert [r.downscale for r in ladder.RUNGS] == [1, 2, 4, 8, 16]
 
 
 def test_full_rung_equals_predict_pq():
@@ -49,7 +49,7 @@ def test_full_rung_equals_predict_pq():
     np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("rung", ["half", "quarter", "eighth"])
+@pytest.mark.parametrize("rung", ["half", "quarter", "eighth", "sixteenth"])
 def test_prior_only_net_makes_every_rung_exact(rung):
     # The untrained network with the exact BT.2408 prior is placement alone: every gain
     # is 1 and nothing is lost.
@@ -60,7 +60,7 @@ def test_prior_only_net_makes_every_rung_exact(rung):
     assert np.abs(got - full).max() < 2e-5
 
 
-@pytest.mark.parametrize("rung, min_db", [("half", 50.0), ("quarter", 45.0), ("eighth", 40.0)])
+@pytest.mark.parametrize("rung, min_db", [("half", 50.0), ("quarter", 45.0), ("eighth", 40.0), ("sixteenth", 35.0)])
 def test_gain_map_rungs_close_to_full_on_smooth_picture(rung, min_db):
     net, sdr = _trained_like_net(), _smooth_sdr()
     full = _nits(ladder.apply_rung(net, sdr, "full", "cpu", "fp32"))
