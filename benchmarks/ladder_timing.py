@@ -40,15 +40,20 @@ def quality_rows(pano) -> list[str]:
 
     init, _ = load_init()
     master = resized(pano, 1920, 1080)
-    rows = ["| SDR | " + " | ".join(RUNG_NAMES) + " |", "|---" * (len(RUNG_NAMES) + 1) + "|"]
+    rows = ["| SDR | low-resolution map | " + " | ".join(RUNG_NAMES) + " |", "|---" * (len(RUNG_NAMES) + 2) + "|"]
     for curve in ("bt2446a", "local"):
         sdr = (np.round(np.clip(get_curve(curve).forward(master), 0, 1) * 255) / 255).astype(np.float32)
         net = adapt(init, sdr, eotf_inverse_st2084(master).astype(np.float32), AdaptOptions()).net
-        costs = measure_rung_costs(net, sdr, master, precision="fp32")
-        rows.append(f"| {curve} | " + " | ".join(
-            f"{c['psnr_vs_full']:.1f} / {c['psnr_vs_ref']:.2f}" for c in costs.values()) + " |")
-        print(rows[-1], flush=True)
+        for gain in ("rgb", "prior", "prior-gain"):
+            costs = measure_rung_costs(net, sdr, master, precision="fp32", gain=gain)
+            rows.append(f"| {curve} | {gain} | " + " | ".join(
+                f"{c['psnr_vs_full']:.1f} / {c['psnr_vs_ref']:.2f}" for c in costs.values()) + " |")
+            print(rows[-1], flush=True)
     return rows
+
+
+def quality_only(pano) -> None:
+    print("\n".join(quality_rows(pano)))
 
 
 def main() -> None:

@@ -165,6 +165,145 @@ def _kernel():
     return kernel
 
 
+@functools.lru_cache(maxsize=1)
+def _prior_kernel():
+    import numba as nb
+
+    @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def kernel(y_in, cb_in, cr_in, resid, coef, d, in_gain_y, in_off_y, in_gain_c, in_off_c,
+               wr, wb, y_out, cb_out, cr_out):
+        h, w = y_in.shape
+        ch, cw = cb_in.shape
+        gh, gw = resid.shape[1], resid.shape[2]
+        f32 = np.float32
+        wr32, wb32 = f32(wr), f32(wb)
+        wg32 = f32(1.0 - wr - wb)
+        r_cr, b_cb = 2.0 * (1.0 - 0.2126), 2.0 * (1.0 - 0.0722)  # BT.709 input matrix
+        g_cb, g_cr = f32(-0.0722 * b_cb / 0.7152), f32(-0.2126 * r_cr / 0.7152)
+        r_cr32, b_cb32 = f32(r_cr), f32(b_cb)
+        inv_gy, inv_gc, inv_d = f32(1.0 / in_gain_y), 1.0 / in_gain_c, 1.0 / d
+        off_y = f32(in_off_y)
+        s_cb, s_cr = f32(896.0 / (2.0 * (1.0 - wb))), f32(896.0 / (2.0 * (1.0 - wr)))
+        c = coef.astype(np.float32)  # (22, 3)
+        gx0 = np.empty(w, dtype=np.int64)
+        gx1 = np.empty(w, dtype=np.int64)
+        gwx = np.empty(w, dtype=np.float32)
+        for x in range(w):
+            sx = max((x + 0.5) * inv_d - 0.5, 0.0)
+            i = int(sx)
+            gwx[x] = sx - i
+            gx0[x] = min(i, gw - 1)
+            gx1[x] = min(i + 1, gw - 1)
+        for pair in nb.prange((h + 1) // 2):
+            cb_acc = np.zeros(w, dtype=np.int32)
+            cr_acc = np.zeros(w, dtype=np.int32)
+            cb_row = np.empty(cw, dtype=np.float32)
+            cr_row = np.empty(cw, dtype=np.float32)
+            cb_full = np.empty(w, dtype=np.float32)
+            cr_full = np.empty(w, dtype=np.float32)
+            g_row = np.empty((3, gw), dtype=np.float32)
+            g_full = np.empty((3, w), dtype=np.float32)
+            for dr in range(2):
+                row = 2 * pair + dr
+                if row >= h:
+                    row = h - 1
+                ci = row // 2
+                ca = max(ci - 1, 0) if row % 2 == 0 else min(ci + 1, ch - 1)
+                for j in range(cw):
+                    cb_row[j] = ((0.75 * cb_in[ci, j] + 0.25 * cb_in[ca, j]) - in_off_c) * inv_gc
+                    cr_row[j] = ((0.75 * cr_in[ci, j] + 0.25 * cr_in[ca, j]) - in_off_c) * inv_gc
+                for j in range(w // 2 + w % 2):
+                    cb_full[2 * j] = cb_row[j]
+                    cr_full[2 * j] = cr_row[j]
+                for j in range(w // 2):
+                    j1 = min(j + 1, cw - 1)
+                    cb_full[2 * j + 1] = f32(0.5) * (cb_row[j] + cb_row[j1])
+                    cr_full[2 * j + 1] = f32(0.5) * (cr_row[j] + cr_row[j1])
+                sy = max((row + 0.5) * inv_d - 0.5, 0.0)
+                gy0 = int(sy)
+                wy = f32(sy - gy0)
+                gy0 = min(gy0, gh - 1)
+                gy1 = min(gy0 + 1, gh - 1)
+                for k in range(3):
+                    for j in range(gw):
+                        g_row[k, j] = resid[k, gy0, j] + wy * (resid[k, gy1, j] - resid[k, gy0, j])
+                    for x in range(w):
+                        a = g_row[k, gx0[x]]
+                        g_full[k, x] = a + gwx[x] * (g_row[k, gx1[x]] - a)
+                for x in range(w):
+                    yv = (f32(y_in[row, x]) - off_y) * inv_gy
+                    cbn = cb_full[x]
+                    crn = cr_full[x]
+                    r = min(max(yv + r_cr32 * crn, f32(0.0)), f32(1.0))
+                    g = min(max(yv + g_cb * cbn + g_cr * crn, f32(0.0)), f32(1.0))
+                    b = min(max(yv + b_cb32 * cbn, f32(0.0)), f32(1.0))
+                    # third-order MMR terms, in model.mmr_features order
+                    rg, rb, gb = r * g, r * b, g * b
+                    rgb = rg * b
+                    t1, t2, t3, t4, t5, t6, t7 = r, g, b, rg, rb, gb, rgb
+                    q1, q2, q3, q4, q5, q6, q7 = t1 * t1, t2 * t2, t3 * t3, t4 * t4, t5 * t5, t6 * t6, t7 * t7
+                    p0 = (c[0, 0] + c[1, 0] * t1 + c[2, 0] * t2 + c[3, 0] * t3 + c[4, 0] * t4 + c[5, 0] * t5
+                          + c[6, 0] * t6 + c[7, 0] * t7 + c[8, 0] * q1 + c[9, 0] * q2 + c[10, 0] * q3
+                          + c[11, 0] * q4 + c[12, 0] * q5 + c[13, 0] * q6 + c[14, 0] * q7
+                          + c[15, 0] * q1 * t1 + c[16, 0] * q2 * t2 + c[17, 0] * q3 * t3 + c[18, 0] * q4 * t4
+                          + c[19, 0] * q5 * t5 + c[20, 0] * q6 * t6 + c[21, 0] * q7 * t7)
+                    p1 = (c[0, 1] + c[1, 1] * t1 + c[2, 1] * t2 + c[3, 1] * t3 + c[4, 1] * t4 + c[5, 1] * t5
+                          + c[6, 1] * t6 + c[7, 1] * t7 + c[8, 1] * q1 + c[9, 1] * q2 + c[10, 1] * q3
+                          + c[11, 1] * q4 + c[12, 1] * q5 + c[13, 1] * q6 + c[14, 1] * q7
+                          + c[15, 1] * q1 * t1 + c[16, 1] * q2 * t2 + c[17, 1] * q3 * t3 + c[18, 1] * q4 * t4
+                          + c[19, 1] * q5 * t5 + c[20, 1] * q6 * t6 + c[21, 1] * q7 * t7)
+                    p2 = (c[0, 2] + c[1, 2] * t1 + c[2, 2] * t2 + c[3, 2] * t3 + c[4, 2] * t4 + c[5, 2] * t5
+                          + c[6, 2] * t6 + c[7, 2] * t7 + c[8, 2] * q1 + c[9, 2] * q2 + c[10, 2] * q3
+                          + c[11, 2] * q4 + c[12, 2] * q5 + c[13, 2] * q6 + c[14, 2] * q7
+                          + c[15, 2] * q1 * t1 + c[16, 2] * q2 * t2 + c[17, 2] * q3 * t3 + c[18, 2] * q4 * t4
+                          + c[19, 2] * q5 * t5 + c[20, 2] * q6 * t6 + c[21, 2] * q7 * t7)
+                    # the prior is clipped to [0, 1] before the residual (as ladder's reference)
+                    p0 = min(max(min(max(p0, f32(0.0)), f32(1.0)) + g_full[0, x], f32(0.0)), f32(1.0))
+                    p1 = min(max(min(max(p1, f32(0.0)), f32(1.0)) + g_full[1, x], f32(0.0)), f32(1.0))
+                    p2 = min(max(min(max(p2, f32(0.0)), f32(1.0)) + g_full[2, x], f32(0.0)), f32(1.0))
+                    ey = wr32 * p0 + wg32 * p1 + wb32 * p2
+                    yc = int(min(max(ey * f32(876.0) + f32(64.0), f32(0.0)), f32(1023.0)) + f32(0.5))
+                    if 2 * pair + dr < h:
+                        y_out[row, x] = yc
+                    cb_acc[x] += int(min(max((p2 - ey) * s_cb + f32(512.0), f32(0.0)), f32(1023.0)) + f32(0.5))
+                    cr_acc[x] += int(min(max((p0 - ey) * s_cr + f32(512.0), f32(0.0)), f32(1023.0)) + f32(0.5))
+            for j in range(cb_out.shape[1]):
+                x = 2 * j
+                left = max(x - 1, 0)
+                right = min(x + 1, w - 1)
+                cb_out[pair, j] = (cb_acc[left] + 2 * cb_acc[x] + cb_acc[right] + 4) // 8
+                cr_out[pair, j] = (cr_acc[left] + 2 * cr_acc[x] + cr_acc[right] + 4) // 8
+
+    return kernel
+
+
+def _input_range(bits: int, full_range: bool) -> tuple[float, float, float, float]:
+    if bits not in (8, 10):
+        raise ValueError(f"the fast path takes 8- or 10-bit SDR, got {bits}")
+    if full_range:
+        scale = float(2**bits - 1)
+        return scale, 0.0, scale, float(2 ** (bits - 1))
+    step = float(2 ** (bits - 8))
+    return 219 * step, 16 * step, 224 * step, 128 * step
+
+
+def prior_to_hdr10_planes(y, cb, cr, resid: np.ndarray, coef: np.ndarray, downscale: int, *,
+                          bits: int = 8, full_range: bool = False):
+    """SDR 4:2:0 planes + the network's ``(3, lh, lw)`` PQ residual over its polynomial
+    prior (``coef``: the ``(22, 3)`` MMR coefficients) -> (Y, Cb, Cr) uint16 HDR10 planes:
+    PQ = clip(clip(prior(SDR)) + bilinear residual), per pixel (:func:`itmfilter.ladder.gain_mode`)."""
+    h, w = y.shape
+    gy, oy, gc, oc = _input_range(bits, full_range)
+    wr, wb = _weights("bt2020nc")
+    y_out = np.empty((h, w), np.uint16)
+    cb_out = np.empty(((h + 1) // 2, (w + 1) // 2), np.uint16)
+    cr_out = np.empty_like(cb_out)
+    _prior_kernel()(np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
+                    np.ascontiguousarray(resid, dtype=np.float32), np.ascontiguousarray(coef, dtype=np.float64),
+                    float(downscale), gy, oy, gc, oc, wr, wb, y_out, cb_out, cr_out)
+    return y_out, cb_out, cr_out
+
+
 def set_threads(n: int | None) -> int | None:
     """Threads of the fused pass (None: leave as is); returns the previous count, or None
     without numba."""
@@ -199,14 +338,7 @@ def gain_to_hdr10_planes(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, gain: np
     from itmfilter.model import _BT709_TO_BT2020, _SDR_WHITE_NITS
 
     h, w = y.shape
-    if bits not in (8, 10):
-        raise ValueError(f"the fast path takes 8- or 10-bit SDR, got {bits}")
-    if full_range:
-        scale = float(2**bits - 1)
-        gy, oy, gc, oc = scale, 0.0, scale, float(2 ** (bits - 1))
-    else:
-        step = float(2 ** (bits - 8))
-        gy, oy, gc, oc = 219 * step, 16 * step, 224 * step, 128 * step
+    gy, oy, gc, oc = _input_range(bits, full_range)
     wr, wb = _weights("bt2020nc")
     gamma_lut, pq_lut = tables()
     mat = np.asarray(_BT709_TO_BT2020, dtype=np.float64) * _SDR_WHITE_NITS
@@ -278,18 +410,23 @@ def frame_planes(frame) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, bool] 
     return y, cb, cr, bits, full
 
 
-def hdr10_planes(net, planes, downscale: int, *, precision: str = "auto", gain: str = "rgb",
+def hdr10_planes(net, planes, downscale: int, *, precision: str = "auto", gain: str = "auto",
                  offset_nits: float | None = None):
     """A gain rung on the CPU, fused: ``planes`` from :func:`frame_planes` -> the network at
     ``1/downscale`` -> (Y, Cb, Cr) uint16 HDR10 planes."""
     import torch
 
-    from itmfilter.ladder import GAIN_OFFSET_NITS, gain_map
+    from itmfilter.ladder import GAIN_OFFSET_NITS, gain_map, gain_mode, residual_map
 
     y, cb, cr, bits, full = planes
     k = GAIN_OFFSET_NITS if offset_nits is None else offset_nits
     h, w = y.shape
     low = torch.from_numpy(low_res_sdr(y, cb, cr, downscale, bits=bits, full_range=full))
+    gain = gain_mode(net, gain)
+    if gain in ("prior", "prior-gain"):
+        r = residual_map(net, low, h, w, downscale, torch.device("cpu"), precision).numpy()
+        return prior_to_hdr10_planes(y, cb, cr, r, net.prior_mmr.detach().numpy(), downscale,
+                                     bits=bits, full_range=full)
     g = gain_map(net, low, h, w, downscale, torch.device("cpu"), precision, gain, k).numpy()
     if g.shape[0] == 1:
         g = np.repeat(g, 3, axis=0)

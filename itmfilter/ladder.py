@@ -59,7 +59,7 @@ from itmfilter.reconstruct import CHUNK_PIXELS, CUDA_CHUNK_PIXELS, predict_pq, r
 GAIN_OFFSET_NITS = 203.0 / 64
 """Gain offset k in cd/m2: 1/64 of SDR white, the Ultra HDR default offset (1/64)."""
 
-GAIN_MODES = ("rgb", "luma")
+GAIN_MODES = ("rgb", "luma", "prior", "prior-gain")
 
 # BT.2020-2 luminance weights for linear RGB.
 _LUMA_2020 = (0.2627, 0.6780, 0.0593)
@@ -179,6 +179,60 @@ def gain_map(net, sdr_low: torch.Tensor, h: int, w: int, d: int, device, precisi
     return (hdr_low + k) / (placed_low + k)
 
 
+def residual_map(net, sdr_low: torch.Tensor, h: int, w: int, d: int, device, precision: str = "auto") -> torch.Tensor:
+    """``(3, lh, lw)`` PQ residual of the network over its own per-pixel prior at the cell
+    centres: ``net(sdr_low, xy) - net.prior(sdr_low)`` (see :func:`gain_mode`)."""
+    dtype = resolve_precision(precision, device)
+    lh, lw = sdr_low.shape[1:]
+    rgb_low = sdr_low.permute(1, 2, 0).reshape(-1, 3).contiguous()
+    pq_low = _evaluate(net, rgb_low, _low_res_grid(h, w, d, device), dtype)
+    return (pq_low - net.prior(rgb_low)).reshape(lh, lw, 3).permute(2, 0, 1).contiguous()
+
+
+def gain_mode(net: ITMNet, gain: str = "auto") -> str:
+    """``auto``: ``prior`` for networks with a per-picture polynomial prior (the default
+    config), else ``rgb``.
+
+    ``prior`` rungs keep the per-pixel part of the mapping exact and upsample only what
+    the network adds: PQ_full = prior(SDR_full) + bilinear_up(net(SDR_low) - prior(SDR_low)).
+    The polynomial is a function of each pixel's own colour (66 multiply-adds), so a
+    tone curve's steep per-pixel inverse survives at every rung; the residual is the
+    smooth spatial correction. A gain map instead assumes every pixel of a cell needs the
+    same ratio, which a non-linear curve breaks at every edge inside a cell.
+    """
+    if gain == "auto":
+        return "prior" if net.config.prior == "mmr3" else "rgb"
+    if gain == "prior" and net.config.prior != "mmr3":
+        raise ValueError(f"gain mode 'prior' needs an mmr3-prior network, not prior={net.config.prior!r}")
+    return gain
+
+
+def _apply_prior_rung(net, x, d, device, precision, encode_pq, gain_k=None):
+    """Prior-based rungs (:func:`gain_mode`); ``(H, W, 3)`` PQ or cd/m2. ``gain_k`` None:
+    the network's PQ residual over the prior is upsampled and added; a number: its ratio
+    over the prior in linear light (offset ``gain_k`` cd/m2) is upsampled and multiplied."""
+    h, w, _ = x.shape
+    sdr_low = _area_downscale(x.permute(2, 0, 1), d)
+    r = residual_map(net, sdr_low, h, w, d, device, precision)
+    if gain_k is not None:
+        rgb_low = sdr_low.permute(1, 2, 0).reshape(-1, 3)
+        prior_low = net.prior(rgb_low).reshape(sdr_low.shape[1], sdr_low.shape[2], 3).permute(2, 0, 1)
+        r = (pq_decode((prior_low + r).clamp(0.0, 1.0)) + gain_k) / (pq_decode(prior_low.clamp(0.0, 1.0)) + gain_k)
+    up = F.interpolate(r.unsqueeze(0), size=(h, w), mode="bilinear", align_corners=False)[0]
+    out = torch.empty((h, w, 3), dtype=torch.float32, device=device)
+    rows = h if device.type == "cuda" else BAND_ROWS
+    for top in range(0, h, rows):
+        band = slice(top, min(h, top + rows))
+        pq = net.prior(x[band].clamp(0.0, 1.0).reshape(-1, 3)).reshape(-1, w, 3).clamp_(0.0, 1.0)
+        if gain_k is None:
+            pq.add_(up[:, band].permute(1, 2, 0)).clamp_(0.0, 1.0)
+            out[band] = pq if encode_pq else pq_decode(pq)
+        else:
+            nits = pq_decode(pq).add_(gain_k).mul_(up[:, band].permute(1, 2, 0)).sub_(gain_k).clamp_(0.0, 10000.0)
+            out[band] = _pq_encode_(nits) if encode_pq else nits
+    return out
+
+
 @torch.no_grad()
 def _apply_gain_rung(net, sdr, rung: Rung, device, precision, gain, offset_nits, encode_pq):
     """Gain-map rung; returns ``(H, W, 3)`` float32 torch, PQ or cd/m2 (``encode_pq``)."""
@@ -191,6 +245,9 @@ def _apply_gain_rung(net, sdr, rung: Rung, device, precision, gain, offset_nits,
         raise ValueError(f"sdr must be (H, W, 3) R'G'B', got shape {tuple(x.shape)}")
     h, w, _ = x.shape
     d, k = rung.downscale, float(offset_nits)
+    if gain in ("prior", "prior-gain"):
+        return _apply_prior_rung(net.to(device).eval(), x, d, device, precision, encode_pq,
+                                 k if gain == "prior-gain" else None)
     g = _low_res_gain(net.to(device).eval(), x, d, device, precision, gain, k)
     lh, lw = g.shape[1:]
     # Bilinear with align_corners=False puts low-res sample i at full-res (i + 0.5) d - 0.5,
@@ -225,14 +282,14 @@ def apply_rung_nits(
     *,
     device: torch.device | str = "cpu",
     precision: str = "auto",
-    gain: str = "rgb",
+    gain: str = "auto",
     offset_nits: float = GAIN_OFFSET_NITS,
 ) -> torch.Tensor:
     """Like :func:`apply_rung` but linear BT.2020 cd/m2, ``(H, W, 3)`` float32 torch."""
     rung = get_rung(rung)
     if rung.downscale == 1:
         return pq_decode(predict_pq(net, sdr, device=device, precision=precision).clamp(0.0, 1.0))
-    return _apply_gain_rung(net, sdr, rung, device, precision, gain, offset_nits, False)
+    return _apply_gain_rung(net, sdr, rung, device, precision, gain_mode(net, gain), offset_nits, False)
 
 
 def apply_rung(
@@ -242,7 +299,7 @@ def apply_rung(
     device: torch.device | str = "cpu",
     precision: str = "auto",
     *,
-    gain: str = "rgb",
+    gain: str = "auto",
     offset_nits: float = GAIN_OFFSET_NITS,
 ) -> np.ndarray:
     """Run ``net`` over ``sdr`` at ``rung``.
@@ -250,7 +307,8 @@ def apply_rung(
     ``sdr``: ``(H, W, 3)`` BT.709 R'G'B' code values [0, 1] float32 (numpy or torch).
     ``rung``: a name of :data:`RUNGS` or a :class:`Rung`; ``full`` is exactly
     :func:`itmfilter.reconstruct.predict_pq`. ``precision``: ``auto``/``fp32``/``bf16`` for
-    the network. ``gain``: ``rgb`` or ``luma`` (module docstring). Returns PQ BT.2020
+    the network. ``gain``: ``auto``, ``prior`` (:func:`gain_mode`), ``rgb`` or ``luma``
+    (module docstring). Returns PQ BT.2020
     R'G'B' code values [0, 1], ``(H, W, 3)`` float32 numpy.
     """
     return apply_rung_tensor(net, sdr, rung, device, precision, gain=gain,
@@ -265,7 +323,7 @@ def apply_rung_tensor(
     device: torch.device | str = "cpu",
     precision: str = "auto",
     *,
-    gain: str = "rgb",
+    gain: str = "auto",
     offset_nits: float = GAIN_OFFSET_NITS,
 ) -> torch.Tensor:
     """:func:`apply_rung` leaving the result on ``device`` as a float32 tensor (the CUDA
@@ -273,7 +331,7 @@ def apply_rung_tensor(
     rung = get_rung(rung)
     if rung.downscale == 1:
         return predict_pq(net, sdr, device=device, precision=precision).clamp_(0.0, 1.0)
-    return _apply_gain_rung(net, sdr, rung, device, precision, gain, offset_nits, True)
+    return _apply_gain_rung(net, sdr, rung, device, precision, gain_mode(net, gain), offset_nits, True)
 
 
 def time_rungs(
@@ -306,7 +364,7 @@ def measure_rung_costs(
     *,
     device: torch.device | str = "cpu",
     precision: str = "auto",
-    gain: str = "rgb",
+    gain: str = "auto",
 ) -> dict[str, dict[str, float]]:
     """PU21-PSNR (dB) of each rung against the ``full`` rung and against ``ref_nits``.
 
@@ -384,6 +442,8 @@ __all__ = [
     "apply_rung_nits",
     "apply_rung_tensor",
     "gain_map",
+    "gain_mode",
+    "residual_map",
     "choose_rung",
     "get_rung",
     "measure_rung_costs",

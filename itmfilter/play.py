@@ -73,6 +73,7 @@ class PlayStats:
     blind_frames: int = 0
     rung_changes: list = field(default_factory=list)
     rung_timings: dict = field(default_factory=dict)
+    gain_mode: str = ""
     restarts: int = 0
     filter_seconds: float = 0.0
     video_params: dict = field(default_factory=dict)
@@ -157,7 +158,7 @@ def _torch_planes(frame, device):
 
 
 def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
-                path: str = "auto") -> "av.VideoFrame":
+                path: str = "auto", gain: str = "auto") -> "av.VideoFrame":
     """One decoded SDR frame -> the HDR10 frame the player sends (yuv420p10le, BT.2020 NCL,
     PQ, narrow range), through ``net`` at ``rung``.
 
@@ -171,7 +172,8 @@ def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
       :func:`pq_to_yuv420p10`) around :func:`itmfilter.ladder.apply_rung`.
 
     All give the same codes up to 1 (rare half-code ties; the fused path's low-resolution
-    input averages Y'CbCr before the clip to [0, 1]); tested.
+    input averages Y'CbCr before the clip to [0, 1]); tested. ``gain``: how a rung below
+    ``full`` carries the network to full resolution (:func:`itmfilter.ladder.gain_mode`).
     """
     import torch
 
@@ -193,15 +195,15 @@ def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
 
         (y, cb, cr), bits, full = _torch_planes(frame, device)
         sdr = planes420_to_rgb(y, cb, cr, bits=bits, full_range=full)
-        pq = apply_rung_tensor(net, sdr, rung, device, precision)
+        pq = apply_rung_tensor(net, sdr, rung, device, precision, gain=gain)
         planes = [p.to(dtype=torch.int16).cpu().numpy().view(np.uint16)
                   for p in rgb_to_planes420(pq, bits=10, full_range=False)]
         return yuv420p10_frame(planes)
     if path == "fused" and device.type == "cpu" and downscale > 1:
         planes = fastpath.frame_planes(frame)
         if planes is not None:
-            return yuv420p10_frame(fastpath.hdr10_planes(net, planes, downscale, precision=precision))
-    pq = apply_rung(net, sdr_frame_to_rgb(frame), rung, device, precision)
+            return yuv420p10_frame(fastpath.hdr10_planes(net, planes, downscale, precision=precision, gain=gain))
+    pq = apply_rung(net, sdr_frame_to_rgb(frame), rung, device, precision, gain=gain)
     return yuv420p10_frame(pq_to_yuv420p10(pq))
 
 
@@ -377,7 +379,7 @@ class _Producer(threading.Thread):
                 busy = time.perf_counter()
                 net, status = s.provider(index)
                 s.count_status(status)
-                vf = hdr10_frame(frame, net, s.controller.rung, s.device, s.precision)
+                vf = hdr10_frame(frame, net, s.controller.rung, s.device, s.precision, gain=s.gain)
                 s.add_filter_time(time.perf_counter() - busy)
                 vf.pts = frame.pts
                 vf.time_base = vin.time_base
@@ -411,6 +413,7 @@ class _Session:
         self.realtime = realtime
         self.with_audio = with_audio
         self.controller = RungController(rung)
+        self.gain = "auto"
         self.stats = PlayStats(rung=rung)
         self.lock = threading.Lock()
         self.producer: _Producer | None = None
@@ -475,7 +478,35 @@ class _Session:
 # --------------------------------------------------------------------------- play
 
 
-def _warm_up(net, path: Path, rung: str, device, precision) -> None:
+def choose_gain_mode(net, frame, rung: str = "eighth", device="cpu", samples: int = 4096) -> str:
+    """``prior`` or ``rgb`` for ``net`` on this content (:func:`itmfilter.ladder.gain_mode`):
+    both rungs are run on ``frame`` and compared with the full network at ``samples``
+    random pixels; the smaller mean PQ error wins. A global tone curve is carried almost
+    exactly by ``prior`` (its polynomial is per pixel); a spatially varying grade is often
+    better by ``rgb`` (a local exposure is a gain). Networks without an ``mmr3`` prior: ``rgb``."""
+    import torch
+
+    from itmfilter.ladder import apply_rung
+    from itmfilter.model import pixel_grid
+
+    if net.config.prior != "mmr3":
+        return "rgb"
+    sdr = sdr_frame_to_rgb(frame)
+    h, w, _ = sdr.shape
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, h * w, (min(samples, h * w),), generator=gen)
+    rgb = torch.from_numpy(sdr).reshape(-1, 3)[idx]
+    xy = pixel_grid(h, w).reshape(-1, 2)[idx]
+    with torch.no_grad():
+        truth = net.to("cpu").eval()(rgb, xy).clamp(0.0, 1.0)
+    errors = {}
+    for mode in ("prior", "rgb"):
+        pq = torch.from_numpy(apply_rung(net, sdr, rung, device, "fp32", gain=mode)).reshape(-1, 3)[idx]
+        errors[mode] = float((pq - truth).abs().mean())
+    return min(errors, key=errors.get)
+
+
+def _warm_up(net, path: Path, rung: str, device, precision, gain: str = "auto") -> None:
     """Filter the first frame once before the clock starts: the first call loads the fused
     kernel (numba's disk cache) and allocates, and in real time that frame's delay would
     make the next ones late."""
@@ -483,10 +514,10 @@ def _warm_up(net, path: Path, rung: str, device, precision) -> None:
 
     with av.open(str(path)) as src:
         vin = src.streams.video[0]
-        hdr10_frame(next(src.decode(vin)), net, rung, device, precision)
+        hdr10_frame(next(src.decode(vin)), net, rung, device, precision, gain=gain)
 
 
-def _auto_rung(net, path: Path, device, precision) -> tuple[str, dict]:
+def _auto_rung(net, path: Path, device, precision, gain: str = "auto") -> tuple[str, dict]:
     """Time the rungs on the first frame, through the same per-frame path the producer
     uses (decode excluded: it runs ahead in its own thread), and pick the best that fits
     the frame period. Rungs are timed cheapest first and the timing stops at the first
@@ -503,11 +534,11 @@ def _auto_rung(net, path: Path, device, precision) -> tuple[str, dict]:
         frame = next(src.decode(vin))
     timings: dict[str, float] = {}
     for rung in reversed(RUNGS):
-        hdr10_frame(frame, net, rung.name, device, precision)  # warm-up (and JIT compile)
+        hdr10_frame(frame, net, rung.name, device, precision, gain=gain)  # warm-up (and JIT compile)
         runs = []
         for _ in range(2):
             t = time.perf_counter()
-            hdr10_frame(frame, net, rung.name, device, precision)
+            hdr10_frame(frame, net, rung.name, device, precision, gain=gain)
             runs.append(time.perf_counter() - t)
         timings[rung.name] = statistics.median(runs)
         if timings[rung.name] > 2.0 / fps:
@@ -530,6 +561,7 @@ def play(
     mpv_options: dict | None = None,
     threads: int | None = None,
     fused_threads: int | None = None,
+    gain: str = "auto",
     on_player: Callable | None = None,
     quiet: bool = False,
 ) -> PlayStats:
@@ -543,6 +575,8 @@ def play(
     rung name or ``"auto"`` (timed on the first frame). ``weights_provider``: see
     :data:`WeightsProvider`; default blind mode for every frame. ``realtime``: skip frames
     the filter cannot finish in time (default: on unless ``output``/``vo="image"``).
+    ``gain``: how rungs below ``full`` carry the network to full resolution (``prior``,
+    ``rgb``; ``auto``: :func:`choose_gain_mode` on the first frame; ``PlayStats.gain_mode``).
     ``fused_threads``: threads of the fused CPU pass (:mod:`itmfilter.fastpath`; ``None``:
     numba's default, every core: its work is split into equal row blocks and finishes
     before the decoder needs the core again).
@@ -568,14 +602,14 @@ def play(
         return _play(path, hdr=hdr, vo=vo, output=output, rung=rung, device=device,
                      precision=precision, weights_provider=weights_provider,
                      image_dir=image_dir, realtime=realtime, mpv_options=mpv_options,
-                     on_player=on_player, quiet=quiet)
+                     on_player=on_player, quiet=quiet, gain=gain)
     finally:
         torch.set_num_threads(saved_threads)
         fastpath.set_threads(saved_fused)
 
 
 def _play(path, *, hdr, vo, output, rung, device, precision, weights_provider, image_dir,
-          realtime, mpv_options, on_player, quiet) -> PlayStats:
+          realtime, mpv_options, on_player, quiet, gain="auto") -> PlayStats:
     import mpv
 
     from itmfilter.ladder import get_rung
@@ -609,15 +643,22 @@ def _play(path, *, hdr, vo, output, rung, device, precision, weights_provider, i
     session = None
     if hdr:
         provider = weights_provider or _blind_provider()
+        net0, _ = provider(0)
+        if gain == "auto":
+            import av
+
+            with av.open(str(path)) as src:
+                gain = choose_gain_mode(net0, next(src.decode(src.streams.video[0])))
         if rung == "auto":
-            net0, _ = provider(0)
-            chosen, timings = _auto_rung(net0, path, torch_device, precision)
+            chosen, timings = _auto_rung(net0, path, torch_device, precision, gain)
         else:
             chosen, timings = get_rung(rung).name, {}
-            _warm_up(provider(0)[0], path, chosen, torch_device, precision)
+            _warm_up(net0, path, chosen, torch_device, precision, gain)
         session = _Session(path, provider, torch_device, precision, chosen, realtime,
                            with_audio=True)
+        session.gain = gain
         session.stats.rung_timings = timings
+        session.stats.gain_mode = gain
         stats = session.stats
         options["vf"] = HDR_VF
     else:

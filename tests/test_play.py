@@ -226,3 +226,46 @@ def test_fused_cpu_path_matches_the_exact_path(fmt, rung, size):
 
     assert psnr_pu21(nits(want), nits(got)) > 45
     assert want[0].max() > 300
+
+
+def _default_net_adapted(img: np.ndarray) -> ITMNet:
+    """The default config (per-picture polynomial prior) adapted to a global curve of ``img``."""
+    from itmfilter.adapt import AdaptOptions, adapt
+
+    sdr = img.astype(np.float32) / 255
+    target = np.clip(0.1 + 0.6 * sdr**1.3, 0, 1).astype(np.float32)
+    return adapt(ITMNet(), sdr, target, AdaptOptions(steps=30, sample_fraction=0.2, batch_size=512)).net.eval()
+
+
+def _smooth_img(h=96, w=160):
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 255 // (w + h)], -1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("fmt", ["yuv420p", "yuv420p10le"])
+@pytest.mark.parametrize("rung", ["half", "eighth", "sixteenth"])
+def test_fused_prior_mode_matches_the_exact_path(fmt, rung):
+    """Prior + upsampled residual (the default config's rungs): fused numba pass against
+    the torch reference, codes within 2 on a smooth picture."""
+    pytest.importorskip("numba")
+    from itmfilter.play import hdr10_frame
+
+    img = _smooth_img()
+    net = _default_net_adapted(img)
+    frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=fmt)
+    want = _planes(hdr10_frame(frame, net, rung, "cpu", "fp32", path="exact", gain="prior"))
+    got = _planes(hdr10_frame(frame, net, rung, "cpu", "fp32", path="fused", gain="prior"))
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        diff = np.abs(g.astype(int) - w.astype(int))
+        assert diff.max() <= 2 and (diff > 1).mean() < 0.01
+
+
+def test_gain_mode_choice():
+    from itmfilter.play import choose_gain_mode
+
+    img = _smooth_img()
+    frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+    # a global curve: the polynomial carries it per pixel, the residual is smooth
+    assert choose_gain_mode(_default_net_adapted(img), frame) == "prior"
+    assert choose_gain_mode(_adapted_like_net(), frame) == "rgb"  # no polynomial prior
