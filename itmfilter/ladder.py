@@ -15,7 +15,9 @@ as ISO 21496-1 / Ultra HDR gain maps do:
 black and makes a flat region exact whatever its level. The gain is per R, G, B channel
 (``gain="rgb"``, the default) or one gain on BT.2020 luminance (``gain="luma"``).
 
-Measured on the built-in sample (``itmfilter/assets/sample.exr``, 480x270, SDR made with
+Session 1's gain-map measurement (the ``rgb``/``luma`` modes; the default ``prior`` mode
+and a real 1080p picture are measured in ``docs/ladder-timing.md``, players/README.md).
+On the built-in sample (``itmfilter/assets/sample.exr``, 480x270, SDR made with
 ``get_curve("bt2446a").forward``, the blind init adapted to it with the default
 :class:`~itmfilter.adapt.AdaptOptions`, both upscaled bilinearly to 1080p; fp32;
 PU21-PSNR in dB):
