@@ -22,10 +22,14 @@ def parse(md: str) -> dict[str, list[tuple[str, float, float]]]:
     """``{operator: [(method, kbit/s, PU21), ...]}`` from the benchmark's markdown."""
     tables: dict[str, list] = {}
     current = None
+    size = ""
     for line in md.splitlines():
+        t = re.match(r"# Video benchmark \(([^,]+, [^ ]+ s)", line)
+        if t:
+            size = f" ({t.group(1)})"
         m = re.match(r"## SDR by `([^`]+)`", line)
         if m:
-            current = m.group(1)
+            current = m.group(1) + size
             tables[current] = []
             continue
         if current and line.startswith("| ") and not line.startswith("| method"):
