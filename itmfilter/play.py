@@ -42,6 +42,12 @@ from itmfilter.errors import ItmError
 HDR_VF = "format=colormatrix=bt.2020-ncl:primaries=bt.2020:gamma=pq:colorlevels=limited"
 """NUT carries no colour tags: this mpv filter tags the frames as HDR10 (no conversion)."""
 
+PREROLL_S = 0.25
+"""Real time: the producer's clock starts this far behind its first frame, so the
+start-up transient (mpv opening its outputs, caches filling, the first frames' allocations;
+measured: the skipped frames of a 1080p run fell in its first 30 frames) is absorbed like
+a player's pre-roll instead of being shed as skipped frames."""
+
 SEEK_KEYS = {"LEFT": -5.0, "RIGHT": 5.0, "UP": 60.0, "DOWN": -60.0}
 
 WeightsProvider = Callable[[int], tuple]
@@ -371,7 +377,7 @@ class _Producer(threading.Thread):
                 if s.realtime:
                     now = time.perf_counter() - s.paused_total()
                     if anchor is None:
-                        anchor = now - t
+                        anchor = now - t + PREROLL_S
                     late = now - (anchor + t)
                     if late > period:
                         s.frame_skipped(index)
