@@ -70,7 +70,7 @@ def reconstruct_clip(sdr_path: Path, every: int):
     for i, sdr in read_sdr_frames(sdr_path):
         if i % every:
             continue
-        vec, _ = dec.params_at(i, track.packets)
+        vec, _ = dec.params_interpolated(i, track.packets)  # as the player and transcode do
         net = ITMNet(track.header.config)
         net.load_state_dict(unflatten(track.header.config, vec))
         yield i, sdr, reconstruct_nits(net, sdr, device=DEVICE)

@@ -84,7 +84,7 @@ class FrameNetworks:
         if self.decoder is None:
             self.last_status = "blind"
             return self.blind
-        vec, status = self.decoder.params_at(frame, self.track.packets)
+        vec, status = self.decoder.params_interpolated(frame, self.track.packets)
         self.last_status = status
         if status != "ok":
             self.damaged += 1

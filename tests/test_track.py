@@ -455,3 +455,33 @@ def test_max_bytes_coarsens_the_delta_step_or_holds():
     vec, status = TrackDecoder(capped.header).params_at(2, packets)
     assert status == "ok" and np.array_equal(vec, capped.decoded)
     assert decode_packet(packets[2]).kind == "repeat"
+
+
+def test_repeats_between_updates_are_interpolated_within_a_shot():
+    from itmfilter.track.codec import TrackDecoder, TrackEncoder
+    from itmfilter.track.format import TrackHeader, encode_packet, param_count
+
+    cfg = CONFIGS["default"]
+    header = TrackHeader(config=cfg, fps=(24, 1), frame_count=10, width=64, height=36)
+    rng = np.random.default_rng(1)
+    a = rng.normal(0, 0.1, param_count(cfg)).astype(np.float32)
+    b = a + rng.normal(0, 0.02, a.shape).astype(np.float32)
+    enc = TrackEncoder(header, key_interval=100)
+    for f, (params, cut) in enumerate([(a, True), (a, False), (a, False), (a, False), (b, False),
+                                       (b, False), (b, False), (a * 0.5, True), (a * 0.5, False), (a * 0.5, False)]):
+        enc.add(f, params, shot_start=cut)
+    packets = {p.frame: encode_packet(p) for p in enc.packets}
+    kinds = [p.kind for p in enc.packets]
+    assert kinds[:5] == ["key", "repeat", "repeat", "repeat", "delta"] and kinds[7] == "key"
+    dec = TrackDecoder(enc.header)
+    held = {f: dec.params_at(f, packets)[0] for f in range(10)}
+    dec2 = TrackDecoder(enc.header)
+    got = {f: dec2.params_interpolated(f, packets) for f in range(10)}
+    assert all(status == "ok" for _, status in got.values())
+    for f in (1, 2, 3):  # between the key at 0 and the delta at 4: a quarter step each
+        np.testing.assert_allclose(got[f][0], held[0] + f / 4 * (held[4] - held[0]), rtol=0, atol=1e-6)
+    for f in (0, 4, 7):  # coded frames are what they code
+        np.testing.assert_array_equal(got[f][0], held[f])
+    for f in (5, 6):  # no update after them in the shot (the next is another shot's key): held
+        np.testing.assert_array_equal(got[f][0], held[f])
+    assert dec2.problems == {}
