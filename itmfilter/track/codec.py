@@ -489,8 +489,9 @@ class TrackDecoder:
         Optional decoder behaviour (sidecar/SPEC.md section 5): the encoder holds a set
         while its error is tolerable and updates it when the picture has moved on, so in a
         pan the set a REPEAT frame needs lies between the two it sits between. Measured on
-        the 480x270 benchmark clip at the default 64 kbit/s: +0.55 dB PU21 and 10% less
-        flicker on the spatially varying grade, +0.05 dB on a global curve. Sequential
+        the benchmark clips at the default 64 kbit/s: +0.43 dB PU21 (1080p) / +0.52 dB
+        (480x270) and less flicker on the spatially varying grade, +0.05 dB on a global
+        curve (docs/video-interpolation-*.md). Sequential
         playback stays one packet per frame: a second decoder runs ahead to the next update.
         """
         vec, status = self.params_at(frame, packets_by_frame)
