@@ -50,15 +50,85 @@ def tables() -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=1)
+def _helpers():
+    """numba helpers shared by both kernels (inlined into them)."""
+    import numba as nb
+
+    @nb.njit(inline="always", cache=True)
+    def columns(w, gw, inv_d):
+        """Bilinear (align_corners=False) source columns and weights of the low-res map."""
+        gx0 = np.empty(w, dtype=np.int64)
+        gx1 = np.empty(w, dtype=np.int64)
+        gwx = np.empty(w, dtype=np.float32)
+        for x in range(w):
+            sx = max((x + 0.5) * inv_d - 0.5, 0.0)
+            i = int(sx)
+            gwx[x] = sx - i
+            gx0[x] = min(i, gw - 1)
+            gx1[x] = min(i + 1, gw - 1)
+        return gx0, gx1, gwx
+
+    @nb.njit(inline="always", cache=True)
+    def chroma_row(cb_in, cr_in, row, in_off_c, inv_gc, cb_row, cr_row, cb_full, cr_full):
+        """This luma row's chroma: vertically (4:2:0 rows at 2 i + 0.5: 3/4, 1/4), then
+        horizontally (co-sited: even columns copy, odd ones average), as [-0.5, 0.5]."""
+        ch, cw = cb_in.shape
+        w = cb_full.shape[0]
+        ci = row // 2
+        ca = max(ci - 1, 0) if row % 2 == 0 else min(ci + 1, ch - 1)
+        for j in range(cw):
+            cb_row[j] = ((0.75 * cb_in[ci, j] + 0.25 * cb_in[ca, j]) - in_off_c) * inv_gc
+            cr_row[j] = ((0.75 * cr_in[ci, j] + 0.25 * cr_in[ca, j]) - in_off_c) * inv_gc
+        for j in range(w // 2 + w % 2):
+            cb_full[2 * j] = cb_row[j]
+            cr_full[2 * j] = cr_row[j]
+        for j in range(w // 2):
+            j1 = min(j + 1, cw - 1)
+            cb_full[2 * j + 1] = np.float32(0.5) * (cb_row[j] + cb_row[j1])
+            cr_full[2 * j + 1] = np.float32(0.5) * (cr_row[j] + cr_row[j1])
+
+    @nb.njit(inline="always", cache=True)
+    def map_row(lowres, row, inv_d, gx0, gx1, gwx, g_row, g_full):
+        """This row of the ``(3, lh, lw)`` low-res map, bilinearly upsampled (align_corners=False)."""
+        gh, gw = lowres.shape[1], lowres.shape[2]
+        sy = max((row + 0.5) * inv_d - 0.5, 0.0)
+        gy0 = int(sy)
+        wy = np.float32(sy - gy0)
+        gy0 = min(gy0, gh - 1)
+        gy1 = min(gy0 + 1, gh - 1)
+        for c in range(3):
+            for j in range(gw):
+                g_row[c, j] = lowres[c, gy0, j] + wy * (lowres[c, gy1, j] - lowres[c, gy0, j])
+            for x in range(g_full.shape[1]):
+                a = g_row[c, gx0[x]]
+                g_full[c, x] = a + gwx[x] * (g_row[c, gx1[x]] - a)
+
+    @nb.njit(inline="always", cache=True)
+    def chroma_out(cb_acc, cr_acc, pair, cb_out, cr_out):
+        """4:2:0: [1, 2, 1] on even columns of the row-pair sums, round half up."""
+        w = cb_acc.shape[0]
+        for j in range(cb_out.shape[1]):
+            x = 2 * j
+            left = max(x - 1, 0)
+            right = min(x + 1, w - 1)
+            cb_out[pair, j] = (cb_acc[left] + 2 * cb_acc[x] + cb_acc[right] + 4) // 8
+            cr_out[pair, j] = (cr_acc[left] + 2 * cr_acc[x] + cr_acc[right] + 4) // 8
+
+    return columns, chroma_row, map_row, chroma_out
+
+
+@functools.lru_cache(maxsize=1)
 def _kernel():
     import numba as nb
+
+    columns, chroma_row, map_row, chroma_out = _helpers()
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def kernel(y_in, cb_in, cr_in, gain, d, k, in_gain_y, in_off_y, in_gain_c, in_off_c,
                mat, gamma_lut, pq_lut, wr, wb, y_out, cb_out, cr_out):
         h, w = y_in.shape
-        ch, cw = cb_in.shape
-        gh, gw = gain.shape[1], gain.shape[2]
+        cw = cb_in.shape[1]
+        gw = gain.shape[2]
         f32 = np.float32
         ng = f32(gamma_lut.shape[0] - 1)
         npq = f32(pq_lut.shape[0] - 1)
@@ -73,16 +143,7 @@ def _kernel():
         s_cb, s_cr = f32(896.0 / (2.0 * (1.0 - wb))), f32(896.0 / (2.0 * (1.0 - wr)))
         k32 = f32(k)
         m = mat.astype(np.float32)
-        # the horizontal gain interpolation is the same on every row
-        gx0 = np.empty(w, dtype=np.int64)
-        gx1 = np.empty(w, dtype=np.int64)
-        gwx = np.empty(w, dtype=np.float32)
-        for x in range(w):
-            sx = max((x + 0.5) * inv_d - 0.5, 0.0)
-            i = int(sx)
-            gwx[x] = sx - i
-            gx0[x] = min(i, gw - 1)
-            gx1[x] = min(i + 1, gw - 1)
+        gx0, gx1, gwx = columns(w, gw, inv_d)  # the same on every row
         for pair in nb.prange((h + 1) // 2):
             cb_acc = np.zeros(w, dtype=np.int32)
             cr_acc = np.zeros(w, dtype=np.int32)
@@ -96,33 +157,8 @@ def _kernel():
                 row = 2 * pair + dr
                 if row >= h:
                     row = h - 1  # odd height: the last row repeats
-                # chroma, vertically (4:2:0 rows at 2 i + 0.5: 3/4, 1/4) then horizontally
-                # (co-sited: even columns copy, odd ones average), normalised to [-0.5, 0.5]
-                ci = row // 2
-                ca = max(ci - 1, 0) if row % 2 == 0 else min(ci + 1, ch - 1)
-                for j in range(cw):
-                    cb_row[j] = ((0.75 * cb_in[ci, j] + 0.25 * cb_in[ca, j]) - in_off_c) * inv_gc
-                    cr_row[j] = ((0.75 * cr_in[ci, j] + 0.25 * cr_in[ca, j]) - in_off_c) * inv_gc
-                for j in range(w // 2 + w % 2):
-                    cb_full[2 * j] = cb_row[j]
-                    cr_full[2 * j] = cr_row[j]
-                for j in range(w // 2):
-                    j1 = min(j + 1, cw - 1)
-                    cb_full[2 * j + 1] = f32(0.5) * (cb_row[j] + cb_row[j1])
-                    cr_full[2 * j + 1] = f32(0.5) * (cr_row[j] + cr_row[j1])
-                # gains (bilinear, align_corners=False): vertically, then per column
-                sy = max((row + 0.5) * inv_d - 0.5, 0.0)
-                gy0 = int(sy)
-                wy = f32(sy - gy0)
-                gy0 = min(gy0, gh - 1)
-                gy1 = min(gy0 + 1, gh - 1)
-                for c in range(3):
-                    for j in range(gw):
-                        g_row[c, j] = gain[c, gy0, j] + wy * (gain[c, gy1, j] - gain[c, gy0, j])
-                    for x in range(w):
-                        a = g_row[c, gx0[x]]
-                        g_full[c, x] = a + gwx[x] * (g_row[c, gx1[x]] - a)
-                # the pixels: branch-free, so LLVM can vectorise it (gathers for the tables)
+                chroma_row(cb_in, cr_in, row, in_off_c, inv_gc, cb_row, cr_row, cb_full, cr_full)
+                map_row(gain, row, inv_d, gx0, gx1, gwx, g_row, g_full)
                 for x in range(w):
                     yv = (f32(y_in[row, x]) - off_y) * inv_gy
                     cbn = cb_full[x]
@@ -154,13 +190,7 @@ def _kernel():
                         y_out[row, x] = yc
                     cb_acc[x] += int(min(max((p2 - ey) * s_cb + f32(512.0), f32(0.0)), f32(1023.0)) + f32(0.5))
                     cr_acc[x] += int(min(max((p0 - ey) * s_cr + f32(512.0), f32(0.0)), f32(1023.0)) + f32(0.5))
-            # 4:2:0: [1, 2, 1] on even columns of the row-pair sums, round half up
-            for j in range(cb_out.shape[1]):
-                x = 2 * j
-                left = max(x - 1, 0)
-                right = min(x + 1, w - 1)
-                cb_out[pair, j] = (cb_acc[left] + 2 * cb_acc[x] + cb_acc[right] + 4) // 8
-                cr_out[pair, j] = (cr_acc[left] + 2 * cr_acc[x] + cr_acc[right] + 4) // 8
+            chroma_out(cb_acc, cr_acc, pair, cb_out, cr_out)
 
     return kernel
 
@@ -169,12 +199,14 @@ def _kernel():
 def _prior_kernel():
     import numba as nb
 
+    columns, chroma_row, map_row, chroma_out = _helpers()
+
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def kernel(y_in, cb_in, cr_in, resid, coef, d, in_gain_y, in_off_y, in_gain_c, in_off_c,
                wr, wb, y_out, cb_out, cr_out):
         h, w = y_in.shape
-        ch, cw = cb_in.shape
-        gh, gw = resid.shape[1], resid.shape[2]
+        cw = cb_in.shape[1]
+        gw = resid.shape[2]
         f32 = np.float32
         wr32, wb32 = f32(wr), f32(wb)
         wg32 = f32(1.0 - wr - wb)
@@ -185,15 +217,7 @@ def _prior_kernel():
         off_y = f32(in_off_y)
         s_cb, s_cr = f32(896.0 / (2.0 * (1.0 - wb))), f32(896.0 / (2.0 * (1.0 - wr)))
         c = coef.astype(np.float32)  # (22, 3)
-        gx0 = np.empty(w, dtype=np.int64)
-        gx1 = np.empty(w, dtype=np.int64)
-        gwx = np.empty(w, dtype=np.float32)
-        for x in range(w):
-            sx = max((x + 0.5) * inv_d - 0.5, 0.0)
-            i = int(sx)
-            gwx[x] = sx - i
-            gx0[x] = min(i, gw - 1)
-            gx1[x] = min(i + 1, gw - 1)
+        gx0, gx1, gwx = columns(w, gw, inv_d)  # the same on every row
         for pair in nb.prange((h + 1) // 2):
             cb_acc = np.zeros(w, dtype=np.int32)
             cr_acc = np.zeros(w, dtype=np.int32)
@@ -207,29 +231,8 @@ def _prior_kernel():
                 row = 2 * pair + dr
                 if row >= h:
                     row = h - 1
-                ci = row // 2
-                ca = max(ci - 1, 0) if row % 2 == 0 else min(ci + 1, ch - 1)
-                for j in range(cw):
-                    cb_row[j] = ((0.75 * cb_in[ci, j] + 0.25 * cb_in[ca, j]) - in_off_c) * inv_gc
-                    cr_row[j] = ((0.75 * cr_in[ci, j] + 0.25 * cr_in[ca, j]) - in_off_c) * inv_gc
-                for j in range(w // 2 + w % 2):
-                    cb_full[2 * j] = cb_row[j]
-                    cr_full[2 * j] = cr_row[j]
-                for j in range(w // 2):
-                    j1 = min(j + 1, cw - 1)
-                    cb_full[2 * j + 1] = f32(0.5) * (cb_row[j] + cb_row[j1])
-                    cr_full[2 * j + 1] = f32(0.5) * (cr_row[j] + cr_row[j1])
-                sy = max((row + 0.5) * inv_d - 0.5, 0.0)
-                gy0 = int(sy)
-                wy = f32(sy - gy0)
-                gy0 = min(gy0, gh - 1)
-                gy1 = min(gy0 + 1, gh - 1)
-                for k in range(3):
-                    for j in range(gw):
-                        g_row[k, j] = resid[k, gy0, j] + wy * (resid[k, gy1, j] - resid[k, gy0, j])
-                    for x in range(w):
-                        a = g_row[k, gx0[x]]
-                        g_full[k, x] = a + gwx[x] * (g_row[k, gx1[x]] - a)
+                chroma_row(cb_in, cr_in, row, in_off_c, inv_gc, cb_row, cr_row, cb_full, cr_full)
+                map_row(resid, row, inv_d, gx0, gx1, gwx, g_row, g_full)
                 for x in range(w):
                     yv = (f32(y_in[row, x]) - off_y) * inv_gy
                     cbn = cb_full[x]
@@ -267,12 +270,7 @@ def _prior_kernel():
                         y_out[row, x] = yc
                     cb_acc[x] += int(min(max((p2 - ey) * s_cb + f32(512.0), f32(0.0)), f32(1023.0)) + f32(0.5))
                     cr_acc[x] += int(min(max((p0 - ey) * s_cr + f32(512.0), f32(0.0)), f32(1023.0)) + f32(0.5))
-            for j in range(cb_out.shape[1]):
-                x = 2 * j
-                left = max(x - 1, 0)
-                right = min(x + 1, w - 1)
-                cb_out[pair, j] = (cb_acc[left] + 2 * cb_acc[x] + cb_acc[right] + 4) // 8
-                cr_out[pair, j] = (cr_acc[left] + 2 * cr_acc[x] + cr_acc[right] + 4) // 8
+            chroma_out(cb_acc, cr_acc, pair, cb_out, cr_out)
 
     return kernel
 
