@@ -217,7 +217,12 @@ def play(
     vo: Annotated[str, typer.Option(help="mpv video output: gpu (a window), null or image.")] = "gpu",
     output: Annotated[Optional[Path], typer.Option(help="Record what mpv is given into this file (encode mode).")] = None,
     image_dir: Annotated[Optional[Path], typer.Option(help="With --vo image: folder for the PNGs.")] = None,
-    rung: Annotated[str, typer.Option(help="Quality ladder: auto (from measured speed), full, half, quarter, eighth.")] = "auto",
+    rung: Annotated[
+        str, typer.Option(help="Quality ladder: auto (from measured speed), full, half, quarter, eighth, sixteenth.")
+    ] = "auto",
+    gain: Annotated[
+        str, typer.Option(help="Below full: prior (polynomial per pixel + upsampled residual), rgb (gain map) or auto.")
+    ] = "auto",
     precision: Annotated[str, typer.Option(help="MLP arithmetic: auto, fp32 or bf16.")] = "auto",
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -238,11 +243,11 @@ def play(
             typer.echo(f"note: {video}: no weight track; blind mode (initialisation alone)", err=True)
     stats = run_play(
         video, hdr=hdr, vo=vo, output=output, image_dir=image_dir, rung=rung, device=device,
-        precision=precision, weights_provider=provider, quiet=quiet,
+        precision=precision, weights_provider=provider, quiet=quiet, gain=gain,
     )
     if not quiet:
         typer.echo(
-            f"shown {stats.frames_shown}, dropped {stats.frames_dropped}, rung {stats.rung}, "
+            f"shown {stats.frames_shown}, dropped {stats.frames_dropped}, rung {stats.rung} ({stats.gain_mode or 'n/a'}), "
             f"filter {stats.fps:.1f} fps, damaged-metadata frames {stats.damaged_frames}, blind frames {stats.blind_frames}"
         )
 

@@ -650,6 +650,15 @@ def _play(path, *, hdr, vo, output, rung, device, precision, weights_provider, i
     if hdr:
         provider = weights_provider or _blind_provider()
         net0, _ = provider(0)
+        if gain != "auto":
+            from itmfilter.ladder import GAIN_MODES, gain_mode
+
+            if gain not in GAIN_MODES:
+                raise ItmError(None, f"unknown gain mode {gain!r}", f"use auto or one of {', '.join(GAIN_MODES)}")
+            try:
+                gain = gain_mode(net0, gain)
+            except ValueError as exc:
+                raise ItmError(path, str(exc), "use --gain rgb or auto") from None
         if gain == "auto":
             import av
 

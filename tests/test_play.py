@@ -269,3 +269,8 @@ def test_gain_mode_choice():
     # a global curve: the polynomial carries it per pixel, the residual is smooth
     assert choose_gain_mode(_default_net_adapted(img), frame) == "prior"
     assert choose_gain_mode(_adapted_like_net(), frame) == "rgb"  # no polynomial prior
+
+
+def test_unknown_gain_mode_is_a_clear_error(clip):
+    with pytest.raises(ItmError, match="unknown gain mode"):
+        play(clip, hdr=True, vo="null", gain="nope", quiet=True)
