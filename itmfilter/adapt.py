@@ -118,7 +118,6 @@ def adapt(
             # The per-picture polynomial: least squares over (a subsample of) all pixels.
             fit_idx = torch.randperm(n_pixels, generator=gen)[: options.mmr_fit_pixels].to(device)
             net.prior_mmr.copy_(fit_mmr_prior(rgb[fit_idx], tgt_flat[fit_idx]))
-        prior = net.prior(rgb)
     count = max(1, int(round(n_pixels * options.sample_fraction)))
     stride = max(1, options.error_stride)
 
@@ -127,7 +126,17 @@ def adapt(
         net.train()
         return (pred - tgt[::stride, ::stride]).abs().sum(-1).cpu()
 
+    def gather(idx: torch.Tensor) -> tuple:
+        """The drawn pixels' inputs, prior and targets, gathered once per draw: the steps
+        then index these ~2% instead of the whole picture (and the prior, which depends on
+        the SDR alone and is fixed during the steps, is computed for them only)."""
+        with torch.no_grad():
+            rgb_s = rgb[idx]
+            prior_s = net.prior(rgb_s)
+        return rgb_s, xy[idx], prior_s, tgt_flat[idx]
+
     idx = _draw(n_pixels, count, None, (h, w), stride, 0.0, gen).to(device)
+    sample = gather(idx)
     if options.trainable is None:
         params = list(net.parameters())
     else:
@@ -139,14 +148,17 @@ def adapt(
     for step in range(options.steps):
         if options.sampling == "ohem" and step in options.resample_at:
             idx = _draw(n_pixels, count, error_map(), (h, w), stride, options.hard_share, gen)
-            idx = idx.to(device)
+            sample = gather(idx.to(device))
+        rgb_s, xy_s, prior_s, tgt_s = sample
         if options.batch_size and options.batch_size < count:
-            batch = idx[torch.randint(0, count, (options.batch_size,), generator=gen).to(device)]
+            batch = torch.randint(0, count, (options.batch_size,), generator=gen).to(device)
+            rgb_b, xy_b, tgt_b = rgb_s[batch], xy_s[batch], tgt_s[batch]
+            prior_b = None if prior_s is None else prior_s[batch]
         else:
-            batch = idx
+            rgb_b, xy_b, prior_b, tgt_b = sample
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.precision == "bf16"):
-            pred = net(rgb[batch], xy[batch], None if prior is None else prior[batch])
-        loss = torch.nn.functional.mse_loss(pred.float(), tgt_flat[batch])
+            pred = net(rgb_b, xy_b, prior_b)
+        loss = torch.nn.functional.mse_loss(pred.float(), tgt_b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
