@@ -288,10 +288,15 @@ def apply_rung_nits(
     offset_nits: float = GAIN_OFFSET_NITS,
 ) -> torch.Tensor:
     """Like :func:`apply_rung` but linear BT.2020 cd/m2, ``(H, W, 3)`` float32 torch."""
+    return _run_rung(net, sdr, rung, device, precision, gain, offset_nits, encode_pq=False)
+
+
+def _run_rung(net, sdr, rung, device, precision, gain, offset_nits, encode_pq: bool) -> torch.Tensor:
     rung = get_rung(rung)
     if rung.downscale == 1:
-        return pq_decode(predict_pq(net, sdr, device=device, precision=precision).clamp(0.0, 1.0))
-    return _apply_gain_rung(net, sdr, rung, device, precision, gain_mode(net, gain), offset_nits, False)
+        pq = predict_pq(net, sdr, device=device, precision=precision).clamp_(0.0, 1.0)
+        return pq if encode_pq else pq_decode(pq)
+    return _apply_gain_rung(net, sdr, rung, device, precision, gain_mode(net, gain), offset_nits, encode_pq)
 
 
 def apply_rung(
@@ -330,10 +335,7 @@ def apply_rung_tensor(
 ) -> torch.Tensor:
     """:func:`apply_rung` leaving the result on ``device`` as a float32 tensor (the CUDA
     player keeps the frame on the GPU up to its Y'CbCr planes)."""
-    rung = get_rung(rung)
-    if rung.downscale == 1:
-        return predict_pq(net, sdr, device=device, precision=precision).clamp_(0.0, 1.0)
-    return _apply_gain_rung(net, sdr, rung, device, precision, gain_mode(net, gain), offset_nits, True)
+    return _run_rung(net, sdr, rung, device, precision, gain, offset_nits, encode_pq=True)
 
 
 def time_rungs(

@@ -428,15 +428,22 @@ def test_bitrate_report(capsys):
     assert rows[-1][3] < 3500 / 2  # still far below the naive 3.5 Mbit/s
 
 
-def test_max_bytes_coarsens_the_delta_step_or_holds():
-    from itmfilter.track.codec import TrackDecoder, TrackEncoder
-    from itmfilter.track.format import TrackHeader, decode_packet, encode_packet, param_count
+def _default_header_and_sets(frames: int, seed: int, step: float):
+    """A default-config header and two parameter sets ``step`` apart (random, seeded)."""
+    from itmfilter.track.format import TrackHeader, param_count
 
     cfg = CONFIGS["default"]
-    header = TrackHeader(config=cfg, fps=(24, 1), frame_count=4, width=64, height=36)
-    rng = np.random.default_rng(0)
-    base = rng.normal(0, 0.1, param_count(cfg)).astype(np.float32)
-    moved = base + rng.normal(0, 0.01, base.shape).astype(np.float32)
+    header = TrackHeader(config=cfg, fps=(24, 1), frame_count=frames, width=64, height=36)
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0, 0.1, param_count(cfg)).astype(np.float32)
+    return header, a, a + rng.normal(0, step, a.shape).astype(np.float32)
+
+
+def test_max_bytes_coarsens_the_delta_step_or_holds():
+    from itmfilter.track.codec import TrackDecoder, TrackEncoder
+    from itmfilter.track.format import decode_packet, encode_packet
+
+    header, base, moved = _default_header_and_sets(4, seed=0, step=0.01)
     free, capped = TrackEncoder(header, delta_step=1 / 64), TrackEncoder(header, delta_step=1 / 64)
     for enc in (free, capped):
         enc.add(0, base)
@@ -459,13 +466,9 @@ def test_max_bytes_coarsens_the_delta_step_or_holds():
 
 def test_repeats_between_updates_are_interpolated_within_a_shot():
     from itmfilter.track.codec import TrackDecoder, TrackEncoder
-    from itmfilter.track.format import TrackHeader, encode_packet, param_count
+    from itmfilter.track.format import encode_packet
 
-    cfg = CONFIGS["default"]
-    header = TrackHeader(config=cfg, fps=(24, 1), frame_count=10, width=64, height=36)
-    rng = np.random.default_rng(1)
-    a = rng.normal(0, 0.1, param_count(cfg)).astype(np.float32)
-    b = a + rng.normal(0, 0.02, a.shape).astype(np.float32)
+    header, a, b = _default_header_and_sets(10, seed=1, step=0.02)
     enc = TrackEncoder(header, key_interval=100)
     for f, (params, cut) in enumerate([(a, True), (a, False), (a, False), (a, False), (b, False),
                                        (b, False), (b, False), (a * 0.5, True), (a * 0.5, False), (a * 0.5, False)]):
