@@ -709,6 +709,8 @@ def _play(path, *, hdr, vo, output, rung, device, precision, weights_provider, i
                 state["frame"] = max(value, state["frame"] or 0)
 
         player.observe_property("estimated-frame-number", keep_frame)
+        player.observe_property("estimated-frame-count",
+                                lambda _n, v: v is not None and state.update(count=v))
 
         @player.event_callback("end-file")
         def _ended(event):
@@ -716,6 +718,7 @@ def _play(path, *, hdr, vo, output, rung, device, precision, weights_provider, i
             if state["replacing"] and reason in (2, "stop"):  # MPV_END_FILE_REASON_STOP
                 state["replacing"] -= 1
                 return
+            state["eof"] = reason in (0, "eof")  # MPV_END_FILE_REASON_EOF
             state["ended"].set()
 
         try:
@@ -764,7 +767,12 @@ def _play(path, *, hdr, vo, output, rung, device, precision, weights_provider, i
         stats.frames_dropped = mpv_drops + stats.frames_skipped
     else:
         stats.frames_dropped = mpv_drops
-        stats.frames_shown = int(state["frame"]) + 1 if state["frame"] is not None else 0
+        if state.get("eof") and state.get("count"):
+            # played to the end: every frame of the file was shown or dropped (the last
+            # estimated-frame-number update can come after mpv has stopped reporting)
+            stats.frames_shown = max(0, int(state["count"]) - mpv_drops)
+        else:
+            stats.frames_shown = int(state["frame"]) + 1 if state["frame"] is not None else 0
     return stats
 
 
