@@ -44,7 +44,7 @@ def quality_rows(pano) -> list[str]:
     for curve in ("bt2446a", "local"):
         sdr = (np.round(np.clip(get_curve(curve).forward(master), 0, 1) * 255) / 255).astype(np.float32)
         net = adapt(init, sdr, eotf_inverse_st2084(master).astype(np.float32), AdaptOptions()).net
-        for gain in ("rgb", "prior", "prior-gain"):
+        for gain in ("rgb", "prior"):
             costs = measure_rung_costs(net, sdr, master, precision="fp32", gain=gain)
             rows.append(f"| {curve} | {gain} | " + " | ".join(
                 f"{c['psnr_vs_full']:.1f} / {c['psnr_vs_ref']:.2f}" for c in costs.values()) + " |")

@@ -421,7 +421,7 @@ def hdr10_planes(net, planes, downscale: int, *, precision: str = "auto", gain: 
     h, w = y.shape
     low = torch.from_numpy(low_res_sdr(y, cb, cr, downscale, bits=bits, full_range=full))
     gain = gain_mode(net, gain)
-    if gain in ("prior", "prior-gain"):
+    if gain == "prior":
         r = residual_map(net, low, h, w, downscale, torch.device("cpu"), precision).numpy()
         return prior_to_hdr10_planes(y, cb, cr, r, net.prior_mmr.detach().numpy(), downscale,
                                      bits=bits, full_range=full)

@@ -61,7 +61,7 @@ from itmfilter.reconstruct import CHUNK_PIXELS, CUDA_CHUNK_PIXELS, predict_pq, r
 GAIN_OFFSET_NITS = 203.0 / 64
 """Gain offset k in cd/m2: 1/64 of SDR white, the Ultra HDR default offset (1/64)."""
 
-GAIN_MODES = ("rgb", "luma", "prior", "prior-gain")
+GAIN_MODES = ("rgb", "luma", "prior")
 
 # BT.2020-2 luminance weights for linear RGB.
 _LUMA_2020 = (0.2627, 0.6780, 0.0593)
@@ -162,16 +162,22 @@ def _low_res_gain(net, x, d, device, precision, gain, k) -> torch.Tensor:
     return gain_map(net, sdr_low, h, w, d, device, precision, gain, k)
 
 
+def _net_at_cells(net, sdr_low: torch.Tensor, h: int, w: int, d: int, device, precision: str):
+    """``(rgb_low (N, 3), pq_low (N, 3))``: the network at the centres of the ``d x d``
+    cells of an ``h x w`` picture, fed the cells' mean SDR ``sdr_low`` ``(3, lh, lw)``."""
+    dtype = resolve_precision(precision, device)
+    rgb_low = sdr_low.permute(1, 2, 0).reshape(-1, 3).contiguous()
+    return rgb_low, _evaluate(net, rgb_low, _low_res_grid(h, w, d, device), dtype)
+
+
 @torch.no_grad()
 def gain_map(net, sdr_low: torch.Tensor, h: int, w: int, d: int, device, precision: str = "auto",
              gain: str = "rgb", k: float = GAIN_OFFSET_NITS) -> torch.Tensor:
     """The gain map ``(3 or 1, lh, lw)`` from the SDR already area-averaged over ``d x d``
     cells, ``(3, lh, lw)`` R'G'B' of an ``h x w`` picture: the network at the cells'
     centres over the SDR placed per BT.2408, both offset by ``k`` cd/m2."""
-    dtype = resolve_precision(precision, device)
     lh, lw = sdr_low.shape[1:]
-    rgb_low = sdr_low.permute(1, 2, 0).reshape(-1, 3).contiguous()
-    pq_low = _evaluate(net, rgb_low, _low_res_grid(h, w, d, device), dtype)
+    _, pq_low = _net_at_cells(net, sdr_low, h, w, d, device, precision)
     hdr_low = pq_decode(pq_low.clamp(0.0, 1.0)).reshape(lh, lw, 3).permute(2, 0, 1)
     placed_low = _place_sdr_planar(sdr_low)
     if gain == "luma":
@@ -181,13 +187,12 @@ def gain_map(net, sdr_low: torch.Tensor, h: int, w: int, d: int, device, precisi
     return (hdr_low + k) / (placed_low + k)
 
 
+@torch.no_grad()
 def residual_map(net, sdr_low: torch.Tensor, h: int, w: int, d: int, device, precision: str = "auto") -> torch.Tensor:
     """``(3, lh, lw)`` PQ residual of the network over its own per-pixel prior at the cell
     centres: ``net(sdr_low, xy) - net.prior(sdr_low)`` (see :func:`gain_mode`)."""
-    dtype = resolve_precision(precision, device)
     lh, lw = sdr_low.shape[1:]
-    rgb_low = sdr_low.permute(1, 2, 0).reshape(-1, 3).contiguous()
-    pq_low = _evaluate(net, rgb_low, _low_res_grid(h, w, d, device), dtype)
+    rgb_low, pq_low = _net_at_cells(net, sdr_low, h, w, d, device, precision)
     return (pq_low - net.prior(rgb_low)).reshape(lh, lw, 3).permute(2, 0, 1).contiguous()
 
 
@@ -209,29 +214,19 @@ def gain_mode(net: ITMNet, gain: str = "auto") -> str:
     return gain
 
 
-def _apply_prior_rung(net, x, d, device, precision, encode_pq, gain_k=None):
-    """Prior-based rungs (:func:`gain_mode`); ``(H, W, 3)`` PQ or cd/m2. ``gain_k`` None:
-    the network's PQ residual over the prior is upsampled and added; a number: its ratio
-    over the prior in linear light (offset ``gain_k`` cd/m2) is upsampled and multiplied."""
+def _apply_prior_rung(net, x, d, device, precision, encode_pq):
+    """Prior rung (:func:`gain_mode`): the network's PQ residual over its prior, upsampled,
+    added to the prior at full resolution; ``(H, W, 3)`` PQ or cd/m2."""
     h, w, _ = x.shape
-    sdr_low = _area_downscale(x.permute(2, 0, 1), d)
-    r = residual_map(net, sdr_low, h, w, d, device, precision)
-    if gain_k is not None:
-        rgb_low = sdr_low.permute(1, 2, 0).reshape(-1, 3)
-        prior_low = net.prior(rgb_low).reshape(sdr_low.shape[1], sdr_low.shape[2], 3).permute(2, 0, 1)
-        r = (pq_decode((prior_low + r).clamp(0.0, 1.0)) + gain_k) / (pq_decode(prior_low.clamp(0.0, 1.0)) + gain_k)
+    r = residual_map(net, _area_downscale(x.permute(2, 0, 1), d), h, w, d, device, precision)
     up = F.interpolate(r.unsqueeze(0), size=(h, w), mode="bilinear", align_corners=False)[0]
     out = torch.empty((h, w, 3), dtype=torch.float32, device=device)
     rows = h if device.type == "cuda" else BAND_ROWS
     for top in range(0, h, rows):
         band = slice(top, min(h, top + rows))
         pq = net.prior(x[band].clamp(0.0, 1.0).reshape(-1, 3)).reshape(-1, w, 3).clamp_(0.0, 1.0)
-        if gain_k is None:
-            pq.add_(up[:, band].permute(1, 2, 0)).clamp_(0.0, 1.0)
-            out[band] = pq if encode_pq else pq_decode(pq)
-        else:
-            nits = pq_decode(pq).add_(gain_k).mul_(up[:, band].permute(1, 2, 0)).sub_(gain_k).clamp_(0.0, 10000.0)
-            out[band] = _pq_encode_(nits) if encode_pq else nits
+        pq.add_(up[:, band].permute(1, 2, 0)).clamp_(0.0, 1.0)
+        out[band] = pq if encode_pq else pq_decode(pq)
     return out
 
 
@@ -247,9 +242,8 @@ def _apply_gain_rung(net, sdr, rung: Rung, device, precision, gain, offset_nits,
         raise ValueError(f"sdr must be (H, W, 3) R'G'B', got shape {tuple(x.shape)}")
     h, w, _ = x.shape
     d, k = rung.downscale, float(offset_nits)
-    if gain in ("prior", "prior-gain"):
-        return _apply_prior_rung(net.to(device).eval(), x, d, device, precision, encode_pq,
-                                 k if gain == "prior-gain" else None)
+    if gain == "prior":
+        return _apply_prior_rung(net.to(device).eval(), x, d, device, precision, encode_pq)
     g = _low_res_gain(net.to(device).eval(), x, d, device, precision, gain, k)
     lh, lw = g.shape[1:]
     # Bilinear with align_corners=False puts low-res sample i at full-res (i + 0.5) d - 0.5,
