@@ -114,18 +114,38 @@ def _helpers():
             cb_out[pair, j] = (cb_acc[left] + 2 * cb_acc[x] + cb_acc[right] + 4) // 8
             cr_out[pair, j] = (cr_acc[left] + 2 * cr_acc[x] + cr_acc[right] + 4) // 8
 
-    return columns, chroma_row, map_row, chroma_out
+    @nb.njit(inline="always", cache=True)
+    def sdr_rgb(y_code, cbn, crn, conv):
+        """SDR R'G'B' in [0, 1] of a luma code and normalised chroma (``conv``: :func:`_conversion`)."""
+        yv = (np.float32(y_code) - conv[1]) * conv[0]
+        zero, one = np.float32(0.0), np.float32(1.0)
+        r = min(max(yv + conv[2] * crn, zero), one)
+        g = min(max(yv + conv[3] * cbn + conv[4] * crn, zero), one)
+        b = min(max(yv + conv[5] * cbn, zero), one)
+        return r, g, b
+
+    @nb.njit(inline="always", cache=True)
+    def hdr_codes(p0, p1, p2, conv):
+        """PQ R'G'B' -> Y, Cb, Cr codes (BT.2020 NCL, rounded half up, clipped)."""
+        ey = conv[6] * p0 + conv[7] * p1 + conv[8] * p2
+        lo, hi, half = conv[14], conv[15], np.float32(0.5)
+        yc = int(min(max(ey * conv[9] + conv[10], lo), hi) + half)
+        cbc = int(min(max((p2 - ey) * conv[11] + conv[13], lo), hi) + half)
+        crc = int(min(max((p0 - ey) * conv[12] + conv[13], lo), hi) + half)
+        return yc, cbc, crc
+
+    return columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes
 
 
 @functools.lru_cache(maxsize=1)
 def _kernel():
     import numba as nb
 
-    columns, chroma_row, map_row, chroma_out = _helpers()
+    columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes = _helpers()
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    def kernel(y_in, cb_in, cr_in, gain, d, k, in_gain_y, in_off_y, in_gain_c, in_off_c,
-               mat, gamma_lut, pq_lut, wr, wb, y_out, cb_out, cr_out):
+    def kernel(y_in, cb_in, cr_in, gain, d, k, conv, in_off_c, inv_gc, mat, gamma_lut, pq_lut,
+               y_out, cb_out, cr_out):
         h, w = y_in.shape
         cw = cb_in.shape[1]
         gw = gain.shape[2]
@@ -133,14 +153,7 @@ def _kernel():
         ng = f32(gamma_lut.shape[0] - 1)
         npq = f32(pq_lut.shape[0] - 1)
         ig_max, ipq_max = gamma_lut.shape[0] - 2, pq_lut.shape[0] - 2
-        wr32, wb32 = f32(wr), f32(wb)
-        wg32 = f32(1.0 - wr - wb)
-        r_cr, b_cb = 2.0 * (1.0 - 0.2126), 2.0 * (1.0 - 0.0722)  # BT.709 input matrix
-        g_cb, g_cr = f32(-0.0722 * b_cb / 0.7152), f32(-0.2126 * r_cr / 0.7152)
-        r_cr32, b_cb32 = f32(r_cr), f32(b_cb)
-        inv_gy, inv_gc, inv_d = f32(1.0 / in_gain_y), 1.0 / in_gain_c, 1.0 / d
-        off_y = f32(in_off_y)
-        s_cb, s_cr = f32(896.0 / (2.0 * (1.0 - wb))), f32(896.0 / (2.0 * (1.0 - wr)))
+        inv_d = 1.0 / d
         k32 = f32(k)
         m = mat.astype(np.float32)
         gx0, gx1, gwx = columns(w, gw, inv_d)  # the same on every row
@@ -160,12 +173,8 @@ def _kernel():
                 chroma_row(cb_in, cr_in, row, in_off_c, inv_gc, cb_row, cr_row, cb_full, cr_full)
                 map_row(gain, row, inv_d, gx0, gx1, gwx, g_row, g_full)
                 for x in range(w):
-                    yv = (f32(y_in[row, x]) - off_y) * inv_gy
-                    cbn = cb_full[x]
-                    crn = cr_full[x]
-                    t0 = min(max(yv + r_cr32 * crn, f32(0.0)), f32(1.0)) * ng
-                    t1 = min(max(yv + g_cb * cbn + g_cr * crn, f32(0.0)), f32(1.0)) * ng
-                    t2 = min(max(yv + b_cb32 * cbn, f32(0.0)), f32(1.0)) * ng
+                    r, g, b = sdr_rgb(y_in[row, x], cb_full[x], cr_full[x], conv)
+                    t0, t1, t2 = r * ng, g * ng, b * ng
                     i0 = min(int(t0), ig_max)
                     i1 = min(int(t1), ig_max)
                     i2 = min(int(t2), ig_max)
@@ -184,12 +193,11 @@ def _kernel():
                     p0 = pq_lut[j0] + (u0 - j0) * (pq_lut[j0 + 1] - pq_lut[j0])
                     p1 = pq_lut[j1] + (u1 - j1) * (pq_lut[j1 + 1] - pq_lut[j1])
                     p2 = pq_lut[j2] + (u2 - j2) * (pq_lut[j2 + 1] - pq_lut[j2])
-                    ey = wr32 * p0 + wg32 * p1 + wb32 * p2
-                    yc = int(min(max(ey * f32(876.0) + f32(64.0), f32(0.0)), f32(1023.0)) + f32(0.5))
+                    yc, cbc, crc = hdr_codes(p0, p1, p2, conv)
                     if 2 * pair + dr < h:
                         y_out[row, x] = yc
-                    cb_acc[x] += int(min(max((p2 - ey) * s_cb + f32(512.0), f32(0.0)), f32(1023.0)) + f32(0.5))
-                    cr_acc[x] += int(min(max((p0 - ey) * s_cr + f32(512.0), f32(0.0)), f32(1023.0)) + f32(0.5))
+                    cb_acc[x] += cbc
+                    cr_acc[x] += crc
             chroma_out(cb_acc, cr_acc, pair, cb_out, cr_out)
 
     return kernel
@@ -199,23 +207,15 @@ def _kernel():
 def _prior_kernel():
     import numba as nb
 
-    columns, chroma_row, map_row, chroma_out = _helpers()
+    columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes = _helpers()
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    def kernel(y_in, cb_in, cr_in, resid, coef, d, in_gain_y, in_off_y, in_gain_c, in_off_c,
-               wr, wb, y_out, cb_out, cr_out):
+    def kernel(y_in, cb_in, cr_in, resid, coef, d, conv, in_off_c, inv_gc, y_out, cb_out, cr_out):
         h, w = y_in.shape
         cw = cb_in.shape[1]
         gw = resid.shape[2]
         f32 = np.float32
-        wr32, wb32 = f32(wr), f32(wb)
-        wg32 = f32(1.0 - wr - wb)
-        r_cr, b_cb = 2.0 * (1.0 - 0.2126), 2.0 * (1.0 - 0.0722)  # BT.709 input matrix
-        g_cb, g_cr = f32(-0.0722 * b_cb / 0.7152), f32(-0.2126 * r_cr / 0.7152)
-        r_cr32, b_cb32 = f32(r_cr), f32(b_cb)
-        inv_gy, inv_gc, inv_d = f32(1.0 / in_gain_y), 1.0 / in_gain_c, 1.0 / d
-        off_y = f32(in_off_y)
-        s_cb, s_cr = f32(896.0 / (2.0 * (1.0 - wb))), f32(896.0 / (2.0 * (1.0 - wr)))
+        inv_d = 1.0 / d
         c = coef.astype(np.float32)  # (22, 3)
         gx0, gx1, gwx = columns(w, gw, inv_d)  # the same on every row
         for pair in nb.prange((h + 1) // 2):
@@ -234,12 +234,7 @@ def _prior_kernel():
                 chroma_row(cb_in, cr_in, row, in_off_c, inv_gc, cb_row, cr_row, cb_full, cr_full)
                 map_row(resid, row, inv_d, gx0, gx1, gwx, g_row, g_full)
                 for x in range(w):
-                    yv = (f32(y_in[row, x]) - off_y) * inv_gy
-                    cbn = cb_full[x]
-                    crn = cr_full[x]
-                    r = min(max(yv + r_cr32 * crn, f32(0.0)), f32(1.0))
-                    g = min(max(yv + g_cb * cbn + g_cr * crn, f32(0.0)), f32(1.0))
-                    b = min(max(yv + b_cb32 * cbn, f32(0.0)), f32(1.0))
+                    r, g, b = sdr_rgb(y_in[row, x], cb_full[x], cr_full[x], conv)
                     # third-order MMR terms, in model.mmr_features order
                     rg, rb, gb = r * g, r * b, g * b
                     rgb = rg * b
@@ -264,25 +259,47 @@ def _prior_kernel():
                     p0 = min(max(min(max(p0, f32(0.0)), f32(1.0)) + g_full[0, x], f32(0.0)), f32(1.0))
                     p1 = min(max(min(max(p1, f32(0.0)), f32(1.0)) + g_full[1, x], f32(0.0)), f32(1.0))
                     p2 = min(max(min(max(p2, f32(0.0)), f32(1.0)) + g_full[2, x], f32(0.0)), f32(1.0))
-                    ey = wr32 * p0 + wg32 * p1 + wb32 * p2
-                    yc = int(min(max(ey * f32(876.0) + f32(64.0), f32(0.0)), f32(1023.0)) + f32(0.5))
+                    yc, cbc, crc = hdr_codes(p0, p1, p2, conv)
                     if 2 * pair + dr < h:
                         y_out[row, x] = yc
-                    cb_acc[x] += int(min(max((p2 - ey) * s_cb + f32(512.0), f32(0.0)), f32(1023.0)) + f32(0.5))
-                    cr_acc[x] += int(min(max((p0 - ey) * s_cr + f32(512.0), f32(0.0)), f32(1023.0)) + f32(0.5))
+                    cb_acc[x] += cbc
+                    cr_acc[x] += crc
             chroma_out(cb_acc, cr_acc, pair, cb_out, cr_out)
 
     return kernel
 
 
-def _input_range(bits: int, full_range: bool) -> tuple[float, float, float, float]:
+def _conversion(bits: int, full_range: bool) -> tuple[np.ndarray, float, float]:
+    """Both kernels' colour constants: ``(conv, chroma offset, 1 / chroma gain)``.
+
+    ``conv`` (float32): the SDR input as BT.709 (1 / luma gain, luma offset, R'-from-Cr,
+    G'-from-Cb, G'-from-Cr, B'-from-Cb), then the HDR10 output as BT.2020 NCL 10-bit narrow
+    range (K_R, K_G, K_B, luma gain, luma offset, Cb and Cr gains over 2 (1 - K), chroma
+    offset, lowest and highest valid code); the same numbers as
+    :mod:`itmfilter.colour.ycbcr` (:func:`~itmfilter.colour.ycbcr.code_scale`,
+    :func:`~itmfilter.colour.ycbcr.ycbcr_code_range`).
+    """
+    from itmfilter.colour.ycbcr import code_scale, ycbcr_code_range
+
     if bits not in (8, 10):
         raise ValueError(f"the fast path takes 8- or 10-bit SDR, got {bits}")
-    if full_range:
-        scale = float(2**bits - 1)
-        return scale, 0.0, scale, float(2 ** (bits - 1))
-    step = float(2 ** (bits - 8))
-    return 219 * step, 16 * step, 224 * step, 128 * step
+    gy, oy, gc, oc = code_scale(bits, full_range)
+    k_r, k_b = _weights("bt709")
+    k_g = 1 - k_r - k_b
+    r_cr, b_cb = 2 * (1 - k_r), 2 * (1 - k_b)
+    wr, wb = _weights("bt2020nc")
+    gy_o, oy_o, gc_o, oc_o = code_scale(10, False)
+    lo, hi = ycbcr_code_range(10, False)
+    conv = np.array([1 / gy, oy, r_cr, -k_b * b_cb / k_g, -k_r * r_cr / k_g, b_cb,
+                     wr, 1 - wr - wb, wb, gy_o, oy_o, gc_o / (2 * (1 - wb)), gc_o / (2 * (1 - wr)), oc_o,
+                     lo, hi], dtype=np.float32)
+    return conv, float(oc), 1.0 / gc
+
+
+def _outputs(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Empty uint16 Y ``(H, W)`` and Cb, Cr ``(ceil(H/2), ceil(W/2))`` planes."""
+    cb = np.empty(((h + 1) // 2, (w + 1) // 2), np.uint16)
+    return np.empty((h, w), np.uint16), cb, np.empty_like(cb)
 
 
 def prior_to_hdr10_planes(y, cb, cr, resid: np.ndarray, coef: np.ndarray, downscale: int, *,
@@ -290,15 +307,11 @@ def prior_to_hdr10_planes(y, cb, cr, resid: np.ndarray, coef: np.ndarray, downsc
     """SDR 4:2:0 planes + the network's ``(3, lh, lw)`` PQ residual over its polynomial
     prior (``coef``: the ``(22, 3)`` MMR coefficients) -> (Y, Cb, Cr) uint16 HDR10 planes:
     PQ = clip(clip(prior(SDR)) + bilinear residual), per pixel (:func:`itmfilter.ladder.gain_mode`)."""
-    h, w = y.shape
-    gy, oy, gc, oc = _input_range(bits, full_range)
-    wr, wb = _weights("bt2020nc")
-    y_out = np.empty((h, w), np.uint16)
-    cb_out = np.empty(((h + 1) // 2, (w + 1) // 2), np.uint16)
-    cr_out = np.empty_like(cb_out)
+    conv, off_c, inv_gc = _conversion(bits, full_range)
+    y_out, cb_out, cr_out = _outputs(*y.shape)
     _prior_kernel()(np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
                     np.ascontiguousarray(resid, dtype=np.float32), np.ascontiguousarray(coef, dtype=np.float64),
-                    float(downscale), gy, oy, gc, oc, wr, wb, y_out, cb_out, cr_out)
+                    float(downscale), conv, off_c, inv_gc, y_out, cb_out, cr_out)
     return y_out, cb_out, cr_out
 
 
@@ -335,17 +348,13 @@ def gain_to_hdr10_planes(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, gain: np
     """
     from itmfilter.model import _BT709_TO_BT2020, _SDR_WHITE_NITS
 
-    h, w = y.shape
-    gy, oy, gc, oc = _input_range(bits, full_range)
-    wr, wb = _weights("bt2020nc")
+    conv, off_c, inv_gc = _conversion(bits, full_range)
     gamma_lut, pq_lut = tables()
     mat = np.asarray(_BT709_TO_BT2020, dtype=np.float64) * _SDR_WHITE_NITS
-    y_out = np.empty((h, w), np.uint16)
-    cb_out = np.empty(((h + 1) // 2, (w + 1) // 2), np.uint16)
-    cr_out = np.empty_like(cb_out)
+    y_out, cb_out, cr_out = _outputs(*y.shape)
     _kernel()(np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
               np.ascontiguousarray(gain, dtype=np.float32), float(downscale), float(offset_nits),
-              gy, oy, gc, oc, mat, gamma_lut, pq_lut, wr, wb, y_out, cb_out, cr_out)
+              conv, off_c, inv_gc, mat, gamma_lut, pq_lut, y_out, cb_out, cr_out)
     return y_out, cb_out, cr_out
 
 

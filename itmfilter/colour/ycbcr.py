@@ -76,6 +76,22 @@ def ycbcr_code_range(bits: int = 10, full_range: bool = False) -> tuple[int, int
     return step, 2**bits - step - 1
 
 
+def code_scale(bits: int = 10, full_range: bool = False) -> tuple[int, int, int, int]:
+    """``(gain_y, offset_y, gain_c, offset_c)``: code = E' * gain + offset (BT.2100-2 table 9),
+    for E'_Y in [0, 1] and E'_Cb, E'_Cr in [-0.5, 0.5], before rounding and clipping.
+
+    Narrow range: (219 E'_Y + 16) 2^(n-8); the power-of-two step is exact, so it folds into
+    the gain and offset without changing a bit of the product. Full range: (2^n - 1) E'_Y
+    and (2^n - 1) E'_C + 2^(n-1).
+    """
+    bits = _check_bits(bits)
+    if full_range:
+        scale = 2**bits - 1
+        return scale, 0, scale, 2 ** (bits - 1)
+    step = 2 ** (bits - 8)
+    return 219 * step, 16 * step, 224 * step, 128 * step
+
+
 def rgb_to_ycbcr(
     rgb,
     matrix: YcbcrMatrix = "bt709",
@@ -111,16 +127,7 @@ def rgb_to_ycbcr(
         arr = arr.astype(np.float64)
     if arr.ndim == 0 or arr.shape[-1] != 3:
         raise ValueError(f"rgb_to_ycbcr expects channel-last (..., 3) R'G'B', got shape {arr.shape}")
-    if full_range:
-        scale = 2**bits - 1
-        gain_y, offset_y = scale, 0
-        gain_c, offset_c = scale, 2 ** (bits - 1)
-    else:
-        # (219 E'_Y + 16) 2^(n-8): the power-of-two step is exact, so it folds into the
-        # gain and offset without changing a bit of the product.
-        step = 2 ** (bits - 8)
-        gain_y, offset_y = 219 * step, 16 * step
-        gain_c, offset_c = 224 * step, 128 * step
+    gain_y, offset_y, gain_c, offset_c = code_scale(bits, full_range)
     lo, hi = ycbcr_code_range(bits, full_range)
     pixels = arr.reshape(-1, 3)
     codes = np.empty(pixels.shape, np.uint16)

@@ -15,18 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from itmfilter.colour.ycbcr import _weights, ycbcr_code_range
+from itmfilter.colour.ycbcr import _weights, code_scale, ycbcr_code_range
 
 __all__ = ["planes420_to_rgb", "rgb_to_planes420"]
-
-
-def _range(bits: int, full_range: bool) -> tuple[float, float, float, float]:
-    """(gain_y, offset_y, gain_c, offset_c): code = value * gain + offset."""
-    if full_range:
-        scale = float(2**bits - 1)
-        return scale, 0.0, scale, float(2 ** (bits - 1))
-    step = float(2 ** (bits - 8))
-    return 219 * step, 16 * step, 224 * step, 128 * step
 
 
 def _up420(c: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -57,7 +48,7 @@ def planes420_to_rgb(y: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor, *, bit
     """
     k_r, k_b = _weights(matrix)
     k_g = 1 - k_r - k_b
-    gain_y, off_y, gain_c, off_c = _range(bits, full_range)
+    gain_y, off_y, gain_c, off_c = (float(v) for v in code_scale(bits, full_range))
     h, w = y.shape
     yy = (y.to(torch.float32) - off_y) * (1.0 / gain_y)
     cbu = (_up420(cb.to(torch.float32), h, w) - off_c) * (1.0 / gain_c)
@@ -93,7 +84,7 @@ def rgb_to_planes420(rgb: torch.Tensor, *, bits: int = 10, full_range: bool = Fa
     rounded codes with round-half-up integer division.
     """
     k_r, k_b = _weights(matrix)
-    gain_y, off_y, gain_c, off_c = _range(bits, full_range)
+    gain_y, off_y, gain_c, off_c = (float(v) for v in code_scale(bits, full_range))
     lo, hi = ycbcr_code_range(bits, full_range)
     rgb = torch.nan_to_num(rgb.to(torch.float32), nan=0.0, posinf=1.0, neginf=0.0)
     r, g, b = rgb.unbind(-1)
