@@ -402,24 +402,9 @@ def low_res_sdr(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, d: int, *, bits: 
     return np.ascontiguousarray(np.clip(rgb, 0.0, 1.0).transpose(2, 0, 1))
 
 
-def frame_planes(frame) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, bool] | None:
-    """The Y, Cb, Cr planes of a 4:2:0 8/10-bit ``av.VideoFrame`` with (bits, full range),
-    or None for other layouts (which take the exact path)."""
-    from itmfilter.play import _PLANAR, _plane
-
-    spec = _PLANAR.get(frame.format.name)
-    if spec is None or spec[1] != "420":
-        return None
-    bits, _, full = spec
-    full = full or getattr(frame, "color_range", 0) == 2
-    dtype = np.uint8 if bits == 8 else np.uint16
-    y, cb, cr = (_plane(p, dtype) for p in frame.planes[:3])
-    return y, cb, cr, bits, full
-
-
 def hdr10_planes(net, planes, downscale: int, *, precision: str = "auto", gain: str = "auto",
                  offset_nits: float | None = None):
-    """A gain rung on the CPU, fused: ``planes`` from :func:`frame_planes` -> the network at
+    """A gain rung on the CPU, fused: ``planes`` from :func:`itmfilter.play.planes420` -> the network at
     ``1/downscale`` -> (Y, Cb, Cr) uint16 HDR10 planes."""
     import torch
 

@@ -114,14 +114,9 @@ def sdr_frame_to_rgb(frame) -> np.ndarray:
     """
     from itmfilter.colour.ycbcr import upsample_chroma, ycbcr_to_rgb
 
-    name = frame.format.name
-    if name not in _PLANAR:
+    if frame.format.name not in _PLANAR:
         frame = frame.reformat(format="yuv420p10le")
-        name = "yuv420p10le"
-    bits, sub, full = _PLANAR[name]
-    full = full or getattr(frame, "color_range", 0) == 2  # AVCOL_RANGE_JPEG
-    dtype = np.uint8 if bits == 8 else np.uint16
-    y, cb, cr = (_plane(p, dtype) for p in frame.planes[:3])
+    y, cb, cr, bits, sub, full = _code_planes(frame)
     codes = upsample_chroma(y.astype(np.float32), cb, cr, sub)
     rgb = ycbcr_to_rgb(codes, "bt709", bits, full, dtype=np.float32)
     return np.clip(rgb, 0.0, 1.0, out=rgb)
@@ -151,16 +146,38 @@ def yuv420p10_frame(planes) -> "av.VideoFrame":
     return frame
 
 
-def _torch_planes(frame, device):
-    """The Y, Cb, Cr planes of a 4:2:0 frame as tensors on ``device``, with (bits, full)."""
+def _code_planes(frame):
+    """``(y, cb, cr, bits, subsampling, full_range)`` of a planar Y'CbCr frame of
+    :data:`_PLANAR` (views of its buffers, uint8 or uint16), or None for other formats."""
+    spec = _PLANAR.get(frame.format.name)
+    if spec is None:
+        return None
+    bits, sub, full = spec
+    full = full or getattr(frame, "color_range", 0) == 2  # AVCOL_RANGE_JPEG
+    dtype = np.uint8 if bits == 8 else np.uint16
+    y, cb, cr = (_plane(p, dtype) for p in frame.planes[:3])
+    return y, cb, cr, bits, sub, full
+
+
+def planes420(frame):
+    """``(y, cb, cr, bits, full_range)``: the code planes of a 4:2:0 8/10-bit frame (views of
+    its buffers, uint8 or uint16), or None for other layouts."""
+    codes = _code_planes(frame)
+    if codes is None or codes[4] != "420":
+        return None
+    y, cb, cr, bits, _, full = codes
+    return y, cb, cr, bits, full
+
+
+def _torch_planes(planes, device):
+    """:func:`planes420`'s planes as tensors on ``device`` (10-bit codes as int16: torch has
+    no uint16 arithmetic)."""
     import torch
 
-    bits, sub, full = _PLANAR[frame.format.name]
-    full = full or getattr(frame, "color_range", 0) == 2
-    dtype = np.uint8 if bits == 8 else np.int16  # 10-bit codes fit int16 (torch has no uint16 ops)
-    planes = [torch.from_numpy(np.ascontiguousarray(_plane(p, np.uint8 if bits == 8 else np.uint16)).view(dtype))
-              for p in frame.planes[:3]]
-    return [p.to(device, non_blocking=True) for p in planes], bits, full
+    y, cb, cr, bits, _ = planes
+    dtype = np.uint8 if bits == 8 else np.int16
+    return [torch.from_numpy(np.ascontiguousarray(p).view(dtype)).to(device, non_blocking=True)
+            for p in (y, cb, cr)]
 
 
 def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
@@ -187,7 +204,7 @@ def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
     from itmfilter.ladder import apply_rung, apply_rung_tensor, get_rung
 
     device = torch.device(device)
-    is_420 = _PLANAR.get(frame.format.name, (0, ""))[1] == "420"
+    planes = planes420(frame)
     downscale = get_rung(rung).downscale
     if path == "auto":
         if device.type == "cuda":
@@ -196,19 +213,17 @@ def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
             path = "fused"
         else:
             path = "exact"
-    if path == "torch" and is_420:
+    if path == "torch" and planes is not None:
         from itmfilter.colour.ycbcr_torch import planes420_to_rgb, rgb_to_planes420
 
-        (y, cb, cr), bits, full = _torch_planes(frame, device)
-        sdr = planes420_to_rgb(y, cb, cr, bits=bits, full_range=full)
+        y, cb, cr = _torch_planes(planes, device)
+        sdr = planes420_to_rgb(y, cb, cr, bits=planes[3], full_range=planes[4])
         pq = apply_rung_tensor(net, sdr, rung, device, precision, gain=gain)
-        planes = [p.to(dtype=torch.int16).cpu().numpy().view(np.uint16)
-                  for p in rgb_to_planes420(pq, bits=10, full_range=False)]
-        return yuv420p10_frame(planes)
-    if path == "fused" and device.type == "cpu" and downscale > 1:
-        planes = fastpath.frame_planes(frame)
-        if planes is not None:
-            return yuv420p10_frame(fastpath.hdr10_planes(net, planes, downscale, precision=precision, gain=gain))
+        out = [p.to(dtype=torch.int16).cpu().numpy().view(np.uint16)
+               for p in rgb_to_planes420(pq, bits=10, full_range=False)]
+        return yuv420p10_frame(out)
+    if path == "fused" and device.type == "cpu" and downscale > 1 and planes is not None:
+        return yuv420p10_frame(fastpath.hdr10_planes(net, planes, downscale, precision=precision, gain=gain))
     pq = apply_rung(net, sdr_frame_to_rgb(frame), rung, device, precision, gain=gain)
     return yuv420p10_frame(pq_to_yuv420p10(pq))
 
@@ -512,32 +527,26 @@ def choose_gain_mode(net, frame, rung: str = "eighth", device="cpu", samples: in
     return min(errors, key=errors.get)
 
 
-def _warm_up(net, path: Path, rung: str, device, precision, gain: str = "auto") -> None:
-    """Filter the first frame once before the clock starts: the first call loads the fused
-    kernel (numba's disk cache) and allocates, and in real time that frame's delay would
-    make the next ones late."""
+def _first_frame(path: Path):
+    """``(frame, fps)``: the first decoded frame of ``path`` and its frame rate, for the
+    start-up choices (gain mode, rung timing, warm-up), decoded once."""
     import av
 
     with av.open(str(path)) as src:
         vin = src.streams.video[0]
-        hdr10_frame(next(src.decode(vin)), net, rung, device, precision, gain=gain)
+        return next(src.decode(vin)), float(vin.average_rate or vin.guessed_rate or 24)
 
 
-def _auto_rung(net, path: Path, device, precision, gain: str = "auto") -> tuple[str, dict]:
+def _auto_rung(net, frame, fps: float, device, precision, gain: str = "auto") -> tuple[str, dict]:
     """Time the rungs on the first frame, through the same per-frame path the producer
     uses (decode excluded: it runs ahead in its own thread), and pick the best that fits
     the frame period. Rungs are timed cheapest first and the timing stops at the first
-    rung that takes over twice the period (the better ones are slower still)."""
+    rung that takes over twice the period (the better ones are slower still). The first
+    call of each rung is untimed: it also warms the filter up (JIT cache, allocations)."""
     import statistics
-
-    import av
 
     from itmfilter.ladder import RUNGS, choose_rung
 
-    with av.open(str(path)) as src:
-        vin = src.streams.video[0]
-        fps = float(vin.average_rate or vin.guessed_rate or 24)
-        frame = next(src.decode(vin))
     timings: dict[str, float] = {}
     for rung in reversed(RUNGS):
         hdr10_frame(frame, net, rung.name, device, precision, gain=gain)  # warm-up (and JIT compile)
@@ -659,16 +668,17 @@ def _play(path, *, hdr, vo, output, rung, device, precision, weights_provider, i
                 gain = gain_mode(net0, gain)
             except ValueError as exc:
                 raise ItmError(path, str(exc), "use --gain rgb or auto") from None
+        first, fps = _first_frame(path)
         if gain == "auto":
-            import av
-
-            with av.open(str(path)) as src:
-                gain = choose_gain_mode(net0, next(src.decode(src.streams.video[0])))
+            gain = choose_gain_mode(net0, first)
         if rung == "auto":
-            chosen, timings = _auto_rung(net0, path, torch_device, precision, gain)
+            chosen, timings = _auto_rung(net0, first, fps, torch_device, precision, gain)
         else:
             chosen, timings = get_rung(rung).name, {}
-            _warm_up(net0, path, chosen, torch_device, precision, gain)
+            # Filter the first frame once before the clock starts: the first call loads
+            # the fused kernel and allocates; in real time its delay would make the next
+            # frames late.
+            hdr10_frame(first, net0, chosen, torch_device, precision, gain=gain)
         session = _Session(path, provider, torch_device, precision, chosen, realtime,
                            with_audio=True)
         session.gain = gain
