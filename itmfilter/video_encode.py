@@ -255,20 +255,19 @@ def encode_video(
         steps=options.warm_steps, lr=options.warm_lr, seed=options.seed, resample_at=(0,), error_stride=8,
         trainable=WARM_PARAMS[options.warm_params],
     )
-    shot, shot_frames, prev_thumb = -1, [], None
+    shot, shot_frames = -1, []
     done_shots = {int(p.stem.split("-")[1]): p for p in work.glob("shot-*.bin")}
     bar = tqdm(total=sinfo.frame_count or None, unit="frame", desc=f"adapting ({options.strategy})", disable=quiet)
     held_error = None
+    detect, starts = ShotDetector(options.shot_threshold), None
     if options.max_kbps and options.strategy != "frame":
-        starts, n_frames = shot_starts(master, options)
+        starts, n_frames = shot_starts(master, options)  # the budget needs segment lengths
         budget = RateBudget(options.max_kbps, float(fps), starts, key_interval, n_frames)
     else:
         budget = RateBudget(None, float(fps), set(), key_interval, 0)
     for (_, nits), (index, sdr) in zip(read_hdr_frames(master, assume_hdr=options.assume_hdr), read_sdr_frames(sdr_path)):
         light.add(nits)
-        thumb = _thumb(nits)
-        shot_start = prev_thumb is None or float(np.abs(thumb - prev_thumb).mean()) > options.shot_threshold
-        prev_thumb = thumb
+        shot_start = index in starts if starts is not None else detect(nits)
         if shot_start:
             if shot >= 0 and shot not in done_shots:
                 _save_shot(work, shot, shot_frames, packets)
@@ -402,16 +401,30 @@ class RateBudget:
         self.tokens -= payload_bytes
 
 
+class ShotDetector:
+    """A cut where the mean |change| of the 32x18 PQ luma thumbnails (:func:`_thumb`) between
+    consecutive frames exceeds ``threshold``; the first frame opens a shot."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self._prev: np.ndarray | None = None
+
+    def __call__(self, nits: np.ndarray) -> bool:
+        thumb = _thumb(nits)
+        cut = self._prev is None or float(np.abs(thumb - self._prev).mean()) > self.threshold
+        self._prev = thumb
+        return cut
+
+
 def shot_starts(master, options: "VideoEncodeOptions") -> tuple[set[int], int]:
-    """The frames that open shots (the detector of pass 2, run ahead) and the frame count."""
+    """The frames that open shots (pass 2's detector, run ahead) and the frame count."""
     from itmfilter.media.video import read_hdr_frames
 
-    starts, prev, n = set(), None, 0
+    detect, starts, n = ShotDetector(options.shot_threshold), set(), 0
     for index, nits in read_hdr_frames(master, assume_hdr=options.assume_hdr):
-        thumb = _thumb(nits)
-        if prev is None or float(np.abs(thumb - prev).mean()) > options.shot_threshold:
+        if detect(nits):
             starts.add(index)
-        prev, n = thumb, index + 1
+        n = index + 1
     return starts, n
 
 
