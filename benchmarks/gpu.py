@@ -77,7 +77,9 @@ def resized(hdr: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def to_sdr(nits: np.ndarray) -> np.ndarray:
-    return (np.round(np.clip(get_curve("bt2446a").forward(nits), 0, 1) * 255) / 255).astype(np.float32)
+    from stills import quantise_sdr
+
+    return quantise_sdr(get_curve("bt2446a").forward(nits))
 
 
 def median_time(fn, device, repeats: int) -> float:

@@ -32,6 +32,7 @@ from itmfilter.weights.init import load_init  # noqa: E402
 
 def quality_rows(pano) -> list[str]:
     from gpu import resized
+    from stills import quantise_sdr
 
     from itmfilter.adapt import AdaptOptions, adapt
     from itmfilter.colour.transfer import eotf_inverse_st2084
@@ -42,7 +43,7 @@ def quality_rows(pano) -> list[str]:
     master = resized(pano, 1920, 1080)
     rows = ["| SDR | low-resolution map | " + " | ".join(RUNG_NAMES) + " |", "|---" * (len(RUNG_NAMES) + 2) + "|"]
     for curve in ("bt2446a", "local"):
-        sdr = (np.round(np.clip(get_curve(curve).forward(master), 0, 1) * 255) / 255).astype(np.float32)
+        sdr = quantise_sdr(get_curve(curve).forward(master))
         net = adapt(init, sdr, eotf_inverse_st2084(master).astype(np.float32), AdaptOptions()).net
         for gain in ("rgb", "prior"):
             costs = measure_rung_costs(net, sdr, master, precision="fp32", gain=gain)

@@ -70,11 +70,13 @@ def train_all(out: Path, outer_steps: int, quiet: bool) -> None:
 
 
 def _test_pairs(curves):
+    from stills import quantise_sdr
+
     scenes = split_scenes(fetch_scenes(quiet=True))["test"]
     for s in scenes:
         hdr = np.ascontiguousarray(s.load(0), dtype=np.float32)
         for c in curves:
-            sdr = (np.round(np.clip(get_curve(c).forward(hdr), 0, 1) * 255) / 255).astype(np.float32)
+            sdr = quantise_sdr(get_curve(c).forward(hdr))
             yield s.name, c, hdr, sdr
 
 
