@@ -410,6 +410,8 @@ class TrackDecoder:
         self._memo: collections.OrderedDict[int, tuple[bytes, Packet | str]] = collections.OrderedDict()
         self.problems: dict[int, str] = {}
         self._ahead: "TrackDecoder | None" = None
+        self._span_key: tuple | None = None
+        self._span_value = (0, 0)
 
     @property
     def damage_count(self) -> int:
@@ -498,7 +500,7 @@ class TrackDecoder:
         p = self._parse(frame, packets_by_frame)
         if status != "ok" or not isinstance(p, Packet) or p.kind != "repeat":
             return vec, status
-        first = min(packets_by_frame)
+        first, last = self._span(packets_by_frame)
         a = frame - 1
         while a >= first:
             q = self._parse(a, packets_by_frame)
@@ -509,7 +511,7 @@ class TrackDecoder:
             a -= 1
         if a < first:
             return vec, status
-        for b in range(frame + 1, min(a + max_gap, max(packets_by_frame)) + 1):
+        for b in range(frame + 1, min(a + max_gap, last) + 1):
             q = self._parse(b, packets_by_frame)
             if not isinstance(q, Packet) or q.shot != p.shot:
                 return vec, status
@@ -523,6 +525,14 @@ class TrackDecoder:
                 return (vec + t * (target - vec)).astype(np.float32), status
         return vec, status
 
+    def _span(self, packets: dict[int, bytes]) -> tuple[int, int]:
+        """(first, last) frame of ``packets``, remembered per mapping and size: scanning the
+        keys on every frame made sequential decoding quadratic in the track's length."""
+        key = (id(packets), len(packets))
+        if self._span_key != key:
+            self._span_key, self._span_value = key, (min(packets), max(packets))
+        return self._span_value
+
     def params_at(self, frame: int, packets_by_frame: dict[int, bytes]) -> tuple[np.ndarray, str]:
         """The parameter vector for presentation index ``frame`` and its status (one of
         :data:`STATUSES`). ``packets_by_frame`` maps frame -> packet bytes (from
@@ -533,7 +543,7 @@ class TrackDecoder:
             self._memo.clear()
         if not packets:
             return np.zeros(self._n, np.float32), "unavailable"
-        first, last = min(packets), max(packets)
+        first, last = self._span(packets)
         cache = self._cache
         if cache is not None and cache.frame == frame:
             return cache.params.copy(), cache.status
