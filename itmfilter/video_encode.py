@@ -72,6 +72,9 @@ class VideoEncodeOptions:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ItmError(None, f"unknown --strategy {self.strategy!r}", f"use one of {', '.join(STRATEGIES)}")
+        if self.max_kbps is not None and not self.max_kbps >= 0:
+            raise ItmError(None, f"--max-kbps must be a positive bitrate in kbit/s, got {self.max_kbps}",
+                           "give e.g. 64, or 0 for no cap")
         if self.warm_params not in WARM_PARAMS:
             raise ItmError(None, f"unknown warm_params {self.warm_params!r}", f"use one of {', '.join(WARM_PARAMS)}")
         if self.codec not in ("libx264", "libx265"):
@@ -261,7 +264,8 @@ def encode_video(
     held_error = None
     detect, starts = ShotDetector(options.shot_threshold), None
     if options.max_kbps and options.strategy != "frame":
-        starts, n_frames = shot_starts(master, options)  # the budget needs segment lengths
+        # the budget needs segment lengths
+        starts, n_frames = shot_starts(master, options, sinfo.frame_count or None, quiet)
         budget = RateBudget(options.max_kbps, float(fps), starts, key_interval, n_frames)
     else:
         budget = RateBudget(None, float(fps), set(), key_interval, 0)
@@ -416,15 +420,20 @@ class ShotDetector:
         return cut
 
 
-def shot_starts(master, options: "VideoEncodeOptions") -> tuple[set[int], int]:
+def shot_starts(master, options: "VideoEncodeOptions", total: int | None = None,
+                quiet: bool = False) -> tuple[set[int], int]:
     """The frames that open shots (pass 2's detector, run ahead) and the frame count."""
+    from tqdm import tqdm
+
     from itmfilter.media.video import read_hdr_frames
 
     detect, starts, n = ShotDetector(options.shot_threshold), set(), 0
-    for index, nits in read_hdr_frames(master, assume_hdr=options.assume_hdr):
-        if detect(nits):
-            starts.add(index)
-        n = index + 1
+    with tqdm(total=total, unit="frame", desc="finding shots", disable=quiet) as bar:
+        for index, nits in read_hdr_frames(master, assume_hdr=options.assume_hdr):
+            if detect(nits):
+                starts.add(index)
+            n = index + 1
+            bar.update(1)
     return starts, n
 
 

@@ -186,3 +186,8 @@ def test_rate_budget_spreads_a_segment_evenly():
     assert b.affordable() == 0 and not b.can_afford(1)
     free = RateBudget(None, 24.0, set(), 96, 0)
     assert free.affordable() is None and free.can_afford(10**9)
+
+
+def test_negative_rate_cap_is_refused():
+    with pytest.raises(ItmError, match="max-kbps"):
+        VideoEncodeOptions(max_kbps=-5)
