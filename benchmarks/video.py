@@ -47,6 +47,7 @@ STRATEGIES = {
     "warm coord layer, no cap": dict(strategy="warm", max_kbps=None),
     "warm coord layer, cap 128 kbit/s": dict(strategy="warm", max_kbps=128.0),
     "default: warm coord layer, cap 64 kbit/s": dict(strategy="warm", max_kbps=64.0),
+    "default without motion compensation": dict(strategy="warm", max_kbps=64.0, motion=False),
     "warm coord layer, cap 32 kbit/s": dict(strategy="warm", max_kbps=32.0),
 }
 

@@ -98,6 +98,9 @@ def encode(
     max_kbps: Annotated[
         float, typer.Option(help="Video: cap on the weights' bitrate in kbit/s (token bucket; 0: no cap).")
     ] = 64.0,
+    motion: Annotated[
+        bool, typer.Option("--motion/--no-motion", help="Video: predict each frame's weights from the previous set shifted by the camera's pan.")
+    ] = True,
     assume_hdr: Annotated[bool, typer.Option(help="Video: treat an untagged master as PQ BT.2020.")] = False,
     fps: Annotated[float, typer.Option(help="EXR-sequence master: frames per second.")] = 24.0,
     device: DeviceOpt = "auto",
@@ -122,7 +125,7 @@ def encode(
             options=VideoEncodeOptions(
                 tm=tm, codec=codec, crf=crf, preset=preset, sidecar="auto" if sidecar == "embed" else sidecar,
                 strategy=strategy, first_steps=steps, refresh_ratio=refresh, key_seconds=key_seconds,
-                max_kbps=max_kbps or None, assume_hdr=assume_hdr, fps=fps, seed=seed,
+                max_kbps=max_kbps or None, motion=motion, assume_hdr=assume_hdr, fps=fps, seed=seed,
             ),
             init_path=init,
             device=device,

@@ -21,6 +21,11 @@ Strategies (``--strategy``; measured in ``benchmarks/video.py``):
   from the decoder's set (closed loop) for a few steps, its polynomial prior refitted to
   the frame (a fixed prior extrapolates badly when new colours enter the shot: measured
   -16 dB on a pan), and coded as a delta. ``refresh_ratio`` trades bits for quality.
+  With ``motion`` (default), the camera's global translation since the previous frame is
+  measured by phase correlation on the SDR (:mod:`itmfilter.media.motion`) and the held
+  set is first shifted by it (:mod:`itmfilter.track.motion`: exact for a pan); the shift
+  travels in every frame's packet (8 bytes) and the refresh test, the warm start and the
+  delta all start from the shifted set.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class VideoEncodeOptions:
     warm_lr: float = 3e-3
     warm_params: str = "coord"  # what warm frames retrain (WARM_PARAMS); measured in benchmarks/video.py
     refresh_ratio: float = 1.15
+    motion: bool = True  # motion-compensated prediction of warm frames (a global translation)
     key_seconds: float = 4.0
     key_dtype: str = "int8"  # measured: same PU21 as fp16 keys at half the bytes
     delta_step: float | None = 1 / 64
@@ -181,8 +187,10 @@ def encode_video(
     from itmfilter.colour.transfer import eotf_inverse_st2084
     from itmfilter.media.atomic import atomic_output
     from itmfilter.media.video import probe_video, read_hdr_frames, read_sdr_frames
+    from itmfilter.media.motion import MotionEstimator
     from itmfilter.model import resolve_device
-    from itmfilter.track.codec import TrackEncoder
+    from itmfilter.track.codec import TrackEncoder, carries_update
+    from itmfilter.track.motion import pixels_to_shift
     from itmfilter.track.format import (
         TrackHeader,
         decode_packet,
@@ -262,6 +270,7 @@ def encode_video(
     done_shots = {int(p.stem.split("-")[1]): p for p in work.glob("shot-*.bin")}
     bar = tqdm(total=sinfo.frame_count or None, unit="frame", desc=f"adapting ({options.strategy})", disable=quiet)
     held_error = None
+    estimate_motion = MotionEstimator()
     detect, starts = ShotDetector(options.shot_threshold), None
     if options.max_kbps and options.strategy != "frame":
         # the budget needs segment lengths
@@ -289,22 +298,25 @@ def encode_video(
             continue
         target = eotf_inverse_st2084(nits).astype(np.float32)
         budget.next_frame()
+        pan = estimate_motion(sdr) if options.motion and options.strategy == "warm" else None
+        shift = pixels_to_shift(pan, sinfo.width, sinfo.height) if pan is not None else None
         if options.strategy == "frame" or shot_start or encoder.decoded is None or held_error is None:
             net = adapt(init, sdr, target, first_opts, device=dev).net
             params = flatten_state(net.state_dict())
         else:
+            reference = encoder.reference(shift)  # the held set, following the pan
             held = init.__class__(init.config)
-            held.load_state_dict(unflatten(init.config, encoder.decoded))
+            held.load_state_dict(unflatten(init.config, reference))
             error = _frame_error(held, sdr, target, dev)
             if error <= options.refresh_ratio * held_error or not budget.can_afford(MIN_DELTA_BYTES):
-                params = encoder.decoded  # a repeat: nothing worth (or affordable) to send
+                params = reference  # a repeat (or the shift alone): nothing worth (or affordable) to send
             else:
                 net = adapt(held, sdr, target, warm_opts, device=dev).net
                 params = flatten_state(net.state_dict())
         if encoder.needs_key and not shot_start:
             shot_start = True  # first coded frame after resumed shots must be a key
-        packet = encoder.add(index, params, shot_start=shot_start, max_bytes=budget.affordable())
-        if packet.kind != "repeat":
+        packet = encoder.add(index, params, shot_start=shot_start, max_bytes=budget.affordable(), motion=shift)
+        if carries_update(packet):
             held_net = init.__class__(init.config)
             held_net.load_state_dict(unflatten(init.config, encoder.decoded))
             held_error = _frame_error(held_net, sdr, target, dev)
@@ -344,7 +356,8 @@ def encode_video(
     seconds = len(order) / float(fps)
     kinds: dict[str, int] = {}
     for i in order:
-        kind = decode_packet(packets[i]).kind
+        p = decode_packet(packets[i])
+        kind = "shift" if p.kind == "delta" and not carries_update(p) else p.kind  # the pan alone
         kinds[kind] = kinds.get(kind, 0) + 1
     return VideoEncodeReport(os.fspath(output), len(order), shot + 1, meta_bytes, 8 * meta_bytes / 1000 / seconds, mode, kinds)
 

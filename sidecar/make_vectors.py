@@ -34,11 +34,19 @@ from itmfilter.track import (  # noqa: E402
     track_to_json,
     write_track_blob,
 )
-from itmfilter.track.codec import decode_payload, encode_key_payload  # noqa: E402
+from itmfilter.track.codec import (  # noqa: E402
+    MOTION_DELTA_CODING,
+    decode_payload,
+    encode_delta_payload,
+    encode_key_payload,
+    encode_motion_payload,
+    quantise_delta,
+)
 from itmfilter.track.format import param_layout, tensor_sizes  # noqa: E402
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 SMALL = ModelConfig(coord_features=8, rgb_features=8, hidden=(16, 8))  # 491 parameters
+SMALL_FOURIER = ModelConfig(coord_encoding="fourier", coord_features=8, rgb_features=8, hidden=(16, 8))
 HDR10 = {
     "primaries": [[0.68, 0.32], [0.265, 0.69], [0.15, 0.06]],
     "white_point": [0.3127, 0.329],
@@ -164,6 +172,29 @@ def build_vectors() -> dict[str, bytes]:
          "error_contains": "version 9"},
     ]
 
+    # Motion-compensated DELTAs (coding 2, since 1.1): a Fourier config with a residual, and
+    # the shift alone on the SIREN config.
+    fsizes = tensor_sizes(SMALL_FOURIER)
+    mrng = np.random.default_rng(11)  # its own generator: the vectors before it keep their values
+    ref = _params(SMALL_FOURIER, mrng)
+    shift = (np.float32(0.0421875), np.float32(-0.0185185))
+    steps, codes = quantise_delta(ref + mrng.normal(0, 0.01, ref.shape).astype(np.float32), ref, fsizes, 1 / 64)
+    motion = Packet(6, "delta", 0, encode_motion_payload(shift, encode_delta_payload(steps, codes)), MOTION_DELTA_CODING)
+    out["packet_motion.bin"] = encode_packet(motion)
+    out["packet_motion_reference.npy"] = _npy(ref)
+    out["packet_motion_expected.npy"] = _npy(decode_payload(motion, ref, fsizes, config=SMALL_FOURIER))
+    only = Packet(5, "delta", 0, encode_motion_payload((np.float32(-0.125), np.float32(0.0625)), None), MOTION_DELTA_CODING)
+    out["packet_motion_only.bin"] = encode_packet(only)
+    out["packet_motion_only_reference.npy"] = _npy(expected[4])
+    out["packet_motion_only_expected.npy"] = _npy(decode_payload(only, expected[4], sizes, config=SMALL))
+    manifest += [
+        {"file": "packet_motion.bin", "what": "DELTA, coding 2 (shift, then a coding-1 residual), fourier config",
+         "frame": 6, "config": "small-fourier", "reference": "packet_motion_reference.npy",
+         "expected": "packet_motion_expected.npy"},
+        {"file": "packet_motion_only.bin", "what": "DELTA, coding 2, the shift alone (siren config: a bias change)",
+         "frame": 5, "reference": "packet_motion_only_reference.npy", "expected": "packet_motion_only_expected.npy"},
+    ]
+
     # One KEY of the full "paper" network (8771 parameters), the size carried in practice.
     paper = _params(CONFIGS["paper"], rng)
     coding, payload = encode_key_payload(paper, tensor_sizes(CONFIGS["paper"]), "fp16")
@@ -180,7 +211,8 @@ def build_vectors() -> dict[str, bytes]:
     out["manifest.json"] = (
         json.dumps(
             {
-                "configs": {"small": json.loads(SMALL.to_json()), "paper": json.loads(CONFIGS["paper"].to_json())},
+                "configs": {"small": json.loads(SMALL.to_json()), "paper": json.loads(CONFIGS["paper"].to_json()),
+                            "small-fourier": json.loads(SMALL_FOURIER.to_json())},
                 "vectors": manifest,
             },
             sort_keys=True,

@@ -394,7 +394,7 @@ def test_vectors_decode_to_expected_weights():
             p = decode_packet(raw)
             assert p.frame == entry["frame"]
             ref = np.load(vec / entry["reference"]) if "reference" in entry else None
-            got = decode_payload(p, ref, tensor_sizes(config))
+            got = decode_payload(p, ref, tensor_sizes(config), config=config)
             assert np.array_equal(got, expected), entry["file"]
             continue
         assert header.config == config

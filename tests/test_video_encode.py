@@ -156,8 +156,12 @@ def test_rate_cap_holds_per_segment_and_lowers_the_bitrate(master, tmp_path):
     track = load_track(out)
     raws = [track.packets[i] for i in sorted(track.packets)]
     kinds = [decode_packet(r).kind for r in raws]
+    from itmfilter.track.codec import carries_update
+
+    updates = [carries_update(decode_packet(r)) for r in raws]
     assert report.metadata_bytes < report_free.metadata_bytes
-    assert kinds.count("delta") >= 1 and kinds.count("repeat") >= 1  # it spent, and it held
+    # it spent (deltas with codes), and it held (repeats, or the pan's shift alone)
+    assert sum(u and k == "delta" for u, k in zip(updates, kinds)) >= 1 and not all(updates)
     # every key-to-key segment costs at most the cap over its duration, beyond its key
     per_frame = kbps * 1000 / 8 / 24
     keys = [i for i, k in enumerate(kinds) if k == "key"] + [len(raws)]
@@ -191,3 +195,42 @@ def test_rate_budget_spreads_a_segment_evenly():
 def test_negative_rate_cap_is_refused():
     with pytest.raises(ItmError, match="max-kbps"):
         VideoEncodeOptions(max_kbps=-5)
+
+
+def test_motion_compensation_follows_a_real_pan(tmp_path):
+    """A pan across the packaged real HDR picture: warm frames carry the camera's shift
+    (DELTA coding 2) equal to the pan's speed, and decoding them gives every frame a set."""
+    import struct
+
+    from itmfilter.data import sample_path
+    from itmfilter.media.stills import read_hdr
+    from itmfilter.media.testmedia import pan_view
+    from itmfilter.track.codec import MOTION_DELTA_CODING
+
+    pano = read_hdr(sample_path()).nits
+    h, w = pano.shape[:2]
+    size, window = (192, 108), h * 0.5
+    speed = 1.5  # panorama pixels per frame
+    px_per_frame = speed * size[1] / window  # output pixels per frame
+    frames = [pan_view(pano, size, (w * 0.4 + speed * i, h * 0.5), window) for i in range(10)]
+    master = tmp_path / "pan.mkv"
+    make_master_from_arrays(master, iter(frames), fps=24, codec="hevc", peak_nits=1000)
+    opts = dict(FAST.__dict__, key_seconds=4.0, max_kbps=None)
+    out = tmp_path / "sdr.mp4"
+    report = encode_video(master, out, options=VideoEncodeOptions(**opts), quiet=True)
+    assert report.shots == 1
+    track = load_track(out)
+    packets = [decode_packet(track.packets[i]) for i in range(10)]
+    assert packets[0].kind == "key"
+    shifts = [struct.unpack_from("<ff", p.payload) for p in packets[1:] if p.coding == MOTION_DELTA_CODING]
+    assert len(shifts) == 9  # every warm frame follows the pan
+    for dx, dy in shifts:
+        assert abs(dx * size[0] / 2 - px_per_frame) < 0.25 and abs(dy * size[1] / 2) < 0.25, (dx, dy)
+    dec = TrackDecoder(track.header)
+    assert all(dec.params_at(i, track.packets)[1] == "ok" for i in range(10))
+    # --no-motion: no coding-2 packet
+    out2 = tmp_path / "sdr-nomotion.mp4"
+    encode_video(master, out2, options=VideoEncodeOptions(**dict(opts, motion=False)), quiet=True)
+    track2 = load_track(out2)
+    assert not any(decode_packet(r).coding == MOTION_DELTA_CODING and decode_packet(r).kind == "delta"
+                   for r in track2.packets.values())

@@ -11,6 +11,11 @@
   ``step_t = delta_step * max(rms(prev_t), rms_floor)`` and sends it, so after every
   delta each parameter is within ``step_t / 2`` of the encoder's input: the loop is
   closed (the encoder codes against what the decoder will hold), errors never accumulate.
+* DELTA coding 2 (motion-compensated): two binary32 values ``(dx, dy)``, then optionally
+  a coding-1 payload. The previous decoded set is first shifted by ``(dx, dy)``
+  (:func:`itmfilter.track.motion.warp_params`: the network evaluated at ``xy + (dx, dy)``,
+  a camera pan), and the coding-1 payload, when present, applies on top of the shifted
+  set. Eight bytes follow a pan; the residual codes only what the pan does not explain.
 * REPEAT: empty payload; the previous set again. Sent when every ``q`` of a delta is 0.
 
 Decoder arithmetic is IEEE binary32, multiply then add (no fused multiply-add):
@@ -39,6 +44,8 @@ from .format import (
 
 KEY_CODINGS = {"fp16": 1, "int8": 2}
 DELTA_CODING = 1
+MOTION_DELTA_CODING = 2
+_MOTION = struct.Struct("<ff")
 REPEAT_CODING = 0
 
 DEFAULT_KEY_INTERVAL = 96  # 4 s at 24 fps: the longest wait for a set after a seek
@@ -237,8 +244,24 @@ def decode_delta_payload(payload: bytes, reference: np.ndarray, sizes: list[int]
     return np.concatenate(out).astype(np.float32, copy=False)
 
 
-def decode_payload(packet: Packet, reference: np.ndarray | None, sizes: list[int], wide=None) -> np.ndarray:
-    """The set a packet codes, given the previous decoded set (needed for delta/repeat)."""
+def encode_motion_payload(shift: tuple[float, float], residual: bytes | None) -> bytes:
+    """DELTA coding 2: the binary32 shift ``(dx, dy)`` then the optional coding-1 residual."""
+    return _MOTION.pack(float(shift[0]), float(shift[1])) + (residual or b"")
+
+
+def carries_update(packet: Packet) -> bool:
+    """True for a KEY or a DELTA with codes; False for a REPEAT or a shift-only DELTA."""
+    if packet.kind == "key":
+        return True
+    if packet.kind != "delta":
+        return False
+    return packet.coding != MOTION_DELTA_CODING or len(packet.payload) > _MOTION.size
+
+
+def decode_payload(packet: Packet, reference: np.ndarray | None, sizes: list[int], wide=None,
+                   config=None) -> np.ndarray:
+    """The set a packet codes, given the previous decoded set (needed for delta/repeat).
+    ``config`` (the track's model config) is needed for motion-compensated deltas."""
     if packet.kind == "key":
         return decode_key_payload(packet.coding, packet.payload, sizes, wide)
     if reference is None:
@@ -247,6 +270,19 @@ def decode_payload(packet: Packet, reference: np.ndarray | None, sizes: list[int
         if packet.payload:
             raise TrackFormatError(f"repeat packet for frame {packet.frame} carries a payload")
         return reference
+    if packet.coding == MOTION_DELTA_CODING:
+        from .motion import warp_params
+
+        if config is None:
+            raise ValueError("decoding a motion-compensated delta needs the track's model config")
+        if len(packet.payload) < _MOTION.size:
+            raise TrackFormatError(f"motion delta for frame {packet.frame} is shorter than its shift")
+        shift = _MOTION.unpack_from(packet.payload)
+        if not all(np.isfinite(shift)):
+            raise TrackFormatError(f"motion delta for frame {packet.frame} has a non-finite shift")
+        warped = warp_params(config, reference, shift)
+        rest = packet.payload[_MOTION.size :]
+        return decode_delta_payload(rest, warped, sizes) if rest else warped
     if packet.coding != DELTA_CODING:
         raise TrackFormatError(f"unknown delta coding {packet.coding}", "upgrade itmfilter to read it")
     return decode_delta_payload(packet.payload, reference, sizes)
@@ -323,14 +359,29 @@ class TrackEncoder:
         start the next frame's adaptation from it, not from the encoder's own input."""
         return self._decoded
 
+    def reference(self, motion: tuple[float, float] | None = None) -> np.ndarray | None:
+        """The set the next DELTA is coded against: the decoder's set, shifted by ``motion``
+        (pixel-grid units) when given (:func:`itmfilter.track.motion.warp_params`)."""
+        if self._decoded is None or not motion or (motion[0] == 0 and motion[1] == 0):
+            return self._decoded
+        from .motion import warp_params
+
+        shift = tuple(float(np.float32(m)) for m in motion)  # what the packet will carry
+        return warp_params(self.header.config, self._decoded, shift)
+
     def add(self, frame: int, params: np.ndarray, shot_start: bool = False,
-            max_bytes: int | None = None) -> Packet:
+            max_bytes: int | None = None, motion: tuple[float, float] | None = None) -> Packet:
         """Code frame ``frame`` (presentation index; consecutive after the first call).
 
         ``max_bytes`` (rate control): when a DELTA is due, its step is coarsened by powers
         of two (up to :data:`MAX_STEP_COARSENING` times ``delta_step``; the step table of
         each packet records what was used) until the payload fits; if none fits, a REPEAT
         is sent and the decoder keeps its set. KEYs are never refused.
+
+        ``motion``: the camera's shift since the previous frame in pixel-grid units
+        (:mod:`itmfilter.track.motion`). When given and non-zero, a due DELTA is coded
+        against the shifted set (coding 2); when nothing else fits or is needed, the shift
+        alone is sent (8 bytes of payload), never a REPEAT.
         """
         params = np.asarray(params, dtype=np.float32).ravel()
         if params.shape != (self._n,):
@@ -344,30 +395,37 @@ class TrackEncoder:
             self._shot += 1
         packet = None
         if not (first or shot_start or frame - self._last_key >= self.key_interval):
+            moving = bool(motion) and (np.float32(motion[0]) != 0 or np.float32(motion[1]) != 0)
+            reference = self.reference(motion) if moving else self._decoded
+            extra = _MOTION.size if moving else 0
             factor = 1.0
             while True:
-                steps, codes = quantise_delta(params, self._decoded, self._sizes, self.delta_step * factor,
+                steps, codes = quantise_delta(params, reference, self._sizes, self.delta_step * factor,
                                               self.rms_floor, self._wide)
                 try:
                     payload = encode_delta_payload(steps, codes, self.zstd_level)
                 except OverflowError:
                     payload = b"overflow"
-                if payload is None or payload == b"overflow" or max_bytes is None or len(payload) <= max_bytes:
+                if payload is None or payload == b"overflow" or max_bytes is None or len(payload) + extra <= max_bytes:
                     break
                 if factor >= MAX_STEP_COARSENING:
                     payload = None  # nothing affordable: hold the set
                     break
                 factor *= 2
-            if payload is None:
+            if payload == b"overflow":
+                pass
+            elif moving:
+                packet = Packet(frame, "delta", self._shot, encode_motion_payload(motion, payload), MOTION_DELTA_CODING)
+            elif payload is None:
                 packet = Packet(frame, "repeat", self._shot, b"", REPEAT_CODING)
-            elif payload != b"overflow":
+            else:
                 packet = Packet(frame, "delta", self._shot, payload, DELTA_CODING)
         if packet is None:
             coding, payload = encode_key_payload(params, self._sizes, self.key_dtype, self.zstd_level, self._wide)
             packet = Packet(frame, "key", self._shot, payload, coding)
             self._last_key = frame
         # Closed loop: hold exactly what a decoder will reconstruct from these bytes.
-        decoded = decode_payload(packet, self._decoded, self._sizes, self._wide).copy()
+        decoded = decode_payload(packet, self._decoded, self._sizes, self._wide, self.header.config).copy()
         decoded.setflags(write=False)
         self._decoded = decoded
         self._next_frame = frame + 1
@@ -475,7 +533,7 @@ class TrackDecoder:
             if params is not None:
                 return _State(frame, params, p.shot, True, "concealed")
         try:
-            params = decode_payload(p, state.params, self._sizes, self._wide)
+            params = decode_payload(p, state.params, self._sizes, self._wide, self.header.config)
         except TrackFormatError as exc:
             self.problems[frame] = str(exc)
             return _State(frame, state.params, state.shot, True, "damaged")
@@ -583,13 +641,16 @@ __all__ = [
     "DEFAULT_KEY_INTERVAL",
     "DEFAULT_RMS_FLOOR",
     "KEY_CODINGS",
+    "MOTION_DELTA_CODING",
     "STATUSES",
     "TrackDecoder",
     "TrackEncoder",
+    "carries_update",
     "decode_delta_payload",
     "decode_key_payload",
     "decode_payload",
     "encode_delta_payload",
     "encode_key_payload",
+    "encode_motion_payload",
     "quantise_delta",
 ]

@@ -30,7 +30,7 @@ from itmfilter.model import ITMNet, ModelConfig
 FORMAT_NAME = "itmfilter-track"
 VERSION_MAJOR = 1
 """Readers refuse any other major version: a major bump means old readers would misread."""
-VERSION_MINOR = 0
+VERSION_MINOR = 1
 """Minor bumps only add optional header fields or new codings behind their own code."""
 
 HEADER_MAGIC = b"ITMT"
