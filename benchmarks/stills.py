@@ -180,6 +180,31 @@ def run_authors(split: str, curves: list[str], limit=None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_clipping(split: str, curves: list[str], init, limit=None) -> str:
+    """Where the error is: PU21-PSNR of the adapted MLP and of the polynomial with the
+    pixels the SDR clipped (max R'G'B' >= 0.99, no information left but position) replaced
+    by the master's, and with the other pixels replaced. Analysis only (no tuning)."""
+    from itmfilter.baselines import apply_mmr, fit_mmr
+    from itmfilter.metrics import psnr_pu21
+
+    lines = ["| picture | curve | clipped % | method | PU21-PSNR | clipped pixels perfect | unclipped pixels perfect |",
+             "|---|---|---|---|---|---|---|"]
+    for name, hdr in pictures(split, limit):
+        for curve in curves:
+            sdr = quantise_sdr(get_curve(curve).forward(hdr))
+            clip = sdr.max(-1) >= 0.99
+            target = eotf_inverse_st2084(hdr).astype(np.float32)
+            mlp = reconstruct_nits(adapt(init, sdr, target, AdaptOptions()).net, sdr)
+            poly = apply_mmr(fit_mmr(sdr, hdr), sdr).astype(np.float32)  # cd/m2
+            for label, rec in (("mlp", mlp), ("mmr3-poly", poly)):
+                a, b = rec.copy(), rec.copy()
+                a[clip], b[~clip] = hdr[clip], hdr[~clip]
+                lines.append(f"| {name} | {curve} | {100 * clip.mean():.1f} | {label} | {psnr_pu21(hdr, rec):.2f} "
+                             f"| {psnr_pu21(hdr, a):.2f} | {psnr_pu21(hdr, b):.2f} |")
+                print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def run_timing(repeats: int = 3, sizes=((1920, 1080), (3840, 2160))) -> dict:
     """Adaptation seconds and reconstruction ms for 1920x1080 and 3840x2160 pictures."""
     import torch.nn.functional as F
@@ -233,6 +258,7 @@ def main() -> None:
     ap.add_argument("--variants", action="store_true", help="design-choice table (use --split val)")
     ap.add_argument("--authors", action="store_true", help="the authors' recipe beside ours and the polynomial")
     ap.add_argument("--timing", action="store_true", help="1080p/2160p timing only")
+    ap.add_argument("--clipping", action="store_true", help="error split between clipped and other pixels")
     ap.add_argument("--timing-sizes", default="1920x1080,3840x2160")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="write a markdown report here")
@@ -247,6 +273,12 @@ def main() -> None:
         return
     if args.variants:
         run_variants(args.split, curves, args.limit)
+        return
+    if args.clipping:
+        text = run_clipping(args.split, curves, load_init()[0], args.limit)
+        if args.out:
+            args.out.write_text(f"# Where the error is: clipped highlights ({args.split} split)\n\nCommand: `python {' '.join(sys.argv)}`\n\n"
+                                f"Machine: {machine()}\n\n{text}\n")
         return
     if args.timing:
         sizes = tuple(tuple(int(v) for v in x.split("x")) for x in args.timing_sizes.split(","))

@@ -48,6 +48,8 @@ STRATEGIES = {
     "warm coord layer, cap 128 kbit/s": dict(strategy="warm", max_kbps=128.0),
     "default: warm coord layer, cap 64 kbit/s": dict(strategy="warm", max_kbps=64.0),
     "default without motion compensation": dict(strategy="warm", max_kbps=64.0, motion=False),
+    "cap 64 kbit/s, refresh 1.05": dict(strategy="warm", max_kbps=64.0, refresh_ratio=1.05),
+    "cap 64 kbit/s, refresh 1.02": dict(strategy="warm", max_kbps=64.0, refresh_ratio=1.02),
     "warm coord layer, cap 32 kbit/s": dict(strategy="warm", max_kbps=32.0),
 }
 
