@@ -50,6 +50,9 @@ STRATEGIES = {
     "default without motion compensation": dict(strategy="warm", max_kbps=64.0, motion=False),
     "cap 64 kbit/s, refresh 1.05": dict(strategy="warm", max_kbps=64.0, refresh_ratio=1.05),
     "cap 64 kbit/s, refresh 1.02": dict(strategy="warm", max_kbps=64.0, refresh_ratio=1.02),
+    "cap 64 kbit/s, warm coord layer + head": dict(strategy="warm", max_kbps=64.0, warm_params="coord+head"),
+    "cap 64 kbit/s, warm all layers": dict(strategy="warm", max_kbps=64.0, warm_params="all"),
+    "cap 64 kbit/s, 60 warm steps": dict(strategy="warm", max_kbps=64.0, warm_steps=60),
     "warm coord layer, cap 32 kbit/s": dict(strategy="warm", max_kbps=32.0),
 }
 

@@ -189,7 +189,7 @@ def encode_video(
     from itmfilter.media.video import probe_video, read_hdr_frames, read_sdr_frames
     from itmfilter.media.motion import MotionEstimator
     from itmfilter.model import resolve_device
-    from itmfilter.track.codec import TrackEncoder, carries_update
+    from itmfilter.track.codec import MOTION_DELTA_CODING, TrackEncoder, carries_update
     from itmfilter.track.motion import pixels_to_shift
     from itmfilter.track.format import (
         TrackHeader,
@@ -275,7 +275,9 @@ def encode_video(
     if options.max_kbps and options.strategy != "frame":
         # the budget needs segment lengths
         starts, n_frames = shot_starts(master, options, sinfo.frame_count or None, quiet)
-        budget = RateBudget(options.max_kbps, float(fps), starts, key_interval, n_frames)
+        # with motion, every warm frame carries its 8-byte shift whatever else it sends
+        budget = RateBudget(options.max_kbps, float(fps), starts, key_interval, n_frames,
+                            per_packet=MOTION_BYTES if options.motion else 0)
     else:
         budget = RateBudget(None, float(fps), set(), key_interval, 0)
     for (_, nits), (index, sdr) in zip(read_hdr_frames(master, assume_hdr=options.assume_hdr), read_sdr_frames(sdr_path)):
@@ -315,7 +317,10 @@ def encode_video(
                 params = flatten_state(net.state_dict())
         if encoder.needs_key and not shot_start:
             shot_start = True  # first coded frame after resumed shots must be a key
-        packet = encoder.add(index, params, shot_start=shot_start, max_bytes=budget.affordable(), motion=shift)
+        allowance = budget.affordable()
+        if allowance is not None and shift is not None:
+            allowance += MOTION_BYTES  # the shift's bytes are reserved per frame, not taken from the tokens
+        packet = encoder.add(index, params, shot_start=shot_start, max_bytes=allowance, motion=shift)
         if carries_update(packet):
             held_net = init.__class__(init.config)
             held_net.load_state_dict(unflatten(init.config, encoder.decoded))
@@ -324,7 +329,7 @@ def encode_video(
         if packet.kind == "key":
             budget.key_sent(index, len(packets[index]), len(header.to_bytes()) if index == 0 else 0)
         elif packet.kind == "delta":
-            budget.spend(len(packet.payload))
+            budget.spend(len(packet.payload) - (MOTION_BYTES if packet.coding == MOTION_DELTA_CODING else 0))
         seconds = len(packets) / float(fps)
         bar.set_postfix(kbps=f"{8 * sum(len(v) for v in packets.values()) / 1000 / max(seconds, 1e-9):.1f}", shots=shot + 1)
     bar.close()
@@ -365,6 +370,9 @@ def encode_video(
 MIN_DELTA_BYTES = 256
 """A delta is not even attempted with fewer bytes than this in the budget."""
 
+MOTION_BYTES = 8
+"""The shift of a motion-compensated DELTA (two float32), reserved per frame when motion is on."""
+
 PACKET_OVERHEAD_BYTES = 24
 """Bytes every packet costs on top of its payload (ITMP header and CRC; sidecar/SPEC.md)."""
 
@@ -382,8 +390,9 @@ class RateBudget:
     """
 
     def __init__(self, max_kbps: float | None, fps: float, shot_starts: set[int], key_interval: int,
-                 frame_count: int) -> None:
+                 frame_count: int, per_packet: int = 0) -> None:
         self.limited = bool(max_kbps)
+        self.per_packet = PACKET_OVERHEAD_BYTES + int(per_packet)  # what every non-key frame costs anyway
         self.per_frame = (max_kbps or 0.0) * 1000 / 8 / fps
         self.shot_starts = sorted(shot_starts)
         self.key_interval, self.frame_count = key_interval, frame_count
@@ -400,7 +409,7 @@ class RateBudget:
     def key_sent(self, key_frame: int, nbytes: int, extra: int = 0) -> None:
         """A key of ``nbytes`` (plus ``extra``, e.g. the track header) opened a segment."""
         n = self.segment_frames(key_frame)
-        spare = self.per_frame * n - nbytes - extra - PACKET_OVERHEAD_BYTES * (n - 1)
+        spare = self.per_frame * n - nbytes - extra - self.per_packet * (n - 1)
         self.tokens, self.per_delta_frame = 0.0, max(0.0, spare) / max(1, n - 1)
 
     def next_frame(self) -> None:
