@@ -126,14 +126,21 @@ def adapt(
         net.train()
         return (pred - tgt[::stride, ::stride]).abs().sum(-1).cpu()
 
-    def gather(idx: torch.Tensor) -> tuple:
-        """The drawn pixels' inputs, prior and targets, gathered once per draw: the steps
-        then index these ~2% instead of the whole picture (and the prior, which depends on
-        the SDR alone and is fixed during the steps, is computed for them only)."""
+    def gather(idx: torch.Tensor) -> torch.Tensor:
+        """The drawn pixels' inputs, prior and targets, gathered once per draw into one
+        ``(count, 8 or 11)`` tensor (SDR, xy, [prior,] target): the steps then take one row
+        gather of these ~2% instead of four gathers from the whole picture (and the prior,
+        which depends on the SDR alone and is fixed during the steps, is computed for the
+        drawn pixels only)."""
         with torch.no_grad():
             rgb_s = rgb[idx]
             prior_s = net.prior(rgb_s)
-        return rgb_s, xy[idx], prior_s, tgt_flat[idx]
+            parts = [rgb_s, xy[idx]] + ([] if prior_s is None else [prior_s]) + [tgt_flat[idx]]
+            return torch.cat(parts, dim=1)
+
+    def split(rows: torch.Tensor) -> tuple:
+        prior_b = rows[:, 5:8] if rows.shape[1] == 11 else None
+        return rows[:, 0:3], rows[:, 3:5], prior_b, rows[:, -3:]
 
     idx = _draw(n_pixels, count, None, (h, w), stride, 0.0, gen).to(device)
     sample = gather(idx)
@@ -149,13 +156,11 @@ def adapt(
         if options.sampling == "ohem" and step in options.resample_at:
             idx = _draw(n_pixels, count, error_map(), (h, w), stride, options.hard_share, gen)
             sample = gather(idx.to(device))
-        rgb_s, xy_s, prior_s, tgt_s = sample
         if options.batch_size and options.batch_size < count:
             batch = torch.randint(0, count, (options.batch_size,), generator=gen).to(device)
-            rgb_b, xy_b, tgt_b = rgb_s[batch], xy_s[batch], tgt_s[batch]
-            prior_b = None if prior_s is None else prior_s[batch]
+            rgb_b, xy_b, prior_b, tgt_b = split(sample.index_select(0, batch))
         else:
-            rgb_b, xy_b, prior_b, tgt_b = sample
+            rgb_b, xy_b, prior_b, tgt_b = split(sample)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.precision == "bf16"):
             pred = net(rgb_b, xy_b, prior_b)
         loss = torch.nn.functional.mse_loss(pred.float(), tgt_b)

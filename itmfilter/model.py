@@ -172,16 +172,16 @@ class ITMNet(nn.Module):
         elif c.coord_encoding == "fourier":
             freqs = (2.0 ** torch.arange(c.fourier_bands, dtype=torch.float32)) * math.pi
             self.register_buffer("freqs", freqs, persistent=False)
-            self.coord = nn.Sequential(nn.Linear(4 * c.fourier_bands, c.coord_features), nn.ReLU())
+            self.coord = nn.Sequential(nn.Linear(4 * c.fourier_bands, c.coord_features), nn.ReLU(inplace=True))
             coord_out = c.coord_features
         else:
             self.coord = None
             coord_out = 0
-        self.rgb = nn.Sequential(nn.Linear(3, c.rgb_features), nn.ReLU())
+        self.rgb = nn.Sequential(nn.Linear(3, c.rgb_features), nn.ReLU(inplace=True))
         layers: list[nn.Module] = []
         width = coord_out + c.rgb_features
         for h in c.hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
+            layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
             width = h
         last = nn.Linear(width, 3)
         if c.prior != "none":
