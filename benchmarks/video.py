@@ -53,6 +53,8 @@ STRATEGIES = {
     "cap 64 kbit/s, warm coord layer + head": dict(strategy="warm", max_kbps=64.0, warm_params="coord+head"),
     "cap 64 kbit/s, warm all layers": dict(strategy="warm", max_kbps=64.0, warm_params="all"),
     "cap 64 kbit/s, 60 warm steps": dict(strategy="warm", max_kbps=64.0, warm_steps=60),
+    "cap 64 kbit/s, 60 warm steps, coord layer + head": dict(strategy="warm", max_kbps=64.0, warm_steps=60, warm_params="coord+head"),
+    "cap 64 kbit/s, delta step 1/128": dict(strategy="warm", max_kbps=64.0, delta_step=1 / 128),
     "warm coord layer, cap 32 kbit/s": dict(strategy="warm", max_kbps=32.0),
 }
 
