@@ -40,22 +40,29 @@ from itmfilter.video_encode import VideoEncodeOptions, encode_video  # noqa: E40
 
 DEVICE = "cpu"  # set from --device in main()
 
+C30 = dict(strategy="warm", warm_steps=30, warm_params="coord")
+"""Warm frames as session 2 and the start of session 3 ran them: 30 steps on the coordinate layer."""
+
 STRATEGIES = {
     "per-frame full adaptation": dict(strategy="frame", max_kbps=None),
-    "warm all layers, lr 1e-3, refresh 1.3, no cap (session-1 default)": dict(strategy="warm", warm_params="all", warm_lr=1e-3, refresh_ratio=1.3, max_kbps=None),
-    "warm all layers, lr 1e-3, refresh 1.3, cap 64 kbit/s": dict(strategy="warm", warm_params="all", warm_lr=1e-3, refresh_ratio=1.3, max_kbps=64.0),
-    "warm coord layer, no cap": dict(strategy="warm", max_kbps=None),
-    "warm coord layer, cap 128 kbit/s": dict(strategy="warm", max_kbps=128.0),
-    "default: warm coord layer, cap 64 kbit/s": dict(strategy="warm", max_kbps=64.0),
-    "default without motion compensation": dict(strategy="warm", max_kbps=64.0, motion=False),
-    "cap 64 kbit/s, refresh 1.05": dict(strategy="warm", max_kbps=64.0, refresh_ratio=1.05),
-    "cap 64 kbit/s, refresh 1.02": dict(strategy="warm", max_kbps=64.0, refresh_ratio=1.02),
-    "cap 64 kbit/s, warm coord layer + head": dict(strategy="warm", max_kbps=64.0, warm_params="coord+head"),
-    "cap 64 kbit/s, warm all layers": dict(strategy="warm", max_kbps=64.0, warm_params="all"),
-    "cap 64 kbit/s, 60 warm steps": dict(strategy="warm", max_kbps=64.0, warm_steps=60),
-    "cap 64 kbit/s, 60 warm steps, coord layer + head": dict(strategy="warm", max_kbps=64.0, warm_steps=60, warm_params="coord+head"),
-    "cap 64 kbit/s, delta step 1/128": dict(strategy="warm", max_kbps=64.0, delta_step=1 / 128),
-    "warm coord layer, cap 32 kbit/s": dict(strategy="warm", max_kbps=32.0),
+    "default: motion, 60 warm steps on coord layer + head, cap 64 kbit/s": dict(strategy="warm"),
+    "warm all layers, lr 1e-3, refresh 1.3, no cap (session-1 default)": dict(C30, warm_params="all", warm_lr=1e-3, refresh_ratio=1.3, max_kbps=None, motion=False),
+    "warm all layers, lr 1e-3, refresh 1.3, cap 64 kbit/s": dict(C30, warm_params="all", warm_lr=1e-3, refresh_ratio=1.3, max_kbps=64.0, motion=False),
+    "warm coord layer, no cap": dict(C30, max_kbps=None),
+    "warm coord layer, cap 128 kbit/s": dict(C30, max_kbps=128.0),
+    "default: warm coord layer, cap 64 kbit/s": dict(C30, max_kbps=64.0),  # session 3's first default (with motion)
+    "default without motion compensation": dict(C30, max_kbps=64.0, motion=False),  # session 2's default
+    "cap 64 kbit/s, refresh 1.05": dict(C30, max_kbps=64.0, refresh_ratio=1.05),
+    "cap 64 kbit/s, refresh 1.02": dict(C30, max_kbps=64.0, refresh_ratio=1.02),
+    "cap 64 kbit/s, warm coord layer + head": dict(C30, max_kbps=64.0, warm_params="coord+head"),
+    "cap 64 kbit/s, warm all layers": dict(C30, max_kbps=64.0, warm_params="all"),
+    "cap 64 kbit/s, 60 warm steps": dict(C30, max_kbps=64.0, warm_steps=60),
+    "cap 64 kbit/s, 60 warm steps, coord layer + head": dict(C30, max_kbps=64.0, warm_steps=60, warm_params="coord+head"),
+    "cap 64 kbit/s, delta step 1/128": dict(C30, max_kbps=64.0, delta_step=1 / 128),
+    "warm coord layer, cap 32 kbit/s": dict(C30, max_kbps=32.0),
+    "default, cap 32 kbit/s": dict(strategy="warm", max_kbps=32.0),
+    "default, cap 128 kbit/s": dict(strategy="warm", max_kbps=128.0),
+    "default without motion compensation, 60 warm steps on coord layer + head": dict(strategy="warm", motion=False),
 }
 
 
