@@ -110,8 +110,12 @@ def test_hdr_null_realtime_tags_pq_bt2020(clip):
     assert stats.frames_sent + stats.frames_skipped == N
     from itmfilter.ladder import RUNG_NAMES
 
-    assert stats.rung in RUNG_NAMES
-    assert set(stats.rung_timings) == set(RUNG_NAMES)  # a tiny clip: every rung fits
+    assert stats.rung in RUNG_NAMES and stats.rung in stats.rung_timings
+    # rungs are timed cheapest first until one is too slow: a non-empty prefix of that order
+    # (which prefix depends on the machine's speed and load, so the test does not fix it)
+    cheapest_first = list(reversed(RUNG_NAMES))
+    assert list(stats.rung_timings) == cheapest_first[: len(stats.rung_timings)]
+    assert all(t > 0 for t in stats.rung_timings.values())
 
 
 def test_sdr_plays_with_its_bt709_params(clip):
