@@ -395,12 +395,14 @@ def info(path: Annotated[Path, typer.Argument(help="SDR still with weights.")]) 
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the demo's files.")] = Path("itmfilter-demo"),
     steps: Annotated[int, typer.Option(help="Adaptation steps.")] = 200,
+    video_seconds: Annotated[float, typer.Option(help="Length of the video part (a pan across the sample); 0 skips it.")] = 2.0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run encode -> transcode -> eval on the built-in sample and print metrics beside baselines."""
+    """Run encode -> transcode -> eval on the built-in sample (a still, then a short video)
+    and print metrics beside baselines."""
     from itmfilter.demo import run_demo
 
-    run_demo(out_dir, steps=steps, quiet=quiet, echo=typer.echo)
+    run_demo(out_dir, steps=steps, quiet=quiet, echo=typer.echo, video_seconds=video_seconds)
 
 
 def main() -> None:  # pragma: no cover - console entry
