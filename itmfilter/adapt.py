@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from itmfilter.model import ITMNet, fit_mmr_prior, pixel_grid
+from itmfilter.optim import Adam
 from itmfilter.reconstruct import predict_pq
 
 
@@ -150,7 +151,7 @@ def adapt(
         params = [p for name, p in net.named_parameters() if name.startswith(tuple(options.trainable))]
         if not params:
             raise ValueError(f"no parameter of {net.config} starts with {options.trainable}")
-    opt = torch.optim.Adam(params, lr=options.lr)
+    opt = Adam(params, lr=options.lr)  # torch.optim.Adam's CPU algorithm without its ~1 s first use
     losses: list[float] = []
     for step in range(options.steps):
         if options.sampling == "ohem" and step in options.resample_at:

@@ -80,3 +80,29 @@ def test_bf16_steps_reach_the_fp32_quality():
     fp32 = _mse(adapt(init, sdr, target, AdaptOptions(**opts)).net, sdr, target)
     bf16 = _mse(adapt(init, sdr, target, AdaptOptions(**opts, precision="bf16")).net, sdr, target)
     assert np.isfinite(bf16) and bf16 < 2.0 * fp32 + 1e-5
+
+
+def test_adam_is_bit_identical_to_torch_adam_on_cpu():
+    import torch
+
+    from itmfilter.model import ITMNet
+    from itmfilter.optim import Adam
+
+    torch.manual_seed(0)
+    a = ITMNet()
+    b = ITMNet()
+    b.load_state_dict(a.state_dict())
+    trainable_a = [p for n, p in a.named_parameters() if not n.startswith("rgb.")]  # one tensor group left out
+    trainable_b = [p for n, p in b.named_parameters() if not n.startswith("rgb.")]
+    ours, theirs = Adam(trainable_a, lr=3e-3), torch.optim.Adam(trainable_b, lr=3e-3)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(25):
+        sdr, xy = torch.rand(512, 3, generator=gen), torch.rand(512, 2, generator=gen) * 2 - 1
+        target = torch.rand(512, 3, generator=gen) * 0.6
+        for net, opt in ((a, ours), (b, theirs)):
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.mse_loss(net(sdr, xy), target).backward()
+            opt.step()
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert not torch.equal(a.state_dict()["fusion.6.weight"], ITMNet().state_dict()["fusion.6.weight"])  # it moved
