@@ -329,7 +329,7 @@ def encode_video(
             held_error = _frame_error(held_net, sdr, target, dev)
         packets[index] = encode_packet(packet)
         if packet.kind == "key":
-            budget.key_sent(index, len(packets[index]), len(header.to_bytes()) if index == 0 else 0)
+            budget.key_sent(index, len(packets[index]), _final_header_bytes(encoder.header, hdr10) if index == 0 else 0)
         elif packet.kind == "delta":
             budget.spend(len(packet.payload) - (MOTION_BYTES if packet.coding == MOTION_DELTA_CODING else 0))
         seconds = len(packets) / float(fps)
@@ -459,6 +459,18 @@ def shot_starts(master, options: "VideoEncodeOptions", total: int | None = None,
             n = index + 1
             bar.update(1)
     return starts, n
+
+
+def _final_header_bytes(header, hdr10) -> int:
+    """Bytes the header will have once the master's HDR10 metadata is in it (MaxCLL/MaxFALL
+    are only known at the end): the rate budget reserves this, not the early header's size.
+    Values are written as JSON floats, so the longest plausible ones are assumed."""
+    from itmfilter.colour.hdr10 import HDR10Metadata
+
+    long = 1000.0 + 1 / 3  # a float with a full 17-digit repr
+    meta = (hdr10 or HDR10Metadata.bt2020()).to_dict()
+    meta.update(max_luminance=long, min_luminance=long / 1e7, max_cll=long, max_fall=long)
+    return len(dataclasses.replace(header, hdr10=meta).to_bytes())
 
 
 def _frame_error(net, sdr: np.ndarray, target: np.ndarray, device) -> float:
