@@ -191,7 +191,7 @@ def encode_video(
     from itmfilter.media.video import probe_video, read_hdr_frames, read_sdr_frames
     from itmfilter.media.motion import MotionEstimator
     from itmfilter.model import resolve_device
-    from itmfilter.track.codec import MOTION_DELTA_CODING, TrackEncoder, carries_update
+    from itmfilter.track.codec import MOTION_DELTA_CODING, MOTION_SHIFT_BYTES, TrackEncoder, carries_update
     from itmfilter.track.motion import pixels_to_shift
     from itmfilter.track.format import (
         TrackHeader,
@@ -279,7 +279,7 @@ def encode_video(
         starts, n_frames = shot_starts(master, options, sinfo.frame_count or None, quiet)
         # with motion, every warm frame carries its 8-byte shift whatever else it sends
         budget = RateBudget(options.max_kbps, float(fps), starts, key_interval, n_frames,
-                            per_packet=MOTION_BYTES if options.motion else 0)
+                            per_packet=MOTION_SHIFT_BYTES if options.motion else 0)
     else:
         budget = RateBudget(None, float(fps), set(), key_interval, 0)
     for (_, nits), (index, sdr) in zip(read_hdr_frames(master, assume_hdr=options.assume_hdr), read_sdr_frames(sdr_path)):
@@ -319,10 +319,8 @@ def encode_video(
                 params = flatten_state(net.state_dict())
         if encoder.needs_key and not shot_start:
             shot_start = True  # first coded frame after resumed shots must be a key
-        allowance = budget.affordable()
-        if allowance is not None and shift is not None:
-            allowance += MOTION_BYTES  # the shift's bytes are reserved per frame, not taken from the tokens
-        packet = encoder.add(index, params, shot_start=shot_start, max_bytes=allowance, motion=shift)
+        # a shift's bytes are reserved per frame by the budget and lie outside max_bytes
+        packet = encoder.add(index, params, shot_start=shot_start, max_bytes=budget.affordable(), motion=shift)
         if carries_update(packet):
             held_net = init.__class__(init.config)
             held_net.load_state_dict(unflatten(init.config, encoder.decoded))
@@ -331,7 +329,7 @@ def encode_video(
         if packet.kind == "key":
             budget.key_sent(index, len(packets[index]), _final_header_bytes(encoder.header, hdr10) if index == 0 else 0)
         elif packet.kind == "delta":
-            budget.spend(len(packet.payload) - (MOTION_BYTES if packet.coding == MOTION_DELTA_CODING else 0))
+            budget.spend(len(packet.payload) - (MOTION_SHIFT_BYTES if packet.coding == MOTION_DELTA_CODING else 0))
         seconds = len(packets) / float(fps)
         bar.set_postfix(kbps=f"{8 * sum(len(v) for v in packets.values()) / 1000 / max(seconds, 1e-9):.1f}", shots=shot + 1)
     bar.close()
@@ -371,9 +369,6 @@ def encode_video(
 
 MIN_DELTA_BYTES = 256
 """A delta is not even attempted with fewer bytes than this in the budget."""
-
-MOTION_BYTES = 8
-"""The shift of a motion-compensated DELTA (two float32), reserved per frame when motion is on."""
 
 PACKET_OVERHEAD_BYTES = 24
 """Bytes every packet costs on top of its payload (ITMP header and CRC; sidecar/SPEC.md)."""

@@ -46,6 +46,8 @@ KEY_CODINGS = {"fp16": 1, "int8": 2}
 DELTA_CODING = 1
 MOTION_DELTA_CODING = 2
 _MOTION = struct.Struct("<ff")
+MOTION_SHIFT_BYTES = _MOTION.size
+"""Bytes of the shift that opens every coding-2 payload (two float32)."""
 REPEAT_CODING = 0
 
 DEFAULT_KEY_INTERVAL = 96  # 4 s at 24 fps: the longest wait for a set after a seek
@@ -249,6 +251,11 @@ def encode_motion_payload(shift: tuple[float, float], residual: bytes | None) ->
     return _MOTION.pack(float(shift[0]), float(shift[1])) + (residual or b"")
 
 
+def _moves(motion) -> bool:
+    """True when ``motion`` is a shift that survives rounding to the packet's float32."""
+    return bool(motion) and (np.float32(motion[0]) != 0 or np.float32(motion[1]) != 0)
+
+
 def carries_update(packet: Packet) -> bool:
     """True for a KEY or a DELTA with codes; False for a REPEAT or a shift-only DELTA."""
     if packet.kind == "key":
@@ -362,7 +369,7 @@ class TrackEncoder:
     def reference(self, motion: tuple[float, float] | None = None) -> np.ndarray | None:
         """The set the next DELTA is coded against: the decoder's set, shifted by ``motion``
         (pixel-grid units) when given (:func:`itmfilter.track.motion.warp_params`)."""
-        if self._decoded is None or not motion or (motion[0] == 0 and motion[1] == 0):
+        if self._decoded is None or not _moves(motion):
             return self._decoded
         from .motion import warp_params
 
@@ -381,7 +388,8 @@ class TrackEncoder:
         ``motion``: the camera's shift since the previous frame in pixel-grid units
         (:mod:`itmfilter.track.motion`). When given and non-zero, a due DELTA is coded
         against the shifted set (coding 2); when nothing else fits or is needed, the shift
-        alone is sent (8 bytes of payload), never a REPEAT.
+        alone is sent (:data:`MOTION_SHIFT_BYTES` of payload), never a REPEAT. The shift's
+        bytes are outside ``max_bytes``, which bounds the codes that follow it.
         """
         params = np.asarray(params, dtype=np.float32).ravel()
         if params.shape != (self._n,):
@@ -395,9 +403,8 @@ class TrackEncoder:
             self._shot += 1
         packet = None
         if not (first or shot_start or frame - self._last_key >= self.key_interval):
-            moving = bool(motion) and (np.float32(motion[0]) != 0 or np.float32(motion[1]) != 0)
-            reference = self.reference(motion) if moving else self._decoded
-            extra = _MOTION.size if moving else 0
+            moving = _moves(motion)
+            reference = self.reference(motion)
             factor = 1.0
             while True:
                 steps, codes = quantise_delta(params, reference, self._sizes, self.delta_step * factor,
@@ -406,7 +413,7 @@ class TrackEncoder:
                     payload = encode_delta_payload(steps, codes, self.zstd_level)
                 except OverflowError:
                     payload = b"overflow"
-                if payload is None or payload == b"overflow" or max_bytes is None or len(payload) + extra <= max_bytes:
+                if payload is None or payload == b"overflow" or max_bytes is None or len(payload) <= max_bytes:
                     break
                 if factor >= MAX_STEP_COARSENING:
                     payload = None  # nothing affordable: hold the set
@@ -642,6 +649,7 @@ __all__ = [
     "DEFAULT_RMS_FLOOR",
     "KEY_CODINGS",
     "MOTION_DELTA_CODING",
+    "MOTION_SHIFT_BYTES",
     "STATUSES",
     "TrackDecoder",
     "TrackEncoder",
