@@ -15,7 +15,6 @@ transcode frames/s (reconstruction + x265) and encode frames/s, with the machine
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import time
@@ -29,18 +28,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from itmfilter import baselines  # noqa: E402
 from itmfilter.media.video import probe_video, read_hdr_frames, read_sdr_frames  # noqa: E402
-from itmfilter.metrics import delta_e_itp, flicker_relative, psnr_pu21  # noqa: E402
 from itmfilter.video_encode import VideoEncodeOptions, encode_video  # noqa: E402
 from itmfilter.video_transcode import FrameNetworks, TranscodeJob, transcode_one  # noqa: E402
-
-
-def score(master: dict, test: dict) -> dict:
-    keys = sorted(test)
-    return {
-        "pu21_psnr": statistics.mean(psnr_pu21(master[i], test[i]) for i in keys),
-        "delta_e_itp": statistics.mean(delta_e_itp(master[i], test[i]) for i in keys),
-        "flicker": flicker_relative([master[i] for i in keys], [test[i] for i in keys]),
-    }
+from video import score  # noqa: E402  (the video benchmark's PU21 / dE-ITP / flicker over scored frames)
 
 
 def ffprobe_tags(path: Path) -> str:
