@@ -18,6 +18,7 @@ PQ (ST 2084) BT.2020 R'G'B' code values [0, 1]. Deterministic for a given ``seed
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ class AdaptOptions:
 
     steps: int = 200
     lr: float = 1e-3
+    lr_final: float | None = None  # cosine decay from ``lr`` to this over the steps; None: constant lr
     sample_fraction: float = 0.02
     min_samples: int = 8192  # ... but never fewer drawn pixels than this (small pictures; see below)
     batch_size: int = 8192
@@ -156,9 +158,12 @@ def adapt(
         params = [p for name, p in net.named_parameters() if name.startswith(tuple(options.trainable))]
         if not params:
             raise ValueError(f"no parameter of {net.config} starts with {options.trainable}")
-    opt = Adam(params, lr=options.lr)  # torch.optim.Adam's CPU algorithm without its ~1 s first use
+    # torch.optim.Adam's CPU algorithm without its ~1 s first use, on one flat buffer
+    opt = Adam(params, lr=options.lr, flat=True)
     losses: list[float] = []
     for step in range(options.steps):
+        if options.lr_final is not None:
+            opt.lr = options.lr_final + 0.5 * (options.lr - options.lr_final) * (1 + math.cos(math.pi * step / options.steps))
         if options.sampling == "ohem" and step in options.resample_at:
             idx = _draw(n_pixels, count, error_map(), (h, w), stride, options.hard_share, gen)
             sample = gather(idx.to(device))
@@ -176,5 +181,6 @@ def adapt(
         losses.append(loss.item())
         if progress is not None:
             progress(step, losses[-1])
+    opt.release()
     net.eval()
     return AdaptResult(net=net, losses=losses, seconds=time.perf_counter() - started)

@@ -82,7 +82,8 @@ def test_bf16_steps_reach_the_fp32_quality():
     assert np.isfinite(bf16) and bf16 < 2.0 * fp32 + 1e-5
 
 
-def test_adam_is_bit_identical_to_torch_adam_on_cpu():
+@pytest.mark.parametrize("flat", [False, True])
+def test_adam_is_bit_identical_to_torch_adam_on_cpu(flat):
     import torch
 
     from itmfilter.model import ITMNet
@@ -94,7 +95,7 @@ def test_adam_is_bit_identical_to_torch_adam_on_cpu():
     b.load_state_dict(a.state_dict())
     trainable_a = [p for n, p in a.named_parameters() if not n.startswith("rgb.")]  # one tensor group left out
     trainable_b = [p for n, p in b.named_parameters() if not n.startswith("rgb.")]
-    ours, theirs = Adam(trainable_a, lr=3e-3), torch.optim.Adam(trainable_b, lr=3e-3)
+    ours, theirs = Adam(trainable_a, lr=3e-3, flat=flat), torch.optim.Adam(trainable_b, lr=3e-3)
     gen = torch.Generator().manual_seed(1)
     for _ in range(25):
         sdr, xy = torch.rand(512, 3, generator=gen), torch.rand(512, 2, generator=gen) * 2 - 1
@@ -103,6 +104,10 @@ def test_adam_is_bit_identical_to_torch_adam_on_cpu():
             opt.zero_grad(set_to_none=True)
             torch.nn.functional.mse_loss(net(sdr, xy), target).backward()
             opt.step()
+    if flat:
+        ours.release()
+        assert all(p.grad is None for p in trainable_a)
+        assert len({p.untyped_storage().data_ptr() for p in trainable_a}) == len(trainable_a)  # own storage again
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
     assert not torch.equal(a.state_dict()["fusion.6.weight"], ITMNet().state_dict()["fusion.6.weight"])  # it moved
