@@ -123,7 +123,7 @@ def summarise(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run_variants(split: str, curves: list[str], limit=None) -> None:
+def run_variants(split: str, curves: list[str], limit=None, only: list[str] | None = None) -> None:
     """Design choices measured on the val split (never test)."""
     init, _ = load_init()
     prior_only = {name: ITMNet(cfg) for name, cfg in CONFIGS.items()}
@@ -140,15 +140,35 @@ def run_variants(split: str, curves: list[str], limit=None) -> None:
         "siren w0=30, direct PQ": (prior_only["paper-direct"], AdaptOptions()),
         "fourier, BT.2408 prior": (prior_only["fourier"], AdaptOptions()),
         "siren w0=10, MMR prior": (prior_only["siren-mmr"], AdaptOptions()),
+        "shipped init, cosine lr to 1e-4": (init, AdaptOptions(lr_final=1e-4)),
+        "shipped init, cosine lr to 0": (init, AdaptOptions(lr_final=0.0)),
+        "shipped init, lr 2e-3 cosine to 1e-4": (init, AdaptOptions(lr=2e-3, lr_final=1e-4)),
+        "shipped init, lr 3e-3 cosine to 0": (init, AdaptOptions(lr=3e-3, lr_final=0.0)),
+        "shipped init, 400 steps": (init, AdaptOptions(steps=400, resample_at=(100, 202, 304))),
+        "shipped init, 400 steps of 4096": (init, AdaptOptions(steps=400, batch_size=4096, resample_at=(100, 202, 304))),
+        "shipped init, 800 steps of 2048": (init, AdaptOptions(steps=800, batch_size=2048, resample_at=(200, 404, 608))),
+        "shipped init, bf16 steps": (init, AdaptOptions(precision="bf16")),
+        **{f"shipped init, {n} steps of {b}{' bf16' if p == 'bf16' else ''}{f' lr {lr:g}' if lr != 1e-3 else ''}": (
+            init, AdaptOptions(steps=n, batch_size=b, precision=p, lr=lr, resample_at=tuple(round(n * f) for f in (0.25, 0.505, 0.76))))
+           for n, b, p, lr in ((600, 2048, "fp32", 1e-3), (1000, 1024, "fp32", 1e-3), (1000, 1024, "fp32", 7e-4),
+                               (1200, 1024, "fp32", 1e-3), (1600, 512, "fp32", 1e-3), (2000, 512, "fp32", 7e-4))},
+        **{f"shipped init, {n} steps of {b}, last {1 - d:.0%} decayed to {f:g}": (
+            init, AdaptOptions(steps=n, batch_size=b, lr_final=f, decay_from=d, resample_at=tuple(round(n * x) for x in (0.25, 0.505, 0.76))))
+           for n, b, d, f in ((1600, 512, 0.75, 1e-4), (1200, 1024, 0.75, 1e-4), (600, 2048, 0.75, 1e-4), (1600, 512, 0.5, 0.0),
+                              (1000, 1024, 0.75, 1e-4), (800, 1024, 0.75, 1e-4), (1200, 768, 0.75, 1e-4), (1000, 1024, 0.6, 1e-4))},
     }
+    if only:
+        variants = {k: v for k, v in variants.items() if any(o in k for o in only)}
     data = [(n, h, c, quantise_sdr(get_curve(c).forward(h))) for n, h in pictures(split, limit) for c in curves]
     for label, (net, opts) in variants.items():
-        scores, secs = [], []
-        for _, hdr, _, sdr in data:
+        scores, secs, per_curve = [], [], {}
+        for _, hdr, curve, sdr in data:
             res = adapt(net, sdr, eotf_inverse_st2084(hdr).astype(np.float32), opts)
             scores.append(evaluate(hdr, reconstruct_nits(res.net, sdr))["pu21_psnr"])
+            per_curve.setdefault(curve, []).append(scores[-1])
             secs.append(res.seconds)
-        print(f"{label:<20} PU21-PSNR {statistics.mean(scores):6.2f} dB  adapt {statistics.mean(secs):.2f} s", flush=True)
+        curves_text = "  ".join(f"{c} {statistics.mean(v):.2f}" for c, v in per_curve.items())
+        print(f"{label:<20} PU21-PSNR {statistics.mean(scores):6.2f} dB  adapt {statistics.mean(secs):.2f} s  [{curves_text}]", flush=True)
 
 
 def run_authors(split: str, curves: list[str], limit=None) -> str:
@@ -260,6 +280,7 @@ def main() -> None:
     ap.add_argument("--curves", default=",".join(curve_names()))
     ap.add_argument("--limit", type=int, default=None, help="at most this many pictures")
     ap.add_argument("--variants", action="store_true", help="design-choice table (use --split val)")
+    ap.add_argument("--only", default=None, help="--variants: only labels containing one of these (comma-separated)")
     ap.add_argument("--authors", action="store_true", help="the authors' recipe beside ours and the polynomial")
     ap.add_argument("--timing", action="store_true", help="1080p/2160p timing only")
     ap.add_argument("--clipping", action="store_true", help="error split between clipped and other pixels")
@@ -276,7 +297,7 @@ def main() -> None:
                                 f"Machine: {machine()}\n\n{text}")
         return
     if args.variants:
-        run_variants(args.split, curves, args.limit)
+        run_variants(args.split, curves, args.limit, [o for o in (args.only or "").split(",") if o])
         return
     if args.clipping:
         text = run_clipping(args.split, curves, load_init()[0], args.limit)

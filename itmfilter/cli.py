@@ -79,7 +79,9 @@ def encode(
     sidecar: Annotated[
         str, typer.Option(help="Stills: embed, json or both. Video: embed/auto, track, attachment or json.")
     ] = "embed",
-    steps: Annotated[int, typer.Option(help="Adam steps of per-picture adaptation.")] = 200,
+    steps: Annotated[
+        Optional[int], typer.Option(help="Adam steps of per-picture adaptation (default: 1000 for stills, 200 for video key frames).")
+    ] = None,
     weights_dtype: Annotated[str, typer.Option("--weights", help="Stored weight precision: fp16 or fp32.")] = "fp16",
     nits_per_unit: Annotated[
         Optional[float], typer.Option(help="cd/m2 of 1.0 for relative-radiance inputs (.hdr).")
@@ -124,7 +126,7 @@ def encode(
             grade=sdr,
             options=VideoEncodeOptions(
                 tm=tm, codec=codec, crf=crf, preset=preset, sidecar="auto" if sidecar == "embed" else sidecar,
-                strategy=strategy, first_steps=steps, refresh_ratio=refresh, key_seconds=key_seconds,
+                strategy=strategy, first_steps=steps or VideoEncodeOptions.first_steps, refresh_ratio=refresh, key_seconds=key_seconds,
                 max_kbps=max_kbps or None, motion=motion, assume_hdr=assume_hdr, fps=fps, seed=seed,
             ),
             init_path=init,
@@ -137,7 +139,8 @@ def encode(
                 f"{report.metadata_bytes} bytes = {report.kbit_per_s:.1f} kbit/s ({report.packets})"
             )
         return
-    bar, advance = _step_bar(steps, quiet, f"adapting {master.name}")
+    still_options = AdaptOptions(seed=seed) if steps is None else AdaptOptions(steps=steps, seed=seed)
+    bar, advance = _step_bar(still_options.steps, quiet, f"adapting {master.name}")
     try:
         report = encode_still(
             master,
@@ -145,7 +148,7 @@ def encode(
             tm=tm,
             grade=sdr,
             sidecar=sidecar,
-            options=AdaptOptions(steps=steps, seed=seed),
+            options=still_options,
             init_path=init,
             device=device,
             weight_dtype=weights_dtype,
@@ -394,7 +397,7 @@ def info(path: Annotated[Path, typer.Argument(help="SDR still with weights.")]) 
 @user_errors
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the demo's files.")] = Path("itmfilter-demo"),
-    steps: Annotated[int, typer.Option(help="Adaptation steps.")] = 200,
+    steps: Annotated[Optional[int], typer.Option(help="Adaptation steps of the still (default: the adaptation's own).")] = None,
     video_seconds: Annotated[float, typer.Option(help="Length of the video part (a pan across the sample); 0 skips it.")] = 2.0,
     quiet: QuietOpt = False,
 ) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def run_demo(out_dir: Path, *, steps: int = 200, quiet: bool = False, echo=print, video_seconds: float = 2.0) -> list:
+def run_demo(out_dir: Path, *, steps: int | None = None, quiet: bool = False, echo=print, video_seconds: float = 2.0) -> list:
     """Encode the shipped sample, reconstruct it, and print its scores beside baselines."""
     from itmfilter.adapt import AdaptOptions
     from itmfilter.cli import _step_bar
@@ -26,9 +26,10 @@ def run_demo(out_dir: Path, *, steps: int = 200, quiet: bool = False, echo=print
     out_dir.mkdir(parents=True, exist_ok=True)
     master = sample_path()
     sdr_png, hdr_exr = out_dir / "sample-sdr.png", out_dir / "sample-hdr.exr"
-    bar, advance = _step_bar(steps, quiet, "adapting sample")
+    options = AdaptOptions() if steps is None else AdaptOptions(steps=steps)
+    bar, advance = _step_bar(options.steps, quiet, "adapting sample")
     try:
-        enc = encode_still(master, sdr_png, tm="bt2446a", options=AdaptOptions(steps=steps), progress=advance)
+        enc = encode_still(master, sdr_png, tm="bt2446a", options=options, progress=advance)
     finally:
         bar.close()
     transcode_still(sdr_png, hdr_exr)

@@ -111,3 +111,19 @@ def test_adam_is_bit_identical_to_torch_adam_on_cpu(flat):
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
     assert not torch.equal(a.state_dict()["fusion.6.weight"], ITMNet().state_dict()["fusion.6.weight"])  # it moved
+
+
+def test_schedule_scales_with_steps_and_decays_late():
+    from itmfilter.adapt import RECIPE_200x8192
+
+    assert RECIPE_200x8192.resample_steps() == (50, 101, 152)  # the paper's schedule
+    assert AdaptOptions(steps=1000).resample_steps() == (250, 505, 760)
+    assert AdaptOptions(resample_at=(0,)).resample_steps() == (0,)
+    opts = AdaptOptions(steps=1000, lr=1e-3, lr_final=1e-4, decay_from=0.75)
+    assert opts.lr_at(0) == opts.lr_at(750) == 1e-3
+    assert opts.lr_at(875) == pytest.approx(5.5e-4)
+    assert opts.lr_at(999) == pytest.approx(1e-4, abs=1e-7)
+    assert all(opts.lr_at(s) >= opts.lr_at(s + 1) for s in range(999))
+    assert all(RECIPE_200x8192.lr_at(s) == 1e-3 for s in range(200))
+    with pytest.raises(ValueError):
+        AdaptOptions(decay_from=1.5)
