@@ -194,10 +194,15 @@ class ITMNet(nn.Module):
             # Until fitted, the polynomial is the BT.2408 placement's best cubic fit.
             self.register_buffer("prior_mmr", _bt2408_mmr())
 
+    def fourier_features(self, xy: torch.Tensor) -> torch.Tensor:
+        """``(N, 2)`` coordinates -> ``(N, 4 * fourier_bands)`` sines and cosines (the
+        coordinate layer's input; fixed, no parameters)."""
+        angles = xy.unsqueeze(-1) * self.freqs.to(xy.dtype)
+        return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+
     def _coord_features(self, xy: torch.Tensor) -> torch.Tensor:
         if self.config.coord_encoding == "fourier":
-            angles = xy.unsqueeze(-1) * self.freqs.to(xy.dtype)
-            xy = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+            xy = self.fourier_features(xy)
         return self.coord(xy)
 
     def prior(self, sdr: torch.Tensor) -> torch.Tensor | None:
