@@ -155,7 +155,8 @@ def run_variants(split: str, curves: list[str], limit=None, only: list[str] | No
         **{f"shipped init, {n} steps of {b}, last {1 - d:.0%} decayed to {f:g}": (
             init, AdaptOptions(steps=n, batch_size=b, lr_final=f, decay_from=d, resample_at=tuple(round(n * x) for x in (0.25, 0.505, 0.76))))
            for n, b, d, f in ((1600, 512, 0.75, 1e-4), (1200, 1024, 0.75, 1e-4), (600, 2048, 0.75, 1e-4), (1600, 512, 0.5, 0.0),
-                              (1000, 1024, 0.75, 1e-4), (800, 1024, 0.75, 1e-4), (1200, 768, 0.75, 1e-4), (1000, 1024, 0.6, 1e-4))},
+                              (1000, 1024, 0.75, 1e-4), (800, 1024, 0.75, 1e-4), (1200, 768, 0.75, 1e-4), (1000, 1024, 0.6, 1e-4),
+                              (2000, 512, 0.75, 1e-4), (2400, 384, 0.75, 1e-4), (1600, 512, 0.75, 2e-4))},
     }
     if only:
         variants = {k: v for k, v in variants.items() if any(o in k for o in only)}

@@ -80,7 +80,7 @@ def encode(
         str, typer.Option(help="Stills: embed, json or both. Video: embed/auto, track, attachment or json.")
     ] = "embed",
     steps: Annotated[
-        Optional[int], typer.Option(help="Adam steps of per-picture adaptation (default: 1000 for stills, 200 for video key frames).")
+        Optional[int], typer.Option(help="Adam steps of per-picture adaptation (default: 1600 for stills, 200 for video key frames).")
     ] = None,
     weights_dtype: Annotated[str, typer.Option("--weights", help="Stored weight precision: fp16 or fp32.")] = "fp16",
     nits_per_unit: Annotated[
