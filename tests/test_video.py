@@ -325,3 +325,25 @@ def test_narrow_hevc_does_not_corrupt_the_heap(tmp_path):
     run = subprocess.run([sys.executable, "-c", _NARROW_HEVC, str(tmp_path)], env=env,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and "clean" in run.stdout, (run.returncode, run.stderr[-2000:])
+
+
+def test_sdr_encode_is_reproducible(tmp_path):
+    """The same frames make the same H.264 bitstream every time (libx264's AVX-512 path
+    did not: the writers hold it to AVX2 on such CPUs)."""
+    import av
+
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:64, 0:96].astype(np.float32)
+    frames = []
+    for i in range(14):
+        base = ((xx + 3 * i) / 96) ** 1.5
+        frame = np.stack([base, base * (1 - yy / 64), 1 - base], -1) + 0.05 * rng.random((64, 96, 3), dtype=np.float32)
+        frames.append(np.clip(frame, 0, 1).astype(np.float32))
+    digests = set()
+    for k in range(8):
+        with SdrWriter(tmp_path / f"s{k}.mp4", 96, 64, 24) as writer:
+            for frame in frames:
+                writer.write(frame)
+        with av.open(str(tmp_path / f"s{k}.mp4")) as container:
+            digests.add(b"".join(bytes(p) for p in container.demux(video=0)))
+    assert len(digests) == 1

@@ -28,6 +28,8 @@ attachments instead. Every writer writes through
 
 from __future__ import annotations
 
+import functools
+
 import io
 import os
 import re
@@ -587,6 +589,37 @@ def _x265_workarounds(codec: str, width: int, options: dict) -> dict:
     return {**options, "x265-params": (params + ":" if params else "") + "no-cutree=1"}
 
 
+# libx264's AVX-512 code path (as bundled with PyAV) is not bit-exact: the same frames
+# encoded several times in one process gave 2-3 different bitstreams (3 of 6 runs
+# differed), while its C and AVX2 paths always gave the one same bitstream (so does
+# valgrind, which has no AVX-512). So the same master gave different SDR videos, and
+# different weight tracks, from run to run. On CPUs with AVX-512, x264 is held to AVX2.
+_X264_AVX512_FLAGS = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_avx512() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return _X264_AVX512_FLAGS <= set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return False
+
+
+def _x264_workarounds(codec: str, options: dict) -> dict:
+    """``options`` with x264 held to AVX2 where the CPU has AVX-512 (see above); an
+    ``asm`` the caller chose is kept."""
+    if codec != "libx264" or not _cpu_has_avx512():
+        return options
+    params = options.get("x264-params", "")
+    if "asm=" in params:
+        return options
+    return {**options, "x264-params": (params + ":" if params else "") + "asm=AVX2"}
+
+
 class _VideoWriter:
     """Encoder + muxer plumbing shared by :class:`SdrWriter` and :class:`Hdr10Writer`."""
 
@@ -625,7 +658,7 @@ class _VideoWriter:
             cc = stream.codec_context
             cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = self._tags
             cc.thread_type = "AUTO"
-            stream.options = _x265_workarounds(codec, self.width, options)
+            stream.options = _x264_workarounds(codec, _x265_workarounds(codec, self.width, options))
             self._stream, self._pix_fmt = stream, pix_fmt
             self._data = None
             if data_track:
