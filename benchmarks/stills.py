@@ -158,6 +158,16 @@ def run_variants(split: str, curves: list[str], limit=None, only: list[str] | No
                               (1000, 1024, 0.75, 1e-4), (800, 1024, 0.75, 1e-4), (1200, 768, 0.75, 1e-4), (1000, 1024, 0.6, 1e-4),
                               (2000, 512, 0.75, 1e-4), (2400, 384, 0.75, 1e-4), (1600, 512, 0.75, 2e-4))},
     }
+    variants.update({
+        "default, redraw every 200 steps": (init, AdaptOptions(resample_at=tuple(range(200, 1600, 200)))),
+        "default, redraw every 100 steps": (init, AdaptOptions(resample_at=tuple(range(100, 1600, 100)))),
+        "default, redraw every 200 steps to 1200": (init, AdaptOptions(resample_at=tuple(range(200, 1400, 200)))),
+        "default, 15 redraws, error map of ~32k cells": (init, AdaptOptions(redraws=15, error_stride=None)),
+        "default, 15 redraws, error map of ~8k cells": (init, AdaptOptions(redraws=15, error_stride=None, error_cells=8192)),
+        "default, 31 redraws, error map of ~8k cells": (init, AdaptOptions(redraws=31, error_stride=None, error_cells=8192)),
+        "default, hard share 0.5": (init, AdaptOptions(hard_share=0.5)),
+        "default, hard share 0.9": (init, AdaptOptions(hard_share=0.9)),
+    })
     if only:
         variants = {k: v for k, v in variants.items() if any(o in k for o in only)}
     data = [(n, h, c, quantise_sdr(get_curve(c).forward(h))) for n, h in pictures(split, limit) for c in curves]

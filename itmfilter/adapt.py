@@ -39,14 +39,17 @@ class AdaptOptions:
     """Adaptation settings; defaults chosen by ``benchmarks/stills.py --variants`` on the val split.
 
     Default recipe (session 4): 1600 Adam steps of 512 of the drawn pixels, lr 1e-3, the
-    last quarter decayed (cosine) to 1e-4, OHEM redraws at 25/50.5/76 % of the steps. Val
-    split, all six SDR kinds, 4 pictures each: mean PU21-PSNR 45.38 -> 46.23 dB over the
-    earlier 200 steps of 8192 at constant lr (spatially varying grade 35.78 -> 37.12,
-    bt2446a 49.94 -> 50.50, every kind up), in less 1080p time with the hand-written step
-    (min of 6 interleaved runs: 2.01 s -> 1.46 s): the fit is step-limited, not
-    pixel-limited, and the decay takes the small batches' noise out of the final weights.
-    2000x512 and 2400x384 scored the same (46.17, 46.27). :data:`RECIPE_200x8192` is the
-    earlier recipe (what the video encoder was measured with).
+    last quarter decayed (cosine) to 1e-4, and OHEM redraws every 100 steps (15) from an
+    error map of ~32k cells (stride 8 at 1080p, 2 at 512x256). Val split, all six SDR
+    kinds, 4 pictures each, mean PU21-PSNR over the earlier recipe (200 steps of 8192,
+    constant lr, 3 redraws, stride 4): 45.38 -> 47.00 dB (spatially varying grade 35.78 ->
+    38.01, bt2446a 49.94 -> 50.79, every kind up). Steps: 1600x512 46.23 (1000x1024 46.04,
+    2000x512 46.17, 2400x384 46.27): the fit is step-limited, and the decay takes the small
+    batches' noise out of the final weights. Redraws: 15 of a 32k-cell map 47.00, of an
+    8k-cell map 46.81, 31 of 8k 46.93. 1080p time (interleaved runs, min): 1.51 s earlier
+    recipe, 1.65 s this one; possible because of the hand-written step (:class:`_ManualStep`)
+    and the flat Adam. :data:`RECIPE_200x8192` is the earlier recipe (what the video encoder
+    was measured with).
     """
 
     steps: int = 1600
@@ -57,9 +60,11 @@ class AdaptOptions:
     min_samples: int = 8192  # ... but never fewer drawn pixels than this (small pictures; see below)
     batch_size: int = 512
     sampling: str = "ohem"  # "ohem" or "uniform"
-    resample_at: tuple[int, ...] | None = None  # steps that redraw; None: RESAMPLE_FRACTIONS of ``steps``
+    resample_at: tuple[int, ...] | None = None  # steps that redraw; None: ``redraws`` evenly spaced
+    redraws: int = 15  # ... that many (3: the paper's 50/101/152 of 200)
     hard_share: float = 0.75
-    error_stride: int = 4
+    error_stride: int | None = None  # error map on every n-th pixel each way; None: from ``error_cells``
+    error_cells: int = 1 << 15  # error_stride=None: about this many cells in the error map
     mmr_fit_pixels: int = 1 << 18
     fit_prior: bool = True  # refit the per-picture polynomial (mmr3 configs) before the steps
     trainable: tuple[str, ...] | None = None  # parameter-name prefixes to train; None: all
@@ -81,7 +86,15 @@ class AdaptOptions:
         """The steps at which OHEM redraws the pixel set."""
         if self.resample_at is not None:
             return tuple(self.resample_at)
-        return tuple(round(self.steps * f) for f in RESAMPLE_FRACTIONS)
+        if self.redraws == 3:
+            return tuple(round(self.steps * f) for f in RESAMPLE_FRACTIONS)
+        return tuple(round(self.steps * k / (self.redraws + 1)) for k in range(1, self.redraws + 1))
+
+    def stride_for(self, n_pixels: int) -> int:
+        """The error map's pixel stride for a picture of ``n_pixels``."""
+        if self.error_stride is not None:
+            return max(1, self.error_stride)
+        return max(1, round(math.sqrt(n_pixels / self.error_cells)))
 
     def lr_at(self, step: int) -> float:
         """Learning rate of ``step``: ``lr``, then (``lr_final`` set) a cosine to ``lr_final``
@@ -94,7 +107,7 @@ class AdaptOptions:
 
 
 # Sessions 1-3's recipe: 200 steps of 8192 pixels at a constant lr, redraws at 50/101/152.
-RECIPE_200x8192 = AdaptOptions(steps=200, batch_size=8192, lr_final=None)
+RECIPE_200x8192 = AdaptOptions(steps=200, batch_size=8192, lr_final=None, redraws=3, error_stride=4)
 
 
 @dataclass
@@ -219,7 +232,7 @@ def adapt(
     # ``min_samples`` (val split, 512x256, spatially varying grade: +0.5 to +1.2 dB; no change
     # at 1080p, where 2 % is already five batches).
     count = min(n_pixels, max(1, int(round(n_pixels * options.sample_fraction)), options.min_samples))
-    stride = max(1, options.error_stride)
+    stride = options.stride_for(n_pixels)
 
     def error_map() -> torch.Tensor:
         pred = predict_pq(net, sdr, device=device, stride=stride)

@@ -119,7 +119,10 @@ def test_schedule_scales_with_steps_and_decays_late():
     from itmfilter.adapt import RECIPE_200x8192
 
     assert RECIPE_200x8192.resample_steps() == (50, 101, 152)  # the paper's schedule
-    assert AdaptOptions(steps=1000).resample_steps() == (250, 505, 760)
+    assert AdaptOptions(steps=1000, redraws=3).resample_steps() == (250, 505, 760)
+    assert AdaptOptions(steps=1600).resample_steps() == tuple(range(100, 1600, 100))
+    assert AdaptOptions().stride_for(1920 * 1080) == 8 and AdaptOptions().stride_for(512 * 256) == 2
+    assert AdaptOptions(error_stride=4).stride_for(1920 * 1080) == 4 == RECIPE_200x8192.stride_for(10**6)
     assert AdaptOptions(resample_at=(0,)).resample_steps() == (0,)
     opts = AdaptOptions(steps=1000, lr=1e-3, lr_final=1e-4, decay_from=0.75)
     assert opts.lr_at(0) == opts.lr_at(750) == 1e-3
