@@ -165,6 +165,13 @@ def run_variants(split: str, curves: list[str], limit=None, only: list[str] | No
         "default, 15 redraws, error map of ~32k cells": (init, AdaptOptions(redraws=15, error_stride=None)),
         "default, 15 redraws, error map of ~8k cells": (init, AdaptOptions(redraws=15, error_stride=None, error_cells=8192)),
         "default, 31 redraws, error map of ~8k cells": (init, AdaptOptions(redraws=31, error_stride=None, error_cells=8192)),
+        "default, error map of ~64k cells": (init, AdaptOptions(error_cells=1 << 16)),
+        "default, lr 2e-3": (init, AdaptOptions(lr=2e-3)),
+        "default, sample fraction 4%": (init, AdaptOptions(sample_fraction=0.04, min_samples=16384)),
+        "default, 31 redraws": (init, AdaptOptions(redraws=31)),
+        "combo: 4% + 64k cells": (init, AdaptOptions(sample_fraction=0.04, min_samples=16384, error_cells=1 << 16)),
+        "combo: 4% + 64k cells + lr 2e-3": (init, AdaptOptions(sample_fraction=0.04, min_samples=16384, error_cells=1 << 16, lr=2e-3)),
+        "combo: 4% + lr 2e-3": (init, AdaptOptions(sample_fraction=0.04, min_samples=16384, lr=2e-3)),
         "default, hard share 0.5": (init, AdaptOptions(hard_share=0.5)),
         "default, hard share 0.9": (init, AdaptOptions(hard_share=0.9)),
     })

@@ -46,7 +46,9 @@ class AdaptOptions:
     38.01, bt2446a 49.94 -> 50.79, every kind up). Steps: 1600x512 46.23 (1000x1024 46.04,
     2000x512 46.17, 2400x384 46.27): the fit is step-limited, and the decay takes the small
     batches' noise out of the final weights. Redraws: 15 of a 32k-cell map 47.00, of an
-    8k-cell map 46.81, 31 of 8k 46.93. 1080p time (interleaved runs, min): 1.51 s earlier
+    8k-cell map 46.81, 31 of 8k 46.93. At least 16384 drawn pixels (was 8192; changes
+    nothing at 1080p, where 2 % is 41k): 47.45 (a 64k-cell map, lr 2e-3: no further gain
+    in combination). 1080p time (interleaved runs, min): 1.51 s earlier
     recipe, 1.65 s this one; possible because of the hand-written step (:class:`_ManualStep`)
     and the flat Adam. :data:`RECIPE_200x8192` is the earlier recipe (what the video encoder
     was measured with).
@@ -57,7 +59,7 @@ class AdaptOptions:
     lr_final: float | None = 1e-4  # cosine decay from ``lr`` to this over the last steps; None: constant lr
     decay_from: float = 0.75  # ... starting at this fraction of the steps
     sample_fraction: float = 0.02
-    min_samples: int = 8192  # ... but never fewer drawn pixels than this (small pictures; see below)
+    min_samples: int = 16384  # ... but never fewer drawn pixels than this (small pictures; see below)
     batch_size: int = 512
     sampling: str = "ohem"  # "ohem" or "uniform"
     resample_at: tuple[int, ...] | None = None  # steps that redraw; None: ``redraws`` evenly spaced
@@ -106,8 +108,9 @@ class AdaptOptions:
         return self.lr_final + 0.5 * (self.lr - self.lr_final) * (1 + math.cos(math.pi * t))
 
 
-# Sessions 1-3's recipe: 200 steps of 8192 pixels at a constant lr, redraws at 50/101/152.
-RECIPE_200x8192 = AdaptOptions(steps=200, batch_size=8192, lr_final=None, redraws=3, error_stride=4)
+# Sessions 1-3's recipe: 200 steps of 8192 pixels at a constant lr, redraws at 50/101/152
+# from a stride-4 error map, at least 8192 drawn pixels.
+RECIPE_200x8192 = AdaptOptions(steps=200, batch_size=8192, lr_final=None, redraws=3, error_stride=4, min_samples=8192)
 
 
 @dataclass
@@ -229,8 +232,9 @@ def adapt(
             net.prior_mmr.copy_(fit_mmr_prior(rgb[fit_idx], tgt_flat[fit_idx]))
     # 2 % of a 1080p picture is 41k pixels, of a 512x256 one 2.6k: fewer than one batch, so
     # small pictures took 200 steps on a few thousand pixels. The drawn set is at least
-    # ``min_samples`` (val split, 512x256, spatially varying grade: +0.5 to +1.2 dB; no change
-    # at 1080p, where 2 % is already five batches).
+    # ``min_samples`` (val split, 512x256, spatially varying grade: +0.5 to +1.2 dB for 8192
+    # with the earlier recipe; 16384 with 15 redraws: +0.45 dB mean over all kinds; no change
+    # at 1080p, where 2 % is 41k).
     count = min(n_pixels, max(1, int(round(n_pixels * options.sample_fraction)), options.min_samples))
     stride = options.stride_for(n_pixels)
 
