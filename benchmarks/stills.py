@@ -15,6 +15,7 @@ resolution; plus the MLP's fp32 weights to measure the fp16 cost.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import platform
 import statistics
@@ -169,6 +170,9 @@ def run_variants(split: str, curves: list[str], limit=None, only: list[str] | No
         "default, lr 2e-3": (init, AdaptOptions(lr=2e-3)),
         "default, sample fraction 4%": (init, AdaptOptions(sample_fraction=0.04, min_samples=16384)),
         "default, 31 redraws": (init, AdaptOptions(redraws=31)),
+        "now: no pre-training, 6 bands": (prior_only["default"], AdaptOptions()),
+        "now: no pre-training, 8 bands": (ITMNet(replace(CONFIGS["default"], fourier_bands=8)), AdaptOptions()),
+        "now: no pre-training, 8 bands, coord 48": (ITMNet(replace(CONFIGS["default"], fourier_bands=8, coord_features=48)), AdaptOptions()),
         "now: min 32768 drawn": (init, AdaptOptions(min_samples=32768)),
         "now: hard share 0.9": (init, AdaptOptions(hard_share=0.9)),
         "now: 2000 steps, 19 redraws": (init, AdaptOptions(steps=2000, redraws=19)),
