@@ -39,7 +39,7 @@ from itmfilter.model import CONFIGS, ITMNet, ModelConfig  # noqa: E402
 from itmfilter.reconstruct import predict_pq, reconstruct_nits  # noqa: E402
 from itmfilter.tonecurves import curve_names, get_curve  # noqa: E402
 from itmfilter.weights.blob import WeightSet, decode, encode  # noqa: E402
-from itmfilter.weights.init import load_init  # noqa: E402
+from itmfilter.weights.init import STILLS_INIT, load_init  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -173,6 +173,7 @@ def run_variants(split: str, curves: list[str], limit=None, only: list[str] | No
         "now: no pre-training, 6 bands": (prior_only["default"], AdaptOptions()),
         "now: no pre-training, 8 bands": (ITMNet(replace(CONFIGS["default"], fourier_bands=8)), AdaptOptions()),
         "now: no pre-training, 8 bands, coord 48": (ITMNet(replace(CONFIGS["default"], fourier_bands=8, coord_features=48)), AdaptOptions()),
+        "stills network (8 bands, 48 coordinate features) with its init": (load_init(name=STILLS_INIT)[0], AdaptOptions()),
         "now: min 32768 drawn": (init, AdaptOptions(min_samples=32768)),
         "now: hard share 0.9": (init, AdaptOptions(hard_share=0.9)),
         "now: 2000 steps, 19 redraws": (init, AdaptOptions(steps=2000, redraws=19)),
@@ -204,7 +205,7 @@ def run_authors(split: str, curves: list[str], limit=None) -> str:
     with weights for this data); the same recipe at lr 1e-3; our default."""
     from itmfilter import baselines
 
-    init, _ = load_init()
+    init, _ = load_init(name=STILLS_INIT)
     recipes = {
         "authors' recipe (siren w0=30, direct PQ, lr 1e-4)": (ITMNet(CONFIGS["paper-direct"]), AdaptOptions(lr=1e-4)),
         "authors' network, lr 1e-3": (ITMNet(CONFIGS["paper-direct"]), AdaptOptions()),
@@ -255,7 +256,7 @@ def run_timing(repeats: int = 3, sizes=((1920, 1080), (3840, 2160))) -> dict:
     import torch.nn.functional as F
 
     name, hdr = pictures("test", 1)[0]
-    init, _ = load_init()
+    init, _ = load_init(name=STILLS_INIT)
     out = {}
     for w, h in sizes:
         t = torch.from_numpy(np.ascontiguousarray(hdr)).permute(2, 0, 1)[None]
@@ -325,7 +326,7 @@ def main() -> None:
         run_variants(args.split, curves, args.limit, [o for o in (args.only or "").split(",") if o])
         return
     if args.clipping:
-        text = run_clipping(args.split, curves, load_init()[0], args.limit)
+        text = run_clipping(args.split, curves, load_init(name=STILLS_INIT)[0], args.limit)
         if args.out:
             args.out.write_text(f"# Where the error is: clipped highlights ({args.split} split)\n\nCommand: `python {' '.join(sys.argv)}`\n\n"
                                 f"Machine: {machine()}\n\n{text}\n")
@@ -336,7 +337,7 @@ def main() -> None:
         if args.out:
             args.out.write_text(f"# Stills timing\n\nMachine: {machine()}\n\n```\n{json.dumps(timing, indent=1)}\n```\n")
         return
-    init, provenance = load_init()
+    init, provenance = load_init(name=STILLS_INIT)
     results = run_quality(args.split, curves, init, AdaptOptions(), args.limit)
     text = summarise(results)
     print(text)

@@ -335,6 +335,7 @@ def meta_train_cmd(
     algorithm: Annotated[str, typer.Option(help="reptile, fomaml or naive.")] = "reptile",
     steps: Annotated[int, typer.Option(help="Outer steps (tasks of 3 support + 1 query pictures).")] = 800,
     exclude_curve: Annotated[Optional[str], typer.Option(help="Leave this curve out of training (Table 3).")] = None,
+    config: Annotated[str, typer.Option(help="Network config: default (video) or stills (wider coordinate input).")] = "default",
     checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint file: resumes when it exists.")] = None,
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
@@ -342,6 +343,7 @@ def meta_train_cmd(
     """Train the initialisation (Algorithm 1) on the train split; resumable.
 
     Example: itmfilter meta-train -o init-meta.safetensors --algorithm reptile --steps 800
+    (the shipped stills initialisation: --algorithm naive --config stills --steps 800)
     """
     from dataclasses import replace
 
@@ -349,7 +351,11 @@ def meta_train_cmd(
     from itmfilter.metatrain import MetaOptions, make_pairs, meta_train
     from itmfilter.weights.init import save_init
 
-    opts = MetaOptions(algorithm=algorithm, outer_steps=steps, seed=seed)
+    from itmfilter.model import CONFIGS
+
+    if config not in CONFIGS:
+        raise ItmError(None, f"unknown --config {config!r}", f"use one of {', '.join(CONFIGS)}")
+    opts = MetaOptions(algorithm=algorithm, outer_steps=steps, seed=seed, config=config)
     if exclude_curve:
         opts = replace(opts, curves=tuple(c for c in opts.curves if c != exclude_curve))
     if opts.algorithm == "naive":

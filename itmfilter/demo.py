@@ -21,7 +21,7 @@ def run_demo(out_dir: Path, *, steps: int | None = None, quiet: bool = False, ec
     from itmfilter.media.stills import read_hdr, read_sdr
     from itmfilter.metrics import evaluate
     from itmfilter.stills import encode_still, transcode_still
-    from itmfilter.weights.init import load_init
+    from itmfilter.weights.init import STILLS_INIT, load_init
 
     out_dir.mkdir(parents=True, exist_ok=True)
     master = sample_path()
@@ -35,7 +35,7 @@ def run_demo(out_dir: Path, *, steps: int | None = None, quiet: bool = False, ec
     transcode_still(sdr_png, hdr_exr)
     ref = read_hdr(master).nits
     sdr, _ = read_sdr(sdr_png)
-    init_net, provenance = load_init()
+    init_net, provenance = load_init(name=STILLS_INIT)
     rows = baseline_rows(sdr, ref, init_net=init_net)
     rows.append(Row("itmfilter-mlp", enc.weight_bytes, evaluate(ref, read_hdr(hdr_exr).nits)))
     echo(f"master {master.name} ({ref.shape[1]}x{ref.shape[0]}), SDR by bt2446a; init: {provenance.get('kind', 'shipped')}")

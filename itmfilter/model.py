@@ -96,6 +96,8 @@ class ModelConfig:
 # paper's shape with a BT.2408 residual prior, "paper-direct" predicts PQ directly.
 CONFIGS: dict[str, ModelConfig] = {
     "default": ModelConfig(coord_encoding="fourier", prior="mmr3"),
+    # stills: a wider coordinate input (see itmfilter.weights.init.STILLS_INIT)
+    "stills": ModelConfig(coord_encoding="fourier", prior="mmr3", fourier_bands=8, coord_features=48),
     "paper": ModelConfig(),
     "paper-direct": ModelConfig(prior="none"),
     "fourier": ModelConfig(coord_encoding="fourier"),

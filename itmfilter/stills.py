@@ -98,7 +98,7 @@ def encode_still(
     from itmfilter.model import resolve_device
     from itmfilter.tonecurves import get_curve
     from itmfilter.weights.blob import WeightSet, encode
-    from itmfilter.weights.init import load_init
+    from itmfilter.weights.init import STILLS_INIT, load_init
 
     out = Path(out)
     if out.suffix.lower() != ".png":
@@ -128,7 +128,7 @@ def encode_still(
     # Adapt to the SDR exactly as it will be stored (quantised), not to the float curve.
     sdr = (sdr_codes(sdr, bits) / float((1 << bits) - 1)).astype(np.float32)
     target = eotf_inverse_st2084(nits).astype(np.float32)
-    init, provenance = load_init(init_path)
+    init, provenance = load_init(init_path, name=STILLS_INIT)
     dev = resolve_device(device)
     result = adapt(init, sdr, target, options or AdaptOptions(), device=dev, progress=progress)
     blob = encode(WeightSet.from_net(result.net), weight_dtype)

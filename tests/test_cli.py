@@ -121,3 +121,19 @@ def test_mismatched_sidecar_refused(encoded, tmp_path):
     (tmp_path / "other.png.itm.json").write_bytes((d / "sdr.png.itm.json").read_bytes())
     res = run("transcode", other, "-o", tmp_path / "h.exr")
     assert res.exit_code == 2 and "other pixels" in res.output
+
+
+def test_stills_carry_the_stills_network(encoded):
+    """Stills are adapted from the wider stills initialisation (8 Fourier bands, 48
+    coordinate features); the weights carry that config, so any decoder rebuilds it."""
+    from itmfilter.model import CONFIGS
+    from itmfilter.stills import find_weights
+    from itmfilter.weights.blob import decode
+    from itmfilter.weights.init import STILLS_INIT, load_init
+
+    _, sdr_png = encoded
+    sdr, bits = read_sdr(sdr_png)
+    blob, _ = find_weights(sdr_png, sdr, bits)
+    net = decode(blob).to_net()
+    assert net.config == CONFIGS["stills"] == load_init(name=STILLS_INIT)[0].config
+    assert net.config != CONFIGS["default"]
