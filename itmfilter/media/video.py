@@ -29,7 +29,6 @@ attachments instead. Every writer writes through
 from __future__ import annotations
 
 import functools
-
 import io
 import os
 import re
@@ -580,13 +579,19 @@ def _data_stream_template():
 X265_CUTREE_MIN_WIDTH = 64
 
 
+def _with_param(options: dict, key: str, param: str) -> dict:
+    """``options`` with ``param`` appended to the ``:``-separated list under ``key``
+    (``x264-params`` / ``x265-params``)."""
+    params = options.get(key, "")
+    return {**options, key: (params + ":" if params else "") + param}
+
+
 def _x265_workarounds(codec: str, width: int, options: dict) -> dict:
     """``options`` with ``no-cutree=1`` added to x265-params for frames narrower than
     :data:`X265_CUTREE_MIN_WIDTH` (libx265 corrupts the heap there, see above)."""
     if codec != "libx265" or width >= X265_CUTREE_MIN_WIDTH:
         return options
-    params = options.get("x265-params", "")
-    return {**options, "x265-params": (params + ":" if params else "") + "no-cutree=1"}
+    return _with_param(options, "x265-params", "no-cutree=1")
 
 
 # libx264's AVX-512 code path (as bundled with PyAV) is not bit-exact: the same frames
@@ -612,12 +617,9 @@ def _cpu_has_avx512() -> bool:
 def _x264_workarounds(codec: str, options: dict) -> dict:
     """``options`` with x264 held to AVX2 where the CPU has AVX-512 (see above); an
     ``asm`` the caller chose is kept."""
-    if codec != "libx264" or not _cpu_has_avx512():
+    if codec != "libx264" or not _cpu_has_avx512() or "asm=" in options.get("x264-params", ""):
         return options
-    params = options.get("x264-params", "")
-    if "asm=" in params:
-        return options
-    return {**options, "x264-params": (params + ":" if params else "") + "asm=AVX2"}
+    return _with_param(options, "x264-params", "asm=AVX2")
 
 
 class _VideoWriter:
