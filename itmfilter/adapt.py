@@ -246,12 +246,14 @@ def adapt(
         net.train()
         return (pred - tgt[::stride, ::stride]).abs().sum(-1).cpu()
 
+    manual = _ManualStep.applies(net, options)  # the step's engine: decides the packed columns
+
     def gather(idx: torch.Tensor) -> torch.Tensor:
         """The drawn pixels' inputs, prior and targets, gathered once per draw into one
-        ``(count, 8 or 11)`` tensor (SDR, xy, [prior,] target): the steps then take one row
-        gather of these ~2% instead of four gathers from the whole picture (and the prior,
-        which depends on the SDR alone and is fixed during the steps, is computed for the
-        drawn pixels only)."""
+        ``(count, columns)`` tensor (SDR, xy, [prior,] target, [Fourier features for the
+        hand-written step]): the steps then take one row gather of these ~2% instead of
+        gathers from the whole picture (and the prior and the features, which depend on the
+        inputs alone and are fixed during the steps, are computed for the drawn pixels only)."""
         with torch.no_grad():
             rgb_s, xy_s = rgb[idx], xy[idx]
             prior_s = net.prior(rgb_s)
@@ -266,8 +268,6 @@ def adapt(
         prior_b = rows[:, 5:8] if has_prior else None
         t0 = 8 if has_prior else 5
         return rows[:, 0:3], rows[:, 3:5], prior_b, rows[:, t0:t0 + 3], rows[:, t0 + 3:]
-
-    manual = _ManualStep.applies(net, options)
 
     idx = _draw(n_pixels, count, None, (h, w), stride, 0.0, gen).to(device)
     sample = gather(idx)

@@ -349,9 +349,8 @@ def meta_train_cmd(
 
     from itmfilter.data.fetch import fetch_scenes, split_scenes
     from itmfilter.metatrain import MetaOptions, make_pairs, meta_train
-    from itmfilter.weights.init import save_init
-
     from itmfilter.model import CONFIGS
+    from itmfilter.weights.init import save_init
 
     if config not in CONFIGS:
         raise ItmError(None, f"unknown --config {config!r}", f"use one of {', '.join(CONFIGS)}")
