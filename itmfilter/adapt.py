@@ -51,9 +51,9 @@ class AdaptOptions:
     batches' noise out of the final weights. Redraws: 15 of a 32k-cell map 47.00, of an
     8k-cell map 46.81, 31 of 8k 46.93. At least 16384 drawn pixels (was 8192; changes
     nothing at 1080p, where 2 % is 41k): 47.45 (a 64k-cell map, lr 2e-3: no further gain
-    in combination). 1080p time (interleaved runs, min): 1.51 s earlier
-    recipe, 1.65 s this one; possible because of the hand-written step (:class:`_ManualStep`)
-    and the flat Adam. :data:`RECIPE_200x8192` is the earlier recipe (what the video encoder
+    in combination). 1080p time (``benchmarks/adapt_ab.py``, interleaved, min): 1.42 s
+    earlier recipe, 1.59 s this one; possible because of the hand-written step
+    (:class:`_ManualStep`) and the flat Adam. :data:`RECIPE_200x8192` is the earlier recipe (what the video encoder
     was measured with).
     """
 
@@ -159,7 +159,8 @@ class _ManualStep:
     (weight gradient ``g^T a``, bias gradient ``sum g``, ``threshold_backward`` through each
     ReLU), writing the gradients into the parameters' ``.grad`` tensors. The results are the
     same bits as autograd's (``tests/test_adapt.py`` adapts with both engines and compares
-    every weight); a 1024-pixel step takes ~0.8 ms instead of ~1.3 ms on the 2 cores.
+    every weight); a 1024-pixel step with Adam takes 1.59 ms instead of 2.16 ms on the 2
+    cores (``benchmarks/adapt_ab.py``).
     The Fourier features are computed once per draw and packed with the drawn pixels.
     """
 

@@ -42,7 +42,8 @@ DEFAULT_INIT = "naive"
 
 # Stills (session 4): with the 1600-step recipe, a wider coordinate input (8 Fourier bands,
 # 48 coordinate features; 11.3k weights, ~23 KB in fp16) fits better. Val split, all six
-# SDR kinds, naive pre-training for that config (`metatrain` naive, 12,800 steps, 150 s):
+# SDR kinds (`benchmarks/stills.py --split val --variants --only "stills network"`), naive
+# pre-training for that config (`itmfilter meta-train --algorithm naive --config stills`, 150 s):
 # 47.81 dB mean PU21-PSNR vs 47.45 for the default network with its initialisation
 # (spatially varying grade 39.22 vs 38.44). Video and playback keep the default network
 # (their rate, speed and real-time budgets were measured with it).
