@@ -40,14 +40,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from itmfilter.adapt import AdaptOptions, adapt  # noqa: E402
+from itmfilter.model.adapt import AdaptOptions, adapt  # noqa: E402
 from itmfilter.colour.transfer import eotf_inverse_st2084  # noqa: E402
-from itmfilter.ladder import RUNG_NAMES  # noqa: E402
-from itmfilter.metrics import psnr_pu21  # noqa: E402
-from itmfilter.model import resolve_device  # noqa: E402
-from itmfilter.reconstruct import predict_pq, reconstruct_nits  # noqa: E402
-from itmfilter.tonecurves import get_curve  # noqa: E402
-from itmfilter.weights.init import load_init  # noqa: E402
+from itmfilter.render.ladder import RUNG_NAMES  # noqa: E402
+from itmfilter.quality.metrics import psnr_pu21  # noqa: E402
+from itmfilter.model.net import resolve_device  # noqa: E402
+from itmfilter.model.inference import predict_pq, reconstruct_nits  # noqa: E402
+from itmfilter.colour.tonecurves import get_curve  # noqa: E402
+from itmfilter.model.initial import load_init  # noqa: E402
 
 
 def machine(device: torch.device) -> str:
@@ -66,7 +66,7 @@ def panorama(path: Path | None) -> np.ndarray:
     if path is not None and path.exists():
         with np.load(path) as z:
             return z[sorted(z.files)[0]].astype(np.float32)
-    from itmfilter.media.testmedia import _load_scenes
+    from itmfilter.data.testmedia import _load_scenes
 
     return _load_scenes(None, "test", 0, True, None)[0]
 
@@ -109,7 +109,7 @@ def filter_clip(path: Path, net, rung: str, device) -> tuple[float, float]:
     """(frames/s end to end, median filter ms) of decode -> hdr10_frame -> NUT."""
     import av
 
-    from itmfilter.play import DecodeAhead, hdr10_frame
+    from itmfilter.player.mpv import DecodeAhead, hdr10_frame
 
     src = av.open(str(path))
     vin = src.streams.video[0]

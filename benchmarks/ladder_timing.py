@@ -25,19 +25,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from itmfilter.ladder import RUNG_NAMES  # noqa: E402
-from itmfilter.play import hdr10_frame  # noqa: E402
-from itmfilter.weights.init import load_init  # noqa: E402
+from itmfilter.render.ladder import RUNG_NAMES  # noqa: E402
+from itmfilter.player.mpv import hdr10_frame  # noqa: E402
+from itmfilter.model.initial import load_init  # noqa: E402
 
 
 def quality_rows(pano) -> list[str]:
     from gpu import resized
     from stills import quantise_sdr
 
-    from itmfilter.adapt import AdaptOptions, adapt
+    from itmfilter.model.adapt import AdaptOptions, adapt
     from itmfilter.colour.transfer import eotf_inverse_st2084
-    from itmfilter.ladder import measure_rung_costs
-    from itmfilter.tonecurves import get_curve
+    from itmfilter.render.ladder import measure_rung_costs
+    from itmfilter.colour.tonecurves import get_curve
 
     init, _ = load_init()
     master = resized(pano, 1920, 1080)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from itmfilter.media.video import SdrWriter  # noqa: E402
-from itmfilter.play import play  # noqa: E402
+from itmfilter.player.mpv import play  # noqa: E402
 
 
 def make_clip(path: Path, w: int, h: int, n: int = 72) -> None:

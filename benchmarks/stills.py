@@ -30,16 +30,16 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from itmfilter.adapt import AdaptOptions, adapt  # noqa: E402
+from itmfilter.model.adapt import AdaptOptions, adapt  # noqa: E402
 from itmfilter.colour.transfer import eotf_inverse_st2084  # noqa: E402
 from itmfilter.data.fetch import fetch_scenes, split_scenes  # noqa: E402
-from itmfilter.evaluation import Row, baseline_rows  # noqa: E402
-from itmfilter.metrics import evaluate  # noqa: E402
-from itmfilter.model import CONFIGS, ITMNet, ModelConfig  # noqa: E402
-from itmfilter.reconstruct import predict_pq, reconstruct_nits  # noqa: E402
-from itmfilter.tonecurves import curve_names, get_curve  # noqa: E402
-from itmfilter.weights.blob import WeightSet, decode, encode  # noqa: E402
-from itmfilter.weights.init import STILLS_INIT, load_init  # noqa: E402
+from itmfilter.quality.evaluation import Row, baseline_rows  # noqa: E402
+from itmfilter.quality.metrics import evaluate  # noqa: E402
+from itmfilter.model.net import CONFIGS, ITMNet, ModelConfig  # noqa: E402
+from itmfilter.model.inference import predict_pq, reconstruct_nits  # noqa: E402
+from itmfilter.colour.tonecurves import curve_names, get_curve  # noqa: E402
+from itmfilter.model.weightset import WeightSet, decode, encode  # noqa: E402
+from itmfilter.model.initial import STILLS_INIT, load_init  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -203,7 +203,7 @@ def run_authors(split: str, curves: list[str], limit=None) -> str:
     directly), their optimiser settings (Adam lr 1e-4, 200 steps, 2% samples, OHEM resampled
     at 50/101/152), from a random initialisation (their meta-trained one is not published
     with weights for this data); the same recipe at lr 1e-3; our default."""
-    from itmfilter import baselines
+    from itmfilter.quality import baselines
 
     init, _ = load_init(name=STILLS_INIT)
     recipes = {
@@ -230,8 +230,8 @@ def run_clipping(split: str, curves: list[str], init, limit=None) -> str:
     """Where the error is: PU21-PSNR of the adapted MLP and of the polynomial with the
     pixels the SDR clipped (max R'G'B' >= 0.99, no information left but position) replaced
     by the master's, and with the other pixels replaced. Analysis only (no tuning)."""
-    from itmfilter.baselines import apply_mmr, fit_mmr
-    from itmfilter.metrics import psnr_pu21
+    from itmfilter.quality.baselines import apply_mmr, fit_mmr
+    from itmfilter.quality.metrics import psnr_pu21
 
     lines = ["| picture | curve | clipped % | method | PU21-PSNR | clipped pixels perfect | unclipped pixels perfect |",
              "|---|---|---|---|---|---|---|"]
@@ -273,7 +273,7 @@ def run_timing(repeats: int = 3, sizes=((1920, 1080), (3840, 2160))) -> dict:
             entry["adapt_s_median"] = statistics.median(warm)
             entry["adapt_s_warm_runs"] = [round(x, 3) for x in warm]
         # The MLP against a gain map of at most the same bytes (JPEG quality swept).
-        from itmfilter import baselines
+        from itmfilter.quality import baselines
 
         blob = encode(WeightSet.from_net(res.net), "fp16")
         entry["mlp_bytes"] = len(blob)

@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from itmfilter.model import CONFIGS  # noqa: E402
+from itmfilter.model.net import CONFIGS  # noqa: E402
 from itmfilter.track.codec import TrackDecoder, TrackEncoder  # noqa: E402
 from itmfilter.track.format import TrackHeader, encode_packet, param_count  # noqa: E402
 

@@ -27,16 +27,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from itmfilter import baselines  # noqa: E402
-from itmfilter.carriage import load_track  # noqa: E402
-from itmfilter.media.testmedia import make_master  # noqa: E402
+from itmfilter.quality import baselines  # noqa: E402
+from itmfilter.track.carriage import load_track  # noqa: E402
+from itmfilter.data.testmedia import make_master  # noqa: E402
 from itmfilter.media.video import SdrWriter, probe_video, read_hdr_frames, read_sdr_frames  # noqa: E402
-from itmfilter.metrics import delta_e_itp, flicker_relative, psnr_pu21  # noqa: E402
-from itmfilter.model import ITMNet  # noqa: E402
-from itmfilter.reconstruct import reconstruct_nits  # noqa: E402
+from itmfilter.quality.metrics import delta_e_itp, flicker_relative, psnr_pu21  # noqa: E402
+from itmfilter.model.net import ITMNet  # noqa: E402
+from itmfilter.model.inference import reconstruct_nits  # noqa: E402
 from itmfilter.track.codec import TrackDecoder  # noqa: E402
 from itmfilter.track.format import unflatten  # noqa: E402
-from itmfilter.video_encode import VideoEncodeOptions, encode_video  # noqa: E402
+from itmfilter.encode.video import VideoEncodeOptions, encode_video  # noqa: E402
 
 DEVICE = "cpu"  # set from --device in main()
 
@@ -69,7 +69,7 @@ STRATEGIES = {
 def make_sdr(master: Path, out: Path, curve: str) -> None:
     """The SDR video once per curve (libx264 crf 18, as encode's own pass 1); every
     strategy then encodes with it as the grade, so they share identical SDR pixels."""
-    from itmfilter.tonecurves import get_curve
+    from itmfilter.colour.tonecurves import get_curve
 
     if out.exists():
         return
@@ -149,11 +149,11 @@ def main() -> None:
                     help="save the test split's panoramas (float16 .npz) for a machine without network, then exit")
     args = ap.parse_args()
     global DEVICE
-    from itmfilter.model import resolve_device
+    from itmfilter.model.net import resolve_device
 
     DEVICE = resolve_device(args.device)
     if args.save_panoramas:
-        from itmfilter.media.testmedia import _load_scenes
+        from itmfilter.data.testmedia import _load_scenes
 
         arrays = _load_scenes(None, "test", 0, True, None)
         np.savez_compressed(args.save_panoramas, **{f"p{k}": a.astype(np.float16) for k, a in enumerate(arrays)})

@@ -29,7 +29,7 @@ SeedOpt = Annotated[int, typer.Option(help="Random seed: same seed, same weights
 
 
 def _tm_names() -> str:
-    from itmfilter.tonecurves import curve_names
+    from itmfilter.colour.tonecurves import curve_names
 
     return ", ".join(curve_names())
 
@@ -114,11 +114,11 @@ def encode(
     Stills: itmfilter encode master.exr -o sdr.png --tm bt2446a
     Video:  itmfilter encode master.mov -o sdr.mp4   (data track; .mkv: attachment; --sidecar json)
     """
-    from itmfilter.adapt import AdaptOptions
-    from itmfilter.stills import encode_still
+    from itmfilter.model.adapt import AdaptOptions
+    from itmfilter.encode.stills import encode_still
 
     if not _is_still(master) or master.is_dir() or "%" in master.name:
-        from itmfilter.video_encode import VideoEncodeOptions, encode_video
+        from itmfilter.encode.video import VideoEncodeOptions, encode_video
 
         report = encode_video(
             master,
@@ -192,7 +192,7 @@ def transcode(
     Video:  itmfilter transcode sdr.mp4 -o hdr10.mkv      (many: itmfilter transcode *.mp4 -o out/ -j 2)
     """
     if len(inputs) == 1 and _is_still(inputs[0]):
-        from itmfilter.stills import transcode_still
+        from itmfilter.encode.stills import transcode_still
 
         report = transcode_still(inputs[0], output, device=device, precision=precision, init_path=init)
         for note in report.notes:
@@ -200,7 +200,7 @@ def transcode(
         if not quiet:
             typer.echo(f"wrote {output} ({report.mode})")
         return
-    from itmfilter.video_transcode import plan_jobs, summary_table, transcode_many
+    from itmfilter.transcode.video import plan_jobs, summary_table, transcode_many
 
     planned = plan_jobs(inputs, output, crf=crf, preset=preset, device=device, precision=precision)
     results = transcode_many(planned, n_jobs=jobs, quiet=quiet)
@@ -237,11 +237,11 @@ def play(
 
     Example: itmfilter play sdr.mp4 --hdr        (headless: --vo null, or --output seen.mkv)
     """
-    from itmfilter.play import play as run_play
+    from itmfilter.player.mpv import play as run_play
 
     provider = None
     if hdr:
-        from itmfilter.video_transcode import FrameNetworks
+        from itmfilter.transcode.video import FrameNetworks
 
         nets = FrameNetworks(video)
         provider = nets.provider
@@ -271,7 +271,7 @@ def evaluate_cmd(
     Example: itmfilter eval master.exr hdr.exr --json
     """
     from itmfilter.media.stills import read_hdr
-    from itmfilter.metrics import evaluate
+    from itmfilter.quality.metrics import evaluate
 
     ref = read_hdr(reference, nits_per_unit=nits_per_unit).nits
     tst = read_hdr(test, nits_per_unit=nits_per_unit).nits
@@ -315,7 +315,7 @@ def make_media(
 
     Example: itmfilter make-media -o master.mkv --seconds 10 --size 1920x1080
     """
-    from itmfilter.media.testmedia import make_master
+    from itmfilter.data.testmedia import make_master
 
     try:
         w, h = (int(v) for v in size.lower().split("x"))
@@ -348,9 +348,9 @@ def meta_train_cmd(
     from dataclasses import replace
 
     from itmfilter.data.fetch import fetch_scenes, split_scenes
-    from itmfilter.metatrain import MetaOptions, make_pairs, meta_train
-    from itmfilter.model import CONFIGS
-    from itmfilter.weights.init import save_init
+    from itmfilter.model.metatrain import MetaOptions, make_pairs, meta_train
+    from itmfilter.model.net import CONFIGS
+    from itmfilter.model.initial import save_init
 
     if config not in CONFIGS:
         raise ItmError(None, f"unknown --config {config!r}", f"use one of {', '.join(CONFIGS)}")
@@ -370,7 +370,7 @@ def meta_train_cmd(
 @app.command()
 def curves() -> None:
     """List the tone curves (name, description, gamut handling)."""
-    from itmfilter.tonecurves import REGISTRY
+    from itmfilter.colour.tonecurves import REGISTRY
 
     for curve in REGISTRY.values():
         kind = "spatial" if curve.spatial else "global"
@@ -383,8 +383,8 @@ def curves() -> None:
 def info(path: Annotated[Path, typer.Argument(help="SDR still with weights.")]) -> None:
     """Show what weights a file carries."""
     from itmfilter.media.stills import read_sdr
-    from itmfilter.stills import find_weights
-    from itmfilter.weights.blob import WeightFormatError, describe
+    from itmfilter.encode.stills import find_weights
+    from itmfilter.model.weightset import WeightFormatError, describe
 
     sdr, bits = read_sdr(path)
     blob, where = find_weights(path, sdr, bits)

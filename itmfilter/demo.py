@@ -14,14 +14,14 @@ from pathlib import Path
 
 def run_demo(out_dir: Path, *, steps: int | None = None, quiet: bool = False, echo=print, video_seconds: float = 2.0) -> list:
     """Encode the shipped sample, reconstruct it, and print its scores beside baselines."""
-    from itmfilter.adapt import AdaptOptions
+    from itmfilter.model.adapt import AdaptOptions
     from itmfilter.cli import _step_bar
     from itmfilter.data import sample_path
-    from itmfilter.evaluation import Row, baseline_rows, format_table
+    from itmfilter.quality.evaluation import Row, baseline_rows, format_table
     from itmfilter.media.stills import read_hdr, read_sdr
-    from itmfilter.metrics import evaluate
-    from itmfilter.stills import encode_still, transcode_still
-    from itmfilter.weights.init import STILLS_INIT, load_init
+    from itmfilter.quality.metrics import evaluate
+    from itmfilter.encode.stills import encode_still, transcode_still
+    from itmfilter.model.initial import STILLS_INIT, load_init
 
     out_dir.mkdir(parents=True, exist_ok=True)
     master = sample_path()
@@ -57,12 +57,12 @@ def run_video_demo(out_dir: Path, picture, *, seconds: float = 2.0, quiet: bool 
 
     import numpy as np
 
-    from itmfilter import baselines
-    from itmfilter.media.testmedia import make_master_from_arrays, pan_view
+    from itmfilter.quality import baselines
+    from itmfilter.data.testmedia import make_master_from_arrays, pan_view
     from itmfilter.media.video import read_hdr_frames, read_sdr_frames
-    from itmfilter.metrics import delta_e_itp, psnr_pu21
-    from itmfilter.video_encode import VideoEncodeOptions, encode_video
-    from itmfilter.video_transcode import TranscodeJob, transcode_one
+    from itmfilter.quality.metrics import delta_e_itp, psnr_pu21
+    from itmfilter.encode.video import VideoEncodeOptions, encode_video
+    from itmfilter.transcode.video import TranscodeJob, transcode_one
 
     h, w = picture.shape[:2]
     fps, window = 24, 0.6 * h

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main(argv=None) -> int:
     from itmfilter.errors import ItmError
-    from itmfilter.ladder import RUNG_NAMES
+    from itmfilter.render.ladder import RUNG_NAMES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("video", help="SDR video file (BT.709)")
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    from itmfilter.play import play
+    from itmfilter.player.mpv import play
 
     try:
         stats = play(args.video, hdr=args.hdr, vo=args.vo, output=args.output,

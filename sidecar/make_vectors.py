@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from itmfilter.model import CONFIGS, ModelConfig  # noqa: E402
+from itmfilter.model.net import CONFIGS, ModelConfig  # noqa: E402
 from itmfilter.track import (  # noqa: E402
     Packet,
     TrackDecoder,

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from itmfilter.adapt import AdaptOptions, _draw, adapt
-from itmfilter.model import CONFIGS, ITMNet
-from itmfilter.reconstruct import predict_pq
+from itmfilter.model.adapt import AdaptOptions, _draw, adapt
+from itmfilter.model.net import CONFIGS, ITMNet
+from itmfilter.model.inference import predict_pq
 
 
 def _pair(h=48, w=64):
@@ -88,8 +88,8 @@ def test_bf16_steps_reach_the_fp32_quality():
 def test_adam_is_bit_identical_to_torch_adam_on_cpu(flat):
     import torch
 
-    from itmfilter.model import ITMNet
-    from itmfilter.optim import Adam
+    from itmfilter.model.net import ITMNet
+    from itmfilter.model.optim import Adam
 
     torch.manual_seed(0)
     a = ITMNet()
@@ -116,7 +116,7 @@ def test_adam_is_bit_identical_to_torch_adam_on_cpu(flat):
 
 
 def test_schedule_scales_with_steps_and_decays_late():
-    from itmfilter.adapt import RECIPE_200x8192
+    from itmfilter.model.adapt import RECIPE_200x8192
 
     assert RECIPE_200x8192.resample_steps() == (50, 101, 152)  # the paper's schedule
     assert AdaptOptions(steps=1000, redraws=3).resample_steps() == (250, 505, 760)
@@ -140,7 +140,7 @@ def test_hand_written_backward_gives_autograds_bits(prior):
     import hashlib
     import torch
 
-    from itmfilter.model import CONFIGS, ITMNet
+    from itmfilter.model.net import CONFIGS, ITMNet
 
     torch.manual_seed(3)
     net = ITMNet(replace(CONFIGS["default"], prior=prior))

@@ -1,4 +1,4 @@
-"""Tests of itmfilter.baselines: BT.2408 placement, BT.2446 inverse, MMR, gain map."""
+"""Tests of itmfilter.quality.baselines: BT.2408 placement, BT.2446 inverse, MMR, gain map."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from itmfilter import baselines as bl
-from itmfilter import tonecurves as tc
+from itmfilter.quality import baselines as bl
+from itmfilter.colour import tonecurves as tc
 from itmfilter.colour.transfer import eotf_inverse_st2084, eotf_st2084
 
 

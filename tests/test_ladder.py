@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from itmfilter import ladder
-from itmfilter.metrics import psnr_pu21
-from itmfilter.model import CONFIGS, ITMNet, pq_decode
-from itmfilter.reconstruct import predict_pq
+from itmfilter.render import ladder
+from itmfilter.quality.metrics import psnr_pu21
+from itmfilter.model.net import CONFIGS, ITMNet, pq_decode
+from itmfilter.model.inference import predict_pq
 
 
 def _smooth_sdr(h: int = 96, w: int = 160) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests for itmfilter.metrics: reference values, colour-science as an oracle, edge cases."""
+"""Tests for itmfilter.quality.metrics: reference values, colour-science as an oracle, edge cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from itmfilter import metrics
+from itmfilter.quality import metrics
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # colour warns that matplotlib is missing

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from itmfilter.model import CONFIGS, ITMNet, ModelConfig, param_count, pixel_grid, pq_decode, pq_encode, prior_bt2408
+from itmfilter.model.net import CONFIGS, ITMNet, ModelConfig, param_count, pixel_grid, pq_decode, pq_encode, prior_bt2408
 
 
 def test_paper_sized_network():
@@ -58,11 +58,11 @@ def test_pixel_grid_centres():
 
 
 def test_mmr_prior_matches_baselines_and_starts_near_bt2408():
-    from itmfilter import baselines
+    from itmfilter.quality import baselines
 
     sdr = torch.rand(500, 3, dtype=torch.float64)
     np.testing.assert_allclose(
-        __import__("itmfilter.model", fromlist=["mmr_features"]).mmr_features(sdr).numpy(), baselines.mmr_features(sdr.numpy())
+        __import__("itmfilter.model.net", fromlist=["mmr_features"]).mmr_features(sdr).numpy(), baselines.mmr_features(sdr.numpy())
     )
     net = ITMNet(CONFIGS["default"])
     # An untrained mmr3 net is the cubic fit of the BT.2408 placement: within 0.05 PQ (worst near black).
@@ -71,8 +71,8 @@ def test_mmr_prior_matches_baselines_and_starts_near_bt2408():
 
 
 def test_adapt_fits_mmr_prior_exactly_for_a_cubic_mapping():
-    from itmfilter.adapt import AdaptOptions, adapt
-    from itmfilter.model import mmr_features
+    from itmfilter.model.adapt import AdaptOptions, adapt
+    from itmfilter.model.net import mmr_features
 
     rng = np.random.default_rng(0)
     sdr = rng.random((40, 50, 3)).astype(np.float32)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from itmfilter.media.motion import MotionEstimator
-from itmfilter.media.testmedia import pan_view
-from itmfilter.model import CONFIGS, ITMNet, ModelConfig, pixel_grid
+from itmfilter.media.phasecorr import MotionEstimator
+from itmfilter.data.testmedia import pan_view
+from itmfilter.model.net import CONFIGS, ITMNet, ModelConfig, pixel_grid
 from itmfilter.track import TrackDecoder, TrackEncoder, TrackHeader
 from itmfilter.track.codec import MOTION_DELTA_CODING, carries_update
 from itmfilter.track.format import decode_packet, encode_packet, flatten_state, unflatten

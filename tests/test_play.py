@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from itmfilter.errors import ItmError
-from itmfilter.ladder import apply_rung
-from itmfilter.model import CONFIGS, ITMNet
-from itmfilter.play import play, pq_to_yuv420p10, sdr_frame_to_rgb, yuv420p10_frame
+from itmfilter.render.ladder import apply_rung
+from itmfilter.model.net import CONFIGS, ITMNet
+from itmfilter.player.mpv import play, pq_to_yuv420p10, sdr_frame_to_rgb, yuv420p10_frame
 
 pytest.importorskip("mpv")
 
@@ -108,7 +108,7 @@ def test_hdr_null_realtime_tags_pq_bt2020(clip):
     assert stats.video_out_params["primaries"] == "bt.2020"
     assert stats.blind_frames == stats.frames_sent  # default provider: blind mode
     assert stats.frames_sent + stats.frames_skipped == N
-    from itmfilter.ladder import RUNG_NAMES
+    from itmfilter.render.ladder import RUNG_NAMES
 
     assert stats.rung in RUNG_NAMES and stats.rung in stats.rung_timings
     # rungs are timed cheapest first until one is too slow: a non-empty prefix of that order
@@ -180,7 +180,7 @@ def test_yuv_frame_round_trip_odd_size():
 
 def _both_paths(img, fmt, rung, path):
     """(exact path planes, ``path`` planes) of the RGB picture ``img`` coded as ``fmt``."""
-    from itmfilter.play import hdr10_frame
+    from itmfilter.player.mpv import hdr10_frame
 
     frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=fmt)
     net = _adapted_like_net()
@@ -193,7 +193,7 @@ def _both_paths(img, fmt, rung, path):
 def test_torch_frame_path_matches_the_exact_numpy_path(fmt, rung):
     """The CUDA player's path (planes -> R'G'B' -> rung -> planes, all torch), run here on
     the CPU, gives the exact numpy path's codes, up to rare half-code ties."""
-    from itmfilter.play import hdr10_frame
+    from itmfilter.player.mpv import hdr10_frame
 
     img = np.random.default_rng(3).integers(0, 256, (38, 70, 3), dtype=np.uint8)
     want, got = _both_paths(img, fmt, rung, "torch")
@@ -211,9 +211,9 @@ def test_fused_cpu_path_matches_the_exact_path(fmt, rung, size):
     """The CPU player's fused numba pass against the exact numpy/torch path: the same
     picture to within codec noise (codes within 2, mostly equal), odd sizes included."""
     pytest.importorskip("numba")
-    from itmfilter.metrics import psnr_pu21
-    from itmfilter.model import pq_decode
-    from itmfilter.play import hdr10_frame
+    from itmfilter.quality.metrics import psnr_pu21
+    from itmfilter.model.net import pq_decode
+    from itmfilter.player.mpv import hdr10_frame
 
     yy, xx = np.mgrid[0:size[0], 0:size[1]]
     img = np.stack([(xx * 7) % 256, (yy * 5) % 256, (xx * yy) % 256], -1).astype(np.uint8)
@@ -235,7 +235,7 @@ def test_fused_cpu_path_matches_the_exact_path(fmt, rung, size):
 
 def _default_net_adapted(img: np.ndarray) -> ITMNet:
     """The default config (per-picture polynomial prior) adapted to a global curve of ``img``."""
-    from itmfilter.adapt import AdaptOptions, adapt
+    from itmfilter.model.adapt import AdaptOptions, adapt
 
     sdr = img.astype(np.float32) / 255
     target = np.clip(0.1 + 0.6 * sdr**1.3, 0, 1).astype(np.float32)
@@ -253,7 +253,7 @@ def test_fused_prior_mode_matches_the_exact_path(fmt, rung):
     """Prior + upsampled residual (the default config's rungs): fused numba pass against
     the torch reference, codes within 2 on a smooth picture."""
     pytest.importorskip("numba")
-    from itmfilter.play import hdr10_frame
+    from itmfilter.player.mpv import hdr10_frame
 
     img = _smooth_img()
     net = _default_net_adapted(img)
@@ -267,7 +267,7 @@ def test_fused_prior_mode_matches_the_exact_path(fmt, rung):
 
 
 def test_gain_mode_choice():
-    from itmfilter.play import choose_gain_mode
+    from itmfilter.player.mpv import choose_gain_mode
 
     img = _smooth_img()
     frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")

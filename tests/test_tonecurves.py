@@ -1,4 +1,4 @@
-"""Tests of itmfilter.tonecurves: registry, sweeps, reference values, round trips, `local`.
+"""Tests of itmfilter.colour.tonecurves: registry, sweeps, reference values, round trips, `local`.
 
 Round-trip tolerances (stated once, used below):
 
@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pytest
 
-from itmfilter import tonecurves as tc
+from itmfilter.colour import tonecurves as tc
 from itmfilter.colour.primaries import MATRIX_BT709_TO_BT2020, apply_matrix, luminance
 from itmfilter.colour.transfer import eotf_inverse_st2084, eotf_st2084
 

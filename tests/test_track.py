@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from itmfilter.colour.hdr10 import HDR10Metadata
-from itmfilter.model import CONFIGS, ITMNet, ModelConfig
+from itmfilter.model.net import CONFIGS, ITMNet, ModelConfig
 from itmfilter.track import (
     Packet,
     TrackDecoder,

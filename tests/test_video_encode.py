@@ -5,13 +5,13 @@ import subprocess
 import numpy as np
 import pytest
 
-from itmfilter.carriage import load_track
+from itmfilter.track.carriage import load_track
 from itmfilter.errors import ItmError
-from itmfilter.media.testmedia import make_master_from_arrays
+from itmfilter.data.testmedia import make_master_from_arrays
 from itmfilter.media.video import probe_video
 from itmfilter.track.codec import TrackDecoder
 from itmfilter.track.format import decode_packet
-from itmfilter.video_encode import VideoEncodeOptions, encode_video
+from itmfilter.encode.video import VideoEncodeOptions, encode_video
 
 W, H, N = 96, 64, 14
 
@@ -92,7 +92,7 @@ def test_sdr_master_refused(tmp_path):
 def test_interrupted_encode_resumes_without_redoing_finished_shots(master, tmp_path, monkeypatch):
     out = tmp_path / "sdr.mp4"
     calls = {"n": 0}
-    from itmfilter import adapt as adapt_module
+    from itmfilter.model import adapt as adapt_module
 
     original = adapt_module.adapt
 
@@ -146,7 +146,7 @@ def test_b_frames_keep_weights_on_their_presentation_time(master, tmp_path):
 
 
 def test_rate_cap_holds_per_segment_and_lowers_the_bitrate(master, tmp_path):
-    from itmfilter.video_encode import PACKET_OVERHEAD_BYTES
+    from itmfilter.encode.video import PACKET_OVERHEAD_BYTES
 
     free = dict(FAST.__dict__, key_seconds=10.0, refresh_ratio=1.0, max_kbps=None)
     report_free = encode_video(master, tmp_path / "free.mp4", options=VideoEncodeOptions(**free), quiet=True)
@@ -174,7 +174,7 @@ def test_rate_cap_holds_per_segment_and_lowers_the_bitrate(master, tmp_path):
 
 
 def test_rate_budget_spreads_a_segment_evenly():
-    from itmfilter.video_encode import PACKET_OVERHEAD_BYTES, RateBudget
+    from itmfilter.encode.video import PACKET_OVERHEAD_BYTES, RateBudget
 
     b = RateBudget(48.0, 24.0, shot_starts={0, 30}, key_interval=96, frame_count=200)  # 250 B/frame
     assert b.segment_frames(0) == 30 and b.segment_frames(30) == 96 and b.segment_frames(150) == 50
@@ -204,7 +204,7 @@ def test_motion_compensation_follows_a_real_pan(tmp_path):
 
     from itmfilter.data import sample_path
     from itmfilter.media.stills import read_hdr
-    from itmfilter.media.testmedia import pan_view
+    from itmfilter.data.testmedia import pan_view
     from itmfilter.track.codec import MOTION_DELTA_CODING
 
     pano = read_hdr(sample_path()).nits

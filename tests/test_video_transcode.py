@@ -6,11 +6,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from itmfilter.media.testmedia import make_master_from_arrays
+from itmfilter.data.testmedia import make_master_from_arrays
 from itmfilter.media.video import read_hdr_frames
-from itmfilter.metrics import psnr_pu21
-from itmfilter.video_encode import VideoEncodeOptions, encode_video
-from itmfilter.video_transcode import plan_jobs, summary_table, transcode_many
+from itmfilter.quality.metrics import psnr_pu21
+from itmfilter.encode.video import VideoEncodeOptions, encode_video
+from itmfilter.transcode.video import plan_jobs, summary_table, transcode_many
 
 W, H, N = 96, 64, 8
 
@@ -37,7 +37,7 @@ def encoded(tmp_path_factory):
 
 
 def test_hdr10_output_tags_pixels_and_quality(encoded, tmp_path):
-    from itmfilter import baselines
+    from itmfilter.quality import baselines
     from itmfilter.media.video import read_sdr_frames
 
     master, sdr = encoded

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from itmfilter.model import CONFIGS, ITMNet
-from itmfilter.weights.blob import WeightFormatError, WeightSet, decode, describe, encode
+from itmfilter.model.net import CONFIGS, ITMNet
+from itmfilter.model.weightset import WeightFormatError, WeightSet, decode, describe, encode
 
 
 def _trained_net(seed=1):

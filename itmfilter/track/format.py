@@ -25,7 +25,7 @@ import torch
 
 from itmfilter.colour.hdr10 import HDR10Metadata
 from itmfilter.errors import ItmError
-from itmfilter.model import ITMNet, ModelConfig
+from itmfilter.model.net import ITMNet, ModelConfig
 
 FORMAT_NAME = "itmfilter-track"
 VERSION_MAJOR = 1

@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from itmfilter.model import ModelConfig
+from itmfilter.model.net import ModelConfig
 
 from .format import param_layout
 

@@ -22,7 +22,7 @@ Strategies (``--strategy``; measured in ``benchmarks/video.py``):
   the frame (a fixed prior extrapolates badly when new colours enter the shot: measured
   -16 dB on a pan), and coded as a delta. ``refresh_ratio`` trades bits for quality.
   With ``motion`` (default), the camera's global translation since the previous frame is
-  measured by phase correlation on the SDR (:mod:`itmfilter.media.motion`) and the held
+  measured by phase correlation on the SDR (:mod:`itmfilter.media.phasecorr`) and the held
   set is first shifted by it (:mod:`itmfilter.track.motion`: exact for a pan); the shift
   travels in every frame's packet (8 bytes) and the refresh test, the warm start and the
   delta all start from the shifted set.
@@ -155,7 +155,7 @@ def _make_sdr(master: Path, out: Path, info, options: VideoEncodeOptions, quiet:
     from tqdm import tqdm
 
     from itmfilter.media.video import SdrWriter, read_hdr_frames
-    from itmfilter.tonecurves import get_curve
+    from itmfilter.colour.tonecurves import get_curve
 
     try:
         curve = get_curve(options.tm)
@@ -183,14 +183,14 @@ def encode_video(
     """Run the three passes (module docstring); returns what was written."""
     from tqdm import tqdm
 
-    from itmfilter.adapt import RECIPE_200x8192, adapt
-    from itmfilter.carriage import ATTACHMENT_MIME, ATTACHMENT_NAME, resolve_mode, sidecar_path, stream_binding
+    from itmfilter.model.adapt import RECIPE_200x8192, adapt
+    from itmfilter.track.carriage import ATTACHMENT_MIME, ATTACHMENT_NAME, resolve_mode, sidecar_path, stream_binding
     from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
     from itmfilter.colour.transfer import eotf_inverse_st2084
     from itmfilter.media.atomic import atomic_output
     from itmfilter.media.video import probe_video, read_hdr_frames, read_sdr_frames
-    from itmfilter.media.motion import MotionEstimator
-    from itmfilter.model import resolve_device
+    from itmfilter.media.phasecorr import MotionEstimator
+    from itmfilter.model.net import resolve_device
     from itmfilter.track.codec import MOTION_DELTA_CODING, MOTION_SHIFT_BYTES, TrackEncoder, carries_update
     from itmfilter.track.motion import pixels_to_shift
     from itmfilter.track.format import (
@@ -202,7 +202,7 @@ def encode_video(
         write_track_blob,
         track_to_json,
     )
-    from itmfilter.weights.init import load_init
+    from itmfilter.model.initial import load_init
 
     master, output = Path(master), Path(output)
     grade = Path(grade) if grade else None
@@ -472,7 +472,7 @@ def _final_header_bytes(header, hdr10) -> int:
 
 def _frame_error(net, sdr: np.ndarray, target: np.ndarray, device) -> float:
     """Mean squared PQ error of ``net`` on a frame, on every 4th pixel each way."""
-    from itmfilter.reconstruct import predict_pq
+    from itmfilter.model.inference import predict_pq
 
     import torch
 

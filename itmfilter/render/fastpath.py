@@ -1,7 +1,7 @@
 """The player's CPU fast path: SDR 4:2:0 planes + a low-resolution gain map -> HDR10 planes
 in one fused, multi-threaded pass (numba).
 
-The ladder's gain rungs (:mod:`itmfilter.ladder`) spend almost all of a 1080p frame's time
+The ladder's gain rungs (:mod:`itmfilter.render.ladder`) spend almost all of a 1080p frame's time
 outside the network: Y'CbCr -> R'G'B', the BT.1886 2.4 power, BT.709 -> BT.2020, the
 upsampled gain, the PQ encode, R'G'B' -> Y'CbCr and 4:2:0 subsampling are ~15 whole-frame
 passes in numpy/torch, each a few ms on 2 cores, and the powers alone ~45 ms. Here every
@@ -343,10 +343,10 @@ def gain_to_hdr10_planes(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, gain: np
 
     ``y``: ``(H, W)`` SDR luma codes; ``cb``, ``cr``: ``(ceil(H/2), ceil(W/2))``; BT.709,
     ``bits`` 8 or 10, narrow or ``full_range``. ``gain``: per-channel linear gain at
-    ``1/downscale`` resolution (cell centres as in :mod:`itmfilter.ladder`), offset
+    ``1/downscale`` resolution (cell centres as in :mod:`itmfilter.render.ladder`), offset
     ``offset_nits``. Output: 10-bit BT.2020 NCL PQ narrow range, 4:2:0.
     """
-    from itmfilter.model import _BT709_TO_BT2020, _SDR_WHITE_NITS
+    from itmfilter.model.net import _BT709_TO_BT2020, _SDR_WHITE_NITS
 
     conv, off_c, inv_gc = _conversion(bits, full_range)
     gamma_lut, pq_lut = tables()
@@ -408,7 +408,7 @@ def hdr10_planes(net, planes, downscale: int, *, precision: str = "auto", gain: 
     ``1/downscale`` -> (Y, Cb, Cr) uint16 HDR10 planes."""
     import torch
 
-    from itmfilter.ladder import GAIN_OFFSET_NITS, gain_map, gain_mode, residual_map
+    from itmfilter.render.ladder import GAIN_OFFSET_NITS, gain_map, gain_mode, residual_map
 
     y, cb, cr, bits, full = planes
     k = GAIN_OFFSET_NITS if offset_nits is None else offset_nits

@@ -90,15 +90,15 @@ def encode_still(
     progress=None,
 ) -> StillReport:
     """HDR still -> SDR PNG with its adapted weights (see the module docstring)."""
-    from itmfilter.adapt import AdaptOptions, adapt
+    from itmfilter.model.adapt import AdaptOptions, adapt
     from itmfilter.colour.hdr10 import compute_light_levels
     from itmfilter.colour.transfer import eotf_inverse_st2084
     from itmfilter.media.atomic import atomic_output
     from itmfilter.media.stills import read_hdr, read_sdr, write_sdr_png
-    from itmfilter.model import resolve_device
-    from itmfilter.tonecurves import get_curve
-    from itmfilter.weights.blob import WeightSet, encode
-    from itmfilter.weights.init import STILLS_INIT, load_init
+    from itmfilter.model.net import resolve_device
+    from itmfilter.colour.tonecurves import get_curve
+    from itmfilter.model.weightset import WeightSet, encode
+    from itmfilter.model.initial import STILLS_INIT, load_init
 
     out = Path(out)
     if out.suffix.lower() != ".png":
@@ -212,10 +212,10 @@ def transcode_still(
     """SDR still (+ weights) -> HDR still (.exr linear BT.2020, or 16-bit PQ .png)."""
     from itmfilter.media.atomic import atomic_output
     from itmfilter.media.stills import read_sdr, write_exr, write_png_pq16
-    from itmfilter.model import resolve_device
-    from itmfilter.reconstruct import reconstruct_nits
-    from itmfilter.weights.blob import WeightFormatError, decode
-    from itmfilter.weights.init import load_init
+    from itmfilter.model.net import resolve_device
+    from itmfilter.model.inference import reconstruct_nits
+    from itmfilter.model.weightset import WeightFormatError, decode
+    from itmfilter.model.initial import load_init
 
     out = Path(out)
     if out.suffix.lower() not in HDR_OUTPUTS:

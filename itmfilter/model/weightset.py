@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from itmfilter.model import ITMNet, ModelConfig
+from itmfilter.model.net import ITMNet, ModelConfig
 
 MAGIC = b"ITMW"
 VERSION = 1

@@ -45,7 +45,7 @@ from itmfilter.colour.transfer import (
     eotf_inverse_st2084,
     eotf_st2084,
 )
-from itmfilter.tonecurves import DEFAULT_PEAK_NITS, sdr_to_hdr_bt2446a
+from itmfilter.colour.tonecurves import DEFAULT_PEAK_NITS, sdr_to_hdr_bt2446a
 
 __all__ = [
     "sdr_placed_bt2408",

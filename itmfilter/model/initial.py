@@ -13,7 +13,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from itmfilter.model import CONFIGS, ITMNet, ModelConfig
+from itmfilter.model.net import CONFIGS, ITMNet, ModelConfig
 
 INIT_NAMES = ("meta", "naive", "blind", "stills")
 

@@ -38,7 +38,7 @@ With the untrained network (the BT.2408 prior alone) every gain is 1 and every r
 exact; the rungs only lose the network's *spatial detail* finer than ``downscale``
 pixels, which is the trade.
 
-On a CPU the player runs the gain rungs through :mod:`itmfilter.fastpath` (the same
+On a CPU the player runs the gain rungs through :mod:`itmfilter.render.fastpath` (the same
 formulas fused into one pass over the Y'CbCr planes); this module is the reference.
 
 Layout: SDR ``(H, W, 3)`` BT.709 R'G'B' code values [0, 1] float32 in, PQ BT.2020
@@ -55,8 +55,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from itmfilter.model import _BT709_TO_BT2020, _SDR_WHITE_NITS, ITMNet, pq_decode
-from itmfilter.reconstruct import CHUNK_PIXELS, CUDA_CHUNK_PIXELS, predict_pq, resolve_precision
+from itmfilter.model.net import _BT709_TO_BT2020, _SDR_WHITE_NITS, ITMNet, pq_decode
+from itmfilter.model.inference import CHUNK_PIXELS, CUDA_CHUNK_PIXELS, predict_pq, resolve_precision
 
 GAIN_OFFSET_NITS = 203.0 / 64
 """Gain offset k in cd/m2: 1/64 of SDR white, the Ultra HDR default offset (1/64)."""
@@ -148,7 +148,7 @@ which made the whole-frame version 3-5x slower here."""
 
 def _pq_encode_(nits: torch.Tensor) -> torch.Tensor:
     """In place: cd/m2 -> PQ code value [0, 1] (the formula of :func:`pq_encode`)."""
-    from itmfilter.model import _PQ_C1, _PQ_C2, _PQ_C3, _PQ_M1, _PQ_M2
+    from itmfilter.model.net import _PQ_C1, _PQ_C2, _PQ_C3, _PQ_M1, _PQ_M2
 
     y = nits.clamp_(0.0, 10000.0).mul_(1.0 / 10000.0).pow_(_PQ_M1)
     den = y.mul(_PQ_C3).add_(1.0)
@@ -370,7 +370,7 @@ def measure_rung_costs(
     Returns ``{rung: {"psnr_vs_full": dB, "psnr_vs_ref": dB or nan}}``; ``full`` against
     itself is ``inf``.
     """
-    from itmfilter.metrics import psnr_pu21
+    from itmfilter.quality.metrics import psnr_pu21
 
     full = pq_decode(torch.from_numpy(apply_rung(net, sdr, "full", device, precision))).numpy()
     costs = {}

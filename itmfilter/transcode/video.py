@@ -57,9 +57,9 @@ class FrameNetworks:
     """The network for each frame: from the track (one rebuild per distinct set) or blind."""
 
     def __init__(self, source: Path) -> None:
-        from itmfilter.carriage import load_track
+        from itmfilter.track.carriage import load_track
         from itmfilter.track.codec import TrackDecoder
-        from itmfilter.weights.init import load_init
+        from itmfilter.model.initial import load_init
 
         self.track = load_track(source)
         self.damaged = 0
@@ -78,7 +78,7 @@ class FrameNetworks:
         return "blind" if self.track is None else "weights"
 
     def __call__(self, frame: int):
-        from itmfilter.model import ITMNet
+        from itmfilter.model.net import ITMNet
         from itmfilter.track.format import unflatten
 
         if self.decoder is None:
@@ -102,7 +102,7 @@ class FrameNetworks:
 
 def _reconstructed(source: Path, nets: FrameNetworks, device, precision):
     from itmfilter.media.video import read_sdr_frames
-    from itmfilter.reconstruct import predict_pq
+    from itmfilter.model.inference import predict_pq
 
     for index, sdr in read_sdr_frames(source):
         yield index, predict_pq(nets(index), sdr, device=device, precision=precision).clamp(0, 1).cpu().numpy()
@@ -115,7 +115,7 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
     from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
     from itmfilter.colour.transfer import eotf_st2084
     from itmfilter.media.video import Hdr10Writer, probe_video
-    from itmfilter.model import resolve_device
+    from itmfilter.model.net import resolve_device
 
     source, output = Path(job.source), job.output
     started = time.perf_counter()

@@ -17,7 +17,7 @@ real first-order update, either
 ``benchmarks/metatrain.py``.
 
 Training pairs: views cut from the train split's scenes (:mod:`itmfilter.data.fetch`),
-each made SDR by a randomly chosen curve of :mod:`itmfilter.tonecurves` (spatially
+each made SDR by a randomly chosen curve of :mod:`itmfilter.colour.tonecurves` (spatially
 varying ``local`` included), quantised to 8 bits as delivered SDR is.
 """
 
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from itmfilter.model import CONFIGS, ITMNet, fit_mmr_prior, mmr_features, pixel_grid
+from itmfilter.model.net import CONFIGS, ITMNet, fit_mmr_prior, mmr_features, pixel_grid
 
 ALGORITHMS = ("fomaml", "reptile", "naive")
 TRAIN_CURVES = ("bt2446a", "bt2390", "hable", "reinhard", "youtube", "local")
@@ -84,7 +84,7 @@ def make_pairs(scenes, options: MetaOptions, *, quiet: bool = False) -> PairPool
 
     from itmfilter.colour.transfer import eotf_inverse_st2084
     from itmfilter.data.fetch import views
-    from itmfilter.tonecurves import get_curve
+    from itmfilter.colour.tonecurves import get_curve
 
     rng = np.random.default_rng(options.seed)
     h, w = options.view_size

@@ -188,9 +188,9 @@ def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
     ``path``:
 
     - ``torch`` (auto on CUDA, for 4:2:0 input): the frame stays on ``device`` from its
-      4:2:0 planes to the output planes (:mod:`itmfilter.colour.ycbcr_torch`);
+      4:2:0 planes to the output planes (:mod:`itmfilter.colour.tensor`);
     - ``fused`` (auto on a CPU for the gain rungs with 4:2:0 input, when numba is there):
-      :mod:`itmfilter.fastpath`, one multi-threaded pass from planes to planes;
+      :mod:`itmfilter.render.fastpath`, one multi-threaded pass from planes to planes;
     - ``exact``: the float64 numpy conversions (:func:`sdr_frame_to_rgb`,
       :func:`pq_to_yuv420p10`) around :func:`itmfilter.ladder.apply_rung`.
 
@@ -200,8 +200,8 @@ def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
     """
     import torch
 
-    from itmfilter import fastpath
-    from itmfilter.ladder import apply_rung, apply_rung_tensor, get_rung
+    from itmfilter.render import fastpath
+    from itmfilter.render.ladder import apply_rung, apply_rung_tensor, get_rung
 
     device = torch.device(device)
     planes = planes420(frame)
@@ -214,7 +214,7 @@ def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
         else:
             path = "exact"
     if path == "torch" and planes is not None:
-        from itmfilter.colour.ycbcr_torch import planes420_to_rgb, rgb_to_planes420
+        from itmfilter.colour.tensor import planes420_to_rgb, rgb_to_planes420
 
         y, cb, cr = _torch_planes(planes, device)
         sdr = planes420_to_rgb(y, cb, cr, bits=planes[3], full_range=planes[4])
@@ -300,7 +300,7 @@ class DecodeAhead:
 
 
 def _blind_provider():
-    from itmfilter.weights.init import load_init
+    from itmfilter.model.initial import load_init
 
     net, _ = load_init(name="blind")
     return lambda index: (net, "blind")
@@ -425,7 +425,7 @@ class _Session:
     """Shared state of one HDR playback: settings, counters, the current producer."""
 
     def __init__(self, path, provider, device, precision, rung, realtime, with_audio):
-        from itmfilter.ladder import RungController
+        from itmfilter.render.ladder import RungController
 
         self.path = path
         self.provider = provider
@@ -507,8 +507,8 @@ def choose_gain_mode(net, frame, rung: str = "eighth", device="cpu", samples: in
     better by ``rgb`` (a local exposure is a gain). Networks without an ``mmr3`` prior: ``rgb``."""
     import torch
 
-    from itmfilter.ladder import apply_rung
-    from itmfilter.model import pixel_grid
+    from itmfilter.render.ladder import apply_rung
+    from itmfilter.model.net import pixel_grid
 
     if net.config.prior != "mmr3":
         return "rgb"
@@ -545,7 +545,7 @@ def _auto_rung(net, frame, fps: float, device, precision, gain: str = "auto") ->
     call of each rung is untimed: it also warms the filter up (JIT cache, allocations)."""
     import statistics
 
-    from itmfilter.ladder import RUNGS, choose_rung
+    from itmfilter.render.ladder import RUNGS, choose_rung
 
     timings: dict[str, float] = {}
     for rung in reversed(RUNGS):
@@ -592,7 +592,7 @@ def play(
     the filter cannot finish in time (default: on unless ``output``/``vo="image"``).
     ``gain``: how rungs below ``full`` carry the network to full resolution (``prior``,
     ``rgb``; ``auto``: :func:`choose_gain_mode` on the first frame; ``PlayStats.gain_mode``).
-    ``fused_threads``: threads of the fused CPU pass (:mod:`itmfilter.fastpath`; ``None``:
+    ``fused_threads``: threads of the fused CPU pass (:mod:`itmfilter.render.fastpath`; ``None``:
     numba's default, every core: its work is split into equal row blocks and finishes
     before the decoder needs the core again).
     ``threads``: torch CPU threads while playing (restored after). ``None`` leaves one
@@ -606,7 +606,7 @@ def play(
     """
     import torch
 
-    from itmfilter import fastpath
+    from itmfilter.render import fastpath
 
     saved_threads = torch.get_num_threads()
     if threads is None:
@@ -627,8 +627,8 @@ def _play(path, *, hdr, vo, output, rung, device, precision, weights_provider, i
           realtime, mpv_options, on_player, quiet, gain="auto") -> PlayStats:
     import mpv
 
-    from itmfilter.ladder import get_rung
-    from itmfilter.model import resolve_device
+    from itmfilter.render.ladder import get_rung
+    from itmfilter.model.net import resolve_device
 
     path = Path(path)
     if not path.is_file():
@@ -660,7 +660,7 @@ def _play(path, *, hdr, vo, output, rung, device, precision, weights_provider, i
         provider = weights_provider or _blind_provider()
         net0, _ = provider(0)
         if gain != "auto":
-            from itmfilter.ladder import GAIN_MODES, gain_mode
+            from itmfilter.render.ladder import GAIN_MODES, gain_mode
 
             if gain not in GAIN_MODES:
                 raise ItmError(None, f"unknown gain mode {gain!r}", f"use auto or one of {', '.join(GAIN_MODES)}")
