@@ -14,7 +14,7 @@ on the values).
 - ``filter``: what ``itmfilter play --hdr`` does per frame: an H.264 clip of ``--frames``
   frames (a pan) is decoded with PyAV (frame threads, in the player's decode-ahead
   thread), each frame goes through
-  :func:`itmfilter.play.hdr10_frame` (8-bit 4:2:0 planes up to the device, R'G'B', the
+  :func:`itmfilter.render.frame.hdr10_frame` (8-bit 4:2:0 planes up to the device, R'G'B', the
   rung, PQ, 10-bit BT.2020 4:2:0 planes back) and is muxed as rawvideo into a NUT stream
   written to /dev/null: frames/s end to end (decode included) and the filter's median ms.
   mpv itself is not in the loop (the device machine has no libmpv).
@@ -109,7 +109,8 @@ def filter_clip(path: Path, net, rung: str, device) -> tuple[float, float]:
     """(frames/s end to end, median filter ms) of decode -> hdr10_frame -> NUT."""
     import av
 
-    from itmfilter.player.mpv import DecodeAhead, hdr10_frame
+    from itmfilter.media.frames import DecodeAhead
+    from itmfilter.render.frame import hdr10_frame
 
     src = av.open(str(path))
     vin = src.streams.video[0]

@@ -2,7 +2,7 @@
 
     python benchmarks/ladder_timing.py --out docs/ladder-timing.md
 
-For each size and rung: milliseconds of :func:`itmfilter.play.hdr10_frame` (decoded SDR
+For each size and rung: milliseconds of :func:`itmfilter.render.frame.hdr10_frame` (decoded SDR
 4:2:0 frame in, HDR10 yuv420p10le frame out: colour conversions, the network, the gain
 map and PQ all included; decoding excluded) through the exact numpy/torch path and the
 fused numba path, median of ``--repeats`` after a warm-up. The network is the blind
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from itmfilter.render.ladder import RUNG_NAMES  # noqa: E402
-from itmfilter.player.mpv import hdr10_frame  # noqa: E402
+from itmfilter.render.frame import hdr10_frame  # noqa: E402
 from itmfilter.model.initial import load_init  # noqa: E402
 
 

@@ -51,19 +51,6 @@ def user_errors(func):
     return wrapper
 
 
-def _step_bar(total: int, quiet: bool, desc: str):
-    """A tqdm bar over adaptation steps, plus the callback that advances it."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="step", desc=desc, disable=quiet, leave=False)
-
-    def advance(step: int, loss: float) -> None:
-        bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss:.2e}")
-
-    return bar, advance
-
 
 def _is_still(path: Path) -> bool:
     return path.suffix.lower() in (".exr", ".hdr", ".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -114,8 +101,9 @@ def encode(
     Stills: itmfilter encode master.exr -o sdr.png --tm bt2446a
     Video:  itmfilter encode master.mov -o sdr.mp4   (data track; .mkv: attachment; --sidecar json)
     """
-    from itmfilter.model.adapt import AdaptOptions
     from itmfilter.encode.stills import encode_still
+    from itmfilter.model.adapt import AdaptOptions
+    from itmfilter.progress import step_bar
 
     if not _is_still(master) or master.is_dir() or "%" in master.name:
         from itmfilter.encode.video import VideoEncodeOptions, encode_video
@@ -140,7 +128,7 @@ def encode(
             )
         return
     still_options = AdaptOptions(seed=seed) if steps is None else AdaptOptions(steps=steps, seed=seed)
-    bar, advance = _step_bar(still_options.steps, quiet, f"adapting {master.name}")
+    bar, advance = step_bar(still_options.steps, quiet, f"adapting {master.name}")
     try:
         report = encode_still(
             master,
@@ -192,7 +180,7 @@ def transcode(
     Video:  itmfilter transcode sdr.mp4 -o hdr10.mkv      (many: itmfilter transcode *.mp4 -o out/ -j 2)
     """
     if len(inputs) == 1 and _is_still(inputs[0]):
-        from itmfilter.encode.stills import transcode_still
+        from itmfilter.transcode.stills import transcode_still
 
         report = transcode_still(inputs[0], output, device=device, precision=precision, init_path=init)
         for note in report.notes:
@@ -348,9 +336,9 @@ def meta_train_cmd(
     from dataclasses import replace
 
     from itmfilter.data.fetch import fetch_scenes, split_scenes
+    from itmfilter.model.initial import save_init
     from itmfilter.model.metatrain import MetaOptions, make_pairs, meta_train
     from itmfilter.model.net import CONFIGS
-    from itmfilter.model.initial import save_init
 
     if config not in CONFIGS:
         raise ItmError(None, f"unknown --config {config!r}", f"use one of {', '.join(CONFIGS)}")
@@ -383,8 +371,8 @@ def curves() -> None:
 def info(path: Annotated[Path, typer.Argument(help="SDR still with weights.")]) -> None:
     """Show what weights a file carries."""
     from itmfilter.media.stills import read_sdr
-    from itmfilter.encode.stills import find_weights
     from itmfilter.model.weightset import WeightFormatError, describe
+    from itmfilter.track.stills import find_weights
 
     sdr, bits = read_sdr(path)
     blob, where = find_weights(path, sdr, bits)

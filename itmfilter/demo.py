@@ -9,25 +9,33 @@ master beside the per-frame polynomial).
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
+
+from itmfilter.data import sample_path
+from itmfilter.data.testmedia import make_master_from_arrays, pan_view
+from itmfilter.encode.stills import encode_still
+from itmfilter.encode.video import VideoEncodeOptions, encode_video
+from itmfilter.media.stills import read_hdr, read_sdr
+from itmfilter.media.video import read_hdr_frames, read_sdr_frames
+from itmfilter.model.adapt import AdaptOptions
+from itmfilter.model.initial import STILLS_INIT, load_init
+from itmfilter.progress import step_bar
+from itmfilter.quality import baselines
+from itmfilter.quality.evaluation import Row, baseline_rows, format_table
+from itmfilter.quality.metrics import delta_e_itp, evaluate, psnr_pu21
+from itmfilter.transcode.stills import transcode_still
+from itmfilter.transcode.video import TranscodeJob, transcode_one
 
 
 def run_demo(out_dir: Path, *, steps: int | None = None, quiet: bool = False, echo=print, video_seconds: float = 2.0) -> list:
     """Encode the shipped sample, reconstruct it, and print its scores beside baselines."""
-    from itmfilter.model.adapt import AdaptOptions
-    from itmfilter.cli import _step_bar
-    from itmfilter.data import sample_path
-    from itmfilter.quality.evaluation import Row, baseline_rows, format_table
-    from itmfilter.media.stills import read_hdr, read_sdr
-    from itmfilter.quality.metrics import evaluate
-    from itmfilter.encode.stills import encode_still, transcode_still
-    from itmfilter.model.initial import STILLS_INIT, load_init
 
     out_dir.mkdir(parents=True, exist_ok=True)
     master = sample_path()
     sdr_png, hdr_exr = out_dir / "sample-sdr.png", out_dir / "sample-hdr.exr"
     options = AdaptOptions() if steps is None else AdaptOptions(steps=steps)
-    bar, advance = _step_bar(options.steps, quiet, "adapting sample")
+    bar, advance = step_bar(options.steps, quiet, "adapting sample")
     try:
         enc = encode_still(master, sdr_png, tm="bt2446a", options=options, progress=advance)
     finally:
@@ -53,16 +61,8 @@ def run_video_demo(out_dir: Path, picture, *, seconds: float = 2.0, quiet: bool 
                    first_steps: int = 200) -> dict:
     """Film a pan across ``picture`` (linear BT.2020 cd/m2) as an HDR10 master, encode it
     with the shipped defaults, transcode it back, and score the HDR10 file."""
-    import statistics
 
-    import numpy as np
 
-    from itmfilter.quality import baselines
-    from itmfilter.data.testmedia import make_master_from_arrays, pan_view
-    from itmfilter.media.video import read_hdr_frames, read_sdr_frames
-    from itmfilter.quality.metrics import delta_e_itp, psnr_pu21
-    from itmfilter.encode.video import VideoEncodeOptions, encode_video
-    from itmfilter.transcode.video import TranscodeJob, transcode_one
 
     h, w = picture.shape[:2]
     fps, window = 24, 0.6 * h

@@ -127,7 +127,7 @@ def test_stills_carry_the_stills_network(encoded):
     """Stills are adapted from the wider stills initialisation (8 Fourier bands, 48
     coordinate features); the weights carry that config, so any decoder rebuilds it."""
     from itmfilter.model.net import CONFIGS
-    from itmfilter.encode.stills import find_weights
+    from itmfilter.track.stills import find_weights
     from itmfilter.model.weightset import decode
     from itmfilter.model.initial import STILLS_INIT, load_init
 

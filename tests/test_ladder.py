@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
 
 from itmfilter.render import ladder
 from itmfilter.quality.metrics import psnr_pu21
-from itmfilter.model.net import CONFIGS, ITMNet, pq_decode
+from itmfilter.colour.tensor import eotf_st2084 as pq_decode
+from itmfilter.model.net import CONFIGS, ITMNet
 from itmfilter.model.inference import predict_pq
 
 
@@ -90,8 +93,16 @@ def test_choose_rung_picks_faster_rungs_for_tighter_budgets():
 
 
 def test_time_rungs_measures_each_rung():
-    timings = ladder.time_rungs(ITMNet(), _smooth_sdr(32, 48), repeats=1)
+    net, sdr = ITMNet(), _smooth_sdr(32, 48)
+    timings = ladder.time_rungs(lambda rung: ladder.apply_rung(net, sdr, rung), repeats=1)
     assert set(timings) == set(ladder.RUNG_NAMES) and all(t > 0 for t in timings.values())
+
+
+def test_time_rungs_gives_up_after_a_slow_rung():
+    slow = {"half": 0.02}
+    timings = ladder.time_rungs(lambda rung: time.sleep(slow.get(rung, 0.0)), ("eighth", "half", "full"),
+                                repeats=1, give_up_s=0.01)
+    assert list(timings) == ["eighth", "half"]
 
 
 def test_controller_steps_down_when_frames_drop():

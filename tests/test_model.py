@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from itmfilter.model.net import CONFIGS, ITMNet, ModelConfig, param_count, pixel_grid, pq_decode, pq_encode, prior_bt2408
+from itmfilter.colour.tensor import eotf_inverse_st2084 as pq_encode
+from itmfilter.colour.tensor import eotf_st2084 as pq_decode
+from itmfilter.model.net import CONFIGS, ITMNet, ModelConfig, param_count, pixel_grid, prior_bt2408
 
 
 def test_paper_sized_network():

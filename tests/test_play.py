@@ -12,7 +12,8 @@ import torch
 from itmfilter.errors import ItmError
 from itmfilter.render.ladder import apply_rung
 from itmfilter.model.net import CONFIGS, ITMNet
-from itmfilter.player.mpv import play, pq_to_yuv420p10, sdr_frame_to_rgb, yuv420p10_frame
+from itmfilter.player.mpv import play
+from itmfilter.render.frame import pq_to_yuv420p10, sdr_frame_to_rgb, yuv420p10_frame
 
 pytest.importorskip("mpv")
 
@@ -180,7 +181,7 @@ def test_yuv_frame_round_trip_odd_size():
 
 def _both_paths(img, fmt, rung, path):
     """(exact path planes, ``path`` planes) of the RGB picture ``img`` coded as ``fmt``."""
-    from itmfilter.player.mpv import hdr10_frame
+    from itmfilter.render.frame import hdr10_frame
 
     frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=fmt)
     net = _adapted_like_net()
@@ -193,7 +194,7 @@ def _both_paths(img, fmt, rung, path):
 def test_torch_frame_path_matches_the_exact_numpy_path(fmt, rung):
     """The CUDA player's path (planes -> R'G'B' -> rung -> planes, all torch), run here on
     the CPU, gives the exact numpy path's codes, up to rare half-code ties."""
-    from itmfilter.player.mpv import hdr10_frame
+    from itmfilter.render.frame import hdr10_frame
 
     img = np.random.default_rng(3).integers(0, 256, (38, 70, 3), dtype=np.uint8)
     want, got = _both_paths(img, fmt, rung, "torch")
@@ -212,8 +213,8 @@ def test_fused_cpu_path_matches_the_exact_path(fmt, rung, size):
     picture to within codec noise (codes within 2, mostly equal), odd sizes included."""
     pytest.importorskip("numba")
     from itmfilter.quality.metrics import psnr_pu21
-    from itmfilter.model.net import pq_decode
-    from itmfilter.player.mpv import hdr10_frame
+    from itmfilter.colour.tensor import eotf_st2084 as pq_decode
+    from itmfilter.render.frame import hdr10_frame
 
     yy, xx = np.mgrid[0:size[0], 0:size[1]]
     img = np.stack([(xx * 7) % 256, (yy * 5) % 256, (xx * yy) % 256], -1).astype(np.uint8)
@@ -253,7 +254,7 @@ def test_fused_prior_mode_matches_the_exact_path(fmt, rung):
     """Prior + upsampled residual (the default config's rungs): fused numba pass against
     the torch reference, codes within 2 on a smooth picture."""
     pytest.importorskip("numba")
-    from itmfilter.player.mpv import hdr10_frame
+    from itmfilter.render.frame import hdr10_frame
 
     img = _smooth_img()
     net = _default_net_adapted(img)
@@ -267,7 +268,7 @@ def test_fused_prior_mode_matches_the_exact_path(fmt, rung):
 
 
 def test_gain_mode_choice():
-    from itmfilter.player.mpv import choose_gain_mode
+    from itmfilter.render.frame import choose_gain_mode
 
     img = _smooth_img()
     frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")

@@ -18,12 +18,11 @@ from itmfilter.colour.hdr10 import HDR10Metadata
 from itmfilter.colour.transfer import eotf_inverse_st2084, eotf_st2084
 from itmfilter.colour.ycbcr import rgb_to_ycbcr, subsample_chroma, upsample_chroma, ycbcr_to_rgb
 from itmfilter.errors import ItmError
+from itmfilter.media.containers import read_attachments, read_data_track
 from itmfilter.media.video import (
     Hdr10Writer,
     SdrWriter,
     probe_video,
-    read_attachments,
-    read_data_track,
     read_hdr_frames,
     read_sdr_frames,
 )

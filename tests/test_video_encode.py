@@ -92,9 +92,9 @@ def test_sdr_master_refused(tmp_path):
 def test_interrupted_encode_resumes_without_redoing_finished_shots(master, tmp_path, monkeypatch):
     out = tmp_path / "sdr.mp4"
     calls = {"n": 0}
-    from itmfilter.model import adapt as adapt_module
+    from itmfilter.encode import video as encode_module
 
-    original = adapt_module.adapt
+    original = encode_module.adapt
 
     def interrupting(*args, **kwargs):
         calls["n"] += 1
@@ -102,7 +102,7 @@ def test_interrupted_encode_resumes_without_redoing_finished_shots(master, tmp_p
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(adapt_module, "adapt", interrupting)
+    monkeypatch.setattr(encode_module, "adapt", interrupting)
     opts = VideoEncodeOptions(**{**FAST.__dict__, "strategy": "frame"})
     with pytest.raises(KeyboardInterrupt):
         encode_video(master, out, options=opts, quiet=True)
@@ -146,7 +146,7 @@ def test_b_frames_keep_weights_on_their_presentation_time(master, tmp_path):
 
 
 def test_rate_cap_holds_per_segment_and_lowers_the_bitrate(master, tmp_path):
-    from itmfilter.encode.video import PACKET_OVERHEAD_BYTES
+    from itmfilter.encode.rate import PACKET_OVERHEAD_BYTES
 
     free = dict(FAST.__dict__, key_seconds=10.0, refresh_ratio=1.0, max_kbps=None)
     report_free = encode_video(master, tmp_path / "free.mp4", options=VideoEncodeOptions(**free), quiet=True)
@@ -174,7 +174,7 @@ def test_rate_cap_holds_per_segment_and_lowers_the_bitrate(master, tmp_path):
 
 
 def test_rate_budget_spreads_a_segment_evenly():
-    from itmfilter.encode.video import PACKET_OVERHEAD_BYTES, RateBudget
+    from itmfilter.encode.rate import PACKET_OVERHEAD_BYTES, RateBudget
 
     b = RateBudget(48.0, 24.0, shot_starts={0, 30}, key_interval=96, frame_count=200)  # 250 B/frame
     assert b.segment_frames(0) == 30 and b.segment_frames(30) == 96 and b.segment_frames(150) == 50

@@ -51,8 +51,8 @@ References
 
 from __future__ import annotations
 
-import math
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -60,6 +60,7 @@ import numpy as np
 from scipy import ndimage
 
 from itmfilter.colour.primaries import (
+    LUMINANCE_WEIGHTS_BT2020,
     MATRIX_BT709_TO_BT2020,
     MATRIX_BT2020_TO_BT709,
     apply_matrix,
@@ -234,7 +235,7 @@ def _finite_nonneg(x: np.ndarray) -> np.ndarray:
 
 # Report ITU-R BT.2446-1, Method A: BT.2020 luma weights and Y'CbCr scale factors
 # 2(1 - K_R) = 1.4746, 2(1 - K_B) = 1.8814 (ITU-R BT.2020-2 Table 4).
-_KR, _KG, _KB = 0.2627, 0.6780, 0.0593
+_KR, _KG, _KB = (float(k) for k in LUMINANCE_WEIGHTS_BT2020)
 _CR_SCALE = 1.4746
 _CB_SCALE = 1.8814
 _GAMMA_2446 = 2.4

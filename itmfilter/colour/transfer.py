@@ -26,8 +26,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from itmfilter.colour.primaries import LUMINANCE_WEIGHTS_BT2020
+
 __all__ = [
     "PQ_PEAK_NITS",
+    "PQ_M1",
+    "PQ_M2",
+    "PQ_C1",
+    "PQ_C2",
+    "PQ_C3",
     "SDR_PEAK_NITS",
     "SDR_WHITE_NITS_BT2408",
     "HLG_PEAK_NITS",
@@ -65,11 +72,11 @@ HLG_PEAK_NITS = 1000.0
 
 # --- SMPTE ST 2084:2014 constants, as the spec writes them -----------------------------
 
-_PQ_M1 = 2610 / 4096 * (1 / 4)
-_PQ_M2 = 2523 / 4096 * 128
-_PQ_C1 = 3424 / 4096
-_PQ_C2 = 2413 / 4096 * 32
-_PQ_C3 = 2392 / 4096 * 32
+PQ_M1 = 2610 / 4096 * (1 / 4)
+PQ_M2 = 2523 / 4096 * 128
+PQ_C1 = 3424 / 4096
+PQ_C2 = 2413 / 4096 * 32
+PQ_C3 = 2392 / 4096 * 32
 
 # --- ITU-R BT.2100-2 Table 5, HLG -------------------------------------------------------
 
@@ -77,7 +84,7 @@ _HLG_A = 0.17883277
 _HLG_B = 1 - 4 * _HLG_A
 _HLG_C = 0.5 - _HLG_A * np.log(4 * _HLG_A)
 # BT.2100-2 Table 5: Y_S = 0.2627 R_S + 0.6780 G_S + 0.0593 B_S (BT.2020 luminance).
-_HLG_LUMA_WEIGHTS = (0.2627, 0.6780, 0.0593)
+_HLG_LUMA_WEIGHTS = tuple(float(k) for k in LUMINANCE_WEIGHTS_BT2020)
 
 # --- IEC 61966-2-1:1999 (sRGB) and ITU-R BT.709-6 ---------------------------------------
 
@@ -155,13 +162,13 @@ def eotf_st2084(e):
 
 def _eotf_st2084_block(e: np.ndarray, out: np.ndarray) -> None:
     e_m2 = np.clip(e, 0.0, 1.0)
-    np.power(e_m2, 1 / _PQ_M2, out=e_m2)
-    num = np.subtract(e_m2, _PQ_C1, out=out)
+    np.power(e_m2, 1 / PQ_M2, out=e_m2)
+    num = np.subtract(e_m2, PQ_C1, out=out)
     np.maximum(num, 0.0, out=num)
-    den = np.multiply(e_m2, _PQ_C3, out=e_m2)
-    np.subtract(_PQ_C2, den, out=den)
+    den = np.multiply(e_m2, PQ_C3, out=e_m2)
+    np.subtract(PQ_C2, den, out=den)
     np.divide(num, den, out=out)
-    np.power(out, 1 / _PQ_M1, out=out)
+    np.power(out, 1 / PQ_M1, out=out)
     np.multiply(out, PQ_PEAK_NITS, out=out)
 
 
@@ -188,13 +195,13 @@ def eotf_inverse_st2084(nits):
 def _eotf_inverse_st2084_block(nits: np.ndarray, out: np.ndarray) -> None:
     y_m1 = np.clip(nits, 0.0, PQ_PEAK_NITS)
     np.divide(y_m1, PQ_PEAK_NITS, out=y_m1)
-    np.power(y_m1, _PQ_M1, out=y_m1)
-    num = np.multiply(y_m1, _PQ_C2, out=out)
-    np.add(num, _PQ_C1, out=num)
-    den = np.multiply(y_m1, _PQ_C3, out=y_m1)
+    np.power(y_m1, PQ_M1, out=y_m1)
+    num = np.multiply(y_m1, PQ_C2, out=out)
+    np.add(num, PQ_C1, out=num)
+    den = np.multiply(y_m1, PQ_C3, out=y_m1)
     np.add(den, 1, out=den)
     np.divide(num, den, out=out)
-    np.power(out, _PQ_M2, out=out)
+    np.power(out, PQ_M2, out=out)
 
 
 # --- HLG --------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ YCBCR_WEIGHTS: dict[str, tuple[float, float]] = {
 """Luma weights (K_R, K_B) of each Y'CbCr matrix; K_G = 1 - K_R - K_B."""
 
 
-def _weights(matrix: str) -> tuple[float, float]:
+def ycbcr_weights(matrix: str) -> tuple[float, float]:
     try:
         return YCBCR_WEIGHTS[matrix]
     except KeyError:
@@ -120,7 +120,7 @@ def rgb_to_ycbcr(
         i.e. halves round up for every code that survives the clip; clipped to
         :func:`ycbcr_code_range`.
     """
-    k_r, k_b = _weights(matrix)
+    k_r, k_b = ycbcr_weights(matrix)
     bits = _check_bits(bits)
     arr = np.asarray(rgb)
     if not (np.issubdtype(arr.dtype, np.floating) and arr.dtype.itemsize <= 8):
@@ -192,7 +192,7 @@ def ycbcr_to_rgb(
         R'G'B', nominally [0, 1]; not clipped, so super-whites and out-of-gamut
         combinations come back as values outside [0, 1].
     """
-    k_r, k_b = _weights(matrix)
+    k_r, k_b = ycbcr_weights(matrix)
     bits = _check_bits(bits)
     dtype = np.dtype(dtype)
     arr = np.asarray(codes)

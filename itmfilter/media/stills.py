@@ -20,7 +20,9 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
+import OpenEXR
 
 from itmfilter.colour.primaries import (
     PRIMARIES_BT709,
@@ -161,7 +163,6 @@ def _scale(rgb, path, info, nits_per_unit, anchor, default_nits_per_unit):
 
 
 def _read_exr(path: Path, nits_per_unit, anchor) -> HdrPicture:
-    import OpenEXR
 
     try:
         with OpenEXR.File(str(path)) as exr:
@@ -212,7 +213,6 @@ def write_exr(path: str | os.PathLike, nits: np.ndarray, inputs=()) -> None:
     Stored with 1.0 = 100 cd/m2; the header carries ``whiteLuminance`` = 100 and BT.2020
     ``chromaticities`` so other tools read the absolute scale and gamut.
     """
-    import OpenEXR
 
     nits = _check_hw3(path, nits, "nits")
     units = np.clip(_clean(nits) / np.float32(EXR_DEFAULT_NITS_PER_UNIT), 0.0, 65504.0)
@@ -401,7 +401,6 @@ def _decode_with_pyav(path: Path, bits: int | None = None) -> tuple[np.ndarray, 
 
     ``bits=None`` keeps the file's own depth (16 for 48/64-bit RGB and 16-bit grey).
     """
-    import av
 
     try:
         with av.open(str(path)) as container:

@@ -29,7 +29,6 @@ attachments instead. Every writer writes through
 from __future__ import annotations
 
 import functools
-import io
 import os
 import re
 import struct
@@ -38,13 +37,42 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
+from av.sidedata.sidedata import Type
 
 from itmfilter.colour.hdr10 import HDR10Metadata
+from itmfilter.colour.primaries import (
+    PRIMARIES_BT709,
+    PRIMARIES_BT2020,
+    PRIMARIES_P3,
+    WHITEPOINT_D65,
+    matrix_rgb_to_rgb,
+)
 from itmfilter.colour.transfer import eotf_bt2100_hlg, eotf_inverse_st2084, eotf_st2084
-from itmfilter.colour.ycbcr import rgb_to_ycbcr, subsample_chroma, upsample_chroma, ycbcr_to_rgb
+from itmfilter.colour.ycbcr import (
+    rgb_to_ycbcr,
+    subsample_chroma,
+    upsample_chroma,
+    ycbcr_to_rgb,
+)
 from itmfilter.errors import ItmError
 from itmfilter.media.atomic import atomic_output
+from itmfilter.media.containers import (
+    ATTACHMENT_SUFFIXES,
+    DATA_TRACK_SUFFIXES,
+    QUICKTIME_SUFFIXES,
+    add_data_stream,
+)
+from itmfilter.media.frames import (
+    PresentationClock,
+    frame_rate,
+    open_input,
+    plane_view,
+    stream_origin,
+    video_stream,
+)
+from itmfilter.media.stills import read_hdr
 
 __all__ = [
     "VideoInfo",
@@ -53,8 +81,6 @@ __all__ = [
     "read_sdr_frames",
     "SdrWriter",
     "Hdr10Writer",
-    "read_data_track",
-    "read_attachments",
     "exr_sequence",
     "PRIMARIES_NAMES",
     "TRANSFER_NAMES",
@@ -78,8 +104,6 @@ _RANGE_TV, _RANGE_PC = 1, 2
 _TAGS_SDR = (_BT709, _BT709, _BT709, _RANGE_TV)
 _TAGS_HDR10 = (_BT2020, _PQ, _BT2020, _RANGE_TV)
 
-_DATA_TRACK_SUFFIXES = {".mp4", ".m4v", ".mov", ".nut"}
-_ATTACHMENT_SUFFIXES = {".mkv", ".mka", ".mks"}
 _SEQUENCE_PATTERN = re.compile(r"%0?(\d*)d")
 
 
@@ -138,34 +162,6 @@ class VideoInfo:
         return self.transfer != "sdr"
 
 
-def _open_input(path: Path):
-    import av
-
-    if not path.exists():
-        raise ItmError(path, "no such file", "check the path")
-    if not path.is_file():
-        raise ItmError(path, "is not a file", "give the path of a video file (or a folder of .exr frames)")
-    try:
-        return av.open(str(path))
-    except av.error.FFmpegError as exc:
-        raise ItmError(path, f"cannot be opened as a video ({exc.strerror or exc})",
-                       "the file may be truncated, damaged or not a video; re-export it") from None
-
-
-def _video_stream(container, path: Path):
-    if not container.streams.video:
-        container.close()
-        raise ItmError(path, "has no video stream", "give a video file")
-    return container.streams.video[0]
-
-
-def _fps_of(stream) -> Fraction:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate:
-            return Fraction(rate)
-    return Fraction(24)
-
-
 def _subsampling(fmt, width: int, height: int) -> str | None:
     if fmt.is_rgb:
         return None
@@ -184,7 +180,6 @@ def _rationals(raw: bytes, count: int) -> list[float]:
 
 def _hdr10_from_frame(frame) -> tuple[HDR10Metadata | None, tuple[float, float] | None]:
     """Parse AVMasteringDisplayMetadata / AVContentLightMetadata side data of a decoded frame."""
-    from av.sidedata.sidedata import Type
 
     mastering, light = None, None
     for side in frame.side_data:
@@ -214,14 +209,13 @@ def probe_video(path: str | os.PathLike, count_frames: bool = False) -> VideoInf
     Reads the container header and decodes the first frame (for HDR10 side data).
     Raises :class:`ItmError` for a missing, unreadable or video-less file.
     """
-    import av
 
     path = Path(path)
-    container = _open_input(path)
+    container = open_input(path)
     try:
-        stream = _video_stream(container, path)
+        stream = video_stream(container, path)
         cc = stream.codec_context
-        fps = _fps_of(stream)
+        fps = frame_rate(stream)
         tb = stream.time_base
         if stream.duration is not None and tb:
             duration = float(stream.duration * tb)
@@ -285,27 +279,18 @@ def _planar_format(fmt, width: int, height: int, path: Path):
     return target, bits
 
 
-def _plane(frame, index: int, dtype) -> np.ndarray:
-    plane = frame.planes[index]
-    itemsize = np.dtype(dtype).itemsize
-    arr = np.frombuffer(plane, dtype=dtype).reshape(plane.height, plane.line_size // itemsize)
-    return arr[:, : plane.width]
-
-
 class _FrameDecoder:
     """Native-plane decoding shared by the HDR and SDR readers."""
 
     def __init__(self, path: Path):
-        import av
 
         self.path = path
-        self.container = _open_input(path)
-        self.stream = _video_stream(self.container, path)
+        self.container = open_input(path)
+        self.stream = video_stream(self.container, path)
         self.stream.thread_type = "AUTO"
         cc = self.stream.codec_context
-        self.fps = _fps_of(self.stream)
-        self.tb = self.stream.time_base
-        self.origin = float(self.stream.start_time * self.tb) if self.stream.start_time is not None else None
+        self.clock = PresentationClock(self.stream)
+        self.fps = self.clock.fps
         self.expected = int(self.stream.frames or 0)
         self.primaries, self.trc, self.matrix, self.range = cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range
         self._av = av
@@ -325,14 +310,14 @@ class _FrameDecoder:
                     fmt = frame.format
                 dtype = np.uint8 if bits <= 8 else np.uint16
                 if fmt.is_rgb:  # planes are G, B, R
-                    g, b, r = (_plane(frame, i, dtype) for i in range(3))
+                    g, b, r = (_frame_plane(frame, i, dtype) for i in range(3))
                     codes = np.stack([r, g, b], axis=-1).astype(np.float32)
                     ss = None
                 else:
                     ss = _subsampling(fmt, frame.width, frame.height)
-                    y, cb, cr = (_plane(frame, i, dtype) for i in range(3))
+                    y, cb, cr = (_frame_plane(frame, i, dtype) for i in range(3))
                     codes = upsample_chroma(y.astype(np.float32), cb, cr, ss)
-                index = count if frame.pts is None else self._index(frame.pts)
+                index = count if frame.pts is None else self.clock.index(frame.pts)
                 yield index, codes, bits, full, ss
                 count += 1
         except av.error.FFmpegError as exc:
@@ -345,13 +330,6 @@ class _FrameDecoder:
         if self.expected and count < self.expected:
             raise ItmError(self.path, f"is truncated: decoded {count} of the {self.expected} frames it lists",
                            "re-export or re-download it")
-
-    def _index(self, pts: int) -> int:
-        t = float(pts * self.tb)
-        if self.origin is None:
-            self.origin = t
-        return int(round((t - self.origin) * self.fps))
-
 
 def exr_sequence(path: str | os.PathLike) -> list[Path] | None:
     """The frames of an EXR sequence, in order, or ``None`` when ``path`` is not one.
@@ -406,7 +384,6 @@ def read_hdr_frames(path: str | os.PathLike, assume_hdr: bool = False) -> Iterat
     raises :class:`ItmError`; ``assume_hdr=True`` reads it as PQ BT.2020 instead
     (for files that lost their tags), limited range unless tagged full.
     """
-    from itmfilter.media.stills import read_hdr
 
     sequence = exr_sequence(path)
     if sequence is not None:
@@ -441,7 +418,6 @@ def read_hdr_frames(path: str | os.PathLike, assume_hdr: bool = False) -> Iterat
 
 
 def _primaries_matrix(prim, path, decoder) -> np.ndarray | None:
-    from itmfilter.colour.primaries import PRIMARIES_BT709, PRIMARIES_BT2020, PRIMARIES_P3, WHITEPOINT_D65, matrix_rgb_to_rgb
 
     if prim in (_BT2020, _UNSPECIFIED, None, 0):
         return None
@@ -487,54 +463,6 @@ def read_sdr_frames(path: str | os.PathLike) -> Iterator[tuple[int, np.ndarray]]
 # --------------------------------------------------------------------------- per-frame data
 
 
-def _origin_and_fps(container) -> tuple[float, Fraction | None]:
-    if container.streams.video:
-        video = container.streams.video[0]
-        start = float(video.start_time * video.time_base) if video.start_time is not None else 0.0
-        return start, _fps_of(video)
-    return 0.0, None
-
-
-def read_data_track(path: str | os.PathLike) -> dict[int, bytes]:
-    """Payloads of the first data track, keyed by the presentation index of their video frame.
-
-    For MP4/MOV/NUT files written by :class:`SdrWriter` / :class:`Hdr10Writer` with
-    ``data_track=True`` (also after ``ffmpeg -map 0 -c copy`` remuxing between them).
-    Raises :class:`ItmError` when there is no data track or two payloads share a frame.
-    """
-    path = Path(path)
-    container = _open_input(path)
-    try:
-        if not container.streams.data:
-            hint = ("Matroska cannot hold data tracks; use read_attachments" if path.suffix.lower() in _ATTACHMENT_SUFFIXES
-                    else "the payloads were lost (e.g. remuxed to MKV); use the original file")
-            raise ItmError(path, "has no data track", hint)
-        stream = container.streams.data[0]
-        origin, fps = _origin_and_fps(container)
-        if fps is None:
-            fps = Fraction(1) / stream.time_base
-        out: dict[int, bytes] = {}
-        for packet in container.demux(stream):
-            if packet.pts is None or not packet.size:
-                continue
-            index = int(round((float(packet.pts * stream.time_base) - origin) * fps))
-            if index in out:
-                raise ItmError(path, f"has two data packets for frame {index}", "re-create the file")
-            out[index] = bytes(packet)
-        return out
-    finally:
-        container.close()
-
-
-def read_attachments(path: str | os.PathLike) -> dict[str, bytes]:
-    """Attachments (file name -> bytes) of a Matroska file; ``{}`` when it has none."""
-    container = _open_input(Path(path))
-    try:
-        return {s.name: bytes(s.data) for s in container.streams if s.type == "attachment"}
-    finally:
-        container.close()
-
-
 # --------------------------------------------------------------------------- writing
 
 
@@ -549,26 +477,6 @@ def _as_fraction(fps) -> Fraction:
     if rate <= 0:
         raise ItmError(None, f"frame rate must be positive, got {fps!r}", "pass e.g. fps=24")
     return rate
-
-
-_TEMPLATE_BYTES: bytes | None = None
-
-
-def _data_stream_template():
-    """An input data stream (from a tiny in-memory MP4) to clone into MOV/NUT outputs."""
-    import av
-
-    global _TEMPLATE_BYTES
-    if _TEMPLATE_BYTES is None:
-        buf = io.BytesIO()
-        with av.open(buf, "w", format="mp4") as out:
-            stream = out.add_data_stream("bin_data")
-            packet = av.Packet(b"\0")
-            packet.stream, packet.pts, packet.dts, packet.duration = stream, 0, 0, 1
-            out.mux(packet)
-        _TEMPLATE_BYTES = buf.getvalue()
-    source = av.open(io.BytesIO(_TEMPLATE_BYTES), "r", format="mp4")
-    return source, source.streams.data[0]
 
 
 # Frames this narrow make libx265 (3.x, as bundled with PyAV) free an invalid pointer when
@@ -630,7 +538,6 @@ class _VideoWriter:
     _subsampling: str = "420"
 
     def __init__(self, path, width, height, fps, *, codec, pix_fmt, bits, options, data_track, copy_from):
-        import av
 
         self._av = av
         self.path = Path(path)
@@ -646,14 +553,14 @@ class _VideoWriter:
         if self._subsampling == "420" and (self.width % 2 or self.height % 2):
             raise ItmError(self.path, f"4:2:0 video needs an even width and height, got {width}x{height}",
                            "crop or pad the frames by one pixel")
-        if data_track and suffix not in _DATA_TRACK_SUFFIXES:
+        if data_track and suffix not in DATA_TRACK_SUFFIXES:
             raise ItmError(self.path, f"{suffix or 'this'} files cannot hold a per-frame data track",
                            "write .mp4 or .mov (or use add_attachment with .mkv)")
         self._atomic = atomic_output(self.path, [copy_from] if copy_from is not None else [])
         temp = self._temp = self._atomic.__enter__()
         self._late_attachments: list[tuple[str, str, bytes]] = []
         try:
-            options_container = {"movflags": "+faststart"} if suffix in (".mp4", ".m4v", ".mov") else {}
+            options_container = {"movflags": "+faststart"} if suffix in QUICKTIME_SUFFIXES else {}
             self._container = av.open(str(temp), "w", options=options_container)
             stream = self._container.add_stream(codec, rate=self.fps)
             stream.width, stream.height, stream.pix_fmt = self.width, self.height, pix_fmt
@@ -664,13 +571,7 @@ class _VideoWriter:
             self._stream, self._pix_fmt = stream, pix_fmt
             self._data = None
             if data_track:
-                if suffix in (".mp4", ".m4v"):
-                    self._data = self._container.add_data_stream("bin_data")
-                else:
-                    source, template = _data_stream_template()
-                    self._data = self._container.add_stream_from_template(template)
-                    source.close()
-                self._data.time_base = Fraction(1) / self.fps
+                self._data = add_data_stream(self._container, suffix, self.fps)
             self._copies = {}
             if copy_from is not None:
                 self._open_copy_source(Path(copy_from))
@@ -681,7 +582,7 @@ class _VideoWriter:
     # -- copy_from -----------------------------------------------------------------
 
     def _open_copy_source(self, source_path: Path) -> None:
-        source = _open_input(source_path)
+        source = open_input(source_path)
         self._source = source
         wanted = [s for s in source.streams if s.type in ("audio", "subtitle")]
         supported = self._container.supported_codecs
@@ -691,7 +592,8 @@ class _VideoWriter:
                 raise ItmError(self.path, f"cannot hold the {s.type} stream #{s.index} ({name}) of {source_path}",
                                "write another container (.mkv holds most), or convert that stream first")
             self._copies[s.index] = self._container.add_stream_from_template(s)
-        self._source_origin, _ = _origin_and_fps(source)
+        video_in = source.streams.video[0] if source.streams.video else None
+        self._source_origin = (stream_origin(video_in) or 0.0) if video_in is not None else 0.0
         self._packets = source.demux(*wanted) if wanted else iter(())
         self._pending = None
 
@@ -743,7 +645,7 @@ class _VideoWriter:
         frame = av.VideoFrame(self.width, self.height, self._pix_fmt)
         dtype = np.uint8 if self.bits == 8 else np.uint16
         for index, values in enumerate(planes):
-            _plane(frame, index, dtype)[...] = values
+            _frame_plane(frame, index, dtype)[...] = values
         primaries, trc, matrix, full = self._tags
         frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range = primaries, trc, matrix, full
         i = self.frames_written
@@ -772,7 +674,7 @@ class _VideoWriter:
         packet (adding one afterwards aborts the process), so late ones are kept and the
         finished file is remuxed once (packets copied, nothing re-encoded) at close.
         """
-        if self.path.suffix.lower() not in _ATTACHMENT_SUFFIXES:
+        if self.path.suffix.lower() not in ATTACHMENT_SUFFIXES:
             raise ItmError(self.path, "only Matroska (.mkv) files hold attachments",
                            "write .mkv, or use data_track=True with .mp4/.mov")
         if self._closed:
@@ -950,3 +852,7 @@ class Hdr10Writer(_VideoWriter):
         """Encode one linear BT.2020 frame float32 ``(H, W, 3)`` in cd/m2 (PQ-encoded here)."""
         nits = self._check_frame(nits_frame, "HDR")
         self._write_codes(eotf_inverse_st2084(np.asarray(nits, dtype=np.float32)), payload)
+
+
+def _frame_plane(frame, index: int, dtype) -> np.ndarray:
+    return plane_view(frame.planes[index], dtype)

@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from itmfilter.model.inference import predict_pq
 from itmfilter.model.net import ITMNet, fit_mmr_prior, pixel_grid
 from itmfilter.model.optim import Adam
-from itmfilter.model.inference import predict_pq
-
 
 # The paper's resampling schedule (steps 50, 101 and 152 of 200) as fractions of the steps.
 RESAMPLE_FRACTIONS = (0.25, 0.505, 0.76)

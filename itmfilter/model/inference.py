@@ -14,6 +14,7 @@ import functools
 import numpy as np
 import torch
 
+from itmfilter.colour.tensor import eotf_st2084
 from itmfilter.model.net import ITMNet, pixel_grid
 
 CHUNK_PIXELS = 16384
@@ -98,6 +99,5 @@ def predict_pq(
 
 def reconstruct_nits(net: ITMNet, sdr, **kwargs) -> np.ndarray:
     """SDR -> linear BT.2020 cd/m2 ``(H, W, 3)`` float32 numpy (see :func:`predict_pq`)."""
-    from itmfilter.model.net import pq_decode
 
-    return pq_decode(predict_pq(net, sdr, **kwargs).clamp(0.0, 1.0)).cpu().numpy()
+    return eotf_st2084(predict_pq(net, sdr, **kwargs).clamp(0.0, 1.0)).cpu().numpy()

@@ -13,6 +13,11 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from itmfilter.errors import ItmError
+from itmfilter.media.atomic import atomic_output
 from itmfilter.model.net import CONFIGS, ITMNet, ModelConfig
 
 INIT_NAMES = ("meta", "naive", "blind", "stills")
@@ -24,9 +29,7 @@ def shipped_init_path(name: str = "meta") -> Path:
 
 
 def save_init(net: ITMNet, path: str | os.PathLike, provenance: dict) -> None:
-    from safetensors.torch import save_file
 
-    from itmfilter.media.atomic import atomic_output
 
     tensors = {k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}
     meta = {"config": net.config.to_json(), "provenance": json.dumps(provenance, sort_keys=True)}
@@ -57,9 +60,7 @@ def load_init(path: str | os.PathLike | None = None, name: str = DEFAULT_INIT) -
     ``name`` the fallbacks are tried in order and finally the untrained prior, with
     ``provenance["kind"] == "prior-only"``.
     """
-    from safetensors import safe_open
 
-    from itmfilter.errors import ItmError
 
     candidates = [Path(path)] if path else [shipped_init_path(n) for n in _fallbacks(name)]
     for candidate in candidates:

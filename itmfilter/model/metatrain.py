@@ -33,7 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from itmfilter.colour.tonecurves import get_curve
+from itmfilter.colour.transfer import eotf_inverse_st2084
+from itmfilter.data.fetch import views
 from itmfilter.model.net import CONFIGS, ITMNet, fit_mmr_prior, mmr_features, pixel_grid
 
 ALGORITHMS = ("fomaml", "reptile", "naive")
@@ -80,11 +84,7 @@ class PairPool:
 
 def make_pairs(scenes, options: MetaOptions, *, quiet: bool = False) -> PairPool:
     """Cut views from ``scenes`` and tone-map each with a random curve of ``options.curves``."""
-    from tqdm import tqdm
 
-    from itmfilter.colour.transfer import eotf_inverse_st2084
-    from itmfilter.data.fetch import views
-    from itmfilter.colour.tonecurves import get_curve
 
     rng = np.random.default_rng(options.seed)
     h, w = options.view_size
@@ -152,7 +152,6 @@ def meta_train(
 
     Returns the trained network and a provenance record.
     """
-    from tqdm import tqdm
 
     torch.manual_seed(options.seed)
     gen = torch.Generator().manual_seed(options.seed)

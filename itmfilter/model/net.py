@@ -25,12 +25,11 @@ import torch
 from torch import nn
 
 from itmfilter.colour.primaries import MATRIX_BT709_TO_BT2020
-from itmfilter.colour.transfer import _PQ_C1, _PQ_C2, _PQ_C3, _PQ_M1, _PQ_M2, SDR_WHITE_NITS_BT2408
+from itmfilter.colour.tensor import eotf_inverse_st2084
+from itmfilter.colour.transfer import SDR_WHITE_NITS_BT2408
 
 # torch twins of the numpy colour functions (the network runs on CUDA too); the constants
 # are the colour module's own, so the two can never disagree.
-_SDR_WHITE_NITS = SDR_WHITE_NITS_BT2408
-_BT709_TO_BT2020 = tuple(tuple(float(v) for v in row) for row in MATRIX_BT709_TO_BT2020)
 
 PRIORS = ("none", "bt2408", "mmr3")
 MMR_TERMS = 22  # third-order MMR: 1 + 7 * 3 regressors
@@ -105,27 +104,15 @@ CONFIGS: dict[str, ModelConfig] = {
 }
 
 
-def pq_encode(nits: torch.Tensor) -> torch.Tensor:
-    """SMPTE ST 2084 inverse EOTF in torch: cd/m2 [0, 10000] -> PQ code value [0, 1]."""
-    y = (nits.clamp(min=0.0) / 10000.0).pow(_PQ_M1)
-    return ((_PQ_C1 + _PQ_C2 * y) / (1.0 + _PQ_C3 * y)).pow(_PQ_M2)
-
-
-def pq_decode(e: torch.Tensor) -> torch.Tensor:
-    """SMPTE ST 2084 EOTF in torch: PQ code value [0, 1] -> cd/m2 [0, 10000]."""
-    p = e.clamp(0.0, 1.0).pow(1.0 / _PQ_M2)
-    return 10000.0 * ((p - _PQ_C1).clamp(min=0.0) / (_PQ_C2 - _PQ_C3 * p)).pow(1.0 / _PQ_M1)
-
-
 def prior_bt2408(sdr: torch.Tensor) -> torch.Tensor:
     """SDR placed in PQ BT.2020 as ITU-R BT.2408-7 recommends, no expansion.
 
     ``sdr``: ``(N, 3)`` BT.709 R'G'B' code values [0, 1]. BT.1886 with L_b = 0 is a pure
     2.4 power; white maps to 203 cd/m2. Returns ``(N, 3)`` PQ code values.
     """
-    linear = sdr.clamp(0.0, 1.0).pow(2.4) * _SDR_WHITE_NITS
-    matrix = torch.tensor(_BT709_TO_BT2020, dtype=linear.dtype, device=linear.device)
-    return pq_encode(linear @ matrix.T)
+    linear = sdr.clamp(0.0, 1.0).pow(2.4) * SDR_WHITE_NITS_BT2408
+    matrix = torch.tensor(MATRIX_BT709_TO_BT2020.tolist(), dtype=linear.dtype, device=linear.device)
+    return eotf_inverse_st2084(linear @ matrix.T)
 
 
 def mmr_features(sdr: torch.Tensor) -> torch.Tensor:
@@ -275,8 +262,6 @@ __all__ = [
     "ModelConfig",
     "param_count",
     "pixel_grid",
-    "pq_decode",
-    "pq_encode",
     "prior_bt2408",
     "resolve_device",
 ]

@@ -37,7 +37,13 @@ import math
 import numpy as np
 from PIL import Image
 
-from itmfilter.colour.primaries import MATRIX_BT709_TO_BT2020, apply_matrix, luminance
+from itmfilter.colour.primaries import (
+    LUMINANCE_WEIGHTS_BT2020,
+    MATRIX_BT709_TO_BT2020,
+    apply_matrix,
+    luminance,
+)
+from itmfilter.colour.tonecurves import DEFAULT_PEAK_NITS, sdr_to_hdr_bt2446a
 from itmfilter.colour.transfer import (
     PQ_PEAK_NITS,
     SDR_WHITE_NITS_BT2408,
@@ -45,7 +51,6 @@ from itmfilter.colour.transfer import (
     eotf_inverse_st2084,
     eotf_st2084,
 )
-from itmfilter.colour.tonecurves import DEFAULT_PEAK_NITS, sdr_to_hdr_bt2446a
 
 __all__ = [
     "sdr_placed_bt2408",
@@ -114,7 +119,7 @@ _ITM_A1, _ITM_B1, _ITM_C1 = 1.8712e-5, -2.7334e-3, 1.3141
 _ITM_A2, _ITM_B2, _ITM_C2 = 2.8305e-6, -7.4622e-4, 1.2528
 _ITM_T = 70.0
 _ITM_CHROMA = 1.075
-_KR, _KG, _KB = 0.2627, 0.6780, 0.0593
+_KR, _KG, _KB = (float(k) for k in LUMINANCE_WEIGHTS_BT2020)
 _CR_SCALE, _CB_SCALE = 1.4746, 1.8814
 
 

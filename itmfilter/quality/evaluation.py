@@ -10,6 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from itmfilter.model.inference import reconstruct_nits
+from itmfilter.quality import baselines
+from itmfilter.quality.metrics import evaluate
+
 
 @dataclass
 class Row:
@@ -26,9 +30,6 @@ def baseline_rows(sdr: np.ndarray, hdr_nits: np.ndarray, *, init_net=None, gainm
     inverse BT.2446a curve (0 bytes), the initialisation alone (domain-wise, 0 bytes), a
     per-picture third-order MMR polynomial, and ISO 21496-1-style gain maps.
     """
-    from itmfilter.quality import baselines
-    from itmfilter.quality.metrics import evaluate
-    from itmfilter.model.inference import reconstruct_nits
 
     rows = [
         Row("sdr-bt2408", 0, evaluate(hdr_nits, baselines.sdr_placed_bt2408(sdr))),

@@ -18,7 +18,7 @@ pixel goes through all of it once, in registers, rows split over the cores:
     -> Y'CbCr BT.2020 NCL 10-bit narrow range (BT.2100 table 9), chroma [1, 2, 1] / 4
        on even columns and row pairs averaged (:func:`~itmfilter.colour.ycbcr.subsample_chroma`)
 
-Against the exact torch/numpy path (:func:`itmfilter.play.hdr10_frame` with
+Against the exact torch/numpy path (:func:`itmfilter.render.frame.hdr10_frame` with
 ``fast=False``) the codes agree within 1 (tables and float32 rounding at half-code ties);
 tested. numba compiles the kernel on first use (a few seconds, then cached on disk).
 """
@@ -28,9 +28,24 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import torch
 
-from itmfilter.colour.transfer import _PQ_C1, _PQ_C2, _PQ_C3, _PQ_M1, _PQ_M2
-from itmfilter.colour.ycbcr import _weights
+from itmfilter.colour.primaries import MATRIX_BT709_TO_BT2020
+from itmfilter.colour.transfer import (
+    PQ_C1,
+    PQ_C2,
+    PQ_C3,
+    PQ_M1,
+    PQ_M2,
+    SDR_WHITE_NITS_BT2408,
+)
+from itmfilter.colour.ycbcr import (
+    code_scale,
+    ycbcr_code_range,
+    ycbcr_to_rgb,
+    ycbcr_weights,
+)
+from itmfilter.render.ladder import GAIN_OFFSET_NITS, gain_map, gain_mode, residual_map
 
 GAMMA_LUT_SIZE = 4096
 PQ_LUT_SIZE = 65536
@@ -44,8 +59,8 @@ def tables() -> tuple[np.ndarray, np.ndarray]:
     x = np.arange(GAMMA_LUT_SIZE + 1, dtype=np.float64) / GAMMA_LUT_SIZE
     gamma = x**2.4
     v = np.arange(PQ_LUT_SIZE + 1, dtype=np.float64) / PQ_LUT_SIZE
-    y = (v * v) ** _PQ_M1  # (L / 10000)^m1 with L = 10000 v^2
-    pq = ((_PQ_C1 + _PQ_C2 * y) / (1.0 + _PQ_C3 * y)) ** _PQ_M2
+    y = (v * v) ** PQ_M1  # (L / 10000)^m1 with L = 10000 v^2
+    pq = ((PQ_C1 + PQ_C2 * y) / (1.0 + PQ_C3 * y)) ** PQ_M2
     return gamma.astype(np.float32), pq.astype(np.float32)
 
 
@@ -279,15 +294,14 @@ def _conversion(bits: int, full_range: bool) -> tuple[np.ndarray, float, float]:
     :mod:`itmfilter.colour.ycbcr` (:func:`~itmfilter.colour.ycbcr.code_scale`,
     :func:`~itmfilter.colour.ycbcr.ycbcr_code_range`).
     """
-    from itmfilter.colour.ycbcr import code_scale, ycbcr_code_range
 
     if bits not in (8, 10):
         raise ValueError(f"the fast path takes 8- or 10-bit SDR, got {bits}")
     gy, oy, gc, oc = code_scale(bits, full_range)
-    k_r, k_b = _weights("bt709")
+    k_r, k_b = ycbcr_weights("bt709")
     k_g = 1 - k_r - k_b
     r_cr, b_cb = 2 * (1 - k_r), 2 * (1 - k_b)
-    wr, wb = _weights("bt2020nc")
+    wr, wb = ycbcr_weights("bt2020nc")
     gy_o, oy_o, gc_o, oc_o = code_scale(10, False)
     lo, hi = ycbcr_code_range(10, False)
     conv = np.array([1 / gy, oy, r_cr, -k_b * b_cb / k_g, -k_r * r_cr / k_g, b_cb,
@@ -346,11 +360,10 @@ def gain_to_hdr10_planes(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, gain: np
     ``1/downscale`` resolution (cell centres as in :mod:`itmfilter.render.ladder`), offset
     ``offset_nits``. Output: 10-bit BT.2020 NCL PQ narrow range, 4:2:0.
     """
-    from itmfilter.model.net import _BT709_TO_BT2020, _SDR_WHITE_NITS
 
     conv, off_c, inv_gc = _conversion(bits, full_range)
     gamma_lut, pq_lut = tables()
-    mat = np.asarray(_BT709_TO_BT2020, dtype=np.float64) * _SDR_WHITE_NITS
+    mat = np.asarray(MATRIX_BT709_TO_BT2020, dtype=np.float64) * SDR_WHITE_NITS_BT2408
     y_out, cb_out, cr_out = _outputs(*y.shape)
     _kernel()(np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
               np.ascontiguousarray(gain, dtype=np.float32), float(downscale), float(offset_nits),
@@ -391,7 +404,6 @@ def low_res_sdr(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, d: int, *, bits: 
     ``d x d`` cells (``d`` even): Y' over the cell, Cb/Cr over its ``d/2 x d/2`` chroma
     samples, then the matrix. Y'CbCr -> R'G'B' is affine, so this is the cell mean of
     R'G'B' except where the clip to [0, 1] bites; the network's input at low resolution."""
-    from itmfilter.colour.ycbcr import ycbcr_to_rgb
 
     if d < 2 or d % 2:
         raise ValueError(f"the fast path needs an even downscale, got {d}")
@@ -404,13 +416,11 @@ def low_res_sdr(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, d: int, *, bits: 
 
 def hdr10_planes(net, planes, downscale: int, *, precision: str = "auto", gain: str = "auto",
                  offset_nits: float | None = None):
-    """A gain rung on the CPU, fused: ``planes`` from :func:`itmfilter.play.planes420` -> the network at
+    """A gain rung on the CPU, fused: ``planes`` from :class:`itmfilter.media.frames.Planes` (4:2:0) -> the network at
     ``1/downscale`` -> (Y, Cb, Cr) uint16 HDR10 planes."""
-    import torch
 
-    from itmfilter.render.ladder import GAIN_OFFSET_NITS, gain_map, gain_mode, residual_map
 
-    y, cb, cr, bits, full = planes
+    y, cb, cr, bits, full = planes.y, planes.cb, planes.cr, planes.bits, planes.full_range
     k = GAIN_OFFSET_NITS if offset_nits is None else offset_nits
     h, w = y.shape
     low = torch.from_numpy(low_res_sdr(y, cb, cr, downscale, bits=bits, full_range=full))

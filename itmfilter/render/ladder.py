@@ -49,14 +49,24 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from itmfilter.model.net import _BT709_TO_BT2020, _SDR_WHITE_NITS, ITMNet, pq_decode
-from itmfilter.model.inference import CHUNK_PIXELS, CUDA_CHUNK_PIXELS, predict_pq, resolve_precision
+from itmfilter.colour.primaries import LUMINANCE_WEIGHTS_BT2020, MATRIX_BT709_TO_BT2020
+from itmfilter.colour.tensor import eotf_inverse_st2084_, eotf_st2084
+from itmfilter.colour.transfer import SDR_WHITE_NITS_BT2408
+from itmfilter.model.inference import (
+    CHUNK_PIXELS,
+    CUDA_CHUNK_PIXELS,
+    predict_pq,
+    resolve_precision,
+)
+from itmfilter.model.net import ITMNet
+from itmfilter.quality.metrics import psnr_pu21
 
 GAIN_OFFSET_NITS = 203.0 / 64
 """Gain offset k in cd/m2: 1/64 of SDR white, the Ultra HDR default offset (1/64)."""
@@ -64,7 +74,7 @@ GAIN_OFFSET_NITS = 203.0 / 64
 GAIN_MODES = ("rgb", "luma", "prior")
 
 # BT.2020-2 luminance weights for linear RGB.
-_LUMA_2020 = (0.2627, 0.6780, 0.0593)
+_LUMA_2020 = tuple(float(k) for k in LUMINANCE_WEIGHTS_BT2020)
 
 
 @dataclass(frozen=True)
@@ -101,8 +111,8 @@ def get_rung(rung: str | Rung) -> Rung:
 def _place_sdr_planar(sdr: torch.Tensor) -> torch.Tensor:
     """``(3, H, W)`` BT.709 R'G'B' [0, 1] -> ``(3, H, W)`` linear BT.2020 cd/m2 (BT.2408)."""
     linear = sdr.clamp(0.0, 1.0).pow(2.4)
-    m = torch.tensor(_BT709_TO_BT2020, dtype=linear.dtype, device=linear.device)
-    placed = torch.einsum("ij,jhw->ihw", m * _SDR_WHITE_NITS, linear)
+    m = torch.tensor(MATRIX_BT709_TO_BT2020.tolist(), dtype=linear.dtype, device=linear.device)
+    placed = torch.einsum("ij,jhw->ihw", m * SDR_WHITE_NITS_BT2408, linear)
     return placed
 
 
@@ -146,15 +156,6 @@ cache, and in-place ops on it avoid allocating a fresh 25 MB tensor per elementw
 which made the whole-frame version 3-5x slower here."""
 
 
-def _pq_encode_(nits: torch.Tensor) -> torch.Tensor:
-    """In place: cd/m2 -> PQ code value [0, 1] (the formula of :func:`pq_encode`)."""
-    from itmfilter.model.net import _PQ_C1, _PQ_C2, _PQ_C3, _PQ_M1, _PQ_M2
-
-    y = nits.clamp_(0.0, 10000.0).mul_(1.0 / 10000.0).pow_(_PQ_M1)
-    den = y.mul(_PQ_C3).add_(1.0)
-    return y.mul_(_PQ_C2).add_(_PQ_C1).div_(den).pow_(_PQ_M2)
-
-
 def _low_res_gain(net, x, d, device, precision, gain, k) -> torch.Tensor:
     """The gain map ``(3 or 1, lh, lw)`` of ``(H, W, 3)`` SDR ``x`` at downscale ``d``."""
     h, w, _ = x.shape
@@ -178,7 +179,7 @@ def gain_map(net, sdr_low: torch.Tensor, h: int, w: int, d: int, device, precisi
     centres over the SDR placed per BT.2408, both offset by ``k`` cd/m2."""
     lh, lw = sdr_low.shape[1:]
     _, pq_low = _net_at_cells(net, sdr_low, h, w, d, device, precision)
-    hdr_low = pq_decode(pq_low.clamp(0.0, 1.0)).reshape(lh, lw, 3).permute(2, 0, 1)
+    hdr_low = eotf_st2084(pq_low.clamp(0.0, 1.0)).reshape(lh, lw, 3).permute(2, 0, 1)
     placed_low = _place_sdr_planar(sdr_low)
     if gain == "luma":
         luma = torch.tensor(_LUMA_2020, device=device).view(3, 1, 1)
@@ -226,7 +227,7 @@ def _apply_prior_rung(net, x, d, device, precision, encode_pq):
         band = slice(top, min(h, top + rows))
         pq = net.prior(x[band].clamp(0.0, 1.0).reshape(-1, 3)).reshape(-1, w, 3).clamp_(0.0, 1.0)
         pq.add_(up[:, band].permute(1, 2, 0)).clamp_(0.0, 1.0)
-        out[band] = pq if encode_pq else pq_decode(pq)
+        out[band] = pq if encode_pq else eotf_st2084(pq)
     return out
 
 
@@ -257,7 +258,7 @@ def _apply_gain_rung(net, sdr, rung: Rung, device, precision, gain, offset_nits,
     wy = (sy - y0).view(-1, 1, 1)
     y0 = y0.clamp_(max=lh - 1)
     y1 = (y0 + 1).clamp_(max=lh - 1)
-    m = torch.tensor(_BT709_TO_BT2020, dtype=torch.float32, device=device).T * _SDR_WHITE_NITS
+    m = torch.tensor(MATRIX_BT709_TO_BT2020.tolist(), dtype=torch.float32, device=device).T * SDR_WHITE_NITS_BT2408
     out = torch.empty((h, w, 3), dtype=torch.float32, device=device)
     rows = h if device.type == "cuda" else BAND_ROWS  # on a GPU one band: fewer launches
     for top in range(0, h, rows):
@@ -266,30 +267,15 @@ def _apply_gain_rung(net, sdr, rung: Rung, device, precision, gain, offset_nits,
         linear = x[band].clamp(0.0, 1.0).pow_(2.4)
         nits = linear @ m
         nits.add_(k).mul_(g_band).sub_(k).clamp_(min=0.0)
-        out[band] = _pq_encode_(nits) if encode_pq else nits
+        out[band] = eotf_inverse_st2084_(nits) if encode_pq else nits
     return out
-
-
-@torch.no_grad()
-def apply_rung_nits(
-    net: ITMNet,
-    sdr,
-    rung: str | Rung = "half",
-    *,
-    device: torch.device | str = "cpu",
-    precision: str = "auto",
-    gain: str = "auto",
-    offset_nits: float = GAIN_OFFSET_NITS,
-) -> torch.Tensor:
-    """Like :func:`apply_rung` but linear BT.2020 cd/m2, ``(H, W, 3)`` float32 torch."""
-    return _run_rung(net, sdr, rung, device, precision, gain, offset_nits, encode_pq=False)
 
 
 def _run_rung(net, sdr, rung, device, precision, gain, offset_nits, encode_pq: bool) -> torch.Tensor:
     rung = get_rung(rung)
     if rung.downscale == 1:
         pq = predict_pq(net, sdr, device=device, precision=precision).clamp_(0.0, 1.0)
-        return pq if encode_pq else pq_decode(pq)
+        return pq if encode_pq else eotf_st2084(pq)
     return _apply_gain_rung(net, sdr, rung, device, precision, gain_mode(net, gain), offset_nits, encode_pq)
 
 
@@ -333,24 +319,27 @@ def apply_rung_tensor(
 
 
 def time_rungs(
-    net: ITMNet,
-    sdr,
+    run: Callable[[str], object],
     rungs=RUNG_NAMES,
     *,
-    device: torch.device | str = "cpu",
-    precision: str = "auto",
     repeats: int = 3,
+    give_up_s: float | None = None,
 ) -> dict[str, float]:
-    """Median seconds per frame of each rung on ``sdr`` (one untimed warm-up run each)."""
+    """Median seconds of ``run(rung_name)`` for each rung, in the order given (one untimed
+    warm-up call each: it also compiles and allocates). With ``give_up_s``, timing stops
+    after the first rung slower than that (pass the rungs cheapest first: the ones after
+    it are slower still)."""
     timings = {}
     for name in rungs:
-        apply_rung(net, sdr, name, device, precision)
+        run(name)
         runs = []
         for _ in range(max(1, repeats)):
             t = time.perf_counter()
-            apply_rung(net, sdr, name, device, precision)
+            run(name)
             runs.append(time.perf_counter() - t)
         timings[get_rung(name).name] = statistics.median(runs)
+        if give_up_s is not None and timings[get_rung(name).name] > give_up_s:
+            break
     return timings
 
 
@@ -370,13 +359,12 @@ def measure_rung_costs(
     Returns ``{rung: {"psnr_vs_full": dB, "psnr_vs_ref": dB or nan}}``; ``full`` against
     itself is ``inf``.
     """
-    from itmfilter.quality.metrics import psnr_pu21
 
-    full = pq_decode(torch.from_numpy(apply_rung(net, sdr, "full", device, precision))).numpy()
+    full = eotf_st2084(torch.from_numpy(apply_rung(net, sdr, "full", device, precision))).numpy()
     costs = {}
     for name in rungs:
         pq = apply_rung(net, sdr, name, device, precision, gain=gain)
-        nits = pq_decode(torch.from_numpy(pq)).numpy()
+        nits = eotf_st2084(torch.from_numpy(pq)).numpy()
         costs[get_rung(name).name] = {
             "psnr_vs_full": psnr_pu21(full, nits),
             "psnr_vs_ref": psnr_pu21(ref_nits, nits) if ref_nits is not None else float("nan"),
@@ -437,7 +425,6 @@ __all__ = [
     "Rung",
     "RungController",
     "apply_rung",
-    "apply_rung_nits",
     "apply_rung_tensor",
     "gain_map",
     "gain_mode",

@@ -19,10 +19,24 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
+
 from itmfilter.errors import ItmError
-from itmfilter.track.format import MKV_ATTACHMENT_MIMETYPE as ATTACHMENT_MIME
+from itmfilter.media.containers import (
+    ATTACHMENT_SUFFIXES,
+    DATA_TRACK_SUFFIXES,
+    has_data_stream,
+    read_attachments,
+    read_data_track,
+)
 from itmfilter.track.format import MKV_ATTACHMENT_NAME as ATTACHMENT_NAME
-from itmfilter.track.format import SIDECAR_SUFFIX
+from itmfilter.track.format import (
+    SIDECAR_SUFFIX,
+    TrackFormatError,
+    read_track_blob,
+    split_sample,
+    track_from_json,
+)
 
 CARRIAGE_MODES = ("auto", "track", "attachment", "json")
 
@@ -33,7 +47,6 @@ def sidecar_path(video: str | os.PathLike) -> Path:
 
 def stream_binding(video: str | os.PathLike) -> dict:
     """The binding of a video file's first video stream (see the module docstring)."""
-    import av
 
     path = Path(video)
     try:
@@ -61,21 +74,11 @@ def resolve_mode(mode: str, output: Path) -> str:
     ext = output.suffix.lower()
     if mode == "auto":
         return {".mp4": "track", ".m4v": "track", ".mov": "track", ".mkv": "attachment"}.get(ext, "json")
-    if mode == "track" and ext not in (".mp4", ".m4v", ".mov", ".nut"):
+    if mode == "track" and ext not in DATA_TRACK_SUFFIXES:
         raise ItmError(output, f"{ext} cannot hold a data track", "use .mp4/.mov, or --sidecar attachment (mkv) or json")
-    if mode == "attachment" and ext != ".mkv":
+    if mode == "attachment" and ext not in ATTACHMENT_SUFFIXES:
         raise ItmError(output, f"{ext} cannot hold attachments", "use .mkv, or --sidecar track (mp4/mov) or json")
     return mode
-
-
-def _has_data_stream(path: Path) -> bool:
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            return bool(container.streams.data)
-    except (av.error.FFmpegError, OSError) as exc:
-        raise ItmError(path, f"cannot open ({exc})", "check the file") from None
 
 
 @dataclass
@@ -90,13 +93,11 @@ def load_track(video: str | os.PathLike, *, check_binding: bool = True) -> Loade
 
     A damaged header or a sidecar for another video raises :class:`ItmError`.
     """
-    from itmfilter.media.video import read_attachments, read_data_track
-    from itmfilter.track.format import TrackFormatError, read_track_blob, split_sample, track_from_json
 
     path = Path(video)
     found: LoadedTrack | None = None
     try:
-        samples = read_data_track(path) if _has_data_stream(path) else {}
+        samples = read_data_track(path) if has_data_stream(path) else {}
         if samples:
             header, first = split_sample(samples.get(0, b""))
             if header is None:
@@ -104,7 +105,7 @@ def load_track(video: str | os.PathLike, *, check_binding: bool = True) -> Loade
             packets = dict(samples)
             packets[0] = first
             found = LoadedTrack(header, packets, "data track")
-        elif path.suffix.lower() == ".mkv":
+        elif path.suffix.lower() in ATTACHMENT_SUFFIXES:
             blob = read_attachments(path).get(ATTACHMENT_NAME)
             if blob is not None:
                 header, packets = read_track_blob(blob)

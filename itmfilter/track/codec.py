@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
+from itmfilter.track.format import param_layout
+
 from .format import (
     Packet,
     TrackFormatError,
@@ -102,7 +104,6 @@ def _split(vec: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 def wide_tensors(config) -> tuple[bool, ...]:
     """Per tensor, whether fp16 keys store it as float32: the ``prior_*`` tensors (the
     per-picture MMR polynomial, whose cubic terms cancel; fp16 costs ~10 dB there)."""
-    from itmfilter.track.format import param_layout
 
     return tuple(name.startswith("prior_") for name, _ in param_layout(config))
 
@@ -406,20 +407,22 @@ class TrackEncoder:
             moving = _moves(motion)
             reference = self.reference(motion)
             factor = 1.0
+            overflow = False  # int16 codes cannot hold the change: a key is sent instead
             while True:
                 steps, codes = quantise_delta(params, reference, self._sizes, self.delta_step * factor,
                                               self.rms_floor, self._wide)
                 try:
                     payload = encode_delta_payload(steps, codes, self.zstd_level)
                 except OverflowError:
-                    payload = b"overflow"
-                if payload is None or payload == b"overflow" or max_bytes is None or len(payload) <= max_bytes:
+                    overflow, payload = True, None
+                    break
+                if payload is None or max_bytes is None or len(payload) <= max_bytes:
                     break
                 if factor >= MAX_STEP_COARSENING:
                     payload = None  # nothing affordable: hold the set
                     break
                 factor *= 2
-            if payload == b"overflow":
+            if overflow:
                 pass
             elif moving:
                 packet = Packet(frame, "delta", self._shot, encode_motion_payload(motion, payload), MOTION_DELTA_CODING)

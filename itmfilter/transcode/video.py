@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from tqdm import tqdm
 
+from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
+from itmfilter.colour.transfer import eotf_st2084
 from itmfilter.errors import ItmError
+from itmfilter.media.video import Hdr10Writer, probe_video, read_sdr_frames
+from itmfilter.model.inference import predict_pq
+from itmfilter.model.net import resolve_device
+from itmfilter.track.provider import FrameNetworks
 
 
 @dataclass(frozen=True)
@@ -53,56 +60,7 @@ class TranscodeResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-class FrameNetworks:
-    """The network for each frame: from the track (one rebuild per distinct set) or blind."""
-
-    def __init__(self, source: Path) -> None:
-        from itmfilter.track.carriage import load_track
-        from itmfilter.track.codec import TrackDecoder
-        from itmfilter.model.initial import load_init
-
-        self.track = load_track(source)
-        self.damaged = 0
-        if self.track is None:
-            self.blind, _ = load_init(name="blind")
-            self.decoder = None
-        else:
-            self.decoder = TrackDecoder(self.track.header)
-            self.blind = None
-        self._last_vec: np.ndarray | None = None
-        self._last_net = None
-        self.last_status = "blind" if self.track is None else "ok"
-
-    @property
-    def mode(self) -> str:
-        return "blind" if self.track is None else "weights"
-
-    def __call__(self, frame: int):
-        from itmfilter.model.net import ITMNet
-        from itmfilter.track.format import unflatten
-
-        if self.decoder is None:
-            self.last_status = "blind"
-            return self.blind
-        vec, status = self.decoder.params_interpolated(frame, self.track.packets)
-        self.last_status = status
-        if status != "ok":
-            self.damaged += 1
-        if self._last_vec is None or not np.array_equal(vec, self._last_vec):
-            net = ITMNet(self.track.header.config)
-            net.load_state_dict(unflatten(self.track.header.config, vec))
-            self._last_net, self._last_vec = net.eval(), vec
-        return self._last_net
-
-    def provider(self, frame: int) -> tuple:
-        """``(net, status)`` for :func:`itmfilter.play.play`'s ``weights_provider``."""
-        net = self(frame)
-        return net, self.last_status
-
-
 def _reconstructed(source: Path, nets: FrameNetworks, device, precision):
-    from itmfilter.media.video import read_sdr_frames
-    from itmfilter.model.inference import predict_pq
 
     for index, sdr in read_sdr_frames(source):
         yield index, predict_pq(nets(index), sdr, device=device, precision=precision).clamp(0, 1).cpu().numpy()
@@ -110,12 +68,7 @@ def _reconstructed(source: Path, nets: FrameNetworks, device, precision):
 
 def transcode_one(job: TranscodeJob) -> TranscodeResult:
     """Transcode one SDR video (see the module docstring); never raises for bad input."""
-    from tqdm import tqdm
 
-    from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
-    from itmfilter.colour.transfer import eotf_st2084
-    from itmfilter.media.video import Hdr10Writer, probe_video
-    from itmfilter.model.net import resolve_device
 
     source, output = Path(job.source), job.output
     started = time.perf_counter()
@@ -198,9 +151,7 @@ def plan_jobs(inputs: list[Path], output: Path, **kwargs) -> list[TranscodeJob]:
 
 def transcode_many(jobs: list[TranscodeJob], n_jobs: int = 1, quiet: bool = False) -> list[TranscodeResult]:
     """Run jobs locally (``n_jobs`` processes), with an overall progress bar."""
-    from concurrent.futures import ProcessPoolExecutor
 
-    from tqdm import tqdm
 
     jobs = [TranscodeJob(**{**j.__dict__, "quiet": quiet}) for j in jobs]
     overall = tqdm(total=len(jobs), unit="file", desc="transcode", disable=quiet or len(jobs) == 1, position=0)

@@ -1,0 +1,158 @@
+"""One frame, SDR -> HDR10: the decoded SDR frame's exact R'G'B', the network at a ladder
+rung, and the HDR10 Y'CbCr 4:2:0 10-bit frame (BT.2020 NCL, PQ, narrow range).
+
+The player, the GPU benchmark and the ladder timing all call :func:`hdr10_frame`; three
+paths give the same codes up to 1 (tested): ``torch`` (the frame stays on the device from
+planes to planes), ``fused`` (:mod:`itmfilter.render.fastpath`, one multi-threaded CPU pass)
+and ``exact`` (the float64 numpy conversions around :func:`itmfilter.render.ladder.apply_rung`).
+"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import torch
+
+from itmfilter.colour.tensor import planes420_to_rgb, rgb_to_planes420
+from itmfilter.colour.ycbcr import (
+    rgb_to_ycbcr,
+    subsample_chroma,
+    upsample_chroma,
+    ycbcr_to_rgb,
+)
+from itmfilter.media.frames import Planes, code_planes, is_planar_yuv
+from itmfilter.model.net import pixel_grid
+from itmfilter.render import fastpath
+from itmfilter.render.ladder import (
+    RUNGS,
+    apply_rung,
+    apply_rung_tensor,
+    choose_rung,
+    get_rung,
+    time_rungs,
+)
+
+
+def sdr_frame_to_rgb(frame) -> np.ndarray:
+    """A decoded SDR ``av.VideoFrame`` -> ``(H, W, 3)`` BT.709 R'G'B' [0, 1] float32.
+
+    Exact: the Y'CbCr planes go through :func:`~itmfilter.colour.ycbcr.upsample_chroma` and
+    :func:`~itmfilter.colour.ycbcr.ycbcr_to_rgb` (BT.709, the frame's range), not through
+    swscale's matrix. Formats other than planar 8/10-bit Y'CbCr are first repacked to
+    yuv420p10le (a layout change only).
+    """
+    if not is_planar_yuv(frame):
+        frame = frame.reformat(format="yuv420p10le")
+    p = code_planes(frame)
+    codes = upsample_chroma(p.y.astype(np.float32), p.cb, p.cr, p.subsampling)
+    rgb = ycbcr_to_rgb(codes, "bt709", p.bits, p.full_range, dtype=np.float32)
+    return np.clip(rgb, 0.0, 1.0, out=rgb)
+
+
+def pq_to_yuv420p10(pq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(H, W, 3)`` PQ BT.2020 R'G'B' [0, 1] -> 10-bit Y, Cb, Cr planes (uint16).
+
+    Exact BT.2100 formulas (:func:`~itmfilter.colour.ycbcr.rgb_to_ycbcr`, BT.2020 NCL,
+    narrow range), then :func:`~itmfilter.colour.ycbcr.subsample_chroma` (4:2:0,
+    chroma_loc_type 0). Y is ``(H, W)``, Cb and Cr ``(ceil(H/2), ceil(W/2))``.
+    """
+    return subsample_chroma(rgb_to_ycbcr(pq, "bt2020nc", 10, False), "420")
+
+
+def yuv420p10_frame(planes) -> av.VideoFrame:
+    """An ``av.VideoFrame`` (yuv420p10le) holding the planes of :func:`pq_to_yuv420p10`."""
+    y = planes[0]
+    frame = av.VideoFrame(y.shape[1], y.shape[0], "yuv420p10le")
+    for plane, values in zip(frame.planes, planes):
+        view = np.frombuffer(plane, np.uint16).reshape(plane.height, plane.line_size // 2)
+        view[:, : plane.width] = values
+    return frame
+
+
+def _torch_planes(planes: Planes, device) -> list[torch.Tensor]:
+    """``planes`` as tensors on ``device`` (10-bit codes as int16: torch has no uint16
+    arithmetic)."""
+    dtype = np.uint8 if planes.bits == 8 else np.int16
+    return [torch.from_numpy(np.ascontiguousarray(p).view(dtype)).to(device, non_blocking=True)
+            for p in (planes.y, planes.cb, planes.cr)]
+
+
+def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
+                path: str = "auto", gain: str = "auto") -> av.VideoFrame:
+    """One decoded SDR frame -> the HDR10 frame the player sends (yuv420p10le, BT.2020 NCL,
+    PQ, narrow range), through ``net`` at ``rung``.
+
+    ``path``:
+
+    - ``torch`` (auto on CUDA, for 4:2:0 input): the frame stays on ``device`` from its
+      4:2:0 planes to the output planes (:mod:`itmfilter.colour.tensor`);
+    - ``fused`` (auto on a CPU for the gain rungs with 4:2:0 input, when numba is there):
+      :mod:`itmfilter.render.fastpath`, one multi-threaded pass from planes to planes;
+    - ``exact``: the float64 numpy conversions (:func:`sdr_frame_to_rgb`,
+      :func:`pq_to_yuv420p10`) around :func:`itmfilter.ladder.apply_rung`.
+
+    All give the same codes up to 1 (rare half-code ties; the fused path's low-resolution
+    input averages Y'CbCr before the clip to [0, 1]); tested. ``gain``: how a rung below
+    ``full`` carries the network to full resolution (:func:`itmfilter.ladder.gain_mode`).
+    """
+    device = torch.device(device)
+    planes = code_planes(frame)
+    if planes is not None and planes.subsampling != "420":
+        planes = None
+    downscale = get_rung(rung).downscale
+    if path == "auto":
+        if device.type == "cuda":
+            path = "torch"
+        elif downscale > 1 and downscale % 2 == 0 and fastpath.available():
+            path = "fused"
+        else:
+            path = "exact"
+    if path == "torch" and planes is not None:
+        y, cb, cr = _torch_planes(planes, device)
+        sdr = planes420_to_rgb(y, cb, cr, bits=planes.bits, full_range=planes.full_range)
+        pq = apply_rung_tensor(net, sdr, rung, device, precision, gain=gain)
+        out = [p.to(dtype=torch.int16).cpu().numpy().view(np.uint16)
+               for p in rgb_to_planes420(pq, bits=10, full_range=False)]
+        return yuv420p10_frame(out)
+    if path == "fused" and device.type == "cpu" and downscale > 1 and planes is not None:
+        return yuv420p10_frame(fastpath.hdr10_planes(net, planes, downscale, precision=precision, gain=gain))
+    pq = apply_rung(net, sdr_frame_to_rgb(frame), rung, device, precision, gain=gain)
+    return yuv420p10_frame(pq_to_yuv420p10(pq))
+
+
+def choose_gain_mode(net, frame, rung: str = "eighth", device="cpu", samples: int = 4096) -> str:
+    """``prior`` or ``rgb`` for ``net`` on this content (:func:`itmfilter.ladder.gain_mode`):
+    both rungs are run on ``frame`` and compared with the full network at ``samples``
+    random pixels; the smaller mean PQ error wins. A global tone curve is carried almost
+    exactly by ``prior`` (its polynomial is per pixel); a spatially varying grade is often
+    better by ``rgb`` (a local exposure is a gain). Networks without an ``mmr3`` prior: ``rgb``."""
+    if net.config.prior != "mmr3":
+        return "rgb"
+    sdr = sdr_frame_to_rgb(frame)
+    h, w, _ = sdr.shape
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, h * w, (min(samples, h * w),), generator=gen)
+    rgb = torch.from_numpy(sdr).reshape(-1, 3)[idx]
+    xy = pixel_grid(h, w).reshape(-1, 2)[idx]
+    with torch.no_grad():
+        truth = net.to("cpu").eval()(rgb, xy).clamp(0.0, 1.0)
+    errors = {}
+    for mode in ("prior", "rgb"):
+        pq = torch.from_numpy(apply_rung(net, sdr, rung, device, "fp32", gain=mode)).reshape(-1, 3)[idx]
+        errors[mode] = float((pq - truth).abs().mean())
+    return min(errors, key=errors.get)
+
+
+def auto_rung(net, frame, fps: float, device, precision, gain: str = "auto") -> tuple[str, dict]:
+    """Time the rungs on the first frame, through the same per-frame path the producer
+    uses (decode excluded: it runs ahead in its own thread), and pick the best that fits
+    the frame period. Rungs are timed cheapest first and the timing stops at the first
+    rung that takes over twice the period (the better ones are slower still). The first
+    call of each rung is untimed: it also warms the filter up (JIT cache, allocations)."""
+    names = [rung.name for rung in reversed(RUNGS)]
+    timings = time_rungs(lambda rung: hdr10_frame(frame, net, rung, device, precision, gain=gain),
+                         names, repeats=2, give_up_s=2.0 / fps)
+    return choose_rung(1.0 / fps, timings), timings
+
+
+__all__ = ["auto_rung", "choose_gain_mode", "hdr10_frame", "pq_to_yuv420p10", "sdr_frame_to_rgb", "yuv420p10_frame"]

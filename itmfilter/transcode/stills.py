@@ -1,0 +1,64 @@
+"""Stills transcode: SDR picture (+ its weights) -> HDR EXR (linear BT.2020) or 16-bit PQ PNG.
+
+Finds the weights (PNG chunk, then sidecar: :func:`itmfilter.track.stills.find_weights`) or
+falls back to the initialisation alone (blind mode).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from itmfilter.encode.stills import StillReport
+from itmfilter.errors import ItmError
+from itmfilter.media.atomic import atomic_output
+from itmfilter.media.stills import read_sdr, write_exr, write_png_pq16
+from itmfilter.model.inference import reconstruct_nits
+from itmfilter.model.initial import load_init
+from itmfilter.model.net import resolve_device
+from itmfilter.model.weightset import WeightFormatError, decode
+from itmfilter.track.stills import find_weights
+
+HDR_OUTPUTS = (".exr", ".png")
+
+
+def transcode_still(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    init_path: str | os.PathLike | None = None,
+) -> StillReport:
+    """SDR still (+ weights) -> HDR still (.exr linear BT.2020, or 16-bit PQ .png)."""
+
+    out = Path(out)
+    if out.suffix.lower() not in HDR_OUTPUTS:
+        raise ItmError(
+            out, f"unsupported HDR output extension {out.suffix!r}", "use .exr (linear BT.2020) or .png (16-bit PQ)"
+        )
+    sdr, bits = read_sdr(src)
+    blob, where = find_weights(src, sdr, bits)
+    report = StillReport()
+    if blob is None:
+        net, provenance = load_init(init_path, name="blind")
+        report.mode = "blind"
+        report.notes.append(
+            f"{src}: {where}; blind mode: reconstructed by the initialisation alone "
+            f"({provenance.get('kind', 'shipped')}), expect lower fidelity"
+        )
+    else:
+        try:
+            net = decode(blob).to_net()
+        except WeightFormatError as exc:
+            raise ItmError(src, f"{where}: {exc}", "re-encode the picture, or strip the weights for blind mode") from None
+        report.mode = "weights"
+        report.weight_bytes = len(blob)
+    nits = reconstruct_nits(net, sdr, device=resolve_device(device), precision=precision)
+    with atomic_output(out, inputs=[src]) as tmp:
+        if out.suffix.lower() == ".exr":
+            write_exr(tmp, nits)
+        else:
+            write_png_pq16(tmp, nits)
+    report.outputs.append(os.fspath(out))
+    return report
