@@ -19,7 +19,7 @@ pixel goes through all of it once, in registers, rows split over the cores:
        on even columns and row pairs averaged (:func:`~itmfilter.colour.ycbcr.subsample_chroma`)
 
 Against the exact torch/numpy path (:func:`itmfilter.render.frame.hdr10_frame` with
-``fast=False``) the codes agree within 1 (tables and float32 rounding at half-code ties);
+``path="exact"``) the codes agree within 1 (tables and float32 rounding at half-code ties);
 tested. numba compiles the kernel on first use (a few seconds, then cached on disk).
 """
 

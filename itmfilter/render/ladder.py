@@ -1,7 +1,7 @@
 """The quality ladder: cheaper ways to run a frame's network, for real time on CPUs.
 
 The full network costs ~9k MAC per pixel: 1080p takes ~116 ms in bf16 on 2 cores, so
-24 fps (41.7 ms a frame) is out of reach at full resolution (../shared/FACTS.md). The
+24 fps (41.7 ms a frame) is out of reach at full resolution (docs/ladder-timing.md). The
 cheaper rungs evaluate the network on an area-averaged, ``downscale``-times smaller SDR
 picture and carry its effect back to full resolution as a *gain map* in linear light,
 as ISO 21496-1 / Ultra HDR gain maps do:
