@@ -34,15 +34,18 @@ from itmfilter.track import (  # noqa: E402
     track_to_json,
     write_track_blob,
 )
+from itmfilter.model.initial import load_init, shipped_init_path  # noqa: E402
 from itmfilter.track.codec import (  # noqa: E402
+    INIT_KEY_CODING,
     MOTION_DELTA_CODING,
+    encode_init_key_payload,
     decode_payload,
     encode_delta_payload,
     encode_key_payload,
     encode_motion_payload,
     quantise_delta,
 )
-from itmfilter.track.format import param_layout, tensor_sizes  # noqa: E402
+from itmfilter.track.format import flatten_state, param_layout, tensor_sizes  # noqa: E402
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 SMALL = ModelConfig(coord_features=8, rgb_features=8, hidden=(16, 8))  # 491 parameters
@@ -206,12 +209,56 @@ def build_vectors() -> dict[str, bytes]:
          "expected": "paper_key_fp16_expected.npy"}
     )
 
+    # KEY coding 3 (since 1.2): predicted from an initialisation. On the small config with
+    # a given reference set; then the initialisation alone (every width 0).
+    irng = np.random.default_rng(12)  # its own generator: the vectors before it keep their values
+    init_ref = _params(SMALL, irng)
+    adapted = (init_ref + irng.normal(0, 0.02, init_ref.shape)).astype(np.float32)
+    ikey = Packet(0, "key", 0, encode_init_key_payload(adapted, init_ref, sizes, 1 / 64), INIT_KEY_CODING)
+    out["packet_key_init.bin"] = encode_packet(ikey)
+    out["packet_key_init_reference.npy"] = _npy(init_ref)
+    out["packet_key_init_expected.npy"] = _npy(decode_payload(ikey, None, sizes, init=init_ref))
+    empty = Packet(0, "key", 0, encode_init_key_payload(init_ref, init_ref, sizes, 1 / 64), INIT_KEY_CODING)
+    out["packet_key_init_empty.bin"] = encode_packet(empty)
+    manifest += [
+        {"file": "packet_key_init.bin", "what": "KEY, coding 3 (a coding-1 delta payload against the initialisation)",
+         "frame": 0, "init": "packet_key_init_reference.npy", "expected": "packet_key_init_expected.npy"},
+        {"file": "packet_key_init_empty.bin", "what": "KEY, coding 3, the initialisation alone (all widths 0)",
+         "frame": 0, "init": "packet_key_init_reference.npy", "expected": "packet_key_init_reference.npy"},
+    ]
+
+    # A 3-frame track of the default config whose keys are predicted from the shipped "naive"
+    # initialisation, named in the header by the SHA-256 of its parameters. A decoder that
+    # does not hold that initialisation reports every frame "unavailable".
+    if shipped_init_path("naive").exists():
+        net, _ = load_init(shipped_init_path("naive"))
+        ivec = flatten_state(net.state_dict())
+        dheader = TrackHeader(net.config, (24, 1), 3, 64, 36, hdr10=HDR10, binding=BINDING,
+                              encoder={"name": "sidecar/make_vectors.py"})
+        denc = TrackEncoder(dheader, key_interval=2, key_dtype="init", init=("naive", ivec), delta_step=1 / 64)
+        drng = np.random.default_rng(13)
+        w = (ivec + drng.normal(0, 1e-3, ivec.shape)).astype(np.float32)
+        for frame in range(3):
+            if frame:
+                w = (w + drng.normal(0, 1e-3, w.shape)).astype(np.float32)
+            denc.add(frame, w, key_max_bytes=600 if frame == 2 else None)
+        out["track_init.bin"] = write_track_blob(denc.header, denc.packets)
+        out["track_init_expected.npy"] = _npy(np.stack([_decode_all(denc.header, denc.packets)[f] for f in range(3)]))
+        manifest.append(
+            {"file": "track_init.bin", "what": "default config; KEY coding 3 against the shipped 'naive' "
+             "initialisation at 0 and 2 (frame 2 coarsened to fit 600 bytes), a DELTA between",
+             "config": "default", "expected": "track_init_expected.npy",
+             "kinds": [p.kind for p in denc.packets], "key_choices": dict(sorted(denc.key_choices.items())),
+             "statuses": ["ok"] * 3}
+        )
+
     for entry in manifest:
         entry.setdefault("config", "small" if entry["file"] != "paper_key_fp16.bin" else "paper")
     out["manifest.json"] = (
         json.dumps(
             {
                 "configs": {"small": json.loads(SMALL.to_json()), "paper": json.loads(CONFIGS["paper"].to_json()),
+                            "default": json.loads(CONFIGS["default"].to_json()),
                             "small-fourier": json.loads(SMALL_FOURIER.to_json())},
                 "vectors": manifest,
             },

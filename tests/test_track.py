@@ -394,7 +394,8 @@ def test_vectors_decode_to_expected_weights():
             p = decode_packet(raw)
             assert p.frame == entry["frame"]
             ref = np.load(vec / entry["reference"]) if "reference" in entry else None
-            got = decode_payload(p, ref, tensor_sizes(config), config=config)
+            init = np.load(vec / entry["init"]) if "init" in entry else None
+            got = decode_payload(p, ref, tensor_sizes(config), config=config, init=init)
             assert np.array_equal(got, expected), entry["file"]
             continue
         assert header.config == config
@@ -402,6 +403,101 @@ def test_vectors_decode_to_expected_weights():
         for f in range(len(expected)):
             got, status = dec.params_at(f, packets)
             assert status == entry["statuses"][f] and np.array_equal(got, expected[f]), (entry["file"], f)
+
+
+def test_format_1_1_vectors_still_decode():
+    """Tracks written by format 1.1 (before init-predicted keys; kept in sidecar/vectors-1.1)
+    decode to the same weights with this reader."""
+    old = SIDECAR / "vectors-1.1"
+    expected = np.load(old / "track_expected.npy")
+    for header, packets in (read_track_blob((old / "track.bin").read_bytes()),
+                            track_from_json(json.loads((old / "track.itm.json").read_text()))):
+        assert header.version == (1, 1) and header.init == {}
+        dec = TrackDecoder(header)
+        assert not dec.missing_init
+        for f in range(len(expected)):
+            got, status = dec.params_at(f, packets)
+            assert status == "ok" and np.array_equal(got, expected[f])
+    from itmfilter.track.codec import decode_payload
+
+    p = decode_packet((old / "packet_key_int8.bin").read_bytes())
+    got = decode_payload(p, None, tensor_sizes(SMALL))
+    assert np.array_equal(got, np.load(old / "packet_key_int8_expected.npy"))
+
+
+def _shipped():
+    from itmfilter.model.initial import load_init, shipped_init_path
+
+    net, _ = load_init(shipped_init_path("naive"))
+    return net.config, flatten_state(net.state_dict())
+
+
+def test_init_key_round_trip_is_cheaper_than_int8_and_within_half_step():
+    from itmfilter.track.codec import (DEFAULT_KEY_STEP, DEFAULT_RMS_FLOOR, INIT_KEY_CODING,
+                                       WIDE_STEP_FACTOR, encode_key_payload, wide_tensors)
+
+    config, ivec = _shipped()
+    sizes, wide = tensor_sizes(config), wide_tensors(config)
+    rng = np.random.default_rng(5)
+    # an adapted set: the initialisation moved by ~2 % of each tensor's RMS
+    parts = [t + rng.normal(0, 0.02 * max(float(np.sqrt(np.mean(t**2))), 1e-3), t.shape)
+             for t in np.split(ivec, np.cumsum(sizes)[:-1])]
+    w = np.concatenate(parts).astype(np.float32)
+    header = TrackHeader(config=config, fps=(24, 1), frame_count=2, width=64, height=36)
+    enc = TrackEncoder(header, key_dtype="init", init=("naive", ivec))
+    key = enc.add(0, w)
+    assert key.kind == "key" and key.coding == INIT_KEY_CODING and enc.key_choices == {"full": 1}
+    _, int8 = encode_key_payload(w, sizes, "int8", wide=wide)
+    assert len(key.payload) < 0.6 * len(int8)
+    for t, (got, want, ref) in enumerate(zip(*(np.split(v, np.cumsum(sizes)[:-1]) for v in (enc.decoded, w, ivec)))):
+        step = DEFAULT_KEY_STEP * max(float(np.sqrt(np.mean(ref.astype(np.float64) ** 2))), DEFAULT_RMS_FLOOR)
+        step *= WIDE_STEP_FACTOR if wide[t] else 1.0
+        assert np.abs(got - want).max() <= step / 2 * 1.001 + 1e-7, t
+    # the header names the initialisation; a fresh decoder finds it and reproduces the set
+    assert enc.header.init["name"] == "naive" and len(enc.header.init["sha256"]) == 64
+    header2 = TrackHeader.from_bytes(enc.header.to_bytes())
+    assert header2.init == enc.header.init and header2.version == (1, 2)
+    dec = TrackDecoder(header2)
+    got, status = dec.params_at(0, {0: encode_packet(key)})
+    assert status == "ok" and np.array_equal(got, enc.decoded)
+
+
+def test_init_key_coarsens_then_sends_the_prior_then_the_initialisation():
+    from itmfilter.track.codec import wide_tensors
+
+    config, ivec = _shipped()
+    sizes, mask = tensor_sizes(config), None
+    wide = wide_tensors(config)
+    mask = np.concatenate([np.full(n, w) for n, w in zip(sizes, wide)])
+    rng = np.random.default_rng(6)
+    w = (ivec + rng.normal(0, 0.02, ivec.shape)).astype(np.float32)
+    header = TrackHeader(config=config, fps=(24, 1), frame_count=4, width=64, height=36)
+    enc = TrackEncoder(header, key_dtype="init", init=("naive", ivec), key_interval=1)
+    full = enc.add(0, w)
+    coarse = enc.add(1, w, key_max_bytes=len(full.payload) * 2 // 3)
+    assert len(coarse.payload) <= len(full.payload) * 2 // 3
+    prior = enc.add(2, w, key_max_bytes=400)
+    assert len(prior.payload) <= 400
+    # the prior-only key: the initialisation everywhere but the prior tensors
+    assert np.array_equal(enc.decoded[~mask], ivec[~mask]) and not np.array_equal(enc.decoded[mask], ivec[mask])
+    alone = enc.add(3, w, key_max_bytes=1)  # nothing fits: the initialisation alone, still a key
+    assert alone.kind == "key" and len(alone.payload) == enc.min_key_bytes() and np.array_equal(enc.decoded, ivec)
+    assert enc.key_choices == {"full": 1, "coarse": 1, "prior": 1, "init": 1}
+
+
+def test_track_with_an_initialisation_not_held_is_unavailable_with_a_clear_problem():
+    config, ivec = _shipped()
+    header = TrackHeader(config=config, fps=(24, 1), frame_count=2, width=64, height=36)
+    enc = TrackEncoder(header, key_dtype="init", init=("naive", ivec))
+    enc.add(0, ivec + np.float32(0.01))
+    enc.add(1, ivec + np.float32(0.01))
+    packets = {p.frame: encode_packet(p) for p in enc.packets}
+    other = TrackHeader.from_json_dict(dict(enc.header.to_json_dict(), init={"name": "naive-v9", "sha256": "ab" * 32}))
+    dec = TrackDecoder(other)
+    assert dec.missing_init
+    vec, status = dec.params_at(1, packets)
+    assert status == "unavailable"
+    assert "naive-v9" in dec.problems[0] and "does not hold" in dec.problems[0]
 
 
 # --------------------------------------------------------------------------- size

@@ -30,7 +30,7 @@ from itmfilter.model.net import ITMNet, ModelConfig
 FORMAT_NAME = "itmfilter-track"
 VERSION_MAJOR = 1
 """Readers refuse any other major version: a major bump means old readers would misread."""
-VERSION_MINOR = 1
+VERSION_MINOR = 2
 """Minor bumps only add optional header fields or new codings behind their own code."""
 
 HEADER_MAGIC = b"ITMT"
@@ -140,6 +140,8 @@ class TrackHeader:
     (:data:`SDR_ASSUMPTIONS`). ``quantiser``: the encoder's settings (informative; the
     packets carry whatever a decoder needs). ``binding``: identifies the SDR video this
     track belongs to (see :meth:`binding_matches`). ``encoder``: free-form provenance.
+    ``init`` (since 1.2; empty when unused): the initialisation KEY coding 3 is predicted
+    from, ``{"name": ..., "sha256": <SHA-256 of its flat little-endian float32 parameters>}``.
     """
 
     config: ModelConfig
@@ -152,6 +154,7 @@ class TrackHeader:
     quantiser: dict = field(default_factory=dict)
     binding: dict = field(default_factory=dict)
     encoder: dict = field(default_factory=dict)
+    init: dict = field(default_factory=dict)
     format: str = FORMAT_NAME
     version: tuple[int, int] = (VERSION_MAJOR, VERSION_MINOR)
 
@@ -188,7 +191,7 @@ class TrackHeader:
         return bool(shared) and all(self.binding[k] == theirs[k] for k in shared)
 
     def to_json_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "format": self.format,
             "version": list(self.version),
             "model_config": json.loads(self.config.to_json()),
@@ -202,6 +205,9 @@ class TrackHeader:
             "binding": dict(self.binding),
             "encoder": dict(self.encoder),
         }
+        if self.init:  # optional (1.2): only tracks with init-predicted keys carry it
+            out["init"] = dict(self.init)
+        return out
 
     @classmethod
     def from_json_dict(cls, data: dict[str, Any]) -> "TrackHeader":
@@ -231,6 +237,7 @@ class TrackHeader:
                 quantiser=dict(data.get("quantiser", {})),
                 binding=dict(data.get("binding", {})),
                 encoder=dict(data.get("encoder", {})),
+                init=dict(data.get("init") or {}),
                 version=(major, minor),
             )
         except KeyError as exc:
