@@ -85,8 +85,11 @@ def encode(
     refresh: Annotated[float, typer.Option(help="Video: re-adapt when the held set's error grows by this ratio.")] = 1.15,
     key_seconds: Annotated[float, typer.Option(help="Video: a self-contained key set at least this often (s).")] = 4.0,
     max_kbps: Annotated[
-        float, typer.Option(help="Video: cap on the weights' bitrate in kbit/s (token bucket; 0: no cap).")
+        float, typer.Option(help="Video: cap on the weights' bitrate in kbit/s, whole file and every window (leaky bucket; 0: no cap).")
     ] = 64.0,
+    buffer_seconds: Annotated[
+        float, typer.Option(help="Video: the rate cap's buffer, in seconds of the cap: any window of T s costs at most cap x (T + this).")
+    ] = 1.0,
     motion: Annotated[
         bool, typer.Option("--motion/--no-motion", help="Video: predict each frame's weights from the previous set shifted by the camera's pan.")
     ] = True,
@@ -115,7 +118,7 @@ def encode(
             options=VideoEncodeOptions(
                 tm=tm, codec=codec, crf=crf, preset=preset, sidecar="auto" if sidecar == "embed" else sidecar,
                 strategy=strategy, first_steps=steps or VideoEncodeOptions.first_steps, refresh_ratio=refresh, key_seconds=key_seconds,
-                max_kbps=max_kbps or None, motion=motion, assume_hdr=assume_hdr, fps=fps, seed=seed,
+                max_kbps=max_kbps or None, buffer_seconds=buffer_seconds, motion=motion, assume_hdr=assume_hdr, fps=fps, seed=seed,
             ),
             init_path=init,
             device=device,
@@ -124,8 +127,11 @@ def encode(
         if not quiet:
             typer.echo(
                 f"wrote {report.output}: {report.frames} frames, {report.shots} shots, weights by {report.carriage}, "
-                f"{report.metadata_bytes} bytes = {report.kbit_per_s:.1f} kbit/s ({report.packets})"
+                f"{report.metadata_bytes} bytes = {report.kbit_per_s:.1f} kbit/s, worst 1 s {report.worst_window_kbps:.1f} kbit/s "
+                f"({report.packets}; keys {report.keys})"
             )
+            for note in report.notes:
+                typer.echo(f"note: {note}", err=True)
         return
     still_options = AdaptOptions(seed=seed) if steps is None else AdaptOptions(steps=steps, seed=seed)
     bar, advance = step_bar(still_options.steps, quiet, f"adapting {master.name}")

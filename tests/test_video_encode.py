@@ -182,8 +182,11 @@ def test_rate_budget_spreads_a_segment_evenly():
     spare = 250 * 30 - 2000 - PACKET_OVERHEAD_BYTES * 29
     b.next_frame()
     assert abs(b.tokens - spare / 29) < 1e-9
-    for _ in range(28):
+    b.record(1, PACKET_OVERHEAD_BYTES)
+    for f in range(2, 30):
         b.next_frame()
+        if f < 29:
+            b.record(f, PACKET_OVERHEAD_BYTES)
     assert b.affordable() == int(spare) or b.affordable() == int(spare) - 1
     b.key_sent(30, 10**6)  # a key larger than its segment's budget: no deltas in it
     b.next_frame()

@@ -1,0 +1,90 @@
+"""``--max-kbps`` is a promise: real encodes of small real-picture masters (pans across the
+packaged HDR photograph, cut every 1 or 2 s) stay within the cap over the whole track and
+within the buffer model (sidecar/SPEC.md section 4) over every window of frames."""
+
+import numpy as np
+import pytest
+
+from itmfilter.data import sample_path
+from itmfilter.data.testmedia import make_master_from_arrays, pan_view
+from itmfilter.encode.rate import RateBudget, check_rate, planned_keys, window_bytes
+from itmfilter.encode.video import VideoEncodeOptions, encode_video
+from itmfilter.errors import ItmError
+from itmfilter.media.stills import read_hdr
+from itmfilter.track.carriage import load_track
+from itmfilter.track.codec import INIT_KEY_CODING, TrackDecoder
+from itmfilter.track.format import decode_packet
+
+SIZE, FPS, FRAMES = (96, 54), 24, 72
+SHOTS = (24, 48)  # a 1 s shot, then a 2 s shot
+FAST = dict(first_steps=30, warm_steps=5, preset="ultrafast", refresh_ratio=1.0)
+
+
+def _frames():
+    pano = read_hdr(sample_path()).nits
+    h, w = pano.shape[:2]
+    for i in range(FRAMES):
+        shot, j = (0, i) if i < SHOTS[0] else (1, i - SHOTS[0])
+        centre = (w * (0.15 + 0.4 * shot) + 1.5 * j, h * (0.45 + 0.05 * shot))
+        yield pan_view(pano, SIZE, centre, h * 0.4) * (1.0 + 0.5 * shot)
+
+
+@pytest.fixture(scope="module")
+def master(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rate") / "master.mkv"
+    make_master_from_arrays(path, list(_frames()), fps=FPS, codec="hevc", peak_nits=1000)
+    return path
+
+
+def _sizes(out):
+    track = load_track(out)
+    sizes = [len(track.packets[i]) for i in range(FRAMES)]
+    sizes[0] += len(track.header.to_bytes())
+    return track, sizes
+
+
+@pytest.mark.parametrize("kbps", [8.0, 16.0, 32.0])
+def test_every_cap_holds_over_the_file_and_every_window(master, tmp_path, kbps):
+    out = tmp_path / "sdr.mp4"
+    report = encode_video(master, out, options=VideoEncodeOptions(max_kbps=kbps, **FAST), quiet=True)
+    assert report.shots == len(SHOTS)
+    track, sizes = _sizes(out)
+    assert sum(sizes) == report.metadata_bytes
+    assert sum(sizes) <= kbps * 1000 / 8 * FRAMES / FPS  # the whole track
+    assert check_rate(sizes, kbps, FPS, 1.0) == []  # every window: n*r + B
+    # the worst 1 s window, as reported, is within cap x (1 s + buffer 1 s)
+    assert report.worst_window_kbps <= 2 * kbps + 1e-9
+    assert abs(report.worst_window_kbps - 8 * window_bytes(sizes, FPS) / 1000) < 1e-9
+    packets = [decode_packet(track.packets[i]) for i in range(FRAMES)]
+    keys = [p for p in packets if p.kind == "key"]
+    assert len(keys) >= report.shots and all(p.coding == INIT_KEY_CODING for p in keys)
+    dec = TrackDecoder(track.header)
+    assert all(dec.params_at(i, track.packets)[1] == "ok" for i in range(FRAMES))
+
+
+def test_check_rate_finds_a_burst_and_an_overrun():
+    # 16 kbit/s at 24 fps: r = 83.3 B a frame, B = 2000 B; 48 frames may cost 4000 B
+    assert check_rate([80] * 48, 16.0, 24) == []
+    burst = [2100] + [24] * 47  # a key beyond r + B
+    assert any("frame 0" in p for p in check_rate(burst, 16.0, 24))
+    assert check_rate([1500] + [50] * 47, 16.0, 24) == []  # borrowed within B, repaid (3850 B)
+    assert any("whole track" in p for p in check_rate([1500] + [60] * 47, 16.0, 24))  # 4320 B
+    assert any("frame 30" in p for p in check_rate([24] * 30 + [2200] + [24] * 17, 16.0, 24))  # a late burst
+
+
+def test_budget_plans_keys_within_segment_and_buffer():
+    keys = planned_keys({0, 24, 30}, 96, 60)
+    assert keys == [0, 24, 30]
+    b = RateBudget(16.0, 24.0, {0, 24, 30}, 96, 60, min_key_bytes=17)
+    assert b.shortfall <= 0  # the cheapest track leaves a surplus
+    # segment 0 (24 frames): 2000 B, less 23 bare heads; the buffer (2000 B + r) binds too
+    assert b.key_budget(0) == int(min(24 * b.per_frame - 23 * 24, b.per_frame + b.buffer)) - 24
+    with pytest.raises(ItmError, match="buffer-seconds"):
+        VideoEncodeOptions(buffer_seconds=-1)
+    tiny = RateBudget(4.0, 24.0, set(range(0, 60, 6)), 96, 60, min_key_bytes=17)
+    assert tiny.shortfall > 0  # 20.8 B a frame cannot pay 24-byte heads
+
+
+def test_too_low_cap_is_refused_with_the_minimum(master, tmp_path):
+    with pytest.raises(ItmError, match="at least --max-kbps"):
+        encode_video(master, tmp_path / "x.mp4", options=VideoEncodeOptions(max_kbps=4.0, **FAST), quiet=True)
