@@ -27,6 +27,12 @@ MIN_DELTA_BYTES = 256
 PACKET_OVERHEAD_BYTES = 24
 """Bytes every packet costs on top of its payload (ITMP header and CRC; sidecar/SPEC.md)."""
 
+PRIOR_KEY_BYTES = 256
+"""Payload bytes planned for a KEY that refits only the prior (the per-shot MMR polynomial:
+measured 90-180 bytes): the floor the budget keeps for every key when it can, since the
+initialisation alone (17 bytes) scored 13.5 dB PU21 on a global curve where the prior-only
+key is near the polynomial's quality."""
+
 DEFAULT_BUFFER_SECONDS = 1.0
 """The buffer ``B`` in seconds of the cap: the worst 1 s window costs at most twice the cap."""
 

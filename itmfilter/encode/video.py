@@ -50,6 +50,7 @@ from itmfilter.colour.transfer import eotf_inverse_st2084
 from itmfilter.encode.rate import (
     DEFAULT_BUFFER_SECONDS,
     MIN_DELTA_BYTES,
+    PRIOR_KEY_BYTES,
     RateBudget,
     final_header_bytes,
     window_bytes,
@@ -317,13 +318,19 @@ def encode_video(
                                        total=sinfo.frame_count or None, quiet=quiet)
         # with motion, every warm frame carries its 8-byte shift whatever else it sends
         rate_args = (options.max_kbps, float(fps), starts, key_interval, n_frames)
-        rate_kwargs = {"buffer_seconds": options.buffer_seconds, "min_key_bytes": encoder.min_key_bytes() or 0,
-                       "header_bytes": final_header_bytes(encoder.header, hdr10)}
-        budget = RateBudget(*rate_args, per_packet=MOTION_SHIFT_BYTES if motion else 0, **rate_kwargs)
-        if motion and budget.shortfall > 0:
-            motion = False  # the cap cannot pay a shift on every frame: hold sets instead
+        bare_key = encoder.min_key_bytes()
+        rate_kwargs = {"buffer_seconds": options.buffer_seconds, "header_bytes": final_header_bytes(encoder.header, hdr10)}
+        # What every key is planned to cost at least, best first: a refitted prior with the pan
+        # followed, a refitted prior without motion shifts, the initialisation alone.
+        plans = [(motion, PRIOR_KEY_BYTES), (False, PRIOR_KEY_BYTES), (False, bare_key or 0)]
+        for plan_motion, floor in plans if bare_key is not None else [(motion, 0), (False, 0)]:
+            budget = RateBudget(*rate_args, per_packet=MOTION_SHIFT_BYTES if plan_motion else 0,
+                                min_key_bytes=floor, **rate_kwargs)
+            if budget.shortfall <= 0:
+                break
+        if motion and not plan_motion:
             notes.append(f"--max-kbps {options.max_kbps:g} leaves no room for motion shifts: motion off")
-            budget = RateBudget(*rate_args, per_packet=0, **rate_kwargs)
+        motion = plan_motion
         if budget.shortfall > 0:
             need = options.max_kbps * (1 + budget.shortfall / (budget.per_frame * n_frames))
             raise ItmError(master, f"--max-kbps {options.max_kbps:g} cannot carry even a bare weight track "
