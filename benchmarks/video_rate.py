@@ -158,9 +158,17 @@ def main() -> None:
     if args.merge:
         from stills import machine
 
-        results = {}
-        for path in args.merge:
-            results.update(json.loads(path.read_text()))
+        results: dict = {}
+        for path in args.merge:  # .json from --out, or a run's log (the printed rows)
+            for key, rows in _load_results(path).items():
+                into = results.setdefault(key, {"mlp": [], "gain": [], "refs": {}})
+                into["mlp"] += rows["mlp"]
+                into["gain"] += rows["gain"]
+                into["refs"].update(rows["refs"])
+                if rows.get("full_frames"):
+                    into["full_frames"] = rows["full_frames"]
+        for rows in results.values():
+            _compare(rows)
         head = [f"# Video rate-distortion ({args.size}, {args.seconds:g} s at {FPS} fps, test-split scenes)\n",
                 f"Command: `python {' '.join(sys.argv)}`\n", f"Machine: {machine()}\n"] + ([args.note + "\n"] if args.note else [])
         args.out.write_text("\n".join(head + _tables(results)) + "\n")
@@ -179,7 +187,7 @@ def main() -> None:
     device = resolve_device(args.device)
     video_bench.DEVICE = device
     w, h = (int(v) for v in args.size.split("x"))
-    caps = [float(c) for c in args.caps.split(",")]
+    caps = [float(c) for c in args.caps.split(",") if c]  # none: the references alone
     args.work.mkdir(parents=True, exist_ok=True)
     lines = [f"# Video rate-distortion ({w}x{h}, {args.seconds:g} s at {FPS} fps, test-split scenes)\n",
              f"Command: `python {' '.join(sys.argv)}`\n", f"Machine: {machine()}\n",
@@ -221,13 +229,13 @@ def main() -> None:
             full = full_adaptation(sub, master_frames, device)
             s = _score(master_frames, full)
             rows["refs"]["per-frame full adaptation (float32, any rate)"] = dict(s, kbit_s=None)
-            # the capped tracks on the same subset, for the comparison with full adaptation
-            for row in rows["mlp"]:
-                row["pu21_psnr_full_subset"] = statistics.mean(row["per_frame"][i] for i in sub)
+            rows["full_frames"] = sorted(sub)
             print("full", s, time.perf_counter() - t0, flush=True)
+            print("full_frames", sorted(sub), flush=True)
             poly = {i: baselines.apply_mmr(baselines.fit_mmr(sdr_frames[i], master_frames[i]), sdr_frames[i])
                     for i in sdr_frames}
             rows["refs"]["per-frame MMR3 polynomial"] = dict(_score(master_frames, poly), kbit_s=8 * 264 * FPS / 1000)
+            print("poly", _score(master_frames, poly), flush=True)
             gains, placed, full_size = gain_frames(master, sdr_plain, set(master_frames))
             for codec in args.gain_codecs.split(","):
                 for scale in (int(v) for v in args.gain_scales.split(",")):
@@ -238,10 +246,7 @@ def main() -> None:
                                  **_score(master_frames, recon)}
                             rows["gain"].append(g)
                             print(g, flush=True)
-            for row in rows["mlp"]:
-                fits = [g for g in rows["gain"] if g["kbit_s"] <= row["kbit_s"]]
-                best = max(fits, key=lambda g: g["pu21_psnr"]) if fits else None
-                row["best_gain"] = best
+            _compare(rows)
             if args.out:  # partial results survive an interrupted run
                 args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
     lines += _tables(results)
@@ -251,6 +256,44 @@ def main() -> None:
         args.out.write_text(text)
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
         _plot(results, args.out.with_suffix(".svg"), f"{w}x{h}")
+
+
+def _compare(rows: dict) -> None:
+    """Per capped track: the best gain map at or below its rate, and its PU21-PSNR on the
+    frames per-frame full adaptation was scored on."""
+    sub = rows.get("full_frames")
+    for row in rows["mlp"]:
+        fits = [g for g in rows["gain"] if g["kbit_s"] <= row["kbit_s"]]
+        row["best_gain"] = max(fits, key=lambda g: g["pu21_psnr"]) if fits else None
+        if sub:
+            per_frame = {int(k): v for k, v in row["per_frame"].items()}
+            row["pu21_psnr_full_subset"] = statistics.mean(per_frame[i] for i in sub)
+
+
+def _load_results(path: Path) -> dict:
+    """Results from an --out .json, or parsed from a run's log (rows are printed as they come)."""
+    import ast
+
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    results: dict = {}
+    rows = None
+    for line in path.read_text().splitlines():
+        if line.startswith("== "):
+            rows = results.setdefault(line[3:].strip(), {"mlp": [], "gain": [], "refs": {}})
+        elif line.startswith("{'cap'"):
+            rows["mlp"].append(ast.literal_eval(line))
+        elif line.startswith("{'codec'"):
+            rows["gain"].append(ast.literal_eval(line))
+        elif line.startswith("full "):
+            body = line[5:]
+            score = ast.literal_eval(body[: body.rindex("}") + 1])
+            rows["refs"]["per-frame full adaptation (float32, any rate)"] = dict(score, kbit_s=None)
+        elif line.startswith("poly "):
+            rows["refs"]["per-frame MMR3 polynomial"] = dict(ast.literal_eval(line[5:]), kbit_s=8 * 264 * FPS / 1000)
+        elif line.startswith("full_frames "):
+            rows["full_frames"] = ast.literal_eval(line[12:])
+    return results
 
 
 def _gain_label(g: dict | None) -> str:
@@ -263,6 +306,7 @@ def _tables(results: dict) -> list[str]:
     lines = []
     for key, rows in results.items():
         full = rows["refs"].get("per-frame full adaptation (float32, any rate)", {}).get("pu21_psnr")
+        full = full if all("pu21_psnr_full_subset" in r for r in rows["mlp"]) else None
         lines.append(f"\n## {key}\n")
         lines.append("| cap kbit/s | track kbit/s | worst 1 s kbit/s | PU21-PSNR | dE-ITP | vs full adaptation | best gain map at <= this rate | MLP - gain map | keys | packets |")
         lines.append("|---|---|---|---|---|---|---|---|---|---|")

@@ -7,8 +7,10 @@ Three passes, so that the weights are fitted to the SDR a player will actually d
    a user's grade (``--sdr grade.mov``) skips this pass and is stream-copied as it is;
 2. decode master and SDR in lockstep; detect shots; adapt the network per frame
    (strategy below) and code the weights with :class:`itmfilter.track.codec.TrackEncoder`
-   (key sets at shot starts and every ``key_seconds``, quantised closed-loop deltas,
-   repeats); finished shots are checkpointed so an interrupted encode resumes;
+   (key sets at shot starts and every ``key_seconds``, predicted from the shipped
+   initialisation; quantised closed-loop deltas; repeats) within ``--max-kbps``
+   (:mod:`itmfilter.encode.rate`: the whole track and every window, keys included);
+   finished shots are checkpointed so an interrupted encode resumes;
 3. remux the SDR stream (+ audio/subtitles) with the track: an MP4/MOV data track, an MKV
    attachment, or a JSON sidecar; atomically.
 
