@@ -22,7 +22,7 @@ explicit ``index=``.
 
 HDR10 static metadata (ST 2086 mastering display, CTA-861.3 MaxCLL/MaxFALL) is
 :attr:`Weights.hdr10`: PyAV 18 cannot attach side data to a frame, so it is not on the
-frames; pass :meth:`Weights.x265_params` to an encoder (libx265 writes it as SEI).
+frames; :meth:`Weights.x265_params` hands it to libx265, which writes it as SEI.
 """
 
 from __future__ import annotations
@@ -36,10 +36,21 @@ import torch
 
 from itmfilter.colour.hdr10 import HDR10Metadata
 from itmfilter.errors import ItmError
-from itmfilter.media.frames import open_input, presentation_index, settled_clock, video_stream
-from itmfilter.model.net import ModelConfig, resolve_device
+from itmfilter.media.frames import (
+    open_input,
+    presentation_index,
+    settled_clock,
+    video_stream,
+)
+from itmfilter.media.video import x265_hdr10_params
 from itmfilter.model.inference import resolve_precision
-from itmfilter.render.frame import hdr10_planes, sdr_frame_to_rgb, tag_hdr10, yuv420p10_frame
+from itmfilter.model.net import ModelConfig, resolve_device
+from itmfilter.render.frame import (
+    hdr10_planes,
+    sdr_frame_to_rgb,
+    tag_hdr10,
+    yuv420p10_frame,
+)
 from itmfilter.render.ladder import RUNG_NAMES, apply_rung_tensor, get_rung
 from itmfilter.track.provider import FrameNetworks
 
@@ -162,9 +173,9 @@ class Weights:
         return out if tensors else out.cpu().numpy()
 
     def x265_params(self) -> str:
-        """The libx265 ``x265-params`` fragment (``master-display=...:max-cll=...``) for
-        :attr:`hdr10`; empty when the file carries none."""
-        return "" if self.hdr10 is None else self.hdr10.to_x265_params()
+        """libx265's ``x265-params`` for this video's HDR10 output: PQ BT.2020 signalling and,
+        when the file carries it, :attr:`hdr10` as mastering display and MaxCLL/MaxFALL SEI."""
+        return x265_hdr10_params(self.hdr10)
 
 
 def open_weights(source, *, device: str = "auto", precision: str = "auto", rung: str = "full",

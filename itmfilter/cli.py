@@ -421,8 +421,24 @@ def curves() -> None:
 
 @app.command()
 @user_errors
-def info(path: Annotated[Path, typer.Argument(help="SDR still with weights.")]) -> None:
-    """Show what weights a file carries."""
+def info(
+    path: Annotated[Path, typer.Argument(help="SDR still or video with weights.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (stills always do).")] = False,
+) -> None:
+    """Show what weights a file carries; exit status 1 when it carries none.
+
+    Video: the track header (network, HDR10 metadata), where it is carried, packets by
+    kind, the rate in kbit/s, damaged and missing packets.
+    Example: itmfilter info sdr.mp4 --json
+    """
+    if not _is_still(path):
+        from itmfilter.track.summary import format_summary, summarise_track
+
+        doc = summarise_track(path)
+        typer.echo(json.dumps(doc, indent=1) if as_json else format_summary(doc))
+        if doc["carriage"] is None:
+            raise typer.Exit(1)
+        return
     from itmfilter.media.stills import read_sdr
     from itmfilter.model.weightset import WeightFormatError, describe
     from itmfilter.track.stills import find_weights
