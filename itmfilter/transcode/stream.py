@@ -84,15 +84,16 @@ def stream_hdr10(source: str | Path, sink, *, fmt: str = "mkv", start_s: float =
     slower than a 1-thread one.
     """
     saved = torch.get_num_threads()
-    torch.set_num_threads(int(threads) if threads else max(1, min(saved, (os.cpu_count() or 2) - 1)))
+    threads = int(threads) if threads else max(1, min(saved, (os.cpu_count() or 2) - 1))
+    torch.set_num_threads(threads)
     try:
-        return _stream(Path(source), sink, fmt, start_s, rung, device, precision, quiet)
+        return _stream(Path(source), sink, fmt, start_s, rung, device, precision, quiet, threads)
     finally:
         torch.set_num_threads(saved)
 
 
 def _stream(source: Path, sink, fmt: str, start_s: float, rung: str, device: str, precision: str,
-            quiet: bool) -> StreamResult:
+            quiet: bool, threads: int) -> StreamResult:
     if fmt not in STREAM_FORMATS:
         raise ItmError(None, f"unknown --format {fmt!r}", f"use one of {', '.join(STREAM_FORMATS)}")
     if rung != "auto" and rung not in RUNG_NAMES:
@@ -161,6 +162,9 @@ def _stream(source: Path, sink, fmt: str, start_s: float, rung: str, device: str
                 if result.rung == "auto":
                     result.rung, _ = auto_rung(net, frame, float(clock.fps), torch_device, precision)
                 hdr = tag_hdr10(hdr10_frame(frame, net, result.rung, torch_device, precision))
+                if torch.get_num_threads() != threads:
+                    # numba's OpenMP start-up (the fused path's first call) resets torch's count
+                    torch.set_num_threads(threads)
                 hdr.pts, hdr.time_base = frame.pts, vin.time_base
                 for p in vout.encode(hdr):
                     out.mux(p)
