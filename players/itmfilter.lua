@@ -108,7 +108,7 @@ mp.add_hook("on_load", 50, function()
     if seek_to ~= nil and current ~= nil and current.path == path:gsub("^file://", "") then doc = current.doc end
     restart_at = nil
     stop_current()
-    if path:find("^%a[%w+.-]*://") and not path:find("^file://") then return end  -- not a local file
+    if path == "-" or (path:find("^%a[%w+.-]*://") and not path:find("^file://")) then return end  -- not a local file
     path = path:gsub("^file://", "")
     if doc == nil then
         seek_to = nil
@@ -133,8 +133,11 @@ mp.add_hook("on_load", 50, function()
         this.job = nil
         if res and res.status ~= 0 and not res.killed_by_us then
             msg.error("itmfilter transcode failed: " .. ((res.stderr or ""):gsub("%s+$", "")))
-            local unblock = io.open(fifo, "w")  -- mpv waits in open() for a writer: let it go
-            if unblock then unblock:close() end
+            if current == this and not this.loaded then
+                -- it failed before opening the pipe, and mpv waits in open() for a writer
+                local unblock = io.open(fifo, "w")
+                if unblock then unblock:close() end
+            end
         end
     end)
     local vf = mp.get_property("vf", "")
@@ -163,6 +166,10 @@ mp.observe_property("video-out-params", "native", function(_, params)
                                   params.colormatrix or "?", params.primaries or "?",
                                   params.gamma or "?", params.colorlevels or "?"))
     end
+end)
+
+mp.register_event("file-loaded", function()
+    if current ~= nil then current.loaded = true end
 end)
 
 mp.register_event("end-file", function()
