@@ -12,8 +12,12 @@ One SDR video with a weight track (``--input``, or a synthetic camera pan encode
   (``transcode_one``): decode, the network at full resolution, x265 (CLI defaults: crf 16,
   preset medium) and, when the header has no MaxCLL, a first pass.
 
+and, alone, the cost of writing the pipe's stream formats at ``--stream-size`` (the filter's
+10-bit output of a smooth moving pattern, encoded by the codecs and settings of
+:data:`itmfilter.transcode.stream.STREAM_FORMATS` into memory).
+
 All at ``--threads`` torch threads (the API leaves torch's threads to its caller; the pipe
-and the player use cores - 1, measured 10-20x faster than 2 threads on a busy 2-core CPU).
+and the player use cores - 1), and the API's full rung once more at 2 threads beside it.
 
     python benchmarks/api_throughput.py --size 640x360 --frames 24 --out docs/api-throughput.md
 """
@@ -88,6 +92,40 @@ def run_transcode(sdr: Path, work: Path, threads: int) -> tuple[int, float]:
     return res.frames, res.seconds
 
 
+def stream_cost(width: int, height: int, frames: int = 10) -> dict[str, float]:
+    """ms a frame to encode and mux yuv420p10le frames in each ``--format`` of ``transcode -o -``."""
+    import io
+
+    from itmfilter.render.frame import tag_hdr10
+    from itmfilter.transcode.stream import STREAM_FORMATS
+
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    pictures = []
+    for i in range(frames):
+        frame = av.VideoFrame(width, height, "yuv420p10le")
+        for k, plane in enumerate(frame.planes):
+            view = np.frombuffer(plane, np.uint16).reshape(plane.height, plane.line_size // 2)
+            h, w = plane.height, plane.width
+            view[:, :w] = 300 + 200 * np.sin((xx[:h, :w] + 7 * i) / 50) * np.cos(yy[:h, :w] / 40) + 30 * k
+        frame.pts = i
+        pictures.append(tag_hdr10(frame))
+    out = {}
+    for name, (muxer, codec) in STREAM_FORMATS.items():
+        container = av.open(io.BytesIO(), "w", format=muxer)
+        stream = container.add_stream(codec, rate=24)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p10le"
+        if codec == "ffv1":
+            stream.codec_context.options = {"slices": "4", "level": "3"}
+            stream.thread_count = 0
+        started = time.perf_counter()
+        for frame in pictures:
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+        out[name] = 1000 * (time.perf_counter() - started) / frames
+        container.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input", type=Path, default=None, help="an SDR video with weights (default: made here)")
@@ -96,6 +134,7 @@ def main() -> None:
     ap.add_argument("--rungs", default="full,eighth")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    ap.add_argument("--stream-size", default="1920x1080")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "api")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -106,6 +145,8 @@ def main() -> None:
     width, height = (int(v) for v in args.size.lower().split("x"))
     sdr = args.input or make_input(args.work, width, height, args.frames)
     cases = {f"api filter, rung {r}": (lambda r=r: run_api(sdr, r, args.threads)) for r in args.rungs.split(",")}
+    if args.threads != 2:
+        cases["api filter, rung full, 2 torch threads"] = lambda: run_api(sdr, "full", 2)
     cases["transcode -o - (NUT rawvideo), rung full"] = lambda: run_pipe(sdr, "nut", args.threads)
     cases["transcode -o - (Matroska FFV1), rung full"] = lambda: run_pipe(sdr, "mkv", args.threads)
     cases["transcode -o out.mkv (x265 crf 16 medium)"] = lambda: run_transcode(sdr, args.work, args.threads)
@@ -127,6 +168,10 @@ def main() -> None:
              "| path | frames/s | ms a frame |", "|---|---:|---:|"]
     for name, (frames, seconds) in best.items():
         lines.append(f"| {name} | {frames / seconds:.2f} | {1000 * seconds / frames:.0f} |")
+    sw, sh = (int(v) for v in args.stream_size.lower().split("x"))
+    cost = stream_cost(sw, sh)
+    lines += ["", f"Writing the pipe's stream alone, {sw}x{sh} 10-bit 4:2:0, ms a frame: "
+              + ", ".join(f"`--format {name}` {ms:.1f}" for name, ms in cost.items()) + "."]
     report = "\n".join(lines) + "\n"
     print(report)
     if args.out:

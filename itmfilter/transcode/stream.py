@@ -6,8 +6,8 @@ source's audio packets copied alongside:
 
 - ``mkv`` (default): Matroska with FFV1. Matroska carries the colour tags (BT.2020
   primaries, PQ, BT.2020 NCL, narrow range) from the codec context, so ``ffmpeg -i -``
-  and players see HDR10 without being told. FFV1 costs ~40 ms a 1080p frame on this CPU.
-- ``nut``: NUT with rawvideo, the cheapest stream (~3 ms a 1080p frame); NUT has no field
+  and players see HDR10 without being told; FFV1 costs CPU (``docs/api-throughput.md``).
+- ``nut``: NUT with rawvideo, the cheapest stream (a copy); NUT has no field
   for colour tags (checked with ffprobe and PyAV: they read back unspecified), so the
   reader must tag the frames (mpv: ``vf=format=...:gamma=pq``, ffmpeg: input options
   ``-color_primaries bt2020 -color_trc smpte2084 -colorspace bt2020nc -color_range tv``).
