@@ -320,7 +320,7 @@ def prior_to_hdr10_planes(y, cb, cr, resid: np.ndarray, coef: np.ndarray, downsc
                           bits: int = 8, full_range: bool = False):
     """SDR 4:2:0 planes + the network's ``(3, lh, lw)`` PQ residual over its polynomial
     prior (``coef``: the ``(22, 3)`` MMR coefficients) -> (Y, Cb, Cr) uint16 HDR10 planes:
-    PQ = clip(clip(prior(SDR)) + bilinear residual), per pixel (:func:`itmfilter.ladder.gain_mode`)."""
+    PQ = clip(clip(prior(SDR)) + bilinear residual), per pixel (:func:`itmfilter.render.ladder.gain_mode`)."""
     conv, off_c, inv_gc = _conversion(bits, full_range)
     y_out, cb_out, cr_out = _outputs(*y.shape)
     _prior_kernel()(np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
