@@ -9,7 +9,7 @@ BT.2446a, 8-bit. The network: the shipped initialisation adapted to the picture 
 default options), so the timings are those of a real weight set (the cost does not depend
 on the values).
 
-- ``reconstruct ms``: :func:`itmfilter.reconstruct.predict_pq`, full network on every
+- ``reconstruct ms``: :func:`itmfilter.model.inference.predict_pq`, full network on every
   pixel, host->device copy of the float SDR excluded, synchronised, median of 10.
 - ``filter``: what ``itmfilter play --hdr`` does per frame: an H.264 clip of ``--frames``
   frames (a pan) is decoded with PyAV (frame threads, in the player's decode-ahead
@@ -18,7 +18,7 @@ on the values).
   rung, PQ, 10-bit BT.2020 4:2:0 planes back) and is muxed as rawvideo into a NUT stream
   written to /dev/null: frames/s end to end (decode included) and the filter's median ms.
   mpv itself is not in the loop (the device machine has no libmpv).
-- ``adapt s``: :func:`itmfilter.adapt.adapt` with the default options (200 steps, 2%
+- ``adapt s``: :func:`itmfilter.model.adapt.adapt` with the default options (200 steps, 2%
   samples, OHEM), median of ``--repeats``, and its PU21-PSNR against the master.
 """
 
