@@ -51,7 +51,7 @@ from itmfilter.render.frame import (
     tag_hdr10,
     yuv420p10_frame,
 )
-from itmfilter.render.ladder import RUNG_NAMES, apply_rung_tensor, get_rung
+from itmfilter.render.ladder import GAIN_MODES, RUNG_NAMES, apply_rung_tensor, get_rung
 from itmfilter.track.provider import FrameNetworks
 
 
@@ -92,6 +92,8 @@ class Weights:
             self.device = resolve_device(device)
             self.precision = resolve_precision(precision, self.device)
             self.rung = get_rung(rung).name
+            if gain != "auto" and gain not in GAIN_MODES:
+                raise ValueError(f"unknown gain mode {gain!r}; expected auto or one of {', '.join(GAIN_MODES)}")
         except ValueError as exc:
             raise ItmError(None, str(exc), "see help(itmfilter.open_weights)") from None
         self._precision_name = precision

@@ -113,6 +113,8 @@ def test_open_from_a_container_blind_files_and_bad_input(weighted_clip, plain_cl
         itmfilter.open_weights(tmp_path / "missing.mp4")
     with pytest.raises(ItmError, match="unknown rung"):
         itmfilter.open_weights(plain_clip, rung="tenth")
+    with pytest.raises(ItmError, match="unknown gain mode"):
+        itmfilter.open_weights(plain_clip, gain="sideways")
     with pytest.raises(ItmError, match="needs a video file path"):
         itmfilter.open_weights(b"bytes")
 
