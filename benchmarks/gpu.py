@@ -2,7 +2,7 @@
 player's per-frame HDR10 filter per path and rung, adaptation.
 
     python benchmarks/gpu.py --out docs/gpu-benchmark.md   # on a CUDA machine, ~5 min on an H100
-    python benchmarks/gpu.py --dry-run                     # CPU smoke run (Triton interpreter), ~1 min
+    python benchmarks/gpu.py --dry-run                     # CPU smoke run (Triton interpreter), ~2 min on 2 cores
 
 ``--dry-run``: tiny sizes, few frames and repeats, the device the CPU, and the Triton kernel
 run by Triton's interpreter (TRITON_INTERPRET=1 set before triton is imported): every
@@ -25,22 +25,23 @@ on the values).
   :func:`itmfilter.colour.tensor.rgb_to_planes420`). The *bandwidth floor* is the kernel's
   compulsory traffic (1.5 B in, 2 B of Y, 4 B of chroma scratch written and read back,
   1 B of chroma out: 12.5 B a pixel) over the device-to-device copy bandwidth measured
-  here; ``fused vs exact`` is the largest code difference of the kernel against the exact
-  path's reference on the first frame (a check that the GPU build computes what the
+  here; ``fused vs fp32 torch`` is the largest code difference of the kernel against the
+  torch path in fp32 on the same planes (a check that the GPU build computes what the
   interpreter tests check).
-- ``reconstruct ms``: :func:`itmfilter.reconstruct.predict_pq`, full network on every
+- ``reconstruct ms``: :func:`itmfilter.model.inference.predict_pq`, full network on every
   pixel, host->device copy of the float SDR excluded, synchronised, median of 10.
 - ``filter``: what ``itmfilter play --hdr`` does per frame (``full@triton`` and
-  ``full@torch``: the full rung through each path, then the other ``--rungs``): an H.264 clip of ``--frames``
-  frames (a pan) is decoded with PyAV (frame threads, in the player's decode-ahead
+  ``full@torch``: the full rung through each path, then the other ``--rungs``): an H.264
+  clip of ``--frames`` frames (a pan) is decoded with PyAV (frame threads, in the player's decode-ahead
   thread), each frame goes through
   :func:`itmfilter.render.frame.hdr10_frame` (8-bit 4:2:0 planes up to the device, R'G'B', the
   rung, PQ, 10-bit BT.2020 4:2:0 planes back) and is muxed as rawvideo into a NUT stream
   written to /dev/null: frames/s end to end (decode included) and the filter's median ms.
   mpv itself is not in the loop (the device machine has no libmpv).
-- ``adapt s``: :func:`itmfilter.adapt.adapt` with the default options (1600 steps of
-  512 pixels, OHEM; 20 steps in a dry run), median of ``--repeats``, and its PU21-PSNR against the master. Encode
-  side, one picture at a time: batched adaptation of many frames is not built yet.
+- ``adapt s``: :func:`itmfilter.model.adapt.adapt` with the default options (1600 steps of
+  512 pixels, OHEM; 20 steps in a dry run), median of ``--repeats``, and its PU21-PSNR
+  against the master. Encode side, one picture at a time: batched adaptation of many
+  frames is not built yet.
 
 Picture fallbacks: with no ``--panoramas`` file and no fetched scenes (the device machine
 is offline), the built-in sample (``itmfilter/assets/sample.exr``) tiled to the size.

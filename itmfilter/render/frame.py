@@ -94,11 +94,11 @@ def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
     - ``fused`` (auto on a CPU for the gain rungs with 4:2:0 input, when numba is there):
       :mod:`itmfilter.render.fastpath`, one multi-threaded pass from planes to planes;
     - ``exact``: the float64 numpy conversions (:func:`sdr_frame_to_rgb`,
-      :func:`pq_to_yuv420p10`) around :func:`itmfilter.ladder.apply_rung`.
+      :func:`pq_to_yuv420p10`) around :func:`itmfilter.render.ladder.apply_rung`.
 
     All give the same codes up to 1 (rare half-code ties; the fused path's low-resolution
     input averages Y'CbCr before the clip to [0, 1]); tested. ``gain``: how a rung below
-    ``full`` carries the network to full resolution (:func:`itmfilter.ladder.gain_mode`).
+    ``full`` carries the network to full resolution (:func:`itmfilter.render.ladder.gain_mode`).
     """
     device = torch.device(device)
     planes = code_planes(frame)
@@ -146,7 +146,7 @@ def _triton_ready(net, device) -> bool:
 
 
 def choose_gain_mode(net, frame, rung: str = "eighth", device="cpu", samples: int = 4096) -> str:
-    """``prior`` or ``rgb`` for ``net`` on this content (:func:`itmfilter.ladder.gain_mode`):
+    """``prior`` or ``rgb`` for ``net`` on this content (:func:`itmfilter.render.ladder.gain_mode`):
     both rungs are run on ``frame`` and compared with the full network at ``samples``
     random pixels; the smaller mean PQ error wins. A global tone curve is carried almost
     exactly by ``prior`` (its polynomial is per pixel); a spatially varying grade is often
