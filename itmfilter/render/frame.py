@@ -139,7 +139,8 @@ def hdr10_planes(frame, net, rung: str, device, precision: str = "auto", *,
         y, cb, cr = _torch_planes(planes, device)
         out = triton_kernel.hdr10_planes(net, y, cb, cr, bits=planes.bits, full_range=planes.full_range,
                                          precision=precision)
-        return yuv420p10_frame([p.cpu().numpy().view(np.uint16) for p in out])
+        out = [p.to(dtype=torch.int16) for p in out]
+        return out if tensors else [p.cpu().numpy().view(np.uint16) for p in out]
     if path in ("torch", "triton") and planes is not None:
         y, cb, cr = _torch_planes(planes, device)
         sdr = planes420_to_rgb(y, cb, cr, bits=planes.bits, full_range=planes.full_range)
