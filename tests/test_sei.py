@@ -183,8 +183,11 @@ def clip(request, tmp_path_factory):
 def test_remux_carries_every_payload_in_presentation_order(clip):
     src, dst, report = clip
     with av.open(str(src)) as c:  # the clip really has B-frames: decode order != display order
+        tb = c.streams.video[0].time_base
         pts = [p.pts for p in c.demux(video=0) if p.size]
     assert pts != sorted(pts)
+    rank = {p: i for i, p in enumerate(sorted(pts))}  # constant rate: timestamp arithmetic agrees
+    assert all(sei.fps_index(p, min(pts), tb, FPS) == rank[p] for p in pts)
     assert report.frames == N and report.frames_with_payload == N - 1
     assert report.payload_bytes == sum(len(payload(i)) for i in range(N) if i != EMPTY_FRAME)
     assert report.overhead_bytes > 0
