@@ -576,6 +576,37 @@ def iter_sei_samples(path: str | os.PathLike, uuid: bytes = ITMFILTER_SEI_UUID) 
     return samples
 
 
+def carries_sei(path: str | os.PathLike, uuid: bytes = ITMFILTER_SEI_UUID, packets: int = 32) -> bool:
+    """Whether any of the first ``packets`` video packets of ``path`` carries our SEI
+    (demux only; a quick test before :func:`iter_sei_samples` reads the whole file).
+    False for a file without an H.264 or HEVC video stream."""
+    try:
+        with av.open(os.fspath(path)) as c:
+            stream = next((s for s in c.streams.video if _codec_of(s) is not None), None)
+            if stream is None:
+                return False
+            codec = _codec_of(stream)
+            fmt = nal_format_from_extradata(bytes(stream.codec_context.extradata or b""), codec)
+            seen = 0
+            for pkt in c.demux(stream):
+                if not pkt.size:
+                    continue
+                data = bytes(pkt)
+                if fmt is None:
+                    fmt = detect_nal_format(None, codec, data)
+                try:
+                    if user_data_from_packet(data, fmt, codec, uuid):
+                        return True
+                except SeiError:
+                    pass
+                seen += 1
+                if seen >= packets:
+                    break
+    except (av.error.FFmpegError, OSError, SeiError):
+        return False
+    return False
+
+
 def presentation_indexes(samples: Sequence[SeiSample]) -> list[int | None]:
     """Each sample's 0-based presentation index (rank of its pts among the presented
     samples), ``None`` for samples not presented."""
@@ -750,6 +781,6 @@ __all__ = [
     "hevc_temporal_id", "nal_format_from_extradata", "detect_nal_format", "split_annexb",
     "split_length_prefixed", "split_nal_units", "join_nal_units", "framed_size",
     "insert_sei", "strip_user_data", "add_sei_to_packet", "user_data_from_packet",
-    "remux_with_sei", "iter_sei_samples", "presentation_indexes", "add_sei_to_nals", "read_sei", "read_sei_decoded", "sei_overhead",
+    "remux_with_sei", "iter_sei_samples", "carries_sei", "presentation_indexes", "add_sei_to_nals", "read_sei", "read_sei_decoded", "sei_overhead",
     "fps_index",
 ]
