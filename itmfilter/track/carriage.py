@@ -192,7 +192,7 @@ def read_sei_track(path: str | os.PathLike) -> LoadedTrack | None:
         fps, origin = frame_rate(stream), stream_origin(stream)
     if origin is None:
         origin = min(s.time for s in samples)
-    items = sorted((presentation_index(s.time, origin, fps), s) for s in samples)
+    items = sorted(((presentation_index(s.time, origin, fps), s) for s in samples), key=lambda t: (t[0], t[1].time))
     runs: list[TrackRun] = []
     offsets: list[int | None] = []
     for index, sample in items:
