@@ -64,7 +64,7 @@ def encode(
     tm: Annotated[str, typer.Option(help="Tone curve for the SDR (see `itmfilter curves`).")] = "bt2446a",
     sdr: Annotated[Optional[Path], typer.Option(help="Your own SDR grade instead of a curve (same size).")] = None,
     sidecar: Annotated[
-        str, typer.Option(help="Stills: embed, json or both. Video: embed/auto, track, attachment or json.")
+        str, typer.Option(help="Stills: embed, json or both. Video: embed/auto (SEI in the H.264/HEVC stream), sei, track (MP4/MOV data track), attachment (MKV) or json.")
     ] = "embed",
     steps: Annotated[
         Optional[int], typer.Option(help="Adam steps of per-picture adaptation (default: 1600 for stills, 200 for video key frames).")
@@ -99,7 +99,7 @@ def encode(
     """HDR master -> SDR with embedded per-picture MLPs (stills and video).
 
     Stills: itmfilter encode master.exr -o sdr.png --tm bt2446a
-    Video:  itmfilter encode master.mov -o sdr.mp4   (data track; .mkv: attachment; --sidecar json)
+    Video:  itmfilter encode master.mov -o sdr.mp4   (SEI in the video stream, also .mkv/.mov/.ts; --sidecar track|attachment|json)
     """
     from itmfilter.encode.stills import encode_still
     from itmfilter.model.adapt import AdaptOptions
