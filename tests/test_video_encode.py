@@ -36,10 +36,14 @@ def master(tmp_path_factory):
 FAST = VideoEncodeOptions(first_steps=40, warm_steps=5, preset="ultrafast", key_seconds=0.25)
 
 
-@pytest.mark.parametrize("ext,carriage", [(".mp4", "data track"), (".mkv", "attachment"), (".mov", "data track")])
-def test_encode_carries_a_track_per_frame(master, tmp_path, ext, carriage):
+@pytest.mark.parametrize("ext,sidecar,carriage", [
+    (".mp4", "auto", "SEI"), (".mkv", "auto", "SEI"), (".mov", "auto", "SEI"), (".ts", "auto", "SEI"),
+    (".mp4", "track", "data track"), (".mkv", "attachment", "attachment"), (".mov", "track", "data track"),
+])
+def test_encode_carries_a_track_per_frame(master, tmp_path, ext, sidecar, carriage):
     out = tmp_path / f"sdr{ext}"
-    report = encode_video(master, out, options=FAST, quiet=True)
+    report = encode_video(master, out, options=VideoEncodeOptions(**{**FAST.__dict__, "sidecar": sidecar}), quiet=True)
+    assert report.carriage == {"SEI": "sei", "data track": "track"}.get(carriage, carriage)
     assert report.frames == N and report.shots == 2
     info = probe_video(out)
     assert info.color_primaries == "bt709" and not info.is_hdr
@@ -163,10 +167,10 @@ def test_rate_cap_holds_and_lowers_the_bitrate(master, tmp_path):
     # it spent (deltas with codes), and it held (repeats, or the pan's shift alone)
     assert sum(u and k == "delta" for u, k in zip(updates, kinds)) >= 1 and not all(updates)
     # the whole track within the cap, and every window within the buffer model
-    from itmfilter.encode.rate import check_rate
+    from itmfilter.encode.rate import carried_sizes, check_rate
 
-    sizes = [len(r) for r in raws]
-    sizes[0] += len(track.header.to_bytes())
+    sizes = carried_sizes(raws, len(track.header.to_bytes()), report.carriage == "sei")
+    assert sum(sizes) == report.metadata_bytes
     assert sum(sizes) <= kbps * 1000 / 8 / 24 * len(sizes)
     assert check_rate(sizes, kbps, 24) == []
     assert all(len(r) >= PACKET_OVERHEAD_BYTES for r in raws)

@@ -7,7 +7,7 @@ import pytest
 
 from itmfilter.data import sample_path
 from itmfilter.data.testmedia import make_master_from_arrays, pan_view
-from itmfilter.encode.rate import RateBudget, check_rate, planned_keys, window_bytes
+from itmfilter.encode.rate import RateBudget, carried_sizes, check_rate, planned_keys, window_bytes
 from itmfilter.encode.video import VideoEncodeOptions, encode_video
 from itmfilter.errors import ItmError
 from itmfilter.media.stills import read_hdr
@@ -36,19 +36,21 @@ def master(tmp_path_factory):
     return path
 
 
-def _sizes(out):
+def _sizes(out, carriage):
     track = load_track(out)
-    sizes = [len(track.packets[i]) for i in range(FRAMES)]
-    sizes[0] += len(track.header.to_bytes())
-    return track, sizes
+    raws = [track.packets[i] for i in range(FRAMES)]
+    return track, carried_sizes(raws, len(track.header.to_bytes()), carriage == "sei")
 
 
-@pytest.mark.parametrize("kbps", [8.0, 16.0, 32.0])
-def test_every_cap_holds_over_the_file_and_every_window(master, tmp_path, kbps):
+@pytest.mark.parametrize("kbps,carriage", [(8.0, "sei"), (16.0, "track"), (32.0, "sei")])
+def test_every_cap_holds_over_the_file_and_every_window(master, tmp_path, kbps, carriage):
+    """SEI (the default carriage) repeats the header with every KEY: the budget counts it."""
     out = tmp_path / "sdr.mp4"
-    report = encode_video(master, out, options=VideoEncodeOptions(max_kbps=kbps, **FAST), quiet=True)
+    options = VideoEncodeOptions(max_kbps=kbps, sidecar=carriage, **FAST)
+    report = encode_video(master, out, options=options, quiet=True)
+    assert report.carriage == carriage
     assert report.shots == len(SHOTS)
-    track, sizes = _sizes(out)
+    track, sizes = _sizes(out, report.carriage)
     assert sum(sizes) == report.metadata_bytes
     assert sum(sizes) <= kbps * 1000 / 8 * FRAMES / FPS  # the whole track
     assert check_rate(sizes, kbps, FPS, 1.0) == []  # every window: n*r + B

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 
 from itmfilter.colour.hdr10 import HDR10Metadata
-from itmfilter.track.format import TrackHeader
+from itmfilter.track.format import TrackHeader, decode_packet
 
 MIN_DELTA_BYTES = 256
 """A delta is not even attempted with fewer bytes than this in the budget."""
@@ -56,7 +56,8 @@ class RateBudget:
     earlier segments, less one packet head per later frame (``per_packet``: 24 bytes plus
     e.g. a motion shift) and less what later segments will need for their cheapest KEYs
     (``min_key_bytes``) when their own allowance cannot pay for them, and at most what the
-    buffer holds. ``header_bytes``: the track header, sent with frame 0 and counted in it. What the KEY leaves is spread evenly over the segment's frames as tokens;
+    buffer holds. ``header_bytes``: the track header, sent with frame 0 (and with every
+    KEY when ``header_every_key``, as the SEI carriage does) and counted in that frame. What the KEY leaves is spread evenly over the segment's frames as tokens;
     a DELTA is offered only the tokens gathered so far (:meth:`affordable`), and never more
     than the buffer allows this frame with room kept for a following KEY. Unspent tokens
     stay in the slack and carry into the next segment.
@@ -64,7 +65,7 @@ class RateBudget:
 
     def __init__(self, max_kbps: float | None, fps: float, shot_starts: set[int], key_interval: int,
                  frame_count: int, per_packet: int = 0, buffer_seconds: float = DEFAULT_BUFFER_SECONDS,
-                 min_key_bytes: int = 0, header_bytes: int = 0) -> None:
+                 min_key_bytes: int = 0, header_bytes: int = 0, header_every_key: bool = False) -> None:
         self.limited = bool(max_kbps)
         self.per_packet = PACKET_OVERHEAD_BYTES + int(per_packet)  # what every non-key frame costs anyway
         self.per_frame = (max_kbps or 0.0) * 1000 / 8 / fps  # r
@@ -89,7 +90,7 @@ class RateBudget:
         for j in range(len(self._keys) - 1, -1, -1):
             self._need[self._keys[j]] = need
             n = bounds[j + 1] - bounds[j]
-            least = self.min_key + self.per_packet * (n - 1) + (header_bytes if j == 0 else 0)
+            least = self.min_key + self.per_packet * (n - 1) + (header_bytes if j == 0 or header_every_key else 0)
             self._least[self._keys[j]] = least
             need += least - n * self.per_frame
         self.shortfall = need  # > 0: the cap cannot pay even the cheapest track
@@ -163,6 +164,16 @@ class RateBudget:
         self.frame = frame
         self.slack += self.per_frame - nbytes
         self.peak = max(self.peak, self.slack)
+
+
+def carried_sizes(packets: list[bytes], header_bytes: int, header_every_key: bool = False) -> list[int]:
+    """Bytes per frame as the rate promise counts them: each packet, plus the header on the
+    first frame and, when ``header_every_key`` (the SEI carriage), on every KEY."""
+    sizes = []
+    for k, raw in enumerate(packets):
+        with_header = k == 0 or (header_every_key and decode_packet(raw).kind == "key")
+        sizes.append(len(raw) + (header_bytes if with_header else 0))
+    return sizes
 
 
 def window_bytes(sizes: list[int], window: int) -> int:

@@ -11,8 +11,12 @@ Three passes, so that the weights are fitted to the SDR a player will actually d
    initialisation; quantised closed-loop deltas; repeats) within ``--max-kbps``
    (:mod:`itmfilter.encode.rate`: the whole track and every window, keys included);
    finished shots are checkpointed so an interrupted encode resumes;
-3. remux the SDR stream (+ audio/subtitles) with the track: an MP4/MOV data track, an MKV
-   attachment, or a JSON sidecar; atomically.
+3. remux the SDR stream (+ audio/subtitles) with the track, atomically: by default (H.264
+   or HEVC, any of .mp4/.mov/.mkv/.ts) as SEI inside the video stream, each access unit
+   carrying its frame's packet and every KEY's access unit the track header too, so the
+   weights survive remuxing, segmenting, cutting and concatenation
+   (:mod:`itmfilter.track.sei`); or an MP4/MOV data track, an MKV attachment, a JSON
+   sidecar (``--sidecar track|attachment|json``).
 
 Strategies (``--strategy``; measured in ``benchmarks/video.py``):
 
@@ -54,6 +58,7 @@ from itmfilter.encode.rate import (
     MIN_DELTA_BYTES,
     PRIOR_KEY_BYTES,
     RateBudget,
+    carried_sizes,
     final_header_bytes,
     window_bytes,
 )
@@ -76,6 +81,7 @@ from itmfilter.model.initial import load_init
 from itmfilter.model.net import resolve_device
 from itmfilter.track.carriage import (
     resolve_mode,
+    sei_binding,
     sidecar_path,
     stream_binding,
 )
@@ -100,6 +106,7 @@ from itmfilter.track.format import (
     write_track_blob,
 )
 from itmfilter.track.motion import pixels_to_shift
+from itmfilter.track.sei import remux_with_sei
 
 STRATEGIES = ("warm", "frame")
 
@@ -234,7 +241,8 @@ def encode_video(
     inputs = [master] + ([grade] if grade else [])
     if output.exists() and output.resolve() in [p.resolve() for p in inputs]:
         raise ItmError(output, "output would overwrite an input", "choose another output name")
-    mode = resolve_mode(options.sidecar, output)
+    sdr_codec = options.codec if grade is None else probe_video(grade).codec
+    mode = resolve_mode(options.sidecar, output, sdr_codec)
     info, sequence = _probe_master(master, options)
     if not info.is_hdr and not options.assume_hdr:
         raise ItmError(master, f"looks like SDR (transfer={info.color_trc})", "give an HDR master, or --assume-hdr for untagged files")
@@ -265,8 +273,10 @@ def encode_video(
             (work / "sdr.done").write_text("ok")
     else:
         sdr_path = grade
-    binding = stream_binding(sdr_path)
     sinfo = probe_video(sdr_path, count_frames=True)
+    # SEI rides inside the access units it was fitted to: only the size is bound (a cut
+    # changes the first packet and the frame count; sidecar/SPEC.md section 6).
+    binding = sei_binding(sinfo.width, sinfo.height) if mode == "sei" else stream_binding(sdr_path)
     fps = sinfo.fps
     hdr10 = info.hdr10
     header = TrackHeader(
@@ -321,7 +331,8 @@ def encode_video(
         # with motion, every warm frame carries its 8-byte shift whatever else it sends
         rate_args = (options.max_kbps, float(fps), starts, key_interval, n_frames)
         bare_key = encoder.min_key_bytes()
-        rate_kwargs = {"buffer_seconds": options.buffer_seconds, "header_bytes": final_header_bytes(encoder.header, hdr10)}
+        rate_kwargs = {"buffer_seconds": options.buffer_seconds, "header_bytes": final_header_bytes(encoder.header, hdr10),
+                       "header_every_key": mode == "sei"}
         # What every key is planned to cost at least, best first: a refitted prior with the pan
         # followed, a refitted prior without motion shifts, the initialisation alone.
         plans = [(motion, PRIOR_KEY_BYTES), (False, PRIOR_KEY_BYTES), (False, bare_key or 0)]
@@ -359,7 +370,7 @@ def encode_video(
                 encoder.restart()
             budget.next_frame()
             if decode_packet(packets[index]).kind == "key":
-                budget.key_sent(index, len(packets[index]), final_header_bytes(encoder.header, hdr10) if index == 0 else 0)
+                budget.key_sent(index, len(packets[index]), final_header_bytes(encoder.header, hdr10) if index == 0 or mode == "sei" else 0)
             else:
                 budget.record(index, len(packets[index]))
             continue
@@ -383,7 +394,8 @@ def encode_video(
         if encoder.needs_key and not shot_start:
             shot_start = True  # first coded frame after resumed shots must be a key
         # a shift's bytes are reserved per frame by the budget and lie outside max_bytes
-        extra = final_header_bytes(encoder.header, hdr10) if index == 0 else 0
+        # the header travels with the first key, and with every key in the SEI form
+        extra = final_header_bytes(encoder.header, hdr10) if index == 0 or (mode == "sei" and encoder.key_due(index, shot_start)) else 0
         key_max = budget.key_budget(index, extra) if encoder.key_due(index, shot_start) else budget.affordable()
         packet = encoder.add(index, params, shot_start=shot_start, max_bytes=budget.affordable(), motion=shift,
                              key_max_bytes=key_max)
@@ -422,18 +434,28 @@ def encode_video(
     elif mode == "attachment":
         blob = write_track_blob(header, [packets[i] for i in order])
         _remux(sdr_path, output, inputs, None, (MKV_ATTACHMENT_NAME, MKV_ATTACHMENT_MIMETYPE, blob), None)
+    elif mode == "sei":
+        header_bytes = header.to_bytes()
+
+        def sample(frame: int) -> bytes | None:
+            raw = packets.get(frame)
+            if raw is None:
+                return None
+            return (header_bytes if decode_packet(raw).kind == "key" else b"") + raw
+
+        remux_with_sei(sdr_path, output, sample)
     else:
         _remux(sdr_path, output, inputs, header, None, packets)
     shutil.rmtree(work, ignore_errors=True)
-    meta_bytes = sum(len(v) for v in packets.values()) + len(header.to_bytes())
+    headers = sum(decode_packet(packets[i]).kind == "key" for i in order) if mode == "sei" else 1
+    meta_bytes = sum(len(v) for v in packets.values()) + headers * len(header.to_bytes())
     seconds = len(order) / float(fps)
     kinds: dict[str, int] = {}
     for i in order:
         p = decode_packet(packets[i])
         kind = "shift" if p.kind == "delta" and not carries_update(p) else p.kind  # the pan alone
         kinds[kind] = kinds.get(kind, 0) + 1
-    sizes = [len(packets[i]) for i in order]
-    sizes[0] += len(header.to_bytes())
+    sizes = carried_sizes([packets[i] for i in order], len(header.to_bytes()), mode == "sei")
     worst = window_bytes(sizes, max(1, round(float(fps))))
     return VideoEncodeReport(os.fspath(output), len(order), shot + 1, meta_bytes, 8 * meta_bytes / 1000 / seconds, mode, kinds,
                              keys=dict(encoder.key_choices), worst_window_kbps=8 * worst / 1000 / min(1.0, seconds),

@@ -320,7 +320,7 @@ def prior_to_hdr10_planes(y, cb, cr, resid: np.ndarray, coef: np.ndarray, downsc
                           bits: int = 8, full_range: bool = False):
     """SDR 4:2:0 planes + the network's ``(3, lh, lw)`` PQ residual over its polynomial
     prior (``coef``: the ``(22, 3)`` MMR coefficients) -> (Y, Cb, Cr) uint16 HDR10 planes:
-    PQ = clip(clip(prior(SDR)) + bilinear residual), per pixel (:func:`itmfilter.ladder.gain_mode`)."""
+    PQ = clip(clip(prior(SDR)) + bilinear residual), per pixel (:func:`itmfilter.render.ladder.gain_mode`)."""
     conv, off_c, inv_gc = _conversion(bits, full_range)
     y_out, cb_out, cr_out = _outputs(*y.shape)
     _prior_kernel()(np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
@@ -417,9 +417,21 @@ def low_res_sdr(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, d: int, *, bits: 
 def hdr10_planes(net, planes, downscale: int, *, precision: str = "auto", gain: str = "auto",
                  offset_nits: float | None = None):
     """A gain rung on the CPU, fused: ``planes`` from :class:`itmfilter.media.frames.Planes` (4:2:0) -> the network at
-    ``1/downscale`` -> (Y, Cb, Cr) uint16 HDR10 planes."""
+    ``1/downscale`` -> (Y, Cb, Cr) uint16 HDR10 planes.
+
+    torch's thread count is the caller's afterwards: numba's OpenMP layer shares the OpenMP
+    runtime with torch, and its first parallel launch resets torch to every core (measured:
+    1 -> 2 here), which undid the player's choice of ``cores - 1`` threads for the network.
+    """
+    threads = torch.get_num_threads()
+    try:
+        return _hdr10_planes(net, planes, downscale, precision=precision, gain=gain, offset_nits=offset_nits)
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
+def _hdr10_planes(net, planes, downscale: int, *, precision: str, gain: str, offset_nits: float | None):
     y, cb, cr, bits, full = planes.y, planes.cb, planes.cr, planes.bits, planes.full_range
     k = GAIN_OFFSET_NITS if offset_nits is None else offset_nits
     h, w = y.shape
