@@ -225,13 +225,14 @@ def main() -> None:
                 rows["mlp"].append(row)
                 print(row, flush=True)
             t0 = time.perf_counter()
-            sub = {i: sdr_frames[i] for i in sdr_frames if i % args.full_every == 0}
-            full = full_adaptation(sub, master_frames, device)
-            s = _score(master_frames, full)
-            rows["refs"]["per-frame full adaptation (float32, any rate)"] = dict(s, kbit_s=None)
-            rows["full_frames"] = sorted(sub)
-            print("full", s, time.perf_counter() - t0, flush=True)
-            print("full_frames", sorted(sub), flush=True)
+            if args.full_every:  # 0: skip (e.g. a second run extending the gain-map sweep)
+                sub = {i: sdr_frames[i] for i in sdr_frames if i % args.full_every == 0}
+                full = full_adaptation(sub, master_frames, device)
+                s = _score(master_frames, full)
+                rows["refs"]["per-frame full adaptation (float32, any rate)"] = dict(s, kbit_s=None)
+                rows["full_frames"] = sorted(sub)
+                print("full", s, time.perf_counter() - t0, flush=True)
+                print("full_frames", sorted(sub), flush=True)
             poly = {i: baselines.apply_mmr(baselines.fit_mmr(sdr_frames[i], master_frames[i]), sdr_frames[i])
                     for i in sdr_frames}
             rows["refs"]["per-frame MMR3 polynomial"] = dict(_score(master_frames, poly), kbit_s=8 * 264 * FPS / 1000)
