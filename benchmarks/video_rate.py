@@ -172,6 +172,7 @@ def main() -> None:
         head = [f"# Video rate-distortion ({args.size}, {args.seconds:g} s at {FPS} fps, test-split scenes)\n",
                 f"Command: `python {' '.join(sys.argv)}`\n", f"Machine: {machine()}\n"] + ([args.note + "\n"] if args.note else [])
         args.out.write_text("\n".join(head + _tables(results)) + "\n")
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
         _plot(results, args.out.with_suffix(".svg"), args.size)
         return
     if args.threads:
@@ -384,10 +385,11 @@ def _plot(results: dict, path: Path, size: str) -> None:
                 out.append(f'<circle cx="{X(r["kbit_s"]):.1f}" cy="{Y(r["pu21_psnr"]):.1f}" r="3.5" fill="{colour}">'
                            f'<title>{r["kbit_s"]:.1f} kbit/s, {r["pu21_psnr"]:.2f} dB</title></circle>')
     legend = [("#14c", "weight track at caps"), ("#e80", "gain-map front"), ("#bbb", "gain-map tracks"),
-              ("#c22", "MMR3 polynomial (50.7 kbit/s)"), ("#2a2", "per-frame full adaptation")]
+              ("#c22", "MMR3 polynomial, 50.7 kbit/s"), ("#2a2", "per-frame full adaptation")]
+    step = (pw * len(keys) - 20) / len(legend)
     for i, (colour, text) in enumerate(legend):
-        out.append(f'<circle cx="{20 + i * 150}" cy="{ph + 30}" r="4" fill="{colour}"/>')
-        out.append(f'<text x="{28 + i * 150}" y="{ph + 34}">{text}</text>')
+        out.append(f'<circle cx="{20 + i * step:.0f}" cy="{ph + 30}" r="4" fill="{colour}"/>')
+        out.append(f'<text x="{28 + i * step:.0f}" y="{ph + 34}">{text}</text>')
     out.append("</svg>")
     path.write_text("\n".join(out) + "\n")
 
