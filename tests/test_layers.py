@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "itmfilter"
 
 # Lowest first. A module may import from its own layer or any layer below it.
 LAYERS = [
-    {"errors", "progress"},
+    {"errors", "progress", "limits"},
     {"colour"},
     {"media"},
     {"data"},

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import io
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 import zstandard
 
+from itmfilter.limits import MAX_DECOMPRESSED_BYTES
 from itmfilter.track.format import param_layout
 
 from .format import (
@@ -76,10 +78,29 @@ def _compress(raw: bytes, level: int = ZSTD_LEVEL) -> bytes:
 
 
 def _decompress(payload: bytes, expected_max: int) -> bytes:
+    """The zstd frame ``payload`` decompressed, never more than ``expected_max`` bytes (the
+    size the coding and the model config allow; capped by :data:`MAX_DECOMPRESSED_BYTES`).
+
+    ``ZstdDecompressor.decompress`` trusts a frame's declared content size over
+    ``max_output_size``, so a 16-byte frame claiming 64 GiB would allocate it: the declared
+    size is checked first, and the bytes are streamed with a hard cap, so a frame that does
+    not declare its size cannot expand past it either. Beyond the cap the packet is damaged.
+    """
+    limit = min(expected_max, MAX_DECOMPRESSED_BYTES)
     try:
-        return zstandard.ZstdDecompressor().decompress(payload, max_output_size=expected_max)
+        declared = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError:
+        raise TrackFormatError("payload is not a zstd frame") from None
+    if declared > limit:
+        raise TrackFormatError(f"payload declares {declared} decompressed bytes, at most {limit} allowed")
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(payload)) as reader:
+            raw = reader.read(limit + 1)
     except zstandard.ZstdError as exc:
         raise TrackFormatError(f"payload does not decompress: {exc}") from None
+    if len(raw) > limit:
+        raise TrackFormatError(f"payload decompresses to more than the {limit} bytes allowed")
+    return raw
 
 
 def _planes(arr: np.ndarray) -> bytes:
