@@ -199,8 +199,10 @@ def transcode(
             typer.echo(f"itmfilter: error: {r.error}", err=True)
     if not quiet:
         typer.echo(summary_table(results))
-    if any(r.status == "failed" for r in results):
-        raise typer.Exit(1)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        # bad input exits 2 as everywhere else; 1 when something failed on its own
+        raise typer.Exit(2 if all(r.bad_input for r in failed) else 1)
 
 
 @app.command()

@@ -101,3 +101,159 @@ def test_a_real_bomb_expands_no_further_than_the_packet_allows():
             assert grown < 64 << 10, f"memory grew by {grown} KiB"
         """)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------- shared real media
+
+W, H, N = 64, 48, 8
+
+
+def _master_frames(n=N, w=W, h=H):
+    yy, xx = np.mgrid[0:h, 0 : w + 2 * n].astype(np.float32)
+    pano = np.stack([np.sin(xx / 9) ** 2, np.cos(yy / 7) ** 2, 0.5 + 0.5 * np.sin((xx + yy) / 13)], -1) * 300 + 2
+    pano[10:18, 20:40] = 900.0
+    for i in range(n):
+        yield np.ascontiguousarray(pano[:, 2 * i : 2 * i + w]).astype(np.float32)
+
+
+FAST = dict(first_steps=30, warm_steps=4, preset="ultrafast", key_seconds=0.125)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """A real HDR10 master, its encode (MP4 with a data track), and the same SDR stream
+    and track remuxed by ffmpeg: MKV with the track as an attachment, MP4 with a JSON
+    sidecar (one encode: the others are ``-c copy`` remuxes, as a user would make them)."""
+    import json
+
+    from itmfilter.data.testmedia import make_master_from_arrays
+    from itmfilter.encode.video import VideoEncodeOptions, encode_video
+    from itmfilter.track.carriage import load_track
+    from itmfilter.track.format import track_to_json, write_track_blob
+
+    d = tmp_path_factory.mktemp("hostile")
+    master = d / "master.mkv"
+    make_master_from_arrays(master, list(_master_frames()), fps=24, codec="hevc", peak_nits=1000)
+    encode_video(master, d / "sdr.mp4", options=VideoEncodeOptions(**FAST), quiet=True)
+    track = load_track(d / "sdr.mp4")
+    packets = [track.packets[f] for f in sorted(track.packets)]
+    (d / "track.bin").write_bytes(write_track_blob(track.header, packets))
+    _ffmpeg("-i", d / "sdr.mp4", "-map", "0:v", "-c", "copy", d / "side.mp4")
+    Path(str(d / "side.mp4") + ".itm.json").write_text(json.dumps(track_to_json(track.header, packets)))
+    _attach(d / "side.mp4", d / "track.bin", d / "sdr.mkv")
+    return {"dir": d, "master": master, "sdr.mp4": d / "sdr.mp4", "sdr.mkv": d / "sdr.mkv", "side.mp4": d / "side.mp4"}
+
+
+def _ffmpeg(*args) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *map(str, args)], check=True, capture_output=True)
+
+
+def _attach(video: Path, blob: Path, out: Path) -> None:
+    """``video``'s streams in an MKV with ``blob`` as the track attachment (any bytes)."""
+    _ffmpeg("-i", video, "-map", "0", "-c", "copy", "-attach", blob, "-metadata:s:t",
+            "mimetype=application/x-itmfilter-track", "-metadata:s:t", "filename=itmfilter-track.bin", out)
+
+
+def _with_sidecar(media, tmp_path, edit) -> Path:
+    """A copy of ``side.mp4`` whose JSON sidecar was changed by ``edit(doc)``."""
+    import json
+    import shutil
+
+    video = tmp_path / "video.mp4"
+    shutil.copy(media["side.mp4"], video)
+    doc = json.loads(Path(str(media["side.mp4"]) + ".itm.json").read_text())
+    edit(doc)
+    Path(str(video) + ".itm.json").write_text(json.dumps(doc))
+    return video
+
+
+def _weight_blob(config_json: bytes, payload: bytes = b"\0" * 64) -> bytes:
+    """An ``ITMW`` weight set with any config text (CRC valid)."""
+    import struct
+    import zlib
+
+    body = b"ITMW" + struct.pack("<BBH", 1, 1, len(config_json)) + config_json + struct.pack("<I", len(payload)) + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+# --------------------------------------------------------------------------- 2. absurd model configs
+
+ABSURD_CONFIGS = [
+    {"hidden": [1e9]},
+    {"hidden": [1000000000]},
+    {"fourier_bands": 1000000, "coord_encoding": "fourier"},
+    {"coord_features": -4},
+    {"hidden": [64] * 100},
+    {"siren_w0": float("inf")},
+    {"hidden": [1024, 1024, 1024, 1024]},  # each width allowed, the total (3.2M) is not
+]
+
+
+@pytest.mark.parametrize("change", ABSURD_CONFIGS, ids=lambda c: next(iter(c)) + "=" + str(next(iter(c.values())))[:12])
+def test_absurd_config_refused_before_any_network_is_built(change):
+    import dataclasses
+
+    data = {**dataclasses.asdict(ModelConfig()), **change}
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="must|at most"):
+        ModelConfig.from_dict(data)
+    assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize("where", ["chunk", "sidecar"])
+def test_absurd_config_in_a_still_is_exit_2(tmp_path, where):
+    import base64
+    import json
+
+    from itmfilter.media.stills import write_sdr_png
+    from itmfilter.track.stills import sidecar_document
+
+    blob = _weight_blob(b'{"coord_encoding":"siren","coord_features":32,"fourier_bands":6,"hidden":[1e9],'
+                        b'"prior":"bt2408","rgb_features":32,"siren_w0":30.0}')
+    png = tmp_path / "sdr.png"
+    sdr = np.random.default_rng(0).random((32, 48, 3)).astype(np.float32)
+    write_sdr_png(png, sdr, chunks={"itMf": blob} if where == "chunk" else None)
+    if where == "sidecar":
+        Path(str(png) + ".itm.json").write_text(json.dumps(sidecar_document(blob, "", {})))
+        assert base64.b64decode(json.loads(Path(str(png) + ".itm.json").read_text())["weights"]) == blob
+    for args in (("info", png), ("transcode", png, "-o", tmp_path / "hdr.exr")):
+        if where == "sidecar" and args[0] == "info":
+            continue  # info reads chunks and sidecars alike; one path is enough
+        assert_refused(cli(*args), "hidden")
+    assert not (tmp_path / "hdr.exr").exists()
+
+
+def test_absurd_config_in_a_track_header_is_exit_2(media, tmp_path):
+    def edit(doc):
+        doc["header"]["model_config"]["hidden"] = [1000000000]
+
+    video = _with_sidecar(media, tmp_path, edit)
+    assert_refused(cli("transcode", video, "-o", tmp_path / "out.mkv", "-q"), "hidden")
+    assert_refused(cli("play", video, "--hdr", "--vo", "null", "-q"), "hidden")
+    assert not (tmp_path / "out.mkv").exists()
+
+
+def test_the_three_carriages_of_the_fixture_load(media):
+    from itmfilter.track.carriage import load_track
+
+    wheres = {name: load_track(media[name]).where for name in ("sdr.mp4", "sdr.mkv", "side.mp4")}
+    assert wheres == {"sdr.mp4": "data track", "sdr.mkv": "attachment", "side.mp4": "JSON sidecar side.mp4.itm.json"}
+
+
+# --------------------------------------------------------------------------- 13. transcode exit status
+
+
+def test_video_transcode_of_bad_input_exits_2(media, tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    noise = tmp_path / "noise.mp4"
+    noise.write_bytes(np.random.default_rng(0).bytes(50_000))
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(media["sdr.mp4"].read_bytes()[:3000])
+    assert_refused(cli("transcode", empty, "-o", tmp_path / "a.mkv", "-q"), "empty.mp4")
+    assert_refused(cli("transcode", media["sdr.mp4"], "-o", tmp_path / "no" / "such" / "b.mkv", "-q"), "not exist")
+    many = cli("transcode", noise, cut, "-o", tmp_path / "out", "-q")
+    assert many.returncode == 2 and "Traceback" not in many.stderr, many.stderr
+    assert many.stderr.count("itmfilter: error:") == 2, many.stderr
+    leftovers = [p.name for p in tmp_path.rglob("*") if p.is_file() and p.name not in ("empty.mp4", "noise.mp4", "cut.mp4")]
+    assert leftovers == [], leftovers

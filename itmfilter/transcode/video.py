@@ -54,6 +54,7 @@ class TranscodeResult:
     damaged_frames: int = 0
     error: str = ""
     notes: list[str] = field(default_factory=list)
+    bad_input: bool = False  # failed on the input (an ItmError), not on a fault of its own
 
     @property
     def fps(self) -> float:
@@ -116,6 +117,7 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
         result.status = "done"
     except ItmError as exc:
         result.error = str(exc)
+        result.bad_input = True
     except Exception as exc:  # one bad input must not stop the others; say what happened
         result.error = f"{source}: {type(exc).__name__}: {exc}"
     finally:
