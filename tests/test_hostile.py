@@ -257,3 +257,65 @@ def test_video_transcode_of_bad_input_exits_2(media, tmp_path):
     assert many.stderr.count("itmfilter: error:") == 2, many.stderr
     leftovers = [p.name for p in tmp_path.rglob("*") if p.is_file() and p.name not in ("empty.mp4", "noise.mp4", "cut.mp4")]
     assert leftovers == [], leftovers
+
+
+# --------------------------------------------------------------------------- 3. absurd frame numbers
+
+
+def _blob_with_index_frame(blob: bytes, entry: int, frame: int) -> bytes:
+    """``blob`` with index entry ``entry``'s frame number replaced (index CRC recomputed)."""
+    import struct
+    import zlib
+
+    hlen = struct.unpack_from("<I", blob, 8)[0]
+    pos = 12 + hlen
+    count = struct.unpack_from("<I", blob, pos)[0]
+    out = bytearray(blob)
+    struct.pack_into("<I", out, pos + 4 + 16 * entry, frame)
+    index_end = pos + 4 + 16 * count
+    struct.pack_into("<I", out, index_end, zlib.crc32(bytes(out[:index_end])))
+    return bytes(out)
+
+
+def test_frame_numbers_outside_the_track_are_refused_at_once(media, tmp_path):
+    from itmfilter.errors import ItmError
+    from itmfilter.track.carriage import load_track
+    from itmfilter.track.format import read_track_blob
+
+    blob = (media["dir"] / "track.bin").read_bytes()
+    hostile = _blob_with_index_frame(blob, N - 1, 0xFFFFFFFF)
+    started = time.perf_counter()
+    with pytest.raises(TrackFormatError, match="4294967295"):
+        read_track_blob(hostile)
+    (tmp_path / "track.bin").write_bytes(hostile)
+    _attach(media["side.mp4"], tmp_path / "track.bin", tmp_path / "hostile.mkv")
+    with pytest.raises(ItmError, match="outside the track"):
+        load_track(tmp_path / "hostile.mkv")
+
+    def far(doc):
+        doc["packets"].append({**doc["packets"][-1], "frame": 10**12})
+
+    with pytest.raises(ItmError, match="1000000000000"):
+        load_track(_with_sidecar(media, tmp_path, far))
+    assert time.perf_counter() - started < 10
+    assert_refused(cli("transcode", tmp_path / "hostile.mkv", "-o", tmp_path / "out.mkv", "-q"), "outside the track")
+
+
+def test_decoder_never_walks_to_the_last_frame_number():
+    """A decoder given packets far apart (frame count unknown) looks only at the packets
+    there are: a lost shot key followed by a packet at frame 2^24 - 1 costs nothing."""
+    from itmfilter.track import Packet, TrackDecoder, TrackEncoder, TrackHeader, encode_packet
+
+    header = TrackHeader(SMALL, (24, 1), 0, 64, 48)
+    enc = TrackEncoder(header)
+    rng = np.random.default_rng(0)
+    n = sum(tensor_sizes(SMALL))
+    packets = {f: encode_packet(enc.add(f, rng.normal(0, 0.1, n).astype(np.float32), shot_start=f == 2))
+               for f in range(4)}
+    del packets[2]  # the key opening shot 1 is lost
+    packets[(1 << 24) - 1] = encode_packet(Packet((1 << 24) - 1, "repeat", 1, b""))
+    started = time.perf_counter()
+    dec = TrackDecoder(header)
+    statuses = [dec.params_at(f, packets)[1] for f in range(4)]
+    assert time.perf_counter() - started < 2
+    assert statuses[:2] == ["ok", "ok"] and statuses[2] == "missing"

@@ -33,6 +33,7 @@ from itmfilter.track.format import MKV_ATTACHMENT_NAME as ATTACHMENT_NAME
 from itmfilter.track.format import (
     SIDECAR_SUFFIX,
     TrackFormatError,
+    check_frames,
     read_track_blob,
     split_sample,
     track_from_json,
@@ -104,6 +105,7 @@ def load_track(video: str | os.PathLike, *, check_binding: bool = True) -> Loade
                 raise ItmError(path, "the data track's first sample has no track header", "re-encode with itmfilter")
             packets = dict(samples)
             packets[0] = first
+            check_frames(header, packets)
             found = LoadedTrack(header, packets, "data track")
         elif path.suffix.lower() in ATTACHMENT_SUFFIXES:
             blob = read_attachments(path).get(ATTACHMENT_NAME)

@@ -25,6 +25,7 @@ The byte layouts are in ``sidecar/SPEC.md``.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import io
@@ -501,6 +502,7 @@ class TrackDecoder:
         self._ahead: "TrackDecoder | None" = None
         self._span_key: tuple | None = None
         self._span_value = (0, 0)
+        self._sorted: list[int] = []
 
     @property
     def damage_count(self) -> int:
@@ -537,7 +539,10 @@ class TrackDecoder:
             return None
 
     def _next_key_of_shot(self, start: int, shot: int, packets, last: int) -> np.ndarray | None:
-        for f in range(start, last + 1):
+        frames = self._frames(packets)
+        for f in frames[bisect.bisect_left(frames, start) :]:  # present packets only: never a walk up to ``last``
+            if f > last:
+                break
             p = self._parse(f, packets)
             if isinstance(p, str):
                 continue
@@ -620,7 +625,13 @@ class TrackDecoder:
         key = (id(packets), len(packets))
         if self._span_key != key:
             self._span_key, self._span_value = key, (min(packets), max(packets))
+            self._sorted = sorted(packets)
         return self._span_value
+
+    def _frames(self, packets: dict[int, bytes]) -> list[int]:
+        """The frames that have a packet, ascending (remembered like :meth:`_span`)."""
+        self._span(packets)
+        return self._sorted
 
     def params_at(self, frame: int, packets_by_frame: dict[int, bytes]) -> tuple[np.ndarray, str]:
         """The parameter vector for presentation index ``frame`` and its status (one of
@@ -652,7 +663,7 @@ class TrackDecoder:
             # No good key at or before the frame: start from the first good key anywhere,
             # as if it had been sent just before the first frame.
             params, shot = None, 0
-            for f in range(first, last + 1):
+            for f in self._frames(packets):
                 p = self._parse(f, packets)
                 if isinstance(p, Packet) and p.kind == "key":
                     params, shot = self._key_params(p), p.shot
