@@ -241,6 +241,8 @@ def play(
         video, hdr=hdr, vo=vo, output=output, image_dir=image_dir, rung=rung, device=device,
         precision=precision, weights_provider=provider, quiet=quiet, gain=gain,
     )
+    if hdr and nets.warning():
+        typer.echo(f"warning: {nets.warning()}", err=True)
     if not quiet:
         typer.echo(
             f"shown {stats.frames_shown}, dropped {stats.frames_dropped}, rung {stats.rung} ({stats.gain_mode or 'n/a'}), "

@@ -319,3 +319,104 @@ def test_decoder_never_walks_to_the_last_frame_number():
     statuses = [dec.params_at(f, packets)[1] for f in range(4)]
     assert time.perf_counter() - started < 2
     assert statuses[:2] == ["ok", "ok"] and statuses[2] == "missing"
+
+
+# --------------------------------------------------------------------------- 4. non-finite and orphaned sets
+
+
+def _edit_packets(change):
+    """A sidecar edit applying ``change(Packet) -> bytes | None`` to every packet."""
+    import base64
+
+    from itmfilter.track.format import decode_packet
+
+    def edit(doc):
+        for entry in doc["packets"]:
+            new = change(decode_packet(base64.b64decode(entry["data"])))
+            if new is not None:
+                entry["data"] = base64.b64encode(new).decode()
+
+    return edit
+
+
+def _transcode_exr(video: Path, out_dir: Path):
+    from itmfilter.media.stills import read_hdr
+    from itmfilter.transcode.video import TranscodeJob, transcode_one
+
+    out_dir.mkdir()
+    result = transcode_one(TranscodeJob(str(video), str(out_dir / "%03d.exr"), precision="fp32"))
+    assert result.status == "done", result.error
+    return result, [read_hdr(out_dir / f"{i:03d}.exr").nits for i in range(N)]
+
+
+def test_nan_key_is_damaged_and_concealed_by_the_nearest_good_set(media, tmp_path):
+    from itmfilter.track.codec import encode_key_payload, wide_tensors
+    from itmfilter.track.format import Packet, encode_packet, tensor_sizes
+
+    def poison(p):
+        if p.frame != 0:
+            return None
+        header_config = ModelConfig.from_dict(__import__("json").loads(_config_json(media)))
+        values = np.full(sum(tensor_sizes(header_config)), np.nan, np.float32)
+        coding, payload = encode_key_payload(values, tensor_sizes(header_config), "fp16", wide=wide_tensors(header_config))
+        return encode_packet(Packet(0, "key", p.shot, payload, coding))
+
+    result, frames = _transcode_exr(_with_sidecar(media, tmp_path, _edit_packets(poison)), tmp_path / "exr")
+    _, clean = _transcode_exr(media["side.mp4"], tmp_path / "clean")
+    assert all(np.isfinite(f).all() for f in frames)
+    assert result.damaged_frames >= 1 and any("NaN" in n for n in result.notes), result.notes
+    # frames after the next key are exactly the clean ones; the concealed ones are close
+    assert np.array_equal(frames[-1], clean[-1])
+    assert min(np.mean(f) / np.mean(c) for f, c in zip(frames, clean)) > 0.5
+
+
+def _config_json(media) -> str:
+    import json
+
+    doc = json.loads(Path(str(media["side.mp4"]) + ".itm.json").read_text())
+    return json.dumps(doc["header"]["model_config"])
+
+
+def test_lost_keys_with_intact_deltas_fall_back_to_blind_not_black(media, tmp_path):
+    """Every key damaged, every delta intact: no set can be rebuilt, so the frames are
+    reconstructed blind (exactly as a file without weights), with a warning; before, the
+    decoder's all-zero vector gave a black picture reported as success."""
+    import shutil
+
+    def damage_keys(p):
+        from itmfilter.track.format import encode_packet
+
+        if p.kind != "key":
+            return None
+        raw = bytearray(encode_packet(p))
+        raw[30] ^= 0x40  # inside the payload: the CRC-32 no longer matches
+        return bytes(raw)
+
+    result, frames = _transcode_exr(_with_sidecar(media, tmp_path, _edit_packets(damage_keys)), tmp_path / "exr")
+    bare = tmp_path / "bare.mp4"
+    shutil.copy(media["side.mp4"], bare)
+    blind_result, blind = _transcode_exr(bare, tmp_path / "blind")
+    assert blind_result.mode == "blind"
+    assert all(np.array_equal(f, b) for f, b in zip(frames, blind))
+    assert result.damaged_frames == N
+    assert any("reconstructed blind" in n and "CRC-32" in n for n in result.notes), result.notes
+
+
+def test_unknown_packet_version_is_named(media, tmp_path):
+    import struct
+    import zlib
+
+    def version_2(p):
+        from itmfilter.track.format import encode_packet
+
+        if p.frame != N - 1:
+            return None
+        raw = bytearray(encode_packet(p))
+        raw[4] = 2
+        struct.pack_into("<I", raw, len(raw) - 4, zlib.crc32(bytes(raw[:-4])))
+        return bytes(raw)
+
+    video = _with_sidecar(media, tmp_path, _edit_packets(version_2))
+    proc = cli("transcode", video, "-o", tmp_path / "out.mkv", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "format version 2" in proc.stderr and "upgrade itmfilter" in proc.stderr, proc.stderr

@@ -533,10 +533,14 @@ class TrackDecoder:
 
     def _key_params(self, packet: Packet) -> np.ndarray | None:
         try:
-            return decode_key_payload(packet.coding, packet.payload, self._sizes, self._wide)
+            params = decode_key_payload(packet.coding, packet.payload, self._sizes, self._wide)
         except TrackFormatError as exc:
             self.problems[packet.frame] = str(exc)
             return None
+        if not np.isfinite(params).all():
+            self.problems[packet.frame] = f"key for frame {packet.frame} decodes to NaN or infinite weights"
+            return None
+        return params
 
     def _next_key_of_shot(self, start: int, shot: int, packets, last: int) -> np.ndarray | None:
         frames = self._frames(packets)
@@ -570,6 +574,8 @@ class TrackDecoder:
                 return _State(frame, params, p.shot, True, "concealed")
         try:
             params = decode_payload(p, state.params, self._sizes, self._wide, self.header.config)
+            if not np.isfinite(params).all():
+                raise TrackFormatError(f"{p.kind} for frame {frame} decodes to NaN or infinite weights")
         except TrackFormatError as exc:
             self.problems[frame] = str(exc)
             return _State(frame, state.params, state.shot, True, "damaged")
@@ -616,7 +622,9 @@ class TrackDecoder:
                 if target_status != "ok":
                     return vec, status
                 t = np.float32((frame - a) / (b - a))
-                return (vec + t * (target - vec)).astype(np.float32), status
+                with np.errstate(over="ignore", invalid="ignore"):
+                    blend = (vec + t * (target - vec)).astype(np.float32)
+                return (blend, status) if np.isfinite(blend).all() else (vec, status)
         return vec, status
 
     def _span(self, packets: dict[int, bytes]) -> tuple[int, int]:

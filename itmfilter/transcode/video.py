@@ -114,6 +114,8 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
                     bar.update(1)
         bar.close()
         result.damaged_frames = nets.damaged
+        if nets.warning():
+            result.notes.append(nets.warning())
         result.status = "done"
     except ItmError as exc:
         result.error = str(exc)
