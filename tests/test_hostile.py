@@ -420,3 +420,22 @@ def test_unknown_packet_version_is_named(media, tmp_path):
     proc = cli("transcode", video, "-o", tmp_path / "out.mkv", "-q")
     assert proc.returncode == 0, proc.stderr
     assert "format version 2" in proc.stderr and "upgrade itmfilter" in proc.stderr, proc.stderr
+
+
+# --------------------------------------------------------------------------- 5. a data track cut off
+
+
+def test_data_track_with_a_cut_sample_index_is_damaged_not_absent(media, tmp_path):
+    import struct
+
+    from itmfilter.errors import ItmError
+    from itmfilter.track.carriage import load_track
+
+    raw = bytearray(media["sdr.mp4"].read_bytes())
+    last_stsz = raw.rfind(b"stsz")  # the data track's sample sizes (it follows the video track)
+    assert last_stsz > 0 and struct.unpack_from(">I", raw, last_stsz + 12)[0] == N
+    struct.pack_into(">I", raw, last_stsz + 12, 0)  # its sample count: the index is cut off
+    video = tmp_path / "cut-index.mp4"
+    video.write_bytes(bytes(raw))
+    with pytest.raises(ItmError, match="damaged weight track"):
+        load_track(video)

@@ -98,7 +98,12 @@ def load_track(video: str | os.PathLike, *, check_binding: bool = True) -> Loade
     path = Path(video)
     found: LoadedTrack | None = None
     try:
-        samples = read_data_track(path) if has_data_stream(path) else {}
+        data_stream = has_data_stream(path)
+        samples = read_data_track(path) if data_stream else {}
+        if data_stream and not samples:
+            # a data stream whose sample index is cut off or zeroed: damaged, not absent
+            raise ItmError(path, "damaged weight track: the data track's sample index lists no readable samples",
+                           "re-encode, or remux from an intact copy; play without it for blind mode")
         if samples:
             header, first = split_sample(samples.get(0, b""))
             if header is None:
