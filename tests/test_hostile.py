@@ -439,3 +439,81 @@ def test_data_track_with_a_cut_sample_index_is_damaged_not_absent(media, tmp_pat
     video.write_bytes(bytes(raw))
     with pytest.raises(ItmError, match="damaged weight track"):
         load_track(video)
+
+
+# --------------------------------------------------------------------------- 6, 7, 12. masters that are not what they seem
+
+
+def _leftovers(folder: Path, keep=()) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name not in keep)
+
+
+def test_truncated_master_is_refused_and_leaves_nothing(tmp_path):
+    """An MKV cut to 40/63 of its bytes (Matroska lists no frame count: its duration says
+    how many frames there should be)."""
+    from itmfilter.data.testmedia import make_master_from_arrays
+
+    rng = np.random.default_rng(0)
+    frames = [f * (1 + 0.3 * rng.random(f.shape, dtype=np.float32)) for f in _master_frames(48)]
+    whole = tmp_path / "whole.mkv"
+    make_master_from_arrays(whole, frames, fps=24, codec="hevc", peak_nits=1000)
+    raw = whole.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(raw[: len(raw) * 40 // 63])
+    proc = cli("encode", cut, "-o", tmp_path / "sdr.mp4", "-q", "--steps", "5", "--preset", "ultrafast")
+    assert_refused(proc, "cut.mkv", "truncated")
+    assert _leftovers(tmp_path) == ["cut.mkv", "whole.mkv"]
+
+
+def _write_vfr_master(path: Path, frames, pts) -> None:
+    """An intra-only PQ BT.2020 master whose frames are shown at ``pts`` (units of 1/24 s)."""
+    from fractions import Fraction
+
+    import av
+
+    from itmfilter.colour.transfer import eotf_inverse_st2084
+
+    frames = list(frames)
+    out = av.open(str(path), "w")
+    v = out.add_stream("ffv1", rate=24)
+    v.height, v.width = frames[0].shape[:2]
+    v.pix_fmt = "yuv420p10le"
+    cc = v.codec_context
+    cc.time_base = Fraction(1, 24)
+    cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = 9, 16, 9, 1
+    for t, nits in zip(pts, frames):
+        codes = (np.clip(eotf_inverse_st2084(nits), 0, 1) * 65535).astype(np.uint16)
+        frame = av.VideoFrame.from_ndarray(codes, format="rgb48le").reformat(
+            format="yuv420p10le", dst_colorspace=9, dst_color_range=1)
+        frame.pts, frame.time_base = t, Fraction(1, 24)
+        frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range = 9, 16, 9, 1
+        for p in v.encode(frame):
+            out.mux(p)
+    for p in v.encode():
+        out.mux(p)
+    out.close()
+
+
+def test_variable_frame_rate_master_is_refused(tmp_path):
+    from itmfilter.encode.video import VideoEncodeOptions, encode_video
+    from itmfilter.errors import ItmError
+
+    master = tmp_path / "vfr.mkv"
+    _write_vfr_master(master, list(_master_frames(36)), list(range(24)) + [24 + 2 * k for k in range(12)])
+    with pytest.raises(ItmError, match="variable frame rate.*constant frame rate"):
+        encode_video(master, tmp_path / "sdr.mp4", options=VideoEncodeOptions(**FAST), quiet=True)
+    assert _leftovers(tmp_path) == ["vfr.mkv"]
+
+
+def test_odd_sized_master_names_no_temp_file_and_leaves_no_work_folder(tmp_path):
+    from itmfilter.encode.video import VideoEncodeOptions, encode_video
+    from itmfilter.errors import ItmError
+
+    master = tmp_path / "odd.mkv"
+    _write_vfr_master(master, [f[:47, :63] for f in _master_frames(4)], range(4))  # ffv1 takes odd sizes
+    with pytest.raises(ItmError) as err:
+        encode_video(master, tmp_path / "sdr.mp4", options=VideoEncodeOptions(**FAST), quiet=True)
+    message = str(err.value)
+    assert "63x47" in message and "even" in message
+    assert "partial" not in message and "itm-work" not in message
+    assert _leftovers(tmp_path) == ["odd.mkv"]

@@ -50,7 +50,7 @@ from itmfilter.colour.transfer import eotf_inverse_st2084
 from itmfilter.encode.rate import MIN_DELTA_BYTES, RateBudget, final_header_bytes
 from itmfilter.encode.shots import ShotDetector, shot_starts
 from itmfilter.errors import ItmError
-from itmfilter.media.atomic import atomic_output
+from itmfilter.media.atomic import atomic_output, check_writable
 from itmfilter.media.containers import add_data_stream, mux_data
 from itmfilter.media.phasecorr import MotionEstimator
 from itmfilter.media.stills import read_hdr
@@ -199,6 +199,11 @@ def _make_sdr(master: Path, out: Path, info, options: VideoEncodeOptions, quiet:
     bar.close()
 
 
+def _work_dir(output: Path) -> Path:
+    """The folder beside the output where passes 1-2 keep what a resumed run reuses."""
+    return output.parent / f".{output.name}.itm-work"
+
+
 def encode_video(
     master: str | os.PathLike,
     output: str | os.PathLike,
@@ -209,9 +214,21 @@ def encode_video(
     device: str = "auto",
     quiet: bool = False,
 ) -> VideoEncodeReport:
-    """Run the three passes (module docstring); returns what was written."""
+    """Run the three passes (module docstring); returns what was written.
+
+    Bad input (an :class:`ItmError`) removes the work folder: there is nothing to resume.
+    An interruption (Ctrl-C, a kill) keeps it, so the next run resumes."""
+    output = Path(output)
+    check_writable(output.parent, output)
+    try:
+        return _encode_video(master, output, grade=grade, options=options, init_path=init_path, device=device,
+                             quiet=quiet)
+    except ItmError:
+        shutil.rmtree(_work_dir(output), ignore_errors=True)
+        raise
 
 
+def _encode_video(master, output, *, grade, options, init_path, device, quiet) -> VideoEncodeReport:
     master, output = Path(master), Path(output)
     grade = Path(grade) if grade else None
     inputs = [master] + ([grade] if grade else [])
@@ -221,6 +238,9 @@ def encode_video(
     info, sequence = _probe_master(master, options)
     if not info.is_hdr and not options.assume_hdr:
         raise ItmError(master, f"looks like SDR (transfer={info.color_trc})", "give an HDR master, or --assume-hdr for untagged files")
+    if info.width % 2 or info.height % 2:
+        raise ItmError(master, f"is {info.width}x{info.height}: the 4:2:0 SDR video needs an even width and height",
+                       "crop or pad the master first, e.g. ffmpeg -i IN -vf crop=trunc(iw/2)*2:trunc(ih/2)*2 OUT")
     if grade is not None:
         ginfo = probe_video(grade, count_frames=True)
         minfo = info if sequence else probe_video(master, count_frames=True)
@@ -232,7 +252,7 @@ def encode_video(
             raise ItmError(grade, f"grade has {ginfo.frame_count} frames, master {minfo.frame_count}", "give a grade of the same length")
     init, provenance = load_init(init_path)
     dev = resolve_device(device)
-    work = output.parent / f".{output.name}.itm-work"
+    work = _work_dir(output)
     key = _job_key(master, grade, options, json.dumps(provenance, sort_keys=True, default=str))
     job_file = work / "job.json"
     if work.exists() and (not job_file.exists() or json.loads(job_file.read_text()).get("key") != key):

@@ -57,6 +57,7 @@ from itmfilter.colour.ycbcr import (
     ycbcr_to_rgb,
 )
 from itmfilter.errors import ItmError
+from itmfilter.limits import MIN_PICTURE_SIDE, picture_size_problem
 from itmfilter.media.atomic import atomic_output
 from itmfilter.media.containers import (
     ATTACHMENT_SUFFIXES,
@@ -203,6 +204,14 @@ def _hdr10_from_frame(frame) -> tuple[HDR10Metadata | None, tuple[float, float] 
     return meta, light
 
 
+def _check_size(path: Path, width: int, height: int) -> None:
+    """Refuse a picture size outside :mod:`itmfilter.limits` (before any frame is decoded)."""
+    problem = picture_size_problem(width, height)
+    if problem:
+        raise ItmError(path, f"the video is {problem}",
+                       f"give a video between {MIN_PICTURE_SIDE}x{MIN_PICTURE_SIDE} and 8192x8192 pixels")
+
+
 def probe_video(path: str | os.PathLike, count_frames: bool = False) -> VideoInfo:
     """Describe a video file (first video stream); ``count_frames`` demuxes it to count exactly.
 
@@ -215,6 +224,7 @@ def probe_video(path: str | os.PathLike, count_frames: bool = False) -> VideoInf
     try:
         stream = video_stream(container, path)
         cc = stream.codec_context
+        _check_size(path, cc.width, cc.height)
         fps = frame_rate(stream)
         tb = stream.time_base
         if stream.duration is not None and tb:
@@ -282,16 +292,24 @@ def _planar_format(fmt, width: int, height: int, path: Path):
 class _FrameDecoder:
     """Native-plane decoding shared by the HDR and SDR readers."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, constant_rate: bool = False):
 
         self.path = path
         self.container = open_input(path)
         self.stream = video_stream(self.container, path)
         self.stream.thread_type = "AUTO"
         cc = self.stream.codec_context
+        _check_size(path, cc.width, cc.height)
         self.clock = PresentationClock(self.stream)
         self.fps = self.clock.fps
+        self.constant_rate = constant_rate
         self.expected = int(self.stream.frames or 0)
+        if not self.expected and self.container.duration and all(
+            s.type in ("video", "attachment", "data") for s in self.container.streams
+        ) and len(self.container.streams.video) == 1:
+            # Matroska lists no frame count, but its duration is the video's when nothing
+            # else plays beside it: a file cut short decodes fewer frames than it lasts.
+            self.expected = int(round(self.container.duration / 1_000_000 * float(self.fps)))
         self.primaries, self.trc, self.matrix, self.range = cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range
         self._av = av
 
@@ -318,6 +336,14 @@ class _FrameDecoder:
                     y, cb, cr = (_frame_plane(frame, i, dtype) for i in range(3))
                     codes = upsample_chroma(y.astype(np.float32), cb, cr, ss)
                 index = count if frame.pts is None else self.clock.index(frame.pts)
+                if self.constant_rate and index != count:
+                    raise ItmError(
+                        self.path,
+                        f"has a variable frame rate: frame {count} is shown at "
+                        f"{float(frame.pts * self.stream.time_base):.3f} s, not at {count / float(self.fps):.3f} s "
+                        f"as {float(self.fps):g} fps would place it",
+                        "convert it to a constant frame rate first, e.g. ffmpeg -i IN -fps_mode cfr -r 24 OUT",
+                    )
                 yield index, codes, bits, full, ss
                 count += 1
         except av.error.FFmpegError as exc:
@@ -327,7 +353,7 @@ class _FrameDecoder:
             self.container.close()
         if count == 0:
             raise ItmError(self.path, "has no decodable video frames", "the file may be truncated; re-export it")
-        if self.expected and count < self.expected:
+        if self.expected and count < self.expected - 1:  # a rounded duration may promise one more
             raise ItmError(self.path, f"is truncated: decoded {count} of the {self.expected} frames it lists",
                            "re-export or re-download it")
 
@@ -388,7 +414,7 @@ def read_hdr_frames(path: str | os.PathLike, assume_hdr: bool = False) -> Iterat
     sequence = exr_sequence(path)
     if sequence is not None:
         return ((i, read_hdr(f).nits) for i, f in enumerate(sequence))
-    decoder = _FrameDecoder(Path(path))
+    decoder = _FrameDecoder(Path(path), constant_rate=True)
     trc, prim, matrix = decoder.trc, decoder.primaries, decoder.matrix
     if trc not in (_PQ, _HLG):
         if not assume_hdr:
