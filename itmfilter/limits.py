@@ -9,9 +9,12 @@ hostile or damaged), not attempted. A conforming decoder must accept everything 
 
 from __future__ import annotations
 
-MIN_PICTURE_SIDE = 16
-"""Pixels: the smallest width or height of a picture or video (adaptation samples pixels
-and the video codecs need whole 2x2 chroma blocks; below this there is nothing to fit)."""
+from itmfilter.errors import ItmError
+
+MIN_PICTURE_SIDE = 8
+"""Pixels: the smallest width or height of a picture or video that is encoded, transcoded
+or played (a 1x1 picture leaves adaptation no pixel to draw: its error is measured on
+every 4th pixel each way). Readers accept smaller pictures; the commands refuse them."""
 
 MAX_PICTURE_SIDE = 16384
 """Pixels: the largest width or height of a picture or video."""
@@ -58,16 +61,27 @@ a 64 kbit/s track of :data:`MAX_FRAMES` frames at 24 fps is 5.6 GB: such a video
 is carried as a data track, read sample by sample)."""
 
 
-def picture_size_problem(width: int, height: int) -> str | None:
-    """Why a ``width`` x ``height`` picture is refused, or ``None`` when it is accepted."""
-    if min(width, height) < MIN_PICTURE_SIDE:
-        return f"{width}x{height} is smaller than the minimum {MIN_PICTURE_SIDE}x{MIN_PICTURE_SIDE} pixels"
+def picture_size_problem(width: int, height: int, minimum: bool = True) -> str | None:
+    """Why a ``width`` x ``height`` picture is refused, or ``None`` when it is accepted;
+    ``minimum=False`` checks only the upper limits (what a reader may allocate)."""
+    if minimum and min(width, height) < MIN_PICTURE_SIDE:
+        return f"{width}x{height}, smaller than the minimum {MIN_PICTURE_SIDE}x{MIN_PICTURE_SIDE} pixels"
     if max(width, height) > MAX_PICTURE_SIDE:
-        return f"{width}x{height} has a side above the maximum {MAX_PICTURE_SIDE} pixels"
+        return f"{width}x{height}, a side above the maximum {MAX_PICTURE_SIDE} pixels"
     if width * height > MAX_PICTURE_PIXELS:
-        return (f"{width}x{height} = {width * height / 1e6:.1f} Mpx is above the maximum "
+        return (f"{width}x{height} = {width * height / 1e6:.1f} Mpx, above the maximum "
                 f"{MAX_PICTURE_PIXELS / 1e6:.1f} Mpx (8192x8192)")
     return None
+
+
+def check_picture_size(path, width: int, height: int, minimum: bool = True) -> None:
+    """Raise :class:`ItmError` naming ``path`` when :func:`picture_size_problem` finds one.
+    Readers call it with the header's size, before any pixel is decoded."""
+    problem = picture_size_problem(int(width), int(height), minimum)
+    if problem:
+        raise ItmError(path, f"the picture is {problem}",
+                       f"give a picture from {MIN_PICTURE_SIDE}x{MIN_PICTURE_SIDE} to 8192x8192 pixels "
+                       f"({MAX_PICTURE_PIXELS // 1_000_000} Mpx at most)")
 
 
 __all__ = [
@@ -84,5 +98,6 @@ __all__ = [
     "MAX_SIREN_W0",
     "MAX_TRACK_BYTES",
     "MIN_PICTURE_SIDE",
+    "check_picture_size",
     "picture_size_problem",
 ]

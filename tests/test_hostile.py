@@ -517,3 +517,152 @@ def test_odd_sized_master_names_no_temp_file_and_leaves_no_work_folder(tmp_path)
     assert "63x47" in message and "even" in message
     assert "partial" not in message and "itm-work" not in message
     assert _leftovers(tmp_path) == ["odd.mkv"]
+
+
+# --------------------------------------------------------------------------- 9, 16. picture sizes
+
+
+def _png_declaring(path: Path, width: int, height: int) -> None:
+    """A real, valid 8-bit RGB PNG of ``width`` x ``height`` black pixels (a few hundred KB
+    for 12000x12000: zlib squeezes the zero rows), written row by row in bounded memory."""
+    import struct
+    import zlib
+
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    comp = zlib.compressobj(9)
+    row = bytes(1 + 3 * width)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_huge_valid_png_is_refused_from_its_header(tmp_path):
+    from itmfilter.errors import ItmError
+    from itmfilter.media.stills import read_sdr
+
+    big = tmp_path / "big.png"
+    _png_declaring(big, 12000, 12000)
+    assert big.stat().st_size < 1_000_000
+    started = time.perf_counter()
+    with pytest.raises(ItmError, match="12000x12000.*above the maximum"):
+        read_sdr(big)
+    assert time.perf_counter() - started < 2
+    proc = cli("transcode", big, "-o", tmp_path / "hdr.exr")
+    assert_refused(proc, "big.png", "8192x8192")
+    assert _leftovers(tmp_path) == ["big.png"]
+
+
+def test_huge_exr_and_rgbe_are_refused_from_their_headers(tmp_path):
+    import OpenEXR
+
+    from itmfilter.errors import ItmError
+    from itmfilter.media.stills import read_hdr
+
+    exr = tmp_path / "wide.exr"
+    # a valid header declaring 20000x4 pixels (the data window), with few pixels behind it
+    OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage},
+                 {"RGB": np.ones((4, 20000, 3), np.float32)}).write(str(exr))
+    with pytest.raises(ItmError, match="20000x4"):
+        read_hdr(exr)
+    rgbe = tmp_path / "tall.hdr"
+    rgbe.write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 100000 +X 100000\n")
+    with pytest.raises(ItmError, match="100000x100000"):
+        read_hdr(rgbe, nits_per_unit=100)
+
+
+def test_one_pixel_pictures_are_refused(tmp_path):
+    import OpenEXR
+
+    from itmfilter.media.stills import write_sdr_png
+
+    tiny = tmp_path / "tiny.exr"
+    OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage},
+                 {"RGB": np.full((1, 1, 3), 2.0, np.float32)}).write(str(tiny))
+    assert_refused(cli("encode", tiny, "-o", tmp_path / "sdr.png", "--steps", "2"), "tiny.exr", "1x1", "minimum")
+    dot = tmp_path / "dot.png"
+    write_sdr_png(dot, np.full((1, 1, 3), 0.5, np.float32))
+    assert_refused(cli("transcode", dot, "-o", tmp_path / "hdr.exr"), "dot.png", "1x1")
+    assert _leftovers(tmp_path) == ["dot.png", "tiny.exr"]
+
+
+# --------------------------------------------------------------------------- 15. make-media arguments
+
+
+@pytest.mark.parametrize("args,words", [
+    (("--size", "0x0"), ("0x0",)),
+    (("--size", "1x1"), ("1x1",)),
+    (("--size", "65x49"), ("even",)),
+    (("--seconds", "-1"), ("--seconds", "positive")),
+    (("--seconds", "nan"), ("--seconds",)),
+    (("--fps", "0"), ("--fps",)),
+    (("--shot-seconds", "0"), ("--shot-seconds",)),
+])
+def test_make_media_refuses_nonsense_arguments(tmp_path, args, words):
+    from itmfilter.data.testmedia import make_master
+    from itmfilter.errors import ItmError
+
+    kwargs = {"--size": "size", "--seconds": "seconds", "--fps": "fps", "--shot-seconds": "shot_seconds"}
+    value = args[1]
+    if args[0] == "--size":
+        value = tuple(int(v) for v in value.split("x"))
+    else:
+        value = float(value)
+    with pytest.raises(ItmError) as err:
+        make_master(tmp_path / "m.mkv", **{kwargs[args[0]]: value}, quiet=True)
+    for word in words:
+        assert word in str(err.value)
+    assert _leftovers(tmp_path) == []
+
+
+def test_make_media_cli_zero_size_is_exit_2(tmp_path):
+    assert_refused(cli("make-media", "-o", tmp_path / "m.mkv", "--size", "0x0", "-q"), "0x0")
+    assert_refused(cli("make-media", "-o", tmp_path / "m.mkv", "--seconds", "-1", "-q"), "--seconds")
+    assert _leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- 8, 11. destinations
+
+
+@pytest.fixture()
+def unwritable(tmp_path) -> Path:
+    """A folder this process cannot create files in: mode 555, or sysfs when running as
+    root (root ignores mode bits; sysfs refuses new files to everyone)."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+    else:
+        folder = Path("/sys/kernel")
+        if not folder.is_dir():
+            pytest.skip("no sysfs to stand for a read-only folder")
+        yield folder
+
+
+def test_read_only_destination_is_named_with_exit_2(media, unwritable, tmp_path):
+    from itmfilter.media.stills import write_sdr_png
+
+    sdr = tmp_path / "sdr.png"
+    write_sdr_png(sdr, np.random.default_rng(0).random((32, 48, 3)).astype(np.float32))
+    assert_refused(cli("transcode", sdr, "-o", unwritable / "hdr.exr"), "not writable")
+    assert_refused(cli("encode", media["master"], "-o", unwritable / "sdr.mp4", "-q"), "not writable")
+    assert_refused(cli("transcode", media["sdr.mp4"], "-o", unwritable / "hdr.mkv", "-q"), "not writable")
+
+
+def test_stale_partials_of_dead_processes_are_removed_on_the_next_run(tmp_path):
+    from itmfilter.media.atomic import atomic_output
+
+    dead = subprocess.Popen([PYTHON, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".x.partial-{dead.pid}.mkv"
+    stale.write_bytes(b"half a video")
+    other = tmp_path / f".y.png.partial-{dead.pid}.png"
+    other.write_bytes(b"half a picture")
+    live = tmp_path / f".z.partial-{os.getppid()}.mkv"  # a running process's: not ours to delete
+    live.write_bytes(b"in progress")
+    with atomic_output(tmp_path / "x.mkv") as tmp:
+        Path(tmp).write_bytes(b"whole")
+    assert _leftovers(tmp_path) == [live.name, "x.mkv"]

@@ -18,6 +18,7 @@ from itmfilter.colour.hdr10 import compute_light_levels
 from itmfilter.colour.tonecurves import get_curve
 from itmfilter.colour.transfer import eotf_inverse_st2084
 from itmfilter.errors import ItmError
+from itmfilter.limits import check_picture_size
 from itmfilter.media.atomic import atomic_output
 from itmfilter.media.stills import read_hdr, read_sdr, write_sdr_png
 from itmfilter.model.adapt import AdaptOptions, adapt
@@ -69,6 +70,7 @@ def encode_still(
         raise ItmError(None, f"unknown --sidecar {sidecar!r}", "use embed, json or both")
     inputs = [src] + ([grade] if grade else [])
     picture = read_hdr(src, nits_per_unit=nits_per_unit, anchor=anchor)
+    check_picture_size(src, picture.nits.shape[1], picture.nits.shape[0])
     nits = picture.nits
     if grade is not None:
         sdr, bits = read_sdr(grade)

@@ -50,6 +50,7 @@ from itmfilter.colour.transfer import eotf_inverse_st2084
 from itmfilter.encode.rate import MIN_DELTA_BYTES, RateBudget, final_header_bytes
 from itmfilter.encode.shots import ShotDetector, shot_starts
 from itmfilter.errors import ItmError
+from itmfilter.limits import check_picture_size
 from itmfilter.media.atomic import atomic_output, check_writable
 from itmfilter.media.containers import add_data_stream, mux_data
 from itmfilter.media.phasecorr import MotionEstimator
@@ -236,6 +237,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet) -
         raise ItmError(output, "output would overwrite an input", "choose another output name")
     mode = resolve_mode(options.sidecar, output)
     info, sequence = _probe_master(master, options)
+    check_picture_size(master, info.width, info.height)
     if not info.is_hdr and not options.assume_hdr:
         raise ItmError(master, f"looks like SDR (transfer={info.color_trc})", "give an HDR master, or --assume-hdr for untagged files")
     if info.width % 2 or info.height % 2:

@@ -57,7 +57,7 @@ from itmfilter.colour.ycbcr import (
     ycbcr_to_rgb,
 )
 from itmfilter.errors import ItmError
-from itmfilter.limits import MIN_PICTURE_SIDE, picture_size_problem
+from itmfilter.limits import check_picture_size
 from itmfilter.media.atomic import atomic_output
 from itmfilter.media.containers import (
     ATTACHMENT_SUFFIXES,
@@ -204,14 +204,6 @@ def _hdr10_from_frame(frame) -> tuple[HDR10Metadata | None, tuple[float, float] 
     return meta, light
 
 
-def _check_size(path: Path, width: int, height: int) -> None:
-    """Refuse a picture size outside :mod:`itmfilter.limits` (before any frame is decoded)."""
-    problem = picture_size_problem(width, height)
-    if problem:
-        raise ItmError(path, f"the video is {problem}",
-                       f"give a video between {MIN_PICTURE_SIDE}x{MIN_PICTURE_SIDE} and 8192x8192 pixels")
-
-
 def probe_video(path: str | os.PathLike, count_frames: bool = False) -> VideoInfo:
     """Describe a video file (first video stream); ``count_frames`` demuxes it to count exactly.
 
@@ -224,7 +216,7 @@ def probe_video(path: str | os.PathLike, count_frames: bool = False) -> VideoInf
     try:
         stream = video_stream(container, path)
         cc = stream.codec_context
-        _check_size(path, cc.width, cc.height)
+        check_picture_size(path, cc.width, cc.height, minimum=False)
         fps = frame_rate(stream)
         tb = stream.time_base
         if stream.duration is not None and tb:
@@ -299,7 +291,7 @@ class _FrameDecoder:
         self.stream = video_stream(self.container, path)
         self.stream.thread_type = "AUTO"
         cc = self.stream.codec_context
-        _check_size(path, cc.width, cc.height)
+        check_picture_size(path, cc.width, cc.height, minimum=False)
         self.clock = PresentationClock(self.stream)
         self.fps = self.clock.fps
         self.constant_rate = constant_rate

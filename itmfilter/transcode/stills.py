@@ -11,6 +11,7 @@ from pathlib import Path
 
 from itmfilter.encode.stills import StillReport
 from itmfilter.errors import ItmError
+from itmfilter.limits import check_picture_size
 from itmfilter.media.atomic import atomic_output
 from itmfilter.media.stills import read_sdr, write_exr, write_png_pq16
 from itmfilter.model.inference import reconstruct_nits
@@ -38,6 +39,7 @@ def transcode_still(
             out, f"unsupported HDR output extension {out.suffix!r}", "use .exr (linear BT.2020) or .png (16-bit PQ)"
         )
     sdr, bits = read_sdr(src)
+    check_picture_size(src, sdr.shape[1], sdr.shape[0])
     blob, where = find_weights(src, sdr, bits)
     report = StillReport()
     if blob is None:

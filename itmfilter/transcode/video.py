@@ -25,6 +25,7 @@ from tqdm import tqdm
 from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
 from itmfilter.colour.transfer import eotf_st2084
 from itmfilter.errors import ItmError
+from itmfilter.limits import check_picture_size
 from itmfilter.media.video import Hdr10Writer, probe_video, read_sdr_frames
 from itmfilter.model.inference import predict_pq
 from itmfilter.model.net import resolve_device
@@ -80,6 +81,7 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
             result.status = "skipped"
             return result
         info = probe_video(source)
+        check_picture_size(source, info.width, info.height)
         nets = FrameNetworks(source)
         result.mode = nets.mode
         if nets.track is None:
