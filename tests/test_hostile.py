@@ -666,3 +666,60 @@ def test_stale_partials_of_dead_processes_are_removed_on_the_next_run(tmp_path):
     with atomic_output(tmp_path / "x.mkv") as tmp:
         Path(tmp).write_bytes(b"whole")
     assert _leftovers(tmp_path) == [live.name, "x.mkv"]
+
+
+# --------------------------------------------------------------------------- 17. nothing unpickles
+
+
+def test_a_planted_pickle_checkpoint_runs_no_code(tmp_path):
+    import torch
+
+    from itmfilter.errors import ItmError
+    from itmfilter.model.metatrain import load_checkpoint, save_checkpoint
+    from itmfilter.model.net import ITMNet
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    planted = tmp_path / "init.ckpt"
+    torch.save({"net": Payload()}, planted)
+    net = ITMNet(SMALL)
+    outer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(ItmError, match="not a meta-train checkpoint"):
+        load_checkpoint(planted, net, outer, gen)
+    assert not marker.exists()
+
+    # what save_checkpoint writes resumes exactly: weights, Adam moments, the generator, the step
+    xy, sdr = torch.rand(64, 2, generator=gen) * 2 - 1, torch.rand(64, 3, generator=gen)
+    for _ in range(3):
+        outer.zero_grad()
+        net(sdr, xy).square().mean().backward()
+        outer.step()
+    save_checkpoint(tmp_path / "good.ckpt", net, outer, gen, 3)
+    net2, gen2 = ITMNet(SMALL), torch.Generator()
+    outer2 = torch.optim.Adam(net2.parameters(), lr=5.0)
+    assert load_checkpoint(tmp_path / "good.ckpt", net2, outer2, gen2) == 3
+    for a, b in zip(net.state_dict().values(), net2.state_dict().values()):
+        assert torch.equal(a, b)
+    assert torch.equal(gen.get_state(), gen2.get_state()) and outer2.param_groups[0]["lr"] == 1e-3
+    for (a, b) in zip(outer.state_dict()["state"].values(), outer2.state_dict()["state"].values()):
+        assert all(torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])) for k in a)
+
+
+def test_no_module_unpickles():
+    import ast
+
+    for path in (ROOT / "itmfilter").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in ("load", "loads", "Unpickler"):
+                base = node.value
+                name = base.id if isinstance(base, ast.Name) else getattr(base, "attr", "")
+                assert name not in ("torch", "pickle", "dill", "cloudpickle", "joblib"), f"{path}: {name}.{node.attr}"
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                assert not any(n.split(".")[0] in ("pickle", "dill", "cloudpickle") for n in names), path
