@@ -331,7 +331,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet) -
             if shot_start:
                 packets.update(_load_shot(done_shots[shot]))
                 encoder = TrackEncoder(header, **kwargs)
-                encoder.restart()
+                encoder.restart(shot=shot + 1)  # the next coded shot keeps its uninterrupted id
             continue
         target = eotf_inverse_st2084(nits).astype(np.float32)
         budget.next_frame()
