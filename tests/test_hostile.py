@@ -846,3 +846,11 @@ def test_play_hdr_from_the_command_line_uses_the_real_track(media, tmp_path):
     for g, e in zip(got, expected):
         for gp, ep in zip(g, e):
             np.testing.assert_array_equal(gp, ep)
+
+
+def test_output_folder_that_cannot_be_created_is_named(media, unwritable):
+    from itmfilter.errors import ItmError
+    from itmfilter.transcode.video import plan_jobs
+
+    with pytest.raises(ItmError, match="cannot create the output folder"):
+        plan_jobs([media["sdr.mp4"], media["side.mp4"]], unwritable / "out")

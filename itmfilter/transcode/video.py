@@ -102,7 +102,7 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
         if exr:
             from itmfilter.media.stills import write_exr
 
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            _make_folder(Path(output).parent, output)
             for index, pq in _reconstructed(source, nets, device, job.precision):
                 write_exr(output % index, eotf_st2084(pq), inputs=[source])
                 result.frames += 1
@@ -129,6 +129,15 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
     return result
 
 
+def _make_folder(folder: Path, output) -> None:
+    """Create an output folder, or say in one line why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ItmError(output, f"cannot create the output folder {str(folder)!r} ({exc.strerror or exc})",
+                       "choose a folder you can write to") from None
+
+
 def plan_jobs(inputs: list[Path], output: Path, **kwargs) -> list[TranscodeJob]:
     """One job per input: ``output`` is a file (one input), a folder (many), or an EXR
     pattern ``frames/%06d.exr`` (one input)."""
@@ -141,7 +150,7 @@ def plan_jobs(inputs: list[Path], output: Path, **kwargs) -> list[TranscodeJob]:
     if len(inputs) > 1 or (output.exists() and output.is_dir()) or (not output.suffix and not pattern):
         if pattern:
             raise ItmError(output, "an EXR pattern takes one input", "transcode one video at a time to EXRs")
-        output.mkdir(parents=True, exist_ok=True)
+        _make_folder(output, output)
         outs = [output / (src.stem + ".hdr10.mkv") for src in inputs]
     else:
         if not pattern and output.suffix.lower() not in (".mkv", ".mp4", ".mov"):
