@@ -36,7 +36,7 @@ from itmfilter.model.adapt import AdaptOptions, adapt
 from itmfilter.model.inference import predict_pq
 from itmfilter.model.initial import load_init
 repeats = int(sys.argv[1])
-h, w = 1080, 1920
+w, h = (int(v) for v in sys.argv[2].split("x"))
 yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
 rng = np.random.default_rng(0)
 base = np.stack([np.sin(xx / 97) ** 2, np.cos(yy / 61) ** 2, 0.5 + 0.5 * np.sin((xx + yy) / 173)], -1)
@@ -72,13 +72,13 @@ def _env(policy: str | None) -> dict:
     return env
 
 
-def measure(policy: str | None, competing: bool, repeats: int) -> dict:
+def measure(policy: str | None, competing: bool, repeats: int, size: str = "1920x1080") -> dict:
     rival = None
     if competing:
         rival = subprocess.Popen([sys.executable, "-c", COMPETITOR], cwd=ROOT, env=_env(None))
         time.sleep(3.0)  # let it reach its loop
     try:
-        proc = subprocess.run([sys.executable, "-c", WORKER, str(repeats)], cwd=ROOT, env=_env(policy),
+        proc = subprocess.run([sys.executable, "-c", WORKER, str(repeats), size], cwd=ROOT, env=_env(policy),
                               capture_output=True, text=True, check=True)
     finally:
         if rival is not None:
@@ -97,6 +97,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--policies", default="default,PASSIVE", help="OMP_WAIT_POLICY values; 'default' leaves it unset")
+    ap.add_argument("--size", default="1920x1080", help="WIDTHxHEIGHT of the adapted picture")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     rows = []
@@ -104,14 +105,14 @@ def main() -> None:
         policy = None if name == "default" else name
         for competing in (False, True):
             load = os.getloadavg()[0]
-            result = measure(policy, competing, args.repeats)
+            result = measure(policy, competing, args.repeats, args.size)
             row = {"policy": name, "competing": competing, "load_before": round(load, 2), **result}
             rows.append(row)
             print(json.dumps(row), flush=True)
     lines = [
-        "# A 1080p adaptation beside a competing 2-thread job",
+        f"# A {args.size} adaptation beside a competing 2-thread job",
         "",
-        f"Machine: {machine()}. Command: `python benchmarks/contention.py --repeats {args.repeats}`.",
+        f"Machine: {machine()}. Command: `python benchmarks/contention.py --repeats {args.repeats} --size {args.size}`.",
         "Each row is a fresh process; `load` is the 1-minute load average before it started (other",
         "users' work included). Median of the repeats; all runs in brackets.",
         "",
