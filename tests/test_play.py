@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import av
@@ -160,12 +161,21 @@ def test_seek_key_restarts_the_producer(tmp_path):
         out.mux(p)
     out.close()
 
+    positions = []
+
     def press_right(player):
-        player.wait_until_playing(timeout=5)
+        player.wait_until_playing(timeout=30)
+        positions.append(player.time_pos or 0.0)
         player.command("keypress", "RIGHT")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (player.time_pos or 0.0) < positions[0] + 4:
+            time.sleep(0.02)
+        positions.append(player.time_pos)
 
     stats = play(path, hdr=True, vo="null", rung="eighth", on_player=press_right, quiet=True)
     assert stats.restarts == 1
+    # mpv's position is the source's: the new stream keeps its timestamps (not rebased to 0)
+    assert positions[0] + 4.9 <= positions[1] <= positions[0] + 5.5, positions
     assert stats.frames_sent + stats.frames_skipped < 6 * FPS - FPS // 2
     assert stats.video_out_params["gamma"] == "pq"
 
