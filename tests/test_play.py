@@ -290,3 +290,74 @@ def test_gain_mode_choice():
 def test_unknown_gain_mode_is_a_clear_error(clip):
     with pytest.raises(ItmError, match="unknown gain mode"):
         play(clip, hdr=True, vo="null", gain="nope", quiet=True)
+
+
+def test_mpv_options_are_parsed_as_mpv_reads_them():
+    from itmfilter.player.mpv import parse_mpv_options
+
+    assert parse_mpv_options(["gpu-sw=yes", "--geometry=50%", "--no-osc", "--fs", "vf=format=gamma=pq",
+                              "hwdec_codecs=all"]) == {
+        "gpu-sw": "yes", "geometry": "50%", "osc": "no", "fs": "yes", "vf": "format=gamma=pq", "hwdec-codecs": "all"}
+    with pytest.raises(ItmError, match="has no name"):
+        parse_mpv_options(["=1"])
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"no-such-option": "1"}, "mpv has no option 'no-such-option'"),
+    ({"gpu-sw": "maybe"}, "mpv rejected the value 'maybe' of its option 'gpu-sw'"),
+])
+def test_rejected_mpv_option_is_one_clear_error(clip, options, message):
+    import threading
+
+    with pytest.raises(ItmError, match=message):
+        play(clip, hdr=False, vo="null", mpv_options=options, quiet=True)
+    assert not [t for t in threading.enumerate() if t.name == "MPVEventHandlerThread"]
+
+
+def test_pass_through_options_win(clip):
+    """mpv_options are set last: over itmfilter's own (quiet's msg-level) too."""
+    seen = {}
+
+    def look(player):
+        seen.update(speed=player.speed, vf=player.vf, msg_level=player["msg-level"])
+
+    play(clip, hdr=True, vo="null", rung="eighth", quiet=True, on_player=look,
+         mpv_options={"speed": "2", "msg-level": "all=warn"})
+    assert seen["speed"] == 2.0 and seen["msg_level"] == {"all": "warn"}
+    # hdr_vf: the PQ ceiling as the signal peak, 10000 / 203 SDR white
+    assert seen["vf"][0]["params"]["sig-peak"].startswith("49.26")
+
+
+@pytest.mark.parametrize("hdr", [True, False])
+def test_quit_mid_file_ends_cleanly(tmp_path, hdr):
+    """``quit`` (what q and closing the window do) in the middle of the file: play()
+    returns with user_quit, and neither a producer, a decoder nor mpv's event thread is
+    left running."""
+    import threading
+
+    path = _make_clip(tmp_path / "clip.mp4")
+    before = set(threading.enumerate())
+
+    def quit_soon(player):
+        player.wait_until_playing(timeout=30)
+        player.command("quit")
+
+    stats = play(path, hdr=hdr, vo="null", rung="eighth", realtime=True, on_player=quit_soon, quiet=True,
+                 mpv_options={"speed": "0.25"})  # slow enough that quit lands mid-file
+    assert stats.user_quit
+    assert stats.video_output == "null"
+    assert set(threading.enumerate()) - before == set()
+
+
+def test_cli_rejects_stray_arguments_and_unknown_mpv_options(clip):
+    from typer.testing import CliRunner
+
+    from itmfilter.cli import app
+
+    res = CliRunner().invoke(app, ["play", str(clip), "--vo", "null", "stray"])
+    assert res.exit_code == 2 and "put mpv options after --" in res.output
+    res = CliRunner().invoke(app, ["play", str(clip), "--vo", "null", "--mpv-opt", "no-such-option=1"])
+    assert res.exit_code == 2
+    assert [line for line in res.output.splitlines() if line.startswith("itmfilter: error:")] == [
+        "itmfilter: error: mpv has no option 'no-such-option' (given as no-such-option=1). "
+        "check the name in `mpv --list-options`"]
