@@ -41,17 +41,17 @@ from itmfilter.encode.video import VideoEncodeOptions, encode_video  # noqa: E40
 DEVICE = "cpu"  # set from --device in main()
 
 C30 = dict(strategy="warm", warm_steps=30, warm_params="coord")
-"""Warm frames as session 2 and the start of session 3 ran them: 30 steps on the coordinate layer."""
+"""Earlier warm-frame recipe: 30 steps on the coordinate layer only."""
 
 STRATEGIES = {
     "per-frame full adaptation": dict(strategy="frame", max_kbps=None),
     "default: motion, 60 warm steps on coord layer + head, cap 64 kbit/s": dict(strategy="warm"),
-    "warm all layers, lr 1e-3, refresh 1.3, no cap (session-1 default)": dict(C30, warm_params="all", warm_lr=1e-3, refresh_ratio=1.3, max_kbps=None, motion=False),
+    "warm all layers, lr 1e-3, refresh 1.3, no cap (the first default)": dict(C30, warm_params="all", warm_lr=1e-3, refresh_ratio=1.3, max_kbps=None, motion=False),
     "warm all layers, lr 1e-3, refresh 1.3, cap 64 kbit/s": dict(C30, warm_params="all", warm_lr=1e-3, refresh_ratio=1.3, max_kbps=64.0, motion=False),
     "warm coord layer, no cap": dict(C30, max_kbps=None),
     "warm coord layer, cap 128 kbit/s": dict(C30, max_kbps=128.0),
-    "default: warm coord layer, cap 64 kbit/s": dict(C30, max_kbps=64.0),  # session 3's first default (with motion)
-    "default without motion compensation": dict(C30, max_kbps=64.0, motion=False),  # session 2's default
+    "default: warm coord layer, cap 64 kbit/s": dict(C30, max_kbps=64.0),  # an earlier default (with motion)
+    "default without motion compensation": dict(C30, max_kbps=64.0, motion=False),  # an earlier default
     "cap 64 kbit/s, refresh 1.05": dict(C30, max_kbps=64.0, refresh_ratio=1.05),
     "cap 64 kbit/s, refresh 1.02": dict(C30, max_kbps=64.0, refresh_ratio=1.02),
     "cap 64 kbit/s, warm coord layer + head": dict(C30, max_kbps=64.0, warm_params="coord+head"),

@@ -1,4 +1,4 @@
-"""Play an SDR video as HDR10 with mpv: a runnable example of :func:`itmfilter.play.play`.
+"""Play an SDR video as HDR10 with mpv: a runnable example of :func:`itmfilter.player.mpv.play`.
 
     python players/mpv_bridge.py clip.mp4 --hdr                 # window, HDR passthrough
     python players/mpv_bridge.py clip.mp4 --hdr --vo null       # headless, prints stats

@@ -319,7 +319,7 @@ def sdr_to_hdr_bt2446a(sdr, *, peak_nits: float = DEFAULT_PEAK_NITS) -> np.ndarr
     step, the knee (linear / quadratic / linear), the rho_HDR step and the chroma
     scaling. Colours that the forward clipped (BT.709 gamut, values above ``peak_nits``)
     do not come back. For the Report's own SDR -> HDR conversion (its Table 4, not an
-    exact inverse) see :func:`itmfilter.baselines.inverse_bt2446a`.
+    exact inverse) see :func:`itmfilter.quality.baselines.inverse_bt2446a`.
 
     Parameters
     ----------

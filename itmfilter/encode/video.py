@@ -165,10 +165,10 @@ class _SequenceInfo:
 
     width: int
     height: int
-    fps: object
+    fps: Fraction
     frame_count: int
     is_hdr: bool = True
-    hdr10: object = None
+    hdr10: HDR10Metadata | None = None
     color_trc: str = "linear"
 
 
@@ -271,7 +271,7 @@ def encode_video(
     # Pass 2: adaptation, shot by shot, with per-shot checkpoints.
     packets: dict[int, bytes] = {}
     light = LightLevelAccumulator()
-    # The video settings were measured with sessions 1-3's adaptation recipe (200 steps of
+    # The video settings were measured with the earlier adaptation recipe (200 steps of
     # 8192 pixels, constant lr): kept here until the video benchmark is re-run with the newer one.
     first_opts = replace(RECIPE_200x8192, steps=options.first_steps, seed=options.seed)
     warm_opts = replace(

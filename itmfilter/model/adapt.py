@@ -40,7 +40,7 @@ RESAMPLE_FRACTIONS = (0.25, 0.505, 0.76)
 class AdaptOptions:
     """Adaptation settings; defaults chosen by ``benchmarks/stills.py --variants`` on the val split.
 
-    Default recipe (session 4): 1600 Adam steps of 512 of the drawn pixels, lr 1e-3, the
+    Default recipe: 1600 Adam steps of 512 of the drawn pixels, lr 1e-3, the
     last quarter decayed (cosine) to 1e-4, and OHEM redraws every 100 steps (15) from an
     error map of ~32k cells (stride 8 at 1080p, 2 at 512x256). Val split, all six SDR
     kinds, 4 pictures each, mean PU21-PSNR over the earlier recipe (200 steps of 8192,

@@ -43,7 +43,7 @@ def save_init(net: ITMNet, path: str | os.PathLike, provenance: dict) -> None:
 # Reptile set ships as "meta" for comparison.
 DEFAULT_INIT = "naive"
 
-# Stills (session 4): with the 1600-step recipe, a wider coordinate input (8 Fourier bands,
+# Stills: with the 1600-step recipe, a wider coordinate input (8 Fourier bands,
 # 48 coordinate features; 11.3k weights, ~23 KB in fp16) fits better. Val split, all six
 # SDR kinds (`benchmarks/stills.py --split val --variants --only "stills network"`), naive
 # pre-training for that config (`itmfilter meta-train --algorithm naive --config stills`, 150 s):

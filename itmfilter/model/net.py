@@ -95,7 +95,7 @@ class ModelConfig:
 # paper's shape with a BT.2408 residual prior, "paper-direct" predicts PQ directly.
 CONFIGS: dict[str, ModelConfig] = {
     "default": ModelConfig(coord_encoding="fourier", prior="mmr3"),
-    # stills: a wider coordinate input (see itmfilter.weights.init.STILLS_INIT)
+    # stills: a wider coordinate input (see itmfilter.model.initial.STILLS_INIT)
     "stills": ModelConfig(coord_encoding="fourier", prior="mmr3", fourier_bands=8, coord_features=48),
     "paper": ModelConfig(),
     "paper-direct": ModelConfig(prior="none"),
@@ -118,7 +118,7 @@ def prior_bt2408(sdr: torch.Tensor) -> torch.Tensor:
 def mmr_features(sdr: torch.Tensor) -> torch.Tensor:
     """Third-order MMR regressors ``(N, 22)`` of ``(N, 3)`` R'G'B' (US 8,811,490):
     ``[1, r, g, b, rg, rb, gb, rgb]`` and the squares and cubes of the seven non-constant
-    terms; the same order as :func:`itmfilter.baselines.mmr_features`."""
+    terms; the same order as :func:`itmfilter.quality.baselines.mmr_features`."""
     r, g, b = sdr.unbind(-1)
     rg = r * g
     first = torch.stack([r, g, b, rg, r * b, g * b, rg * b], dim=-1)
@@ -127,7 +127,7 @@ def mmr_features(sdr: torch.Tensor) -> torch.Tensor:
 
 def fit_mmr_prior(sdr: torch.Tensor, target_pq: torch.Tensor, ridge: float = 1e-7) -> torch.Tensor:
     """Least-squares MMR coefficients ``(22, 3)`` from ``(N, 3)`` SDR to ``(N, 3)`` PQ, in
-    float64 with a relative ridge (as :func:`itmfilter.baselines.fit_mmr`)."""
+    float64 with a relative ridge (as :func:`itmfilter.quality.baselines.fit_mmr`)."""
     x = mmr_features(sdr.double())
     xtx = x.T @ x
     reg = ridge * torch.trace(xtx) / xtx.shape[0] * torch.eye(xtx.shape[0], dtype=xtx.dtype, device=xtx.device)

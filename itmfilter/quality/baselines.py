@@ -139,7 +139,7 @@ def inverse_bt2446a(
     in its own right, not the exact inverse of the forward tone mapping.
 
     ``variant="exact"`` is the algebraic inverse of
-    :func:`itmfilter.tonecurves.hdr_to_sdr_bt2446a` (the ``bt2446a`` curve), which
+    :func:`itmfilter.colour.tonecurves.hdr_to_sdr_bt2446a` (the ``bt2446a`` curve), which
     recovers the master wherever the forward did not clip.
 
     Parameters

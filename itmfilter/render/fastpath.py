@@ -19,7 +19,7 @@ pixel goes through all of it once, in registers, rows split over the cores:
        on even columns and row pairs averaged (:func:`~itmfilter.colour.ycbcr.subsample_chroma`)
 
 Against the exact torch/numpy path (:func:`itmfilter.render.frame.hdr10_frame` with
-``fast=False``) the codes agree within 1 (tables and float32 rounding at half-code ties);
+``path="exact"``) the codes agree within 1 (tables and float32 rounding at half-code ties);
 tested. numba compiles the kernel on first use (a few seconds, then cached on disk).
 """
 
@@ -320,7 +320,7 @@ def prior_to_hdr10_planes(y, cb, cr, resid: np.ndarray, coef: np.ndarray, downsc
                           bits: int = 8, full_range: bool = False):
     """SDR 4:2:0 planes + the network's ``(3, lh, lw)`` PQ residual over its polynomial
     prior (``coef``: the ``(22, 3)`` MMR coefficients) -> (Y, Cb, Cr) uint16 HDR10 planes:
-    PQ = clip(clip(prior(SDR)) + bilinear residual), per pixel (:func:`itmfilter.ladder.gain_mode`)."""
+    PQ = clip(clip(prior(SDR)) + bilinear residual), per pixel (:func:`itmfilter.render.ladder.gain_mode`)."""
     conv, off_c, inv_gc = _conversion(bits, full_range)
     y_out, cb_out, cr_out = _outputs(*y.shape)
     _prior_kernel()(np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),

@@ -1,7 +1,7 @@
 """The quality ladder: cheaper ways to run a frame's network, for real time on CPUs.
 
 The full network costs ~9k MAC per pixel: 1080p takes ~116 ms in bf16 on 2 cores, so
-24 fps (41.7 ms a frame) is out of reach at full resolution (../shared/FACTS.md). The
+24 fps (41.7 ms a frame) is out of reach at full resolution (docs/ladder-timing.md). The
 cheaper rungs evaluate the network on an area-averaged, ``downscale``-times smaller SDR
 picture and carry its effect back to full resolution as a *gain map* in linear light,
 as ISO 21496-1 / Ultra HDR gain maps do:
@@ -15,11 +15,11 @@ as ISO 21496-1 / Ultra HDR gain maps do:
 black and makes a flat region exact whatever its level. The gain is per R, G, B channel
 (``gain="rgb"``, the default) or one gain on BT.2020 luminance (``gain="luma"``).
 
-Session 1's gain-map measurement (the ``rgb``/``luma`` modes; the default ``prior`` mode
+The gain-map measurement (the ``rgb``/``luma`` modes; the default ``prior`` mode
 and a real 1080p picture are measured in ``docs/ladder-timing.md``, players/README.md).
 On the built-in sample (``itmfilter/assets/sample.exr``, 480x270, SDR made with
 ``get_curve("bt2446a").forward``, the blind init adapted to it with the default
-:class:`~itmfilter.adapt.AdaptOptions`, both upscaled bilinearly to 1080p; fp32;
+:class:`~itmfilter.model.adapt.AdaptOptions`, both upscaled bilinearly to 1080p; fp32;
 PU21-PSNR in dB):
 
     rung      rgb gain: vs full / vs master     luma gain: vs full / vs master
@@ -293,7 +293,7 @@ def apply_rung(
 
     ``sdr``: ``(H, W, 3)`` BT.709 R'G'B' code values [0, 1] float32 (numpy or torch).
     ``rung``: a name of :data:`RUNGS` or a :class:`Rung`; ``full`` is exactly
-    :func:`itmfilter.reconstruct.predict_pq`. ``precision``: ``auto``/``fp32``/``bf16`` for
+    :func:`itmfilter.model.inference.predict_pq`. ``precision``: ``auto``/``fp32``/``bf16`` for
     the network. ``gain``: ``auto``, ``prior`` (:func:`gain_mode`), ``rgb`` or ``luma``
     (module docstring). Returns PQ BT.2020
     R'G'B' code values [0, 1], ``(H, W, 3)`` float32 numpy.

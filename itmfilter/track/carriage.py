@@ -33,6 +33,7 @@ from itmfilter.track.format import MKV_ATTACHMENT_NAME as ATTACHMENT_NAME
 from itmfilter.track.format import (
     SIDECAR_SUFFIX,
     TrackFormatError,
+    TrackHeader,
     read_track_blob,
     split_sample,
     track_from_json,
@@ -83,7 +84,7 @@ def resolve_mode(mode: str, output: Path) -> str:
 
 @dataclass
 class LoadedTrack:
-    header: object  # itmfilter.track.format.TrackHeader
+    header: TrackHeader
     packets: dict[int, bytes]
     where: str
 
