@@ -325,16 +325,16 @@ def _open_player(defaults: dict, required: dict, user: dict, *, config: bool, en
     return player
 
 
-def _fallbacks(player, vo: str, hdr: bool, user: dict) -> list[tuple[dict, str]]:
-    """The outputs to try, in order, after ``vo`` failed: ``[(options, description)]``."""
+def _fallbacks(player, vo: str, hdr: bool, user: dict) -> list[tuple[dict, str, str]]:
+    """The outputs to try, in order, after ``vo`` failed: ``[(options, name, why)]``."""
     steps = []
     if vo not in WINDOW_OUTPUTS:
         return steps
     if not _software(player) and "gpu-sw" not in user:
-        steps.append(({"gpu-sw": "yes"}, f"{vo} with gpu-sw=yes (software rendering)"))
+        steps.append(({"gpu-sw": "yes"}, f"{vo} with gpu-sw=yes", "software rendering"))
     if not hdr and "vo" not in user:
         # vo=x11 cannot tone-map, so it shows SDR only
-        steps.append(({"vo": "x11"}, "x11"))
+        steps.append(({"vo": "x11"}, "x11", "no tone mapping: SDR only"))
     return steps
 
 
@@ -462,6 +462,11 @@ def _wait(player, seen: _Observed, log: _MpvLog) -> str:
     if seen.shutdown or seen.end_reason in _MPV_END_QUIT:
         return "quit"
     if seen.end_reason in _MPV_END_ERROR:
+        # libmpv queues log messages apart from events: give the log a moment to catch up
+        for _ in range(20):
+            if log.vo_failed:
+                break
+            seen.ended.wait(0.025)
         return "vo-failed" if (log.vo_failed or (log.vo_reason and not seen.vo_ready)) else "error"
     return "eof"
 
@@ -523,9 +528,9 @@ def _play(path, *, hdr, vo, output, rung, device, precision, weights_provider, i
                 if not steps:
                     error = _output_error(tried, reason)
                     break
-                options, described = steps.pop(0)
-                note(f"mpv could not open its video output {tried[-1]} ({reason}); trying {described}")
-                tried.append(described)
+                options, name, why = steps.pop(0)
+                note(f"mpv could not open its video output {tried[-1]} ({reason}); trying {name} ({why})")
+                tried.append(name)
                 seen.new_attempt()
                 log.new_attempt()
                 _set_options(player, options, user=False)
