@@ -144,14 +144,12 @@ def test_missing_input_is_an_itm_error(tmp_path):
         play(bad, hdr=False, vo="null")
 
 
-def test_seek_key_restarts_the_producer(tmp_path):
-    # 6 s at 24 fps, tiny; RIGHT (+5 s) restarts the producer near 5 s, so about a
-    # second of frames is never decoded into the pipe.
-    path = tmp_path / "long.mp4"
+def _long_clip(path: Path, seconds: int) -> Path:
+    """``seconds`` of 64x36 flat grey levels at 24 fps, no audio."""
     out = av.open(str(path), "w")
     v = out.add_stream("libx264", rate=FPS)
     v.width, v.height, v.pix_fmt = 64, 36, "yuv420p"
-    for i in range(6 * FPS):
+    for i in range(seconds * FPS):
         frame = av.VideoFrame.from_ndarray(np.full((36, 64, 3), (i * 3) % 256, np.uint8),
                                            format="rgb24").reformat(format="yuv420p")
         frame.pts = i
@@ -160,6 +158,13 @@ def test_seek_key_restarts_the_producer(tmp_path):
     for p in v.encode():
         out.mux(p)
     out.close()
+    return path
+
+
+def test_seek_key_restarts_the_producer(tmp_path):
+    # 6 s at 24 fps, tiny; RIGHT (+5 s) restarts the producer near 5 s, so about a
+    # second of frames is never decoded into the pipe.
+    path = _long_clip(tmp_path / "long.mp4", 6)
 
     positions = []
 
@@ -328,24 +333,25 @@ def test_pass_through_options_win(clip):
     assert seen["vf"][0]["params"]["sig-peak"].startswith("49.26")
 
 
-@pytest.mark.parametrize("hdr", [True, False])
-def test_quit_mid_file_ends_cleanly(tmp_path, hdr):
-    """``quit`` (what q and closing the window do) in the middle of the file: play()
-    returns with user_quit, and neither a producer, a decoder nor mpv's event thread is
-    left running."""
+@pytest.mark.parametrize("hdr, command", [(True, "quit"), (False, "quit"), (True, "stop")])
+def test_quit_or_stop_mid_file_ends_cleanly(tmp_path, hdr, command):
+    """``quit`` (what q and closing the window do) or ``stop`` (mpv ends the file and
+    closes the pipe before play() knows) in the middle of the file: play() returns, and
+    neither a producer, a decoder nor mpv's event thread is left running."""
     import threading
 
-    path = _make_clip(tmp_path / "clip.mp4")
+    path = _long_clip(tmp_path / "clip.mp4", 4)  # the real-time producer writes for 4 s
     before = set(threading.enumerate())
 
-    def quit_soon(player):
+    def end_soon(player):
         player.wait_until_playing(timeout=30)
-        player.command("quit")
+        player.command(command)
 
-    stats = play(path, hdr=hdr, vo="null", rung="eighth", realtime=True, on_player=quit_soon, quiet=True,
-                 mpv_options={"speed": "0.25"})  # slow enough that quit lands mid-file
-    assert stats.user_quit
+    stats = play(path, hdr=hdr, vo="null", rung="eighth", realtime=True, on_player=end_soon, quiet=True)
+    assert stats.user_quit == (command == "quit")
     assert stats.video_output == "null"
+    if hdr:
+        assert stats.frames_sent + stats.frames_skipped < 4 * FPS  # ended mid-file
     assert set(threading.enumerate()) - before == set()
 
 
@@ -361,3 +367,33 @@ def test_cli_rejects_stray_arguments_and_unknown_mpv_options(clip):
     assert [line for line in res.output.splitlines() if line.startswith("itmfilter: error:")] == [
         "itmfilter: error: mpv has no option 'no-such-option' (given as no-such-option=1). "
         "check the name in `mpv --list-options`"]
+
+
+def test_producer_ends_quietly_when_mpv_closes_the_pipe(clip):
+    """mpv closing its end (output failed, file stopped, player gone) before the producer
+    was told to stop: PyAV reports the broken pipe from its I/O callback when the NUT
+    trailer is written; that is the normal end, not an error."""
+    import os
+    import threading
+
+    from itmfilter.player.producer import Producer, Session
+    from itmfilter.track.provider import blind_provider
+
+    session = Session(clip, blind_provider(), torch.device("cpu"), "fp32", "eighth", realtime=False,
+                      with_audio=True)
+    session.gain = "prior"
+    read_fd, write_fd = os.pipe()
+
+    def read_a_little_then_close():  # as mpv does: the stream has started, then it is gone
+        got = 0
+        while got < 20_000:
+            got += len(os.read(read_fd, 4096))
+        os.close(read_fd)
+
+    reader = threading.Thread(target=read_a_little_then_close)
+    reader.start()
+    producer = Producer(session, write_fd, 0.0)
+    producer.run()  # in this thread
+    reader.join()
+    assert producer.error is None and not producer.stop.is_set()
+    assert producer.sink is not None and producer.sink.reader_gone
