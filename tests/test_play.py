@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -373,7 +374,6 @@ def test_producer_ends_quietly_when_mpv_closes_the_pipe(clip):
     """mpv closing its end (output failed, file stopped, player gone) before the producer
     was told to stop: PyAV reports the broken pipe from its I/O callback when the NUT
     trailer is written; that is the normal end, not an error."""
-    import os
     import threading
 
     from itmfilter.player.producer import Producer, Session
@@ -397,3 +397,31 @@ def test_producer_ends_quietly_when_mpv_closes_the_pipe(clip):
     reader.join()
     assert producer.error is None and not producer.stop.is_set()
     assert producer.sink is not None and producer.sink.reader_gone
+
+_THREADS_CHECK = """
+import numpy as np, torch
+torch.set_num_threads(1)
+from itmfilter.media.frames import Planes
+from itmfilter.model.net import CONFIGS, ITMNet
+from itmfilter.render import fastpath
+h, w = 64, 96
+planes = Planes(np.full((h, w), 100, np.uint8), np.full((h // 2, w // 2), 128, np.uint8),
+                np.full((h // 2, w // 2), 128, np.uint8), 8, "420", False)
+fastpath.hdr10_planes(ITMNet(CONFIGS["default"]), planes, 8)
+print(torch.get_num_threads())
+"""
+
+
+def test_fused_path_leaves_torch_threads_as_the_caller_set_them():
+    """In a fresh process: numba's first parallel launch is what reset torch's threads."""
+    import subprocess
+    import sys
+
+    from itmfilter.render import fastpath
+
+    if not fastpath.available():
+        pytest.skip("numba not installed")
+    run = subprocess.run([sys.executable, "-c", _THREADS_CHECK], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "1"
