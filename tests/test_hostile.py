@@ -134,7 +134,7 @@ def media(tmp_path_factory):
     d = tmp_path_factory.mktemp("hostile")
     master = d / "master.mkv"
     make_master_from_arrays(master, list(_master_frames()), fps=24, codec="hevc", peak_nits=1000)
-    encode_video(master, d / "sdr.mp4", options=VideoEncodeOptions(**FAST), quiet=True)
+    encode_video(master, d / "sdr.mp4", options=VideoEncodeOptions(sidecar="track", **FAST), quiet=True)
     track = load_track(d / "sdr.mp4")
     packets = [track.packets[f] for f in sorted(track.packets)]
     (d / "track.bin").write_bytes(write_track_blob(track.header, packets))
