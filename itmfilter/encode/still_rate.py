@@ -4,8 +4,10 @@ Candidates, each coded, decoded exactly as a reader will and scored against the 
 (PU21-PSNR, :func:`itmfilter.quality.metrics.psnr_pu21`); the best that fits wins:
 
 * ``polynomial``: the grid format's smallest model (MMR3 + a zero 2x2 plane, ~0.3 KB);
-* ``polynomial+gain``: the polynomial with a residual gain layer everywhere, i.e. a gain map
-  whose base is the polynomial rather than the SDR itself;
+* ``gainmap``: no model, a residual gain layer everywhere over the SDR placed per BT.2408:
+  a gain map (ISO 21496-1 style, 3 channels, AVIF) inside the same payload;
+* ``polynomial+res-t0``: the polynomial with a gain layer everywhere over it (below 3 KB,
+  where no grid model is tried);
 * ``grid-<size>`` alone, and with a residual layer everywhere (``t0``) or only where the SDR's
   largest channel code is >= 242 (``t242``): one model size per budget (:func:`grid_size_for`);
 * ``mlp``: today's adapted MLP weight set (version 1), only when its size fits.
@@ -27,7 +29,7 @@ import numpy as np
 
 from itmfilter.errors import ItmError
 from itmfilter.model.grid import GRID_SIZES, GridFitOptions, fit_grid_model, predict_nits
-from itmfilter.model.residual import AVIF_QUALITY_RANGE, ResidualPlan, apply_residual
+from itmfilter.model.residual import AVIF_QUALITY_RANGE, BASE_MODEL, BASE_SDR_PLACED, ResidualPlan, apply_residual
 from itmfilter.model.weightset import encode_grid_still, grid_still_overhead
 from itmfilter.quality.metrics import psnr_pu21
 
@@ -51,6 +53,7 @@ class RateChoice:
     best: Candidate
     candidates: list[Candidate] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -114,14 +117,18 @@ def _score(hdr: np.ndarray, nits: np.ndarray) -> float:
 
 def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Callable[[], bytes] | None = None,
                    mlp_bytes: int | None = None, fit_options: GridFitOptions = GridFitOptions(),
-                   progress: Callable[[str], None] | None = None, path=None) -> RateChoice:
+                   progress: Callable[[str], None] | None = None, path=None,
+                   cache: dict | None = None) -> RateChoice:
     """The best still payload of at most ``max_bytes`` (see the module docstring).
 
     ``sdr``: ``(H, W, 3)`` BT.709 R'G'B' [0, 1] as stored; ``hdr``: ``(H, W, 3)`` BT.2020 cd/m2.
     ``mlp``: makes today's MLP payload (called only when ``mlp_bytes`` fits). ``progress(stage)``
-    is called as each stage starts. Raises :class:`ItmError` when not even the polynomial fits.
+    is called as each stage starts. ``cache``: a dict kept across calls on the same picture
+    pair (fits, decodes and the MLP are reused across budgets; benchmarks). Raises
+    :class:`ItmError` when not even the polynomial fits.
     """
-    t_start = time.perf_counter()
+    cache = {} if cache is None else cache
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     timings: dict[str, float] = {}
     say = progress or (lambda stage: None)
     overhead = grid_still_overhead()
@@ -132,22 +139,27 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
 
     say("polynomial")
     t0 = time.perf_counter()
-    poly = fit_grid_model(sdr, hdr, GRID_SIZES["P"], GridFitOptions(steps=0, finetune_steps=0, seed=fit_options.seed))
+    if "P" not in cache:
+        cache["P"] = fit_grid_model(sdr, hdr, GRID_SIZES["P"], GridFitOptions(steps=0, finetune_steps=0, seed=fit_options.seed))
+    poly = cache["P"]
     smallest = len(poly.data) + overhead
     if max_bytes < smallest:
         raise ItmError(path, f"--max-bytes {max_bytes} is below the smallest payload, the polynomial "
                        f"({smallest} bytes for this picture)", f"give --max-bytes {smallest} or more")
-    poly_nits = predict_nits(poly.model, sdr)
+    if "P nits" not in cache:
+        cache["P nits"] = predict_nits(poly.model, sdr)
+    poly_nits = cache["P nits"]
     candidates = [Candidate("polynomial", encode_grid_still(poly.data), _score(hdr, poly_nits))]
     clock("fit+decode polynomial", t0)
 
-    def with_residual(name: str, model_data: bytes, model_nits: np.ndarray, threshold: int) -> None:
+    def with_residual(name: str, model_data: bytes, model_nits: np.ndarray | None, threshold: int,
+                      base: int = BASE_MODEL) -> None:
         room = max_bytes - overhead - len(model_data)
         if room <= 200:
             return
         scale = residual_scale_for(room, h * w)
         t0 = time.perf_counter()
-        plan = ResidualPlan(sdr, model_nits, hdr, threshold, scale)
+        plan = ResidualPlan(sdr, model_nits, hdr, threshold, scale, base=base)
         if plan.empty:
             return
         hit = highest_fitting(plan.code, room)
@@ -156,22 +168,29 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
             return
         t0 = time.perf_counter()
         nits = apply_residual(sdr, model_nits, hit[1])
-        candidates.append(Candidate(f"{name}+res-t{threshold}", encode_grid_still(model_data, hit[1]),
+        label = name if base == BASE_SDR_PLACED else f"{name}+res-t{threshold}"
+        candidates.append(Candidate(label, encode_grid_still(model_data, hit[1]),
                                     _score(hdr, nits), f"AVIF q{hit[0]} 1/{scale}, {len(hit[1])} B"))
         clock("residual score", t0)
 
-    say("polynomial + gain")
-    with_residual("polynomial", poly.data, poly_nits, 0)
-
+    say("gain map")
+    with_residual("gainmap", b"", None, 0, BASE_SDR_PLACED)
     size = grid_size_for(max_bytes)
+    if size is None:  # with a grid model, its own gain layer takes this one's place
+        say("polynomial + gain")
+        with_residual("polynomial", poly.data, poly_nits, 0)
     if size is not None:
         say(f"grid {size}")
         t0 = time.perf_counter()
-        fit = fit_grid_model(sdr, hdr, GRID_SIZES[size], fit_options)
+        if size not in cache:
+            cache[size] = fit_grid_model(sdr, hdr, GRID_SIZES[size], fit_options)
+        fit = cache[size]
         clock("fit grid", t0)
         if len(fit.data) + overhead <= max_bytes:
             t0 = time.perf_counter()
-            nits = predict_nits(fit.model, sdr)
+            if size + " nits" not in cache:
+                cache[size + " nits"] = predict_nits(fit.model, sdr)
+            nits = cache[size + " nits"]
             clock("decode grid", t0)
             candidates.append(Candidate(f"grid-{size}", encode_grid_still(fit.data), _score(hdr, nits)))
             say(f"grid {size} + residual")
@@ -181,11 +200,13 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
     if mlp is not None and mlp_bytes is not None and mlp_bytes <= max_bytes:
         say("mlp")
         t0 = time.perf_counter()
-        blob, nits = mlp()
+        if "mlp" not in cache:
+            cache["mlp"] = mlp()
+        blob, nits = cache["mlp"]
         if len(blob) <= max_bytes:
             candidates.append(Candidate("mlp", blob, _score(hdr, nits)))
         clock("mlp", t0)
 
     fitting = [c for c in candidates if len(c.payload) <= max_bytes]
     best = max(fitting, key=lambda c: (c.pu21, -len(c.payload)))
-    return RateChoice(best, candidates, time.perf_counter() - t_start, timings)
+    return RateChoice(best, candidates, time.perf_counter() - t_start, time.process_time() - cpu_start, timings)

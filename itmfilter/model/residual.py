@@ -8,7 +8,9 @@ layer stays below quality), and ``g`` the per-channel log2((HDR + K) / (M + K)) 
 box-averaged over masked pixels to 1/scale resolution, the cells without a masked pixel filled
 smoothly (push-pull: they cost the image coder little), min/max normalised to 8 bits and coded
 as an AVIF still (AV1, 4:4:4, Pillow's libavif). Threshold 0 makes the layer a gain map over the
-model everywhere. Bytes and decoding: ``sidecar/SPEC.md`` section 11.3.
+model everywhere. With base 1 the gain multiplies the SDR placed per ITU-R BT.2408 instead
+of a model (``M = 203 * M_709->2020 (clip(R'G'B', 0, 1))^2.4``): an ISO 21496-1 style gain map
+carried in the same payload, no model needed. Bytes and decoding: ``sidecar/SPEC.md`` section 11.3.
 
 AVIF, not JPEG: AV1 decoding is bit-exact by specification, JPEG's IDCT is not.
 """
@@ -22,11 +24,16 @@ import struct
 import numpy as np
 from PIL import Image
 
+from itmfilter.colour.primaries import MATRIX_BT709_TO_BT2020
+from itmfilter.colour.transfer import SDR_WHITE_NITS_BT2408
+
 RESIDUAL_OFFSET_NITS = 203.0 / 64.0
 CODEC_AVIF = 2
 AVIF_SPEED = 6
 AVIF_QUALITY_RANGE = (10, 100)
-HEAD = struct.Struct("<BBBBee")
+HEAD = struct.Struct("<BBBBBee")
+BASE_MODEL = 0
+BASE_SDR_PLACED = 1
 
 
 class ResidualFormatError(ValueError):
@@ -38,6 +45,15 @@ def highlight_mask(sdr: np.ndarray, threshold_code: int) -> np.ndarray:
     above ``threshold_code`` (0-255; 0: everywhere)."""
     codes = np.round(np.asarray(sdr, np.float32).max(-1) * np.float32(255))
     return codes >= np.float32(threshold_code)
+
+
+def sdr_placed(sdr: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` BT.709 R'G'B' [0, 1] -> BT.2020 cd/m2 placed per BT.2408 (BT.1886 with
+    zero black, a 2.4 power; white at 203 cd/m2), float32 throughout."""
+    lin = np.power(np.clip(np.asarray(sdr, np.float32), np.float32(0), np.float32(1)), np.float32(2.4))
+    lin = lin * np.float32(SDR_WHITE_NITS_BT2408)
+    m = np.asarray(MATRIX_BT709_TO_BT2020, np.float32)
+    return (lin[..., 0:1] * m[:, 0] + lin[..., 1:2] * m[:, 1] + lin[..., 2:3] * m[:, 2]).astype(np.float32)
 
 
 def _push_pull(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -85,10 +101,12 @@ class ResidualPlan:
     be coded at any quality (:meth:`code`); ``empty`` when no pixel is masked."""
 
     def __init__(self, sdr: np.ndarray, model_nits: np.ndarray, hdr_nits: np.ndarray, threshold_code: int,
-                 scale: int, channels: int = 3) -> None:
+                 scale: int, channels: int = 3, base: int = BASE_MODEL) -> None:
         if scale not in (1, 2, 4, 8) or channels not in (1, 3) or not 0 <= threshold_code <= 255:
             raise ValueError(f"bad residual setting t{threshold_code} 1/{scale} {channels}ch")
-        self.threshold_code, self.scale, self.channels = threshold_code, scale, channels
+        self.threshold_code, self.scale, self.channels, self.base = threshold_code, scale, channels, base
+        if base == BASE_SDR_PLACED:
+            model_nits = sdr_placed(sdr)
         mask = highlight_mask(sdr, threshold_code).astype(np.float64)
         self.empty = bool(mask.sum() == 0)
         k = RESIDUAL_OFFSET_NITS
@@ -125,26 +143,38 @@ class ResidualPlan:
         else:
             Image.fromarray(self.codes, "RGB").save(buf, format="AVIF", quality=quality, speed=AVIF_SPEED,
                                                     subsampling="4:4:4")
-        head = HEAD.pack(CODEC_AVIF, self.scale, self.channels, self.threshold_code, self.gmin, self.gmax)
+        head = HEAD.pack(CODEC_AVIF, self.scale, self.channels, self.threshold_code, self.base, self.gmin, self.gmax)
         return head + buf.getvalue()
 
 
 def describe_residual(data: bytes) -> dict:
     """The layer's header as a dict (for ``itmfilter info``)."""
-    codec, scale, channels, thr, gmin, gmax = HEAD.unpack(data[:HEAD.size])
+    codec, scale, channels, thr, base, gmin, gmax = HEAD.unpack(data[:HEAD.size])
     return {"codec": "avif" if codec == CODEC_AVIF else codec, "scale": scale, "channels": channels,
-            "threshold_code": thr, "gain_log2": [gmin, gmax], "bytes": len(data)}
+            "threshold_code": thr, "base": "sdr-placed" if base == BASE_SDR_PLACED else "model", "gain_log2": [gmin, gmax], "bytes": len(data)}
 
 
-def apply_residual(sdr: np.ndarray, model_nits: np.ndarray, data: bytes) -> np.ndarray:
-    """Apply a residual layer's bytes to ``model_nits`` ``(H, W, 3)`` cd/m2 under ``sdr``;
+def residual_base(data: bytes) -> int:
+    """The base a layer's gain multiplies (:data:`BASE_MODEL` or :data:`BASE_SDR_PLACED`)."""
+    if len(data) < HEAD.size:
+        raise ResidualFormatError("residual layer is truncated")
+    return HEAD.unpack(data[:HEAD.size])[4]
+
+
+def apply_residual(sdr: np.ndarray, model_nits: np.ndarray | None, data: bytes) -> np.ndarray:
+    """Apply a residual layer's bytes to ``model_nits`` ``(H, W, 3)`` cd/m2 under ``sdr``
+    (None: the layer's base must be the placed SDR);
     returns ``(H, W, 3)`` float32 linear BT.2020 cd/m2 in [0, 10000]. Raises
     :class:`ResidualFormatError` on bytes it cannot use."""
     if len(data) < HEAD.size:
         raise ResidualFormatError("residual layer is truncated")
-    codec, scale, channels, thr, gmin, gmax = HEAD.unpack(data[:HEAD.size])
-    if codec != CODEC_AVIF or scale not in (1, 2, 4, 8) or channels not in (1, 3):
-        raise ResidualFormatError(f"unknown residual layer (codec {codec}, scale {scale}, channels {channels})")
+    codec, scale, channels, thr, base, gmin, gmax = HEAD.unpack(data[:HEAD.size])
+    if codec != CODEC_AVIF or scale not in (1, 2, 4, 8) or channels not in (1, 3) or base > BASE_SDR_PLACED:
+        raise ResidualFormatError(f"unknown residual layer (codec {codec}, scale {scale}, channels {channels}, base {base})")
+    if base == BASE_SDR_PLACED:
+        model_nits = sdr_placed(sdr)
+    elif model_nits is None:
+        raise ResidualFormatError("a residual layer over a model needs the model")
     h, w = sdr.shape[:2]
     try:
         img = Image.open(io.BytesIO(data[HEAD.size:]))

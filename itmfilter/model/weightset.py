@@ -28,7 +28,8 @@ small MLP, :mod:`itmfilter.model.grid`) with an optional residual gain layer
     5       1     kind: 3 = grid model
     6       2     reserved, 0
     8       4     model length L
-    12      L     grid model bytes (``pack_grid_model``)
+    12      L     grid model bytes (``pack_grid_model``); L = 0: no model, then the
+                  residual layer's base must be the placed SDR (a gain map alone)
     12+L    4     residual length R (0: none)
     16+L    R     residual layer bytes
     16+L+R  4     CRC-32 (zlib) of every byte before it
@@ -49,7 +50,13 @@ import torch
 
 from itmfilter.model.grid import GridFormatError, GridModel, predict_nits, unpack_grid_model
 from itmfilter.model.net import ITMNet, ModelConfig
-from itmfilter.model.residual import ResidualFormatError, apply_residual, describe_residual
+from itmfilter.model.residual import (
+    BASE_SDR_PLACED,
+    ResidualFormatError,
+    apply_residual,
+    describe_residual,
+    residual_base,
+)
 
 MAGIC = b"ITMW"
 VERSION = 1
@@ -151,6 +158,10 @@ class GridStill:
         """SDR ``(H, W, 3)`` BT.709 R'G'B' [0, 1] -> ``(H, W, 3)`` float32 BT.2020 cd/m2.
         Raises :class:`WeightFormatError` when the bytes cannot be used."""
         try:
+            if not self.model_data:  # a gain map alone: its base is the placed SDR
+                if not self.residual or residual_base(self.residual) != BASE_SDR_PLACED:
+                    raise WeightFormatError("a still payload without a model needs a gain layer over the SDR")
+                return apply_residual(sdr, None, self.residual)
             nits = predict_nits(self.model(), sdr)
             return apply_residual(sdr, nits, self.residual) if self.residual else nits
         except (GridFormatError, ResidualFormatError) as exc:
@@ -192,16 +203,18 @@ def describe(data: bytes) -> dict:
     """A JSON-ready summary (for ``itmfilter info``)."""
     if len(data) > 4 and data[4] == GRID_VERSION:
         still = decode_still(data)
-        try:
-            model = still.model()
-        except GridFormatError as exc:
-            raise WeightFormatError(str(exc)) from None
-        cfg = model.config
+        grid = None
+        if still.model_data:
+            try:
+                cfg = still.model().config
+            except GridFormatError as exc:
+                raise WeightFormatError(str(exc)) from None
+            grid = {"width": cfg.width, "height": cfg.height, "depth": cfg.depth, "channels": cfg.channels,
+                    "hidden": cfg.hidden, "layers": cfg.layers, "grid_bits": cfg.grid_bits}
         return {
             "bytes": len(data),
             "kind": "grid",
-            "grid": {"width": cfg.width, "height": cfg.height, "depth": cfg.depth, "channels": cfg.channels,
-                     "hidden": cfg.hidden, "layers": cfg.layers, "grid_bits": cfg.grid_bits},
+            "grid": grid,
             "model_bytes": len(still.model_data),
             "residual": describe_residual(still.residual) if still.residual else None,
         }
