@@ -64,7 +64,7 @@ def encode(
     tm: Annotated[str, typer.Option(help="Tone curve for the SDR (see `itmfilter curves`).")] = "bt2446a",
     sdr: Annotated[Optional[Path], typer.Option(help="Your own SDR grade instead of a curve (same size).")] = None,
     sidecar: Annotated[
-        str, typer.Option(help="Stills: embed, json or both. Video: embed/auto, track, attachment or json.")
+        str, typer.Option(help="Stills: embed, json or both. Video: embed/auto (SEI in the H.264/HEVC stream), sei, track (MP4/MOV data track), attachment (MKV) or json.")
     ] = "embed",
     steps: Annotated[
         Optional[int], typer.Option(help="Adam steps of per-picture adaptation (default: 1600 for stills, 200 for video key frames).")
@@ -104,7 +104,7 @@ def encode(
     """HDR master -> SDR with embedded per-picture MLPs (stills and video).
 
     Stills: itmfilter encode master.exr -o sdr.png --tm bt2446a   (--max-bytes 8192: a size budget)
-    Video:  itmfilter encode master.mov -o sdr.mp4   (data track; .mkv: attachment; --sidecar json)
+    Video:  itmfilter encode master.mov -o sdr.mp4   (SEI in the video stream, also .mkv/.mov/.ts; --sidecar track|attachment|json)
     """
     from itmfilter.encode.stills import encode_still
     from itmfilter.model.adapt import AdaptOptions
@@ -206,6 +206,13 @@ def transcode(
         str, typer.Option(help="MLP arithmetic: auto (bf16 where the CPU/GPU has it; measured cost < 0.01 dB), fp32, bf16.")
     ] = "auto",
     init: Annotated[Optional[Path], typer.Option(help="Weights for blind mode (default: shipped).")] = None,
+    stream_format: Annotated[
+        str, typer.Option("--format", help="-o - (a pipe): mkv (FFV1 in Matroska, colour tags carried) or nut (rawvideo, no tags, cheapest).")
+    ] = "mkv",
+    start: Annotated[float, typer.Option(help="-o - (a pipe): start this many seconds into the video.")] = 0.0,
+    rung: Annotated[
+        str, typer.Option(help="-o - (a pipe): quality ladder, full (default), half, quarter, eighth, sixteenth or auto (keeps up with the frame rate).")
+    ] = "full",
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
@@ -213,7 +220,14 @@ def transcode(
 
     Stills: itmfilter transcode sdr.png -o hdr.exr
     Video:  itmfilter transcode sdr.mp4 -o hdr10.mkv      (many: itmfilter transcode *.mp4 -o out/ -j 2)
+    Pipe:   itmfilter transcode sdr.mp4 -o - | ffmpeg -i - -c:v libx265 hdr10.mp4   (lossless HDR10 stream on stdout)
     """
+    if str(output) == "-" or output.is_fifo():
+        _transcode_to_pipe(inputs, output, stream_format, start, rung, device, precision, quiet)
+        return
+    if (stream_format, start, rung) != ("mkv", 0.0, "full"):
+        raise ItmError(output, "--format, --start and --rung apply to a pipe output only",
+                       "use -o - (stdout) or a named pipe, or drop those options")
     if len(inputs) == 1 and _is_still(inputs[0]):
         from itmfilter.transcode.stills import transcode_still
 
@@ -236,6 +250,45 @@ def transcode(
         typer.echo(summary_table(results))
     if any(r.status == "failed" for r in results):
         raise typer.Exit(1)
+
+
+def _transcode_to_pipe(inputs, output, stream_format, start, rung, device, precision, quiet) -> None:
+    """``transcode IN -o -``: one HDR10 stream to stdout (or a named pipe); only the stream
+    goes there, notes and the progress bar go to stderr."""
+    import os
+
+    from itmfilter.transcode.stream import stream_hdr10
+
+    if len(inputs) != 1 or _is_still(inputs[0]):
+        raise ItmError(None, "a pipe output takes one video", "give one SDR video with -o -")
+    if str(output) == "-":
+        if sys.stdout.isatty():
+            raise ItmError(None, "-o - would write binary video to the terminal", "pipe it: ... -o - | ffmpeg -i - out.mkv")
+        sink = sys.stdout.buffer
+    else:
+        sink = open(output, "wb", buffering=0)  # a named pipe: nothing to make atomic
+    try:
+        result = stream_hdr10(inputs[0], sink, fmt=stream_format, start_s=start, rung=rung, device=device,
+                              precision=precision, quiet=quiet)
+        sink.flush()
+    except BrokenPipeError:
+        result = None
+    finally:
+        if sink is not sys.stdout.buffer:
+            try:
+                sink.close()
+            except BrokenPipeError:
+                pass
+    if result is None or result.closed_early:
+        # The reader went away (a player seeked or quit): stop quietly, as `cmd | head` does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return
+    if not quiet:
+        for note in result.notes:
+            typer.echo(f"note: {note}", err=True)
+        typer.echo(f"streamed {result.frames} frames ({result.mode}, rung {result.rung}, "
+                   f"{result.frames / max(result.seconds, 1e-9):.2f} fps, damaged {result.damaged_frames})", err=True)
 
 
 @app.command()
@@ -403,8 +456,24 @@ def curves() -> None:
 
 @app.command()
 @user_errors
-def info(path: Annotated[Path, typer.Argument(help="SDR still with weights.")]) -> None:
-    """Show what weights a file carries."""
+def info(
+    path: Annotated[Path, typer.Argument(help="SDR still or video with weights.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (stills always do).")] = False,
+) -> None:
+    """Show what weights a file carries; exit status 1 when it carries none.
+
+    Video: the track header (network, HDR10 metadata), where it is carried, packets by
+    kind, the rate in kbit/s, damaged and missing packets.
+    Example: itmfilter info sdr.mp4 --json
+    """
+    if not _is_still(path):
+        from itmfilter.track.summary import format_summary, summarise_track
+
+        doc = summarise_track(path)
+        typer.echo(json.dumps(doc, indent=1) if as_json else format_summary(doc))
+        if doc["carriage"] is None:
+            raise typer.Exit(1)
+        return
     from itmfilter.media.stills import read_sdr
     from itmfilter.model.weightset import WeightFormatError, describe
     from itmfilter.track.stills import find_weights

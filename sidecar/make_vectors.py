@@ -42,7 +42,8 @@ from itmfilter.track.codec import (  # noqa: E402
     encode_motion_payload,
     quantise_delta,
 )
-from itmfilter.track.format import param_layout, tensor_sizes  # noqa: E402
+from itmfilter.track.format import pack_sample, param_layout, tensor_sizes  # noqa: E402
+from itmfilter.track.sei import H264, HEVC, build_sei_nal  # noqa: E402
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 SMALL = ModelConfig(coord_features=8, rgb_features=8, hidden=(16, 8))  # 491 parameters
@@ -204,6 +205,33 @@ def build_vectors() -> dict[str, bytes]:
     manifest.append(
         {"file": "paper_key_fp16.bin", "what": "KEY of the paper config", "frame": 0, "config": "paper",
          "expected": "paper_key_fp16_expected.npy"}
+    )
+
+    # The SEI form (section 7.1): NAL units (no start code, no length prefix) carrying the
+    # track's frame-0 KEY with the header in front, and the DELTA alone, for H.264 and HEVC.
+    for codec in (H264, HEVC):
+        for name, frame, sample in (("key", 0, pack_sample(packets[0], enc.header)),
+                                    ("delta", delta.frame, pack_sample(delta))):
+            file = f"sei_{codec}_{name}.nal"
+            out[file] = build_sei_nal(sample, codec=codec)
+            manifest.append(
+                {"file": file, "what": f"{codec} SEI NAL unit (user_data_unregistered) carrying frame {frame}'s "
+                 + ("KEY with the track header" if name == "key" else "DELTA"),
+                 "codec": codec, "frame": frame, "sample": "header+packet" if name == "key" else "packet",
+                 "packet": "packet_key_fp16.bin" if name == "key" else "packet_delta.bin",
+                 "expected": "track_expected.npy"}
+            )
+
+    # A cut: the 12-frame track from frame 5 on (DELTAs at 5 and 6, then the shot-1 KEY at 7).
+    cut = {p.frame: encode_packet(p) for p in packets if p.frame >= 5}
+    out["track_cut.bin"] = write_track_blob(enc.header, list(cut.values()))
+    dec = TrackDecoder(enc.header)
+    results = [dec.params_at(f, cut) for f in range(5, 12)]
+    out["track_cut_expected.npy"] = _npy(np.stack([r[0] for r in results]))
+    manifest.append(
+        {"file": "track_cut.bin", "what": "the track cut at frame 5 (no KEY before frame 7): awaiting_key, then ok",
+         "frames": list(range(5, 12)), "expected": "track_cut_expected.npy", "kinds": kinds[5:],
+         "statuses": [r[1] for r in results]}
     )
 
     out.update(build_still_vectors())

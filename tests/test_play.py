@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
@@ -280,3 +281,33 @@ def test_gain_mode_choice():
 def test_unknown_gain_mode_is_a_clear_error(clip):
     with pytest.raises(ItmError, match="unknown gain mode"):
         play(clip, hdr=True, vo="null", gain="nope", quiet=True)
+
+
+
+_THREADS_CHECK = """
+import numpy as np, torch
+torch.set_num_threads(1)
+from itmfilter.media.frames import Planes
+from itmfilter.model.net import CONFIGS, ITMNet
+from itmfilter.render import fastpath
+h, w = 64, 96
+planes = Planes(np.full((h, w), 100, np.uint8), np.full((h // 2, w // 2), 128, np.uint8),
+                np.full((h // 2, w // 2), 128, np.uint8), 8, "420", False)
+fastpath.hdr10_planes(ITMNet(CONFIGS["default"]), planes, 8)
+print(torch.get_num_threads())
+"""
+
+
+def test_fused_path_leaves_torch_threads_as_the_caller_set_them():
+    """In a fresh process: numba's first parallel launch is what reset torch's threads."""
+    import subprocess
+    import sys
+
+    from itmfilter.render import fastpath
+
+    if not fastpath.available():
+        pytest.skip("numba not installed")
+    run = subprocess.run([sys.executable, "-c", _THREADS_CHECK], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "1"
