@@ -295,8 +295,28 @@ def _transcode_to_pipe(inputs, output, stream_format, start, rung, device, preci
 @user_errors
 def play(
     video: Annotated[Path, typer.Argument(help="SDR video (with or without a weight track).")],
+    mpv_args: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="mpv options after --, spelt as for mpv: -- --gpu-sw --geometry=50%", show_default=False),
+    ] = None,
     hdr: Annotated[bool, typer.Option("--hdr", help="Reconstruct and show HDR10 (PQ BT.2020).")] = False,
-    vo: Annotated[str, typer.Option(help="mpv video output: gpu (a window), null or image.")] = "gpu",
+    vo: Annotated[
+        str, typer.Option(help="mpv video output: gpu (a window; gpu-next with --hdr), gpu-next, null or image; others: --mpv-opt vo=NAME.")
+    ] = "gpu",
+    mpv_opt: Annotated[
+        Optional[list[str]],
+        typer.Option("--mpv-opt", help="An mpv option KEY=VALUE, repeatable (e.g. --mpv-opt gpu-sw=yes); set after mpv.conf, so it wins.",
+                     show_default=False),
+    ] = None,
+    mpv_config: Annotated[
+        Optional[bool],
+        typer.Option("--mpv-config/--no-mpv-config",
+                     help="Load your mpv config (mpv.conf, input.conf, scripts in $MPV_HOME or ~/.config/mpv) as mpv does. "
+                          "Default: for a window, not for --vo null/image or --output.", show_default=False),
+    ] = None,
+    fallback: Annotated[
+        bool, typer.Option("--fallback/--no-fallback", help="When the window's output cannot start, retry with gpu-sw=yes (and x11 without --hdr).")
+    ] = True,
     output: Annotated[Optional[Path], typer.Option(help="Record what mpv is given into this file (encode mode).")] = None,
     image_dir: Annotated[Optional[Path], typer.Option(help="With --vo image: folder for the PNGs.")] = None,
     rung: Annotated[
@@ -312,10 +332,24 @@ def play(
     """Play through mpv; with --hdr, each frame's MLP turns the SDR into HDR10 in real time.
 
     Example: itmfilter play sdr.mp4 --hdr        (headless: --vo null, or --output seen.mkv)
+
+    A window loads your mpv config (mpv.conf) as mpv does;
+    --mpv-opt KEY=VALUE, or mpv options after --, are set after it.
+    Example: itmfilter play sdr.mp4 --hdr --mpv-opt fs=yes -- --volume=50
+    If the window cannot open, it retries with gpu-sw=yes and says so.
+    Keys: mpv's (space pause, q quit); with --hdr LEFT/RIGHT 5 s, UP/DOWN 60 s.
     """
+    from itmfilter.player.mpv import parse_mpv_options
     from itmfilter.player.mpv import play as run_play
 
-    provider = None
+    options = parse_mpv_options(list(mpv_opt or []))
+    extra = list(mpv_args or [])
+    if extra and not all(a.startswith("--") for a in extra):
+        stray = next(a for a in extra if not a.startswith("--"))
+        raise ItmError(None, f"unexpected argument {stray!r} after the video",
+                       "put mpv options after -- and spell them as for mpv, e.g. -- --gpu-sw")
+    options.update(parse_mpv_options(extra))
+    provider, peak = None, None
     if hdr:
         from itmfilter.transcode.video import FrameNetworks
 
@@ -323,12 +357,18 @@ def play(
         provider = nets.provider
         if nets.track is None and not quiet:
             typer.echo(f"note: {video}: no weight track; blind mode (initialisation alone)", err=True)
+        meta = nets.track.header.hdr10_metadata() if nets.track is not None else None
+        if meta is not None:
+            peak = meta.max_cll or meta.max_luminance
     stats = run_play(
         video, hdr=hdr, vo=vo, output=output, image_dir=image_dir, rung=rung, device=device,
-        precision=precision, weights_provider=provider, quiet=quiet, gain=gain,
+        precision=precision, weights_provider=provider, quiet=quiet, gain=gain, mpv_options=options,
+        mpv_config=mpv_config, fallback=fallback, peak_nits=peak,
+        on_note=None if quiet else (lambda text: typer.echo(f"note: {text}", err=True)),
     )
     if not quiet:
         typer.echo(
+            f"output {stats.video_output}{' (quit)' if stats.user_quit else ''}: "
             f"shown {stats.frames_shown}, dropped {stats.frames_dropped}, rung {stats.rung} ({stats.gain_mode or 'n/a'}), "
             f"filter {stats.fps:.1f} fps, damaged-metadata frames {stats.damaged_frames}, blind frames {stats.blind_frames}"
         )

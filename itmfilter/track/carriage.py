@@ -69,7 +69,11 @@ def sidecar_path(video: str | os.PathLike) -> Path:
 
 
 def stream_binding(video: str | os.PathLike) -> dict:
-    """The binding of a video file's first video stream (see the module docstring)."""
+    """The binding of a video file's first video stream, with the key names of sidecar/SPEC.md
+    section 6: ``first_keyframe_sha256`` (the first packet in decode order, a keyframe),
+    ``width``, ``height`` and ``frame_count`` (when the container states it). Tracks written
+    before these names were aligned with the spec (``first_packet_sha256``, ``frames``)
+    still match on width and height."""
 
     path = Path(video)
     try:
@@ -84,10 +88,10 @@ def stream_binding(video: str | os.PathLike) -> dict:
     except (av.error.FFmpegError, IndexError, OSError) as exc:
         raise ItmError(path, f"cannot read the video stream ({exc})", "check the file") from None
     return {
-        "first_packet_sha256": hashlib.sha256(first).hexdigest(),
+        "first_keyframe_sha256": hashlib.sha256(first).hexdigest(),
         "width": stream.codec_context.width,
         "height": stream.codec_context.height,
-    } | ({"frames": int(frames)} if frames else {})
+    } | ({"frame_count": int(frames)} if frames else {})
 
 
 def sei_binding(width: int, height: int) -> dict:
