@@ -235,7 +235,7 @@ def curves(rows):
 def svg(groups) -> str:
     panels = list(groups.items())
     pw, ph, m = 420, 300, 55
-    width, height = pw * max(1, len(panels)), ph + 70
+    width, height = pw * max(1, len(panels)), ph + 90
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
              f'<rect width="{width}" height="{height}" fill="white"/>']
     for i, ((split, curve), by_budget) in enumerate(panels):
@@ -277,8 +277,9 @@ def svg(groups) -> str:
             for b, v in pts:
                 parts.append(f'<circle cx="{px(b):.1f}" cy="{py(v):.1f}" r="3.5" fill="{COLOURS[key]}"/>')
     for j, key in enumerate(COLOURS):
-        parts.append(f'<rect x="{m + j * 200}" y="{ph + 40}" width="12" height="12" fill="{COLOURS[key]}"/>'
-                     f'<text x="{m + j * 200 + 16}" y="{ph + 50}">{LABELS[key]}</text>')
+        lx, ly = m + (j % 2) * 190, ph + 32 + (j // 2) * 18
+        parts.append(f'<rect x="{lx}" y="{ly}" width="12" height="12" fill="{COLOURS[key]}"/>'
+                     f'<text x="{lx + 16}" y="{ly + 10}">{LABELS[key]}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
