@@ -1,4 +1,4 @@
-"""The largest inputs itmfilter accepts, written once (``sidecar/SPEC.md`` section 11).
+"""The largest inputs itmfilter accepts, written once (``sidecar/SPEC.md`` section 12).
 
 Every reader checks a size against these *before* it allocates for it: a picture's
 dimensions from its header before its pixels are decoded, a model config before a network
