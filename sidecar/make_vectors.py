@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from itmfilter.model.net import CONFIGS, ModelConfig  # noqa: E402
-from itmfilter.track import (  # noqa: E402
+from itmfilter.model.net import CONFIGS, ModelConfig
+from itmfilter.track import (
     Packet,
     TrackDecoder,
     TrackEncoder,
@@ -35,7 +35,7 @@ from itmfilter.track import (  # noqa: E402
     track_to_json,
     write_track_blob,
 )
-from itmfilter.track.codec import (  # noqa: E402
+from itmfilter.track.codec import (
     MOTION_DELTA_CODING,
     decode_payload,
     encode_delta_payload,
@@ -44,8 +44,8 @@ from itmfilter.track.codec import (  # noqa: E402
     quantise_delta,
     wide_tensors,
 )
-from itmfilter.track.format import pack_sample, param_layout, tensor_sizes  # noqa: E402
-from itmfilter.track.sei import H264, HEVC, build_sei_nal  # noqa: E402
+from itmfilter.track.format import pack_sample, param_layout, tensor_sizes
+from itmfilter.track.sei import H264, HEVC, build_sei_nal
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 SMALL = ModelConfig(coord_features=8, rgb_features=8, hidden=(16, 8))  # 491 parameters
@@ -303,22 +303,22 @@ def _concealment_vectors(header, packets, out: dict) -> list[dict]:
         return _recrc(bytes(b))
 
     cases = [
-        ("track_lost_shot_key", "frame 7's KEY (opening shot 1) absent: frame 8's DELTA of shot 1 takes the "
-         "next valid KEY of its shot (frame 11) now, and the DELTAs 9, 10 apply on top of it",
+        ("track_lost_shot_key", ("frame 7's KEY (opening shot 1) absent: frame 8's DELTA of shot 1 takes the "
+         "next valid KEY of its shot (frame 11) now, and the DELTAs 9, 10 apply on top of it"),
          {f: r for f, r in raw.items() if f != 7}),
-        ("track_lost_shot_keys", "frame 7's KEY absent and frame 11's KEY damaged: no valid KEY of shot 1, "
-         "so shot 1's DELTAs apply to the held set of shot 0",
+        ("track_lost_shot_keys", ("frame 7's KEY absent and frame 11's KEY damaged: no valid KEY of shot 1, "
+         "so shot 1's DELTAs apply to the held set of shot 0"),
          {f: (flipped(f) if f == 11 else r) for f, r in raw.items() if f != 7}),
-        ("track_lost_first_key", "frame 0's KEY damaged: the first valid KEY (frame 4) is used as if it "
-         "preceded frame 0; frames 1-3 apply to it, concealed",
+        ("track_lost_first_key", ("frame 0's KEY damaged: the first valid KEY (frame 4) is used as if it "
+         "preceded frame 0; frames 1-3 apply to it, concealed"),
          {f: (flipped(f) if f == 0 else r) for f, r in raw.items()}),
         ("track_no_key", "every KEY damaged: unavailable everywhere (the zero vector)",
          {f: (flipped(f) if p.kind == "key" else raw[f]) for f, p in ((p.frame, p) for p in packets)}),
-        ("track_frame_mismatch", "the packets of frames 5 and 6 swapped in the index (each packet's frame "
-         "disagrees with its entry): both damaged, the set is held",
+        ("track_frame_mismatch", ("the packets of frames 5 and 6 swapped in the index (each packet's frame "
+         "disagrees with its entry): both damaged, the set is held"),
          {**raw, 5: raw[6], 6: raw[5]}),
-        ("track_version9_packet", "frame 5's packet claims major version 9 (CRC valid): inside a track it is "
-         "damaged and concealed, not a refusal of the track",
+        ("track_version9_packet", ("frame 5's packet claims major version 9 (CRC valid): inside a track it is "
+         "damaged and concealed, not a refusal of the track"),
          {**raw, 5: version(5, 9)}),
     ]
     entries = [_track_vector(name, what, header, by_frame, out) for name, what, by_frame in cases]
@@ -405,7 +405,12 @@ def build_pixel_vectors() -> dict[str, bytes]:
     reference code in fp32 on the CPU (``predict_pq``, ``pq_to_yuv420p10``)."""
     import torch
 
-    from itmfilter.colour.ycbcr import rgb_to_ycbcr, subsample_chroma, upsample_chroma, ycbcr_to_rgb
+    from itmfilter.colour.ycbcr import (
+        rgb_to_ycbcr,
+        subsample_chroma,
+        upsample_chroma,
+        ycbcr_to_rgb,
+    )
     from itmfilter.media.stills import write_sdr_png
     from itmfilter.model.inference import predict_pq
     from itmfilter.model.net import ITMNet

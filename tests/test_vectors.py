@@ -68,7 +68,7 @@ def test_pixel_vectors_regenerate():
 
 
 def test_chunking_does_not_change_fp32_results():
-    """SPEC 11.6: chunking changes no pixel beyond the last bits. Not bit-exact: torch's
+    """SPEC 11.3 (precision): chunking changes no pixel beyond the last bits. Not bit-exact: torch's
     vectorised sin/pow and GEMM kernels take scalar tail paths for the elements left over
     from the SIMD width, so a pixel's rounding depends on its place in the chunk (measured
     here: up to 7.8e-6 PQ on ``paper``, 6e-8 elsewhere)."""
@@ -130,7 +130,7 @@ def test_header_and_binding_vectors():
 
 # --------------------------------------------------------------------------- an independent decoder
 
-PQ = dict(m1=2610 / 16384, m2=2523 / 4096 * 128, c1=3424 / 4096, c2=2413 / 4096 * 32, c3=2392 / 4096 * 32)
+PQ = {"m1": 2610 / 16384, "m2": 2523 / 4096 * 128, "c1": 3424 / 4096, "c2": 2413 / 4096 * 32, "c3": 2392 / 4096 * 32}
 
 
 def _layout(cfg: dict) -> list[tuple[str, tuple[int, ...]]]:
@@ -176,7 +176,7 @@ def _forward(cfg: dict, t: dict[str, np.ndarray], sdr: np.ndarray) -> np.ndarray
     x, y = np.meshgrid(xs, ys)
     xy = np.stack([x.ravel(), y.ravel()], -1)
     s = sdr.reshape(-1, 3).astype(np.float64)
-    relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
+    relu = lambda v: np.maximum(v, 0.0)
     feats = [relu(s @ t["rgb.0.weight"].T + t["rgb.0.bias"])]
     if cfg["coord_encoding"] == "siren":
         feats.insert(0, np.sin(cfg["siren_w0"] * (xy @ t["coord.0.weight"].T + t["coord.0.bias"])))
@@ -220,7 +220,7 @@ def _codes420(pq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r, g, b = np.nan_to_num(pq.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0).transpose(2, 0, 1)
     yy = 0.2627 * r + (1 - 0.2627 - 0.0593) * g + 0.0593 * b
     cb, cr = (b - yy) / (2 * (1 - 0.0593)), (r - yy) / (2 * (1 - 0.2627))
-    code = lambda v, gain, off: np.floor(np.clip(v * gain + off, 4, 1019) + 0.5).astype(np.int64)  # noqa: E731
+    code = lambda v, gain, off: np.floor(np.clip(v * gain + off, 4, 1019) + 0.5).astype(np.int64)
     dy, dcb, dcr = code(yy, 876, 64), code(cb, 896, 512), code(cr, 896, 512)
 
     def down(c):
@@ -282,8 +282,8 @@ def test_independent_float64_decoder_matches(entry):
     """A float64 decoder of the spec's formulas is within PQ_TOLERANCE of every vector, and
     its codes differ by at most 1 (where the PQ value lies within the tolerance of a code
     boundary)."""
-    from itmfilter.track.format import param_layout
     from itmfilter.model.net import ModelConfig
+    from itmfilter.track.format import param_layout
 
     cfg = entry["model_config"]
     layout = _layout(cfg)
@@ -297,3 +297,14 @@ def test_independent_float64_decoder_matches(entry):
         assert np.abs(ref - expected).max() <= PQ_TOLERANCE, (src, np.abs(ref - expected).max())
         for mine, theirs in zip(_codes420(ref), _yuv(files["yuv420p10le"], np.uint16)):
             assert np.abs(mine - theirs.astype(np.int64)).max() <= 1
+
+
+def test_schema_accepts_every_named_config():
+    """schema.json must take every config a track can carry (``mmr3``, the default, too)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from itmfilter.model.net import CONFIGS
+    from itmfilter.track import TrackHeader, track_to_json
+
+    schema = json.loads((SIDECAR / "schema.json").read_text())
+    for config in CONFIGS.values():
+        jsonschema.validate(track_to_json(TrackHeader(config, (24, 1), 0, 64, 36), []), schema)
