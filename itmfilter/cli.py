@@ -90,6 +90,11 @@ def encode(
     motion: Annotated[
         bool, typer.Option("--motion/--no-motion", help="Video: predict each frame's weights from the previous set shifted by the camera's pan.")
     ] = True,
+    max_bytes: Annotated[
+        Optional[int],
+        typer.Option(help="Stills: the best payload within this many bytes (e.g. 8192), chosen by PU21-PSNR against the master "
+                     "among the polynomial, grid models with a residual gain layer and the MLP (if it fits)."),
+    ] = None,
     assume_hdr: Annotated[bool, typer.Option(help="Video: treat an untagged master as PQ BT.2020.")] = False,
     fps: Annotated[float, typer.Option(help="EXR-sequence master: frames per second.")] = 24.0,
     device: DeviceOpt = "auto",
@@ -98,7 +103,7 @@ def encode(
 ) -> None:
     """HDR master -> SDR with embedded per-picture MLPs (stills and video).
 
-    Stills: itmfilter encode master.exr -o sdr.png --tm bt2446a
+    Stills: itmfilter encode master.exr -o sdr.png --tm bt2446a   (--max-bytes 8192: a size budget)
     Video:  itmfilter encode master.mov -o sdr.mp4   (SEI in the video stream, also .mkv/.mov/.ts; --sidecar track|attachment|json)
     """
     from itmfilter.encode.stills import encode_still
@@ -107,6 +112,9 @@ def encode(
 
     if not _is_still(master) or master.is_dir() or "%" in master.name:
         from itmfilter.encode.video import VideoEncodeOptions, encode_video
+
+        if max_bytes is not None:
+            raise ItmError(master, "--max-bytes is for stills", "give video a rate cap with --max-kbps")
 
         report = encode_video(
             master,
@@ -128,6 +136,33 @@ def encode(
             )
         return
     still_options = AdaptOptions(seed=seed) if steps is None else AdaptOptions(steps=steps, seed=seed)
+    if max_bytes is not None:
+        from itmfilter.progress import progress_bar
+
+        if max_bytes <= 0:
+            raise ItmError(None, f"--max-bytes {max_bytes} is not a size", "give a positive number of bytes, e.g. 8192")
+        bar = progress_bar(None, unit="stage", desc=f"rate-choosing {master.name}", quiet=quiet, leave=False)
+
+        def stage(name: str) -> None:
+            bar.update(1)
+            bar.set_postfix_str(name)
+
+        try:
+            report = encode_still(
+                master, output, tm=tm, grade=sdr, sidecar=sidecar, options=still_options, init_path=init,
+                device=device, weight_dtype=weights_dtype, nits_per_unit=nits_per_unit, anchor=anchor,
+                max_bytes=max_bytes, stage=stage,
+            )
+        finally:
+            bar.close()
+        if not quiet:
+            for note in report.notes:
+                typer.echo(f"  {note}")
+            typer.echo(
+                f"wrote {', '.join(report.outputs)} ({report.mode}; {report.weight_bytes} bytes of weights "
+                f"<= {max_bytes}, chosen in {report.adapt_seconds:.1f} s)"
+            )
+        return
     bar, advance = step_bar(still_options.steps, quiet, f"adapting {master.name}")
     try:
         report = encode_still(

@@ -238,6 +238,7 @@ def build_vectors() -> dict[str, bytes]:
 
     manifest += _concealment_vectors(enc.header, packets, out)
     headers, bindings = _header_vectors(enc.header, out)
+    out.update(build_still_vectors())
 
     for entry in manifest:
         entry.setdefault("config", "small" if entry["file"] != "paper_key_fp16.bin" else "paper")
@@ -360,7 +361,7 @@ def _header_vectors(header, out: dict) -> tuple[list[dict], list[dict]]:
     return headers, bindings
 
 
-# --------------------------------------------------------------------------- pixels (SPEC 11)
+# --------------------------------------------------------------------------- pixels (SPEC 12)
 
 PIXEL_CONFIGS = ("default", "stills", "paper", "paper-direct", "fourier", "siren-mmr")
 """Every named config of :data:`CONFIGS`: both coordinate encodings and all three priors."""
@@ -483,6 +484,59 @@ def build_pixel_vectors() -> dict[str, bytes]:
                                                     "size": [PIXEL_H, PIXEL_W]},
                                         "networks": entries, "still": still_entry},
                                        sort_keys=True, indent=1) + "\n").encode()
+    return out
+
+
+def build_still_vectors() -> dict[str, bytes]:
+    """Version-2 still payloads (SPEC section 11) over one small SDR picture, with the
+    pixels a reader must produce (float32 cd/m2) and ``still_manifest.json``."""
+    from itmfilter.model.grid import GridConfig, pack_grid_model
+    from itmfilter.model.residual import BASE_MODEL, BASE_SDR_PLACED, ResidualPlan
+    from itmfilter.model.weightset import decode_still, encode_grid_still
+
+    rng = np.random.default_rng(7)
+    h, w = 16, 24
+    sdr = (rng.integers(0, 256, (h, w, 3)) / 255).astype(np.float32)
+    sdr[2:6, 3:9] = (rng.integers(242, 256, (4, 6, 3)) / 255).astype(np.float32)  # a clipped patch
+    hdr = (np.power(sdr, 2.4) * 600 + rng.uniform(0, 50, sdr.shape)).astype(np.float32)  # a plausible master
+
+    def mmr() -> np.ndarray:
+        m = rng.normal(0, 0.01, (22, 3)).astype(np.float32)
+        m[0] += 0.1
+        m[1:4] += np.eye(3, dtype=np.float32) * 0.45
+        return m
+
+    def model(cfg: GridConfig) -> bytes:
+        q = rng.integers(0, 1 << cfg.grid_bits, cfg.grid_shape).astype(np.uint8)
+        lo = np.full(cfg.channels, -0.25, np.float32)
+        hi = np.full(cfg.channels, 0.25, np.float32)
+        mlp = [(float(np.float32(0.01)), rng.integers(-127, 128, shape).astype(np.int8)) for shape in cfg.mlp_shapes()]
+        return pack_grid_model(cfg, mmr(), q, lo, hi, mlp)
+
+    bilateral = model(GridConfig(width=4, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=7))
+    plane = model(GridConfig(width=2, height=2, depth=0, channels=3, hidden=0, layers=0, grid_bits=8))
+    grid_only = encode_grid_still(bilateral)
+    model_nits = decode_still(grid_only).reconstruct_nits(sdr)
+    residual = ResidualPlan(sdr, model_nits, hdr, 242, 2, 3, base=BASE_MODEL).code(50)
+    gain = ResidualPlan(sdr, None, hdr, 0, 1, 1, base=BASE_SDR_PLACED).code(60)
+    payloads = {
+        "still_grid.bin": (encode_grid_still(bilateral, residual),
+                           "bilateral grid 4x3x4, C 4, MLP 8-8, + residual over the model (t242, 1/2, 3 ch)"),
+        "still_plane.bin": (encode_grid_still(plane), "polynomial + 2D 2x2 plane, no MLP, no residual"),
+        "still_gainmap.bin": (encode_grid_still(b"", gain), "no model: a 1-channel gain layer over the placed SDR"),
+    }
+    out = {"still_sdr.npy": _npy(sdr)}
+    entries = []
+    for name, (data, what) in payloads.items():
+        out[name] = data
+        expected = name.replace(".bin", "_expected.npy")
+        out[expected] = _npy(decode_still(data).reconstruct_nits(sdr))
+        entries.append({"file": name, "what": what, "sdr": "still_sdr.npy", "expected": expected})
+    bad = bytearray(payloads["still_grid.bin"][0])
+    bad[40] ^= 0x01
+    out["still_damaged.bin"] = bytes(bad)
+    entries.append({"file": "still_damaged.bin", "what": "still_grid.bin with one bit flipped", "error_contains": "CRC-32"})
+    out["still_manifest.json"] = (json.dumps({"vectors": entries}, sort_keys=True, indent=1) + "\n").encode()
     return out
 
 

@@ -1,4 +1,4 @@
-"""The pixel conformance vectors (sidecar/SPEC.md section 11, ``sidecar/vectors/pixels/``).
+"""The pixel conformance vectors (sidecar/SPEC.md section 12, ``sidecar/vectors/pixels/``).
 
 Three checks: the reference code still produces the stored vectors; an independent
 float64 NumPy implementation written from the spec's formulas (below, importing nothing
@@ -26,7 +26,7 @@ MANIFEST = json.loads((PIXELS / "manifest.json").read_text())
 H, W = MANIFEST["inputs"]["size"]
 
 PQ_TOLERANCE = 1e-4
-"""SPEC 11: a decoder's PQ output must be within this of ``*_pq.npy`` (absolute)."""
+"""SPEC 12: a decoder's PQ output must be within this of ``*_pq.npy`` (absolute)."""
 
 
 def _load_make_vectors():
@@ -50,7 +50,7 @@ def _yuv(name: str, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def test_pixel_vectors_regenerate():
     """Inputs, weights, the still and the manifest byte for byte; outputs within the
     spec's tolerance (the CPU's BLAS may sum in another order than the one that made
-    them: SPEC 11); on the machine that made them, identical."""
+    them: SPEC 12); on the machine that made them, identical."""
     built = _load_make_vectors().build_pixel_vectors()
     on_disk = {p.name: p.read_bytes() for p in PIXELS.iterdir()}
     assert sorted(built) == sorted(on_disk)
@@ -68,7 +68,7 @@ def test_pixel_vectors_regenerate():
 
 
 def test_chunking_does_not_change_fp32_results():
-    """SPEC 11.3 (precision): chunking changes no pixel beyond the last bits. Not bit-exact: torch's
+    """SPEC 12.3 (precision): chunking changes no pixel beyond the last bits. Not bit-exact: torch's
     vectorised sin/pow and GEMM kernels take scalar tail paths for the elements left over
     from the SIMD width, so a pixel's rounding depends on its place in the chunk (measured
     here: up to 7.8e-6 PQ on ``paper``, 6e-8 elsewhere)."""
@@ -134,7 +134,7 @@ PQ = {"m1": 2610 / 16384, "m2": 2523 / 4096 * 128, "c1": 3424 / 4096, "c2": 2413
 
 
 def _layout(cfg: dict) -> list[tuple[str, tuple[int, ...]]]:
-    """SPEC 11.1: the tensor list from the config alone."""
+    """SPEC 12.1: the tensor list from the config alone."""
     out = [("prior_mmr", (22, 3))] if cfg["prior"] == "mmr3" else []
     width = cfg["rgb_features"]
     if cfg["coord_encoding"] != "none":
@@ -169,7 +169,7 @@ def _key_params(raw: bytes, layout) -> dict[str, np.ndarray]:
 
 
 def _forward(cfg: dict, t: dict[str, np.ndarray], sdr: np.ndarray) -> np.ndarray:
-    """SPEC 11.2-11.3 in float64: (H, W, 3) R'G'B' -> (H, W, 3) PQ."""
+    """SPEC 12.2-12.3 in float64: (H, W, 3) R'G'B' -> (H, W, 3) PQ."""
     h, w, _ = sdr.shape
     ys = (np.arange(h) + 0.5) / h * 2 - 1
     xs = (np.arange(w) + 0.5) / w * 2 - 1
@@ -204,7 +204,7 @@ def _forward(cfg: dict, t: dict[str, np.ndarray], sdr: np.ndarray) -> np.ndarray
 
 
 def _bt709_to_bt2020() -> np.ndarray:
-    """SPEC 11.3: the matrix from the primaries (D65 white for both)."""
+    """SPEC 12.3: the matrix from the primaries (D65 white for both)."""
     def rgb_to_xyz(prim):
         xyz = np.array([[x / y, 1.0, (1 - x - y) / y] for x, y in prim]).T
         wx, wy = 0.3127, 0.3290
@@ -216,7 +216,7 @@ def _bt709_to_bt2020() -> np.ndarray:
 
 
 def _codes420(pq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """SPEC 11.5: PQ R'G'B' -> 10-bit narrow BT.2020 NCL codes, then integer 4:2:0."""
+    """SPEC 12.6: PQ R'G'B' -> 10-bit narrow BT.2020 NCL codes, then integer 4:2:0."""
     r, g, b = np.nan_to_num(pq.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0).transpose(2, 0, 1)
     yy = 0.2627 * r + (1 - 0.2627 - 0.0593) * g + 0.0593 * b
     cb, cr = (b - yy) / (2 * (1 - 0.0593)), (r - yy) / (2 * (1 - 0.2627))
@@ -234,7 +234,7 @@ def _codes420(pq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _sdr_420_to_rgb(y8, cb8, cr8) -> np.ndarray:
-    """SPEC 11.4, in binary32 exactly as specified (each operation rounded to binary32)."""
+    """SPEC 12.4, in binary32 exactly as specified (each operation rounded to binary32)."""
     f = np.float32
     h, w = y8.shape
 
