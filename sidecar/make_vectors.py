@@ -3,7 +3,9 @@
 Run ``python sidecar/make_vectors.py`` from the repository root. The output is
 deterministic for a given zstandard build: parameters come from a seeded NumPy generator
 (not torch), JSON is key-sorted, ``.npy`` files are float32. ``tests/test_track.py``
-regenerates everything in memory and requires identical bytes.
+regenerates everything in memory and requires identical bytes; the HDR pixel vectors
+in ``vectors/pixels/`` (:func:`build_pixel_vectors`, SPEC section 12) are checked by
+``tests/test_vectors.py``, outputs within the spec's tolerance.
 
 A decoder conforms when, for every entry of ``manifest.json``, it reproduces ``expected``
 (float32, bit-exact when it computes in binary32 without fused multiply-add), the
