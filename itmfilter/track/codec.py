@@ -355,11 +355,15 @@ class TrackEncoder:
         """True before the first packet and after :meth:`restart`: the next one is a KEY."""
         return self._next_frame is None
 
-    def restart(self) -> None:
+    def restart(self, shot: int | None = None) -> None:
         """Forget the decoder state (e.g. after packets made elsewhere, such as a resumed
-        encode's stored shots): the next :meth:`add` sends a KEY at any frame index."""
+        encode's stored shots): the next :meth:`add` sends a KEY at any frame index.
+        ``shot``: the shot number that KEY and the packets after it carry (a segment coded
+        apart from the frames before it, :mod:`itmfilter.encode.segments`)."""
         self._decoded = None
         self._next_frame = None
+        if shot is not None:
+            self._shot = int(shot)
 
     @property
     def decoded(self) -> np.ndarray | None:
