@@ -91,7 +91,8 @@ def _task_pids() -> list[int]:
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if (proc / "cmdline").read_bytes().startswith(b"ray::encode_segment_task"):
+                cmdline = (proc / "cmdline").read_bytes()
+                if cmdline.startswith(b"ray::") and b"encode_segment_task" in cmdline.split(b"\0")[0]:
                     pids.append(int(proc.name))
             except OSError:
                 pass
