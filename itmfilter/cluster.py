@@ -9,9 +9,10 @@ here, only when a distributed run is asked for: the local path never imports it.
   is (a caller, a notebook or a test, made it).
 * :func:`run_tasks`: map a module-level function over picklable work items as Ray tasks
   (one CPU each, retried by Ray when a worker dies), yielding ``(item, result)`` as they
-  finish. This package's own code travels with the tasks (``py_modules``), so every
-  worker runs exactly the driver's code; the workers need the package's dependencies
-  (torch, PyAV, ...) installed, and must reach the files the items name.
+  finish. A Ray that :func:`connect` starts or joins ships this package's code with the
+  job (``py_modules``), so every worker runs exactly the driver's code; the workers need
+  the package's dependencies (torch, PyAV, ...) installed, and must reach the files the
+  items name.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
         return
     kwargs = {"log_to_driver": False, "configure_logging": False}
     try:
+        # Ray uploads a code folder only for a whole job, i.e. here
+        kwargs["runtime_env"] = {"py_modules": [os.fspath(_PACKAGE)]}
         if address in (None, "", "local"):
             ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
         else:
@@ -63,8 +66,11 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
 
 
 def code_env() -> dict:
-    """The Ray runtime environment that ships this package's code to the workers."""
-    return {"py_modules": [os.fspath(_PACKAGE)], "env_vars": {"OMP_NUM_THREADS": "1"}}
+    """The tasks' runtime environment: one OpenMP thread, and this package's folder first on
+    ``PYTHONPATH`` (workers that share this file system, e.g. a Ray that the caller started
+    without the code, import the driver's copy; elsewhere the path does not exist and the
+    copy :func:`connect` shipped is imported)."""
+    return {"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.fspath(_PACKAGE.parent)}}
 
 
 @functools.lru_cache(maxsize=None)

@@ -59,8 +59,16 @@ def local_track(master, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    """One local Ray instance for the module (start-up takes seconds)."""
-    ray.init(num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False, log_to_driver=False)
+    """One local Ray instance for the module (start-up takes seconds; Ray gives its raylet
+    a fixed 30 s to register, which a busy machine can miss: one more try then)."""
+    for attempt in range(3):
+        try:
+            ray.init(num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -147,3 +155,22 @@ def test_interrupted_ray_encode_resumes_only_the_rest(master, local_track, clust
     report = encode_video(master, out, options=OPTS, quiet=True, engine="ray")
     assert report.resumed_segments == done and report.segments == 4
     _same_track(load_track(out), local_track[0])
+
+
+def test_transcode_files_on_ray(local_track, cluster, tmp_path):
+    from itmfilter.media.video import probe_video
+    from itmfilter.transcode.ray_engine import transcode_many_ray
+    from itmfilter.transcode.video import plan_jobs
+
+    inputs = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    for p in inputs:
+        p.write_bytes(local_track[1].read_bytes())
+    (tmp_path / "c.mp4").write_bytes(b"not a video")
+    jobs = plan_jobs(inputs + [tmp_path / "c.mp4"], tmp_path / "out", preset="ultrafast")
+    results = transcode_many_ray(jobs, quiet=True)
+    assert [r.status for r in results] == ["done", "done", "failed"]  # one bad file does not stop the others
+    assert [r.frames for r in results[:2]] == [N, N] and all(r.mode == "weights" for r in results[:2])
+    assert "c.mp4" in results[2].error
+    assert probe_video(tmp_path / "out" / "a.hdr10.mkv").is_hdr
+    again = transcode_many_ray(jobs[:2], quiet=True)
+    assert [r.status for r in again] == ["skipped", "skipped"]
