@@ -4,6 +4,7 @@ encodes a CSV of titles on it, gives the local run's bytes, writes the summary t
 exits 1 for the bad title, and skips the finished title when run again."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,6 +24,9 @@ from itmfilter.track.carriage import load_track  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).with_name("ray")
+# This cluster lives for one test on one machine: no token (Ray's default token, shared in
+# ~/.ray, is rewritten whenever another Ray on the machine starts; a real cluster keeps it).
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO)}
 W, H, N = 64, 48, 30
 # what the catalogue command below asks for (its other settings are the defaults)
 OPTS = VideoEncodeOptions(first_steps=30, warm_steps=5, preset="ultrafast", key_seconds=0.5)
@@ -46,7 +50,7 @@ def _wait_for_nodes(address: str, n: int, timeout: float = 120) -> None:
             "while sum(x['Alive'] for x in ray.nodes()) < int(sys.argv[2]) and time.time() - t < float(sys.argv[3]):\n"
             "    time.sleep(0.5)\n"
             "sys.exit(0 if sum(x['Alive'] for x in ray.nodes()) >= int(sys.argv[2]) else 1)")
-    subprocess.run([sys.executable, "-c", code, address, str(n), str(timeout)], check=True, timeout=timeout + 60)
+    subprocess.run([sys.executable, "-c", code, address, str(n), str(timeout)], check=True, timeout=timeout + 60, env=ENV)
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +61,21 @@ def two_nodes(tmp_path_factory):
     if not RAY.exists():
         pytest.skip("no ray command beside the interpreter")
     port = _free_port()
-    address = f"127.0.0.1:{port}"
     common = ["--num-cpus=1", "--object-store-memory=80000000", "--block", "--disable-usage-stats"]
     logs = tmp_path_factory.mktemp("ray-logs")
-    head = subprocess.Popen([str(RAY), "start", "--head", f"--port={port}", "--include-dashboard=false",
-                             "--node-ip-address=127.0.0.1", *common],
-                            stdout=open(logs / "head.log", "w"), stderr=subprocess.STDOUT)
+    head = subprocess.Popen([str(RAY), "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+                            stdout=open(logs / "head.log", "w"), stderr=subprocess.STDOUT, env=ENV)
     procs = [head]
     try:
-        time.sleep(3)
-        procs.append(subprocess.Popen([str(RAY), "start", f"--address={address}", "--node-ip-address=127.0.0.1", *common],
-                                      stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT))
+        # the head listens on this machine's address, which it prints for the other nodes
+        deadline, found = time.monotonic() + 120, None
+        while found is None and time.monotonic() < deadline and head.poll() is None:
+            found = re.search(r"ray start --address='([^']+)'", (logs / "head.log").read_text())
+            time.sleep(0.5)
+        assert found, (logs / "head.log").read_text()
+        address = found.group(1)
+        procs.append(subprocess.Popen([str(RAY), "start", f"--address={address}", *common],
+                                      stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT, env=ENV))
         _wait_for_nodes(address, 2)
         yield address
     finally:
@@ -95,7 +103,7 @@ def test_catalogue_on_a_two_node_cluster(two_nodes, tmp_path):
     cmd = [sys.executable, "-m", "itmfilter.cli", "catalogue", str(csv), "-o", str(out), "--engine", "ray",
            "--address", two_nodes, "--steps", "30", "--warm-steps", "5", "--preset", "ultrafast",
            "--key-seconds", "0.5", "--quiet"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = ENV
     first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 1, first.stderr  # the broken title failed; the other one is done
     assert "broken.mkv" in first.stderr and first.stderr.count("itmfilter: error:") == 1
