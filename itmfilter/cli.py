@@ -182,6 +182,9 @@ def transcode(
     ] = "auto",
     init: Annotated[Optional[Path], typer.Option(help="Weights for blind mode (default: shipped).")] = None,
     device: DeviceOpt = "auto",
+    split_frames: Annotated[
+        int, typer.Option(help="--engine ray: files longer than this many frames are transcoded in parts (cut at key sets) of at least as many; 0: never.")
+    ] = 1440,
     engine: EngineOpt = "local",
     address: AddressOpt = None,
     quiet: QuietOpt = False,
@@ -211,7 +214,7 @@ def transcode(
     if engine == "ray":
         from itmfilter.transcode.ray_engine import transcode_many_ray  # Ray is imported on this path only
 
-        results = transcode_many_ray(planned, address=address, quiet=quiet)
+        results = transcode_many_ray(planned, address=address, quiet=quiet, split_frames=split_frames)
     else:
         results = transcode_many(planned, n_jobs=jobs, quiet=quiet)
     for r in results:

@@ -174,3 +174,24 @@ def test_transcode_files_on_ray(local_track, cluster, tmp_path):
     assert probe_video(tmp_path / "out" / "a.hdr10.mkv").is_hdr
     again = transcode_many_ray(jobs[:2], quiet=True)
     assert [r.status for r in again] == ["skipped", "skipped"]
+
+
+def test_long_file_transcoded_in_parts_on_ray(local_track, cluster, tmp_path):
+    from itmfilter.media.video import probe_video, read_hdr_frames
+    from itmfilter.transcode.ray_engine import part_starts, transcode_many_ray
+    from itmfilter.transcode.video import TranscodeJob, transcode_one
+
+    source = local_track[1]
+    assert part_starts(source, 12) == [0, 12]  # keys at 0, 12, 20, 32: parts of >= 12 frames, the last >= 6
+    whole = transcode_one(TranscodeJob(str(source), str(tmp_path / "whole.mkv"), preset="ultrafast"))
+    [split] = transcode_many_ray([TranscodeJob(str(source), str(tmp_path / "split.mkv"), preset="ultrafast")],
+                                 quiet=True, split_frames=12)
+    assert whole.status == split.status == "done" and split.frames == N
+    assert any("2 parts" in n for n in split.notes)
+    assert not list(tmp_path.glob(".*itm-parts"))
+    a, b = probe_video(tmp_path / "whole.mkv"), probe_video(tmp_path / "split.mkv")
+    assert b.is_hdr and (b.width, b.height, b.fps) == (a.width, a.height, a.fps)
+    fa, fb = list(read_hdr_frames(tmp_path / "whole.mkv")), list(read_hdr_frames(tmp_path / "split.mkv"))
+    assert [i for i, _ in fb] == list(range(N))  # every frame once, at its own time
+    diff = [float(np.abs(x - y).mean() / max(x.mean(), 1e-6)) for (_, x), (_, y) in zip(fa, fb)]
+    assert max(diff) < 0.05  # the same pictures, up to two x265 encodes' differences

@@ -167,9 +167,15 @@ def segment_budget(job: SegmentJob, segment: Segment) -> RateBudget:
 
 
 def _frame_error(net, sdr: np.ndarray, target: np.ndarray, device) -> float:
-    """Mean squared PQ error of ``net`` on a frame, on every 4th pixel each way."""
-    pred = predict_pq(net, sdr, device=device, stride=4).cpu()
-    return float(((pred - torch.from_numpy(target[::4, ::4])) ** 2).mean())
+    """Mean squared PQ error of ``net`` on a frame, on every 4th pixel each way.
+
+    Summed by numpy in float64, not by torch: torch splits a large reduction by its thread
+    count, and the last bits of this error decide repeat-or-refresh; measured at 1080p, a
+    torch mean gave different bits with 1 and 2 threads, which would make a Ray worker
+    (one thread) code another track than the local run."""
+    pred = predict_pq(net, sdr, device=device, stride=4).cpu().numpy()
+    diff = pred.astype(np.float64) - target[::4, ::4]
+    return float(np.mean(np.square(diff)))
 
 
 def encode_segment(job: SegmentJob, segment: Segment,
