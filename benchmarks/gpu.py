@@ -1,7 +1,13 @@
-"""GPU timings: reconstruction, the player's per-frame HDR10 filter per rung, adaptation.
+"""GPU timings: the fused Triton kernel against the unfused torch path, reconstruction, the
+player's per-frame HDR10 filter per path and rung, adaptation.
 
-    python benchmarks/gpu.py --out docs/gpu-benchmark.md            # on a CUDA machine
-    python benchmarks/gpu.py --device cpu --sizes 480x270 --frames 8  # smoke run here
+    python benchmarks/gpu.py --out docs/gpu-benchmark.md   # on a CUDA machine, ~5 min on an H100
+    python benchmarks/gpu.py --dry-run                     # CPU smoke run (Triton interpreter), ~2 min on 2 cores
+
+``--dry-run``: tiny sizes, few frames and repeats, the device the CPU, and the Triton kernel
+run by Triton's interpreter (TRITON_INTERPRET=1 set before triton is imported): every
+code path of the GPU run, so the command is known to work before a GPU is lent. Its
+numbers mean nothing.
 
 Picture: the first test-split panorama (``--panoramas FILE.npz`` from
 ``benchmarks/video.py --save-panoramas``, or fetched), resized to each size; SDR by
@@ -9,17 +15,36 @@ BT.2446a, 8-bit. The network: the shipped initialisation adapted to the picture 
 default options), so the timings are those of a real weight set (the cost does not depend
 on the values).
 
+- ``kernel``: one frame's 8-bit SDR 4:2:0 planes (already on the device) to its HDR10
+  10-bit 4:2:0 planes (left on the device), the full network, synchronised, median of
+  ``--kernel-repeats``: the fused Triton kernel
+  (:func:`itmfilter.render.triton_kernel.hdr10_planes`, fp16 operands) at each launch
+  shape of ``--shapes`` (block pixels / warps), and the unfused torch path
+  (:func:`itmfilter.colour.tensor.planes420_to_rgb`,
+  :func:`itmfilter.render.ladder.apply_rung_tensor` in bf16,
+  :func:`itmfilter.colour.tensor.rgb_to_planes420`). The *bandwidth floor* is the kernel's
+  compulsory traffic (1.5 B in, 2 B of Y, 4 B of chroma scratch written and read back,
+  1 B of chroma out: 12.5 B a pixel) over the device-to-device copy bandwidth measured
+  here; ``fused vs fp32 torch`` is the largest code difference of the kernel against the
+  torch path in fp32 on the same planes (a check that the GPU build computes what the
+  interpreter tests check).
 - ``reconstruct ms``: :func:`itmfilter.model.inference.predict_pq`, full network on every
   pixel, host->device copy of the float SDR excluded, synchronised, median of 10.
-- ``filter``: what ``itmfilter play --hdr`` does per frame: an H.264 clip of ``--frames``
-  frames (a pan) is decoded with PyAV (frame threads, in the player's decode-ahead
+- ``filter``: what ``itmfilter play --hdr`` does per frame (``full@triton`` and
+  ``full@torch``: the full rung through each path, then the other ``--rungs``): an H.264
+  clip of ``--frames`` frames (a pan) is decoded with PyAV (frame threads, in the player's decode-ahead
   thread), each frame goes through
   :func:`itmfilter.render.frame.hdr10_frame` (8-bit 4:2:0 planes up to the device, R'G'B', the
   rung, PQ, 10-bit BT.2020 4:2:0 planes back) and is muxed as rawvideo into a NUT stream
   written to /dev/null: frames/s end to end (decode included) and the filter's median ms.
   mpv itself is not in the loop (the device machine has no libmpv).
-- ``adapt s``: :func:`itmfilter.model.adapt.adapt` with the default options (200 steps, 2%
-  samples, OHEM), median of ``--repeats``, and its PU21-PSNR against the master.
+- ``adapt s``: :func:`itmfilter.model.adapt.adapt` with the default options (1600 steps of
+  512 pixels, OHEM; 20 steps in a dry run), median of ``--repeats``, and its PU21-PSNR
+  against the master. Encode side, one picture at a time: batched adaptation of many
+  frames is not built yet.
+
+Picture fallbacks: with no ``--panoramas`` file and no fetched scenes (the device machine
+is offline), the built-in sample (``itmfilter/assets/sample.exr``) tiled to the size.
 """
 
 from __future__ import annotations
@@ -39,6 +64,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+if "--dry-run" in sys.argv:
+    # before anything imports triton: its standard library is built interpreted or compiled then
+    os.environ["TRITON_INTERPRET"] = "1"
 
 from itmfilter.model.adapt import AdaptOptions, adapt  # noqa: E402
 from itmfilter.colour.transfer import eotf_inverse_st2084  # noqa: E402
@@ -66,9 +94,17 @@ def panorama(path: Path | None) -> np.ndarray:
     if path is not None and path.exists():
         with np.load(path) as z:
             return z[sorted(z.files)[0]].astype(np.float32)
-    from itmfilter.data.testmedia import _load_scenes
+    try:
+        from itmfilter.data.testmedia import _load_scenes
 
-    return _load_scenes(None, "test", 0, True, None)[0]
+        return _load_scenes(None, "test", 0, True, None)[0]
+    except Exception as exc:  # offline (the device machine): the shipped sample, tiled
+        from itmfilter.data import sample_path
+        from itmfilter.media.stills import read_hdr
+
+        print(f"no test scenes ({exc}); using the built-in sample", flush=True)
+        nits = read_hdr(sample_path()).nits
+        return np.tile(nits, (2, 4, 1)).astype(np.float32)
 
 
 def resized(hdr: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -105,7 +141,7 @@ def make_clip(path: Path, hdr_big: np.ndarray, w: int, h: int, frames: int) -> N
             writer.write(to_sdr(hdr_big[:h, x0:x0 + w]))
 
 
-def filter_clip(path: Path, net, rung: str, device) -> tuple[float, float]:
+def filter_clip(path: Path, net, rung: str, device, frame_path: str = "auto") -> tuple[float, float]:
     """(frames/s end to end, median filter ms) of decode -> hdr10_frame -> NUT."""
     import av
 
@@ -124,7 +160,7 @@ def filter_clip(path: Path, net, rung: str, device) -> tuple[float, float]:
     ahead = DecodeAhead(src, [vin], vin)  # the player's decode-ahead thread
     for _, frame in ahead:
         t1 = time.perf_counter()
-        vf = hdr10_frame(frame, net, rung, device)
+        vf = hdr10_frame(frame, net, rung, device, path=frame_path)
         filter_times.append(time.perf_counter() - t1)
         vf.pts = n
         for p in vout.encode(vf):
@@ -140,24 +176,84 @@ def filter_clip(path: Path, net, rung: str, device) -> tuple[float, float]:
     return n / elapsed, 1000 * statistics.median(filter_times[1:] or filter_times)
 
 
+def sdr_planes(sdr: np.ndarray, device) -> list[torch.Tensor]:
+    """8-bit narrow-range BT.709 4:2:0 planes of SDR R'G'B' [0, 1], as tensors on ``device``."""
+    from itmfilter.colour.ycbcr import rgb_to_ycbcr, subsample_chroma
+
+    planes = subsample_chroma(rgb_to_ycbcr(sdr, "bt709", 8, False), "420")
+    return [torch.from_numpy(np.ascontiguousarray(p).astype(np.uint8)).to(device) for p in planes]
+
+
+def torch_path(net, planes, device, precision: str):
+    """The unfused torch path with the same ends as the fused kernel: planes to planes."""
+    from itmfilter.colour.tensor import planes420_to_rgb, rgb_to_planes420
+    from itmfilter.render.ladder import apply_rung_tensor
+
+    sdr = planes420_to_rgb(*planes, bits=8, full_range=False)
+    pq = apply_rung_tensor(net, sdr, "full", device, precision)
+    return rgb_to_planes420(pq, bits=10, full_range=False)
+
+
+def copy_bandwidth(device, nbytes: int) -> float:
+    """Bytes/s of a device-to-device copy (read + write counted)."""
+    a = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    b = torch.empty_like(a)
+    return 2 * nbytes / median_time(lambda: b.copy_(a), device, 5)
+
+
+KERNEL_BYTES_PER_PIXEL = 12.5  # 1.5 in, 2 Y, 4 + 4 chroma scratch, 1 chroma out
+
+
+def kernel_timings(net, sdr: np.ndarray, device, shapes, repeats: int) -> dict:
+    from itmfilter.render import triton_kernel
+
+    planes = sdr_planes(sdr, device)
+    h, w, _ = sdr.shape
+    out: dict = {"fused_ms": {}}
+    for shape in shapes:
+        block, warps = (int(v) for v in shape.split("/"))
+        config = triton_kernel.KernelConfig(block=block, num_warps=warps)
+        out["fused_ms"][shape] = 1000 * median_time(
+            lambda: triton_kernel.hdr10_planes(net, *planes, precision="auto", config=config), device, repeats)
+    out["fused_best_ms"] = min(out["fused_ms"].values())
+    out["torch_ms"] = 1000 * median_time(lambda: torch_path(net, planes, device, "bf16"), device, repeats)
+    bandwidth = copy_bandwidth(device, (256 << 20) if device.type == "cuda" else (16 << 20))
+    out["copy_GBps"] = bandwidth / 1e9
+    out["floor_ms"] = 1000 * KERNEL_BYTES_PER_PIXEL * h * w / bandwidth
+    fused = triton_kernel.hdr10_planes(net, *planes)
+    ref = torch_path(net, planes, device, "fp32")
+    out["fused_vs_fp32_max_code_diff"] = max(int((a.int() - b.int()).abs().max()) for a, b in zip(fused, ref))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--sizes", default="1920x1080,3840x2160")
-    ap.add_argument("--frames", type=int, default=96)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--rungs", default=",".join(RUNG_NAMES))
+    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--repeats", type=int, default=3, help="adaptation repeats")
+    ap.add_argument("--kernel-repeats", type=int, default=20)
+    ap.add_argument("--shapes", default="64/4,128/8,256/8",
+                    help="fused kernel launch shapes to time, block pixels/warps")
+    ap.add_argument("--rungs", default="half,quarter", help="rungs besides full, through the torch path")
     ap.add_argument("--panoramas", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "gpu")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--dry-run", action="store_true",
+                    help="CPU smoke run of every step: tiny sizes, Triton's interpreter")
     args = ap.parse_args()
+    if args.dry_run:
+        args.device, args.sizes, args.frames, args.repeats = "cpu", "64x36,48x34", 3, 1
+        args.kernel_repeats, args.shapes, args.rungs = 1, "512/4", "half"
     device = resolve_device(args.device)
     args.work.mkdir(parents=True, exist_ok=True)
     pano = panorama(args.panoramas)
     init, _ = load_init()
-    lines = ["# GPU benchmark: reconstruction, player filter, adaptation\n",
+    rungs = [r for r in args.rungs.split(",") if r]
+    lines = ["# GPU benchmark: fused kernel, reconstruction, player filter, adaptation\n",
              f"Command: `python {' '.join(sys.argv)}`\n", f"Machine: {machine(device)}\n"]
     results = {}
+    t_start = time.perf_counter()
     for size in args.sizes.split(","):
         w, h = (int(v) for v in size.split("x"))
         # the panorama scaled so the frame height fits, wide enough to pan
@@ -167,11 +263,14 @@ def main() -> None:
         sdr = to_sdr(master)
         target = eotf_inverse_st2084(master).astype(np.float32)
         entry: dict = {}
-        runs = [adapt(init, sdr, target, AdaptOptions(), device=device) for _ in range(args.repeats)]
+        options = AdaptOptions(steps=20) if args.dry_run else AdaptOptions()
+        runs = [adapt(init, sdr, target, options, device=device) for _ in range(args.repeats)]
         net = runs[-1].net.eval()
         entry["adapt_s"] = statistics.median(r.seconds for r in runs)
         entry["adapt_pu21"] = psnr_pu21(master, reconstruct_nits(net, sdr, device=device))
         entry["init_pu21"] = psnr_pu21(master, reconstruct_nits(init, sdr, device=device))
+        entry["kernel"] = kernel_timings(net, sdr, device, args.shapes.split(","), args.kernel_repeats)
+        print(size, "kernel", json.dumps(entry["kernel"]), flush=True)
         x = torch.from_numpy(sdr).to(device)
         for precision in ("fp32", "bf16"):
             entry[f"reconstruct_ms_{precision}"] = 1000 * median_time(
@@ -179,19 +278,34 @@ def main() -> None:
         clip = args.work / f"pan-{w}x{h}-{args.frames}.mp4"
         if not clip.exists():
             make_clip(clip, big, w, h, args.frames)
-        for rung in args.rungs.split(","):
-            fps, ms = filter_clip(clip, net, rung, device)
-            entry[f"filter_{rung}"] = {"fps": fps, "filter_ms": ms}
+        for name, rung, path in [("full@triton", "full", "triton"), ("full@torch", "full", "torch")] + [
+                (r, r, "auto") for r in rungs]:
+            fps, ms = filter_clip(clip, net, rung, device, path)
+            entry[f"filter_{name}"] = {"fps": fps, "filter_ms": ms}
         results[size] = entry
-        print(size, json.dumps(entry), flush=True)
+        print(size, json.dumps(entry), f"({time.perf_counter() - t_start:.0f} s so far)", flush=True)
+    shapes = args.shapes.split(",")
+    lines.append("## The fused kernel (planes to planes on the device, full network)\n")
+    lines.append("| size | fused ms, best | " + " | ".join(f"fused ms {s}" for s in shapes)
+                 + " | torch path ms (bf16) | bandwidth floor ms | fused vs fp32 torch, max code diff |")
+    lines.append("|---" * (5 + len(shapes)) + "|")
+    for size, e in results.items():
+        k = e["kernel"]
+        cells = [f"{k['fused_best_ms']:.3f}"] + [f"{k['fused_ms'][s]:.3f}" for s in shapes]
+        cells += [f"{k['torch_ms']:.2f}", f"{k['floor_ms']:.3f} ({k['copy_GBps']:.0f} GB/s copy)",
+                  str(k["fused_vs_fp32_max_code_diff"])]
+        lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    names = ["full@triton", "full@torch"] + rungs
+    lines.append("\n## Adaptation, reconstruction, player filter (decode + filter + mux, end to end)\n")
     lines.append("| size | adapt s (PU21 dB; init alone) | reconstruct ms fp32 / bf16 | "
-                 + " | ".join(f"{r}: fps, filter ms" for r in args.rungs.split(",")) + " |")
-    lines.append("|---" * (3 + len(args.rungs.split(","))) + "|")
+                 + " | ".join(f"{n}: fps, filter ms" for n in names) + " |")
+    lines.append("|---" * (3 + len(names)) + "|")
     for size, e in results.items():
         cells = [f"{e['adapt_s']:.2f} ({e['adapt_pu21']:.2f}; {e['init_pu21']:.2f})",
                  f"{e['reconstruct_ms_fp32']:.1f} / {e['reconstruct_ms_bf16']:.1f}"]
-        cells += [f"{e[f'filter_{r}']['fps']:.1f}, {e[f'filter_{r}']['filter_ms']:.1f}" for r in args.rungs.split(",")]
+        cells += [f"{e[f'filter_{n}']['fps']:.1f}, {e[f'filter_{n}']['filter_ms']:.1f}" for n in names]
         lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    lines.append(f"\nTotal {time.perf_counter() - t_start:.0f} s.")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

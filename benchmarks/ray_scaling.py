@@ -149,7 +149,7 @@ def main():
     reference = load_track(work / "local.mp4")
     overhead = None
     for cpus in (1, 2):
-        ray.init(num_cpus=cpus, object_store_memory=100 * 1024**2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=cpus, object_store_memory=100 * 1024**2, include_dashboard=False, log_to_driver=False)
         try:
             out = work / f"ray{cpus}.mp4"
             _, total, phase = run(master, out, opts, "ray")

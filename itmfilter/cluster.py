@@ -52,7 +52,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
         # Ray uploads a code folder only for a whole job, i.e. here
         kwargs["runtime_env"] = {"py_modules": [os.fspath(_PACKAGE)]}
         if address in (None, "", "local"):
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)  # never a stale `ray start`
         else:
             ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -20,5 +20,7 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # torch is pinned (2.13.0, CPU wheel) before the rest so nothing pulls a CUDA build.
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
-# the ray extra (about 340 MB with its dependencies) is for --engine ray and its tests
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,ray]"
+# gpu: triton, for the fused kernel's tests (run in Triton's interpreter on a CPU; a
+# ~290 MB wheel, one download). ray: for --engine ray and its tests (about 340 MB with
+# its dependencies).
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,gpu,ray]"

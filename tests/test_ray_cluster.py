@@ -87,6 +87,11 @@ def two_nodes(tmp_path_factory):
                 p.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 p.kill()
+        # `ray start --head` notes its address here for `ray.init()` to find; a stopped
+        # head's note would send every later ray.init() to a dead cluster
+        note = Path("/tmp/ray/ray_current_cluster")
+        if "address" in locals() and note.exists() and note.read_text().strip() == address:
+            note.unlink()
 
 
 def test_catalogue_on_a_two_node_cluster(two_nodes, tmp_path):

@@ -63,7 +63,8 @@ def cluster():
     a fixed 30 s to register, which a busy machine can miss: one more try then)."""
     for attempt in range(3):
         try:
-            ray.init(num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False,
+                     log_to_driver=False)
             break
         except Exception:
             ray.shutdown()

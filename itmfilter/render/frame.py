@@ -1,8 +1,9 @@
 """One frame, SDR -> HDR10: the decoded SDR frame's exact R'G'B', the network at a ladder
 rung, and the HDR10 Y'CbCr 4:2:0 10-bit frame (BT.2020 NCL, PQ, narrow range).
 
-The player, the GPU benchmark and the ladder timing all call :func:`hdr10_frame`; three
-paths give the same codes up to 1 (tested): ``torch`` (the frame stays on the device from
+The player, the GPU benchmark and the ladder timing all call :func:`hdr10_frame`; four
+paths give the same codes up to 1 (tested): ``triton`` (the full network as one fused GPU
+kernel, :mod:`itmfilter.render.triton_kernel`), ``torch`` (the frame stays on the device from
 planes to planes), ``fused`` (:mod:`itmfilter.render.fastpath`, one multi-threaded CPU pass)
 and ``exact`` (the float64 numpy conversions around :func:`itmfilter.render.ladder.apply_rung`).
 """
@@ -84,8 +85,12 @@ def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
 
     ``path``:
 
-    - ``torch`` (auto on CUDA, for 4:2:0 input): the frame stays on ``device`` from its
-      4:2:0 planes to the output planes (:mod:`itmfilter.colour.tensor`);
+    - ``triton`` (auto on CUDA for the ``full`` rung with 4:2:0 input, when triton imports):
+      one fused kernel from the SDR planes to the HDR10 planes
+      (:mod:`itmfilter.render.triton_kernel`; ``precision`` ``auto`` is fp16 there). Other
+      rungs take the ``torch`` path. Needs CUDA, or ``TRITON_INTERPRET=1`` on a CPU;
+    - ``torch`` (auto on CUDA otherwise, for 4:2:0 input): the frame stays on ``device``
+      from its 4:2:0 planes to the output planes (:mod:`itmfilter.colour.tensor`);
     - ``fused`` (auto on a CPU for the gain rungs with 4:2:0 input, when numba is there):
       :mod:`itmfilter.render.fastpath`, one multi-threaded pass from planes to planes;
     - ``exact``: the float64 numpy conversions (:func:`sdr_frame_to_rgb`,
@@ -102,12 +107,22 @@ def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
     downscale = get_rung(rung).downscale
     if path == "auto":
         if device.type == "cuda":
-            path = "torch"
+            path = "triton" if downscale == 1 and _triton_ready(net, device) else "torch"
         elif downscale > 1 and downscale % 2 == 0 and fastpath.available():
             path = "fused"
         else:
             path = "exact"
-    if path == "torch" and planes is not None:
+    if path == "triton" and downscale == 1 and planes is not None:
+        from itmfilter.render import triton_kernel
+
+        if not _triton_ready(net, device):
+            raise ValueError(f"path='triton' needs triton and CUDA (or TRITON_INTERPRET=1) and a network of "
+                             f"1..{triton_kernel.MAX_HIDDEN} hidden layers; use path='torch'")
+        y, cb, cr = _torch_planes(planes, device)
+        out = triton_kernel.hdr10_planes(net, y, cb, cr, bits=planes.bits, full_range=planes.full_range,
+                                         precision=precision)
+        return yuv420p10_frame([p.cpu().numpy().view(np.uint16) for p in out])
+    if path in ("torch", "triton") and planes is not None:
         y, cb, cr = _torch_planes(planes, device)
         sdr = planes420_to_rgb(y, cb, cr, bits=planes.bits, full_range=planes.full_range)
         pq = apply_rung_tensor(net, sdr, rung, device, precision, gain=gain)
@@ -118,6 +133,16 @@ def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
         return yuv420p10_frame(fastpath.hdr10_planes(net, planes, downscale, precision=precision, gain=gain))
     pq = apply_rung(net, sdr_frame_to_rgb(frame), rung, device, precision, gain=gain)
     return yuv420p10_frame(pq_to_yuv420p10(pq))
+
+
+def _triton_ready(net, device) -> bool:
+    """Whether the fused Triton kernel can run ``net`` on ``device`` (imports triton lazily:
+    a CPU-only player never pays for it)."""
+    try:
+        from itmfilter.render import triton_kernel
+    except ImportError:
+        return False
+    return triton_kernel.available(device) and triton_kernel.supports(net)
 
 
 def choose_gain_mode(net, frame, rung: str = "eighth", device="cpu", samples: int = 4096) -> str:
