@@ -63,7 +63,8 @@ def part_starts(source: str | os.PathLike, split_frames: int) -> list[int]:
 
 def _part_jobs(job: TranscodeJob, starts: list[int], folder: Path) -> list[TranscodeJob]:
     ends = starts[1:] + [None]
-    return [replace(job, output=os.fspath(folder / f"part-{i:05d}.mkv"), start=a, end=b, quiet=True)
+    # MP4 parts: they keep every decode timestamp (MKV leaves the first ones unset)
+    return [replace(job, output=os.fspath(folder / f"part-{i:05d}.mp4"), start=a, end=b, quiet=True)
             for i, (a, b) in enumerate(zip(starts, ends))]
 
 
@@ -80,17 +81,21 @@ def join_parts(parts: list[str], source: str | os.PathLike, output: str | os.Pat
 
             def video():
                 offset = 0  # in the video time base: where the next part starts
+                clock = float("-inf")  # merge key: the latest decode time seen (MKV leaves some dts unset)
                 for part in inputs:
                     stream = part.streams.video[0]
                     end = offset
                     for pkt in part.demux(stream):
-                        if pkt.dts is None:
-                            continue
-                        pts = pkt.pts if pkt.pts is not None else pkt.dts
-                        pkt.pts, pkt.dts = pts + offset, pkt.dts + offset
-                        end = max(end, pkt.pts + (pkt.duration or 0))
+                        if pkt.pts is None and pkt.dts is None:
+                            continue  # the demuxer's end-of-stream packet
+                        if pkt.pts is not None:
+                            pkt.pts += offset
+                            end = max(end, pkt.pts + (pkt.duration or 0))
+                        if pkt.dts is not None:
+                            pkt.dts += offset
+                            clock = max(clock, float(pkt.dts * vin.time_base))
                         pkt.stream = vout
-                        yield float(pkt.dts * vin.time_base), pkt
+                        yield clock, pkt
                     offset = end
 
             def rest():
