@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -133,6 +134,7 @@ def main():
     args = ap.parse_args()
     import ray
 
+    load_start = os.getloadavg()[0]
     w, h = map(int, args.size.split("x"))
     n = int(round(args.seconds * 24))
     work = Path("/tmp/itm-ray-bench")
@@ -170,7 +172,8 @@ def main():
         "# Encode on Ray against the local engine",
         "",
         f"Command: `python benchmarks/ray_scaling.py --size {args.size} --seconds {args.seconds} --key-seconds {args.key_seconds}`.",
-        "Machine: 2-core AMD EPYC, no GPU, shared with other jobs while it ran (timings are noisy).",
+        "Machine: 2-core AMD EPYC, no GPU, shared with other jobs while it ran (timings are noisy;"
+        f" load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end).",
         f"Master: {w}x{h}, {n} frames at 24 fps, one cut; {segments} segments (key every {args.key_seconds} s);",
         "default encode settings (warm strategy, 200 first steps, 60 warm steps, 64 kbit/s cap), x264 ultrafast.",
         "Every Ray track was byte-identical to the local one (checked by the script).",
