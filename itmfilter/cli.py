@@ -69,7 +69,7 @@ def encode(
     tm: Annotated[str, typer.Option(help="Tone curve for the SDR (see `itmfilter curves`).")] = "bt2446a",
     sdr: Annotated[Optional[Path], typer.Option(help="Your own SDR grade instead of a curve (same size).")] = None,
     sidecar: Annotated[
-        str, typer.Option(help="Stills: embed, json or both. Video: embed/auto, track, attachment or json.")
+        str, typer.Option(help="Stills: embed, json or both. Video: embed/auto (SEI in the H.264/HEVC stream), sei, track (MP4/MOV data track), attachment (MKV) or json.")
     ] = "embed",
     steps: Annotated[
         Optional[int], typer.Option(help="Adam steps of per-picture adaptation (default: 1600 for stills, 200 for video key frames).")
@@ -95,6 +95,11 @@ def encode(
     motion: Annotated[
         bool, typer.Option("--motion/--no-motion", help="Video: predict each frame's weights from the previous set shifted by the camera's pan.")
     ] = True,
+    max_bytes: Annotated[
+        Optional[int],
+        typer.Option(help="Stills: the best payload within this many bytes (e.g. 8192), chosen by PU21-PSNR against the master "
+                     "among the polynomial, grid models with a residual gain layer and the MLP (if it fits)."),
+    ] = None,
     assume_hdr: Annotated[bool, typer.Option(help="Video: treat an untagged master as PQ BT.2020.")] = False,
     fps: Annotated[float, typer.Option(help="EXR-sequence master: frames per second.")] = 24.0,
     device: DeviceOpt = "auto",
@@ -105,8 +110,8 @@ def encode(
 ) -> None:
     """HDR master -> SDR with embedded per-picture MLPs (stills and video).
 
-    Stills: itmfilter encode master.exr -o sdr.png --tm bt2446a
-    Video:  itmfilter encode master.mov -o sdr.mp4   (data track; .mkv: attachment; --sidecar json)
+    Stills: itmfilter encode master.exr -o sdr.png --tm bt2446a   (--max-bytes 8192: a size budget)
+    Video:  itmfilter encode master.mov -o sdr.mp4   (SEI in the video stream, also .mkv/.mov/.ts; --sidecar track|attachment|json)
     On a cluster: itmfilter encode master.mov -o sdr.mp4 --engine ray --address auto   (same bytes)
     """
     from itmfilter.encode.stills import encode_still
@@ -115,6 +120,9 @@ def encode(
 
     if not _is_still(master) or master.is_dir() or "%" in master.name:
         from itmfilter.encode.video import VideoEncodeOptions, encode_video
+
+        if max_bytes is not None:
+            raise ItmError(master, "--max-bytes is for stills", "give video a rate cap with --max-kbps")
 
         report = encode_video(
             master,
@@ -138,6 +146,33 @@ def encode(
             )
         return
     still_options = AdaptOptions(seed=seed) if steps is None else AdaptOptions(steps=steps, seed=seed)
+    if max_bytes is not None:
+        from itmfilter.progress import progress_bar
+
+        if max_bytes <= 0:
+            raise ItmError(None, f"--max-bytes {max_bytes} is not a size", "give a positive number of bytes, e.g. 8192")
+        bar = progress_bar(None, unit="stage", desc=f"rate-choosing {master.name}", quiet=quiet, leave=False)
+
+        def stage(name: str) -> None:
+            bar.update(1)
+            bar.set_postfix_str(name)
+
+        try:
+            report = encode_still(
+                master, output, tm=tm, grade=sdr, sidecar=sidecar, options=still_options, init_path=init,
+                device=device, weight_dtype=weights_dtype, nits_per_unit=nits_per_unit, anchor=anchor,
+                max_bytes=max_bytes, stage=stage,
+            )
+        finally:
+            bar.close()
+        if not quiet:
+            for note in report.notes:
+                typer.echo(f"  {note}")
+            typer.echo(
+                f"wrote {', '.join(report.outputs)} ({report.mode}; {report.weight_bytes} bytes of weights "
+                f"<= {max_bytes}, chosen in {report.adapt_seconds:.1f} s)"
+            )
+        return
     bar, advance = step_bar(still_options.steps, quiet, f"adapting {master.name}")
     try:
         report = encode_still(
@@ -181,6 +216,13 @@ def transcode(
         str, typer.Option(help="MLP arithmetic: auto (bf16 where the CPU/GPU has it; measured cost < 0.01 dB), fp32, bf16.")
     ] = "auto",
     init: Annotated[Optional[Path], typer.Option(help="Weights for blind mode (default: shipped).")] = None,
+    stream_format: Annotated[
+        str, typer.Option("--format", help="-o - (a pipe): mkv (FFV1 in Matroska, colour tags carried) or nut (rawvideo, no tags, cheapest).")
+    ] = "mkv",
+    start: Annotated[float, typer.Option(help="-o - (a pipe): start this many seconds into the video.")] = 0.0,
+    rung: Annotated[
+        str, typer.Option(help="-o - (a pipe): quality ladder, full (default), half, quarter, eighth, sixteenth or auto (keeps up with the frame rate).")
+    ] = "full",
     device: DeviceOpt = "auto",
     split_frames: Annotated[
         int, typer.Option(help="--engine ray: files longer than this many frames are transcoded in parts (cut at key sets) of at least as many; 0: never.")
@@ -194,7 +236,14 @@ def transcode(
     Stills: itmfilter transcode sdr.png -o hdr.exr
     Video:  itmfilter transcode sdr.mp4 -o hdr10.mkv      (many: itmfilter transcode *.mp4 -o out/ -j 2)
     On a cluster: itmfilter transcode *.mp4 -o out/ --engine ray --address auto   (a file per task)
+    Pipe:   itmfilter transcode sdr.mp4 -o - | ffmpeg -i - -c:v libx265 hdr10.mp4   (lossless HDR10 stream on stdout)
     """
+    if str(output) == "-" or output.is_fifo():
+        _transcode_to_pipe(inputs, output, stream_format, start, rung, device, precision, quiet)
+        return
+    if (stream_format, start, rung) != ("mkv", 0.0, "full"):
+        raise ItmError(output, "--format, --start and --rung apply to a pipe output only",
+                       "use -o - (stdout) or a named pipe, or drop those options")
     if len(inputs) == 1 and _is_still(inputs[0]):
         from itmfilter.transcode.stills import transcode_still
 
@@ -228,12 +277,71 @@ def transcode(
         raise typer.Exit(1)
 
 
+def _transcode_to_pipe(inputs, output, stream_format, start, rung, device, precision, quiet) -> None:
+    """``transcode IN -o -``: one HDR10 stream to stdout (or a named pipe); only the stream
+    goes there, notes and the progress bar go to stderr."""
+    import os
+
+    from itmfilter.transcode.stream import stream_hdr10
+
+    if len(inputs) != 1 or _is_still(inputs[0]):
+        raise ItmError(None, "a pipe output takes one video", "give one SDR video with -o -")
+    if str(output) == "-":
+        if sys.stdout.isatty():
+            raise ItmError(None, "-o - would write binary video to the terminal", "pipe it: ... -o - | ffmpeg -i - out.mkv")
+        sink = sys.stdout.buffer
+    else:
+        sink = open(output, "wb", buffering=0)  # a named pipe: nothing to make atomic
+    try:
+        result = stream_hdr10(inputs[0], sink, fmt=stream_format, start_s=start, rung=rung, device=device,
+                              precision=precision, quiet=quiet)
+        sink.flush()
+    except BrokenPipeError:
+        result = None
+    finally:
+        if sink is not sys.stdout.buffer:
+            try:
+                sink.close()
+            except BrokenPipeError:
+                pass
+    if result is None or result.closed_early:
+        # The reader went away (a player seeked or quit): stop quietly, as `cmd | head` does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return
+    if not quiet:
+        for note in result.notes:
+            typer.echo(f"note: {note}", err=True)
+        typer.echo(f"streamed {result.frames} frames ({result.mode}, rung {result.rung}, "
+                   f"{result.frames / max(result.seconds, 1e-9):.2f} fps, damaged {result.damaged_frames})", err=True)
+
+
 @app.command()
 @user_errors
 def play(
     video: Annotated[Path, typer.Argument(help="SDR video (with or without a weight track).")],
+    mpv_args: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="mpv options after --, spelt as for mpv: -- --gpu-sw --geometry=50%", show_default=False),
+    ] = None,
     hdr: Annotated[bool, typer.Option("--hdr", help="Reconstruct and show HDR10 (PQ BT.2020).")] = False,
-    vo: Annotated[str, typer.Option(help="mpv video output: gpu (a window), null or image.")] = "gpu",
+    vo: Annotated[
+        str, typer.Option(help="mpv video output: gpu (a window; gpu-next with --hdr), gpu-next, null or image; others: --mpv-opt vo=NAME.")
+    ] = "gpu",
+    mpv_opt: Annotated[
+        Optional[list[str]],
+        typer.Option("--mpv-opt", help="An mpv option KEY=VALUE, repeatable (e.g. --mpv-opt gpu-sw=yes); set after mpv.conf, so it wins.",
+                     show_default=False),
+    ] = None,
+    mpv_config: Annotated[
+        Optional[bool],
+        typer.Option("--mpv-config/--no-mpv-config",
+                     help="Load your mpv config (mpv.conf, input.conf, scripts in $MPV_HOME or ~/.config/mpv) as mpv does. "
+                          "Default: for a window, not for --vo null/image or --output.", show_default=False),
+    ] = None,
+    fallback: Annotated[
+        bool, typer.Option("--fallback/--no-fallback", help="When the window's output cannot start, retry with gpu-sw=yes (and x11 without --hdr).")
+    ] = True,
     output: Annotated[Optional[Path], typer.Option(help="Record what mpv is given into this file (encode mode).")] = None,
     image_dir: Annotated[Optional[Path], typer.Option(help="With --vo image: folder for the PNGs.")] = None,
     rung: Annotated[
@@ -249,10 +357,24 @@ def play(
     """Play through mpv; with --hdr, each frame's MLP turns the SDR into HDR10 in real time.
 
     Example: itmfilter play sdr.mp4 --hdr        (headless: --vo null, or --output seen.mkv)
+
+    A window loads your mpv config (mpv.conf) as mpv does;
+    --mpv-opt KEY=VALUE, or mpv options after --, are set after it.
+    Example: itmfilter play sdr.mp4 --hdr --mpv-opt fs=yes -- --volume=50
+    If the window cannot open, it retries with gpu-sw=yes and says so.
+    Keys: mpv's (space pause, q quit); with --hdr LEFT/RIGHT 5 s, UP/DOWN 60 s.
     """
+    from itmfilter.player.mpv import parse_mpv_options
     from itmfilter.player.mpv import play as run_play
 
-    provider = None
+    options = parse_mpv_options(list(mpv_opt or []))
+    extra = list(mpv_args or [])
+    if extra and not all(a.startswith("--") for a in extra):
+        stray = next(a for a in extra if not a.startswith("--"))
+        raise ItmError(None, f"unexpected argument {stray!r} after the video",
+                       "put mpv options after -- and spell them as for mpv, e.g. -- --gpu-sw")
+    options.update(parse_mpv_options(extra))
+    provider, peak = None, None
     if hdr:
         from itmfilter.transcode.video import FrameNetworks
 
@@ -260,12 +382,18 @@ def play(
         provider = nets.provider
         if nets.track is None and not quiet:
             typer.echo(f"note: {video}: no weight track; blind mode (initialisation alone)", err=True)
+        meta = nets.track.header.hdr10_metadata() if nets.track is not None else None
+        if meta is not None:
+            peak = meta.max_cll or meta.max_luminance
     stats = run_play(
         video, hdr=hdr, vo=vo, output=output, image_dir=image_dir, rung=rung, device=device,
-        precision=precision, weights_provider=provider, quiet=quiet, gain=gain,
+        precision=precision, weights_provider=provider, quiet=quiet, gain=gain, mpv_options=options,
+        mpv_config=mpv_config, fallback=fallback, peak_nits=peak,
+        on_note=None if quiet else (lambda text: typer.echo(f"note: {text}", err=True)),
     )
     if not quiet:
         typer.echo(
+            f"output {stats.video_output}{' (quit)' if stats.user_quit else ''}: "
             f"shown {stats.frames_shown}, dropped {stats.frames_dropped}, rung {stats.rung} ({stats.gain_mode or 'n/a'}), "
             f"filter {stats.fps:.1f} fps, damaged-metadata frames {stats.damaged_frames}, blind frames {stats.blind_frames}"
         )
@@ -433,8 +561,24 @@ def curves() -> None:
 
 @app.command()
 @user_errors
-def info(path: Annotated[Path, typer.Argument(help="SDR still with weights.")]) -> None:
-    """Show what weights a file carries."""
+def info(
+    path: Annotated[Path, typer.Argument(help="SDR still or video with weights.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (stills always do).")] = False,
+) -> None:
+    """Show what weights a file carries; exit status 1 when it carries none.
+
+    Video: the track header (network, HDR10 metadata), where it is carried, packets by
+    kind, the rate in kbit/s, damaged and missing packets.
+    Example: itmfilter info sdr.mp4 --json
+    """
+    if not _is_still(path):
+        from itmfilter.track.summary import format_summary, summarise_track
+
+        doc = summarise_track(path)
+        typer.echo(json.dumps(doc, indent=1) if as_json else format_summary(doc))
+        if doc["carriage"] is None:
+            raise typer.Exit(1)
+        return
     from itmfilter.media.stills import read_sdr
     from itmfilter.model.weightset import WeightFormatError, describe
     from itmfilter.track.stills import find_weights

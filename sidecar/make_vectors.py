@@ -42,7 +42,8 @@ from itmfilter.track.codec import (  # noqa: E402
     encode_motion_payload,
     quantise_delta,
 )
-from itmfilter.track.format import param_layout, tensor_sizes  # noqa: E402
+from itmfilter.track.format import pack_sample, param_layout, tensor_sizes  # noqa: E402
+from itmfilter.track.sei import H264, HEVC, build_sei_nal  # noqa: E402
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 SMALL = ModelConfig(coord_features=8, rgb_features=8, hidden=(16, 8))  # 491 parameters
@@ -206,6 +207,35 @@ def build_vectors() -> dict[str, bytes]:
          "expected": "paper_key_fp16_expected.npy"}
     )
 
+    # The SEI form (section 7.1): NAL units (no start code, no length prefix) carrying the
+    # track's frame-0 KEY with the header in front, and the DELTA alone, for H.264 and HEVC.
+    for codec in (H264, HEVC):
+        for name, frame, sample in (("key", 0, pack_sample(packets[0], enc.header)),
+                                    ("delta", delta.frame, pack_sample(delta))):
+            file = f"sei_{codec}_{name}.nal"
+            out[file] = build_sei_nal(sample, codec=codec)
+            manifest.append(
+                {"file": file, "what": f"{codec} SEI NAL unit (user_data_unregistered) carrying frame {frame}'s "
+                 + ("KEY with the track header" if name == "key" else "DELTA"),
+                 "codec": codec, "frame": frame, "sample": "header+packet" if name == "key" else "packet",
+                 "packet": "packet_key_fp16.bin" if name == "key" else "packet_delta.bin",
+                 "expected": "track_expected.npy"}
+            )
+
+    # A cut: the 12-frame track from frame 5 on (DELTAs at 5 and 6, then the shot-1 KEY at 7).
+    cut = {p.frame: encode_packet(p) for p in packets if p.frame >= 5}
+    out["track_cut.bin"] = write_track_blob(enc.header, list(cut.values()))
+    dec = TrackDecoder(enc.header)
+    results = [dec.params_at(f, cut) for f in range(5, 12)]
+    out["track_cut_expected.npy"] = _npy(np.stack([r[0] for r in results]))
+    manifest.append(
+        {"file": "track_cut.bin", "what": "the track cut at frame 5 (no KEY before frame 7): awaiting_key, then ok",
+         "frames": list(range(5, 12)), "expected": "track_cut_expected.npy", "kinds": kinds[5:],
+         "statuses": [r[1] for r in results]}
+    )
+
+    out.update(build_still_vectors())
+
     for entry in manifest:
         entry.setdefault("config", "small" if entry["file"] != "paper_key_fp16.bin" else "paper")
     out["manifest.json"] = (
@@ -220,6 +250,59 @@ def build_vectors() -> dict[str, bytes]:
         )
         + "\n"
     ).encode()
+    return out
+
+
+def build_still_vectors() -> dict[str, bytes]:
+    """Version-2 still payloads (SPEC section 11) over one small SDR picture, with the
+    pixels a reader must produce (float32 cd/m2) and ``still_manifest.json``."""
+    from itmfilter.model.grid import GridConfig, pack_grid_model
+    from itmfilter.model.residual import BASE_MODEL, BASE_SDR_PLACED, ResidualPlan
+    from itmfilter.model.weightset import decode_still, encode_grid_still
+
+    rng = np.random.default_rng(7)
+    h, w = 16, 24
+    sdr = (rng.integers(0, 256, (h, w, 3)) / 255).astype(np.float32)
+    sdr[2:6, 3:9] = (rng.integers(242, 256, (4, 6, 3)) / 255).astype(np.float32)  # a clipped patch
+    hdr = (np.power(sdr, 2.4) * 600 + rng.uniform(0, 50, sdr.shape)).astype(np.float32)  # a plausible master
+
+    def mmr() -> np.ndarray:
+        m = rng.normal(0, 0.01, (22, 3)).astype(np.float32)
+        m[0] += 0.1
+        m[1:4] += np.eye(3, dtype=np.float32) * 0.45
+        return m
+
+    def model(cfg: GridConfig) -> bytes:
+        q = rng.integers(0, 1 << cfg.grid_bits, cfg.grid_shape).astype(np.uint8)
+        lo = np.full(cfg.channels, -0.25, np.float32)
+        hi = np.full(cfg.channels, 0.25, np.float32)
+        mlp = [(float(np.float32(0.01)), rng.integers(-127, 128, shape).astype(np.int8)) for shape in cfg.mlp_shapes()]
+        return pack_grid_model(cfg, mmr(), q, lo, hi, mlp)
+
+    bilateral = model(GridConfig(width=4, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=7))
+    plane = model(GridConfig(width=2, height=2, depth=0, channels=3, hidden=0, layers=0, grid_bits=8))
+    grid_only = encode_grid_still(bilateral)
+    model_nits = decode_still(grid_only).reconstruct_nits(sdr)
+    residual = ResidualPlan(sdr, model_nits, hdr, 242, 2, 3, base=BASE_MODEL).code(50)
+    gain = ResidualPlan(sdr, None, hdr, 0, 1, 1, base=BASE_SDR_PLACED).code(60)
+    payloads = {
+        "still_grid.bin": (encode_grid_still(bilateral, residual),
+                           "bilateral grid 4x3x4, C 4, MLP 8-8, + residual over the model (t242, 1/2, 3 ch)"),
+        "still_plane.bin": (encode_grid_still(plane), "polynomial + 2D 2x2 plane, no MLP, no residual"),
+        "still_gainmap.bin": (encode_grid_still(b"", gain), "no model: a 1-channel gain layer over the placed SDR"),
+    }
+    out = {"still_sdr.npy": _npy(sdr)}
+    entries = []
+    for name, (data, what) in payloads.items():
+        out[name] = data
+        expected = name.replace(".bin", "_expected.npy")
+        out[expected] = _npy(decode_still(data).reconstruct_nits(sdr))
+        entries.append({"file": name, "what": what, "sdr": "still_sdr.npy", "expected": expected})
+    bad = bytearray(payloads["still_grid.bin"][0])
+    bad[40] ^= 0x01
+    out["still_damaged.bin"] = bytes(bad)
+    entries.append({"file": "still_damaged.bin", "what": "still_grid.bin with one bit flipped", "error_contains": "CRC-32"})
+    out["still_manifest.json"] = (json.dumps({"vectors": entries}, sort_keys=True, indent=1) + "\n").encode()
     return out
 
 

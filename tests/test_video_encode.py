@@ -36,10 +36,14 @@ def master(tmp_path_factory):
 FAST = VideoEncodeOptions(first_steps=40, warm_steps=5, preset="ultrafast", key_seconds=0.25)
 
 
-@pytest.mark.parametrize("ext,carriage", [(".mp4", "data track"), (".mkv", "attachment"), (".mov", "data track")])
-def test_encode_carries_a_track_per_frame(master, tmp_path, ext, carriage):
+@pytest.mark.parametrize("ext,sidecar,carriage", [
+    (".mp4", "auto", "SEI"), (".mkv", "auto", "SEI"), (".mov", "auto", "SEI"), (".ts", "auto", "SEI"),
+    (".mp4", "track", "data track"), (".mkv", "attachment", "attachment"), (".mov", "track", "data track"),
+])
+def test_encode_carries_a_track_per_frame(master, tmp_path, ext, sidecar, carriage):
     out = tmp_path / f"sdr{ext}"
-    report = encode_video(master, out, options=FAST, quiet=True)
+    report = encode_video(master, out, options=VideoEncodeOptions(**{**FAST.__dict__, "sidecar": sidecar}), quiet=True)
+    assert report.carriage == {"SEI": "sei", "data track": "track"}.get(carriage, carriage)
     assert report.frames == N and report.shots == 2
     info = probe_video(out)
     assert info.color_primaries == "bt709" and not info.is_hdr

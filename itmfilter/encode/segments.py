@@ -123,7 +123,8 @@ class SegmentJob:
     encoder fills in its quantiser); ``coder``: :class:`TrackEncoder` keyword arguments.
     ``first`` / ``warm``: the adaptation of a segment's first frame (and of every frame
     with ``strategy="frame"``) / of a warm frame. ``header_bytes``: what the final track
-    header will cost, charged to the budget of the segment that opens the track.
+    header will cost, charged to the budget of the segment that opens the track (of every
+    segment with ``header_every_key``).
     ``max_kbps`` None or 0: no rate cap.
     """
 
@@ -139,6 +140,7 @@ class SegmentJob:
     motion: bool = True
     max_kbps: float | None = None
     header_bytes: int = 0
+    header_every_key: bool = False  # the header travels with every key (SEI carriage), not the first only
     assume_hdr: bool = False
     init_path: str | None = None
     device: str = "auto"
@@ -230,7 +232,8 @@ def encode_segment(job: SegmentJob, segment: Segment,
             held_error = _frame_error(held_net, sdr, target, device)
         packets[index] = encode_packet(packet)
         if packet.kind == "key":
-            budget.key_sent(index, len(packets[index]), job.header_bytes if index == 0 else 0)
+            with_header = index == 0 or job.header_every_key
+            budget.key_sent(index, len(packets[index]), job.header_bytes if with_header else 0)
         elif packet.kind == "delta":
             budget.spend(len(packet.payload) - (MOTION_SHIFT_BYTES if packet.coding == MOTION_DELTA_CODING else 0))
         if progress is not None:

@@ -12,8 +12,12 @@ Three passes, so that the weights are fitted to the SDR a player will actually d
    then quantised closed-loop deltas, repeats). Segments are independent: they run in
    order here or as tasks on a Ray cluster (``engine="ray"``) with the same bytes;
    finished segments are checkpointed so an interrupted encode resumes;
-3. remux the SDR stream (+ audio/subtitles) with the track: an MP4/MOV data track, an MKV
-   attachment, or a JSON sidecar; atomically.
+3. remux the SDR stream (+ audio/subtitles) with the track, atomically: by default (H.264
+   or HEVC, any of .mp4/.mov/.mkv/.ts) as SEI inside the video stream, each access unit
+   carrying its frame's packet and every KEY's access unit the track header too, so the
+   weights survive remuxing, segmenting, cutting and concatenation
+   (:mod:`itmfilter.track.sei`); or an MP4/MOV data track, an MKV attachment, a JSON
+   sidecar (``--sidecar track|attachment|json``).
 
 Strategies (``--strategy``; measured in ``benchmarks/video.py``):
 
@@ -71,6 +75,7 @@ from itmfilter.model.initial import load_init
 from itmfilter.model.net import resolve_device
 from itmfilter.track.carriage import (
     resolve_mode,
+    sei_binding,
     sidecar_path,
     stream_binding,
 )
@@ -87,6 +92,7 @@ from itmfilter.track.format import (
     track_to_json,
     write_track_blob,
 )
+from itmfilter.track.sei import remux_with_sei
 
 STRATEGIES = ("warm", "frame")
 
@@ -229,7 +235,8 @@ def encode_video(
     inputs = [master] + ([grade] if grade else [])
     if output.exists() and output.resolve() in [p.resolve() for p in inputs]:
         raise ItmError(output, "output would overwrite an input", "choose another output name")
-    mode = resolve_mode(options.sidecar, output)
+    sdr_codec = options.codec if grade is None else probe_video(grade).codec
+    mode = resolve_mode(options.sidecar, output, sdr_codec)
     info, sequence = _probe_master(master, options)
     if not info.is_hdr and not options.assume_hdr:
         raise ItmError(master, f"looks like SDR (transfer={info.color_trc})", "give an HDR master, or --assume-hdr for untagged files")
@@ -260,8 +267,10 @@ def encode_video(
             (work / "sdr.done").write_text("ok")
     else:
         sdr_path = grade
-    binding = stream_binding(sdr_path)
     sinfo = probe_video(sdr_path, count_frames=True)
+    # SEI rides inside the access units it was fitted to: only the size is bound (a cut
+    # changes the first packet and the frame count; sidecar/SPEC.md section 6).
+    binding = sei_binding(sinfo.width, sinfo.height) if mode == "sei" else stream_binding(sdr_path)
     fps = sinfo.fps
     hdr10 = info.hdr10
     header = TrackHeader(
@@ -296,6 +305,7 @@ def encode_video(
         master=os.fspath(master), sdr=os.fspath(sdr_path), header=header, first=first_opts, warm=warm_opts,
         fps=float(fps), coder=kwargs, strategy=options.strategy, refresh_ratio=options.refresh_ratio,
         motion=options.motion, max_kbps=options.max_kbps, header_bytes=final_header_bytes(encoder.header, hdr10),
+        header_every_key=mode == "sei",
         assume_hdr=options.assume_hdr, init_path=os.fspath(init_path) if init_path else None, device=device,
     )
     store = SegmentStore(work)
@@ -326,10 +336,21 @@ def encode_video(
     elif mode == "attachment":
         blob = write_track_blob(header, [packets[i] for i in order])
         _remux(sdr_path, output, inputs, None, (MKV_ATTACHMENT_NAME, MKV_ATTACHMENT_MIMETYPE, blob), None)
+    elif mode == "sei":
+        header_bytes = header.to_bytes()
+
+        def sample(frame: int) -> bytes | None:
+            raw = packets.get(frame)
+            if raw is None:
+                return None
+            return (header_bytes if decode_packet(raw).kind == "key" else b"") + raw
+
+        remux_with_sei(sdr_path, output, sample)
     else:
         _remux(sdr_path, output, inputs, header, None, packets)
     shutil.rmtree(work, ignore_errors=True)
-    meta_bytes = sum(len(v) for v in packets.values()) + len(header.to_bytes())
+    headers = sum(decode_packet(packets[i]).kind == "key" for i in order) if mode == "sei" else 1
+    meta_bytes = sum(len(v) for v in packets.values()) + headers * len(header.to_bytes())
     seconds = len(order) / float(fps)
     kinds: dict[str, int] = {}
     for i in order:

@@ -88,6 +88,20 @@ class PresentationClock:
         return presentation_index(t, self.origin, self.fps)
 
 
+def settled_clock(container, stream) -> PresentationClock:
+    """A :class:`PresentationClock` for ``stream`` whose origin is fixed before any seek:
+    the stream's start time, or, when the container gives none, the ``pts`` of its first
+    decoded frame (decoded here; the container is then seeked back to its start). Readers
+    that start part-way (a seek, ``--start``) number frames as a reader from the start does."""
+    clock = PresentationClock(stream)
+    if clock.origin is None:
+        first = next(container.decode(stream), None)
+        if first is not None and first.pts is not None:
+            clock.index(first.pts)
+        container.seek(0)
+    return clock
+
+
 # --------------------------------------------------------------------------- planes
 
 _PLANAR = {  # pix_fmt -> (bits, subsampling, full range)

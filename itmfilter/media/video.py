@@ -841,6 +841,15 @@ class SdrWriter(_VideoWriter):
         self._write_codes(self._check_frame(sdr_frame, "SDR"), payload)
 
 
+def x265_hdr10_params(metadata: HDR10Metadata | None) -> str:
+    """libx265's ``x265-params`` for HDR10: PQ BT.2020 NCL narrow-range signalling in the
+    VUI, ``hdr10=1:repeat-headers=1`` and, with ``metadata``, its mastering display and
+    MaxCLL/MaxFALL as SEI (:meth:`~itmfilter.colour.hdr10.HDR10Metadata.to_x265_params`)."""
+    params = ("log-level=error:hdr10=1:repeat-headers=1:colorprim=bt2020:transfer=smpte2084:"
+              "colormatrix=bt2020nc:range=limited")
+    return params + (":" + metadata.to_x265_params() if metadata is not None else "")
+
+
 class Hdr10Writer(_VideoWriter):
     """Encode PQ BT.2020 frames as an HDR10 master: HEVC Main10 (libx265) or ProRes 422 HQ.
 
@@ -862,8 +871,7 @@ class Hdr10Writer(_VideoWriter):
         metadata = metadata if metadata is not None else HDR10Metadata.p3_d65(1000.0)
         self.metadata = metadata
         if codec == "libx265":
-            params = ("log-level=error:hdr10=1:repeat-headers=1:colorprim=bt2020:transfer=smpte2084:"
-                      "colormatrix=bt2020nc:range=limited:" + metadata.to_x265_params())
+            params = x265_hdr10_params(metadata)
             if x265_params:
                 params += ":" + x265_params.strip(":")
             options = {"crf": str(crf), "preset": str(preset), "x265-params": params}

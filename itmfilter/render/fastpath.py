@@ -417,9 +417,21 @@ def low_res_sdr(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, d: int, *, bits: 
 def hdr10_planes(net, planes, downscale: int, *, precision: str = "auto", gain: str = "auto",
                  offset_nits: float | None = None):
     """A gain rung on the CPU, fused: ``planes`` from :class:`itmfilter.media.frames.Planes` (4:2:0) -> the network at
-    ``1/downscale`` -> (Y, Cb, Cr) uint16 HDR10 planes."""
+    ``1/downscale`` -> (Y, Cb, Cr) uint16 HDR10 planes.
+
+    torch's thread count is the caller's afterwards: numba's OpenMP layer shares the OpenMP
+    runtime with torch, and its first parallel launch resets torch to every core (measured:
+    1 -> 2 here), which undid the player's choice of ``cores - 1`` threads for the network.
+    """
+    threads = torch.get_num_threads()
+    try:
+        return _hdr10_planes(net, planes, downscale, precision=precision, gain=gain, offset_nits=offset_nits)
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
+def _hdr10_planes(net, planes, downscale: int, *, precision: str, gain: str, offset_nits: float | None):
     y, cb, cr, bits, full = planes.y, planes.cb, planes.cr, planes.bits, planes.full_range
     k = GAIN_OFFSET_NITS if offset_nits is None else offset_nits
     h, w = y.shape

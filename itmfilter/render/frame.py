@@ -78,10 +78,28 @@ def _torch_planes(planes: Planes, device) -> list[torch.Tensor]:
             for p in (planes.y, planes.cb, planes.cr)]
 
 
-def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
-                path: str = "auto", gain: str = "auto") -> av.VideoFrame:
-    """One decoded SDR frame -> the HDR10 frame the player sends (yuv420p10le, BT.2020 NCL,
-    PQ, narrow range), through ``net`` at ``rung``.
+HDR10_TAGS = {"color_primaries": 9, "color_trc": 16, "colorspace": 9, "color_range": 1}
+"""The colour tags of an HDR10 frame, as FFmpeg's enum values (``AVCOL_PRI_BT2020``,
+``AVCOL_TRC_SMPTE2084``, ``AVCOL_SPC_BT2020_NCL``, ``AVCOL_RANGE_MPEG``: narrow range)."""
+
+
+def tag_hdr10(target):
+    """Set :data:`HDR10_TAGS` on an ``av.VideoFrame`` or a stream's codec context (encoders
+    such as libx265, ffv1 and the Matroska muxer read them there; prores_ks from the
+    frame); returns ``target``."""
+    for name, value in HDR10_TAGS.items():
+        setattr(target, name, value)
+    return target
+
+
+def hdr10_planes(frame, net, rung: str, device, precision: str = "auto", *,
+                 path: str = "auto", gain: str = "auto", tensors: bool = False):
+    """One decoded SDR frame -> the HDR10 Y', Cb, Cr planes (10-bit codes, BT.2020 NCL, PQ,
+    narrow range, 4:2:0), through ``net`` at ``rung``.
+
+    Returns three arrays: ``Y (H, W)``, ``Cb``/``Cr (ceil(H/2), ceil(W/2))``, numpy uint16
+    on the CPU, or with ``tensors`` torch int16 tensors (torch has no uint16 arithmetic;
+    codes 0-1023 fit) on ``device`` when the ``torch`` path ran there, else on the CPU.
 
     ``path``:
 
@@ -121,18 +139,31 @@ def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
         y, cb, cr = _torch_planes(planes, device)
         out = triton_kernel.hdr10_planes(net, y, cb, cr, bits=planes.bits, full_range=planes.full_range,
                                          precision=precision)
-        return yuv420p10_frame([p.cpu().numpy().view(np.uint16) for p in out])
+        out = [p.to(dtype=torch.int16) for p in out]
+        return out if tensors else [p.cpu().numpy().view(np.uint16) for p in out]
     if path in ("torch", "triton") and planes is not None:
         y, cb, cr = _torch_planes(planes, device)
         sdr = planes420_to_rgb(y, cb, cr, bits=planes.bits, full_range=planes.full_range)
         pq = apply_rung_tensor(net, sdr, rung, device, precision, gain=gain)
-        out = [p.to(dtype=torch.int16).cpu().numpy().view(np.uint16)
-               for p in rgb_to_planes420(pq, bits=10, full_range=False)]
-        return yuv420p10_frame(out)
+        out = [p.to(dtype=torch.int16) for p in rgb_to_planes420(pq, bits=10, full_range=False)]
+        return out if tensors else [p.cpu().numpy().view(np.uint16) for p in out]
     if path == "fused" and device.type == "cpu" and downscale > 1 and planes is not None:
-        return yuv420p10_frame(fastpath.hdr10_planes(net, planes, downscale, precision=precision, gain=gain))
-    pq = apply_rung(net, sdr_frame_to_rgb(frame), rung, device, precision, gain=gain)
-    return yuv420p10_frame(pq_to_yuv420p10(pq))
+        out = fastpath.hdr10_planes(net, planes, downscale, precision=precision, gain=gain)
+    else:
+        pq = apply_rung(net, sdr_frame_to_rgb(frame), rung, device, precision, gain=gain)
+        out = pq_to_yuv420p10(pq)
+    if tensors:
+        return [torch.from_numpy(np.ascontiguousarray(p).view(np.int16)) for p in out]
+    return list(out)
+
+
+def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
+                path: str = "auto", gain: str = "auto") -> av.VideoFrame:
+    """One decoded SDR frame -> the HDR10 frame the player sends (yuv420p10le, BT.2020 NCL,
+    PQ, narrow range), through ``net`` at ``rung``: the planes of :func:`hdr10_planes`
+    (``path``, ``gain``: see there) in a new frame. Timestamps and colour tags are the
+    caller's (:func:`tag_hdr10`)."""
+    return yuv420p10_frame(hdr10_planes(frame, net, rung, device, precision, path=path, gain=gain))
 
 
 def _triton_ready(net, device) -> bool:
@@ -180,4 +211,4 @@ def auto_rung(net, frame, fps: float, device, precision, gain: str = "auto") -> 
     return choose_rung(1.0 / fps, timings), timings
 
 
-__all__ = ["auto_rung", "choose_gain_mode", "hdr10_frame", "pq_to_yuv420p10", "sdr_frame_to_rgb", "yuv420p10_frame"]
+__all__ = ["HDR10_TAGS", "auto_rung", "choose_gain_mode", "hdr10_frame", "hdr10_planes", "tag_hdr10", "pq_to_yuv420p10", "sdr_frame_to_rgb", "yuv420p10_frame"]

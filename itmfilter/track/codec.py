@@ -63,12 +63,14 @@ ZSTD_LEVEL = 19
 _FP16_MAX = 65504.0
 _INT16_MAX = 32767
 
-STATUSES = ("ok", "concealed", "damaged", "missing", "unavailable")
+STATUSES = ("ok", "concealed", "damaged", "missing", "unavailable", "awaiting_key")
 """``params_at`` status: ``ok`` decoded as coded; ``concealed`` this frame's packet is good
 but the set rests on a concealment since the last good key; ``damaged`` / ``missing`` this
 frame's packet failed its checks / is absent, the previous set is held; ``unavailable`` no
 good key anywhere, the all-zero vector is returned (with the ``bt2408`` prior this is the
-plain BT.2408 placement of the SDR)."""
+plain BT.2408 placement of the SDR); ``awaiting_key`` the track starts with a good DELTA or
+REPEAT (the stream was cut after the KEY it rests on) and no good KEY comes at or before
+this frame: the all-zero vector, players show the frame blind (sidecar/SPEC.md section 5)."""
 
 
 def _compress(raw: bytes, level: int = ZSTD_LEVEL) -> bytes:
@@ -632,8 +634,12 @@ class TrackDecoder:
                     state = _State(s, params, p.shot, False, "ok")
                     break
         if state is None:
-            # No good key at or before the frame: start from the first good key anywhere,
-            # as if it had been sent just before the first frame.
+            opening = self._parse(first, packets)
+            if isinstance(opening, Packet) and opening.kind != "key":
+                # A cut: the set the first packets apply to was never in this file.
+                return np.zeros(self._n, np.float32), "awaiting_key"
+            # The opening key was lost: start from the first good key anywhere, as if it
+            # had been sent just before the first frame.
             params, shot = None, 0
             for f in range(first, last + 1):
                 p = self._parse(f, packets)

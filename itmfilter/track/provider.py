@@ -1,5 +1,6 @@
 """Weights per frame: the network each presentation index is reconstructed with, from the
-file's weight track (one rebuild per distinct set) or, without a track, blind."""
+file's weight track (one rebuild per distinct set) or, without a track or before a cut
+file's first key, blind."""
 
 from __future__ import annotations
 
@@ -31,37 +32,69 @@ def blind_provider() -> WeightsProvider:
 
 
 class FrameNetworks:
-    """The network for each frame: from the track (one rebuild per distinct set) or blind."""
+    """The network for each frame: from the track (one rebuild per distinct set) or blind.
+
+    Frames are located through the track's runs (:meth:`LoadedTrack.locate`), so a cut or
+    concatenated SEI stream finds each frame's packet by the packet's own frame number.
+    Frames the track cannot give a set for (before the first KEY of a cut, status
+    ``awaiting_key``; outside every run; a run without a header; no good KEY at all,
+    ``unavailable``) get the blind initialisation: :attr:`blind_frames` counts them and
+    their status is ``"blind"`` (``"unavailable"`` for a track without any good KEY, which
+    also counts in :attr:`damaged`).
+    """
 
     def __init__(self, source: Path) -> None:
         self.track = load_track(source)
         self.damaged = 0
-        if self.track is None:
-            self.blind, _ = load_init(name="blind")
-            self.decoder = None
-        else:
-            self.decoder = TrackDecoder(self.track.header)
-            self.blind = None
+        self.blind_frames = 0
+        self.blind, _ = load_init(name="blind")
+        self._decoders: dict[int, TrackDecoder] = {}
+        self.decoder = None if self.track is None else self._decoder_for(self.track.runs[0])
         self._last_vec: np.ndarray | None = None
         self._last_net = None
+        self._last_config = None
         self.last_status = "blind" if self.track is None else "ok"
 
     @property
     def mode(self) -> str:
         return "blind" if self.track is None else "weights"
 
+    def _decoder_for(self, run) -> TrackDecoder | None:
+        if run.header is None:
+            return None
+        decoder = self._decoders.get(id(run))
+        if decoder is None:
+            decoder = self._decoders[id(run)] = TrackDecoder(run.header)
+        return decoder
+
+    def _blind(self, status: str = "blind"):
+        self.last_status = status
+        self.blind_frames += 1
+        return self.blind
+
     def __call__(self, frame: int):
-        if self.decoder is None:
+        if self.track is None:
             self.last_status = "blind"
             return self.blind
-        vec, status = self.decoder.params_interpolated(frame, self.track.packets)
+        found = self.track.locate(frame)
+        decoder = None if found is None else self._decoder_for(found[0])
+        if decoder is None:
+            return self._blind()
+        run, number = found
+        vec, status = decoder.params_interpolated(number, run.packets)
+        if status == "awaiting_key":
+            return self._blind()
+        if status == "unavailable":
+            self.damaged += 1
+            return self._blind("unavailable")
         self.last_status = status
         if status != "ok":
             self.damaged += 1
-        if self._last_vec is None or not np.array_equal(vec, self._last_vec):
-            net = ITMNet(self.track.header.config)
-            net.load_state_dict(unflatten(self.track.header.config, vec))
-            self._last_net, self._last_vec = net.eval(), vec
+        config = run.header.config
+        if self._last_vec is None or config != self._last_config or not np.array_equal(vec, self._last_vec):
+            net = ITMNet(config)
+            net.load_state_dict(unflatten(config, vec))
+            self._last_net, self._last_vec, self._last_config = net.eval(), vec, config
         return self._last_net
 
     def provider(self, frame: int) -> tuple[ITMNet, str]:

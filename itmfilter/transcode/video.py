@@ -58,6 +58,7 @@ class TranscodeResult:
     seconds: float = 0.0
     mode: str = ""  # "weights" or "blind"
     damaged_frames: int = 0
+    blind_frames: int = 0  # frames with weights but no set to decode (before a cut file's first key)
     error: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -124,6 +125,11 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
                     bar.update(1)
         bar.close()
         result.damaged_frames = nets.damaged
+        if nets.track is not None:
+            result.blind_frames = nets.blind_frames
+            if nets.blind_frames:
+                result.notes.append(f"{source}: {nets.blind_frames} frames had no key to decode from "
+                                    "(a cut before the first key): reconstructed blind")
         result.status = "done"
     except ItmError as exc:
         result.error = str(exc)

@@ -1,0 +1,48 @@
+"""Clips shared by the interoperability tests (frame-filter API, pipes, the mpv script):
+made once per session with the real encoder, so each test file does not pay for its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CLIP_W, CLIP_H, CLIP_N, CLIP_FPS = 96, 64, 12, 24
+
+
+def _pan():
+    """A camera pan (3 px a frame) across a synthetic HDR panorama with a clipped highlight."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:CLIP_H, 0 : CLIP_W + 3 * CLIP_N].astype(np.float32)
+    pano = np.stack([np.sin(xx / 17) ** 2, np.cos(yy / 11) ** 2, 0.5 + 0.5 * np.sin((xx + yy) / 23)], -1)
+    pano = pano * 300 + 2.0 + rng.random(pano.shape).astype(np.float32) * 5
+    pano[20:30, 40:70] = 950.0
+    for i in range(CLIP_N):
+        yield np.ascontiguousarray(pano[:, 3 * i : 3 * i + CLIP_W]).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def weighted_clip(tmp_path_factory) -> Path:
+    """12 frames of 96x64 H.264 at 24 fps carrying a weight track in an MP4 data track."""
+    from itmfilter.data.testmedia import make_master_from_arrays
+    from itmfilter.encode.video import VideoEncodeOptions, encode_video
+
+    d = tmp_path_factory.mktemp("weighted")
+    master = make_master_from_arrays(d / "master.mkv", _pan(), fps=CLIP_FPS, codec="hevc", peak_nits=1000)
+    sdr = d / "sdr.mp4"
+    encode_video(master, sdr, options=VideoEncodeOptions(first_steps=60, warm_steps=5, preset="ultrafast", crf=12,
+                                                         sidecar="track"), quiet=True)
+    return sdr
+
+
+@pytest.fixture(scope="session")
+def plain_clip(tmp_path_factory) -> Path:
+    """6 frames of 64x48 H.264 without weights."""
+    from itmfilter.media.video import SdrWriter
+
+    path = tmp_path_factory.mktemp("plain") / "plain.mp4"
+    with SdrWriter(path, 64, 48, CLIP_FPS, preset="ultrafast") as writer:
+        for i in range(6):
+            writer.write(np.full((48, 64, 3), 0.2 + 0.1 * i, np.float32))
+    return path
