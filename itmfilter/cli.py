@@ -26,6 +26,11 @@ app = typer.Typer(
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed: same seed, same weights.")]
+EngineOpt = Annotated[str, typer.Option(help="Video: local (this process) or ray (tasks on a Ray cluster; pip install 'itmfilter[ray]').")]
+AddressOpt = Annotated[
+    Optional[str],
+    typer.Option(help="--engine ray: the cluster, auto (started by `ray start` here) or ray://host:10001; default: a new local instance."),
+]
 
 
 def _tm_names() -> str:
@@ -99,12 +104,15 @@ def encode(
     fps: Annotated[float, typer.Option(help="EXR-sequence master: frames per second.")] = 24.0,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """HDR master -> SDR with embedded per-picture MLPs (stills and video).
 
     Stills: itmfilter encode master.exr -o sdr.png --tm bt2446a   (--max-bytes 8192: a size budget)
     Video:  itmfilter encode master.mov -o sdr.mp4   (SEI in the video stream, also .mkv/.mov/.ts; --sidecar track|attachment|json)
+    On a cluster: itmfilter encode master.mov -o sdr.mp4 --engine ray --address auto   (same bytes)
     """
     from itmfilter.encode.stills import encode_still
     from itmfilter.model.adapt import AdaptOptions
@@ -128,6 +136,8 @@ def encode(
             init_path=init,
             device=device,
             quiet=quiet,
+            engine=engine,
+            address=address,
         )
         if not quiet:
             typer.echo(
@@ -214,12 +224,18 @@ def transcode(
         str, typer.Option(help="-o - (a pipe): quality ladder, full (default), half, quarter, eighth, sixteenth or auto (keeps up with the frame rate).")
     ] = "full",
     device: DeviceOpt = "auto",
+    split_frames: Annotated[
+        int, typer.Option(help="--engine ray: files longer than this many frames are transcoded in parts (cut at key sets) of at least as many; 0: never.")
+    ] = 1440,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Reconstruct HDR from SDR + embedded weights (blind mode when there are none).
 
     Stills: itmfilter transcode sdr.png -o hdr.exr
     Video:  itmfilter transcode sdr.mp4 -o hdr10.mkv      (many: itmfilter transcode *.mp4 -o out/ -j 2)
+    On a cluster: itmfilter transcode *.mp4 -o out/ --engine ray --address auto   (a file per task)
     Pipe:   itmfilter transcode sdr.mp4 -o - | ffmpeg -i - -c:v libx265 hdr10.mp4   (lossless HDR10 stream on stdout)
     """
     if str(output) == "-" or output.is_fifo():
@@ -239,8 +255,17 @@ def transcode(
         return
     from itmfilter.transcode.video import plan_jobs, summary_table, transcode_many
 
+    if engine not in ("local", "ray"):
+        raise ItmError(None, f"unknown --engine {engine!r}", "use local or ray")
+    if address and engine != "ray":
+        raise ItmError(None, "--address names a Ray cluster", "add --engine ray, or leave --address out")
     planned = plan_jobs(inputs, output, crf=crf, preset=preset, device=device, precision=precision)
-    results = transcode_many(planned, n_jobs=jobs, quiet=quiet)
+    if engine == "ray":
+        from itmfilter.transcode.ray_engine import transcode_many_ray  # Ray is imported on this path only
+
+        results = transcode_many_ray(planned, address=address, quiet=quiet, split_frames=split_frames)
+    else:
+        results = transcode_many(planned, n_jobs=jobs, quiet=quiet)
     for r in results:
         for note in r.notes:
             typer.echo(f"note: {note}", err=True)
@@ -376,6 +401,46 @@ def play(
             f"shown {stats.frames_shown}, dropped {stats.frames_dropped}, rung {stats.rung} ({stats.gain_mode or 'n/a'}), "
             f"filter {stats.fps:.1f} fps, damaged-metadata frames {stats.damaged_frames}, blind frames {stats.blind_frames}"
         )
+
+
+@app.command()
+@user_errors
+def catalogue(
+    source: Annotated[Path, typer.Argument(help="A CSV of titles (header: input[,output][,sdr]) or a folder of videos.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the outputs and catalogue.csv.")],
+    action: Annotated[str, typer.Option(help="encode (HDR masters -> SDR + weights) or transcode (SDR + weights -> HDR10).")] = "encode",
+    tm: Annotated[str, typer.Option(help="Encode: tone curve for the SDR.")] = "bt2446a",
+    crf: Annotated[int, typer.Option(help="Encode: SDR quality (x264 CRF).")] = 18,
+    preset: Annotated[str, typer.Option(help="Encode: x264 preset.")] = "medium",
+    max_kbps: Annotated[float, typer.Option(help="Encode: cap on the weights' bitrate in kbit/s (0: no cap).")] = 64.0,
+    key_seconds: Annotated[float, typer.Option(help="Encode: a key set at least this often (s); a segment's length.")] = 4.0,
+    steps: Annotated[int, typer.Option(help="Encode: Adam steps of a segment's first frame.")] = 200,
+    warm_steps: Annotated[int, typer.Option(help="Encode: Adam steps of a warm frame.")] = 60,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """A catalogue in one resumable run: titles already done are skipped, a summary table is
+    printed and written to OUT/catalogue.csv; exit status 1 if any title failed.
+
+    itmfilter catalogue titles.csv -o out/ --engine ray --address auto
+    """
+    from itmfilter.catalogue import catalogue_table, read_titles, run_catalogue
+    from itmfilter.encode.video import VideoEncodeOptions
+
+    if engine not in ("local", "ray"):
+        raise ItmError(None, f"unknown --engine {engine!r}", "use local or ray")
+    titles = read_titles(source, output, action)
+    options = VideoEncodeOptions(tm=tm, crf=crf, preset=preset, max_kbps=max_kbps or None, key_seconds=key_seconds,
+                                 first_steps=steps, warm_steps=warm_steps)
+    results = run_catalogue(titles, output, action=action, options=options, engine=engine, address=address, quiet=quiet)
+    for r in results:
+        if r.error:
+            typer.echo(f"itmfilter: error: {r.error}", err=True)
+    if not quiet:
+        typer.echo(catalogue_table(results))
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)
 
 
 @app.command("eval")

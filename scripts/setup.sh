@@ -32,5 +32,6 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 # torch is pinned (2.13.0, CPU wheel) before the rest so nothing pulls a CUDA build.
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
 # gpu: triton, for the fused kernel's tests (run in Triton's interpreter on a CPU; a
-# ~290 MB wheel, one download).
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,gpu]"
+# ~290 MB wheel, one download). ray: for --engine ray and its tests (about 340 MB with
+# its dependencies).
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,gpu,ray]"

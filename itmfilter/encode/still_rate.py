@@ -28,8 +28,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from itmfilter.errors import ItmError
-from itmfilter.model.grid import GRID_SIZES, GridFitOptions, fit_grid_model, predict_nits
-from itmfilter.model.residual import AVIF_QUALITY_RANGE, BASE_MODEL, BASE_SDR_PLACED, ResidualPlan, apply_residual
+from itmfilter.model.grid import (
+    GRID_SIZES,
+    GridFitOptions,
+    fit_grid_model,
+    predict_nits,
+)
+from itmfilter.model.residual import (
+    AVIF_QUALITY_RANGE,
+    BASE_MODEL,
+    BASE_SDR_PLACED,
+    ResidualPlan,
+    apply_residual,
+)
 from itmfilter.model.weightset import encode_grid_still, grid_still_overhead
 from itmfilter.quality.metrics import psnr_pu21
 

@@ -26,9 +26,9 @@ from itmfilter.limits import check_picture_size
 from itmfilter.media.atomic import atomic_output
 from itmfilter.media.stills import read_hdr, read_sdr, write_sdr_png
 from itmfilter.model.adapt import AdaptOptions, adapt
+from itmfilter.model.inference import reconstruct_nits
 from itmfilter.model.initial import STILLS_INIT, load_init
 from itmfilter.model.net import resolve_device
-from itmfilter.model.inference import reconstruct_nits
 from itmfilter.model.weightset import WeightSet, decode, encode
 from itmfilter.track.carriage import sidecar_path
 from itmfilter.track.stills import (

@@ -5,10 +5,13 @@ Three passes, so that the weights are fitted to the SDR a player will actually d
 
 1. master -> SDR video (tone curve, libx264/libx265, BT.709 tags, audio/subtitles copied);
    a user's grade (``--sdr grade.mov``) skips this pass and is stream-copied as it is;
-2. decode master and SDR in lockstep; detect shots; adapt the network per frame
-   (strategy below) and code the weights with :class:`itmfilter.track.codec.TrackEncoder`
-   (key sets at shot starts and every ``key_seconds``, quantised closed-loop deltas,
-   repeats); finished shots are checkpointed so an interrupted encode resumes;
+2. detect shots over the master and plan the segments (key set to key set: shot starts
+   and every ``key_seconds`` within a shot; :mod:`itmfilter.encode.segments`); per segment,
+   decode master and SDR in lockstep, adapt the network per frame (strategy below) and
+   code the weights with :class:`itmfilter.track.codec.TrackEncoder` (a key set first,
+   then quantised closed-loop deltas, repeats). Segments are independent: they run in
+   order here or as tasks on a Ray cluster (``engine="ray"``) with the same bytes;
+   finished segments are checkpointed so an interrupted encode resumes;
 3. remux the SDR stream (+ audio/subtitles) with the track, atomically: by default (H.264
    or HEVC, any of .mp4/.mov/.mkv/.ts) as SEI inside the video stream, each access unit
    carrying its frame's packet and every KEY's access unit the track header too, so the
@@ -19,9 +22,10 @@ Three passes, so that the weights are fitted to the SDR a player will actually d
 Strategies (``--strategy``; measured in ``benchmarks/video.py``):
 
 * ``frame``: every frame adapted from the initialisation with the full step count;
-* ``warm`` (default): the shot's first frame adapted fully; a later frame keeps the set
-  the *decoder* holds (a 24-byte repeat packet) while that set's error on the frame stays
-  within ``refresh_ratio`` of its error when it was made; otherwise it is warm-started
+* ``warm`` (default): a segment's first frame (a shot start or a forced key) adapted
+  fully; a later frame keeps the set the *decoder* holds (a 24-byte repeat packet) while
+  that set's error on the frame stays within ``refresh_ratio`` of its error when it was
+  made; otherwise it is warm-started
   from the decoder's set (closed loop) for a few steps, its polynomial prior refitted to
   the frame (a fixed prior extrapolates badly when new colours enter the shot: measured
   -16 dB on a pan), and coded as a delta. ``refresh_ratio`` trades bits for quality.
@@ -44,30 +48,30 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
-import torch
 from tqdm import tqdm
 
-from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
+from itmfilter.colour.hdr10 import HDR10Metadata
 from itmfilter.colour.tonecurves import get_curve
-from itmfilter.colour.transfer import eotf_inverse_st2084
-from itmfilter.encode.rate import MIN_DELTA_BYTES, RateBudget, final_header_bytes
-from itmfilter.encode.shots import ShotDetector, shot_starts
+from itmfilter.encode.rate import final_header_bytes
+from itmfilter.encode.segments import (
+    SegmentJob,
+    SegmentStore,
+    encode_segments_local,
+    plan_segments,
+    survey_master,
+)
 from itmfilter.errors import ItmError
 from itmfilter.limits import check_picture_size
 from itmfilter.media.atomic import atomic_output, check_writable
 from itmfilter.media.containers import add_data_stream, mux_data
-from itmfilter.media.phasecorr import MotionEstimator
 from itmfilter.media.stills import read_hdr
 from itmfilter.media.video import (
     SdrWriter,
     exr_sequence,
     probe_video,
     read_hdr_frames,
-    read_sdr_frames,
 )
-from itmfilter.model.adapt import RECIPE_200x8192, adapt
-from itmfilter.model.inference import predict_pq
+from itmfilter.model.adapt import RECIPE_200x8192
 from itmfilter.model.initial import load_init
 from itmfilter.model.net import resolve_device
 from itmfilter.track.carriage import (
@@ -77,8 +81,6 @@ from itmfilter.track.carriage import (
     stream_binding,
 )
 from itmfilter.track.codec import (
-    MOTION_DELTA_CODING,
-    MOTION_SHIFT_BYTES,
     TrackEncoder,
     carries_update,
 )
@@ -87,14 +89,10 @@ from itmfilter.track.format import (
     MKV_ATTACHMENT_NAME,
     TrackHeader,
     decode_packet,
-    encode_packet,
-    flatten_state,
     pack_sample,
     track_to_json,
-    unflatten,
     write_track_blob,
 )
-from itmfilter.track.motion import pixels_to_shift
 from itmfilter.track.sei import remux_with_sei
 
 STRATEGIES = ("warm", "frame")
@@ -153,6 +151,8 @@ class VideoEncodeReport:
     kbit_per_s: float
     carriage: str
     packets: dict
+    segments: int = 0  # units of work (key set to key set)
+    resumed_segments: int = 0  # of which finished by an earlier, interrupted run
 
 
 def _job_key(master: Path, grade: Path | None, options: VideoEncodeOptions, init_tag: str) -> str:
@@ -220,22 +220,33 @@ def encode_video(
     init_path: str | os.PathLike | None = None,
     device: str = "auto",
     quiet: bool = False,
+    engine: str = "local",
+    address: str | None = None,
 ) -> VideoEncodeReport:
     """Run the three passes (module docstring); returns what was written.
 
+    ``engine``: where pass 2's segments run: ``local`` (in order, in this process) or
+    ``ray`` (tasks on the Ray cluster at ``address``: ``auto``, ``ray://host:10001``, or
+    None for a new local instance; :mod:`itmfilter.encode.ray_engine`). Both give the
+    same bytes.
+
     Bad input (an :class:`ItmError`) removes the work folder: there is nothing to resume.
     An interruption (Ctrl-C, a kill) keeps it, so the next run resumes."""
+    if engine not in ("local", "ray"):
+        raise ItmError(None, f"unknown --engine {engine!r}", "use local or ray")
+    if address and engine != "ray":
+        raise ItmError(None, "--address names a Ray cluster", "add --engine ray, or leave --address out")
     output = Path(output)
     check_writable(output.parent, output)
     try:
         return _encode_video(master, output, grade=grade, options=options, init_path=init_path, device=device,
-                             quiet=quiet)
+                             quiet=quiet, engine=engine, address=address)
     except ItmError:
         shutil.rmtree(_work_dir(output), ignore_errors=True)
         raise
 
 
-def _encode_video(master, output, *, grade, options, init_path, device, quiet) -> VideoEncodeReport:
+def _encode_video(master, output, *, grade, options, init_path, device, quiet, engine, address) -> VideoEncodeReport:
     master, output = Path(master), Path(output)
     grade = Path(grade) if grade else None
     inputs = [master] + ([grade] if grade else [])
@@ -260,7 +271,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet) -
         if ginfo.frame_count != minfo.frame_count:
             raise ItmError(grade, f"grade has {ginfo.frame_count} frames, master {minfo.frame_count}", "give a grade of the same length")
     init, provenance = load_init(init_path)
-    dev = resolve_device(device)
+    resolve_device(device)  # a bad --device is refused before pass 1
     work = _work_dir(output)
     key = _job_key(master, grade, options, json.dumps(provenance, sort_keys=True, default=str))
     job_file = work / "job.json"
@@ -299,9 +310,11 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet) -
         kwargs["delta_step"] = options.delta_step
     encoder = TrackEncoder(header, **kwargs)
 
-    # Pass 2: adaptation, shot by shot, with per-shot checkpoints.
-    packets: dict[int, bytes] = {}
-    light = LightLevelAccumulator()
+    # Pass 2: adaptation, segment by segment (key set to key set; itmfilter.encode.segments),
+    # each checkpointed when done so an interrupted encode resumes.
+    survey = survey_master(master, options.shot_threshold, assume_hdr=options.assume_hdr,
+                           total=sinfo.frame_count or None, quiet=quiet)
+    segments = plan_segments(survey.shot_starts, survey.frame_count, key_interval)
     # The video settings were measured with the earlier adaptation recipe (200 steps of
     # 8192 pixels, constant lr): kept here until the video benchmark is re-run with the newer one.
     first_opts = replace(RECIPE_200x8192, steps=options.first_steps, seed=options.seed)
@@ -309,80 +322,28 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet) -
         RECIPE_200x8192, steps=options.warm_steps, lr=options.warm_lr, seed=options.seed, resample_at=(0,), error_stride=8,
         trainable=WARM_PARAMS[options.warm_params],
     )
-    shot, shot_frames = -1, []
-    done_shots = {int(p.stem.split("-")[1]): p for p in work.glob("shot-*.bin")}
-    bar = tqdm(total=sinfo.frame_count or None, unit="frame", desc=f"adapting ({options.strategy})", disable=quiet)
-    held_error = None
-    estimate_motion = MotionEstimator()
-    detect, starts = ShotDetector(options.shot_threshold), None
-    if options.max_kbps and options.strategy != "frame":
-        # the budget needs segment lengths
-        starts, n_frames = shot_starts(master, options.shot_threshold, assume_hdr=options.assume_hdr,
-                                       total=sinfo.frame_count or None, quiet=quiet)
-        # with motion, every warm frame carries its 8-byte shift whatever else it sends
-        budget = RateBudget(options.max_kbps, float(fps), starts, key_interval, n_frames,
-                            per_packet=MOTION_SHIFT_BYTES if options.motion else 0)
+    job = SegmentJob(
+        master=os.fspath(master), sdr=os.fspath(sdr_path), header=header, first=first_opts, warm=warm_opts,
+        fps=float(fps), coder=kwargs, strategy=options.strategy, refresh_ratio=options.refresh_ratio,
+        motion=options.motion, max_kbps=options.max_kbps, header_bytes=final_header_bytes(encoder.header, hdr10),
+        header_every_key=mode == "sei",
+        assume_hdr=options.assume_hdr, init_path=os.fspath(init_path) if init_path else None, device=device,
+    )
+    store = SegmentStore(work)
+    desc = f"adapting ({options.strategy})"
+    if engine == "ray":
+        from itmfilter.encode.ray_engine import (
+            encode_segments_ray,  # Ray is imported on this path only
+        )
+
+        packets, resumed = encode_segments_ray(job, segments, store, address=address, quiet=quiet, desc=desc)
     else:
-        budget = RateBudget(None, float(fps), set(), key_interval, 0)
-    for (_, nits), (index, sdr) in zip(read_hdr_frames(master, assume_hdr=options.assume_hdr), read_sdr_frames(sdr_path)):
-        light.add(nits)
-        shot_start = index in starts if starts is not None else detect(nits)
-        if shot_start:
-            if shot >= 0 and shot not in done_shots:
-                _save_shot(work, shot, shot_frames, packets)
-            shot += 1
-            shot_frames = []
-        shot_frames.append(index)
-        bar.update(1)
-        if shot in done_shots:
-            # Resumed: this shot was finished by an earlier run; its packets are stored and
-            # every shot starts with a key, so the closed loop restarts cleanly after it.
-            if shot_start:
-                packets.update(_load_shot(done_shots[shot]))
-                encoder = TrackEncoder(header, **kwargs)
-                encoder.restart(shot=shot + 1)  # the next coded shot keeps its uninterrupted id
-            continue
-        target = eotf_inverse_st2084(nits).astype(np.float32)
-        budget.next_frame()
-        pan = estimate_motion(sdr) if options.motion and options.strategy == "warm" else None
-        shift = pixels_to_shift(pan, sinfo.width, sinfo.height) if pan is not None else None
-        if options.strategy == "frame" or shot_start or encoder.decoded is None or held_error is None:
-            net = adapt(init, sdr, target, first_opts, device=dev).net
-            params = flatten_state(net.state_dict())
-        else:
-            reference = encoder.reference(shift)  # the held set, following the pan
-            held = init.__class__(init.config)
-            held.load_state_dict(unflatten(init.config, reference))
-            error = _frame_error(held, sdr, target, dev)
-            if error <= options.refresh_ratio * held_error or not budget.can_afford(MIN_DELTA_BYTES):
-                params = reference  # a repeat (or the shift alone): nothing worth (or affordable) to send
-            else:
-                net = adapt(held, sdr, target, warm_opts, device=dev).net
-                params = flatten_state(net.state_dict())
-        if encoder.needs_key and not shot_start:
-            shot_start = True  # first coded frame after resumed shots must be a key
-        # a shift's bytes are reserved per frame by the budget and lie outside max_bytes
-        packet = encoder.add(index, params, shot_start=shot_start, max_bytes=budget.affordable(), motion=shift)
-        if carries_update(packet):
-            held_net = init.__class__(init.config)
-            held_net.load_state_dict(unflatten(init.config, encoder.decoded))
-            held_error = _frame_error(held_net, sdr, target, dev)
-        packets[index] = encode_packet(packet)
-        if packet.kind == "key":
-            # the header travels with the first key, and with every key in the SEI form
-            with_header = index == 0 or mode == "sei"
-            budget.key_sent(index, len(packets[index]), final_header_bytes(encoder.header, hdr10) if with_header else 0)
-        elif packet.kind == "delta":
-            budget.spend(len(packet.payload) - (MOTION_SHIFT_BYTES if packet.coding == MOTION_DELTA_CODING else 0))
-        seconds = len(packets) / float(fps)
-        bar.set_postfix(kbps=f"{8 * sum(len(v) for v in packets.values()) / 1000 / max(seconds, 1e-9):.1f}", shots=shot + 1)
-    bar.close()
-    if shot >= 0 and shot not in done_shots:
-        _save_shot(work, shot, shot_frames, packets)
+        packets, resumed = encode_segments_local(job, segments, store, quiet=quiet, desc=desc)
     if not packets:
         raise ItmError(master, "no frames could be decoded", "check the master")
+    shot = len(survey.shot_starts) - 1
 
-    max_cll, max_fall = light.result()
+    max_cll, max_fall = survey.max_cll, survey.max_fall
     if hdr10 is None:
         hdr10 = HDR10Metadata.bt2020(max_luminance=max(max_cll, 100.0)).with_light_levels(max_cll, max_fall)
     elif not hdr10.max_cll:
@@ -419,26 +380,8 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet) -
         p = decode_packet(packets[i])
         kind = "shift" if p.kind == "delta" and not carries_update(p) else p.kind  # the pan alone
         kinds[kind] = kinds.get(kind, 0) + 1
-    return VideoEncodeReport(os.fspath(output), len(order), shot + 1, meta_bytes, 8 * meta_bytes / 1000 / seconds, mode, kinds)
-
-
-def _frame_error(net, sdr: np.ndarray, target: np.ndarray, device) -> float:
-    """Mean squared PQ error of ``net`` on a frame, on every 4th pixel each way."""
-
-
-    pred = predict_pq(net, sdr, device=device, stride=4).cpu()
-    return float(((pred - torch.from_numpy(target[::4, ::4])) ** 2).mean())
-
-
-def _save_shot(work: Path, shot: int, frames: list[int], packets: dict[int, bytes]) -> None:
-    data = {str(i): packets[i].hex() for i in frames}
-    tmp = work / f"shot-{shot:05d}.partial"
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, work / f"shot-{shot:05d}.bin")
-
-
-def _load_shot(path: Path) -> dict[int, bytes]:
-    return {int(k): bytes.fromhex(v) for k, v in json.loads(path.read_text()).items()}
+    return VideoEncodeReport(os.fspath(output), len(order), shot + 1, meta_bytes, 8 * meta_bytes / 1000 / seconds, mode, kinds,
+                             segments=len(segments), resumed_segments=resumed)
 
 
 def _remux(sdr_path: Path, output: Path, inputs, header, attachment, packets) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from itmfilter.errors import ItmError
 
-
 _PARTIAL = re.compile(r"^\..+\.partial-(\d+)(\.[^.]*)?$")
 
 

@@ -381,9 +381,9 @@ class TrackEncoder:
 
     def restart(self, shot: int | None = None) -> None:
         """Forget the decoder state (e.g. after packets made elsewhere, such as a resumed
-        encode's stored shots): the next :meth:`add` sends a KEY at any frame index, with
-        shot id ``shot`` when given (a resumed encode continues the ids of the shots it
-        stored, so that its file is byte-identical to an uninterrupted run's)."""
+        encode's stored shots): the next :meth:`add` sends a KEY at any frame index.
+        ``shot``: the shot number that KEY and the packets after it carry (a segment coded
+        apart from the frames before it, :mod:`itmfilter.encode.segments`)."""
         self._decoded = None
         self._next_frame = None
         if shot is not None:

@@ -25,7 +25,13 @@ import torch
 
 from itmfilter.colour.hdr10 import HDR10Metadata
 from itmfilter.errors import ItmError
-from itmfilter.limits import MAX_FRAMES, MAX_HEADER_BYTES, MAX_PACKET_BYTES, MAX_PICTURE_SIDE, MAX_TRACK_BYTES
+from itmfilter.limits import (
+    MAX_FRAMES,
+    MAX_HEADER_BYTES,
+    MAX_PACKET_BYTES,
+    MAX_PICTURE_SIDE,
+    MAX_TRACK_BYTES,
+)
 from itmfilter.model.net import ITMNet, ModelConfig
 
 FORMAT_NAME = "itmfilter-track"

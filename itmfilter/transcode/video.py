@@ -42,6 +42,12 @@ class TranscodeJob:
     precision: str = "auto"
     quiet: bool = True
     position: int = 0  # tqdm bar line, for parallel bars
+    start: int = 0  # a part of a long file: frames start .. end - 1 only, no audio (joined later)
+    end: int | None = None
+
+    @property
+    def is_part(self) -> bool:
+        return self.start > 0 or self.end is not None
 
 
 @dataclass
@@ -63,9 +69,11 @@ class TranscodeResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def _reconstructed(source: Path, nets: FrameNetworks, device, precision):
+def _reconstructed(source: Path, nets: FrameNetworks, device, precision, start: int = 0, end: int | None = None):
 
-    for index, sdr in read_sdr_frames(source):
+    for index, sdr in read_sdr_frames(source, start=start):
+        if end is not None and index >= end:
+            break
         yield index, predict_pq(nets(index), sdr, device=device, precision=precision).clamp(0, 1).cpu().numpy()
 
 
@@ -90,6 +98,9 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
         device = resolve_device(job.device)
         header_hdr10 = nets.track.header.hdr10_metadata() if nets.track is not None else None
         total = info.frame_count or None
+        if job.is_part and (header_hdr10 is None or not header_hdr10.max_cll):
+            raise ItmError(source, "has no MaxCLL/MaxFALL in its track, so it cannot be transcoded in parts",
+                           "transcode it whole")
         if header_hdr10 is None or not header_hdr10.max_cll:
             acc = LightLevelAccumulator()
             for _, pq in _reconstructed(source, nets, device, job.precision):
@@ -110,8 +121,8 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
                 bar.update(1)
         else:
             with Hdr10Writer(output, info.width, info.height, info.fps, crf=job.crf, preset=job.preset,
-                             metadata=header_hdr10, copy_from=source) as writer:
-                for _, pq in _reconstructed(source, nets, device, job.precision):
+                             metadata=header_hdr10, copy_from=None if job.is_part else source) as writer:
+                for _, pq in _reconstructed(source, nets, device, job.precision, job.start, job.end):
                     writer.write(pq)
                     result.frames += 1
                     bar.update(1)
