@@ -730,13 +730,13 @@ def test_no_module_unpickles():
 
 _ENCODE_CHILD = """
 import os, signal, sys
-from itmfilter.encode import video as encode_module
+from itmfilter.encode import segments as encode_module
 from itmfilter.encode.video import VideoEncodeOptions, encode_video
 kill = sys.argv[3] == "1"
-stored = os.path.join(os.path.dirname(sys.argv[2]), "." + os.path.basename(sys.argv[2]) + ".itm-work", "shot-00000.bin")
+stored = os.path.join(os.path.dirname(sys.argv[2]), "." + os.path.basename(sys.argv[2]) + ".itm-work", "segment-00000.bin")
 original = encode_module.adapt
 def adapt(*args, **kwargs):
-    if kill and os.path.exists(stored):  # the first shot is stored, the second being adapted
+    if kill and os.path.exists(stored):  # the first segment is stored, a later one being adapted
         os.kill(os.getpid(), signal.SIGKILL)  # no cleanup runs: as a power cut or the OOM killer
     return original(*args, **kwargs)
 encode_module.adapt = adapt
@@ -775,7 +775,7 @@ def test_resume_after_sigkill_is_byte_identical_and_encodes_are_deterministic(tm
 
     assert _encode_in_child(master, resumed, kill=True) == -signal.SIGKILL  # inside the second shot
     work = tmp_path / ".resumed.mp4.itm-work"
-    assert (work / "shot-00000.bin").exists() and not resumed.exists()
+    assert (work / "segment-00000.bin").exists() and not resumed.exists()
     assert _encode_in_child(master, resumed) == 0
     shots = [decode_packet(p).shot for _, p in sorted(load_track(resumed).packets.items())]
     assert shots == [0] * 7 + [1] * 7
