@@ -26,6 +26,11 @@ app = typer.Typer(
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed: same seed, same weights.")]
+EngineOpt = Annotated[str, typer.Option(help="Video: local (this process) or ray (tasks on a Ray cluster; pip install 'itmfilter[ray]').")]
+AddressOpt = Annotated[
+    Optional[str],
+    typer.Option(help="--engine ray: the cluster, auto (started by `ray start` here) or ray://host:10001; default: a new local instance."),
+]
 
 
 def _tm_names() -> str:
@@ -93,16 +98,24 @@ def encode(
     motion: Annotated[
         bool, typer.Option("--motion/--no-motion", help="Video: predict each frame's weights from the previous set shifted by the camera's pan.")
     ] = True,
+    max_bytes: Annotated[
+        Optional[int],
+        typer.Option(help="Stills: the best payload within this many bytes (e.g. 8192), chosen by PU21-PSNR against the master "
+                     "among the polynomial, grid models with a residual gain layer and the MLP (if it fits)."),
+    ] = None,
     assume_hdr: Annotated[bool, typer.Option(help="Video: treat an untagged master as PQ BT.2020.")] = False,
     fps: Annotated[float, typer.Option(help="EXR-sequence master: frames per second.")] = 24.0,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """HDR master -> SDR with embedded per-picture MLPs (stills and video).
 
-    Stills: itmfilter encode master.exr -o sdr.png --tm bt2446a
+    Stills: itmfilter encode master.exr -o sdr.png --tm bt2446a   (--max-bytes 8192: a size budget)
     Video:  itmfilter encode master.mov -o sdr.mp4   (SEI in the video stream, also .mkv/.mov/.ts; --sidecar track|attachment|json)
+    On a cluster: itmfilter encode master.mov -o sdr.mp4 --engine ray --address auto   (same bytes)
     """
     from itmfilter.encode.stills import encode_still
     from itmfilter.model.adapt import AdaptOptions
@@ -110,6 +123,9 @@ def encode(
 
     if not _is_still(master) or master.is_dir() or "%" in master.name:
         from itmfilter.encode.video import VideoEncodeOptions, encode_video
+
+        if max_bytes is not None:
+            raise ItmError(master, "--max-bytes is for stills", "give video a rate cap with --max-kbps")
 
         report = encode_video(
             master,
@@ -123,6 +139,8 @@ def encode(
             init_path=init,
             device=device,
             quiet=quiet,
+            engine=engine,
+            address=address,
         )
         if not quiet:
             typer.echo(
@@ -134,6 +152,33 @@ def encode(
                 typer.echo(f"note: {note}", err=True)
         return
     still_options = AdaptOptions(seed=seed) if steps is None else AdaptOptions(steps=steps, seed=seed)
+    if max_bytes is not None:
+        from itmfilter.progress import progress_bar
+
+        if max_bytes <= 0:
+            raise ItmError(None, f"--max-bytes {max_bytes} is not a size", "give a positive number of bytes, e.g. 8192")
+        bar = progress_bar(None, unit="stage", desc=f"rate-choosing {master.name}", quiet=quiet, leave=False)
+
+        def stage(name: str) -> None:
+            bar.update(1)
+            bar.set_postfix_str(name)
+
+        try:
+            report = encode_still(
+                master, output, tm=tm, grade=sdr, sidecar=sidecar, options=still_options, init_path=init,
+                device=device, weight_dtype=weights_dtype, nits_per_unit=nits_per_unit, anchor=anchor,
+                max_bytes=max_bytes, stage=stage,
+            )
+        finally:
+            bar.close()
+        if not quiet:
+            for note in report.notes:
+                typer.echo(f"  {note}")
+            typer.echo(
+                f"wrote {', '.join(report.outputs)} ({report.mode}; {report.weight_bytes} bytes of weights "
+                f"<= {max_bytes}, chosen in {report.adapt_seconds:.1f} s)"
+            )
+        return
     bar, advance = step_bar(still_options.steps, quiet, f"adapting {master.name}")
     try:
         report = encode_still(
@@ -185,12 +230,18 @@ def transcode(
         str, typer.Option(help="-o - (a pipe): quality ladder, full (default), half, quarter, eighth, sixteenth or auto (keeps up with the frame rate).")
     ] = "full",
     device: DeviceOpt = "auto",
+    split_frames: Annotated[
+        int, typer.Option(help="--engine ray: files longer than this many frames are transcoded in parts (cut at key sets) of at least as many; 0: never.")
+    ] = 1440,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Reconstruct HDR from SDR + embedded weights (blind mode when there are none).
 
     Stills: itmfilter transcode sdr.png -o hdr.exr
     Video:  itmfilter transcode sdr.mp4 -o hdr10.mkv      (many: itmfilter transcode *.mp4 -o out/ -j 2)
+    On a cluster: itmfilter transcode *.mp4 -o out/ --engine ray --address auto   (a file per task)
     Pipe:   itmfilter transcode sdr.mp4 -o - | ffmpeg -i - -c:v libx265 hdr10.mp4   (lossless HDR10 stream on stdout)
     """
     if str(output) == "-" or output.is_fifo():
@@ -210,8 +261,17 @@ def transcode(
         return
     from itmfilter.transcode.video import plan_jobs, summary_table, transcode_many
 
+    if engine not in ("local", "ray"):
+        raise ItmError(None, f"unknown --engine {engine!r}", "use local or ray")
+    if address and engine != "ray":
+        raise ItmError(None, "--address names a Ray cluster", "add --engine ray, or leave --address out")
     planned = plan_jobs(inputs, output, crf=crf, preset=preset, device=device, precision=precision)
-    results = transcode_many(planned, n_jobs=jobs, quiet=quiet)
+    if engine == "ray":
+        from itmfilter.transcode.ray_engine import transcode_many_ray  # Ray is imported on this path only
+
+        results = transcode_many_ray(planned, address=address, quiet=quiet, split_frames=split_frames)
+    else:
+        results = transcode_many(planned, n_jobs=jobs, quiet=quiet)
     for r in results:
         for note in r.notes:
             typer.echo(f"note: {note}", err=True)
@@ -219,8 +279,10 @@ def transcode(
             typer.echo(f"itmfilter: error: {r.error}", err=True)
     if not quiet:
         typer.echo(summary_table(results))
-    if any(r.status == "failed" for r in results):
-        raise typer.Exit(1)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        # bad input exits 2 as everywhere else; 1 when something failed on its own
+        raise typer.Exit(2 if all(r.bad_input for r in failed) else 1)
 
 
 def _transcode_to_pipe(inputs, output, stream_format, start, rung, device, precision, quiet) -> None:
@@ -266,8 +328,28 @@ def _transcode_to_pipe(inputs, output, stream_format, start, rung, device, preci
 @user_errors
 def play(
     video: Annotated[Path, typer.Argument(help="SDR video (with or without a weight track).")],
+    mpv_args: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="mpv options after --, spelt as for mpv: -- --gpu-sw --geometry=50%", show_default=False),
+    ] = None,
     hdr: Annotated[bool, typer.Option("--hdr", help="Reconstruct and show HDR10 (PQ BT.2020).")] = False,
-    vo: Annotated[str, typer.Option(help="mpv video output: gpu (a window), null or image.")] = "gpu",
+    vo: Annotated[
+        str, typer.Option(help="mpv video output: gpu (a window; gpu-next with --hdr), gpu-next, null or image; others: --mpv-opt vo=NAME.")
+    ] = "gpu",
+    mpv_opt: Annotated[
+        Optional[list[str]],
+        typer.Option("--mpv-opt", help="An mpv option KEY=VALUE, repeatable (e.g. --mpv-opt gpu-sw=yes); set after mpv.conf, so it wins.",
+                     show_default=False),
+    ] = None,
+    mpv_config: Annotated[
+        Optional[bool],
+        typer.Option("--mpv-config/--no-mpv-config",
+                     help="Load your mpv config (mpv.conf, input.conf, scripts in $MPV_HOME or ~/.config/mpv) as mpv does. "
+                          "Default: for a window, not for --vo null/image or --output.", show_default=False),
+    ] = None,
+    fallback: Annotated[
+        bool, typer.Option("--fallback/--no-fallback", help="When the window's output cannot start, retry with gpu-sw=yes (and x11 without --hdr).")
+    ] = True,
     output: Annotated[Optional[Path], typer.Option(help="Record what mpv is given into this file (encode mode).")] = None,
     image_dir: Annotated[Optional[Path], typer.Option(help="With --vo image: folder for the PNGs.")] = None,
     rung: Annotated[
@@ -283,10 +365,24 @@ def play(
     """Play through mpv; with --hdr, each frame's MLP turns the SDR into HDR10 in real time.
 
     Example: itmfilter play sdr.mp4 --hdr        (headless: --vo null, or --output seen.mkv)
+
+    A window loads your mpv config (mpv.conf) as mpv does;
+    --mpv-opt KEY=VALUE, or mpv options after --, are set after it.
+    Example: itmfilter play sdr.mp4 --hdr --mpv-opt fs=yes -- --volume=50
+    If the window cannot open, it retries with gpu-sw=yes and says so.
+    Keys: mpv's (space pause, q quit); with --hdr LEFT/RIGHT 5 s, UP/DOWN 60 s.
     """
+    from itmfilter.player.mpv import parse_mpv_options
     from itmfilter.player.mpv import play as run_play
 
-    provider = None
+    options = parse_mpv_options(list(mpv_opt or []))
+    extra = list(mpv_args or [])
+    if extra and not all(a.startswith("--") for a in extra):
+        stray = next(a for a in extra if not a.startswith("--"))
+        raise ItmError(None, f"unexpected argument {stray!r} after the video",
+                       "put mpv options after -- and spell them as for mpv, e.g. -- --gpu-sw")
+    options.update(parse_mpv_options(extra))
+    provider, peak = None, None
     if hdr:
         from itmfilter.transcode.video import FrameNetworks
 
@@ -294,15 +390,63 @@ def play(
         provider = nets.provider
         if nets.track is None and not quiet:
             typer.echo(f"note: {video}: no weight track; blind mode (initialisation alone)", err=True)
+        meta = nets.track.header.hdr10_metadata() if nets.track is not None else None
+        if meta is not None:
+            peak = meta.max_cll or meta.max_luminance
     stats = run_play(
         video, hdr=hdr, vo=vo, output=output, image_dir=image_dir, rung=rung, device=device,
-        precision=precision, weights_provider=provider, quiet=quiet, gain=gain,
+        precision=precision, weights_provider=provider, quiet=quiet, gain=gain, mpv_options=options,
+        mpv_config=mpv_config, fallback=fallback, peak_nits=peak,
+        on_note=None if quiet else (lambda text: typer.echo(f"note: {text}", err=True)),
     )
+    if hdr and nets.warning():
+        typer.echo(f"warning: {nets.warning()}", err=True)
     if not quiet:
         typer.echo(
+            f"output {stats.video_output}{' (quit)' if stats.user_quit else ''}: "
             f"shown {stats.frames_shown}, dropped {stats.frames_dropped}, rung {stats.rung} ({stats.gain_mode or 'n/a'}), "
             f"filter {stats.fps:.1f} fps, damaged-metadata frames {stats.damaged_frames}, blind frames {stats.blind_frames}"
         )
+
+
+@app.command()
+@user_errors
+def catalogue(
+    source: Annotated[Path, typer.Argument(help="A CSV of titles (header: input[,output][,sdr]) or a folder of videos.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the outputs and catalogue.csv.")],
+    action: Annotated[str, typer.Option(help="encode (HDR masters -> SDR + weights) or transcode (SDR + weights -> HDR10).")] = "encode",
+    tm: Annotated[str, typer.Option(help="Encode: tone curve for the SDR.")] = "bt2446a",
+    crf: Annotated[int, typer.Option(help="Encode: SDR quality (x264 CRF).")] = 18,
+    preset: Annotated[str, typer.Option(help="Encode: x264 preset.")] = "medium",
+    max_kbps: Annotated[float, typer.Option(help="Encode: cap on the weights' bitrate in kbit/s (0: no cap).")] = 64.0,
+    key_seconds: Annotated[float, typer.Option(help="Encode: a key set at least this often (s); a segment's length.")] = 4.0,
+    steps: Annotated[int, typer.Option(help="Encode: Adam steps of a segment's first frame.")] = 200,
+    warm_steps: Annotated[int, typer.Option(help="Encode: Adam steps of a warm frame.")] = 60,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """A catalogue in one resumable run: titles already done are skipped, a summary table is
+    printed and written to OUT/catalogue.csv; exit status 1 if any title failed.
+
+    itmfilter catalogue titles.csv -o out/ --engine ray --address auto
+    """
+    from itmfilter.catalogue import catalogue_table, read_titles, run_catalogue
+    from itmfilter.encode.video import VideoEncodeOptions
+
+    if engine not in ("local", "ray"):
+        raise ItmError(None, f"unknown --engine {engine!r}", "use local or ray")
+    titles = read_titles(source, output, action)
+    options = VideoEncodeOptions(tm=tm, crf=crf, preset=preset, max_kbps=max_kbps or None, key_seconds=key_seconds,
+                                 first_steps=steps, warm_steps=warm_steps)
+    results = run_catalogue(titles, output, action=action, options=options, engine=engine, address=address, quiet=quiet)
+    for r in results:
+        if r.error:
+            typer.echo(f"itmfilter: error: {r.error}", err=True)
+    if not quiet:
+        typer.echo(catalogue_table(results))
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)
 
 
 @app.command("eval")

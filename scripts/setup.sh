@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything itmfilter needs on a fresh Debian machine with Python 3.11:
-# system packages (mpv + libmpv for playback, ffmpeg/ffprobe for checks) and a virtual
-# environment in .venv with the package and its test extras. Safe to run again.
+# system packages (mpv + libmpv for playback, ffmpeg/ffprobe for checks; for the window
+# tests, tests/test_play_window.py: Xvfb, xwd, ImageMagick, xdotool and Mesa's software
+# OpenGL/EGL/Vulkan, which mpv's gpu-sw output renders with) and a virtual environment in
+# .venv with the package and its test extras. Only what is missing is installed. Safe to
+# run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +12,14 @@ need_apt=()
 command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v mpv >/dev/null 2>&1 || need_apt+=(mpv)
 ldconfig -p 2>/dev/null | grep -q 'libmpv\.so' || need_apt+=(libmpv-dev)
+command -v Xvfb >/dev/null 2>&1 || need_apt+=(xvfb)
+command -v xwd >/dev/null 2>&1 || need_apt+=(x11-apps)
+command -v convert >/dev/null 2>&1 || need_apt+=(imagemagick)
+command -v xdotool >/dev/null 2>&1 || need_apt+=(xdotool)
+command -v xauth >/dev/null 2>&1 || need_apt+=(xauth)
+ls /usr/lib/*/dri/swrast_dri.so >/dev/null 2>&1 || need_apt+=(libgl1-mesa-dri)
+ldconfig -p 2>/dev/null | grep -q 'libEGL_mesa\.so' || need_apt+=(libegl-mesa0)
+ldconfig -p 2>/dev/null | grep -q 'libvulkan_lvp\.so' || need_apt+=(mesa-vulkan-drivers)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
@@ -21,5 +32,6 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 # torch is pinned (2.13.0, CPU wheel) before the rest so nothing pulls a CUDA build.
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
 # gpu: triton, for the fused kernel's tests (run in Triton's interpreter on a CPU; a
-# ~290 MB wheel, one download).
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,gpu]"
+# ~290 MB wheel, one download). ray: for --engine ray and its tests (about 340 MB with
+# its dependencies).
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,gpu,ray]"

@@ -3,7 +3,9 @@
 Run ``python sidecar/make_vectors.py`` from the repository root. The output is
 deterministic for a given zstandard build: parameters come from a seeded NumPy generator
 (not torch), JSON is key-sorted, ``.npy`` files are float32. ``tests/test_track.py``
-regenerates everything in memory and requires identical bytes.
+regenerates everything in memory and requires identical bytes; the HDR pixel vectors
+in ``vectors/pixels/`` (:func:`build_pixel_vectors`, SPEC section 12) are checked by
+``tests/test_vectors.py``, outputs within the spec's tolerance.
 
 A decoder conforms when, for every entry of ``manifest.json``, it reproduces ``expected``
 (float32, bit-exact when it computes in binary32 without fused multiply-add), the
@@ -12,6 +14,7 @@ A decoder conforms when, for every entry of ``manifest.json``, it reproduces ``e
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import struct
@@ -23,8 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from itmfilter.model.net import CONFIGS, ModelConfig  # noqa: E402
-from itmfilter.track import (  # noqa: E402
+from itmfilter.model.net import CONFIGS, ModelConfig
+from itmfilter.track import (
     Packet,
     TrackDecoder,
     TrackEncoder,
@@ -34,8 +37,8 @@ from itmfilter.track import (  # noqa: E402
     track_to_json,
     write_track_blob,
 )
-from itmfilter.model.initial import load_init, shipped_init_path  # noqa: E402
-from itmfilter.track.codec import (  # noqa: E402
+from itmfilter.model.initial import load_init, shipped_init_path
+from itmfilter.track.codec import (
     INIT_KEY_CODING,
     MOTION_DELTA_CODING,
     encode_init_key_payload,
@@ -44,9 +47,10 @@ from itmfilter.track.codec import (  # noqa: E402
     encode_key_payload,
     encode_motion_payload,
     quantise_delta,
+    wide_tensors,
 )
-from itmfilter.track.format import flatten_state, pack_sample, param_layout, tensor_sizes  # noqa: E402
-from itmfilter.track.sei import H264, HEVC, build_sei_nal  # noqa: E402
+from itmfilter.track.format import flatten_state, pack_sample, param_layout, tensor_sizes
+from itmfilter.track.sei import H264, HEVC, build_sei_nal
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 SMALL = ModelConfig(coord_features=8, rgb_features=8, hidden=(16, 8))  # 491 parameters
@@ -237,6 +241,10 @@ def build_vectors() -> dict[str, bytes]:
          "statuses": [r[1] for r in results]}
     )
 
+    manifest += _concealment_vectors(enc.header, packets, out)
+    headers, bindings = _header_vectors(enc.header, out)
+    out.update(build_still_vectors())
+
     # KEY coding 3 (since 1.2): predicted from an initialisation. On the small config with
     # a given reference set; then the initialisation alone (every width 0).
     irng = np.random.default_rng(12)  # its own generator: the vectors before it keep their values
@@ -289,12 +297,295 @@ def build_vectors() -> dict[str, bytes]:
                             "default": json.loads(CONFIGS["default"].to_json()),
                             "small-fourier": json.loads(SMALL_FOURIER.to_json())},
                 "vectors": manifest,
+                "headers": headers,
+                "bindings": bindings,
             },
             sort_keys=True,
             indent=1,
         )
         + "\n"
     ).encode()
+    return out
+
+
+def _blob(header, raw_by_frame: dict[int, bytes]) -> bytes:
+    """The whole-track file (SPEC 7) with the index frames given, whatever the packets say
+    (``write_track_blob`` takes each packet's own frame, so it cannot write a mismatch)."""
+    hbytes = header.to_bytes()
+    head = b"ITMB" + struct.pack("<BBHI", 1, 1, 0, len(hbytes)) + hbytes
+    items = sorted(raw_by_frame.items())
+    offset = len(head) + 4 + 16 * len(items) + 4
+    entries = []
+    for frame, raw in items:
+        entries.append(struct.pack("<IIIB3x", frame, offset, len(raw), raw[5]))
+        offset += len(raw)
+    front = head + struct.pack("<I", len(items)) + b"".join(entries)
+    return front + struct.pack("<I", zlib.crc32(front)) + b"".join(raw for _, raw in items)
+
+
+def _track_vector(name: str, what: str, header, raw_by_frame: dict[int, bytes], out: dict) -> dict:
+    """A track file of ``raw_by_frame`` (index frame -> packet bytes, written as given) and
+    its decoded sets and statuses."""
+    blob = _blob(header, raw_by_frame)
+    _, by_frame = read_track_blob(blob)
+    dec = TrackDecoder(header)
+    frames = list(range(min(by_frame), max(by_frame) + 1))
+    results = [dec.params_at(f, by_frame) for f in frames]
+    out[f"{name}.bin"] = blob
+    out[f"{name}_expected.npy"] = _npy(np.stack([r[0] for r in results]))
+    return {"file": f"{name}.bin", "what": what, "frames": frames, "expected": f"{name}_expected.npy",
+            "statuses": [r[1] for r in results]}
+
+
+def _concealment_vectors(header, packets, out: dict) -> list[dict]:
+    """One track per decoding rule of SPEC section 5 (12-frame track: KEYs at 0, 4, 7
+    (shot 1), 11 (shot 1); frame 2 a REPEAT; the others DELTAs)."""
+    raw = {p.frame: encode_packet(p) for p in packets}
+
+    def flipped(frame: int) -> bytes:
+        bad = bytearray(raw[frame])
+        bad[24] ^= 0x10
+        return bytes(bad)
+
+    def version(frame: int, major: int) -> bytes:
+        b = bytearray(raw[frame])
+        b[4] = major
+        return _recrc(bytes(b))
+
+    cases = [
+        ("track_lost_shot_key", ("frame 7's KEY (opening shot 1) absent: frame 8's DELTA of shot 1 takes the "
+         "next valid KEY of its shot (frame 11) now, and the DELTAs 9, 10 apply on top of it"),
+         {f: r for f, r in raw.items() if f != 7}),
+        ("track_lost_shot_keys", ("frame 7's KEY absent and frame 11's KEY damaged: no valid KEY of shot 1, "
+         "so shot 1's DELTAs apply to the held set of shot 0"),
+         {f: (flipped(f) if f == 11 else r) for f, r in raw.items() if f != 7}),
+        ("track_lost_first_key", ("frame 0's KEY damaged: the first valid KEY (frame 4) is used as if it "
+         "preceded frame 0; frames 1-3 apply to it, concealed"),
+         {f: (flipped(f) if f == 0 else r) for f, r in raw.items()}),
+        ("track_no_key", "every KEY damaged: unavailable everywhere (the zero vector)",
+         {f: (flipped(f) if p.kind == "key" else raw[f]) for f, p in ((p.frame, p) for p in packets)}),
+        ("track_frame_mismatch", ("the packets of frames 5 and 6 swapped in the index (each packet's frame "
+         "disagrees with its entry): both damaged, the set is held"),
+         {**raw, 5: raw[6], 6: raw[5]}),
+        ("track_version9_packet", ("frame 5's packet claims major version 9 (CRC valid): inside a track it is "
+         "damaged and concealed, not a refusal of the track"),
+         {**raw, 5: version(5, 9)}),
+    ]
+    entries = [_track_vector(name, what, header, by_frame, out) for name, what, by_frame in cases]
+    zero = dataclasses.replace(header, frame_count=0)
+    entries.append(_track_vector("track_frame_count0", "track.bin with frame_count 0 (unknown): decodes "
+                                 "identically; the span comes from the packets", zero, raw, out))
+    return entries
+
+
+def _header_with_json(header, edit) -> bytes:
+    """``header.to_bytes()`` with its JSON changed by ``edit`` (binary major/minor kept, CRC valid)."""
+    doc = header.to_json_dict()
+    edit(doc)
+    body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    head = b"ITMT" + struct.pack("<BBHI", 1, 1, 0, len(body)) + body
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def _header_vectors(header, out: dict) -> tuple[list[dict], list[dict]]:
+    """Header version cases (SPEC 8) and binding cases (SPEC 6) against track.bin's header."""
+    out["header_json_minor0.bin"] = _header_with_json(header, lambda d: d.update(version=[1, 0]))
+    out["header_json_major2.bin"] = _header_with_json(header, lambda d: d.update(version=[2, 0]))
+    headers = [
+        {"file": "header_json_minor0.bin", "what": "binary header 1.1 whose JSON says [1, 0]: accepted, "
+         "the JSON's version is the header's", "version": [1, 0]},
+        {"file": "header_json_major2.bin", "what": "binary header 1.1 whose JSON says [2, 0]: refused",
+         "error_contains": "version 2"},
+    ]
+    b = header.binding
+    bindings = [
+        {"computed": dict(b), "matches": True, "what": "the same video"},
+        {"computed": {"width": b["width"], "height": b["height"]}, "matches": True,
+         "what": "only width and height known (the SEI form's binding): shared keys agree"},
+        {"computed": {**b, "first_keyframe_sha256": "1" * 64}, "matches": False, "what": "a re-encode"},
+        {"computed": {"width": b["width"], "height": b["height"] * 2}, "matches": False, "what": "a scaled stream"},
+        {"computed": {"duration": 5}, "matches": False, "what": "no shared key"},
+        {"computed": {}, "matches": False, "what": "nothing computed"},
+    ]
+    return headers, bindings
+
+
+# --------------------------------------------------------------------------- pixels (SPEC 12)
+
+PIXEL_CONFIGS = ("default", "stills", "paper", "paper-direct", "fourier", "siren-mmr")
+"""Every named config of :data:`CONFIGS`: both coordinate encodings and all three priors."""
+PIXEL_H, PIXEL_W = 4, 6
+
+
+def _pixel_params(config: ModelConfig, rng: np.random.Generator) -> np.ndarray:
+    """A weight set whose output is a plausible picture: :func:`_params`, with an ``mmr3``
+    polynomial near a 2.2-power placement (every one of the 22 terms non-zero, so their
+    order matters) and a residual head scaled to move PQ by a few hundredths."""
+    vec = _params(config, rng)
+    pos = 0
+    for name, shape in param_layout(config):
+        n = int(np.prod(shape))
+        if name == "prior_mmr":
+            mmr = rng.normal(0.0, 0.02, (22, 3))
+            mmr[0] += 0.06
+            mmr[1:4] += 0.45 * np.eye(3)
+            vec[pos : pos + n] = mmr.ravel()
+        elif name.startswith("fusion.") and shape[0] == 3 and config.prior != "none":
+            vec[pos : pos + n] *= 0.1
+        pos += n
+    return vec.astype(np.float32)
+
+
+def _fp16_exact(vec: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """``vec`` as an fp16 KEY carries it (prior_* tensors stay float32)."""
+    sizes, wide = tensor_sizes(config), wide_tensors(config)
+    coding, payload = encode_key_payload(vec, sizes, "fp16", wide=wide)
+    return decode_payload(Packet(0, "key", 0, payload, coding), None, sizes, wide)
+
+
+def _raw_planes(planes) -> bytes:
+    """Planar Y, Cb, Cr, each row-major, as FFmpeg's yuv420p (uint8) / yuv420p10le (uint16 LE)."""
+    return b"".join(np.ascontiguousarray(p).astype(p.dtype.newbyteorder("<")).tobytes() for p in planes)
+
+
+def build_pixel_vectors() -> dict[str, bytes]:
+    """The HDR-output vectors of ``sidecar/vectors/pixels/`` by name: per config a KEY
+    packet, and the PQ R'G'B' (float32) and 10-bit Y'CbCr 4:2:0 codes it gives for the two
+    shared SDR inputs; the still form (PNG chunk -> pixels). Outputs are computed by the
+    reference code in fp32 on the CPU (``predict_pq``, ``pq_to_yuv420p10``)."""
+    import torch
+
+    from itmfilter.colour.ycbcr import (
+        rgb_to_ycbcr,
+        subsample_chroma,
+        upsample_chroma,
+        ycbcr_to_rgb,
+    )
+    from itmfilter.media.stills import write_sdr_png
+    from itmfilter.model.inference import predict_pq
+    from itmfilter.model.net import ITMNet
+    from itmfilter.model.weightset import WeightSet, encode
+    from itmfilter.render.frame import pq_to_yuv420p10
+    from itmfilter.track.format import unflatten
+    from itmfilter.track.stills import CHUNK_NAME, INFO_CHUNK_NAME, sdr_fingerprint
+
+    rng = np.random.default_rng(20261130)
+    out: dict[str, bytes] = {}
+    entries: list[dict] = []
+
+    # Input 1: R'G'B' float32, with the corners at black, white and out-of-range values.
+    rgb = rng.uniform(0.0, 1.0, (PIXEL_H, PIXEL_W, 3)).astype(np.float32)
+    rgb[0, 0], rgb[0, -1], rgb[-1, 0] = 0.0, 1.0, (1.0, 0.5, 0.0)
+    out["input_rgb.npy"] = _npy(rgb)
+    # Input 2: 8-bit Y'CbCr 4:2:0, BT.709 narrow range, with codes outside 16-235/240.
+    ycc = rgb_to_ycbcr(rng.uniform(0.0, 1.0, (PIXEL_H, PIXEL_W, 3)), "bt709", 8, False).astype(np.uint8)
+    y, cb, cr = (p.astype(np.uint8) for p in subsample_chroma(ycc, "420"))
+    y[0, 0], y[0, 1], cb[0, 0], cr[0, 0] = 0, 255, 255, 1
+    out["input_420.yuv"] = _raw_planes((y, cb, cr))
+    sdr = upsample_chroma(y.astype(np.float32), cb, cr, "420")
+    sdr = np.clip(ycbcr_to_rgb(sdr, "bt709", 8, False, dtype=np.float32), 0.0, 1.0)
+    out["input_420_rgb.npy"] = _npy(sdr)
+    inputs = {"rgb": rgb, "420": sdr}
+
+    for name in PIXEL_CONFIGS:
+        config = CONFIGS[name]
+        params = _fp16_exact(_pixel_params(config, rng), config)
+        sizes = tensor_sizes(config)
+        coding, payload = encode_key_payload(params, sizes, "fp16", wide=wide_tensors(config))
+        key = f"{name}_key.bin"
+        out[key] = encode_packet(Packet(0, "key", 0, payload, coding))
+        net = ITMNet(config)
+        net.load_state_dict(unflatten(config, params))
+        for src, picture in inputs.items():
+            with torch.no_grad():
+                pq = predict_pq(net, picture, precision="fp32").numpy()
+            out[f"{name}_{src}_pq.npy"] = _npy(pq)
+            out[f"{name}_{src}.yuv"] = _raw_planes(pq_to_yuv420p10(pq))
+        entries.append({"config": name, "model_config": json.loads(config.to_json()), "key": key,
+                        "outputs": {src: {"pq": f"{name}_{src}_pq.npy", "yuv420p10le": f"{name}_{src}.yuv"}
+                                    for src in inputs}})
+
+    # The still form: an 8-bit PNG with the weight set (ITMW, fp16) in itMf, its info in itMj.
+    config = CONFIGS["stills"]
+    params = _fp16_exact(_pixel_params(config, rng), config)
+    codes = rng.integers(0, 256, (PIXEL_H, PIXEL_W, 3))
+    still = (codes / 255.0).astype(np.float32)
+    net = ITMNet(config)
+    net.load_state_dict(unflatten(config, params))
+    blob = encode(WeightSet.from_net(net), "fp16")
+    info = {"binding": {"sdr_sha256": sdr_fingerprint(still, 8)}, "format": "itmfilter-still", "version": 1,
+            "sdr": {"black_nits": 0.0, "primaries": "bt709", "transfer": "bt1886", "white_nits": 100.0}}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "still.png"
+        write_sdr_png(path, still, bits=8, chunks={CHUNK_NAME: blob,
+                                                   INFO_CHUNK_NAME: json.dumps(info, sort_keys=True).encode()})
+        out["still.png"] = path.read_bytes()
+    picture = codes.astype(np.float32) * np.float32(1.0 / 255)
+    with torch.no_grad():
+        out["still_pq.npy"] = _npy(predict_pq(net, picture, precision="fp32").numpy())
+    still_entry = {"file": "still.png", "config": "stills", "expected": "still_pq.npy",
+                   "sdr_sha256": info["binding"]["sdr_sha256"]}
+
+    out["manifest.json"] = (json.dumps({"inputs": {"rgb": "input_rgb.npy", "420": "input_420.yuv",
+                                                    "420_rgb": "input_420_rgb.npy",
+                                                    "size": [PIXEL_H, PIXEL_W]},
+                                        "networks": entries, "still": still_entry},
+                                       sort_keys=True, indent=1) + "\n").encode()
+    return out
+
+
+def build_still_vectors() -> dict[str, bytes]:
+    """Version-2 still payloads (SPEC section 11) over one small SDR picture, with the
+    pixels a reader must produce (float32 cd/m2) and ``still_manifest.json``."""
+    from itmfilter.model.grid import GridConfig, pack_grid_model
+    from itmfilter.model.residual import BASE_MODEL, BASE_SDR_PLACED, ResidualPlan
+    from itmfilter.model.weightset import decode_still, encode_grid_still
+
+    rng = np.random.default_rng(7)
+    h, w = 16, 24
+    sdr = (rng.integers(0, 256, (h, w, 3)) / 255).astype(np.float32)
+    sdr[2:6, 3:9] = (rng.integers(242, 256, (4, 6, 3)) / 255).astype(np.float32)  # a clipped patch
+    hdr = (np.power(sdr, 2.4) * 600 + rng.uniform(0, 50, sdr.shape)).astype(np.float32)  # a plausible master
+
+    def mmr() -> np.ndarray:
+        m = rng.normal(0, 0.01, (22, 3)).astype(np.float32)
+        m[0] += 0.1
+        m[1:4] += np.eye(3, dtype=np.float32) * 0.45
+        return m
+
+    def model(cfg: GridConfig) -> bytes:
+        q = rng.integers(0, 1 << cfg.grid_bits, cfg.grid_shape).astype(np.uint8)
+        lo = np.full(cfg.channels, -0.25, np.float32)
+        hi = np.full(cfg.channels, 0.25, np.float32)
+        mlp = [(float(np.float32(0.01)), rng.integers(-127, 128, shape).astype(np.int8)) for shape in cfg.mlp_shapes()]
+        return pack_grid_model(cfg, mmr(), q, lo, hi, mlp)
+
+    bilateral = model(GridConfig(width=4, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=7))
+    plane = model(GridConfig(width=2, height=2, depth=0, channels=3, hidden=0, layers=0, grid_bits=8))
+    grid_only = encode_grid_still(bilateral)
+    model_nits = decode_still(grid_only).reconstruct_nits(sdr)
+    residual = ResidualPlan(sdr, model_nits, hdr, 242, 2, 3, base=BASE_MODEL).code(50)
+    gain = ResidualPlan(sdr, None, hdr, 0, 1, 1, base=BASE_SDR_PLACED).code(60)
+    payloads = {
+        "still_grid.bin": (encode_grid_still(bilateral, residual),
+                           "bilateral grid 4x3x4, C 4, MLP 8-8, + residual over the model (t242, 1/2, 3 ch)"),
+        "still_plane.bin": (encode_grid_still(plane), "polynomial + 2D 2x2 plane, no MLP, no residual"),
+        "still_gainmap.bin": (encode_grid_still(b"", gain), "no model: a 1-channel gain layer over the placed SDR"),
+    }
+    out = {"still_sdr.npy": _npy(sdr)}
+    entries = []
+    for name, (data, what) in payloads.items():
+        out[name] = data
+        expected = name.replace(".bin", "_expected.npy")
+        out[expected] = _npy(decode_still(data).reconstruct_nits(sdr))
+        entries.append({"file": name, "what": what, "sdr": "still_sdr.npy", "expected": expected})
+    bad = bytearray(payloads["still_grid.bin"][0])
+    bad[40] ^= 0x01
+    out["still_damaged.bin"] = bytes(bad)
+    entries.append({"file": "still_damaged.bin", "what": "still_grid.bin with one bit flipped", "error_contains": "CRC-32"})
+    out["still_manifest.json"] = (json.dumps({"vectors": entries}, sort_keys=True, indent=1) + "\n").encode()
     return out
 
 
@@ -305,10 +596,11 @@ def _decode_all(header, packets) -> dict[int, np.ndarray]:
 
 
 def main() -> None:
-    VECTORS.mkdir(exist_ok=True)
-    for name, data in sorted(build_vectors().items()):
-        (VECTORS / name).write_bytes(data)
-        print(f"{len(data):8d}  {name}")
+    for folder, files in ((VECTORS, build_vectors()), (VECTORS / "pixels", build_pixel_vectors())):
+        folder.mkdir(exist_ok=True)
+        for name, data in sorted(files.items()):
+            (folder / name).write_bytes(data)
+            print(f"{len(data):8d}  {folder.name}/{name}")
 
 
 if __name__ == "__main__":

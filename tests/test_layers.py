@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "itmfilter"
 
 # Lowest first. A module may import from its own layer or any layer below it.
 LAYERS = [
-    {"errors", "progress"},
+    {"errors", "progress", "limits", "cluster"},
     {"colour"},
     {"media"},
     {"data"},
@@ -21,7 +21,7 @@ LAYERS = [
     {"quality"},
     {"render"},
     {"encode", "transcode", "player"},
-    {"demo", "api"},
+    {"demo", "api", "catalogue"},
     {"cli", "__init__", "__main__"},
 ]
 

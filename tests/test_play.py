@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import av
@@ -144,14 +145,12 @@ def test_missing_input_is_an_itm_error(tmp_path):
         play(bad, hdr=False, vo="null")
 
 
-def test_seek_key_restarts_the_producer(tmp_path):
-    # 6 s at 24 fps, tiny; RIGHT (+5 s) restarts the producer near 5 s, so about a
-    # second of frames is never decoded into the pipe.
-    path = tmp_path / "long.mp4"
+def _long_clip(path: Path, seconds: int) -> Path:
+    """``seconds`` of 64x36 flat grey levels at 24 fps, no audio."""
     out = av.open(str(path), "w")
     v = out.add_stream("libx264", rate=FPS)
     v.width, v.height, v.pix_fmt = 64, 36, "yuv420p"
-    for i in range(6 * FPS):
+    for i in range(seconds * FPS):
         frame = av.VideoFrame.from_ndarray(np.full((36, 64, 3), (i * 3) % 256, np.uint8),
                                            format="rgb24").reformat(format="yuv420p")
         frame.pts = i
@@ -160,13 +159,29 @@ def test_seek_key_restarts_the_producer(tmp_path):
     for p in v.encode():
         out.mux(p)
     out.close()
+    return path
+
+
+def test_seek_key_restarts_the_producer(tmp_path):
+    # 6 s at 24 fps, tiny; RIGHT (+5 s) restarts the producer near 5 s, so about a
+    # second of frames is never decoded into the pipe.
+    path = _long_clip(tmp_path / "long.mp4", 6)
+
+    positions = []
 
     def press_right(player):
-        player.wait_until_playing(timeout=5)
+        player.wait_until_playing(timeout=30)
+        positions.append(player.time_pos or 0.0)
         player.command("keypress", "RIGHT")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (player.time_pos or 0.0) < positions[0] + 4:
+            time.sleep(0.02)
+        positions.append(player.time_pos)
 
     stats = play(path, hdr=True, vo="null", rung="eighth", on_player=press_right, quiet=True)
     assert stats.restarts == 1
+    # mpv's position is the source's: the new stream keeps its timestamps (not rebased to 0)
+    assert positions[0] + 4.9 <= positions[1] <= positions[0] + 5.5, positions
     assert stats.frames_sent + stats.frames_skipped < 6 * FPS - FPS // 2
     assert stats.video_out_params["gamma"] == "pq"
 
@@ -283,6 +298,105 @@ def test_unknown_gain_mode_is_a_clear_error(clip):
         play(clip, hdr=True, vo="null", gain="nope", quiet=True)
 
 
+def test_mpv_options_are_parsed_as_mpv_reads_them():
+    from itmfilter.player.mpv import parse_mpv_options
+
+    assert parse_mpv_options(["gpu-sw=yes", "--geometry=50%", "--no-osc", "--fs", "vf=format=gamma=pq",
+                              "hwdec_codecs=all"]) == {
+        "gpu-sw": "yes", "geometry": "50%", "osc": "no", "fs": "yes", "vf": "format=gamma=pq", "hwdec-codecs": "all"}
+    with pytest.raises(ItmError, match="has no name"):
+        parse_mpv_options(["=1"])
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"no-such-option": "1"}, "mpv has no option 'no-such-option'"),
+    ({"gpu-sw": "maybe"}, "mpv rejected the value 'maybe' of its option 'gpu-sw'"),
+])
+def test_rejected_mpv_option_is_one_clear_error(clip, options, message):
+    import threading
+
+    with pytest.raises(ItmError, match=message):
+        play(clip, hdr=False, vo="null", mpv_options=options, quiet=True)
+    assert not [t for t in threading.enumerate() if t.name == "MPVEventHandlerThread"]
+
+
+def test_pass_through_options_win(clip):
+    """mpv_options are set last: over itmfilter's own (quiet's msg-level) too."""
+    seen = {}
+
+    def look(player):
+        seen.update(speed=player.speed, vf=player.vf, msg_level=player["msg-level"])
+
+    play(clip, hdr=True, vo="null", rung="eighth", quiet=True, on_player=look,
+         mpv_options={"speed": "2", "msg-level": "all=warn"})
+    assert seen["speed"] == 2.0 and seen["msg_level"] == {"all": "warn"}
+    # hdr_vf: the PQ ceiling as the signal peak, 10000 / 203 SDR white
+    assert seen["vf"][0]["params"]["sig-peak"].startswith("49.26")
+
+
+@pytest.mark.parametrize("hdr, command", [(True, "quit"), (False, "quit"), (True, "stop")])
+def test_quit_or_stop_mid_file_ends_cleanly(tmp_path, hdr, command):
+    """``quit`` (what q and closing the window do) or ``stop`` (mpv ends the file and
+    closes the pipe before play() knows) in the middle of the file: play() returns, and
+    neither a producer, a decoder nor mpv's event thread is left running."""
+    import threading
+
+    path = _long_clip(tmp_path / "clip.mp4", 4)  # the real-time producer writes for 4 s
+    before = set(threading.enumerate())
+
+    def end_soon(player):
+        player.wait_until_playing(timeout=30)
+        player.command(command)
+
+    stats = play(path, hdr=hdr, vo="null", rung="eighth", realtime=True, on_player=end_soon, quiet=True)
+    assert stats.user_quit == (command == "quit")
+    assert stats.video_output == "null"
+    if hdr:
+        assert stats.frames_sent + stats.frames_skipped < 4 * FPS  # ended mid-file
+    assert set(threading.enumerate()) - before == set()
+
+
+def test_cli_rejects_stray_arguments_and_unknown_mpv_options(clip):
+    from typer.testing import CliRunner
+
+    from itmfilter.cli import app
+
+    res = CliRunner().invoke(app, ["play", str(clip), "--vo", "null", "stray"])
+    assert res.exit_code == 2 and "put mpv options after --" in res.output
+    res = CliRunner().invoke(app, ["play", str(clip), "--vo", "null", "--mpv-opt", "no-such-option=1"])
+    assert res.exit_code == 2
+    assert [line for line in res.output.splitlines() if line.startswith("itmfilter: error:")] == [
+        "itmfilter: error: mpv has no option 'no-such-option' (given as no-such-option=1). "
+        "check the name in `mpv --list-options`"]
+
+
+def test_producer_ends_quietly_when_mpv_closes_the_pipe(clip):
+    """mpv closing its end (output failed, file stopped, player gone) before the producer
+    was told to stop: PyAV reports the broken pipe from its I/O callback when the NUT
+    trailer is written; that is the normal end, not an error."""
+    import threading
+
+    from itmfilter.player.producer import Producer, Session
+    from itmfilter.track.provider import blind_provider
+
+    session = Session(clip, blind_provider(), torch.device("cpu"), "fp32", "eighth", realtime=False,
+                      with_audio=True)
+    session.gain = "prior"
+    read_fd, write_fd = os.pipe()
+
+    def read_a_little_then_close():  # as mpv does: the stream has started, then it is gone
+        got = 0
+        while got < 20_000:
+            got += len(os.read(read_fd, 4096))
+        os.close(read_fd)
+
+    reader = threading.Thread(target=read_a_little_then_close)
+    reader.start()
+    producer = Producer(session, write_fd, 0.0)
+    producer.run()  # in this thread
+    reader.join()
+    assert producer.error is None and not producer.stop.is_set()
+    assert producer.sink is not None and producer.sink.reader_gone
 
 _THREADS_CHECK = """
 import numpy as np, torch

@@ -365,11 +365,12 @@ def _load_make_vectors():
 
 def test_vectors_regenerate_identically():
     built = _load_make_vectors().build_vectors()
-    on_disk = {p.name: p.read_bytes() for p in (SIDECAR / "vectors").iterdir()}
+    # vectors/pixels/ (the HDR output vectors) is checked by tests/test_vectors.py
+    on_disk = {p.name: p.read_bytes() for p in (SIDECAR / "vectors").iterdir() if p.is_file()}
     assert sorted(built) == sorted(on_disk)
     for name, data in built.items():
         assert data == on_disk[name], f"{name} differs: rerun python sidecar/make_vectors.py"
-    assert sum(map(len, on_disk.values())) < 350_000  # track_init_expected.npy (3 default-config sets) is 115 KB
+    assert sum(map(len, on_disk.values())) < 600_000  # track_init_expected.npy (3 default-config sets) is 115 KB
 
 
 def test_vectors_decode_to_expected_weights():

@@ -93,16 +93,16 @@ def test_sdr_master_refused(tmp_path):
     assert not (tmp_path / "out.mp4").exists()
 
 
-def test_interrupted_encode_resumes_without_redoing_finished_shots(master, tmp_path, monkeypatch):
+def test_interrupted_encode_resumes_without_redoing_finished_segments(master, tmp_path, monkeypatch):
     out = tmp_path / "sdr.mp4"
     calls = {"n": 0}
-    from itmfilter.encode import video as encode_module
+    from itmfilter.encode import segments as encode_module
 
     original = encode_module.adapt
 
     def interrupting(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 10:  # well inside the second shot (frames 8-13)
+        if calls["n"] == 10:  # inside the third segment (frames 0-5, 6-7, then the shot at 8-13)
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
@@ -112,10 +112,10 @@ def test_interrupted_encode_resumes_without_redoing_finished_shots(master, tmp_p
         encode_video(master, out, options=opts, quiet=True)
     assert not out.exists()  # nothing under the final name
     work = tmp_path / ".sdr.mp4.itm-work"
-    assert (work / "shot-00000.bin").exists() and not (work / "shot-00001.bin").exists()
+    assert sorted(p.name for p in work.glob("segment-*.bin")) == ["segment-00000.bin", "segment-00001.bin"]
     calls["n"] = -1000  # no more interruptions; count the second run's adaptations
     encode_video(master, out, options=opts, quiet=True)
-    assert calls["n"] == -1000 + (N - 8)  # only the unfinished shot's frames were adapted
+    assert calls["n"] == -1000 + (N - 8)  # only the unfinished segment's frames were adapted
     track = load_track(out)
     assert sorted(track.packets) == list(range(N))
     dec = TrackDecoder(track.header)

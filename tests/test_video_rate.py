@@ -7,7 +7,7 @@ import pytest
 
 from itmfilter.data import sample_path
 from itmfilter.data.testmedia import make_master_from_arrays, pan_view
-from itmfilter.encode.rate import RateBudget, carried_sizes, check_rate, planned_keys, window_bytes
+from itmfilter.encode.rate import RateBudget, carried_sizes, check_rate, plan_rate, window_bytes
 from itmfilter.encode.video import VideoEncodeOptions, encode_video
 from itmfilter.errors import ItmError
 from itmfilter.media.stills import read_hdr
@@ -75,17 +75,44 @@ def test_check_rate_finds_a_burst_and_an_overrun():
     assert any("frame 30" in p for p in check_rate([24] * 30 + [2200] + [24] * 17, 16.0, 24))  # a late burst
 
 
-def test_budget_plans_keys_within_segment_and_buffer():
-    keys = planned_keys({0, 24, 30}, 96, 60)
-    assert keys == [0, 24, 30]
-    b = RateBudget(16.0, 24.0, {0, 24, 30}, 96, 60, min_key_bytes=17)
-    assert b.shortfall <= 0  # the cheapest track leaves a surplus
-    # segment 0 (24 frames): 2000 B, less 23 bare heads; the buffer (2000 B + r) binds too
-    assert b.key_budget(0) == int(min(24 * b.per_frame - 23 * 24, b.per_frame + b.buffer)) - 24
+def test_plan_carries_a_segment_deficit_into_the_next_and_budgets_follow_it():
+    # 16 kbit/s at 24 fps: r = 83.3 B a frame, B = 2000 B. Segments of 24, 6 and 30 frames; the
+    # 1 KB header with the first key makes segment 0 short of its cheapest form (1000 + 280 +
+    # 23 x 24 = 1832 B < 2000: it is not), so try the 6-frame one: 280 + 5 x 24 = 400 < 500.
+    plan = plan_rate(16.0, 24.0, [24, 6, 30], min_key_bytes=256, header_bytes=1000)
+    assert plan.levels == (0.0, 0.0, 0.0, 0.0) and plan.shortfall <= 0
+    # at 8 kbit/s (41.7 B a frame) the first segment cannot pay header + key + heads: the
+    # next one starts owing the rest and repays it (with its own surplus of 592 B, in part)
+    plan = plan_rate(8.0, 24.0, [24, 48, 48], min_key_bytes=256, header_bytes=1000)
+    owed = 1000 + 280 + 23 * 24 - 24 * plan.per_frame  # 832 B
+    left = owed - (48 * plan.per_frame - 280 - 47 * 24)  # 240 B after segment 1
+    assert abs(plan.levels[1] - owed) < 1e-9 and abs(plan.levels[2] - left) < 1e-9
+    assert plan.levels[3] == 0.0 and plan.shortfall <= 0
+    first = RateBudget.for_segment(plan, 0, 0, 24, 96)
+    second = RateBudget.for_segment(plan, 1, 24, 72, 96)
+    # segment 0 may spend its allowance plus what it leaves owed; segment 1 its allowance
+    # less what it repays, and its key only what the bucket still holds
+    assert first.key_budget(0, extra=1000) == int(min(24 * plan.per_frame + owed - 23 * 24,
+                                                       plan.per_frame + plan.buffer) - 1000 - 24)
+    assert second.key_budget(24) == int(min(48 * plan.per_frame + left - owed - 47 * 24,
+                                            plan.per_frame + plan.buffer - owed) - 24)
+    assert plan_rate(8.0, 24.0, [24, 24, 24], min_key_bytes=256, header_bytes=1000).shortfall > 0
     with pytest.raises(ItmError, match="buffer-seconds"):
         VideoEncodeOptions(buffer_seconds=-1)
-    tiny = RateBudget(4.0, 24.0, set(range(0, 60, 6)), 96, 60, min_key_bytes=17)
+    tiny = plan_rate(4.0, 24.0, [6] * 10, min_key_bytes=17)
     assert tiny.shortfall > 0  # 20.8 B a frame cannot pay 24-byte heads
+
+
+def test_budget_keeps_the_bucket_within_the_buffer():
+    b = RateBudget(16.0, 24.0, {48}, 96, 48)  # one 48-frame segment, B = 2000 B
+    assert b.key_budget(0) == int(min(48 * b.per_frame - 47 * 24, b.per_frame + b.buffer)) - 24
+    b.key_sent(0, 2000)
+    for f in range(1, 48):
+        b.next_frame()
+        assert b.affordable() + 24 <= b.room()
+        b.record(f, 24 + b.affordable())
+        b.spend(b.affordable())
+    assert b.level <= 1e-9  # repaid by the end
 
 
 @pytest.mark.parametrize("kbps,carriage", [(4.0, "track"), (8.0, "sei")])

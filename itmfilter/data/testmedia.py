@@ -18,6 +18,7 @@ judging fine detail.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
 from itmfilter.errors import ItmError
+from itmfilter.limits import MAX_FRAMES, MIN_PICTURE_SIDE, picture_size_problem
 from itmfilter.media.video import Hdr10Writer
 
 __all__ = ["make_master", "make_master_from_arrays", "camera_frames", "pan_view", "MASTER_CODECS"]
@@ -188,6 +190,11 @@ def make_master(
     Returns the output path. MaxCLL/MaxFALL are measured over every frame first (the
     frames are rendered twice, which costs far less than encoding them).
     """
+    _check_timing(out_path, seconds, fps, shot_seconds)
+    problem = picture_size_problem(*size)
+    if problem or size[0] % 2 or size[1] % 2:
+        raise ItmError(out_path, f"--size {size[0]}x{size[1]}: " + (problem or "4:2:0 needs an even width and height"),
+                       f"give an even WIDTHxHEIGHT from {MIN_PICTURE_SIDE}x{MIN_PICTURE_SIDE} to 8192x8192, e.g. 1920x1080")
     path = _check_out(out_path, codec)
     panoramas = _load_scenes(scenes, split, seed, quiet, cache_dir)
     n_frames = max(1, int(round(seconds * float(fps))))
@@ -200,6 +207,15 @@ def make_master(
         levels.add(frame)
     metadata = HDR10Metadata.p3_d65(peak_nits, 0.0001, *levels.result())
     return _encode(path, frames(), size, fps, codec, metadata, n_frames, quiet, crf, preset)
+
+
+def _check_timing(out_path, seconds: float, fps: float, shot_seconds: float) -> None:
+    """Positive, finite durations and rate, and no more frames than a track may hold."""
+    for name, value in (("--seconds", seconds), ("--fps", fps), ("--shot-seconds", shot_seconds)):
+        if not (math.isfinite(value) and value > 0):
+            raise ItmError(out_path, f"{name} must be a positive number, got {value}", f"give e.g. {name} 10")
+    if seconds * fps >= MAX_FRAMES:
+        raise ItmError(out_path, f"{seconds} s at {fps} fps is more than {MAX_FRAMES} frames", "make a shorter master")
 
 
 def _load_scenes(scenes, split, seed, quiet, cache_dir) -> list[np.ndarray]:

@@ -6,17 +6,24 @@ second, ``r = R / fps`` bytes per frame and ``B = R * buffer_seconds`` the buffe
 * every window of ``n`` consecutive frames costs at most ``n * r + B`` bytes;
 * the whole track costs at most ``N * r`` bytes over its ``N`` frames.
 
-Bytes are whole packets (24-byte head and CRC included) plus, on frame 0, the track header.
-This is a leaky bucket of size ``B`` draining at ``r`` per frame that starts empty and must
-be empty after the last frame: a KEY may borrow up to ``B`` ahead of the allowance, and the
-frames after it pay it back. Equivalently (the way :class:`RateBudget` checks it), with the
-slack ``s_k = (k + 1) * r - bytes(0..k)`` and its running maximum ``m_k`` (``m_{-1} = 0``),
-every frame keeps ``m_{k-1} - s_k <= B`` and the last frame ends with ``s >= 0``.
+Bytes are whole packets (24-byte head and CRC included) plus the track header on the frames
+that carry it (frame 0; every KEY in the SEI carriage). This is a leaky bucket of size ``B``
+that drains ``r`` per frame (level ``l_k = max(0, l_{k-1} + s_k - r)``, never above ``B``),
+starting and ending empty: a KEY may borrow up to ``B`` ahead of the allowance and the frames
+after it pay it back. :func:`check_rate` verifies a track against it exactly.
+
+Segments (key set to key set, :mod:`itmfilter.encode.segments`) are encoded independently, so
+the bucket level at each segment boundary is *planned* from pass-1 information only
+(:func:`plan_rate`: segment lengths, the header's size, the cheapest KEY): normally 0 (each
+segment repays its own KEY), more where a segment cannot pay its cheapest form and the next
+one repays it. A segment starts as if the bucket held its planned level and must end at or
+below the next one, so what one segment actually spent never changes another's budget.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from itmfilter.colour.hdr10 import HDR10Metadata
 from itmfilter.track.format import TrackHeader, decode_packet
@@ -29,7 +36,7 @@ PACKET_OVERHEAD_BYTES = 24
 
 PRIOR_KEY_BYTES = 256
 """Payload bytes planned for a KEY that refits only the prior (the per-shot MMR polynomial:
-measured 90-180 bytes): the floor the budget keeps for every key when it can, since the
+measured 90-180 bytes): the floor the plan keeps for every key when it can, since the
 initialisation alone (17 bytes) scored 13.5 dB PU21 on a global curve where the prior-only
 key is near the polynomial's quality."""
 
@@ -37,65 +44,89 @@ DEFAULT_BUFFER_SECONDS = 1.0
 """The buffer ``B`` in seconds of the cap: the worst 1 s window costs at most twice the cap."""
 
 
-def planned_keys(shot_starts, key_interval: int, frame_count: int) -> list[int]:
-    """The frames the encoder opens a key-to-key segment at: frame 0, every shot start, and
-    ``key_interval`` frames after the previous key."""
-    starts, keys, last = set(shot_starts), [], None
-    for f in range(frame_count):
-        if last is None or f in starts or f - last >= key_interval:
-            keys.append(f)
-            last = f
-    return keys
+@dataclasses.dataclass(frozen=True)
+class RatePlan:
+    """Pass-1 rate plan of a whole track (picklable; :func:`plan_rate`).
+
+    ``levels[j]``: the bucket level (bytes) planned where segment ``j`` starts;
+    ``levels[-1]`` is 0 (the track ends with the bucket empty). ``shortfall``: bytes by which
+    even the cheapest track exceeds the cap (> 0: infeasible).
+    """
+
+    max_kbps: float
+    fps: float
+    buffer: float
+    per_packet: int
+    min_key: int
+    levels: tuple[float, ...]
+    shortfall: float
+
+    @property
+    def per_frame(self) -> float:
+        return self.max_kbps * 1000 / 8 / self.fps
+
+
+def plan_rate(max_kbps: float, fps: float, segment_frames: Sequence[int], *, per_packet: int = 0,
+              min_key_bytes: int = 0, header_bytes: int = 0, header_every_key: bool = False,
+              buffer_seconds: float = DEFAULT_BUFFER_SECONDS, bare_key_bytes: int | None = None) -> RatePlan:
+    """Plan the bucket level at every segment boundary. Segment ``j`` (``segment_frames[j]``
+    frames, opening with a KEY) costs at least its cheapest KEY (``min_key_bytes`` of payload
+    plus the packet head, plus the header on the first segment or, ``header_every_key``, on
+    all) and a head of ``24 + per_packet`` bytes on every other frame; what it cannot pay from
+    its own ``n * r`` is carried as a level the next segment repays. ``B`` is raised, if need
+    be, to hold the header and the barest KEY (``bare_key_bytes``, default ``min_key_bytes``:
+    the initialisation alone) in one frame; a plan where some KEY's cheapest form does not
+    fit what the bucket holds at its start is infeasible too."""
+    r = max_kbps * 1000 / 8 / fps
+    min_key = PACKET_OVERHEAD_BYTES + int(min_key_bytes)
+    bare = PACKET_OVERHEAD_BYTES + int(min_key_bytes if bare_key_bytes is None else bare_key_bytes)
+    head = PACKET_OVERHEAD_BYTES + int(per_packet)
+    buffer = max(max_kbps * 1000 / 8 * float(buffer_seconds), header_bytes + bare - r)
+    levels, level, over = [0.0], 0.0, 0.0
+    for j, n in enumerate(segment_frames):
+        header = header_bytes if j == 0 or header_every_key else 0
+        over = max(over, level + header + min_key - r - buffer)  # this KEY must fit the bucket
+        level = max(0.0, level + min_key + head * (n - 1) + header - n * r)
+        levels.append(level)
+    shortfall = max(levels[-1], over)
+    levels[-1] = 0.0
+    return RatePlan(float(max_kbps), float(fps), buffer, int(per_packet), min_key, tuple(levels), shortfall)
 
 
 class RateBudget:
-    """The cap (``max_kbps``; None/0: unlimited) as a leaky bucket (module docstring).
+    """One segment's budget under the cap (``max_kbps``; None/0: unlimited).
 
-    Per key-to-key segment (known ahead from the shot pre-pass), :meth:`key_budget` says
-    what the KEY may cost: the segment's allowance ``n * r`` plus the slack carried from
-    earlier segments, less one packet head per later frame (``per_packet``: 24 bytes plus
-    e.g. a motion shift) and less what later segments will need for their cheapest KEYs
-    (``min_key_bytes``) when their own allowance cannot pay for them, and at most what the
-    buffer holds. ``header_bytes``: the track header, sent with frame 0 (and with every
-    KEY when ``header_every_key``, as the SEI carriage does) and counted in that frame. What the KEY leaves is spread evenly over the segment's frames as tokens;
-    a DELTA is offered only the tokens gathered so far (:meth:`affordable`), and never more
-    than the buffer allows this frame with room kept for a following KEY. Unspent tokens
-    stay in the slack and carry into the next segment.
+    The segment runs from its KEY to ``frame_count`` (or ``key_interval`` frames, or the
+    next of ``shot_starts``). It starts as if the bucket held ``start_level`` and must end
+    with it at most ``end_level`` (from :func:`plan_rate`; both 0 for a lone segment), so it
+    may spend ``n * r + end_level - start_level``. :meth:`key_budget` says what the KEY may
+    cost: that, less one head (``24 + per_packet``) per later frame and ``extra`` (the
+    header), and at most what the bucket holds. What the KEY leaves is spread evenly over the
+    segment's frames as tokens; a DELTA is offered only the tokens gathered so far
+    (:meth:`affordable`), never more than the bucket allows this frame. Every packet is
+    accounted with :meth:`record` (the KEY's by :meth:`key_sent`).
     """
 
     def __init__(self, max_kbps: float | None, fps: float, shot_starts: set[int], key_interval: int,
                  frame_count: int, per_packet: int = 0, buffer_seconds: float = DEFAULT_BUFFER_SECONDS,
-                 min_key_bytes: int = 0, header_bytes: int = 0, header_every_key: bool = False) -> None:
+                 start_level: float = 0.0, end_level: float = 0.0, buffer: float | None = None) -> None:
         self.limited = bool(max_kbps)
         self.per_packet = PACKET_OVERHEAD_BYTES + int(per_packet)  # what every non-key frame costs anyway
         self.per_frame = (max_kbps or 0.0) * 1000 / 8 / fps  # r
-        self.buffer = (max_kbps or 0.0) * 1000 / 8 * float(buffer_seconds)  # B
-        self.min_key = PACKET_OVERHEAD_BYTES + int(min_key_bytes)  # the cheapest whole KEY packet
+        self.buffer = buffer if buffer is not None else (max_kbps or 0.0) * 1000 / 8 * float(buffer_seconds)
         self.shot_starts = sorted(shot_starts)
         self.key_interval, self.frame_count = key_interval, frame_count
+        self.start_level, self.end_level = float(start_level), float(end_level)
         self.tokens, self.per_delta_frame = 0.0, 0.0
-        self.slack, self.peak = 0.0, 0.0  # s and m of the module docstring
-        self.frame = -1  # the last frame recorded
-        self._spendable = 0.0  # what the current segment may spend in all
-        self._planned = -1  # the key frame _spendable was planned for
-        self._keys = planned_keys(shot_starts, key_interval, frame_count) if self.limited else []
-        # need[k]: slack that must remain when the segment opened at k ends so that every later
-        # segment can at least send its cheapest KEY and a bare packet head on each other frame
-        # (negative: later segments' surplus a segment may borrow, only to pay its own minimum).
-        # least[k]: that minimum for the segment itself.
-        self._need: dict[int, float] = {}
-        self._least: dict[int, float] = {}
-        need = 0.0
-        bounds = self._keys + [frame_count]
-        for j in range(len(self._keys) - 1, -1, -1):
-            self._need[self._keys[j]] = need
-            n = bounds[j + 1] - bounds[j]
-            least = self.min_key + self.per_packet * (n - 1) + (header_bytes if j == 0 or header_every_key else 0)
-            self._least[self._keys[j]] = least
-            need += least - n * self.per_frame
-        self.shortfall = need  # > 0: the cap cannot pay even the cheapest track
-        # the buffer must at least hold the first frame's cheapest form (header and key)
-        self.buffer = max(self.buffer, header_bytes + self.min_key - self.per_frame) if self.limited else 0.0
+        self.level = float(start_level)  # the bucket, as if the earlier segments spent all they were planned
+
+    @classmethod
+    def for_segment(cls, plan: RatePlan | None, index: int, start: int, end: int, key_interval: int) -> "RateBudget":
+        """The budget of segment ``index`` (frames ``start`` to ``end``) under ``plan``."""
+        if plan is None:
+            return cls(None, 24.0, set(), key_interval, 0)
+        return cls(plan.max_kbps, plan.fps, {end}, key_interval, end, per_packet=plan.per_packet,
+                   start_level=plan.levels[index], end_level=plan.levels[index + 1], buffer=plan.buffer)
 
     def segment_frames(self, key_frame: int) -> int:
         end = min(key_frame + self.key_interval, self.frame_count)
@@ -105,39 +136,28 @@ class RateBudget:
                 break
         return max(1, end - key_frame)
 
-    def _planned_segment(self, key_frame: int) -> int | None:
-        opened = [k for k in self._keys if k <= key_frame]
-        return opened[-1] if opened else None
+    def room(self) -> float:
+        """Bytes the next frame's whole packet may cost with the bucket staying within ``B``."""
+        return self.per_frame + self.buffer - self.level
 
-    def window_room(self) -> float:
-        """Bytes the next frame's whole packet may cost without breaking the buffer bound."""
-        return self.per_frame + self.buffer - (self.peak - self.slack)
+    def _allowance(self, key_frame: int) -> float:
+        return self.segment_frames(key_frame) * self.per_frame + self.end_level - self.start_level
 
     def key_budget(self, key_frame: int, extra: int = 0) -> int | None:
-        """Payload bytes the KEY opening a segment at ``key_frame`` may use (None: no cap).
-        ``extra``: bytes sent with it (the track header on frame 0). Plans the segment."""
+        """Payload bytes the KEY opening the segment at ``key_frame`` may use (None: no cap).
+        ``extra``: bytes sent with it (the track header)."""
         if not self.limited:
             return None
         n = self.segment_frames(key_frame)
-        self._planned = key_frame
-        later_key = key_frame + n < self.frame_count
-        seg = self._planned_segment(key_frame)
-        need = self._need.get(seg, 0.0)
-        self._spendable = self.slack + n * self.per_frame - max(0.0, need)
-        if seg == key_frame:  # borrow from later segments' surplus only to pay this one's minimum
-            self._spendable = max(self._spendable, min(self._least[seg], self.slack + n * self.per_frame - need))
-        room = self.window_room() - (self.min_key if later_key and n == 1 else 0)
-        total = min(self._spendable - self.per_packet * (n - 1), room)
+        total = min(self._allowance(key_frame) - self.per_packet * (n - 1), self.room())
         return max(0, int(total - extra - PACKET_OVERHEAD_BYTES))
 
     def key_sent(self, key_frame: int, nbytes: int, extra: int = 0) -> None:
-        """A key packet of ``nbytes`` (plus ``extra``, e.g. the track header) opened a segment."""
+        """A key packet of ``nbytes`` (plus ``extra``, e.g. the track header) opened the segment."""
         if not self.limited:
             return
-        if self.frame != key_frame - 1 or self._planned != key_frame:
-            self.key_budget(key_frame, extra)
         n = self.segment_frames(key_frame)
-        spare = self._spendable - nbytes - extra - self.per_packet * (n - 1)
+        spare = self._allowance(key_frame) - nbytes - extra - self.per_packet * (n - 1)
         self.tokens, self.per_delta_frame = 0.0, max(0.0, spare) / max(1, n - 1)
         self.record(key_frame, nbytes + extra)
 
@@ -147,11 +167,10 @@ class RateBudget:
 
     def affordable(self) -> int | None:
         """Payload bytes a delta may use now (None: unlimited): the tokens, within what the
-        buffer allows this frame, keeping room for a KEY that may follow."""
+        bucket allows this frame."""
         if not self.limited:
             return None
-        room = self.window_room() - self.per_packet - self.min_key
-        return max(0, int(min(self.tokens, room)))
+        return max(0, int(min(self.tokens, self.room() - self.per_packet)))
 
     def can_afford(self, nbytes: int) -> bool:
         return not self.limited or (self.affordable() or 0) >= nbytes
@@ -160,10 +179,8 @@ class RateBudget:
         self.tokens -= payload_bytes
 
     def record(self, frame: int, nbytes: int) -> None:
-        """Account a frame's whole packet (plus the header on frame 0) in the bucket."""
-        self.frame = frame
-        self.slack += self.per_frame - nbytes
-        self.peak = max(self.peak, self.slack)
+        """Account a frame's whole packet (plus a header sent with it) in the bucket."""
+        self.level = max(0.0, self.level + nbytes - self.per_frame)
 
 
 def carried_sizes(packets: list[bytes], header_bytes: int, header_every_key: bool = False) -> list[int]:
@@ -188,11 +205,15 @@ def window_bytes(sizes: list[int], window: int) -> int:
     return best
 
 
-def check_rate(sizes: list[int], max_kbps: float, fps: float, buffer_seconds: float = DEFAULT_BUFFER_SECONDS) -> list[str]:
-    """What breaks the promise for per-frame byte counts ``sizes`` (frame 0 with the header):
-    an empty list when the whole track is within ``N * r`` and every window of ``n`` frames
-    within ``n * r + B`` (checked as the bucket of the module docstring, exactly)."""
-    r, b = max_kbps * 1000 / 8 / fps, max_kbps * 1000 / 8 * buffer_seconds
+def check_rate(sizes: list[int], max_kbps: float, fps: float, buffer_seconds: float = DEFAULT_BUFFER_SECONDS,
+               buffer: float | None = None) -> list[str]:
+    """What breaks the promise for per-frame byte counts ``sizes`` (headers included): an
+    empty list when the whole track is within ``N * r`` and every window of ``n`` frames
+    within ``n * r + B`` (checked exactly, over all windows, in slack form: ``s_k = (k+1) r -
+    bytes(0..k)`` and its running maximum ``m``; a window ending at ``k`` exceeds its bound by
+    ``m_{k-1} - s_k - B``). ``buffer``: ``B`` in bytes, else ``max_kbps * buffer_seconds``."""
+    r = max_kbps * 1000 / 8 / fps
+    b = buffer if buffer is not None else max_kbps * 1000 / 8 * buffer_seconds
     problems, slack, peak = [], 0.0, 0.0
     for k, s in enumerate(sizes):
         slack += r - s

@@ -5,12 +5,15 @@ Three passes, so that the weights are fitted to the SDR a player will actually d
 
 1. master -> SDR video (tone curve, libx264/libx265, BT.709 tags, audio/subtitles copied);
    a user's grade (``--sdr grade.mov``) skips this pass and is stream-copied as it is;
-2. decode master and SDR in lockstep; detect shots; adapt the network per frame
-   (strategy below) and code the weights with :class:`itmfilter.track.codec.TrackEncoder`
-   (key sets at shot starts and every ``key_seconds``, predicted from the shipped
-   initialisation; quantised closed-loop deltas; repeats) within ``--max-kbps``
-   (:mod:`itmfilter.encode.rate`: the whole track and every window, keys included);
-   finished shots are checkpointed so an interrupted encode resumes;
+2. detect shots over the master and plan the segments (key set to key set: shot starts
+   and every ``key_seconds`` within a shot; :mod:`itmfilter.encode.segments`); per segment,
+   decode master and SDR in lockstep, adapt the network per frame (strategy below) and
+   code the weights with :class:`itmfilter.track.codec.TrackEncoder` (a key set first,
+   predicted from the shipped initialisation, then quantised closed-loop deltas, repeats)
+   within ``--max-kbps`` (:mod:`itmfilter.encode.rate`: the whole track and every window,
+   planned from pass-1 information). Segments are independent: they run in
+   order here or as tasks on a Ray cluster (``engine="ray"``) with the same bytes;
+   finished segments are checkpointed so an interrupted encode resumes;
 3. remux the SDR stream (+ audio/subtitles) with the track, atomically: by default (H.264
    or HEVC, any of .mp4/.mov/.mkv/.ts) as SEI inside the video stream, each access unit
    carrying its frame's packet and every KEY's access unit the track header too, so the
@@ -21,9 +24,10 @@ Three passes, so that the weights are fitted to the SDR a player will actually d
 Strategies (``--strategy``; measured in ``benchmarks/video.py``):
 
 * ``frame``: every frame adapted from the initialisation with the full step count;
-* ``warm`` (default): the shot's first frame adapted fully; a later frame keeps the set
-  the *decoder* holds (a 24-byte repeat packet) while that set's error on the frame stays
-  within ``refresh_ratio`` of its error when it was made; otherwise it is warm-started
+* ``warm`` (default): a segment's first frame (a shot start or a forced key) adapted
+  fully; a later frame keeps the set the *decoder* holds (a 24-byte repeat packet) while
+  that set's error on the frame stays within ``refresh_ratio`` of its error when it was
+  made; otherwise it is warm-started
   from the decoder's set (closed loop) for a few steps, its polynomial prior refitted to
   the frame (a fixed prior extrapolates badly when new colours enter the shot: measured
   -16 dB on a pan), and coded as a delta. ``refresh_ratio`` trades bits for quality.
@@ -46,37 +50,37 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
-import torch
 from tqdm import tqdm
 
-from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
+from itmfilter.colour.hdr10 import HDR10Metadata
 from itmfilter.colour.tonecurves import get_curve
-from itmfilter.colour.transfer import eotf_inverse_st2084
 from itmfilter.encode.rate import (
     DEFAULT_BUFFER_SECONDS,
-    MIN_DELTA_BYTES,
     PRIOR_KEY_BYTES,
-    RateBudget,
     carried_sizes,
     final_header_bytes,
+    plan_rate,
     window_bytes,
 )
-from itmfilter.encode.shots import ShotDetector, shot_starts
+from itmfilter.encode.segments import (
+    SegmentJob,
+    SegmentStore,
+    encode_segments_local,
+    plan_segments,
+    survey_master,
+)
 from itmfilter.errors import ItmError
-from itmfilter.media.atomic import atomic_output
+from itmfilter.limits import check_picture_size
+from itmfilter.media.atomic import atomic_output, check_writable
 from itmfilter.media.containers import add_data_stream, mux_data
-from itmfilter.media.phasecorr import MotionEstimator
 from itmfilter.media.stills import read_hdr
 from itmfilter.media.video import (
     SdrWriter,
     exr_sequence,
     probe_video,
     read_hdr_frames,
-    read_sdr_frames,
 )
-from itmfilter.model.adapt import RECIPE_200x8192, adapt
-from itmfilter.model.inference import predict_pq
+from itmfilter.model.adapt import RECIPE_200x8192
 from itmfilter.model.initial import load_init
 from itmfilter.model.net import resolve_device
 from itmfilter.track.carriage import (
@@ -86,26 +90,23 @@ from itmfilter.track.carriage import (
     stream_binding,
 )
 from itmfilter.track.codec import (
-    MOTION_DELTA_CODING,
     MOTION_SHIFT_BYTES,
     TrackEncoder,
     carries_update,
     init_identity,
     init_reference,
+    key_form,
 )
 from itmfilter.track.format import (
     MKV_ATTACHMENT_MIMETYPE,
     MKV_ATTACHMENT_NAME,
     TrackHeader,
     decode_packet,
-    encode_packet,
     flatten_state,
     pack_sample,
     track_to_json,
-    unflatten,
     write_track_blob,
 )
-from itmfilter.track.motion import pixels_to_shift
 from itmfilter.track.sei import remux_with_sei
 
 STRATEGIES = ("warm", "frame")
@@ -167,8 +168,10 @@ class VideoEncodeReport:
     kbit_per_s: float
     carriage: str
     packets: dict
-    keys: dict = dataclasses.field(default_factory=dict)  # how KEYs were coded (TrackEncoder.key_choices)
-    worst_window_kbps: float = 0.0  # the costliest 1 s window of the track (header on frame 0)
+    segments: int = 0  # units of work (key set to key set)
+    resumed_segments: int = 0  # of which finished by an earlier, interrupted run
+    keys: dict = dataclasses.field(default_factory=dict)  # how KEYs were coded (codec.key_form)
+    worst_window_kbps: float = 0.0  # the costliest 1 s window of the track (headers as carried)
     notes: list = dataclasses.field(default_factory=list)
 
 
@@ -223,6 +226,11 @@ def _make_sdr(master: Path, out: Path, info, options: VideoEncodeOptions, quiet:
     bar.close()
 
 
+def _work_dir(output: Path) -> Path:
+    """The folder beside the output where passes 1-2 keep what a resumed run reuses."""
+    return output.parent / f".{output.name}.itm-work"
+
+
 def encode_video(
     master: str | os.PathLike,
     output: str | os.PathLike,
@@ -232,10 +240,33 @@ def encode_video(
     init_path: str | os.PathLike | None = None,
     device: str = "auto",
     quiet: bool = False,
+    engine: str = "local",
+    address: str | None = None,
 ) -> VideoEncodeReport:
-    """Run the three passes (module docstring); returns what was written."""
+    """Run the three passes (module docstring); returns what was written.
+
+    ``engine``: where pass 2's segments run: ``local`` (in order, in this process) or
+    ``ray`` (tasks on the Ray cluster at ``address``: ``auto``, ``ray://host:10001``, or
+    None for a new local instance; :mod:`itmfilter.encode.ray_engine`). Both give the
+    same bytes.
+
+    Bad input (an :class:`ItmError`) removes the work folder: there is nothing to resume.
+    An interruption (Ctrl-C, a kill) keeps it, so the next run resumes."""
+    if engine not in ("local", "ray"):
+        raise ItmError(None, f"unknown --engine {engine!r}", "use local or ray")
+    if address and engine != "ray":
+        raise ItmError(None, "--address names a Ray cluster", "add --engine ray, or leave --address out")
+    output = Path(output)
+    check_writable(output.parent, output)
+    try:
+        return _encode_video(master, output, grade=grade, options=options, init_path=init_path, device=device,
+                             quiet=quiet, engine=engine, address=address)
+    except ItmError:
+        shutil.rmtree(_work_dir(output), ignore_errors=True)
+        raise
 
 
+def _encode_video(master, output, *, grade, options, init_path, device, quiet, engine, address) -> VideoEncodeReport:
     master, output = Path(master), Path(output)
     grade = Path(grade) if grade else None
     inputs = [master] + ([grade] if grade else [])
@@ -244,8 +275,12 @@ def encode_video(
     sdr_codec = options.codec if grade is None else probe_video(grade).codec
     mode = resolve_mode(options.sidecar, output, sdr_codec)
     info, sequence = _probe_master(master, options)
+    check_picture_size(master, info.width, info.height)
     if not info.is_hdr and not options.assume_hdr:
         raise ItmError(master, f"looks like SDR (transfer={info.color_trc})", "give an HDR master, or --assume-hdr for untagged files")
+    if info.width % 2 or info.height % 2:
+        raise ItmError(master, f"is {info.width}x{info.height}: the 4:2:0 SDR video needs an even width and height",
+                       "crop or pad the master first, e.g. ffmpeg -i IN -vf crop=trunc(iw/2)*2:trunc(ih/2)*2 OUT")
     if grade is not None:
         ginfo = probe_video(grade, count_frames=True)
         minfo = info if sequence else probe_video(master, count_frames=True)
@@ -256,8 +291,8 @@ def encode_video(
         if ginfo.frame_count != minfo.frame_count:
             raise ItmError(grade, f"grade has {ginfo.frame_count} frames, master {minfo.frame_count}", "give a grade of the same length")
     init, provenance = load_init(init_path)
-    dev = resolve_device(device)
-    work = output.parent / f".{output.name}.itm-work"
+    resolve_device(device)  # a bad --device is refused before pass 1
+    work = _work_dir(output)
     key = _job_key(master, grade, options, json.dumps(provenance, sort_keys=True, default=str))
     job_file = work / "job.json"
     if work.exists() and (not job_file.exists() or json.loads(job_file.read_text()).get("key") != key):
@@ -307,9 +342,11 @@ def encode_video(
         kwargs["delta_step"] = options.delta_step
     encoder = TrackEncoder(header, **kwargs)
 
-    # Pass 2: adaptation, shot by shot, with per-shot checkpoints.
-    packets: dict[int, bytes] = {}
-    light = LightLevelAccumulator()
+    # Pass 2: adaptation, segment by segment (key set to key set; itmfilter.encode.segments),
+    # each checkpointed when done so an interrupted encode resumes.
+    survey = survey_master(master, options.shot_threshold, assume_hdr=options.assume_hdr,
+                           total=sinfo.frame_count or None, quiet=quiet)
+    segments = plan_segments(survey.shot_starts, survey.frame_count, key_interval)
     # The video settings were measured with the earlier adaptation recipe (200 steps of
     # 8192 pixels, constant lr): kept here until the video benchmark is re-run with the newer one.
     first_opts = replace(RECIPE_200x8192, steps=options.first_steps, seed=options.seed)
@@ -317,108 +354,54 @@ def encode_video(
         RECIPE_200x8192, steps=options.warm_steps, lr=options.warm_lr, seed=options.seed, resample_at=(0,), error_stride=8,
         trainable=WARM_PARAMS[options.warm_params],
     )
-    shot, shot_frames = -1, []
-    done_shots = {int(p.stem.split("-")[1]): p for p in work.glob("shot-*.bin")}
-    bar = tqdm(total=sinfo.frame_count or None, unit="frame", desc=f"adapting ({options.strategy})", disable=quiet)
-    held_error = None
-    estimate_motion = MotionEstimator()
-    detect, starts = ShotDetector(options.shot_threshold), None
-    motion = options.motion
+    header_bytes = final_header_bytes(encoder.header, hdr10)
+    motion, rate = options.motion, None
     if options.max_kbps and options.strategy != "frame":
-        # the budget needs segment lengths
-        starts, n_frames = shot_starts(master, options.shot_threshold, assume_hdr=options.assume_hdr,
-                                       total=sinfo.frame_count or None, quiet=quiet)
-        # with motion, every warm frame carries its 8-byte shift whatever else it sends
-        rate_args = (options.max_kbps, float(fps), starts, key_interval, n_frames)
-        bare_key = encoder.min_key_bytes()
-        rate_kwargs = {"buffer_seconds": options.buffer_seconds, "header_bytes": final_header_bytes(encoder.header, hdr10),
-                       "header_every_key": mode == "sei"}
-        # What every key is planned to cost at least, best first: a refitted prior with the pan
-        # followed, a refitted prior without motion shifts, the initialisation alone.
-        plans = [(motion, PRIOR_KEY_BYTES), (False, PRIOR_KEY_BYTES), (False, bare_key or 0)]
-        for plan_motion, floor in plans if bare_key is not None else [(motion, 0), (False, 0)]:
-            budget = RateBudget(*rate_args, per_packet=MOTION_SHIFT_BYTES if plan_motion else 0,
-                                min_key_bytes=floor, **rate_kwargs)
-            if budget.shortfall <= 0:
+        # Pass-1 rate plan (encode/rate.py). What every key is planned to cost at least, best
+        # first: a refitted prior with the pan followed, a refitted prior without motion shifts,
+        # the initialisation alone.
+        bare = encoder.min_key_bytes()
+        plans = [(motion, PRIOR_KEY_BYTES), (False, PRIOR_KEY_BYTES), (False, bare)] if bare is not None \
+            else [(motion, 0), (False, 0)]
+        for plan_motion, floor in plans:
+            rate = plan_rate(options.max_kbps, float(fps), [s.frames for s in segments],
+                             per_packet=MOTION_SHIFT_BYTES if plan_motion else 0, min_key_bytes=floor,
+                             header_bytes=header_bytes, header_every_key=mode == "sei",
+                             buffer_seconds=options.buffer_seconds, bare_key_bytes=bare)
+            if rate.shortfall <= 0:
                 break
         if motion and not plan_motion:
             notes.append(f"--max-kbps {options.max_kbps:g} leaves no room for motion shifts: motion off")
         motion = plan_motion
-        if budget.shortfall > 0:
-            need = options.max_kbps * (1 + budget.shortfall / (budget.per_frame * n_frames))
+        if rate.shortfall > 0:
+            n_frames = survey.frame_count
+            need = options.max_kbps * (1 + rate.shortfall / (rate.per_frame * n_frames))
             raise ItmError(master, f"--max-kbps {options.max_kbps:g} cannot carry even a bare weight track "
-                           f"({n_frames} frames, {len(starts)} shots: 24 bytes a frame and a key per segment)",
+                           f"({n_frames} frames, {len(segments)} key sets: 24 bytes a frame, a key per set"
+                           + (", the ~1 KB header with every key in SEI" if mode == "sei" else "") + ")",
                            f"give at least --max-kbps {need + 0.05:.1f}")
+    job = SegmentJob(
+        master=os.fspath(master), sdr=os.fspath(sdr_path), header=header, first=first_opts, warm=warm_opts,
+        fps=float(fps), coder=kwargs, strategy=options.strategy, refresh_ratio=options.refresh_ratio,
+        motion=motion, max_kbps=options.max_kbps, header_bytes=header_bytes, rate=rate,
+        header_every_key=mode == "sei",
+        assume_hdr=options.assume_hdr, init_path=os.fspath(init_path) if init_path else None, device=device,
+    )
+    store = SegmentStore(work)
+    desc = f"adapting ({options.strategy})"
+    if engine == "ray":
+        from itmfilter.encode.ray_engine import (
+            encode_segments_ray,  # Ray is imported on this path only
+        )
+
+        packets, resumed = encode_segments_ray(job, segments, store, address=address, quiet=quiet, desc=desc)
     else:
-        budget = RateBudget(None, float(fps), set(), key_interval, 0)
-    for (_, nits), (index, sdr) in zip(read_hdr_frames(master, assume_hdr=options.assume_hdr), read_sdr_frames(sdr_path)):
-        light.add(nits)
-        shot_start = index in starts if starts is not None else detect(nits)
-        if shot_start:
-            if shot >= 0 and shot not in done_shots:
-                _save_shot(work, shot, shot_frames, packets)
-            shot += 1
-            shot_frames = []
-        shot_frames.append(index)
-        bar.update(1)
-        if shot in done_shots:
-            # Resumed: this shot was finished by an earlier run; its packets are stored and
-            # every shot starts with a key, so the closed loop restarts cleanly after it.
-            if shot_start:
-                packets.update(_load_shot(done_shots[shot]))
-                encoder = TrackEncoder(header, **kwargs)
-                encoder.restart()
-            budget.next_frame()
-            if decode_packet(packets[index]).kind == "key":
-                budget.key_sent(index, len(packets[index]), final_header_bytes(encoder.header, hdr10) if index == 0 or mode == "sei" else 0)
-            else:
-                budget.record(index, len(packets[index]))
-            continue
-        target = eotf_inverse_st2084(nits).astype(np.float32)
-        budget.next_frame()
-        pan = estimate_motion(sdr) if motion and options.strategy == "warm" else None
-        shift = pixels_to_shift(pan, sinfo.width, sinfo.height) if pan is not None else None
-        if options.strategy == "frame" or shot_start or encoder.decoded is None or held_error is None:
-            net = adapt(init, sdr, target, first_opts, device=dev).net
-            params = flatten_state(net.state_dict())
-        else:
-            reference = encoder.reference(shift)  # the held set, following the pan
-            held = init.__class__(init.config)
-            held.load_state_dict(unflatten(init.config, reference))
-            error = _frame_error(held, sdr, target, dev)
-            if error <= options.refresh_ratio * held_error or not budget.can_afford(MIN_DELTA_BYTES):
-                params = reference  # a repeat (or the shift alone): nothing worth (or affordable) to send
-            else:
-                net = adapt(held, sdr, target, warm_opts, device=dev).net
-                params = flatten_state(net.state_dict())
-        if encoder.needs_key and not shot_start:
-            shot_start = True  # first coded frame after resumed shots must be a key
-        # a shift's bytes are reserved per frame by the budget and lie outside max_bytes
-        # the header travels with the first key, and with every key in the SEI form
-        extra = final_header_bytes(encoder.header, hdr10) if index == 0 or (mode == "sei" and encoder.key_due(index, shot_start)) else 0
-        key_max = budget.key_budget(index, extra) if encoder.key_due(index, shot_start) else budget.affordable()
-        packet = encoder.add(index, params, shot_start=shot_start, max_bytes=budget.affordable(), motion=shift,
-                             key_max_bytes=key_max)
-        if carries_update(packet):
-            held_net = init.__class__(init.config)
-            held_net.load_state_dict(unflatten(init.config, encoder.decoded))
-            held_error = _frame_error(held_net, sdr, target, dev)
-        packets[index] = encode_packet(packet)
-        if packet.kind == "key":
-            budget.key_sent(index, len(packets[index]), extra)
-        else:
-            budget.record(index, len(packets[index]))
-            if packet.kind == "delta":
-                budget.spend(len(packet.payload) - (MOTION_SHIFT_BYTES if packet.coding == MOTION_DELTA_CODING else 0))
-        seconds = len(packets) / float(fps)
-        bar.set_postfix(kbps=f"{8 * sum(len(v) for v in packets.values()) / 1000 / max(seconds, 1e-9):.1f}", shots=shot + 1)
-    bar.close()
-    if shot >= 0 and shot not in done_shots:
-        _save_shot(work, shot, shot_frames, packets)
+        packets, resumed = encode_segments_local(job, segments, store, quiet=quiet, desc=desc)
     if not packets:
         raise ItmError(master, "no frames could be decoded", "check the master")
+    shot = len(survey.shot_starts) - 1
 
-    max_cll, max_fall = light.result()
+    max_cll, max_fall = survey.max_cll, survey.max_fall
     if hdr10 is None:
         hdr10 = HDR10Metadata.bt2020(max_luminance=max(max_cll, 100.0)).with_light_levels(max_cll, max_fall)
     elif not hdr10.max_cll:
@@ -457,28 +440,15 @@ def encode_video(
         kinds[kind] = kinds.get(kind, 0) + 1
     sizes = carried_sizes([packets[i] for i in order], len(header.to_bytes()), mode == "sei")
     worst = window_bytes(sizes, max(1, round(float(fps))))
+    keys: dict[str, int] = {}
+    for i in order:
+        p = decode_packet(packets[i])
+        if p.kind == "key":
+            form = key_form(p, encoder)
+            keys[form] = keys.get(form, 0) + 1
     return VideoEncodeReport(os.fspath(output), len(order), shot + 1, meta_bytes, 8 * meta_bytes / 1000 / seconds, mode, kinds,
-                             keys=dict(encoder.key_choices), worst_window_kbps=8 * worst / 1000 / min(1.0, seconds),
-                             notes=notes)
-
-
-def _frame_error(net, sdr: np.ndarray, target: np.ndarray, device) -> float:
-    """Mean squared PQ error of ``net`` on a frame, on every 4th pixel each way."""
-
-
-    pred = predict_pq(net, sdr, device=device, stride=4).cpu()
-    return float(((pred - torch.from_numpy(target[::4, ::4])) ** 2).mean())
-
-
-def _save_shot(work: Path, shot: int, frames: list[int], packets: dict[int, bytes]) -> None:
-    data = {str(i): packets[i].hex() for i in frames}
-    tmp = work / f"shot-{shot:05d}.partial"
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, work / f"shot-{shot:05d}.bin")
-
-
-def _load_shot(path: Path) -> dict[int, bytes]:
-    return {int(k): bytes.fromhex(v) for k, v in json.loads(path.read_text()).items()}
+                             segments=len(segments), resumed_segments=resumed, keys=keys,
+                             worst_window_kbps=8 * worst / 1000 / min(1.0, seconds), notes=notes)
 
 
 def _remux(sdr_path: Path, output: Path, inputs, header, attachment, packets) -> None:

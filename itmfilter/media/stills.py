@@ -34,6 +34,7 @@ from itmfilter.colour.primaries import (
 )
 from itmfilter.colour.transfer import eotf_bt2100_hlg, eotf_inverse_st2084, eotf_st2084
 from itmfilter.errors import ItmError
+from itmfilter.limits import MAX_PICTURE_SIDE, check_picture_size
 from itmfilter.media.atomic import atomic_output
 
 #: BT.2408-7 reference (diffuse) white, cd/m2.
@@ -164,6 +165,15 @@ def _scale(rgb, path, info, nits_per_unit, anchor, default_nits_per_unit):
 
 def _read_exr(path: Path, nits_per_unit, anchor) -> HdrPicture:
 
+    try:
+        with OpenEXR.File(str(path), header_only=True) as exr:
+            window = exr.header().get("dataWindow")
+    except Exception as exc:  # OpenEXR raises RuntimeError for truncated/foreign files
+        raise ItmError(path, f"cannot be read as OpenEXR ({exc})",
+                       "check that the file is a complete .exr picture") from None
+    if window is not None:
+        (x0, y0), (x1, y1) = (tuple(int(v) for v in corner) for corner in window)
+        check_picture_size(path, x1 - x0 + 1, y1 - y0 + 1, minimum=False)
     try:
         with OpenEXR.File(str(path)) as exr:
             header = dict(exr.header())  # a copy: the File's own dict is emptied on close
@@ -330,6 +340,7 @@ def read_rgbe(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     height, width = int(match.group(2)), int(match.group(4))
     if height == 0 or width == 0:
         raise ItmError(path, "has an empty picture (0 pixels)", "give a real picture")
+    check_picture_size(path, width, height, minimum=False)
     pos = res_end + 1
     rgbe = np.empty((height, width, 4), dtype=np.uint8)
     for y in range(height):
@@ -391,8 +402,10 @@ def _png_chunks(path: Path) -> list[tuple[bytes, bytes]]:
     return chunks
 
 
-def _png_ihdr(chunks) -> tuple[int, int, int, int]:
+def _png_ihdr(chunks, path=None) -> tuple[int, int, int, int]:
     width, height, bit_depth, colour_type = struct.unpack(">IIBB", chunks[0][1][:10])
+    if path is not None:
+        check_picture_size(path, width, height, minimum=False)
     return width, height, bit_depth, colour_type
 
 
@@ -445,7 +458,7 @@ def _encode_png(codes: np.ndarray, bits: int, extra: list[tuple[bytes, bytes]]) 
 
 def _read_png_hdr(path: Path, transfer, nits_per_unit, anchor) -> HdrPicture:
     chunks = _png_chunks(path)
-    _, _, bit_depth, colour_type = _png_ihdr(chunks)
+    _, _, bit_depth, colour_type = _png_ihdr(chunks, path)
     cicp = next((payload for kind, payload in chunks if kind == b"cICP"), None)
     info: dict = {"format": "png", "bits": bit_depth}
     primaries = "bt2020"
@@ -568,6 +581,20 @@ def read_png_chunks(path: str | os.PathLike) -> dict[str, bytes]:
     return found
 
 
+def _check_header_size_with_pil(path: Path) -> None:
+    """Pillow reads only the header on open: the size is known before any pixel."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except Image.DecompressionBombError:
+        width, height = MAX_PICTURE_SIDE + 1, MAX_PICTURE_SIDE + 1
+    except Exception as exc:
+        raise ItmError(path, f"cannot be read as a picture ({exc})", "check that it is a complete picture") from None
+    check_picture_size(path, width, height, minimum=False)
+
+
 def read_sdr(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read an SDR picture (8/16-bit PNG, JPEG, TIFF): ``(float32 (H, W, 3) in [0, 1], bits)``.
 
@@ -579,16 +606,18 @@ def read_sdr(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     suffix = path.suffix.lower()
     if suffix == ".png":
         chunks = _png_chunks(path)
-        bits = 16 if _png_ihdr(chunks)[2] == 16 else 8
+        bits = 16 if _png_ihdr(chunks, path)[2] == 16 else 8
         cicp = next((p for k, p in chunks if k == b"cICP"), None)
         if cicp is not None and len(cicp) == 4 and cicp[1] in CICP_TRANSFER_HDR:
             raise ItmError(path, "is an HDR picture (cICP PQ/HLG), not SDR", "use read_hdr for it")
         codes, _ = _decode_with_pyav(path, bits)
     elif suffix in (".tif", ".tiff"):
+        _check_header_size_with_pil(path)
         codes, bits = _decode_with_pyav(path)
     elif suffix in (".jpg", ".jpeg"):
         from PIL import Image
 
+        _check_header_size_with_pil(path)
         try:
             with Image.open(path) as image:
                 codes = np.asarray(image.convert("RGB"))

@@ -57,6 +57,7 @@ from itmfilter.colour.ycbcr import (
     ycbcr_to_rgb,
 )
 from itmfilter.errors import ItmError
+from itmfilter.limits import check_picture_size
 from itmfilter.media.atomic import atomic_output
 from itmfilter.media.containers import (
     ATTACHMENT_SUFFIXES,
@@ -215,6 +216,7 @@ def probe_video(path: str | os.PathLike, count_frames: bool = False) -> VideoInf
     try:
         stream = video_stream(container, path)
         cc = stream.codec_context
+        check_picture_size(path, cc.width, cc.height, minimum=False)
         fps = frame_rate(stream)
         tb = stream.time_base
         if stream.duration is not None and tb:
@@ -282,25 +284,63 @@ def _planar_format(fmt, width: int, height: int, path: Path):
 class _FrameDecoder:
     """Native-plane decoding shared by the HDR and SDR readers."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, constant_rate: bool = False):
 
         self.path = path
         self.container = open_input(path)
         self.stream = video_stream(self.container, path)
         self.stream.thread_type = "AUTO"
         cc = self.stream.codec_context
+        check_picture_size(path, cc.width, cc.height, minimum=False)
         self.clock = PresentationClock(self.stream)
         self.fps = self.clock.fps
+        self.constant_rate = constant_rate
         self.expected = int(self.stream.frames or 0)
+        if not self.expected and self.container.duration and all(
+            s.type in ("video", "attachment", "data") for s in self.container.streams
+        ) and len(self.container.streams.video) == 1:
+            # Matroska lists no frame count, but its duration is the video's when nothing
+            # else plays beside it: a file cut short decodes fewer frames than it lasts.
+            self.expected = int(round(self.container.duration / 1_000_000 * float(self.fps)))
         self.primaries, self.trc, self.matrix, self.range = cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range
         self._av = av
 
-    def frames(self) -> Iterator[tuple[int, np.ndarray, int, bool, str | None]]:
-        """Yield ``(index, codes (H, W, 3) float32, bits, full_range, subsampling)``."""
+    def _decoded(self, start: int):
+        """Decoded frames from the last keyframe at or before presentation index ``start``
+        (from the top when the stream has no start time to count from, or the seek landed
+        past the frame); ``self.seeked`` says which."""
+        self.seeked = False
+        if start > 0 and self.clock.origin is not None:
+            seconds = self.clock.origin + (start - 0.5) / float(self.fps)  # half a frame early: rounding
+            self.container.seek(max(0, int(seconds / self.stream.time_base)), stream=self.stream,
+                                backward=True, any_frame=False)
+            frames = self.container.decode(self.stream)
+            first = next(frames, None)
+            if first is not None and first.pts is not None and self.clock.index(first.pts) <= start:
+                self.seeked = True
+                yield first
+                yield from frames
+                return
+            self.container.close()
+            self.container = open_input(self.path)
+            self.stream = video_stream(self.container, self.path)
+            self.stream.thread_type = "AUTO"
+        yield from self.container.decode(self.stream)
+
+    def frames(self, start: int = 0) -> Iterator[tuple[int, np.ndarray, int, bool, str | None]]:
+        """Yield ``(index, codes (H, W, 3) float32, bits, full_range, subsampling)`` for the
+        frames from presentation index ``start`` on: a seek to the keyframe before it, then
+        the frames before ``start`` are decoded and dropped (a segment of a distributed
+        encode reads only its own frames this way)."""
         av = self._av
         count = 0
+        self.seeked = False
         try:
-            for frame in self.container.decode(self.stream):
+            for frame in self._decoded(start):
+                index = (-1 if self.seeked else count) if frame.pts is None else self.clock.index(frame.pts)
+                if index < start:
+                    count += 1
+                    continue
                 fmt = frame.format
                 full = fmt.name.startswith("yuvj") or frame.color_range == _RANGE_PC or (
                     frame.color_range not in (_RANGE_TV, _RANGE_PC) and self.range == _RANGE_PC)
@@ -317,7 +357,14 @@ class _FrameDecoder:
                     ss = _subsampling(fmt, frame.width, frame.height)
                     y, cb, cr = (_frame_plane(frame, i, dtype) for i in range(3))
                     codes = upsample_chroma(y.astype(np.float32), cb, cr, ss)
-                index = count if frame.pts is None else self.clock.index(frame.pts)
+                if self.constant_rate and not self.seeked and index != count:
+                    raise ItmError(
+                        self.path,
+                        f"has a variable frame rate: frame {count} is shown at "
+                        f"{float(frame.pts * self.stream.time_base):.3f} s, not at {count / float(self.fps):.3f} s "
+                        f"as {float(self.fps):g} fps would place it",
+                        "convert it to a constant frame rate first, e.g. ffmpeg -i IN -fps_mode cfr -r 24 OUT",
+                    )
                 yield index, codes, bits, full, ss
                 count += 1
         except av.error.FFmpegError as exc:
@@ -327,7 +374,8 @@ class _FrameDecoder:
             self.container.close()
         if count == 0:
             raise ItmError(self.path, "has no decodable video frames", "the file may be truncated; re-export it")
-        if self.expected and count < self.expected:
+        # a rounded duration may promise one more; a seeked read counts only its own frames
+        if self.expected and not self.seeked and count < self.expected - 1:
             raise ItmError(self.path, f"is truncated: decoded {count} of the {self.expected} frames it lists",
                            "re-export or re-download it")
 
@@ -369,7 +417,8 @@ def _eotf(trc: int, rgb: np.ndarray) -> np.ndarray:
     return eotf_st2084(rgb)
 
 
-def read_hdr_frames(path: str | os.PathLike, assume_hdr: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+def read_hdr_frames(path: str | os.PathLike, assume_hdr: bool = False,
+                    start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
     """Decode a PQ or HLG video (or an EXR sequence) to linear BT.2020 cd/m2 frames.
 
     Yields ``(index, nits)`` in presentation order: ``index`` is the frame's presentation
@@ -383,12 +432,14 @@ def read_hdr_frames(path: str | os.PathLike, assume_hdr: bool = False) -> Iterat
     A stream whose transfer is neither PQ (``smpte2084``) nor HLG (``arib-std-b67``)
     raises :class:`ItmError`; ``assume_hdr=True`` reads it as PQ BT.2020 instead
     (for files that lost their tags), limited range unless tagged full.
+
+    ``start``: the first presentation index to yield (a seek, not a decode from the top).
     """
 
     sequence = exr_sequence(path)
     if sequence is not None:
-        return ((i, read_hdr(f).nits) for i, f in enumerate(sequence))
-    decoder = _FrameDecoder(Path(path))
+        return ((i, read_hdr(f).nits) for i, f in enumerate(sequence) if i >= start)
+    decoder = _FrameDecoder(Path(path), constant_rate=True)
     trc, prim, matrix = decoder.trc, decoder.primaries, decoder.matrix
     if trc not in (_PQ, _HLG):
         if not assume_hdr:
@@ -404,7 +455,7 @@ def read_hdr_frames(path: str | os.PathLike, assume_hdr: bool = False) -> Iterat
     ycbcr_matrix = "bt709" if matrix == _BT709 else "bt2020nc"
 
     def generate():
-        for index, codes, bits, full, ss in decoder.frames():
+        for index, codes, bits, full, ss in decoder.frames(start):
             if ss is None:
                 rgb = codes / np.float32(2**bits - 1)
             else:
@@ -429,13 +480,14 @@ def _primaries_matrix(prim, path, decoder) -> np.ndarray | None:
     return np.asarray(matrix_rgb_to_rgb(source, WHITEPOINT_D65, PRIMARIES_BT2020, WHITEPOINT_D65), dtype=np.float64)
 
 
-def read_sdr_frames(path: str | os.PathLike) -> Iterator[tuple[int, np.ndarray]]:
+def read_sdr_frames(path: str | os.PathLike, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
     """Decode an SDR BT.709 video to R'G'B' code values.
 
     Yields ``(index, sdr)`` in presentation order, ``sdr`` float32 ``(H, W, 3)`` BT.709
     R'G'B' in [0, 1] (clipped), exact from the 8/10-bit (any depth) Y'CbCr planes, limited
     or full range per the tags. Untagged streams are read as BT.709. PQ/HLG streams and
-    other matrices or primaries raise :class:`ItmError`.
+    other matrices or primaries raise :class:`ItmError`. ``start``: the first presentation
+    index to yield (a seek to the keyframe before it).
     """
     path = Path(path)
     decoder = _FrameDecoder(path)
@@ -450,7 +502,7 @@ def read_sdr_frames(path: str | os.PathLike) -> Iterator[tuple[int, np.ndarray]]
                        "convert it first, e.g. ffmpeg -i IN -vf colorspace=all=bt709 OUT")
 
     def generate():
-        for index, codes, bits, full, ss in decoder.frames():
+        for index, codes, bits, full, ss in decoder.frames(start):
             if ss is None:
                 rgb = codes / np.float32(2**bits - 1)
             else:

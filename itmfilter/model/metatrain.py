@@ -33,11 +33,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from itmfilter.colour.tonecurves import get_curve
 from itmfilter.colour.transfer import eotf_inverse_st2084
 from itmfilter.data.fetch import views
+from itmfilter.errors import ItmError
 from itmfilter.model.net import CONFIGS, ITMNet, fit_mmr_prior, mmr_features, pixel_grid
 
 ALGORITHMS = ("fomaml", "reptile", "naive")
@@ -141,6 +144,46 @@ def code_revision() -> str:
         return "unknown"
 
 
+def save_checkpoint(path: str | os.PathLike, net: ITMNet, outer: torch.optim.Optimizer,
+                    gen: torch.Generator, step: int) -> None:
+    """Write a resumable training state as safetensors (tensors) plus JSON metadata (the
+    step and the optimiser's hyper-parameters): nothing that needs unpickling to read."""
+    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tensors["gen"] = gen.get_state()
+    opt = outer.state_dict()
+    for index, slots in opt["state"].items():
+        for key, value in slots.items():
+            tensors[f"outer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    meta = {"step": int(step), "param_groups": opt["param_groups"], "format": "itmfilter-metatrain-checkpoint"}
+    tmp = Path(path).with_suffix(".partial")
+    save_file(tensors, str(tmp), metadata={"itmfilter": json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, net: ITMNet, outer: torch.optim.Optimizer, gen: torch.Generator) -> int:
+    """Restore :func:`save_checkpoint`'s state into ``net``, ``outer`` and ``gen``; returns
+    the step to resume at. Anything else (a pickle, another file) is an :class:`ItmError`:
+    a checkpoint is data, never code."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["itmfilter"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if meta.get("format") != "itmfilter-metatrain-checkpoint":
+            raise ValueError("not a meta-train checkpoint")
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        state: dict = {}
+        for key, value in tensors.items():
+            if key.startswith("outer."):
+                _, index, slot = key.split(".", 2)
+                state.setdefault(int(index), {})[slot] = value
+        outer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        gen.set_state(tensors["gen"])
+        return int(meta["step"])
+    except Exception as exc:  # safetensors raises its own error types for foreign files
+        raise ItmError(path, f"is not a meta-train checkpoint this itmfilter wrote ({exc})",
+                       "delete it to start training afresh") from None
+
+
 def meta_train(
     pool: PairPool,
     options: MetaOptions,
@@ -160,11 +203,7 @@ def meta_train(
     start = 0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        net.load_state_dict(state["net"])
-        outer.load_state_dict(state["outer"])
-        gen.set_state(state["gen"])
-        start = int(state["step"])
+        start = load_checkpoint(ckpt, net, outer, gen)
     started = time.perf_counter()
     bar = tqdm(total=options.outer_steps, initial=start, unit="task", desc=options.algorithm, disable=quiet)
     loss = float("nan")
@@ -200,9 +239,7 @@ def meta_train(
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss:.2e}")
         if ckpt is not None and (step + 1) % options.checkpoint_every == 0:
-            tmp = ckpt.with_suffix(".partial")
-            torch.save({"net": net.state_dict(), "outer": outer.state_dict(), "gen": gen.get_state(), "step": step + 1}, tmp)
-            os.replace(tmp, ckpt)
+            save_checkpoint(ckpt, net, outer, gen, step + 1)
     bar.close()
     if net.config.prior == "mmr3":
         # Blind mode has no per-picture polynomial: store the one fitted to all pairs.

@@ -27,6 +27,13 @@ from torch import nn
 from itmfilter.colour.primaries import MATRIX_BT709_TO_BT2020
 from itmfilter.colour.tensor import eotf_inverse_st2084
 from itmfilter.colour.transfer import SDR_WHITE_NITS_BT2408
+from itmfilter.limits import (
+    MAX_FOURIER_BANDS,
+    MAX_HIDDEN_LAYERS,
+    MAX_LAYER_WIDTH,
+    MAX_PARAMETERS,
+    MAX_SIREN_W0,
+)
 
 # torch twins of the numpy colour functions (the network runs on CUDA too); the constants
 # are the colour module's own, so the two can never disagree.
@@ -34,6 +41,11 @@ from itmfilter.colour.transfer import SDR_WHITE_NITS_BT2408
 PRIORS = ("none", "bt2408", "mmr3")
 MMR_TERMS = 22  # third-order MMR: 1 + 7 * 3 regressors
 COORD_ENCODINGS = ("siren", "fourier", "none")
+
+
+def _check_int(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number in [{low}, {high}], got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -65,9 +77,35 @@ class ModelConfig:
             raise ValueError(
                 f"unknown coord_encoding {self.coord_encoding!r}; expected one of {COORD_ENCODINGS}"
             )
-        if not self.hidden or min(self.hidden) <= 0 or self.rgb_features <= 0:
-            raise ValueError("layer sizes must be positive")
+        if not isinstance(self.hidden, (tuple, list)) or not 1 <= len(self.hidden) <= MAX_HIDDEN_LAYERS:
+            raise ValueError(f"hidden must list 1 to {MAX_HIDDEN_LAYERS} layer widths, got {self.hidden!r}")
+        for name, value in [("coord_features", self.coord_features), ("rgb_features", self.rgb_features)] + [
+            ("hidden", h) for h in self.hidden
+        ]:
+            _check_int(name, value, 1, MAX_LAYER_WIDTH)
+        _check_int("fourier_bands", self.fourier_bands, 1, MAX_FOURIER_BANDS)
+        if isinstance(self.siren_w0, bool) or not isinstance(self.siren_w0, (int, float)) or not (
+            math.isfinite(self.siren_w0) and abs(self.siren_w0) <= MAX_SIREN_W0
+        ):
+            raise ValueError(f"siren_w0 must be a finite number within +-{MAX_SIREN_W0:g}, got {self.siren_w0!r}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.parameter_count() > MAX_PARAMETERS:
+            raise ValueError(
+                f"the network would have {self.parameter_count()} parameters, at most {MAX_PARAMETERS} are accepted"
+            )
+
+    def parameter_count(self) -> int:
+        """Values in a weight set of this config (``state_dict()`` entries, the ``prior_*``
+        buffer included), computed from the sizes alone: nothing is allocated, so an absurd
+        config is refused before any network is built."""
+        coord = {"siren": 3 * self.coord_features,
+                 "fourier": (4 * self.fourier_bands + 1) * self.coord_features, "none": 0}[self.coord_encoding]
+        width = (self.coord_features if self.coord_encoding != "none" else 0) + self.rgb_features
+        total = coord + 4 * self.rgb_features
+        for h in (*self.hidden, 3):
+            total += (width + 1) * h
+            width = h
+        return total + (MMR_TERMS * 3 if self.prior == "mmr3" else 0)
 
     def to_json(self) -> str:
         """Compact, key-sorted JSON: the form stored beside every weight set."""

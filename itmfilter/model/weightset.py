@@ -17,6 +17,25 @@ Layout, version 1 (all integers little-endian; specified in ``sidecar/SPEC.md``)
 
 The parameter shapes are implied by the config, so a reader rebuilds the network from the
 config and fills it in order; a payload of the wrong length is an error.
+
+Version 2 adds a second kind of still payload, the grid model (polynomial + bilateral grid +
+small MLP, :mod:`itmfilter.model.grid`) with an optional residual gain layer
+(:mod:`itmfilter.model.residual`); byte 5 (the dtype in version 1) is the kind, 3::
+
+    offset  size  field
+    0       4     magic b"ITMW"
+    4       1     format version (2)
+    5       1     kind: 3 = grid model
+    6       2     reserved, 0
+    8       4     model length L
+    12      L     grid model bytes (``pack_grid_model``); L = 0: no model, then the
+                  residual layer's base must be the placed SDR (a gain map alone)
+    12+L    4     residual length R (0: none)
+    16+L    R     residual layer bytes
+    16+L+R  4     CRC-32 (zlib) of every byte before it
+
+Writers keep writing MLP weight sets as version 1, so every reader of version 1 still reads
+them; :func:`decode_still` reads both versions, :func:`decode` only MLP weight sets.
 """
 
 from __future__ import annotations
@@ -29,10 +48,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from itmfilter.model.grid import GridFormatError, GridModel, predict_nits, unpack_grid_model
 from itmfilter.model.net import ITMNet, ModelConfig
+from itmfilter.model.residual import (
+    BASE_SDR_PLACED,
+    ResidualFormatError,
+    apply_residual,
+    describe_residual,
+    residual_base,
+)
 
 MAGIC = b"ITMW"
 VERSION = 1
+GRID_VERSION = 2
+KIND_GRID = 3
 DTYPES = {"fp16": (1, np.float16), "fp32": (2, np.float32)}
 _CODE_TO_DTYPE = {code: (name, np_dtype) for name, (code, np_dtype) in DTYPES.items()}
 
@@ -83,6 +112,8 @@ def decode(data: bytes) -> WeightSet:
     if zlib.crc32(data[:-4]) != crc:
         raise WeightFormatError("weight set is damaged (CRC-32 mismatch)")
     version, code, clen = struct.unpack("<BBH", data[4:8])
+    if version == GRID_VERSION:
+        raise WeightFormatError("this is a grid-model still payload (version 2), not an MLP weight set")
     if version != VERSION:
         raise WeightFormatError(
             f"weight format version {version} is not supported (this itmfilter reads version {VERSION}); "
@@ -113,8 +144,80 @@ def decode(data: bytes) -> WeightSet:
     return WeightSet(config, state)
 
 
+@dataclass
+class GridStill:
+    """A version-2 still payload: a grid model's bytes and an optional residual layer's."""
+
+    model_data: bytes
+    residual: bytes | None = None
+
+    def model(self) -> GridModel:
+        return unpack_grid_model(self.model_data)
+
+    def reconstruct_nits(self, sdr: np.ndarray) -> np.ndarray:
+        """SDR ``(H, W, 3)`` BT.709 R'G'B' [0, 1] -> ``(H, W, 3)`` float32 BT.2020 cd/m2.
+        Raises :class:`WeightFormatError` when the bytes cannot be used."""
+        try:
+            if not self.model_data:  # a gain map alone: its base is the placed SDR
+                if not self.residual or residual_base(self.residual) != BASE_SDR_PLACED:
+                    raise WeightFormatError("a still payload without a model needs a gain layer over the SDR")
+                return apply_residual(sdr, None, self.residual)
+            nits = predict_nits(self.model(), sdr)
+            return apply_residual(sdr, nits, self.residual) if self.residual else nits
+        except (GridFormatError, ResidualFormatError) as exc:
+            raise WeightFormatError(str(exc)) from None
+
+
+def encode_grid_still(model_data: bytes, residual: bytes | None = None) -> bytes:
+    """Serialise a version-2 still payload (see the module docstring)."""
+    residual = residual or b""
+    body = MAGIC + struct.pack("<BBHI", GRID_VERSION, KIND_GRID, 0, len(model_data)) + model_data
+    body += struct.pack("<I", len(residual)) + residual
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def grid_still_overhead() -> int:
+    """Bytes of a version-2 payload beyond its model and residual (20)."""
+    return len(encode_grid_still(b""))
+
+
+def decode_still(data: bytes) -> "WeightSet | GridStill":
+    """Any still payload: a version-1 MLP weight set or a version-2 grid still."""
+    if len(data) >= 16 and data[:4] == MAGIC and data[4] == GRID_VERSION:
+        (crc,) = struct.unpack("<I", data[-4:])
+        if zlib.crc32(data[:-4]) != crc:
+            raise WeightFormatError("weight set is damaged (CRC-32 mismatch)")
+        kind, _, mlen = struct.unpack("<BHI", data[5:12])
+        if kind != KIND_GRID:
+            raise WeightFormatError(f"unknown still payload kind {kind}; upgrade itmfilter")
+        if 12 + mlen + 4 > len(data) - 4:
+            raise WeightFormatError("weight set is truncated or has trailing bytes")
+        (rlen,) = struct.unpack("<I", data[12 + mlen:16 + mlen])
+        if 16 + mlen + rlen + 4 != len(data):
+            raise WeightFormatError("weight set is truncated or has trailing bytes")
+        return GridStill(bytes(data[12:12 + mlen]), bytes(data[16 + mlen:16 + mlen + rlen]) or None)
+    return decode(data)
+
+
 def describe(data: bytes) -> dict:
     """A JSON-ready summary (for ``itmfilter info``)."""
+    if len(data) > 4 and data[4] == GRID_VERSION:
+        still = decode_still(data)
+        grid = None
+        if still.model_data:
+            try:
+                cfg = still.model().config
+            except GridFormatError as exc:
+                raise WeightFormatError(str(exc)) from None
+            grid = {"width": cfg.width, "height": cfg.height, "depth": cfg.depth, "channels": cfg.channels,
+                    "hidden": cfg.hidden, "layers": cfg.layers, "grid_bits": cfg.grid_bits}
+        return {
+            "bytes": len(data),
+            "kind": "grid",
+            "grid": grid,
+            "model_bytes": len(still.model_data),
+            "residual": describe_residual(still.residual) if still.residual else None,
+        }
     ws = decode(data)
     return {
         "bytes": len(data),

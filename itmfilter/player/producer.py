@@ -14,6 +14,7 @@ steps down the ladder when too many drop.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
@@ -69,6 +70,11 @@ class PlayStats:
     filter_seconds: float = 0.0
     video_params: dict = field(default_factory=dict)
     video_out_params: dict = field(default_factory=dict)
+    video_output: str = ""
+    """The mpv video output that played, e.g. ``gpu-next`` or ``gpu-next with gpu-sw=yes``
+    after a fallback (:func:`itmfilter.player.mpv.play`)."""
+    user_quit: bool = False
+    """mpv was quit before the end (``q``, the window closed, a ``quit`` command)."""
 
 
 def open_decoder(path: Path, device):
@@ -85,8 +91,28 @@ def open_decoder(path: Path, device):
                        "check that it is a video file PyAV/FFmpeg can read") from None
 
 
+class _PipeSink(io.FileIO):
+    """The write end of mpv's pipe; remembers when mpv closed the other end."""
+
+    reader_gone = False
+
+    def write(self, data):
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            self.reader_gone = True
+            raise
+
+
 class Producer(threading.Thread):
-    """Decode, filter and write one NUT stream into ``write_fd``, from ``start_s`` on."""
+    """Decode, filter and write one NUT stream into ``write_fd``, from ``start_s`` on.
+
+    mpv closing its end of the pipe (a seek or fallback replaced the stream, the file
+    ended, the player quit or died) ends the thread quietly: PyAV reports it as a
+    ``BrokenPipeError`` or, from its I/O callback, as ``av.error.PyAVCallbackError``, and
+    :func:`itmfilter.player.mpv.play` learns from mpv's own events what happened.
+    Anything else is kept in ``error``.
+    """
 
     def __init__(self, session: "Session", write_fd: int, start_s: float) -> None:
         super().__init__(daemon=True, name="itmfilter-producer")
@@ -95,15 +121,15 @@ class Producer(threading.Thread):
         self.start_s = start_s
         self.stop = threading.Event()
         self.error: BaseException | None = None
+        self.sink: _PipeSink | None = None
 
     def run(self) -> None:
         try:
             self._run()
-        except (BrokenPipeError, OSError) as exc:
-            if not self.stop.is_set() and not isinstance(exc, BrokenPipeError):
-                self.error = exc
         except BaseException as exc:  # reported by play()
-            self.error = exc
+            reader_gone = isinstance(exc, BrokenPipeError) or (self.sink is not None and self.sink.reader_gone)
+            if not (reader_gone or self.stop.is_set()):
+                self.error = exc
         finally:
             if self.write_fd is not None:  # never wrapped: close it here
                 try:
@@ -122,7 +148,7 @@ class Producer(threading.Thread):
         clock = PresentationClock(vin, fps=fps, origin=stream_origin(vin) or 0.0)
         if self.start_s > 0:
             src.seek(int(self.start_s / vin.time_base), stream=vin, backward=True)
-        sink = os.fdopen(self.write_fd, "wb", buffering=0)
+        sink = self.sink = _PipeSink(self.write_fd, "wb", closefd=True)
         self.write_fd = None  # sink owns it now
         out = av.open(sink, mode="w", format="nut")
         vout = out.add_stream("rawvideo", rate=fps)
@@ -189,11 +215,13 @@ class Session:
         self.precision = precision
         self.realtime = realtime
         self.with_audio = with_audio
+        self.first_rung = rung
         self.controller = RungController(rung)
         self.gain = "auto"
         self.stats = PlayStats(rung=rung)
         self.lock = threading.Lock()
         self.producer: Producer | None = None
+        self.producers: list[Producer] = []
         self._paused_since: float | None = None
         self._paused_total = 0.0
         self.started = time.perf_counter()
@@ -238,14 +266,34 @@ class Session:
         if after != before:
             self.stats.rung_changes.append((index, after))
 
-    def start(self, player, start_s: float = 0.0) -> None:
-        """(Re)start the producer at ``start_s`` seconds and point mpv at its pipe."""
+    def forget_counts(self) -> None:
+        """Zero the frame counters and the rung's history: the frames sent so far went to
+        an output that failed (their lateness says nothing about the next one)."""
+        with self.lock:
+            self.controller = RungController(self.first_rung)
+            kept = PlayStats(rung=self.stats.rung, rung_timings=self.stats.rung_timings,
+                             gain_mode=self.stats.gain_mode)
+            self.stats.__dict__.update(kept.__dict__)
+
+    def stop_all(self, timeout: float = 10.0) -> BaseException | None:
+        """Stop every producer this session started and wait for them; the first error."""
+        for producer in self.producers:
+            producer.stop.set()
+        for producer in self.producers:
+            producer.join(timeout=timeout)
+        return next((p.error for p in self.producers if p.error is not None), None)
+
+    def start(self, player, start_s: float = 0.0, seek: bool = True) -> None:
+        """(Re)start the producer at ``start_s`` seconds and point mpv at its pipe
+        (``seek``: counted in ``restarts``; a fallback to another video output is not)."""
         old = self.producer
         if old is not None:
             old.stop.set()
-            self.stats.restarts += 1
+            if seek:
+                self.stats.restarts += 1
         read_fd, write_fd = os.pipe()
         self.producer = Producer(self, write_fd, start_s)
+        self.producers.append(self.producer)
         self.producer.start()
         # mpv takes ownership of read_fd and closes it (fdclose://); replacing the file
         # closes the old pipe, which ends the old producer with a broken pipe.

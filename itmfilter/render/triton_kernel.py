@@ -50,7 +50,14 @@ import numpy as np
 import torch
 
 from itmfilter.colour.primaries import MATRIX_BT709_TO_BT2020
-from itmfilter.colour.transfer import PQ_C1, PQ_C2, PQ_C3, PQ_M1, PQ_M2, SDR_WHITE_NITS_BT2408
+from itmfilter.colour.transfer import (
+    PQ_C1,
+    PQ_C2,
+    PQ_C3,
+    PQ_M1,
+    PQ_M2,
+    SDR_WHITE_NITS_BT2408,
+)
 from itmfilter.colour.ycbcr import code_scale, ycbcr_code_range, ycbcr_weights
 from itmfilter.model.net import MMR_TERMS, ITMNet
 

@@ -49,6 +49,7 @@ from itmfilter.track.format import (
     SIDECAR_SUFFIX,
     TrackFormatError,
     TrackHeader,
+    check_frames,
     read_track_blob,
     split_sample,
     track_from_json,
@@ -69,7 +70,11 @@ def sidecar_path(video: str | os.PathLike) -> Path:
 
 
 def stream_binding(video: str | os.PathLike) -> dict:
-    """The binding of a video file's first video stream (see the module docstring)."""
+    """The binding of a video file's first video stream, with the key names of sidecar/SPEC.md
+    section 6: ``first_keyframe_sha256`` (the first packet in decode order, a keyframe),
+    ``width``, ``height`` and ``frame_count`` (when the container states it). Tracks written
+    before these names were aligned with the spec (``first_packet_sha256``, ``frames``)
+    still match on width and height."""
 
     path = Path(video)
     try:
@@ -84,10 +89,10 @@ def stream_binding(video: str | os.PathLike) -> dict:
     except (av.error.FFmpegError, IndexError, OSError) as exc:
         raise ItmError(path, f"cannot read the video stream ({exc})", "check the file") from None
     return {
-        "first_packet_sha256": hashlib.sha256(first).hexdigest(),
+        "first_keyframe_sha256": hashlib.sha256(first).hexdigest(),
         "width": stream.codec_context.width,
         "height": stream.codec_context.height,
-    } | ({"frames": int(frames)} if frames else {})
+    } | ({"frame_count": int(frames)} if frames else {})
 
 
 def sei_binding(width: int, height: int) -> dict:
@@ -243,13 +248,19 @@ def load_track(video: str | os.PathLike, *, check_binding: bool = True) -> Loade
     try:
         if carries_sei(path):
             found = read_sei_track(path)
-        samples = read_data_track(path) if found is None and has_data_stream(path) else {}
+        data_stream = found is None and has_data_stream(path)
+        samples = read_data_track(path) if data_stream else {}
+        if data_stream and not samples:
+            # a data stream whose sample index is cut off or zeroed: damaged, not absent
+            raise ItmError(path, "damaged weight track: the data track's sample index lists no readable samples",
+                           "re-encode, or remux from an intact copy; play without it for blind mode")
         if samples:
             header, first = split_sample(samples.get(0, b""))
             if header is None:
                 raise ItmError(path, "the data track's first sample has no track header", "re-encode with itmfilter")
             packets = dict(samples)
             packets[0] = first
+            check_frames(header, packets)
             found = LoadedTrack(header, packets, "data track")
         if found is None and path.suffix.lower() in ATTACHMENT_SUFFIXES:
             blob = read_attachments(path).get(ATTACHMENT_NAME)

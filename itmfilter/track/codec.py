@@ -32,16 +32,19 @@ The byte layouts are in ``sidecar/SPEC.md``.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import functools
 import hashlib
+import io
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 import zstandard
 
+from itmfilter.limits import MAX_DECOMPRESSED_BYTES
 from itmfilter.track.format import param_layout
 
 from .format import (
@@ -95,10 +98,29 @@ def _compress(raw: bytes, level: int = ZSTD_LEVEL) -> bytes:
 
 
 def _decompress(payload: bytes, expected_max: int) -> bytes:
+    """The zstd frame ``payload`` decompressed, never more than ``expected_max`` bytes (the
+    size the coding and the model config allow; capped by :data:`MAX_DECOMPRESSED_BYTES`).
+
+    ``ZstdDecompressor.decompress`` trusts a frame's declared content size over
+    ``max_output_size``, so a 16-byte frame claiming 64 GiB would allocate it: the declared
+    size is checked first, and the bytes are streamed with a hard cap, so a frame that does
+    not declare its size cannot expand past it either. Beyond the cap the packet is damaged.
+    """
+    limit = min(expected_max, MAX_DECOMPRESSED_BYTES)
     try:
-        return zstandard.ZstdDecompressor().decompress(payload, max_output_size=expected_max)
+        declared = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError:
+        raise TrackFormatError("payload is not a zstd frame") from None
+    if declared > limit:
+        raise TrackFormatError(f"payload declares {declared} decompressed bytes, at most {limit} allowed")
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(payload)) as reader:
+            raw = reader.read(limit + 1)
     except zstandard.ZstdError as exc:
         raise TrackFormatError(f"payload does not decompress: {exc}") from None
+    if len(raw) > limit:
+        raise TrackFormatError(f"payload decompresses to more than the {limit} bytes allowed")
+    return raw
 
 
 def _planes(arr: np.ndarray) -> bytes:
@@ -456,11 +478,15 @@ class TrackEncoder:
         """True before the first packet and after :meth:`restart`: the next one is a KEY."""
         return self._next_frame is None
 
-    def restart(self) -> None:
+    def restart(self, shot: int | None = None) -> None:
         """Forget the decoder state (e.g. after packets made elsewhere, such as a resumed
-        encode's stored shots): the next :meth:`add` sends a KEY at any frame index."""
+        encode's stored shots): the next :meth:`add` sends a KEY at any frame index.
+        ``shot``: the shot number that KEY and the packets after it carry (a segment coded
+        apart from the frames before it, :mod:`itmfilter.encode.segments`)."""
         self._decoded = None
         self._next_frame = None
+        if shot is not None:
+            self._shot = int(shot)
 
     @property
     def decoded(self) -> np.ndarray | None:
@@ -588,6 +614,29 @@ class TrackEncoder:
         return packet
 
 
+def key_form(packet: Packet, encoder: "TrackEncoder") -> str:
+    """How ``encoder`` coded the KEY ``packet`` (:attr:`TrackEncoder.key_choices` names):
+    ``fp16``/``int8``; for coding 3 ``init`` (every width 0), ``prior`` (only the prior
+    tensors), ``full`` (the encoder's ``key_step``) or ``coarse``."""
+    if packet.coding != INIT_KEY_CODING:
+        return {v: k for k, v in KEY_CODINGS.items()}.get(packet.coding, f"coding {packet.coding}")
+    sizes, wide, init = encoder._sizes, encoder._wide, encoder._init
+    t = len(sizes)
+    raw = _decompress(packet.payload, 5 * t + 2 * sum(sizes))
+    steps = np.frombuffer(raw[: 4 * t], dtype="<f4")
+    widths = raw[4 * t : 5 * t]
+    used = [i for i in range(t) if widths[i]]
+    if not used:
+        return "init"
+    if all(wide[i] for i in used):
+        return "prior"
+    i = next(i for i in used if not wide[i])
+    ref = _split(init, sizes)[i]
+    rms = float(np.sqrt(np.mean(np.square(ref, dtype=np.float64))))
+    full = np.float32(encoder.key_step * max(rms, encoder.rms_floor))
+    return "full" if steps[i] == full else "coarse"
+
+
 # --------------------------------------------------------------------------- decoder
 
 
@@ -626,6 +675,7 @@ class TrackDecoder:
         self._ahead: "TrackDecoder | None" = None
         self._span_key: tuple | None = None
         self._span_value = (0, 0)
+        self._sorted: list[int] = []
 
     @property
     def damage_count(self) -> int:
@@ -663,7 +713,7 @@ class TrackDecoder:
 
     def _key_params(self, packet: Packet) -> np.ndarray | None:
         try:
-            return decode_key_payload(packet.coding, packet.payload, self._sizes, self._wide, self._init)
+            params = decode_key_payload(packet.coding, packet.payload, self._sizes, self._wide, self._init)
         except InitUnavailable:
             ident = self.header.init or {}
             self.problems[packet.frame] = (
@@ -675,9 +725,16 @@ class TrackDecoder:
         except TrackFormatError as exc:
             self.problems[packet.frame] = str(exc)
             return None
+        if not np.isfinite(params).all():
+            self.problems[packet.frame] = f"key for frame {packet.frame} decodes to NaN or infinite weights"
+            return None
+        return params
 
     def _next_key_of_shot(self, start: int, shot: int, packets, last: int) -> np.ndarray | None:
-        for f in range(start, last + 1):
+        frames = self._frames(packets)
+        for f in frames[bisect.bisect_left(frames, start) :]:  # present packets only: never a walk up to ``last``
+            if f > last:
+                break
             p = self._parse(f, packets)
             if isinstance(p, str):
                 continue
@@ -705,6 +762,8 @@ class TrackDecoder:
                 return _State(frame, params, p.shot, True, "concealed")
         try:
             params = decode_payload(p, state.params, self._sizes, self._wide, self.header.config, self._init)
+            if not np.isfinite(params).all():
+                raise TrackFormatError(f"{p.kind} for frame {frame} decodes to NaN or infinite weights")
         except TrackFormatError as exc:
             self.problems[frame] = str(exc)
             return _State(frame, state.params, state.shot, True, "damaged")
@@ -751,7 +810,9 @@ class TrackDecoder:
                 if target_status != "ok":
                     return vec, status
                 t = np.float32((frame - a) / (b - a))
-                return (vec + t * (target - vec)).astype(np.float32), status
+                with np.errstate(over="ignore", invalid="ignore"):
+                    blend = (vec + t * (target - vec)).astype(np.float32)
+                return (blend, status) if np.isfinite(blend).all() else (vec, status)
         return vec, status
 
     def _span(self, packets: dict[int, bytes]) -> tuple[int, int]:
@@ -760,7 +821,13 @@ class TrackDecoder:
         key = (id(packets), len(packets))
         if self._span_key != key:
             self._span_key, self._span_value = key, (min(packets), max(packets))
+            self._sorted = sorted(packets)
         return self._span_value
+
+    def _frames(self, packets: dict[int, bytes]) -> list[int]:
+        """The frames that have a packet, ascending (remembered like :meth:`_span`)."""
+        self._span(packets)
+        return self._sorted
 
     def params_at(self, frame: int, packets_by_frame: dict[int, bytes]) -> tuple[np.ndarray, str]:
         """The parameter vector for presentation index ``frame`` and its status (one of
@@ -796,7 +863,7 @@ class TrackDecoder:
             # The opening key was lost: start from the first good key anywhere, as if it
             # had been sent just before the first frame.
             params, shot = None, 0
-            for f in range(first, last + 1):
+            for f in self._frames(packets):
                 p = self._parse(f, packets)
                 if isinstance(p, Packet) and p.kind == "key":
                     params, shot = self._key_params(p), p.shot
@@ -820,6 +887,7 @@ __all__ = [
     "encode_init_key_payload",
     "init_identity",
     "init_reference",
+    "key_form",
     "params_sha256",
     "DEFAULT_KEY_INTERVAL",
     "DEFAULT_RMS_FLOOR",

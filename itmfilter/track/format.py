@@ -25,6 +25,13 @@ import torch
 
 from itmfilter.colour.hdr10 import HDR10Metadata
 from itmfilter.errors import ItmError
+from itmfilter.limits import (
+    MAX_FRAMES,
+    MAX_HEADER_BYTES,
+    MAX_PACKET_BYTES,
+    MAX_PICTURE_SIDE,
+    MAX_TRACK_BYTES,
+)
 from itmfilter.model.net import ITMNet, ModelConfig
 
 FORMAT_NAME = "itmfilter-track"
@@ -169,11 +176,11 @@ class TrackHeader:
             raise ValueError(f"fps must be a positive rational (num, den), got {self.fps!r}")
         self.fps = (num, den)
         self.version = tuple(int(v) for v in self.version)
-        for name in ("frame_count", "width", "height"):
-            value = int(getattr(self, name))
-            if not 0 <= value <= _U32_MAX:
-                raise ValueError(f"{name} must be in [0, 2**32), got {value}")
-            setattr(self, name, value)
+        for name, top in (("frame_count", MAX_FRAMES), ("width", MAX_PICTURE_SIDE), ("height", MAX_PICTURE_SIDE)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= top:
+                raise ValueError(f"{name} must be a whole number in [0, {top}], got {value!r}")
+            setattr(self, name, int(value))
 
     def hdr10_metadata(self) -> HDR10Metadata | None:
         return None if self.hdr10 is None else HDR10Metadata.from_dict(self.hdr10)
@@ -257,6 +264,8 @@ class TrackHeader:
         if len(data) < 16 or data[:4] != HEADER_MAGIC:
             raise TrackFormatError("not an itmfilter track header (bad magic; expected b'ITMT')")
         major, _minor, _reserved, length = struct.unpack("<BBHI", data[4:12])
+        if length > MAX_HEADER_BYTES:
+            raise TrackFormatError(f"track header claims {length} bytes of JSON, at most {MAX_HEADER_BYTES} are accepted")
         if len(data) != 16 + length:
             raise TrackFormatError(
                 f"track header is truncated or has trailing bytes ({len(data)} bytes, expected {16 + length})"
@@ -308,6 +317,8 @@ def decode_packet(data: bytes) -> Packet:
     """Parse one packet; raises :class:`TrackFormatError` saying which check failed
     (magic, truncation, CRC-32, version, kind)."""
     data = bytes(data)
+    if len(data) > MAX_PACKET_BYTES:
+        raise TrackFormatError(f"packet holds {len(data)} bytes, at most {MAX_PACKET_BYTES} are accepted")
     if len(data) < PACKET_OVERHEAD:
         raise TrackFormatError(f"packet is truncated ({len(data)} bytes, at least {PACKET_OVERHEAD} needed)")
     magic, version, kind, coding, _flags, frame, shot, length = PACKET_HEADER.unpack_from(data)
@@ -379,6 +390,8 @@ def read_track_blob(data: bytes) -> tuple[TrackHeader, dict[int, bytes]]:
     data = bytes(data)
     if len(data) < _BLOB_HEAD.size or data[:4] != BLOB_MAGIC:
         raise TrackFormatError("not an itmfilter track file (bad magic; expected b'ITMB')")
+    if len(data) > MAX_TRACK_BYTES:
+        raise TrackFormatError(f"track file holds {len(data)} bytes, at most {MAX_TRACK_BYTES} are accepted")
     _, major, _minor, _, hlen = _BLOB_HEAD.unpack_from(data)
     if major != VERSION_MAJOR:
         raise _version_error("track file", major)
@@ -386,6 +399,8 @@ def read_track_blob(data: bytes) -> tuple[TrackHeader, dict[int, bytes]]:
     if len(data) < pos + 4:
         raise TrackFormatError("track file is truncated inside its header")
     (count,) = struct.unpack_from("<I", data, pos)
+    if count > MAX_FRAMES:
+        raise TrackFormatError(f"track file claims {count} packets, at most {MAX_FRAMES} are accepted")
     index_end = pos + 4 + count * _INDEX_ENTRY.size
     if len(data) < index_end + 4:
         raise TrackFormatError("track file is truncated inside its packet index")
@@ -400,7 +415,22 @@ def read_track_blob(data: bytes) -> tuple[TrackHeader, dict[int, bytes]]:
             # A cut-off file: keep what is there; the missing packets are concealed.
             continue
         packets[frame] = data[offset : offset + length]
+    check_frames(header, packets)
     return header, packets
+
+
+def check_frames(header: TrackHeader, frames) -> None:
+    """Refuse a track whose packets claim frames outside it: every frame number must lie in
+    ``[0, header.frame_count)`` (``[0, MAX_FRAMES)`` when the count is unknown), and there
+    are at most that many. Checked once when a track is loaded, so that no reader ever
+    walks the frame numbers up to an absurd one (sidecar/SPEC.md section 12)."""
+    top = header.frame_count or MAX_FRAMES
+    for frame in frames:
+        if not 0 <= frame < top:
+            raise TrackFormatError(
+                f"a packet claims frame {frame}, outside the track's {top} frames"
+                + ("" if header.frame_count else " (the most accepted)")
+            )
 
 
 def pack_sample(packet: "Packet | bytes", header: TrackHeader | None = None) -> bytes:
@@ -449,11 +479,18 @@ def track_from_json(data: dict[str, Any]) -> tuple[TrackHeader, dict[int, bytes]
         raise _version_error("track sidecar", major)
     header = TrackHeader.from_json_dict(data.get("header"))
     packets: dict[int, bytes] = {}
-    for entry in data.get("packets", []):
+    entries = data.get("packets", [])
+    if not isinstance(entries, list):
+        raise TrackFormatError("track sidecar's \"packets\" is not a list")
+    for entry in entries:
         try:
-            packets[int(entry["frame"])] = base64.b64decode(entry["data"], validate=True)
+            frame = entry["frame"]
+            if isinstance(frame, bool) or not isinstance(frame, int):
+                raise ValueError(f"frame {frame!r} is not a whole number")
+            packets[frame] = base64.b64decode(entry["data"], validate=True)
         except (KeyError, TypeError, ValueError) as exc:
             raise TrackFormatError(f"track sidecar has a bad packet entry: {exc}") from None
+    check_frames(header, packets)
     return header, packets
 
 
@@ -470,6 +507,7 @@ __all__ = [
     "Packet",
     "TrackFormatError",
     "TrackHeader",
+    "check_frames",
     "decode_packet",
     "encode_packet",
     "flatten_state",

@@ -44,6 +44,7 @@ class FrameNetworks:
     """
 
     def __init__(self, source: Path) -> None:
+        self.source = Path(source)
         self.track = load_track(source)
         self.damaged = 0
         self.blind_frames = 0
@@ -101,3 +102,18 @@ class FrameNetworks:
         """``(net, status)``: this object as a :class:`WeightsProvider`."""
         net = self(frame)
         return net, self.last_status
+
+    def warning(self) -> str | None:
+        """One line on the damage met so far (the count and the first problem, e.g. an
+        unknown format version or a set decoding to NaN), or ``None`` when every frame with
+        a set decoded as coded."""
+        if not self.damaged:
+            return None
+        problems: dict[int, str] = {}
+        for decoder in self._decoders.values():
+            for frame, reason in decoder.problems.items():
+                problems.setdefault(frame, reason)
+        first = f"; first problem, frame {min(problems)}: {problems[min(problems)]}" if problems else ""
+        blind = (f", {self.blind_frames} frames reconstructed blind (no good key set)" if self.blind_frames
+                 else ", each given the nearest good set")
+        return f"{self.source}: {self.damaged} frames with damaged weight metadata{blind}{first}"

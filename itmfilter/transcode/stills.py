@@ -1,7 +1,9 @@
 """Stills transcode: SDR picture (+ its weights) -> HDR EXR (linear BT.2020) or 16-bit PQ PNG.
 
 Finds the weights (PNG chunk, then sidecar: :func:`itmfilter.track.stills.find_weights`) or
-falls back to the initialisation alone (blind mode).
+falls back to the initialisation alone (blind mode). A version-2 payload (grid model and
+residual layer, :class:`itmfilter.model.weightset.GridStill`) is decoded on the CPU in float32,
+whatever ``device`` and ``precision`` say: its decode is specified bit for bit.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from pathlib import Path
 
 from itmfilter.encode.stills import StillReport
 from itmfilter.errors import ItmError
+from itmfilter.limits import check_picture_size
 from itmfilter.media.atomic import atomic_output
 from itmfilter.media.stills import read_sdr, write_exr, write_png_pq16
 from itmfilter.model.inference import reconstruct_nits
 from itmfilter.model.initial import load_init
 from itmfilter.model.net import resolve_device
-from itmfilter.model.weightset import WeightFormatError, decode
+from itmfilter.model.weightset import GridStill, WeightFormatError, decode_still
 from itmfilter.track.stills import find_weights
 
 HDR_OUTPUTS = (".exr", ".png")
@@ -38,8 +41,10 @@ def transcode_still(
             out, f"unsupported HDR output extension {out.suffix!r}", "use .exr (linear BT.2020) or .png (16-bit PQ)"
         )
     sdr, bits = read_sdr(src)
+    check_picture_size(src, sdr.shape[1], sdr.shape[0])
     blob, where = find_weights(src, sdr, bits)
     report = StillReport()
+    nits = None
     if blob is None:
         net, provenance = load_init(init_path, name="blind")
         report.mode = "blind"
@@ -49,12 +54,17 @@ def transcode_still(
         )
     else:
         try:
-            net = decode(blob).to_net()
+            payload = decode_still(blob)
+            if isinstance(payload, GridStill):
+                nits = payload.reconstruct_nits(sdr)
+            else:
+                net = payload.to_net()
         except WeightFormatError as exc:
             raise ItmError(src, f"{where}: {exc}", "re-encode the picture, or strip the weights for blind mode") from None
-        report.mode = "weights"
+        report.mode = "grid" if nits is not None else "weights"
         report.weight_bytes = len(blob)
-    nits = reconstruct_nits(net, sdr, device=resolve_device(device), precision=precision)
+    if nits is None:
+        nits = reconstruct_nits(net, sdr, device=resolve_device(device), precision=precision)
     with atomic_output(out, inputs=[src]) as tmp:
         if out.suffix.lower() == ".exr":
             write_exr(tmp, nits)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
 from itmfilter.colour.transfer import eotf_st2084
 from itmfilter.errors import ItmError
+from itmfilter.limits import check_picture_size
 from itmfilter.media.video import Hdr10Writer, probe_video, read_sdr_frames
 from itmfilter.model.inference import predict_pq
 from itmfilter.model.net import resolve_device
@@ -41,6 +42,12 @@ class TranscodeJob:
     precision: str = "auto"
     quiet: bool = True
     position: int = 0  # tqdm bar line, for parallel bars
+    start: int = 0  # a part of a long file: frames start .. end - 1 only, no audio (joined later)
+    end: int | None = None
+
+    @property
+    def is_part(self) -> bool:
+        return self.start > 0 or self.end is not None
 
 
 @dataclass
@@ -55,15 +62,18 @@ class TranscodeResult:
     blind_frames: int = 0  # frames with weights but no set to decode (before a cut file's first key)
     error: str = ""
     notes: list[str] = field(default_factory=list)
+    bad_input: bool = False  # failed on the input (an ItmError), not on a fault of its own
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def _reconstructed(source: Path, nets: FrameNetworks, device, precision):
+def _reconstructed(source: Path, nets: FrameNetworks, device, precision, start: int = 0, end: int | None = None):
 
-    for index, sdr in read_sdr_frames(source):
+    for index, sdr in read_sdr_frames(source, start=start):
+        if end is not None and index >= end:
+            break
         yield index, predict_pq(nets(index), sdr, device=device, precision=precision).clamp(0, 1).cpu().numpy()
 
 
@@ -80,6 +90,7 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
             result.status = "skipped"
             return result
         info = probe_video(source)
+        check_picture_size(source, info.width, info.height)
         nets = FrameNetworks(source)
         result.mode = nets.mode
         if nets.track is None:
@@ -87,6 +98,9 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
         device = resolve_device(job.device)
         header_hdr10 = nets.track.header.hdr10_metadata() if nets.track is not None else None
         total = info.frame_count or None
+        if job.is_part and (header_hdr10 is None or not header_hdr10.max_cll):
+            raise ItmError(source, "has no MaxCLL/MaxFALL in its track, so it cannot be transcoded in parts",
+                           "transcode it whole")
         if header_hdr10 is None or not header_hdr10.max_cll:
             acc = LightLevelAccumulator()
             for _, pq in _reconstructed(source, nets, device, job.precision):
@@ -100,15 +114,15 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
         if exr:
             from itmfilter.media.stills import write_exr
 
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            _make_folder(Path(output).parent, output)
             for index, pq in _reconstructed(source, nets, device, job.precision):
                 write_exr(output % index, eotf_st2084(pq), inputs=[source])
                 result.frames += 1
                 bar.update(1)
         else:
             with Hdr10Writer(output, info.width, info.height, info.fps, crf=job.crf, preset=job.preset,
-                             metadata=header_hdr10, copy_from=source) as writer:
-                for _, pq in _reconstructed(source, nets, device, job.precision):
+                             metadata=header_hdr10, copy_from=None if job.is_part else source) as writer:
+                for _, pq in _reconstructed(source, nets, device, job.precision, job.start, job.end):
                     writer.write(pq)
                     result.frames += 1
                     bar.update(1)
@@ -116,17 +130,29 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
         result.damaged_frames = nets.damaged
         if nets.track is not None:
             result.blind_frames = nets.blind_frames
-            if nets.blind_frames:
+            if nets.warning():
+                result.notes.append(nets.warning())
+            elif nets.blind_frames:
                 result.notes.append(f"{source}: {nets.blind_frames} frames had no key to decode from "
                                     "(a cut before the first key): reconstructed blind")
         result.status = "done"
     except ItmError as exc:
         result.error = str(exc)
+        result.bad_input = True
     except Exception as exc:  # one bad input must not stop the others; say what happened
         result.error = f"{source}: {type(exc).__name__}: {exc}"
     finally:
         result.seconds = time.perf_counter() - started
     return result
+
+
+def _make_folder(folder: Path, output) -> None:
+    """Create an output folder, or say in one line why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ItmError(output, f"cannot create the output folder {str(folder)!r} ({exc.strerror or exc})",
+                       "choose a folder you can write to") from None
 
 
 def plan_jobs(inputs: list[Path], output: Path, **kwargs) -> list[TranscodeJob]:
@@ -141,7 +167,7 @@ def plan_jobs(inputs: list[Path], output: Path, **kwargs) -> list[TranscodeJob]:
     if len(inputs) > 1 or (output.exists() and output.is_dir()) or (not output.suffix and not pattern):
         if pattern:
             raise ItmError(output, "an EXR pattern takes one input", "transcode one video at a time to EXRs")
-        output.mkdir(parents=True, exist_ok=True)
+        _make_folder(output, output)
         outs = [output / (src.stem + ".hdr10.mkv") for src in inputs]
     else:
         if not pattern and output.suffix.lower() not in (".mkv", ".mp4", ".mov"):

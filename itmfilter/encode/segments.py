@@ -1,0 +1,310 @@
+"""Segments: the unit of work of a video encode, local or distributed.
+
+A segment is the run of frames from one key set to the next: a shot start or a forced key
+(``key_interval`` frames after the shot start, then every ``key_interval`` frames). Both
+ends are known after the shot pre-pass (:func:`survey_master`), before any adaptation, so
+:func:`plan_segments` lays them all out at once.
+
+A segment depends on nothing before it, which is what lets segments run in any order, on
+any machine, and still give the very same bytes:
+
+* its first frame is adapted fully from the initialisation and coded as a KEY by a fresh
+  :class:`itmfilter.track.codec.TrackEncoder` told the segment's shot number;
+* the motion estimator starts on that first frame (a key carries no shift);
+* its rate budget is decided from pass-1 information only (the segment's length, the
+  cap, the track header's size and the bucket levels :func:`itmfilter.encode.rate.plan_rate`
+  planned at its ends), never from what earlier segments actually spent.
+  Whoever changes the rate control must keep this property: a budget carried from one
+  segment into the next would make a distributed encode differ from a local one;
+* the worker reads its own master and SDR frames from paths it can reach, seeking to the
+  segment's first presentation index (:func:`itmfilter.media.video.read_hdr_frames`
+  ``start=``); no raw frames travel between machines;
+* adaptation is seeded (``AdaptOptions.seed``; the global torch RNG as well, from the
+  segment's first frame), so a retried segment repeats itself exactly.
+
+:func:`encode_segment` returns the segment's packets, ``{frame: packet bytes}``; the
+driver assembles them in frame order and remuxes once. :class:`SegmentStore` keeps each
+finished segment in the encode's work folder, so an interrupted encode redoes only the
+rest. :func:`encode_segments_local` runs them in order in this process;
+:mod:`itmfilter.encode.ray_engine` maps the same :func:`encode_segment` over a Ray cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from itmfilter.colour.hdr10 import LightLevelAccumulator
+from itmfilter.colour.transfer import eotf_inverse_st2084
+from itmfilter.encode.rate import MIN_DELTA_BYTES, RateBudget, RatePlan
+from itmfilter.encode.shots import ShotDetector
+from itmfilter.errors import ItmError
+from itmfilter.media.phasecorr import MotionEstimator
+from itmfilter.media.video import read_hdr_frames, read_sdr_frames
+from itmfilter.model.adapt import AdaptOptions, adapt
+from itmfilter.model.inference import predict_pq
+from itmfilter.model.initial import load_init
+from itmfilter.model.net import resolve_device
+from itmfilter.progress import progress_bar
+from itmfilter.track.codec import (
+    MOTION_DELTA_CODING,
+    MOTION_SHIFT_BYTES,
+    TrackEncoder,
+    carries_update,
+)
+from itmfilter.track.format import TrackHeader, encode_packet, flatten_state, unflatten
+from itmfilter.track.motion import pixels_to_shift
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Frames ``start`` .. ``end - 1`` (presentation indices); ``start`` is a key.
+    ``shot``: the shot the frames belong to (0-based, the packets' shot number);
+    ``opens_shot``: ``start`` is the shot's first frame (else a forced key)."""
+
+    index: int
+    start: int
+    end: int
+    shot: int
+    opens_shot: bool
+
+    @property
+    def frames(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What the pre-pass over the master learns: shot starts, the frame count and the
+    light levels (MaxCLL / MaxFALL in cd/m2, CTA-861.3)."""
+
+    shot_starts: tuple[int, ...]
+    frame_count: int
+    max_cll: float
+    max_fall: float
+
+
+def survey_master(master, threshold: float, *, assume_hdr: bool = False, total: int | None = None,
+                  quiet: bool = False) -> Survey:
+    """One decode of the master: the shot detector's cuts (:class:`ShotDetector` with
+    ``threshold``), the frame count and the light levels."""
+    detect, light, starts, n = ShotDetector(threshold), LightLevelAccumulator(), [], 0
+    with progress_bar(total, unit="frame", desc="finding shots", quiet=quiet, leave=False) as bar:
+        for index, nits in read_hdr_frames(master, assume_hdr=assume_hdr):
+            if detect(nits):
+                starts.append(index)
+            light.add(nits)
+            n = index + 1
+            bar.update(1)
+    max_cll, max_fall = light.result()
+    return Survey(tuple(starts), n, max_cll, max_fall)
+
+
+def plan_segments(shot_starts: Iterable[int], frame_count: int, key_interval: int) -> list[Segment]:
+    """The segments of ``frame_count`` frames: one opens at every shot start, and within a
+    shot a forced key opens one every ``key_interval`` frames (so none is longer)."""
+    if key_interval < 1:
+        raise ValueError(f"key_interval must be >= 1 frame, got {key_interval}")
+    cuts = sorted({s for s in shot_starts if 0 < s < frame_count} | {0})
+    bounds = cuts[1:] + [frame_count]
+    out: list[Segment] = []
+    for shot, (begin, stop) in enumerate(zip(cuts, bounds)):
+        for start in range(begin, stop, key_interval):
+            out.append(Segment(len(out), start, min(start + key_interval, stop), shot, start == begin))
+    return out if frame_count > 0 else []
+
+
+@dataclass(frozen=True)
+class SegmentJob:
+    """Everything a worker needs to encode any segment of one video (picklable).
+
+    ``master`` / ``sdr``: paths the worker can read. ``header``: the track header (the
+    encoder fills in its quantiser); ``coder``: :class:`TrackEncoder` keyword arguments.
+    ``first`` / ``warm``: the adaptation of a segment's first frame (and of every frame
+    with ``strategy="frame"``) / of a warm frame. ``header_bytes``: what the final track
+    header will cost, charged to the budget of the segment that opens the track (of every
+    segment with ``header_every_key``).
+    ``max_kbps`` None or 0: no rate cap; else ``rate`` is the track's pass-1 rate plan
+    (:func:`itmfilter.encode.rate.plan_rate`, which also decided ``motion`` under the cap).
+    """
+
+    master: str
+    sdr: str
+    header: TrackHeader
+    first: AdaptOptions
+    warm: AdaptOptions
+    fps: float
+    coder: dict = field(default_factory=dict)
+    strategy: str = "warm"
+    refresh_ratio: float = 1.15
+    motion: bool = True
+    max_kbps: float | None = None
+    header_bytes: int = 0
+    header_every_key: bool = False  # the header travels with every key (SEI carriage), not the first only
+    rate: RatePlan | None = None
+    assume_hdr: bool = False
+    init_path: str | None = None
+    device: str = "auto"
+
+    @property
+    def key_interval(self) -> int:
+        return int(self.coder.get("key_interval", 1))
+
+
+@functools.lru_cache(maxsize=4)
+def _init(path: str | None):
+    """The initialisation, loaded once per process (a worker encodes many segments)."""
+    return load_init(path)[0]
+
+
+def segment_budget(job: SegmentJob, segment: Segment) -> RateBudget:
+    """The segment's rate budget, from pass-1 information only: its length, the cap, the
+    per-frame shift bytes, the header and the bucket levels planned at its ends. It never
+    depends on what another segment spent, so segments are independent (module docstring).
+    The segment's end is the budget's horizon, so a key sent early (an int16 overflow) never
+    spreads tokens past it."""
+    if not job.max_kbps or job.strategy == "frame":
+        return RateBudget(None, job.fps, set(), job.key_interval, 0)
+    if job.rate is None:  # a lone segment's plan: no level carried in or out
+        per_packet = MOTION_SHIFT_BYTES if job.motion and job.strategy == "warm" else 0
+        return RateBudget(job.max_kbps, job.fps, {segment.end}, job.key_interval, segment.end, per_packet=per_packet)
+    return RateBudget.for_segment(job.rate, segment.index, segment.start, segment.end, job.key_interval)
+
+
+def _frame_error(net, sdr: np.ndarray, target: np.ndarray, device) -> float:
+    """Mean squared PQ error of ``net`` on a frame, on every 4th pixel each way.
+
+    Summed by numpy in float64, not by torch: torch splits a large reduction by its thread
+    count, and the last bits of this error decide repeat-or-refresh; measured at 1080p, a
+    torch mean gave different bits with 1 and 2 threads, which would make a Ray worker
+    (one thread) code another track than the local run."""
+    pred = predict_pq(net, sdr, device=device, stride=4).cpu().numpy()
+    diff = pred.astype(np.float64) - target[::4, ::4]
+    return float(np.mean(np.square(diff)))
+
+
+def encode_segment(job: SegmentJob, segment: Segment,
+                   progress: Callable[[int], None] | None = None) -> dict[int, bytes]:
+    """The packets of one segment, ``{frame: packet bytes}``: a pure function of ``job``
+    and ``segment`` (the same bytes wherever and however often it runs). ``progress`` is
+    called with 1 after each frame.
+
+    Strategy (``job.strategy``, see :mod:`itmfilter.encode.video`): ``frame`` adapts every
+    frame fully; ``warm`` adapts the first frame fully, then holds the decoder's set while
+    its error stays within ``refresh_ratio`` of its error when made, else warm-starts from
+    it (closed loop) and codes a delta; with ``motion`` the held set follows the camera's
+    pan first.
+    """
+    init = _init(job.init_path)
+    device = resolve_device(job.device)
+    torch.manual_seed(job.first.seed + segment.start)  # adapt() seeds its own draws; this covers the rest
+    encoder = TrackEncoder(job.header, **job.coder)
+    encoder.restart(segment.shot)
+    budget = segment_budget(job, segment)
+    estimate_motion = MotionEstimator()
+    use_motion = job.motion and job.strategy == "warm"
+    height, width = job.header.height, job.header.width
+    held_error: float | None = None
+    packets: dict[int, bytes] = {}
+    frames = zip(read_hdr_frames(job.master, assume_hdr=job.assume_hdr, start=segment.start),
+                 read_sdr_frames(job.sdr, start=segment.start))
+    for (_, nits), (index, sdr) in frames:
+        if index >= segment.end:
+            break
+        first = index == segment.start
+        target = eotf_inverse_st2084(nits).astype(np.float32)
+        budget.next_frame()
+        pan = estimate_motion(sdr) if use_motion else None
+        shift = pixels_to_shift(pan, width, height) if pan is not None and not first else None
+        if job.strategy == "frame" or first or held_error is None:
+            params = flatten_state(adapt(init, sdr, target, job.first, device=device).net.state_dict())
+        else:
+            reference = encoder.reference(shift)  # the held set, following the pan
+            held = init.__class__(init.config)
+            held.load_state_dict(unflatten(init.config, reference))
+            error = _frame_error(held, sdr, target, device)
+            if error <= job.refresh_ratio * held_error or not budget.can_afford(MIN_DELTA_BYTES):
+                params = reference  # a repeat (or the shift alone): nothing worth (or affordable) to send
+            else:
+                params = flatten_state(adapt(held, sdr, target, job.warm, device=device).net.state_dict())
+        # a shift's bytes are reserved per frame by the budget and lie outside max_bytes
+        extra = job.header_bytes if first and (index == 0 or job.header_every_key) else 0
+        key_max = budget.key_budget(index, extra) if first else budget.affordable()
+        packet = encoder.add(index, params, shot_start=first, max_bytes=budget.affordable(), motion=shift,
+                             key_max_bytes=key_max)
+        if carries_update(packet):
+            held_net = init.__class__(init.config)
+            held_net.load_state_dict(unflatten(init.config, encoder.decoded))
+            held_error = _frame_error(held_net, sdr, target, device)
+        packets[index] = encode_packet(packet)
+        if packet.kind == "key":
+            with_header = index == 0 or job.header_every_key
+            budget.key_sent(index, len(packets[index]), job.header_bytes if with_header else 0)
+        else:
+            budget.record(index, len(packets[index]))
+            if packet.kind == "delta":
+                budget.spend(len(packet.payload) - (MOTION_SHIFT_BYTES if packet.coding == MOTION_DELTA_CODING else 0))
+        if progress is not None:
+            progress(1)
+    if len(packets) != segment.frames:
+        raise ItmError(job.master, f"frames {segment.start}-{segment.end - 1}: decoded {len(packets)} of "
+                       f"{segment.frames} (master and SDR must have the same frames)",
+                       "check that the files are complete and readable from every worker")
+    return packets
+
+
+class SegmentStore:
+    """Finished segments in an encode's work folder, one ``segment-XXXXX.bin`` each (JSON:
+    the frame range and the packets as hex), written atomically; a file whose range does
+    not match the plan is ignored (redone)."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+
+    def _path(self, segment: Segment) -> Path:
+        return self.folder / f"segment-{segment.index:05d}.bin"
+
+    def load(self, segment: Segment) -> dict[int, bytes] | None:
+        path = self._path(segment)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if data.get("start") != segment.start or data.get("end") != segment.end:
+            return None
+        packets = {int(k): bytes.fromhex(v) for k, v in data["packets"].items()}
+        return packets if sorted(packets) == list(range(segment.start, segment.end)) else None
+
+    def save(self, segment: Segment, packets: dict[int, bytes]) -> None:
+        data = {"start": segment.start, "end": segment.end, "packets": {str(i): packets[i].hex() for i in sorted(packets)}}
+        tmp = self._path(segment).with_suffix(".partial")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self._path(segment))
+
+
+def encode_segments_local(job: SegmentJob, segments: list[Segment], store: SegmentStore, *,
+                          quiet: bool = False, desc: str = "adapting") -> tuple[dict[int, bytes], int]:
+    """Encode ``segments`` in order in this process (those in ``store`` are loaded, not
+    redone); returns all packets and the number of segments resumed from the store."""
+    packets: dict[int, bytes] = {}
+    resumed = 0
+    total = sum(s.frames for s in segments)
+    with progress_bar(total or None, unit="frame", desc=desc, quiet=quiet) as bar:
+        for segment in segments:
+            done = store.load(segment)
+            if done is None:
+                done = encode_segment(job, segment, progress=bar.update)
+                store.save(segment, done)
+            else:
+                resumed += 1
+                bar.update(segment.frames)
+            packets.update(done)
+            bar.set_postfix(segments=f"{segment.index + 1}/{len(segments)}")
+    return packets, resumed

@@ -1,0 +1,223 @@
+"""The best still payload within a byte budget (``itmfilter encode ... --max-bytes N``).
+
+Candidates, each coded, decoded exactly as a reader will and scored against the master
+(PU21-PSNR, :func:`itmfilter.quality.metrics.psnr_pu21`); the best that fits wins:
+
+* ``polynomial``: the grid format's smallest model (MMR3 + a zero 2x2 plane, ~0.3 KB);
+* ``gainmap``: no model, a residual gain layer everywhere over the SDR placed per BT.2408:
+  a gain map (ISO 21496-1 style, 3 channels, AVIF) inside the same payload;
+* ``polynomial+res-t0``: the polynomial with a gain layer everywhere over it (below 3 KB,
+  where no grid model is tried);
+* ``grid-<size>`` alone, and with a residual layer everywhere (``t0``) or only where the SDR's
+  largest channel code is >= 242 (``t242``): one model size per budget (:func:`grid_size_for`);
+* ``mlp``: today's adapted MLP weight set (version 1), only when its size fits.
+
+The residual image's AVIF quality is the highest that fits the room left (an interpolating
+search over 10-100 on coded sizes, a handful of encodes). A budget below the polynomial's
+size is an error. The budget counts the payload bytes (the ``itMf`` chunk's data, the
+sidecar's decoded ``weights``), not the PNG chunk's own 12 bytes nor the ``itMj`` info chunk.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from itmfilter.errors import ItmError
+from itmfilter.model.grid import (
+    GRID_SIZES,
+    GridFitOptions,
+    fit_grid_model,
+    predict_nits,
+)
+from itmfilter.model.residual import (
+    AVIF_QUALITY_RANGE,
+    BASE_MODEL,
+    BASE_SDR_PLACED,
+    ResidualPlan,
+    apply_residual,
+)
+from itmfilter.model.weightset import encode_grid_still, grid_still_overhead
+from itmfilter.quality.metrics import psnr_pu21
+
+HIGHLIGHT_CODE = 242  # round(0.95 * 255): the residual's second setting, clipped highlights only
+
+
+@dataclass
+class Candidate:
+    """One payload the encoder tried: its name, bytes, score (dB) and the note on its parts."""
+
+    name: str
+    payload: bytes
+    pu21: float
+    note: str = ""
+
+
+@dataclass
+class RateChoice:
+    """The chosen payload and everything tried (for reports and benchmarks)."""
+
+    best: Candidate
+    candidates: list[Candidate] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def grid_size_for(max_bytes: int) -> str | None:
+    """The one grid size tried at a budget (the model takes at most about half of it on
+    1024x512 pictures; chosen on the val split, docs/stills-rate.md); None below 3 KB."""
+    if max_bytes < 3072:
+        return None
+    if max_bytes < 6144:
+        return "XS"
+    if max_bytes < 14336:
+        return "S"
+    return "M"
+
+
+def residual_scale_for(room: int, pixels: int) -> int:
+    """Scale of the residual image: full resolution once the room allows ~1 byte per 128
+    pixels, else 1/2 (a full-resolution AVIF at very low quality loses to a 1/2 one)."""
+    return 1 if room * 128 >= pixels else 2
+
+
+def highest_fitting(code: Callable[[int], bytes], room: int, lo: int = AVIF_QUALITY_RANGE[0],
+                    hi: int = AVIF_QUALITY_RANGE[1]) -> tuple[int, bytes] | None:
+    """Highest quality in [lo, hi] whose ``code(q)`` is at most ``room`` bytes, or None.
+
+    Coded sizes grow with quality (near enough: the answer is always checked); the next
+    probe interpolates log size between the bracket's ends, so a handful of encodes do."""
+    cache: dict[int, bytes] = {}
+
+    def size(q: int) -> int:
+        if q not in cache:
+            cache[q] = code(q)
+        return len(cache[q])
+
+    first = min(max(60, lo), hi)
+    if size(first) <= room:
+        a = first
+        if size(hi) <= room:
+            return hi, cache[hi]
+        b = hi
+    else:
+        b = first
+        if size(lo) > room:
+            return None
+        a = lo
+    while b - a > 1:  # invariant: a fits, b does not
+        la, lb, lr = math.log(size(a)), math.log(size(b)), math.log(max(room, 1))
+        t = (lr - la) / (lb - la) if lb > la else 0.5
+        margin = max(1, (b - a) // 4)  # at least a quarter of the bracket goes each probe
+        q = min(max(int(round(a + t * (b - a))), a + margin), b - margin)
+        if size(q) <= room:
+            a = q
+        else:
+            b = q
+    return a, cache[a]
+
+
+def _score(hdr: np.ndarray, nits: np.ndarray) -> float:
+    return float(psnr_pu21(hdr, nits))
+
+
+def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Callable[[], bytes] | None = None,
+                   mlp_bytes: int | None = None, fit_options: GridFitOptions = GridFitOptions(),
+                   progress: Callable[[str], None] | None = None, path=None,
+                   cache: dict | None = None) -> RateChoice:
+    """The best still payload of at most ``max_bytes`` (see the module docstring).
+
+    ``sdr``: ``(H, W, 3)`` BT.709 R'G'B' [0, 1] as stored; ``hdr``: ``(H, W, 3)`` BT.2020 cd/m2.
+    ``mlp``: makes today's MLP payload (called only when ``mlp_bytes`` fits). ``progress(stage)``
+    is called as each stage starts. ``cache``: a dict kept across calls on the same picture
+    pair (fits, decodes and the MLP are reused across budgets; benchmarks). Raises
+    :class:`ItmError` when not even the polynomial fits.
+    """
+    cache = {} if cache is None else cache
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    timings: dict[str, float] = {}
+    say = progress or (lambda stage: None)
+    overhead = grid_still_overhead()
+    h, w = sdr.shape[:2]
+
+    def clock(name: str, t0: float) -> None:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+    say("polynomial")
+    t0 = time.perf_counter()
+    if "P" not in cache:
+        cache["P"] = fit_grid_model(sdr, hdr, GRID_SIZES["P"], GridFitOptions(steps=0, finetune_steps=0, seed=fit_options.seed))
+    poly = cache["P"]
+    smallest = len(poly.data) + overhead
+    if max_bytes < smallest:
+        raise ItmError(path, f"--max-bytes {max_bytes} is below the smallest payload, the polynomial "
+                       f"({smallest} bytes for this picture)", f"give --max-bytes {smallest} or more")
+    if "P nits" not in cache:
+        cache["P nits"] = predict_nits(poly.model, sdr)
+    poly_nits = cache["P nits"]
+    candidates = [Candidate("polynomial", encode_grid_still(poly.data), _score(hdr, poly_nits))]
+    clock("fit+decode polynomial", t0)
+
+    def with_residual(name: str, model_data: bytes, model_nits: np.ndarray | None, threshold: int,
+                      base: int = BASE_MODEL) -> None:
+        room = max_bytes - overhead - len(model_data)
+        if room <= 200:
+            return
+        scale = residual_scale_for(room, h * w)
+        t0 = time.perf_counter()
+        plan = ResidualPlan(sdr, model_nits, hdr, threshold, scale, base=base)
+        if plan.empty:
+            return
+        hit = highest_fitting(plan.code, room)
+        clock("residual search", t0)
+        if hit is None:
+            return
+        t0 = time.perf_counter()
+        nits = apply_residual(sdr, model_nits, hit[1])
+        label = name if base == BASE_SDR_PLACED else f"{name}+res-t{threshold}"
+        candidates.append(Candidate(label, encode_grid_still(model_data, hit[1]),
+                                    _score(hdr, nits), f"AVIF q{hit[0]} 1/{scale}, {len(hit[1])} B"))
+        clock("residual score", t0)
+
+    say("gain map")
+    with_residual("gainmap", b"", None, 0, BASE_SDR_PLACED)
+    size = grid_size_for(max_bytes)
+    if size is None:  # with a grid model, its own gain layer takes this one's place
+        say("polynomial + gain")
+        with_residual("polynomial", poly.data, poly_nits, 0)
+    if size is not None:
+        say(f"grid {size}")
+        t0 = time.perf_counter()
+        if size not in cache:
+            cache[size] = fit_grid_model(sdr, hdr, GRID_SIZES[size], fit_options)
+        fit = cache[size]
+        clock("fit grid", t0)
+        if len(fit.data) + overhead <= max_bytes:
+            t0 = time.perf_counter()
+            if size + " nits" not in cache:
+                cache[size + " nits"] = predict_nits(fit.model, sdr)
+            nits = cache[size + " nits"]
+            clock("decode grid", t0)
+            candidates.append(Candidate(f"grid-{size}", encode_grid_still(fit.data), _score(hdr, nits)))
+            say(f"grid {size} + residual")
+            for threshold in (0, HIGHLIGHT_CODE):
+                with_residual(f"grid-{size}", fit.data, nits, threshold)
+
+    if mlp is not None and mlp_bytes is not None and mlp_bytes <= max_bytes:
+        say("mlp")
+        t0 = time.perf_counter()
+        if "mlp" not in cache:
+            cache["mlp"] = mlp()
+        blob, nits = cache["mlp"]
+        if len(blob) <= max_bytes:
+            candidates.append(Candidate("mlp", blob, _score(hdr, nits)))
+        clock("mlp", t0)
+
+    fitting = [c for c in candidates if len(c.payload) <= max_bytes]
+    best = max(fitting, key=lambda c: (c.pu21, -len(c.payload)))
+    return RateChoice(best, candidates, time.perf_counter() - t_start, time.process_time() - cpu_start, timings)

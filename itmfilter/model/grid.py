@@ -1,0 +1,407 @@
+"""The grid model of a still: MMR3 polynomial + a small MLP fed by a learned bilateral grid.
+
+For an SDR pixel ``s = (R', G', B')`` (BT.709 code values [0, 1]) at pixel centre ``(x, y)``
+(both in [-1, 1], :func:`itmfilter.model.net.pixel_grid`)::
+
+    PQ(s, x, y) = clip(MMR3(s) + MLP([s, F(x, y, l)]), 0, 1)        (hidden > 0)
+    PQ(s, x, y) = clip(MMR3(s) + F(x, y, l)[:3], 0, 1)              (hidden = 0)
+
+``MMR3`` is the third-order polynomial of :func:`itmfilter.model.net.mmr_features` (22 x 3
+coefficients), ``l = clip(0.2126 R' + 0.7152 G' + 0.0722 B', 0, 1)`` the SDR's BT.709 luma,
+``F`` a grid of ``C`` channels over ``width x height`` cells (``depth`` luma bins: a bilateral
+grid; ``depth = 0``: a 2D grid over x, y only) read by trilinear (bilinear) interpolation with
+the grid's corners on the picture's outer pixel centres, and ``MLP`` ``layers`` hidden layers
+of ``hidden`` ReLU units and a linear output of 3. The output is a PQ BT.2020 R'G'B' code
+value (SMPTE ST 2084), as :class:`itmfilter.model.net.ITMNet`'s.
+
+Grid and MLP are fitted jointly per picture (:func:`fit_grid_model`: Adam on random pixel
+batches, MSE in PU21 units); the grid is then quantised to ``grid_bits`` per channel and the
+MLP fine-tuned on the quantised grid, then quantised to int8 per tensor. :func:`pack_grid_model`
+writes the bytes (layout in ``sidecar/SPEC.md`` section 11), :func:`unpack_grid_model` reads
+them, and :func:`predict_nits` is the decoder: fixed-order float32 NumPy arithmetic, so a
+given machine and library reproduce it bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import zstandard
+from torch import nn
+
+from itmfilter.colour.tensor import eotf_inverse_st2084 as pq_encode_t
+from itmfilter.colour.tensor import eotf_st2084 as pq_decode_t
+from itmfilter.colour.transfer import eotf_st2084
+from itmfilter.model.net import MMR_TERMS, fit_mmr_prior, mmr_features, pixel_grid
+
+GRID_MAGIC = b"G1"
+LUMA_BT709 = (0.2126, 0.7152, 0.0722)
+ZSTD_LEVEL = 19
+# PU21 (Mantiuk & Azimi 2021, banding+glare parameters), as itmfilter.quality.metrics: the
+# training loss is measured in the units the encoder is scored in.
+_PU21 = (0.353487901, 0.3734658629, 8.277049286e-05, 0.9062562627, 0.09150303166, 0.9099517204, 596.3148142)
+
+
+class GridFormatError(ValueError):
+    """Bytes that are not a valid grid model; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """Shape of a grid model. ``width``/``height``: grid cells across/down (>= 2 each);
+    ``depth``: luma bins (0: a 2D grid, else >= 2); ``channels``: C; ``hidden``: MLP width
+    (0: no MLP, the grid's first 3 channels are added to the polynomial: needs C >= 3);
+    ``layers``: hidden layers; ``grid_bits``: quantiser bits of the grid (1-8)."""
+
+    width: int = 16
+    height: int = 8
+    depth: int = 8
+    channels: int = 4
+    hidden: int = 16
+    layers: int = 2
+    grid_bits: int = 7
+
+    def __post_init__(self) -> None:
+        if self.width < 2 or self.height < 2 or self.depth == 1 or not 0 <= self.depth <= 255:
+            raise ValueError(f"bad grid shape {self.width}x{self.height}x{self.depth}")
+        if not 1 <= self.channels <= 255 or not 0 <= self.hidden <= 255 or not 0 <= self.layers <= 255:
+            raise ValueError("bad grid model channels/hidden/layers")
+        if self.hidden == 0 and self.channels < 3:
+            raise ValueError("a grid model without an MLP needs at least 3 channels")
+        if self.hidden and self.layers < 1:
+            raise ValueError("an MLP needs at least one hidden layer")
+        if not 1 <= self.grid_bits <= 8:
+            raise ValueError(f"grid_bits {self.grid_bits} outside 1-8")
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        """(C, [D,] H, W)."""
+        return (self.channels, self.height, self.width) if self.depth == 0 else (
+            self.channels, self.depth, self.height, self.width)
+
+    def mlp_shapes(self) -> list[tuple[int, ...]]:
+        """Weight and bias shapes in order: (out, in) then (out,) per layer."""
+        if not self.hidden:
+            return []
+        shapes, width = [], 3 + self.channels
+        for _ in range(self.layers):
+            shapes += [(self.hidden, width), (self.hidden,)]
+            width = self.hidden
+        return shapes + [(3, width), (3,)]
+
+
+# Model sizes by name (coded bytes measured on 1024x512 pictures, docs/stills-rate.md):
+# P ~0.3 KB is the polynomial with a 2x2 PQ offset plane, the rest bilateral grids.
+GRID_SIZES = {
+    "P": GridConfig(width=2, height=2, depth=0, channels=3, hidden=0, layers=0, grid_bits=8),
+    "XS": GridConfig(width=8, height=4, depth=8, channels=4, hidden=16, layers=2),
+    "S": GridConfig(width=16, height=8, depth=8, channels=4, hidden=16, layers=2),
+    "M": GridConfig(width=32, height=16, depth=8, channels=4, hidden=32, layers=2),
+}
+
+
+@dataclass
+class GridModel:
+    """A decoded grid model: float32 arrays ready for :func:`predict_pq`."""
+
+    config: GridConfig
+    mmr: np.ndarray          # (22, 3) float32
+    grid: np.ndarray         # grid_shape float32
+    mlp: list[np.ndarray]    # config.mlp_shapes(), float32
+
+
+# --- the decoder (float32 NumPy, fixed order) -----------------------------------------------
+
+
+def _luma(sdr: np.ndarray) -> np.ndarray:
+    r, g, b = sdr[:, 0], sdr[:, 1], sdr[:, 2]
+    y = np.float32(LUMA_BT709[0]) * r + np.float32(LUMA_BT709[1]) * g + np.float32(LUMA_BT709[2]) * b
+    return np.clip(y, np.float32(0), np.float32(1))
+
+
+def _axis(coord: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower cell index and weight of the upper one for a coordinate in [-1, 1] over ``cells``
+    samples, corners on the ends (``u = (coord + 1) / 2 * (cells - 1)``)."""
+    u = (coord + np.float32(1)) * np.float32(0.5) * np.float32(cells - 1)
+    u = np.clip(u, np.float32(0), np.float32(cells - 1))
+    i0 = np.minimum(np.floor(u).astype(np.int64), cells - 2)
+    return i0, (u - i0.astype(np.float32)).astype(np.float32)
+
+
+def grid_features(model: GridModel, sdr: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """``(N, C)`` float32 features at ``(N, 3)`` SDR and ``(N, 2)`` positions."""
+    cfg = model.config
+    ix, fx = _axis(xy[:, 0], cfg.width)
+    iy, fy = _axis(xy[:, 1], cfg.height)
+    one = np.float32(1)
+    if cfg.depth == 0:
+        g = model.grid  # (C, H, W)
+        top = g[:, iy, ix] * (one - fx) + g[:, iy, ix + 1] * fx
+        bottom = g[:, iy + 1, ix] * (one - fx) + g[:, iy + 1, ix + 1] * fx
+        return (top * (one - fy) + bottom * fy).T
+    iz, fz = _axis(_luma(sdr) * np.float32(2) - one, cfg.depth)
+    out = None
+    plane = model.grid  # (C, D, H, W)
+    for dz, wz in ((0, one - fz), (1, fz)):
+        z = iz + dz
+        top = plane[:, z, iy, ix] * (one - fx) + plane[:, z, iy, ix + 1] * fx
+        bottom = plane[:, z, iy + 1, ix] * (one - fx) + plane[:, z, iy + 1, ix + 1] * fx
+        term = (top * (one - fy) + bottom * fy) * wz
+        out = term if out is None else out + term
+    return out.T
+
+
+def _mmr_np(sdr: np.ndarray) -> np.ndarray:
+    r, g, b = sdr[:, 0], sdr[:, 1], sdr[:, 2]
+    rg = r * g
+    first = np.stack([r, g, b, rg, r * b, g * b, rg * b], axis=-1)
+    return np.concatenate([np.ones_like(sdr[:, :1]), first, first * first, first * first * first], axis=-1)
+
+
+def predict_pq(model: GridModel, sdr: np.ndarray, *, chunk: int = 1 << 16) -> np.ndarray:
+    """SDR ``(H, W, 3)`` BT.709 R'G'B' [0, 1] -> ``(H, W, 3)`` float32 PQ BT.2020 R'G'B' [0, 1]."""
+    sdr = np.ascontiguousarray(sdr, dtype=np.float32)
+    h, w, _ = sdr.shape
+    flat = sdr.reshape(-1, 3)
+    xy = pixel_grid(h, w).numpy().reshape(-1, 2)
+    out = np.empty_like(flat)
+    relu = np.float32(0)
+    for start in range(0, flat.shape[0], chunk):
+        s, p = flat[start:start + chunk], xy[start:start + chunk]
+        pq = _mmr_np(s) @ model.mmr
+        feats = grid_features(model, s, p)
+        if model.config.hidden:
+            act = np.concatenate([s, feats], axis=1)
+            for k in range(0, len(model.mlp) - 2, 2):
+                act = np.maximum(act @ model.mlp[k].T + model.mlp[k + 1], relu)
+            pq = pq + (act @ model.mlp[-2].T + model.mlp[-1])
+        else:
+            pq = pq + feats[:, :3]
+        out[start:start + chunk] = np.clip(pq, np.float32(0), np.float32(1))
+    return out.reshape(h, w, 3)
+
+
+def predict_nits(model: GridModel, sdr: np.ndarray) -> np.ndarray:
+    """SDR -> HDR ``(H, W, 3)`` float32 linear BT.2020 cd/m2 (the PQ EOTF of :func:`predict_pq`)."""
+    return np.asarray(eotf_st2084(predict_pq(model, sdr)), dtype=np.float32)
+
+
+# --- bytes ------------------------------------------------------------------------------------
+
+
+def _quantise_grid(grid: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per channel min/max (fp16-representable) and ``bits``-bit codes."""
+    c = grid.shape[0]
+    flat = grid.reshape(c, -1)
+    lo = flat.min(1).astype(np.float16).astype(np.float32)
+    hi = flat.max(1).astype(np.float16).astype(np.float32)
+    hi = np.where(hi > lo, hi, lo + np.float32(1e-3)).astype(np.float16).astype(np.float32)
+    levels = (1 << bits) - 1
+    shape = (c,) + (1,) * (grid.ndim - 1)
+    q = np.round((grid - lo.reshape(shape)) / (hi - lo).reshape(shape) * levels).clip(0, levels).astype(np.uint8)
+    return q, lo, hi
+
+
+def _dequantise_grid(q: np.ndarray, lo: np.ndarray, hi: np.ndarray, bits: int) -> np.ndarray:
+    shape = (q.shape[0],) + (1,) * (q.ndim - 1)
+    step = (hi - lo).reshape(shape) / np.float32((1 << bits) - 1)
+    return (lo.reshape(shape) + q.astype(np.float32) * step).astype(np.float32)
+
+
+def pack_grid_model(config: GridConfig, mmr: np.ndarray, q: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                    mlp: list[tuple[float, np.ndarray]]) -> bytes:
+    """The model's bytes (``sidecar/SPEC.md`` section 11.2) from quantised parts: grid codes
+    ``q`` (uint8, grid_shape) with per-channel ``lo``/``hi``, MLP tensors as (scale, int8)."""
+    planes = q.reshape(-1, q.shape[-1]).astype(np.int16)
+    planes = np.concatenate([planes[:, :1], np.diff(planes, axis=1) % 256], 1).astype(np.uint8)
+    raw = planes.tobytes() + b"".join(m.astype(np.int8).tobytes() for _, m in mlp)
+    z = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
+    head = GRID_MAGIC + struct.pack("<HHBBBBBB", config.width, config.height, config.depth, config.channels,
+                                    config.hidden, config.layers, config.grid_bits, 1)
+    body = np.asarray(mmr, dtype="<f4").tobytes()
+    body += b"".join(struct.pack("<ee", float(a), float(b)) for a, b in zip(lo, hi))
+    body += b"".join(struct.pack("<f", float(s)) for s, _ in mlp)
+    return head + body + struct.pack("<I", len(z)) + z
+
+
+def unpack_grid_model(data: bytes) -> GridModel:
+    """Parse :func:`pack_grid_model`'s bytes; raises :class:`GridFormatError`."""
+    if len(data) < 12 or data[:2] != GRID_MAGIC:
+        raise GridFormatError("not a grid model (bad magic)")
+    width, height, depth, channels, hidden, layers, bits, flags = struct.unpack("<HHBBBBBB", data[2:12])
+    try:
+        cfg = GridConfig(width, height, depth, channels, hidden, layers, bits)
+    except ValueError as exc:
+        raise GridFormatError(str(exc)) from None
+    shapes = cfg.mlp_shapes()
+    pos = 12
+    need = pos + 4 * MMR_TERMS * 3 + 4 * channels + 4 * len(shapes) + 4
+    if len(data) < need:
+        raise GridFormatError("grid model is truncated")
+    mmr = np.frombuffer(data, "<f4", MMR_TERMS * 3, pos).astype(np.float32).reshape(MMR_TERMS, 3)
+    pos += 4 * MMR_TERMS * 3
+    lohi = np.frombuffer(data, "<f2", 2 * channels, pos).astype(np.float32).reshape(channels, 2)
+    pos += 4 * channels
+    scales = np.frombuffer(data, "<f4", len(shapes), pos).astype(np.float32)
+    pos += 4 * len(shapes)
+    (zlen,) = struct.unpack("<I", data[pos:pos + 4])
+    if pos + 4 + zlen != len(data):
+        raise GridFormatError("grid model length does not match its contents")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(data[pos + 4:], max_output_size=1 << 26)
+    except zstandard.ZstdError as exc:
+        raise GridFormatError(f"grid model payload does not decompress ({exc})") from None
+    n = int(np.prod(cfg.grid_shape))
+    total = n + sum(int(np.prod(s)) for s in shapes)
+    if len(raw) != total:
+        raise GridFormatError(f"grid model payload holds {len(raw)} bytes, the config needs {total}")
+    planes = np.frombuffer(raw, np.uint8, n).reshape(-1, cfg.width)
+    if flags & 1:
+        planes = (np.cumsum(planes.astype(np.int64), axis=1) % 256).astype(np.uint8)
+    grid = _dequantise_grid(planes.reshape(cfg.grid_shape), lohi[:, 0], lohi[:, 1], bits)
+    mlp, off = [], n
+    for shape, scale in zip(shapes, scales):
+        k = int(np.prod(shape))
+        mlp.append((np.frombuffer(raw, np.int8, k, off).astype(np.float32) * scale).reshape(shape))
+        off += k
+    return GridModel(cfg, np.ascontiguousarray(mmr), grid, mlp)
+
+
+# --- the fit (torch) --------------------------------------------------------------------------
+
+
+def _pu21_t(nits: torch.Tensor) -> torch.Tensor:
+    p = _PU21
+    y = nits.clamp(0.005, 10000.0).pow(p[3])
+    return p[6] * (((p[0] + p[1] * y) / (1 + p[2] * y)).pow(p[4]) - p[5])
+
+
+class _GridNet(nn.Module):
+    """The trainable twin of :func:`predict_pq` (torch grid_sample, align_corners=True)."""
+
+    def __init__(self, cfg: GridConfig, mmr: torch.Tensor) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.grid = nn.Parameter(torch.zeros((1,) + cfg.grid_shape))
+        layers: list[nn.Module] = []
+        width = 3 + cfg.channels
+        for _ in range(cfg.layers if cfg.hidden else 0):
+            layers += [nn.Linear(width, cfg.hidden), nn.ReLU()]
+            width = cfg.hidden
+        if cfg.hidden:
+            last = nn.Linear(width, 3)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+            layers.append(last)
+        self.mlp = nn.Sequential(*layers)
+        self.register_buffer("mmr", mmr.float().clone())
+
+    def coords(self, rgb: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+        if self.cfg.depth == 0:
+            return xy
+        luma = (rgb @ torch.tensor(LUMA_BT709)).clamp(0, 1)
+        return torch.cat([xy, (luma * 2 - 1)[:, None]], 1)
+
+    def forward(self, rgb, coords, prior, grid=None):
+        g = self.grid if grid is None else grid
+        n = coords.shape[0]
+        view = (1, 1, n, 2) if self.cfg.depth == 0 else (1, 1, 1, n, 3)
+        feats = F.grid_sample(g, coords.view(view), mode="bilinear", align_corners=True)
+        feats = feats.reshape(self.cfg.channels, n).t()
+        if self.cfg.hidden:
+            return prior + self.mlp(torch.cat([rgb, feats], 1))
+        return prior + feats[:, :3]
+
+
+@dataclass(frozen=True)
+class GridFitOptions:
+    """Adam on ``batch`` random pixels for ``steps``, cosine learning rates (MLP, grid), then
+    ``finetune_steps`` of the MLP alone on the quantised grid (at 0.3x the rates)."""
+
+    steps: int = 600
+    batch: int = 4096
+    lr_mlp: float = 3e-3
+    lr_grid: float = 2e-2
+    finetune_steps: int = 400
+    seed: int = 0
+
+
+def _cosine(step: int, steps: int, lr: float, final: float = 0.05) -> float:
+    return lr * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * step / steps)))
+
+
+def _train(net: _GridNet, rgb, coords, prior, tgt_pu, opts: GridFitOptions, *, grid_fixed=None,
+           steps: int, lr_scale: float = 1.0, progress=None) -> None:
+    gen = torch.Generator().manual_seed(opts.seed + (0 if grid_fixed is None else 1))
+    groups = [{"params": list(net.mlp.parameters()), "base": opts.lr_mlp * lr_scale}]
+    if grid_fixed is None:
+        groups.append({"params": [net.grid], "base": opts.lr_grid * lr_scale})
+    groups = [g for g in groups if g["params"]]
+    if not groups or steps <= 0:
+        return
+    for g in groups:
+        g["lr"] = g["base"]
+    opt = torch.optim.Adam(groups)
+    n = rgb.shape[0]
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = _cosine(step, steps, g["base"])
+        idx = torch.randint(0, n, (opts.batch,), generator=gen)
+        out = net(rgb[idx], coords[idx], prior[idx], grid_fixed)
+        loss = (_pu21_t(pq_decode_t(out.clamp(0, 1))) - tgt_pu[idx]).pow(2).mean() * 1e-4
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress is not None:
+            progress(1)
+
+
+@dataclass
+class GridFit:
+    """A fitted grid model: its bytes, the decoded model and the seconds the fit took."""
+
+    data: bytes
+    model: GridModel
+    seconds: float
+
+
+def fit_grid_model(sdr: np.ndarray, hdr_nits: np.ndarray, config: GridConfig,
+                   options: GridFitOptions = GridFitOptions(), progress=None) -> GridFit:
+    """Fit a grid model to one picture pair and code it.
+
+    ``sdr``: ``(H, W, 3)`` BT.709 R'G'B' [0, 1] as stored (quantised); ``hdr_nits``:
+    ``(H, W, 3)`` linear BT.2020 cd/m2. ``progress(n)`` is called per Adam step.
+    """
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed)  # the MLP's initial weights, whatever ran before
+        h, w, _ = sdr.shape
+        rgb = torch.from_numpy(np.array(sdr, dtype=np.float32).reshape(-1, 3))
+        tgt = torch.from_numpy(np.array(hdr_nits, dtype=np.float32).reshape(-1, 3))
+        xy = pixel_grid(h, w).reshape(-1, 2)
+        gen = torch.Generator().manual_seed(options.seed)
+        sample = torch.randperm(rgb.shape[0], generator=gen)[: 1 << 18]
+        mmr = fit_mmr_prior(rgb[sample], pq_encode_t(tgt[sample]))
+        net = _GridNet(config, mmr)
+        coords = net.coords(rgb, xy)
+        prior = mmr_features(rgb) @ net.mmr
+        tgt_pu = _pu21_t(tgt)
+        _train(net, rgb, coords, prior, tgt_pu, options, steps=options.steps, progress=progress)
+        q, lo, hi = _quantise_grid(net.grid.detach()[0].numpy(), config.grid_bits)
+        grid_q = torch.from_numpy(_dequantise_grid(q, lo, hi, config.grid_bits))[None]
+        if config.hidden:
+            _train(net, rgb, coords, prior, tgt_pu, options, grid_fixed=grid_q,
+                   steps=options.finetune_steps, lr_scale=0.3, progress=progress)
+        mlp = []
+        for t in net.mlp.state_dict().values():
+            a = t.detach().numpy()
+            scale = np.float32(max(float(np.abs(a).max()), 1e-12) / 127.0)
+            mlp.append((float(scale), np.round(a / scale).clip(-127, 127).astype(np.int8)))
+    data = pack_grid_model(config, mmr.numpy(), q, lo, hi, mlp)
+    return GridFit(data, unpack_grid_model(data), time.perf_counter() - t0)
