@@ -60,10 +60,11 @@ from itmfilter.model.initial import load_init
 from itmfilter.model.net import resolve_device
 from itmfilter.progress import progress_bar
 from itmfilter.track.codec import (
-    MOTION_DELTA_CODING,
+    HALF_MOTION_SHIFT_BYTES,
     MOTION_SHIFT_BYTES,
     TrackEncoder,
     carries_update,
+    shift_bytes,
 )
 from itmfilter.track.format import (
     TrackHeader,
@@ -191,7 +192,8 @@ def segment_budget(job: SegmentJob, segment: Segment) -> RateBudget:
     if not job.max_kbps or job.strategy == "frame":
         return RateBudget(None, job.fps, set(), job.key_interval, 0)
     if job.rate is None:  # a lone segment's plan: no level carried in or out
-        per_packet = MOTION_SHIFT_BYTES if job.motion and job.strategy == "warm" else 0
+        shift = HALF_MOTION_SHIFT_BYTES if job.coder.get("half_shift") else MOTION_SHIFT_BYTES
+        per_packet = shift if job.motion and job.strategy == "warm" else 0
         head, key_head = packet_heads(job.header, segment.shot + 1, job.compact)
         return RateBudget(job.max_kbps, job.fps, {segment.end}, job.key_interval, segment.end, per_packet=per_packet,
                           head_bytes=head, key_head_bytes=key_head)
@@ -292,7 +294,7 @@ def encode_segment(job: SegmentJob, segment: Segment,
         else:
             budget.record(index, len(packets[index]))
             if packet.kind == "delta":
-                budget.spend(len(packet.payload) - (MOTION_SHIFT_BYTES if packet.coding == MOTION_DELTA_CODING else 0))
+                budget.spend(len(packet.payload) - shift_bytes(packet))
         if progress is not None:
             progress(1)
     if len(packets) != segment.frames:

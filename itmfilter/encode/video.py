@@ -93,7 +93,7 @@ from itmfilter.track.carriage import (
     stream_binding,
 )
 from itmfilter.track.codec import (
-    MOTION_SHIFT_BYTES,
+    HALF_MOTION_SHIFT_BYTES,
     TrackEncoder,
     carries_update,
     init_identity,
@@ -329,7 +329,8 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         encoder={"tool": "itmfilter", "strategy": options.strategy, "init": provenance.get("kind", "shipped")},
     )
     key_interval = max(1, round(options.key_seconds * float(fps)))
-    kwargs = {"key_interval": key_interval, "key_dtype": options.key_dtype}
+    # half_shift: motion travels as two binary16 (DELTA coding 3, format 1.3): 4 bytes a frame, not 8
+    kwargs = {"key_interval": key_interval, "key_dtype": options.key_dtype, "half_shift": True}
     notes: list[str] = []
     if options.key_dtype == "init":
         init_vec = flatten_state(init.state_dict())
@@ -382,7 +383,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
             else [(motion, 0), (False, 0)]
         for plan_motion, floor in plans:
             rate = plan_rate(options.max_kbps, float(fps), [s.frames for s in segments],
-                             per_packet=MOTION_SHIFT_BYTES if plan_motion else 0, min_key_bytes=floor,
+                             per_packet=HALF_MOTION_SHIFT_BYTES if plan_motion else 0, min_key_bytes=floor,
                              segment_headers=key_headers, head_bytes=head, key_head_bytes=key_head,
                              buffer_seconds=options.buffer_seconds, bare_key_bytes=bare)
             if rate.shortfall <= 0:
