@@ -40,6 +40,7 @@ from itmfilter.track import (
 )
 from itmfilter.model.initial import load_init, shipped_init_path
 from itmfilter.track.codec import (
+    HALF_MOTION_DELTA_CODING,
     INIT_KEY_CODING,
     MOTION_DELTA_CODING,
     encode_init_key_payload,
@@ -248,7 +249,16 @@ def build_vectors() -> dict[str, bytes]:
     out["header_ref.bin"] = enc.header.reference().to_bytes()
     out["sei_h264_key_compact.nal"] = build_sei_nal(pack_sample(compact[0], enc.header, compressed=True), codec=H264)
     out["sei_h264_key_ref.nal"] = build_sei_nal(pack_sample(compact[0], enc.header.reference()), codec=H264)
+    # DELTA coding 3 (1.3): a shift alone as two binary16 (dy is rounded to binary16), compact form,
+    # on packet_motion_only's reference.
+    half = Packet(5, "delta", 0, encode_motion_payload((0.0421875, -0.0185185), None, HALF_MOTION_DELTA_CODING),
+                  HALF_MOTION_DELTA_CODING)
+    out["packet_motion_half.bin"] = encode_packet(half, compact=True)
+    out["packet_motion_half_expected.npy"] = _npy(decode_payload(half, expected[4], sizes, config=SMALL))
     manifest += [
+        {"file": "packet_motion_half.bin", "what": "DELTA coding 3 (1.3): the shift alone as two binary16, "
+         "compact form (10 bytes)", "frame": 5, "reference": "packet_motion_only_reference.npy",
+         "expected": "packet_motion_half_expected.npy"},
         {"file": "track_compact.bin", "what": "track.bin with every packet in the compact form (1.3)",
          "expected": "track_expected.npy", "kinds": kinds, "statuses": ["ok"] * 12},
         {"file": "packet_key_compact.bin", "what": "packet_key_fp16.bin in the compact form (1.3)", "frame": 0,
