@@ -219,6 +219,13 @@ def segment_header_bytes(job: SegmentJob, segment: Segment) -> int:
     return job.header_bytes if segment.start == 0 or job.header_every_key else 0
 
 
+def _set_error(init, sdr: np.ndarray, target: np.ndarray, device, params: np.ndarray) -> float:
+    """:func:`_frame_error` of the network holding the flat set ``params``."""
+    net = init.__class__(init.config)
+    net.load_state_dict(unflatten(init.config, params))
+    return _frame_error(net, sdr, target, device)
+
+
 def _frame_error(net, sdr: np.ndarray, target: np.ndarray, device) -> float:
     """Mean squared PQ error of ``net`` on a frame, on every 4th pixel each way.
 
@@ -277,9 +284,14 @@ def encode_segment(job: SegmentJob, segment: Segment,
                 params = flatten_state(adapt(held, sdr, target, job.warm, device=device).net.state_dict())
         # a shift's bytes are reserved per frame by the budget and lie outside max_bytes
         extra = segment_header_bytes(job, segment) if first else 0
+        if first and budget.limited:
+            # under a cap the KEY's form (fine, coarse, prior only, bare) is chosen by its error
+            # on this frame, not by bytes alone (TrackEncoder._key)
+            encoder.key_error = functools.partial(_set_error, init, sdr, target, device)
         key_max = budget.key_budget(index, extra) if first else budget.affordable()
         packet = encoder.add(index, params, shot_start=first, max_bytes=budget.affordable(), motion=shift,
                              key_max_bytes=key_max)
+        encoder.key_error = None  # a later KEY (an int16 overflow) is not judged on this frame
         if carries_update(packet):
             held_net = init.__class__(init.config)
             held_net.load_state_dict(unflatten(init.config, encoder.decoded))

@@ -42,6 +42,7 @@ import functools
 import hashlib
 import io
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -485,6 +486,9 @@ class TrackEncoder:
             quantiser["half_shift"] = True
         self.motion_coding = HALF_MOTION_DELTA_CODING if half_shift else MOTION_DELTA_CODING
         """The DELTA coding motion travels in: 2 (binary32 shift) or, ``half_shift``, 3 (binary16)."""
+        self.key_error: Callable[[np.ndarray], float] | None = None
+        """Optional: the error of a candidate KEY's decoded set on its picture (lower is better);
+        when set, capped KEYs are chosen by it (:meth:`_key`)."""
         self.key_step = float(key_step)
         self.key_choices: collections.Counter = collections.Counter()
         """How each KEY was coded: ``full`` (``key_step``), ``coarse`` (a coarser step),
@@ -548,7 +552,13 @@ class TrackEncoder:
     def _key(self, params: np.ndarray, max_bytes: int | None) -> tuple[int, bytes]:
         """The KEY for ``params``: ``init`` keys at ``key_step``, coarsened by powers of two (up
         to :data:`MAX_KEY_COARSENING`) while over ``max_bytes``; then the initialisation with
-        only the prior refitted; then the initialisation alone (always sent: a shot needs a key)."""
+        only the prior refitted; then the initialisation alone (always sent: a shot needs a key).
+
+        With :attr:`key_error` set and a byte cap, the finest full/coarse KEY that fits, the
+        prior-only KEY (if it fits) and the initialisation alone are all made, and the one whose
+        decoded set has the least error is sent (the fewest bytes on a tie): a coarse step can
+        cost more than it brings (on the global-curve benchmark, tracks of mostly coarse keys
+        scored below tracks of prior-only keys at half their rate: docs/video-rate.md)."""
         if self._init is None:
             self.key_choices[self.key_dtype] += 1
             return encode_key_payload(params, self._sizes, self.key_dtype, self.zstd_level, self._wide)
@@ -560,6 +570,8 @@ class TrackEncoder:
                 break
             factor *= 2
         tries += [("prior", prior_only, 1.0), ("init", self._init, 1.0)]
+        if self.key_error is not None and max_bytes is not None:
+            return self._best_key(tries, max_bytes)
         for label, vec, factor in tries:
             try:
                 payload = encode_init_key_payload(vec, self._init, self._sizes, self.key_step * factor,
@@ -573,6 +585,25 @@ class TrackEncoder:
                 self.key_choices[label] += 1
                 return INIT_KEY_CODING, payload
         raise AssertionError("unreachable: the initialisation alone is always sent")
+
+    def _best_key(self, tries, max_bytes: int) -> tuple[int, bytes]:
+        """:meth:`_key` with :attr:`key_error`: the least-error KEY among those that fit."""
+        fitting, refined = [], False
+        for label, vec, factor in tries:
+            if refined and label in ("full", "coarse"):
+                continue  # only the finest full/coarse step that fits competes
+            try:
+                payload = encode_init_key_payload(vec, self._init, self._sizes, self.key_step * factor,
+                                                  self.rms_floor, self._wide, self.zstd_level)
+            except OverflowError:
+                continue
+            if len(payload) <= max_bytes or label == "init":
+                refined = refined or label in ("full", "coarse")
+                decoded = decode_delta_payload(payload, self._init, self._sizes)
+                fitting.append((self.key_error(decoded), len(payload), label, payload))
+        _, _, label, payload = min(fitting, key=lambda t: (t[0], t[1]))
+        self.key_choices[label] += 1
+        return INIT_KEY_CODING, payload
 
     def add(self, frame: int, params: np.ndarray, shot_start: bool = False,
             max_bytes: int | None = None, motion: tuple[float, float] | None = None,
