@@ -125,6 +125,24 @@ def test_budget_keeps_the_bucket_within_the_buffer():
     assert b.level <= 1e-9  # repaid by the end
 
 
+def test_saved_tokens_never_leave_the_bucket_full_at_a_segment_end():
+    """Tokens saved over a stretch of shifts cannot be spent so late that the bucket is still
+    above the level planned for the next segment's start (where its KEY borrows again)."""
+    b = RateBudget(8.0, 24.0, {48}, 96, 48, per_packet=4, head_bytes=7, key_head_bytes=9)  # r = 41.7 B, B = 1000 B
+    b.key_sent(0, 300)
+    for f in range(1, 48):
+        b.next_frame()
+        if f < 40:  # shifts alone: the tokens pile up
+            b.record(f, 11)
+            continue
+        spend = b.affordable()
+        b.record(f, 11 + spend)
+        b.spend(spend)
+        sizes_left = 47 - f
+        assert b.level <= b.end_level + sizes_left * (b.per_frame - 11) + 1e-9
+    assert b.level <= 1e-9  # empty where the next segment is planned to start empty
+
+
 @pytest.mark.parametrize("kbps,carriage", [(2.0, "track"), (2.0, "sei")])
 def test_too_low_cap_is_refused_with_the_minimum(master, tmp_path, kbps, carriage):
     out = tmp_path / "x.mp4"
