@@ -222,6 +222,12 @@ def transcode(
         str, typer.Option(help="MLP arithmetic: auto (bf16 where the CPU/GPU has it; measured cost < 0.01 dB), fp32, bf16.")
     ] = "auto",
     init: Annotated[Optional[Path], typer.Option(help="Weights for blind mode (default: shipped).")] = None,
+    video_codec: Annotated[
+        str, typer.Option(help="Video: HEVC encoder: auto (hevc_nvenc when the device is CUDA and NVENC opens, else libx265), libx265, hevc_nvenc.")
+    ] = "auto",
+    hwaccel: Annotated[
+        str, typer.Option(help="Video on CUDA: decode the SDR with NVDEC: none, cuda, auto (falls back to the CPU decoder with a note).")
+    ] = "none",
     stream_format: Annotated[
         str, typer.Option("--format", help="-o - (a pipe): mkv (FFV1 in Matroska, colour tags carried) or nut (rawvideo, no tags, cheapest).")
     ] = "mkv",
@@ -265,7 +271,8 @@ def transcode(
         raise ItmError(None, f"unknown --engine {engine!r}", "use local or ray")
     if address and engine != "ray":
         raise ItmError(None, "--address names a Ray cluster", "add --engine ray, or leave --address out")
-    planned = plan_jobs(inputs, output, crf=crf, preset=preset, device=device, precision=precision)
+    planned = plan_jobs(inputs, output, crf=crf, preset=preset, device=device, precision=precision,
+                        video_codec=video_codec, hwaccel=hwaccel)
     if engine == "ray":
         from itmfilter.transcode.ray_engine import transcode_many_ray  # Ray is imported on this path only
 
