@@ -105,6 +105,9 @@ def encode(
     ] = None,
     assume_hdr: Annotated[bool, typer.Option(help="Video: treat an untagged master as PQ BT.2020.")] = False,
     fps: Annotated[float, typer.Option(help="EXR-sequence master: frames per second.")] = 24.0,
+    adapt_batch: Annotated[
+        int, typer.Option(help="Video: full adaptations (keys; every frame with --strategy frame) run this many at once as a batch of networks (e.g. 16 on a GPU; the same weights up to rounding).")
+    ] = 1,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     engine: EngineOpt = "local",
@@ -135,6 +138,7 @@ def encode(
                 tm=tm, codec=codec, crf=crf, preset=preset, sidecar="auto" if sidecar == "embed" else sidecar,
                 strategy=strategy, first_steps=steps or VideoEncodeOptions.first_steps, refresh_ratio=refresh, key_seconds=key_seconds,
                 max_kbps=max_kbps or None, buffer_seconds=buffer_seconds, motion=motion, assume_hdr=assume_hdr, fps=fps, seed=seed,
+                adapt_batch=adapt_batch,
             ),
             init_path=init,
             device=device,

@@ -447,7 +447,8 @@ def adapt_batch(
     buffer.grad = grad
     opt = Adam([buffer], lr=options.lr)
     step_fn = _BatchedManualStep(nets[0], buffer.data, grad)
-    rows = torch.arange(n_nets, device=device).unsqueeze(1)
+    # a draw's rows of all networks in one index_select over the (B * count) stacked samples
+    offsets = (torch.arange(n_nets, device=device) * count).unsqueeze(1)
     use_batches = bool(options.batch_size) and options.batch_size < count
     resample = set(options.resample_steps()) if options.sampling == "ohem" else set()
     # the steps between redraws draw their batches in one call per network: the same
@@ -464,7 +465,11 @@ def adapt_batch(
                                  for g in gens], dim=1).to(device)  # (steps, B, batch)
         for step in range(lo, hi):
             opt.lr = options.lr_at(step)
-            rows_b = samples[rows, draws[step - lo]] if use_batches else samples
+            if use_batches:
+                flat = samples.view(n_nets * count, -1).index_select(0, (draws[step - lo] + offsets).view(-1))
+                rows_b = flat.view(n_nets, options.batch_size, -1)
+            else:
+                rows_b = samples
             prior_b = rows_b[:, :, 5:8] if has_prior else None
             t0 = 8 if has_prior else 5
             loss = step_fn(rows_b[:, :, t0 + 3:], rows_b[:, :, 0:3], prior_b, rows_b[:, :, t0:t0 + 3])
