@@ -244,8 +244,20 @@ def test_motion_compensation_follows_a_real_pan(tmp_path):
                    for r in track2.packets.values())
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread: two spinning OpenMP threads made these tiny steps ~10x slower on
+    the shared 2-core machine under load."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.mark.parametrize("strategy", ["warm", "frame"])
-def test_batched_adaptation_codes_the_same_track(master, tmp_path, monkeypatch, strategy):
+def test_batched_adaptation_codes_the_same_track(master, tmp_path, monkeypatch, strategy, one_thread):
     """--adapt-batch: the keys of several segments (warm) or several frames (frame) adapted
     at once as a batch of networks give the track of one at a time (adapt_batch's results
     are the same bits as adapt's on this CPU; a machine whose batched products round

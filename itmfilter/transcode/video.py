@@ -138,6 +138,50 @@ def filtered_planes(source: Path, nets: FrameNetworks, device, precision, path: 
                                   path="auto" if path == "frame" else path)
 
 
+def hevc_encoder_for(video_codec: str, device) -> tuple[str, str | None]:
+    """``(codec, note)`` of :func:`itmfilter.media.video.resolve_hevc_encoder`, except that
+    ``auto`` without CUDA is libx265 without probing NVENC (nothing to say on a CPU)."""
+    if video_codec == "auto" and device.type != "cuda":
+        return "libx265", None
+    return resolve_hevc_encoder(video_codec)
+
+
+def write_hdr10_video(source: Path, output, nets: FrameNetworks, info, metadata: HDR10Metadata, *, device,
+                      precision: str = "auto", path: str = "reference", codec: str = "libx265",
+                      hwaccel: str = "none", crf: int = 16, preset: str = "medium", start: int = 0,
+                      end: int | None = None, copy_from=None, notes: list[str] | None = None,
+                      progress=None) -> int:
+    """The main pass of a transcode: frames ``start`` .. ``end - 1`` of ``source``, each through
+    ``nets(index)`` (``path``: ``reference`` or a path of :func:`filtered_planes`), into an
+    HEVC HDR10 ``output`` by ``codec`` with ``metadata`` (libx265 writes it as SEI; for
+    hevc_nvenc it is inserted, :func:`itmfilter.track.sei.hdr10_sei_filter`), audio and
+    subtitles copied from ``copy_from``. ``info``: the source's
+    :class:`itmfilter.media.video.VideoInfo`. Returns the frames written; ``progress`` is
+    called with 1 after each."""
+    notes = notes if notes is not None else []
+    packet_filter = None
+    if codec == "hevc_nvenc":
+        from itmfilter.track.sei import hdr10_sei_filter
+
+        packet_filter = hdr10_sei_filter(metadata)
+    frames = 0
+    with Hdr10Writer(output, info.width, info.height, info.fps, codec=codec, crf=crf, preset=preset,
+                     metadata=metadata, copy_from=copy_from, packet_filter=packet_filter) as writer:
+        if path == "reference":
+            for _, pq in _reconstructed(source, nets, device, precision, start, end):
+                writer.write(pq)
+                frames += 1
+                if progress is not None:
+                    progress(1)
+        else:
+            for _, planes in filtered_planes(source, nets, device, precision, path, hwaccel, notes, start, end):
+                writer.write_planes(planes)
+                frames += 1
+                if progress is not None:
+                    progress(1)
+    return frames
+
+
 def transcode_one(job: TranscodeJob) -> TranscodeResult:
     """Transcode one SDR video (see the module docstring); never raises for bad input."""
 
@@ -160,10 +204,7 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
         path = frame_path(job.path, device)
         if job.hwaccel not in HWACCELS:
             raise ItmError(None, f"unknown --hwaccel {job.hwaccel!r}", f"use one of {', '.join(HWACCELS)}")
-        if job.video_codec == "auto" and device.type != "cuda":
-            codec, codec_note = "libx265", None  # no GPU to run NVENC beside: nothing to probe
-        else:
-            codec, codec_note = resolve_hevc_encoder(job.video_codec)
+        codec, codec_note = hevc_encoder_for(job.video_codec, device)
         if codec_note and not exr:
             result.notes.append(f"{source}: {codec_note}")
         header_hdr10 = nets.track.header.hdr10_metadata() if nets.track is not None else None
@@ -190,25 +231,10 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
                 result.frames += 1
                 bar.update(1)
         else:
-            packet_filter = None
-            if codec == "hevc_nvenc":
-                from itmfilter.track.sei import hdr10_sei_filter
-
-                packet_filter = hdr10_sei_filter(header_hdr10)
-            with Hdr10Writer(output, info.width, info.height, info.fps, codec=codec, crf=job.crf,
-                             preset=job.preset, metadata=header_hdr10, copy_from=None if job.is_part else source,
-                             packet_filter=packet_filter) as writer:
-                if path == "reference":
-                    for _, pq in _reconstructed(source, nets, device, job.precision, job.start, job.end):
-                        writer.write(pq)
-                        result.frames += 1
-                        bar.update(1)
-                else:
-                    for _, planes in filtered_planes(source, nets, device, job.precision, path, job.hwaccel,
-                                                      result.notes, job.start, job.end):
-                        writer.write_planes(planes)
-                        result.frames += 1
-                        bar.update(1)
+            result.frames = write_hdr10_video(
+                source, output, nets, info, header_hdr10, device=device, precision=job.precision, path=path,
+                codec=codec, hwaccel=job.hwaccel, crf=job.crf, preset=job.preset, start=job.start, end=job.end,
+                copy_from=None if job.is_part else source, notes=result.notes, progress=bar.update)
         bar.close()
         result.damaged_frames = nets.damaged
         if nets.track is not None:
