@@ -239,8 +239,9 @@ def kernel_timings(net, sdr: np.ndarray, device, shapes, repeats: int) -> dict:
     return out
 
 
-def transcode_timing(clip: Path, out: Path, device, hwaccel: str) -> dict:
-    """frames/s of a transcode's main pass (module docstring), and its notes."""
+def transcode_timing(clip: Path, out: Path, device, hwaccel: str, path: str = "auto") -> dict:
+    """frames/s of a transcode's main pass (module docstring), and its notes. ``path``:
+    ``auto`` as transcode picks it (``triton`` in a dry run: the GPU's path, interpreted)."""
     from itmfilter.colour.hdr10 import HDR10Metadata
     from itmfilter.media.video import probe_video
     from itmfilter.track.provider import FrameNetworks
@@ -254,7 +255,7 @@ def transcode_timing(clip: Path, out: Path, device, hwaccel: str) -> dict:
         out.unlink()
     t0 = time.perf_counter()
     frames = write_hdr10_video(clip, out, FrameNetworks(clip), info, meta, device=device,
-                               path=frame_path("auto", device), codec=codec, hwaccel=hwaccel, notes=notes)
+                               path=frame_path(path, device), codec=codec, hwaccel=hwaccel, notes=notes)
     seconds = time.perf_counter() - t0
     return {"fps": frames / seconds, "frames": frames, "codec": codec, "notes": notes}
 
@@ -368,7 +369,7 @@ def main() -> None:
         for hwaccel in ("none", "cuda"):
             try:
                 entry[f"transcode_{hwaccel}"] = transcode_timing(clip, args.work / f"transcode-{w}x{h}.mkv", device,
-                                                                 hwaccel)
+                                                                 hwaccel, "triton" if args.dry_run else "auto")
             except Exception as exc:  # a failure of one measurement is a result, not the end of the run
                 entry[f"transcode_{hwaccel}"] = {"error": f"{type(exc).__name__}: {exc}"}
         results[size] = entry
