@@ -13,7 +13,9 @@ Candidates, each coded, decoded exactly as a reader will and scored against the 
 * ``mlp``: today's adapted MLP weight set (version 1), only when its size fits.
 
 The residual image's AVIF quality is the highest that fits the room left (an interpolating
-search over 10-100 on coded sizes, a handful of encodes). A budget below the polynomial's
+search over 10-100 on coded sizes, a handful of encodes); each residual is tried with its
+8-bit range spanning the gains' minimum to maximum and their 0.02-99.98 % percentiles
+(:class:`itmfilter.model.residual.ResidualPlan`'s ``clip_percent``), the better one kept. A budget below the polynomial's
 size is an error. The budget counts the payload bytes (the ``itMf`` chunk's data, the
 sidecar's decoded ``weights``), not the PNG chunk's own 12 bytes nor the ``itMj`` info chunk.
 """
@@ -45,6 +47,7 @@ from itmfilter.model.weightset import encode_grid_still, grid_still_overhead
 from itmfilter.quality.metrics import psnr_pu21
 
 HIGHLIGHT_CODE = 242  # round(0.95 * 255): the residual's second setting, clipped highlights only
+RESIDUAL_CLIPS = (0.0, 0.02)  # the gain image's range: min/max, or the 0.02-99.98 % percentiles
 
 
 @dataclass
@@ -169,20 +172,22 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
         if room <= 200:
             return
         scale = residual_scale_for(room, h * w)
-        t0 = time.perf_counter()
-        plan = ResidualPlan(sdr, model_nits, hdr, threshold, scale, base=base)
-        if plan.empty:
-            return
-        hit = highest_fitting(plan.code, room)
-        clock("residual search", t0)
-        if hit is None:
-            return
-        t0 = time.perf_counter()
-        nits = apply_residual(sdr, model_nits, hit[1])
-        label = name if base == BASE_SDR_PLACED else f"{name}+res-t{threshold}"
-        candidates.append(Candidate(label, encode_grid_still(model_data, hit[1]),
-                                    _score(hdr, nits), f"AVIF q{hit[0]} 1/{scale}, {len(hit[1])} B"))
-        clock("residual score", t0)
+        for clip in RESIDUAL_CLIPS:
+            t0 = time.perf_counter()
+            plan = ResidualPlan(sdr, model_nits, hdr, threshold, scale, base=base, clip_percent=clip)
+            if plan.empty:
+                return
+            hit = highest_fitting(plan.code, room)
+            clock("residual search", t0)
+            if hit is None:
+                return
+            t0 = time.perf_counter()
+            nits = apply_residual(sdr, model_nits, hit[1])
+            label = name if base == BASE_SDR_PLACED else f"{name}+res-t{threshold}"
+            label += f"-c{clip:g}" if clip else ""
+            candidates.append(Candidate(label, encode_grid_still(model_data, hit[1]),
+                                        _score(hdr, nits), f"AVIF q{hit[0]} 1/{scale}, {len(hit[1])} B"))
+            clock("residual score", t0)
 
     say("gain map")
     with_residual("gainmap", b"", None, 0, BASE_SDR_PLACED)
