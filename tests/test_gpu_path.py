@@ -185,3 +185,24 @@ def test_nvdec_falls_back_to_the_cpu_decoder(clip, tmp_path):
     assert result.status == "done" and any("NVDEC" in n for n in result.notes), (result.error, result.notes)
     with pytest.raises(ItmError, match="hwaccel"):
         read_sdr_video_frames(clip, hwaccel="vaapi")
+
+
+def test_command_line_video_codec_and_hwaccel(clip, tmp_path):
+    """``transcode --video-codec`` / ``--hwaccel`` reach the job: NVENC asked for by name is a
+    one-line error (exit 2) here; NVDEC asked for falls back with its note; a CPU transcode
+    with ``auto`` says nothing about NVENC."""
+    from typer.testing import CliRunner
+
+    from itmfilter.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["transcode", str(clip), "-o", str(tmp_path / "nv.mkv"), "--device", "cpu",
+                              "--video-codec", "hevc_nvenc", "--quiet"])
+    if resolve_hevc_encoder("auto")[0] == "libx265":
+        assert res.exit_code == 2 and "hevc_nvenc" in res.output, res.output
+    res = runner.invoke(app, ["transcode", str(clip), "-o", str(tmp_path / "hw.mkv"), "--device", "cpu",
+                              "--hwaccel", "cuda", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "nvenc" not in res.output
+    res = runner.invoke(app, ["transcode", str(clip), "-o", str(tmp_path / "x.mkv"), "--hwaccel", "vaapi", "--quiet"])
+    assert res.exit_code == 2 and "hwaccel" in res.output, res.output
