@@ -468,7 +468,11 @@ def hdr10_sei_filter(metadata: HDR10Metadata) -> Callable[[av.Packet], av.Packet
         if not data:
             return pkt
         new_data = add_hdr10_sei(data, sei_nal, detect_nal_format(None, HEVC, data))
-        return pkt if new_data == data else repacket(pkt, new_data)
+        if new_data == data:
+            return pkt
+        new = repacket(pkt, new_data)
+        new.stream = pkt.stream  # the encoder's stream, which the muxer maps to its output stream
+        return new
 
     return apply
 
