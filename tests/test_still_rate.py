@@ -142,8 +142,8 @@ def test_choose_payload_within_budget_and_never_below_polynomial(pair):
         assert choice.best.pu21 >= poly
         decoded = decode_still(choice.best.payload).reconstruct_nits(sdr)
         assert psnr_pu21(nits, decoded) == choice.best.pu21  # the reader's picture is the one scored
-        if budget == 400:
-            assert choice.best.name == "polynomial"
+        if budget == 400:  # no grid model fits: the polynomial, or a gain layer if one pays
+            assert choice.best.name.startswith(("polynomial", "gainmap")), choice.best.name
     assert choice.best.pu21 > poly + 3
     with pytest.raises(ItmError, match="below the smallest payload"):
         choose_payload(sdr, nits, 200)

@@ -83,10 +83,16 @@ def grid_size_for(max_bytes: int) -> str | None:
     return "M"
 
 
-def residual_scale_for(room: int, pixels: int) -> int:
-    """Scale of the residual image: full resolution once the room allows ~1 byte per 128
-    pixels, else 1/2 (a full-resolution AVIF at very low quality loses to a 1/2 one)."""
-    return 1 if room * 128 >= pixels else 2
+def residual_scales_for(room: int, pixels: int) -> tuple[int, ...]:
+    """Scales of the residual image to try: full resolution once the room allows ~1 byte per
+    32 pixels, 1/2 below ~1 byte per 512 (a full-resolution AVIF at very low quality loses to
+    a 1/2 one), both in between, where either may win (near 1 byte per 128 pixels the
+    better one differs from picture to picture)."""
+    if room * 32 >= pixels:
+        return (1,)
+    if room * 512 < pixels:
+        return (2,)
+    return (1, 2)
 
 
 def highest_fitting(code: Callable[[int], bytes], room: int, lo: int = AVIF_QUALITY_RANGE[0],
@@ -171,8 +177,7 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
         room = max_bytes - overhead - len(model_data)
         if room <= 200:
             return
-        scale = residual_scale_for(room, h * w)
-        for clip in RESIDUAL_CLIPS:
+        for scale, clip in ((s, c) for s in residual_scales_for(room, h * w) for c in RESIDUAL_CLIPS):
             t0 = time.perf_counter()
             plan = ResidualPlan(sdr, model_nits, hdr, threshold, scale, base=base, clip_percent=clip)
             if plan.empty:
@@ -180,7 +185,7 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
             hit = highest_fitting(plan.code, room)
             clock("residual search", t0)
             if hit is None:
-                return
+                continue
             t0 = time.perf_counter()
             nits = apply_residual(sdr, model_nits, hit[1])
             label = name if base == BASE_SDR_PLACED else f"{name}+res-t{threshold}"
