@@ -388,10 +388,8 @@ def test_vectors_decode_to_expected_weights():
             continue
         expected = np.load(vec / entry["expected"])
         if "codec" in entry:  # the SEI form: the NAL unit holds (header +) the packet file's bytes
-            from itmfilter.track.format import split_sample
+            from itmfilter.track.format import HeaderRef, split_sample
             from itmfilter.track.sei import user_data_from_nal
-
-            from itmfilter.track.format import HeaderRef
 
             (sample,) = user_data_from_nal(raw, entry["codec"])
             header, packet = split_sample(sample)
@@ -521,8 +519,14 @@ def _shipped():
 
 
 def test_init_key_round_trip_is_cheaper_than_int8_and_within_half_step():
-    from itmfilter.track.codec import (DEFAULT_KEY_STEP, DEFAULT_RMS_FLOOR, INIT_KEY_CODING,
-                                       WIDE_STEP_FACTOR, encode_key_payload, wide_tensors)
+    from itmfilter.track.codec import (
+        DEFAULT_KEY_STEP,
+        DEFAULT_RMS_FLOOR,
+        INIT_KEY_CODING,
+        WIDE_STEP_FACTOR,
+        encode_key_payload,
+        wide_tensors,
+    )
 
     config, ivec = _shipped()
     sizes, wide = tensor_sizes(config), wide_tensors(config)

@@ -2,7 +2,6 @@
 packaged HDR photograph, cut every 1 or 2 s) stay within the cap over the whole track and
 within the buffer model (sidecar/SPEC.md section 4) over every window of frames."""
 
-import numpy as np
 import pytest
 
 from itmfilter.data import sample_path
