@@ -234,6 +234,34 @@ def parse_config(text: str) -> tuple[str, GridConfig]:
     return text, cfg
 
 
+def _gain(g: dict | None) -> str:
+    return f"{g['pu21_psnr']:.2f} ({g['kbit_s']:.1f}, 1/{g['scale']} {g['codec']} crf {g['crf']})" if g else "none fits"
+
+
+def tables(rows: list[dict]) -> list[str]:
+    """Markdown: the grid models per config, then the residual layers over them."""
+    out = ["| grade | config | grids per shot | fit frames | model kbit/s | track kbit/s (shifts in key) | track kbit/s "
+           "(shift packets) | PU21-PSNR | dE-ITP | per shot PU21-PSNR | best gain map at <= track (shifts in key) "
+           "| grid - gain map |", "|" + "---|" * 12]
+    for r in rows:
+        g = r["gain_at_key_kbit_s"]
+        per_shot = " / ".join(f"{s['pu21_psnr']:.1f}" for s in r["shots"])
+        out.append(f"| {r['curve']} | {r['config']} | {r['shots'][0]['grid']} .. | {r['fit_frames']} | "
+                   f"{r['model_kbit_s']:.2f} | {r['key_kbit_s']:.2f} | {r['packets_kbit_s']:.2f} | {r['pu21_psnr']:.2f} | "
+                   f"{r['delta_e_itp']:.2f} | {per_shot} | {_gain(g)} | "
+                   + (f"{r['pu21_psnr'] - g['pu21_psnr']:+.2f} dB |" if g else "|"))
+    res = [(r, x) for r in rows for x in r.get("residual", [])]
+    if res:
+        out += ["", "| grade | config | residual 1/scale | codec crf | residual kbit/s | total kbit/s (key + residual) | "
+                "PU21-PSNR | dE-ITP | best gain map at <= total | model+residual - gain map |", "|" + "---|" * 10]
+        for r, x in res:
+            g = x["gain_at_total"]
+            out.append(f"| {r['curve']} | {r['config']} | 1/{x['scale']} | {x['codec']} {x['crf']} | {x['kbit_s']:.2f} | "
+                       f"{x['total_kbit_s']:.2f} | {x['pu21_psnr']:.2f} | {x['delta_e_itp']:.2f} | {_gain(g)} | "
+                       + (f"{x['pu21_psnr'] - g['pu21_psnr']:+.2f} dB |" if g else "|"))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="640x360")
@@ -255,7 +283,12 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "rate")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None, help="append every result row here (JSON lines)")
+    ap.add_argument("--tables", type=Path, nargs="*", default=None,
+                    help="print markdown tables of these --json files (rows from earlier runs) and exit")
     args = ap.parse_args()
+    if args.tables:
+        print("\n".join(tables([json.loads(line) for path in args.tables for line in path.read_text().splitlines()])))
+        return
     import torch
 
     torch.set_num_threads(args.threads)
