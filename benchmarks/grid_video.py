@@ -59,7 +59,6 @@ from itmfilter.model.grid import (  # noqa: E402
     GridConfig,
     GridFitOptions,
     fit_grid_model_pixels,
-    guide_features,
 )
 from itmfilter.model.net import pixel_grid  # noqa: E402
 from itmfilter.quality.metrics import delta_e_itp, psnr_pu21  # noqa: E402
@@ -128,9 +127,7 @@ def run_config(name: str, config: GridConfig, hdr, sdr, shots, scored, fit_frame
         rgb = np.concatenate([sdr[frames[k]].reshape(-1, 3) for k in pick])
         nits = np.concatenate([hdr[frames[k]].reshape(-1, 3) for k in pick])
         xy = np.concatenate([frame_xy(w, h, shifts[k], centre, half).reshape(-1, 2) for k in pick])
-        guides = np.concatenate([guide_features(sdr[frames[k]], cfg.guides).reshape(-1, cfg.guides)
-                                 for k in pick]) if cfg.guides else None
-        fit = fit_grid_model_pixels(rgb, nits, xy, cfg, opts, guides=guides)
+        fit = fit_grid_model_pixels(rgb, nits, xy, cfg, opts)
         seconds += fit.seconds
         if placements is not None:
             placements.append((frames, fit.model, shifts, centre, half))
@@ -219,6 +216,90 @@ def residual_layer(placements: list, hdr, sdr, scored, scales: list[int], crfs: 
     return rows
 
 
+def shot_residual(placements: list, shots, hdr, sdr, scored, scales: list[int], qualities: list[int],
+                  threshold: int) -> list[dict]:
+    """A gain image over the grid model per SHOT, in the shot's scene coordinates (one AVIF
+    still a shot instead of a video): every scored frame's log2 of master over the model
+    (per RGB channel, +0.5 cd/m2 on both, pixels whose SDR's largest channel is at or above
+    ``threshold`` as an 8-bit code) is averaged into 1/``scale`` cells of the shot's pan
+    extent (each pixel placed by the camera's accumulated displacement), quantised to 8 bits
+    over its range and coded as AVIF 4:4:4 at each quality; every scored frame then reads it
+    back bilinearly at its own scene positions. Returns per (scale, quality): kbit/s of the
+    images (+ an 8-byte head a shot) and the scores."""
+    import io
+
+    from PIL import Image
+
+    h, w = hdr[0].shape[:2]
+    k = 0.5
+    rows = []
+    preds = {}
+    for (frames, model, shifts, centre, half), (_, disp) in zip(placements, shots):
+        for j, i in enumerate(frames):
+            if i in scored:
+                preds[i] = predict_nits_at(model, sdr[i], frame_xy(w, h, shifts[j], centre, half))
+    for scale in scales:
+        for quality in qualities:
+            nbytes, psnr, dei = 0, [], []
+            for (frames, _, _, _, _), (_, disp) in zip(placements, shots):
+                lo = disp.min(0)
+                ext_w, ext_h = w + disp[:, 0].max() - lo[0], h + disp[:, 1].max() - lo[1]
+                cw, ch = int(np.ceil(ext_w / scale)) + 1, int(np.ceil(ext_h / scale)) + 1
+                num, den = np.zeros((ch * cw, 3)), np.zeros(ch * cw)
+                jj, ii = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+                for j, i in enumerate(frames):
+                    if i not in scored:
+                        continue
+                    mask = (np.round(sdr[i].max(-1) * 255) >= threshold).ravel()
+                    gx = ((jj + disp[j, 0] - lo[0]) / scale).astype(int).ravel()
+                    gy = ((ii + disp[j, 1] - lo[1]) / scale).astype(int).ravel()
+                    cell = (np.clip(gy, 0, ch - 1) * cw + np.clip(gx, 0, cw - 1))[mask]
+                    g = np.log2((np.maximum(hdr[i], 0) + k) / (np.maximum(preds[i], 0) + k)).reshape(-1, 3)[mask]
+                    for c in range(3):
+                        num[:, c] += np.bincount(cell, g[:, c], minlength=ch * cw)
+                    den += np.bincount(cell, minlength=ch * cw)
+                gain = np.where(den[:, None] > 0, num / np.maximum(den, 1)[:, None], 0.0).reshape(ch, cw, 3)
+                g0, g1 = float(np.float16(gain.min())), float(np.float16(max(gain.max(), gain.min() + 1e-3)))
+                codes = np.round((gain - g0) / (g1 - g0) * 255).clip(0, 255).astype(np.uint8)
+                buf = io.BytesIO()
+                Image.fromarray(codes, "RGB").save(buf, format="AVIF", quality=quality, speed=6, subsampling="4:4:4")
+                nbytes += len(buf.getvalue()) + 8
+                back = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), np.float32)
+                back = np.float32(g0) + back * np.float32((g1 - g0) / 255)
+                for j, i in enumerate(frames):
+                    if i not in scored:
+                        continue
+                    u = np.clip((jj + disp[j, 0] - lo[0]) / scale - 0.5, 0, cw - 1)
+                    v = np.clip((ii + disp[j, 1] - lo[1]) / scale - 0.5, 0, ch - 1)
+                    x0, y0 = np.minimum(u.astype(int), cw - 2), np.minimum(v.astype(int), ch - 2)
+                    fx, fy = (u - x0)[..., None], (v - y0)[..., None]
+                    r = (back[y0, x0] * (1 - fx) + back[y0, x0 + 1] * fx) * (1 - fy) + \
+                        (back[y0 + 1, x0] * (1 - fx) + back[y0 + 1, x0 + 1] * fx) * fy
+                    mask = (np.round(sdr[i].max(-1) * 255) >= threshold)[..., None]
+                    recon = np.where(mask, (np.maximum(preds[i], 0) + k) * np.exp2(r) - k, preds[i]).astype(np.float32)
+                    psnr.append(psnr_pu21(hdr[i], recon))
+                    dei.append(delta_e_itp(hdr[i], recon))
+            rows.append({"scale": scale, "quality": quality, "codec": "avif per shot", "crf": quality,
+                         "threshold": threshold, "kbit_s": 8 * nbytes / 1000 / (len(hdr) / FPS),
+                         "pu21_psnr": statistics.mean(psnr), "delta_e_itp": statistics.mean(dei)})
+    return rows
+
+
+def still_fit(nits: np.ndarray, sdr: np.ndarray, config: GridConfig, opts: GridFitOptions) -> dict:
+    """One frame fitted alone (the still encoder's fit): bytes, PU21-PSNR, and how its squared
+    PU21 error splits between SDR-clipped pixels (largest channel at 8-bit code 254 or more)
+    and the rest."""
+    from itmfilter.model.grid import fit_grid_model, predict_nits
+    from itmfilter.quality.metrics import pu21_encode
+
+    fit = fit_grid_model(sdr, nits, config, opts)
+    recon = predict_nits(fit.model, sdr)
+    err = ((pu21_encode(np.maximum(nits, 0.005)) - pu21_encode(np.maximum(recon, 0.005))) ** 2).mean(-1)
+    clipped = np.round(sdr.max(-1) * 255) >= 254
+    return {"bytes": len(fit.data), "pu21_psnr": psnr_pu21(nits, recon), "clipped_pixels": float(clipped.mean()),
+            "clipped_error_share": float(err[clipped].sum() / err.sum())}
+
+
 def best_gain(gains: list[dict], kbps: float) -> dict | None:
     fits = [g for g in gains if g["kbit_s"] <= kbps]
     return max(fits, key=lambda g: g["pu21_psnr"]) if fits else None
@@ -276,13 +357,16 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=4)
     ap.add_argument("--residual-scales", default="", help="residual layer over the model at these 1/scale, e.g. 4,8")
     ap.add_argument("--residual-crfs", default="24,34,44")
-    ap.add_argument("--residual-codec", default="libx265")
+    ap.add_argument("--residual-codec", default="libx265", help="libx264, libx265, or 'avif': one still a shot")
     ap.add_argument("--residual-threshold", type=int, default=0,
                     help="code the residual only in blocks with an SDR pixel at or above this 8-bit code (0: everywhere)")
     ap.add_argument("--gain-json", type=Path, default=ROOT / "docs" / "video-rate.json")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "rate")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None, help="append every result row here (JSON lines)")
+    ap.add_argument("--still-frames", default="",
+                    help="instead: fit each named config on each of these frames alone (a still fit) and report its "
+                         "PU21-PSNR and the share of its squared PU21 error in SDR-clipped pixels, e.g. 72,168")
     ap.add_argument("--tables", type=Path, nargs="*", default=None,
                     help="print markdown tables of these --json files (rows from earlier runs) and exit")
     args = ap.parse_args()
@@ -307,6 +391,11 @@ def main() -> None:
         sdr_path = args.work / f"sdr-{curve}-{master.stem}.mp4"
         video_bench.make_sdr(master, sdr_path, curve)
         hdr, sdr = load_clip(master, sdr_path)
+        if args.still_frames:
+            for i in (int(v) for v in args.still_frames.split(",")):
+                for name, cfg in configs:
+                    print(json.dumps(dict(still_fit(hdr[i], sdr[i], cfg, opts), curve=curve, frame=i, config=name)), flush=True)
+            continue
         shots = shots_and_motion(hdr, sdr, VideoEncodeOptions.shot_threshold)
         scored = set(range(0, len(hdr), args.eval_every))
         gains = gains_all.get(f"{args.shots:g}s shots, {curve}", {}).get("gain", [])
@@ -319,10 +408,12 @@ def main() -> None:
                 row = run_config(name, cfg, hdr, sdr, shots, scored, fit_frames, opts, placements)
                 row["curve"] = curve
                 if args.residual_scales:
-                    row["residual"] = residual_layer(
-                        placements, hdr, sdr, scored, [int(v) for v in args.residual_scales.split(",")],
-                        [int(v) for v in args.residual_crfs.split(",")], args.residual_threshold,
-                        args.residual_codec, args.work)
+                    scales = [int(v) for v in args.residual_scales.split(",")]
+                    crfs = [int(v) for v in args.residual_crfs.split(",")]
+                    row["residual"] = shot_residual(placements, shots, hdr, sdr, scored, scales, crfs,
+                                                    args.residual_threshold) if args.residual_codec == "avif" else \
+                        residual_layer(placements, hdr, sdr, scored, scales, crfs, args.residual_threshold,
+                                       args.residual_codec, args.work)
                     for r in row["residual"]:
                         r["total_kbit_s"] = row["key_kbit_s"] + r["kbit_s"]
                         g = best_gain(gains, r["total_kbit_s"])

@@ -41,10 +41,6 @@ from itmfilter.colour.transfer import eotf_st2084
 from itmfilter.model.net import MMR_TERMS, fit_mmr_prior, mmr_features, pixel_grid
 
 GRID_MAGIC = b"G1"
-GUIDE_FRACTIONS = (1 / 64, 1 / 16, 1 / 4)
-"""Radii of the guide filters (:func:`guide_features`) as fractions of the picture's longer side."""
-GUIDE_EPS = 0.001
-"""Regularisation of the guide filters, in (log luma / 8)^2."""
 LUMA_BT709 = (0.2126, 0.7152, 0.0722)
 ZSTD_LEVEL = 19
 # PU21 (Mantiuk & Azimi 2021, banding+glare parameters), as itmfilter.quality.metrics: the
@@ -61,9 +57,7 @@ class GridConfig:
     """Shape of a grid model. ``width``/``height``: grid cells across/down (>= 2 each);
     ``depth``: luma bins (0: a 2D grid, else >= 2); ``channels``: C; ``hidden``: MLP width
     (0: no MLP, the grid's first 3 channels are added to the polynomial: needs C >= 3);
-    ``layers``: hidden layers; ``grid_bits``: quantiser bits of the grid (1-8); ``guides``:
-    edge-aware local means of the SDR's log luma (:func:`guide_features`, 0-3, needs an MLP)
-    added to the MLP's input."""
+    ``layers``: hidden layers; ``grid_bits``: quantiser bits of the grid (1-8)."""
 
     width: int = 16
     height: int = 8
@@ -72,7 +66,6 @@ class GridConfig:
     hidden: int = 16
     layers: int = 2
     grid_bits: int = 7
-    guides: int = 0
 
     def __post_init__(self) -> None:
         if self.width < 2 or self.height < 2 or self.depth == 1 or not 0 <= self.depth <= 255:
@@ -85,8 +78,6 @@ class GridConfig:
             raise ValueError("an MLP needs at least one hidden layer")
         if not 1 <= self.grid_bits <= 8:
             raise ValueError(f"grid_bits {self.grid_bits} outside 1-8")
-        if not 0 <= self.guides <= len(GUIDE_FRACTIONS) or (self.guides and not self.hidden):
-            raise ValueError(f"guides {self.guides}: 0-{len(GUIDE_FRACTIONS)}, and only with an MLP")
 
     @property
     def grid_shape(self) -> tuple[int, ...]:
@@ -98,7 +89,7 @@ class GridConfig:
         """Weight and bias shapes in order: (out, in) then (out,) per layer."""
         if not self.hidden:
             return []
-        shapes, width = [], 3 + self.channels + self.guides
+        shapes, width = [], 3 + self.channels
         for _ in range(self.layers):
             shapes += [(self.hidden, width), (self.hidden,)]
             width = self.hidden
@@ -166,40 +157,6 @@ def grid_features(model: GridModel, sdr: np.ndarray, xy: np.ndarray) -> np.ndarr
     return out.T
 
 
-def _box_mean(a: np.ndarray, r: int) -> np.ndarray:
-    """Mean of ``a`` (H, W) over the (2r+1)^2 window about each pixel, clipped to the picture
-    (the mean of the pixels inside it). Sums in binary64, result binary32."""
-    out = np.asarray(a, dtype=np.float64)
-    for axis in (0, 1):
-        n = out.shape[axis]
-        c = np.concatenate([np.zeros_like(out.take([0], axis=axis)), np.cumsum(out, axis=axis)], axis=axis)
-        idx = np.arange(n)
-        lo, hi = np.maximum(idx - r, 0), np.minimum(idx + r, n - 1) + 1
-        count = (hi - lo).astype(np.float64)
-        out = (c.take(hi, axis=axis) - c.take(lo, axis=axis)) / (count[:, None] if axis == 0 else count[None, :])
-    return out.astype(np.float32)
-
-
-def guide_features(sdr: np.ndarray, count: int) -> np.ndarray:
-    """``(H, W, count)`` float32: the SDR's log luma ``u = log2(max(l, 1/255)) / 8`` (``l`` the
-    BT.709 luma Y' of ``(H, W, 3)`` R'G'B' [0, 1]) smoothed by the self-guided filter (K. He,
-    J. Sun, X. Tang, "Guided image filtering", TPAMI 2013) of radius ``GUIDE_FRACTIONS[k]``
-    times the longer side (at least 1 pixel) and ``GUIDE_EPS``: an edge-aware local mean, the
-    base layer a local tone mapping compresses, which the decoder computes from the SDR."""
-    sdr = np.asarray(sdr, dtype=np.float32)
-    h, w, _ = sdr.shape
-    u = np.log2(np.maximum(_luma(sdr.reshape(-1, 3)), np.float32(1 / 255))).reshape(h, w) / np.float32(8)
-    out = np.empty((h, w, count), dtype=np.float32)
-    for k in range(count):
-        r = max(1, int(round(GUIDE_FRACTIONS[k] * max(h, w))))
-        mean = _box_mean(u, r)
-        var = _box_mean(u * u, r) - mean * mean
-        a = var / (var + np.float32(GUIDE_EPS))
-        b = mean - a * mean
-        out[..., k] = _box_mean(a, r) * u + _box_mean(b, r)
-    return out
-
-
 def _mmr_np(sdr: np.ndarray) -> np.ndarray:
     r, g, b = sdr[:, 0], sdr[:, 1], sdr[:, 2]
     rg = r * g
@@ -220,13 +177,12 @@ def predict_pq(model: GridModel, sdr: np.ndarray, *, xy: np.ndarray | None = Non
     xy = (pixel_grid(h, w).numpy() if xy is None else np.asarray(xy, dtype=np.float32)).reshape(-1, 2)
     out = np.empty_like(flat)
     relu = np.float32(0)
-    guides = guide_features(sdr, model.config.guides).reshape(h * w, model.config.guides)
     for start in range(0, flat.shape[0], chunk):
         s, p = flat[start:start + chunk], xy[start:start + chunk]
         pq = _mmr_np(s) @ model.mmr
         feats = grid_features(model, s, p)
         if model.config.hidden:
-            act = np.concatenate([s, feats, guides[start:start + chunk]], axis=1)
+            act = np.concatenate([s, feats], axis=1)
             for k in range(0, len(model.mlp) - 2, 2):
                 act = np.maximum(act @ model.mlp[k].T + model.mlp[k + 1], relu)
             pq = pq + (act @ model.mlp[-2].T + model.mlp[-1])
@@ -272,7 +228,7 @@ def pack_grid_model(config: GridConfig, mmr: np.ndarray, q: np.ndarray, lo: np.n
     raw = planes.tobytes() + b"".join(m.astype(np.int8).tobytes() for _, m in mlp)
     z = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
     head = GRID_MAGIC + struct.pack("<HHBBBBBB", config.width, config.height, config.depth, config.channels,
-                                    config.hidden, config.layers, config.grid_bits, 1 | config.guides << 1)
+                                    config.hidden, config.layers, config.grid_bits, 1)
     body = np.asarray(mmr, dtype="<f4").tobytes()
     body += b"".join(struct.pack("<ee", float(a), float(b)) for a, b in zip(lo, hi))
     body += b"".join(struct.pack("<f", float(s)) for s, _ in mlp)
@@ -285,9 +241,7 @@ def unpack_grid_model(data: bytes) -> GridModel:
         raise GridFormatError("not a grid model (bad magic)")
     width, height, depth, channels, hidden, layers, bits, flags = struct.unpack("<HHBBBBBB", data[2:12])
     try:
-        if flags & ~0b111:
-            raise GridFormatError(f"grid model flags {flags:#x} use reserved bits")
-        cfg = GridConfig(width, height, depth, channels, hidden, layers, bits, guides=(flags >> 1) & 3)
+        cfg = GridConfig(width, height, depth, channels, hidden, layers, bits)
     except ValueError as exc:
         raise GridFormatError(str(exc)) from None
     shapes = cfg.mlp_shapes()
@@ -341,7 +295,7 @@ class _GridNet(nn.Module):
         self.cfg = cfg
         self.grid = nn.Parameter(torch.zeros((1,) + cfg.grid_shape))
         layers: list[nn.Module] = []
-        width = 3 + cfg.channels + cfg.guides
+        width = 3 + cfg.channels
         for _ in range(cfg.layers if cfg.hidden else 0):
             layers += [nn.Linear(width, cfg.hidden), nn.ReLU()]
             width = cfg.hidden
@@ -359,15 +313,14 @@ class _GridNet(nn.Module):
         luma = (rgb @ torch.tensor(LUMA_BT709)).clamp(0, 1)
         return torch.cat([xy, (luma * 2 - 1)[:, None]], 1)
 
-    def forward(self, rgb, coords, prior, grid=None, guides=None):
+    def forward(self, rgb, coords, prior, grid=None):
         g = self.grid if grid is None else grid
         n = coords.shape[0]
         view = (1, 1, n, 2) if self.cfg.depth == 0 else (1, 1, 1, n, 3)
         feats = F.grid_sample(g, coords.view(view), mode="bilinear", align_corners=True)
         feats = feats.reshape(self.cfg.channels, n).t()
         if self.cfg.hidden:
-            parts = [rgb, feats] if guides is None else [rgb, feats, guides]
-            return prior + self.mlp(torch.cat(parts, 1))
+            return prior + self.mlp(torch.cat([rgb, feats], 1))
         return prior + feats[:, :3]
 
 
@@ -389,7 +342,7 @@ def _cosine(step: int, steps: int, lr: float, final: float = 0.05) -> float:
 
 
 def _train(net: _GridNet, rgb, coords, prior, tgt_pu, opts: GridFitOptions, *, grid_fixed=None,
-           steps: int, lr_scale: float = 1.0, progress=None, guides=None) -> None:
+           steps: int, lr_scale: float = 1.0, progress=None) -> None:
     gen = torch.Generator().manual_seed(opts.seed + (0 if grid_fixed is None else 1))
     groups = [{"params": list(net.mlp.parameters()), "base": opts.lr_mlp * lr_scale}]
     if grid_fixed is None:
@@ -405,7 +358,7 @@ def _train(net: _GridNet, rgb, coords, prior, tgt_pu, opts: GridFitOptions, *, g
         for g in opt.param_groups:
             g["lr"] = _cosine(step, steps, g["base"])
         idx = torch.randint(0, n, (opts.batch,), generator=gen)
-        out = net(rgb[idx], coords[idx], prior[idx], grid_fixed, None if guides is None else guides[idx])
+        out = net(rgb[idx], coords[idx], prior[idx], grid_fixed)
         loss = (_pu21_t(pq_decode_t(out.clamp(0, 1))) - tgt_pu[idx]).pow(2).mean() * 1e-4
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -431,24 +384,19 @@ def fit_grid_model(sdr: np.ndarray, hdr_nits: np.ndarray, config: GridConfig,
     ``(H, W, 3)`` linear BT.2020 cd/m2. ``progress(n)`` is called per Adam step.
     """
     h, w, _ = sdr.shape
-    guides = guide_features(sdr, config.guides).reshape(-1, config.guides) if config.guides else None
     return fit_grid_model_pixels(np.asarray(sdr).reshape(-1, 3), np.asarray(hdr_nits).reshape(-1, 3),
-                                 pixel_grid(h, w).reshape(-1, 2).numpy(), config, options, progress, guides=guides)
+                                 pixel_grid(h, w).reshape(-1, 2).numpy(), config, options, progress)
 
 
 def fit_grid_model_pixels(sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray, config: GridConfig,
-                          options: GridFitOptions = GridFitOptions(), progress=None, *,
-                          guides: np.ndarray | None = None) -> GridFit:
+                          options: GridFitOptions = GridFitOptions(), progress=None) -> GridFit:
     """Fit a grid model to pixels pooled from one or more pictures and code it.
 
     ``sdr``: ``(N, 3)`` BT.709 R'G'B' [0, 1]; ``hdr_nits``: ``(N, 3)`` linear BT.2020 cd/m2;
     ``xy``: ``(N, 2)`` grid coordinates in [-1, 1] (a still's pixel centres, or the frames
-    of a video shot placed in the shot's common coordinates); ``guides``: ``(N, config.guides)``
-    :func:`guide_features` of each pixel's own picture (needed when ``config.guides``).
-    ``progress(n)`` is called per Adam step.
+    of a video shot placed in the shot's common coordinates). ``progress(n)`` is called per
+    Adam step.
     """
-    if config.guides and (guides is None or np.shape(guides) != (len(sdr), config.guides)):
-        raise ValueError(f"a config with {config.guides} guides needs guide features of shape (N, {config.guides})")
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)  # the MLP's initial weights, whatever ran before
@@ -462,13 +410,12 @@ def fit_grid_model_pixels(sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray,
         coords = net.coords(rgb, xy)
         prior = mmr_features(rgb) @ net.mmr
         tgt_pu = _pu21_t(tgt)
-        gd = torch.from_numpy(np.array(guides, dtype=np.float32)) if config.guides else None
-        _train(net, rgb, coords, prior, tgt_pu, options, steps=options.steps, progress=progress, guides=gd)
+        _train(net, rgb, coords, prior, tgt_pu, options, steps=options.steps, progress=progress)
         q, lo, hi = _quantise_grid(net.grid.detach()[0].numpy(), config.grid_bits)
         grid_q = torch.from_numpy(_dequantise_grid(q, lo, hi, config.grid_bits))[None]
         if config.hidden:
             _train(net, rgb, coords, prior, tgt_pu, options, grid_fixed=grid_q,
-                   steps=options.finetune_steps, lr_scale=0.3, progress=progress, guides=gd)
+                   steps=options.finetune_steps, lr_scale=0.3, progress=progress)
         mlp = []
         for t in net.mlp.state_dict().values():
             a = t.detach().numpy()
