@@ -217,9 +217,9 @@ def residual_layer(placements: list, hdr, sdr, scored, scales: list[int], crfs: 
 
 
 def shot_residual(placements: list, shots, hdr, sdr, scored, scales: list[int], qualities: list[int],
-                  threshold: int) -> list[dict]:
+                  threshold: int, source: set[int]) -> list[dict]:
     """A gain image over the grid model per SHOT, in the shot's scene coordinates (one AVIF
-    still a shot instead of a video): every scored frame's log2 of master over the model
+    still a shot instead of a video): every ``source`` frame's log2 of master over the model
     (per RGB channel, +0.5 cd/m2 on both, pixels whose SDR's largest channel is at or above
     ``threshold`` as an 8-bit code) is averaged into 1/``scale`` cells of the shot's pan
     extent (each pixel placed by the camera's accumulated displacement), quantised to 8 bits
@@ -236,7 +236,7 @@ def shot_residual(placements: list, shots, hdr, sdr, scored, scales: list[int], 
     preds = {}
     for (frames, model, shifts, centre, half), (_, disp) in zip(placements, shots):
         for j, i in enumerate(frames):
-            if i in scored:
+            if i in scored or i in source:
                 preds[i] = predict_nits_at(model, sdr[i], frame_xy(w, h, shifts[j], centre, half))
     for scale in scales:
         for quality in qualities:
@@ -248,7 +248,7 @@ def shot_residual(placements: list, shots, hdr, sdr, scored, scales: list[int], 
                 num, den = np.zeros((ch * cw, 3)), np.zeros(ch * cw)
                 jj, ii = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
                 for j, i in enumerate(frames):
-                    if i not in scored:
+                    if i not in source:
                         continue
                     mask = (np.round(sdr[i].max(-1) * 255) >= threshold).ravel()
                     gx = ((jj + disp[j, 0] - lo[0]) / scale).astype(int).ravel()
@@ -410,8 +410,10 @@ def main() -> None:
                 if args.residual_scales:
                     scales = [int(v) for v in args.residual_scales.split(",")]
                     crfs = [int(v) for v in args.residual_crfs.split(",")]
+                    # the image is built from frames between the scored ones, so no scored frame is in it
+                    source = {i + args.eval_every // 2 for i in scored if i + args.eval_every // 2 < len(hdr)}
                     row["residual"] = shot_residual(placements, shots, hdr, sdr, scored, scales, crfs,
-                                                    args.residual_threshold) if args.residual_codec == "avif" else \
+                                                    args.residual_threshold, source) if args.residual_codec == "avif" else \
                         residual_layer(placements, hdr, sdr, scored, scales, crfs, args.residual_threshold,
                                        args.residual_codec, args.work)
                     for r in row["residual"]:
