@@ -47,8 +47,10 @@ from SDR luma 0.9 to white, 1) to what the network adds to its own per-pixel pri
 At full resolution the prior runs per pixel and the two node rows and columns around each
 pixel are lerped into its transform (:func:`guided_coefficients`, :func:`guided_fit`).
 Edges inside a cell keep their own colours' correction, which the plain rungs (the
-network on the cell's mean colour) lose. Chosen on the 1080p spatially varying grade
-against the full network (PU21-PSNR, ``step`` 8): an affine map in R'G'B' 44.2 dB, with the
+network on the cell's mean colour) lose. Chosen with a torch prototype during
+development (not kept in the repository; the shipped rungs' own figures are in
+docs/ladder-timing.md) on the 1080p spatially varying grade against the full network
+(PU21-PSNR, ``step`` 8): an affine map in R'G'B' 44.2 dB, with the
 knee 45.5 (a cubic R'G'B' 45.1; the prior's PQ as guide 41.1; 8 luma bins as a full
 bilateral grid 42.3 at twice the cells' size, no better at the same size); node spacing
 2 step 44.2 against 4 step 42.0 and 1 step 43.8; the fit in PQ or as a linear-light gain:
