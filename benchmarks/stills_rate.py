@@ -12,8 +12,8 @@ bytes, the polynomial and the MLP as it is today.
 --max-bytes``), decodes the chosen payload through the reader and scores it. The gain map
 is the best of a sweep: the gain of :func:`itmfilter.quality.baselines.encode_gainmap`
 (log2 of (HDR + k) / (SDR placed per BT.2408 + k)) at scale 1, 1/2, 1/4, 1/8, 1 or 3
-channels, JPEG (quality 30-95, 4:4:4) and AVIF (10-100, speed 6, 4:4:4 / 4:0:0), for each the
-highest quality within the bytes (payload + compact JSON metadata), decoded and scored; the
+channels, JPEG (quality 30-95, 4:4:4) and AVIF (10-100, speed 6, 4:4:4 / 4:0:0), the 8-bit
+range over the gain's min/max or its 0.02-99.98 % percentiles, for each the highest quality within the bytes (payload + compact JSON metadata), decoded and scored; the
 best PU21-PSNR wins. Rows append to the JSON as they finish (a run can be resumed).
 The test split is for reporting only: nothing is tuned on it.
 """
@@ -53,6 +53,7 @@ from itmfilter.quality.metrics import delta_e_itp, luminance_bt2020, psnr_pu21  
 
 SCALES = (1, 2, 4, 8)
 QUALITY = {"jpeg": (30, 95), "avif": (10, 100)}
+CLIPS = (0.0, 0.02)  # gain range percentiles swept for the gain map, as the encoder tries for its own
 
 
 def machine() -> str:
@@ -108,12 +109,13 @@ class GainmapSweep:
                 sw, sh = max(1, math.ceil(gain.shape[1] / sc)), max(1, math.ceil(gain.shape[0] / sc))
                 small = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(gain[..., c]), "F").resize(
                     (sw, sh), Image.Resampling.BOX)) for c in range(ch)], -1)
-                lo, hi = float(small.min()), float(small.max())
-                hi = max(hi, lo + 1e-6)
-                q = np.round((small - lo) / (hi - lo) * 255).clip(0, 255).astype(np.uint8)
-                params = {"gain_min_log2": lo, "gain_max_log2": hi, "gamma": 1.0, "offset_sdr_nits": float(k),
-                          "offset_hdr_nits": float(k), "sdr_white_nits": 203.0, "channels": ch, "scale": sc}
-                self.planes[(sc, ch)] = (q, params)
+                for clip in CLIPS:  # the range: min/max, or percentiles (as the encoder's residual)
+                    lo, hi = float(np.percentile(small, clip)), float(np.percentile(small, 100 - clip))
+                    hi = max(hi, lo + 1e-6)
+                    q = np.round((small - lo) / (hi - lo) * 255).clip(0, 255).astype(np.uint8)
+                    params = {"gain_min_log2": lo, "gain_max_log2": hi, "gamma": 1.0, "offset_sdr_nits": float(k),
+                              "offset_hdr_nits": float(k), "sdr_white_nits": 203.0, "channels": ch, "scale": sc}
+                    self.planes[(sc, ch, clip)] = (q, params)
         self.codes: dict = {}
         self.scores: dict = {}
 
@@ -137,9 +139,9 @@ class GainmapSweep:
     def best(self, budget: int) -> dict | None:
         best = None
         for codec, (lo, hi) in QUALITY.items():
-            for (sc, ch), (q, params) in self.planes.items():
+            for (sc, ch, clip), (q, params) in self.planes.items():
                 meta = gainmap_nbytes(b"", params)
-                cache = self.codes.setdefault((codec, sc, ch), {})
+                cache = self.codes.setdefault((codec, sc, ch, clip), {})
 
                 def code(quality, q=q, codec=codec, cache=cache):
                     if quality not in cache:
@@ -149,13 +151,13 @@ class GainmapSweep:
                 hit = highest_fitting(code, budget - meta, lo, hi)
                 if hit is None:
                     continue
-                key = (codec, sc, ch, hit[0])
+                key = (codec, sc, ch, clip, hit[0])
                 if key not in self.scores:
                     nits = self._decode(hit[1], params)
                     self.scores[key] = (psnr_pu21(self.hdr, nits), delta_e_itp(self.hdr, nits))
                 pu, de = self.scores[key]
                 if best is None or pu > best["pu21"]:
-                    best = {"pu21": pu, "de_itp": de, "bytes": len(hit[1]) + meta, "what": f"{codec} 1/{sc} {ch}ch q{hit[0]}"}
+                    best = {"pu21": pu, "de_itp": de, "bytes": len(hit[1]) + meta, "what": f"{codec} 1/{sc} {ch}ch q{hit[0]}" + (f" clip {clip:g}%" if clip else "")}
         return best
 
 

@@ -1,4 +1,4 @@
-"""The largest inputs itmfilter accepts, written once (``sidecar/SPEC.md`` section 12).
+"""The largest inputs itmfilter accepts, written once (``sidecar/SPEC.md`` section 13).
 
 Every reader checks a size against these *before* it allocates for it: a picture's
 dimensions from its header before its pixels are decoded, a model config before a network
@@ -56,9 +56,18 @@ MAX_FRAMES = 1 << 24
 and, when the header states ``frame_count``, in [0, frame_count)."""
 
 MAX_TRACK_BYTES = 1 << 30
-"""Bytes of a whole-track file (MKV attachment), a JSON sidecar or a data track (1 GiB;
+"""Bytes of a whole-track file (MKV attachment) or a data track (1 GiB;
 a 64 kbit/s track of :data:`MAX_FRAMES` frames at 24 fps is 5.6 GB: such a video's track
 is carried as a data track, read sample by sample)."""
+
+MAX_JSON_SIDECAR_BYTES = 256 << 20
+"""Bytes of a video's JSON sidecar, checked before it is read (256 MiB; parsing JSON takes
+several times its size in memory; a 2-hour 64 kbit/s track is ~77 MB as JSON: longer or
+denser tracks travel in the video file, as SEI or a data track)."""
+
+MAX_STILL_SIDECAR_BYTES = 2 * MAX_PACKET_BYTES
+"""Bytes of a still's JSON sidecar, checked before it is read (16 MiB: a base64 weight set
+of :data:`MAX_PACKET_BYTES` with room for its fields)."""
 
 
 def picture_size_problem(width: int, height: int, minimum: bool = True) -> str | None:
@@ -90,11 +99,13 @@ __all__ = [
     "MAX_FRAMES",
     "MAX_HEADER_BYTES",
     "MAX_HIDDEN_LAYERS",
+    "MAX_JSON_SIDECAR_BYTES",
     "MAX_LAYER_WIDTH",
     "MAX_PACKET_BYTES",
     "MAX_PARAMETERS",
     "MAX_PICTURE_PIXELS",
     "MAX_PICTURE_SIDE",
+    "MAX_STILL_SIDECAR_BYTES",
     "MAX_SIREN_W0",
     "MAX_TRACK_BYTES",
     "MIN_PICTURE_SIDE",

@@ -233,6 +233,33 @@ def test_absurd_config_in_a_track_header_is_exit_2(media, tmp_path):
     assert not (tmp_path / "out.mkv").exists()
 
 
+def test_a_huge_json_sidecar_is_refused_before_it_is_read(media, tmp_path):
+    """A sidecar claiming gigabytes (a sparse file here) is refused by its size, without
+    reading or parsing it, for a video and for a still."""
+    import shutil
+
+    from itmfilter.limits import MAX_JSON_SIDECAR_BYTES, MAX_STILL_SIDECAR_BYTES
+
+    video = tmp_path / "video.mp4"
+    shutil.copy(media["side.mp4"], video)
+    with open(str(video) + ".itm.json", "wb") as f:
+        f.truncate(MAX_JSON_SIDECAR_BYTES + 1)
+    started = time.perf_counter()
+    assert_refused(cli("transcode", video, "-o", tmp_path / "out.mkv", "-q"), "above the")
+    assert time.perf_counter() - started < 30
+    assert not (tmp_path / "out.mkv").exists()
+
+    from itmfilter.errors import ItmError
+    from itmfilter.track.stills import find_weights
+
+    still = tmp_path / "still.tif"  # not a PNG: the sidecar is the only place to look
+    still.write_bytes(b"")
+    with open(str(still) + ".itm.json", "wb") as f:
+        f.truncate(MAX_STILL_SIDECAR_BYTES + 1)
+    with pytest.raises(ItmError, match="above the"):
+        find_weights(still, None, 8)
+
+
 def test_the_three_carriages_of_the_fixture_load(media):
     from itmfilter.track.carriage import load_track
 

@@ -13,7 +13,9 @@ Candidates, each coded, decoded exactly as a reader will and scored against the 
 * ``mlp``: today's adapted MLP weight set (version 1), only when its size fits.
 
 The residual image's AVIF quality is the highest that fits the room left (an interpolating
-search over 10-100 on coded sizes, a handful of encodes). A budget below the polynomial's
+search over 10-100 on coded sizes, a handful of encodes); each residual is tried with its
+8-bit range spanning the gains' minimum to maximum and their 0.02-99.98 % percentiles
+(:class:`itmfilter.model.residual.ResidualPlan`'s ``clip_percent``), the better one kept. A budget below the polynomial's
 size is an error. The budget counts the payload bytes (the ``itMf`` chunk's data, the
 sidecar's decoded ``weights``), not the PNG chunk's own 12 bytes nor the ``itMj`` info chunk.
 """
@@ -45,6 +47,7 @@ from itmfilter.model.weightset import encode_grid_still, grid_still_overhead
 from itmfilter.quality.metrics import psnr_pu21
 
 HIGHLIGHT_CODE = 242  # round(0.95 * 255): the residual's second setting, clipped highlights only
+RESIDUAL_CLIPS = (0.0, 0.02)  # the gain image's range: min/max, or the 0.02-99.98 % percentiles
 
 
 @dataclass
@@ -80,10 +83,16 @@ def grid_size_for(max_bytes: int) -> str | None:
     return "M"
 
 
-def residual_scale_for(room: int, pixels: int) -> int:
-    """Scale of the residual image: full resolution once the room allows ~1 byte per 128
-    pixels, else 1/2 (a full-resolution AVIF at very low quality loses to a 1/2 one)."""
-    return 1 if room * 128 >= pixels else 2
+def residual_scales_for(room: int, pixels: int) -> tuple[int, ...]:
+    """Scales of the residual image to try: full resolution once the room allows ~1 byte per
+    32 pixels, 1/2 below ~1 byte per 512 (a full-resolution AVIF at very low quality loses to
+    a 1/2 one), both in between, where either may win (near 1 byte per 128 pixels the
+    better one differs from picture to picture)."""
+    if room * 32 >= pixels:
+        return (1,)
+    if room * 512 < pixels:
+        return (2,)
+    return (1, 2)
 
 
 def highest_fitting(code: Callable[[int], bytes], room: int, lo: int = AVIF_QUALITY_RANGE[0],
@@ -168,21 +177,22 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
         room = max_bytes - overhead - len(model_data)
         if room <= 200:
             return
-        scale = residual_scale_for(room, h * w)
-        t0 = time.perf_counter()
-        plan = ResidualPlan(sdr, model_nits, hdr, threshold, scale, base=base)
-        if plan.empty:
-            return
-        hit = highest_fitting(plan.code, room)
-        clock("residual search", t0)
-        if hit is None:
-            return
-        t0 = time.perf_counter()
-        nits = apply_residual(sdr, model_nits, hit[1])
-        label = name if base == BASE_SDR_PLACED else f"{name}+res-t{threshold}"
-        candidates.append(Candidate(label, encode_grid_still(model_data, hit[1]),
-                                    _score(hdr, nits), f"AVIF q{hit[0]} 1/{scale}, {len(hit[1])} B"))
-        clock("residual score", t0)
+        for scale, clip in ((s, c) for s in residual_scales_for(room, h * w) for c in RESIDUAL_CLIPS):
+            t0 = time.perf_counter()
+            plan = ResidualPlan(sdr, model_nits, hdr, threshold, scale, base=base, clip_percent=clip)
+            if plan.empty:
+                return
+            hit = highest_fitting(plan.code, room)
+            clock("residual search", t0)
+            if hit is None:
+                continue
+            t0 = time.perf_counter()
+            nits = apply_residual(sdr, model_nits, hit[1])
+            label = name if base == BASE_SDR_PLACED else f"{name}+res-t{threshold}"
+            label += f"-c{clip:g}" if clip else ""
+            candidates.append(Candidate(label, encode_grid_still(model_data, hit[1]),
+                                        _score(hdr, nits), f"AVIF q{hit[0]} 1/{scale}, {len(hit[1])} B"))
+            clock("residual score", t0)
 
     say("gain map")
     with_residual("gainmap", b"", None, 0, BASE_SDR_PLACED)

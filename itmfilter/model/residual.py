@@ -98,10 +98,17 @@ def upsample_bilinear(small: np.ndarray, height: int, width: int, scale: int) ->
 
 class ResidualPlan:
     """The gain image for one (threshold, scale, channels) over one model prediction, ready to
-    be coded at any quality (:meth:`code`); ``empty`` when no pixel is masked."""
+    be coded at any quality (:meth:`code`); ``empty`` when no pixel is masked.
+
+    ``clip_percent``: the 8-bit range spans the gains' ``clip_percent`` to ``100 - clip_percent``
+    percentiles (over the masked cells, all channels together) instead of their minimum and
+    maximum; the few cells outside are clipped to it. Over a good model most gains lie near 0
+    and a handful of outliers would otherwise set a coarse step for all of them (0.02 % gained
+    up to 2 dB at 16-32 KB on the val split; larger percentages clip highlights that matter).
+    An encoder choice only: the range travels in the header either way."""
 
     def __init__(self, sdr: np.ndarray, model_nits: np.ndarray, hdr_nits: np.ndarray, threshold_code: int,
-                 scale: int, channels: int = 3, base: int = BASE_MODEL) -> None:
+                 scale: int, channels: int = 3, base: int = BASE_MODEL, clip_percent: float = 0.0) -> None:
         if scale not in (1, 2, 4, 8) or channels not in (1, 3) or not 0 <= threshold_code <= 255:
             raise ValueError(f"bad residual setting t{threshold_code} 1/{scale} {channels}ch")
         self.threshold_code, self.scale, self.channels, self.base = threshold_code, scale, channels, base
@@ -125,8 +132,12 @@ class ResidualPlan:
         small = np.where(valid[..., None], num / np.maximum(den, 1e-12)[..., None], 0.0)
         if not self.empty:
             small = _push_pull(small, valid.astype(np.float64))
-        lo = float(small[valid].min()) if valid.any() else 0.0
-        hi = float(small[valid].max()) if valid.any() else 0.0
+        if not 0.0 <= clip_percent < 50.0:
+            raise ValueError(f"clip_percent {clip_percent} is outside [0, 50)")
+        self.clip_percent = clip_percent
+        cells = small[valid]
+        lo = float(np.percentile(cells, clip_percent)) if valid.any() else 0.0
+        hi = float(np.percentile(cells, 100.0 - clip_percent)) if valid.any() else 0.0
         # the range travels as fp16: round it now so encoder and decoder agree
         self.gmin = float(np.float16(lo))
         self.gmax = float(np.float16(max(hi, lo + 1e-3)))

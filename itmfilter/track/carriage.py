@@ -34,6 +34,7 @@ from pathlib import Path
 import av
 
 from itmfilter.errors import ItmError
+from itmfilter.limits import MAX_JSON_SIDECAR_BYTES
 from itmfilter.media.containers import (
     ATTACHMENT_SUFFIXES,
     DATA_TRACK_SUFFIXES,
@@ -67,6 +68,14 @@ SEI_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".ts", ".m2ts", ".mts")
 
 def sidecar_path(video: str | os.PathLike) -> Path:
     return Path(os.fspath(video) + SIDECAR_SUFFIX)
+
+
+def check_sidecar_size(side: Path, limit: int, fix: str) -> None:
+    """Refuse a JSON sidecar larger than ``limit`` bytes before reading it (parsing JSON takes
+    several times its size in memory)."""
+    size = side.stat().st_size
+    if size > limit:
+        raise ItmError(side, f"the JSON sidecar is {size} bytes, above the {limit} bytes a sidecar may have", fix)
 
 
 def stream_binding(video: str | os.PathLike) -> dict:
@@ -269,6 +278,8 @@ def load_track(video: str | os.PathLike, *, check_binding: bool = True) -> Loade
                 found = LoadedTrack(header, packets, "attachment")
         if found is None and sidecar_path(path).exists():
             side = sidecar_path(path)
+            check_sidecar_size(side, MAX_JSON_SIDECAR_BYTES,
+                               "carry the weights in the video instead (--sidecar sei or track)")
             try:
                 doc = json.loads(side.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:

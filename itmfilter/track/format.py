@@ -423,7 +423,7 @@ def check_frames(header: TrackHeader, frames) -> None:
     """Refuse a track whose packets claim frames outside it: every frame number must lie in
     ``[0, header.frame_count)`` (``[0, MAX_FRAMES)`` when the count is unknown), and there
     are at most that many. Checked once when a track is loaded, so that no reader ever
-    walks the frame numbers up to an absurd one (sidecar/SPEC.md section 12)."""
+    walks the frame numbers up to an absurd one (sidecar/SPEC.md section 13)."""
     top = header.frame_count or MAX_FRAMES
     for frame in frames:
         if not 0 <= frame < top:

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from itmfilter.errors import ItmError
+from itmfilter.limits import MAX_STILL_SIDECAR_BYTES
 from itmfilter.media.stills import read_png_chunks
-from itmfilter.track.carriage import sidecar_path
+from itmfilter.track.carriage import check_sidecar_size, sidecar_path
 
 CHUNK_NAME = "itMf"
 INFO_CHUNK_NAME = "itMj"
@@ -63,6 +64,7 @@ def find_weights(sdr_path: str | os.PathLike, sdr: np.ndarray, bits: int) -> tup
         return chunks[CHUNK_NAME], "embedded PNG chunk"
     side = sidecar_path(sdr_path)
     if side.exists():
+        check_sidecar_size(side, MAX_STILL_SIDECAR_BYTES, "re-encode the still (its sidecar is damaged)")
         try:
             doc = json.loads(side.read_text(encoding="utf-8"))
             if doc.get("format") != SIDECAR_FORMAT:
