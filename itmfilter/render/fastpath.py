@@ -385,6 +385,14 @@ def _guided_kernels():
         kn = f32(knee)
         inv_kn = f32(1.0 / (1.0 - knee))
         cx1 = np.minimum(cx0 + 1, gw - 1)
+        # every node row's transforms interpolated to every column once (gh x 15 x w): the
+        # per-pixel work is then two contiguous rows and a lerp, no gather
+        hrows = np.empty((gh, 15, w), dtype=np.float32)
+        for i in nb.prange(gh):
+            for q in range(15):
+                for x in range(w):
+                    lo = coef[q, i, cx0[x]]
+                    hrows[i, q, x] = lo + cwx[x] * (coef[q, i, cx1[x]] - lo)
         for pair in nb.prange((h + 1) // 2):
             cb_acc = np.zeros(w, dtype=np.int32)
             cr_acc = np.zeros(w, dtype=np.int32)
@@ -392,30 +400,31 @@ def _guided_kernels():
             cr_row = np.empty(cw, dtype=np.float32)
             cb_full = np.empty(w, dtype=np.float32)
             cr_full = np.empty(w, dtype=np.float32)
-            c_row = np.empty((15, gw), dtype=np.float32)
-            c_full = np.empty((15, w), dtype=np.float32)
             for dr in range(2):
                 row = 2 * pair + dr
                 if row >= h:
                     row = h - 1
                 chroma_row(cb_in, cr_in, row, in_off_c, inv_gc, cb_row, cr_row, cb_full, cr_full)
-                # this row's transforms at every column: node rows lerped, then node columns
+                # this row's transforms: the two node rows around it (already interpolated
+                # to every column), lerped
                 g0 = min(ry0[row], gh - 1)
                 g1 = min(ry0[row] + 1, gh - 1)
                 wy = rwy[row]
-                for q in range(15):
-                    for j in range(gw):
-                        c_row[q, j] = coef[q, g0, j] + wy * (coef[q, g1, j] - coef[q, g0, j])
-                    for x in range(w):
-                        a = c_row[q, cx0[x]]
-                        c_full[q, x] = a + cwx[x] * (c_row[q, cx1[x]] - a)
+                a = hrows[g0]
+                d = hrows[g1]
                 for x in range(w):
                     r, g, b = sdr_rgb(y_in[row, x], cb_full[x], cr_full[x], conv)
                     p0, p1, p2 = mmr3(r, g, b, c)
                     kv = max((k0 * r + k1 * g + k2 * b - kn) * inv_kn, f32(0.0))
-                    e0 = (r * c_full[0, x] + g * c_full[3, x] + b * c_full[6, x] + kv * c_full[9, x] + c_full[12, x])
-                    e1 = (r * c_full[1, x] + g * c_full[4, x] + b * c_full[7, x] + kv * c_full[10, x] + c_full[13, x])
-                    e2 = (r * c_full[2, x] + g * c_full[5, x] + b * c_full[8, x] + kv * c_full[11, x] + c_full[14, x])
+                    e0 = (r * (a[0, x] + wy * (d[0, x] - a[0, x])) + g * (a[3, x] + wy * (d[3, x] - a[3, x]))
+                          + b * (a[6, x] + wy * (d[6, x] - a[6, x])) + kv * (a[9, x] + wy * (d[9, x] - a[9, x]))
+                          + (a[12, x] + wy * (d[12, x] - a[12, x])))
+                    e1 = (r * (a[1, x] + wy * (d[1, x] - a[1, x])) + g * (a[4, x] + wy * (d[4, x] - a[4, x]))
+                          + b * (a[7, x] + wy * (d[7, x] - a[7, x])) + kv * (a[10, x] + wy * (d[10, x] - a[10, x]))
+                          + (a[13, x] + wy * (d[13, x] - a[13, x])))
+                    e2 = (r * (a[2, x] + wy * (d[2, x] - a[2, x])) + g * (a[5, x] + wy * (d[5, x] - a[5, x]))
+                          + b * (a[8, x] + wy * (d[8, x] - a[8, x])) + kv * (a[11, x] + wy * (d[11, x] - a[11, x]))
+                          + (a[14, x] + wy * (d[14, x] - a[14, x])))
                     # the prior clipped to [0, 1] before the transform's residual (as ladder's reference)
                     p0 = min(max(min(max(p0, f32(0.0)), f32(1.0)) + e0, f32(0.0)), f32(1.0))
                     p1 = min(max(min(max(p1, f32(0.0)), f32(1.0)) + e1, f32(0.0)), f32(1.0))
