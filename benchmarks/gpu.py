@@ -40,8 +40,21 @@ on the values).
   mpv itself is not in the loop (the device machine has no libmpv).
 - ``adapt s``: :func:`itmfilter.model.adapt.adapt` with the default options (1600 steps of
   512 pixels, OHEM; 20 steps in a dry run), median of ``--repeats``, and its PU21-PSNR
-  against the master. Encode side, one picture at a time: batched adaptation of many
-  frames is not built yet.
+  against the master.
+- ``transcode``: the main pass of ``itmfilter transcode`` to a file
+  (:func:`itmfilter.transcode.video.write_hdr10_video`: decode, the per-frame path of the
+  device, HEVC encode by ``--video-codec auto``, i.e. hevc_nvenc where it opens, with the
+  HDR10 SEI, mux) over the pan clip (blind: the shipped initialisation; a track without
+  MaxCLL would add a pre-pass over the reconstruction, which this leaves out), frames/s end
+  to end; once with the CPU decoder and once with ``--hwaccel cuda`` (NVDEC, or its
+  fallback note).
+- ``encode``: ``itmfilter encode`` (:func:`itmfilter.encode.video.encode_video`, all three
+  passes, default options) of a ``--encode-frames`` pan master at ``--encode-size``,
+  frames/s end to end: the default ``warm`` strategy with ``--adapt-batch`` (keys of many
+  segments at once), and ``frame`` (every frame fully adapted) with ``--adapt-batch`` and
+  with 1 (one network at a time), so the batch's gain is measured where it is largest.
+- ``adapt_batch``: :func:`itmfilter.model.adapt.adapt_batch` of ``--adapt-batch`` frames of
+  the encode size with the key recipe (200 steps of 8192), frames/s, against one at a time.
 
 Picture fallbacks: with no ``--panoramas`` file and no fetched scenes (the device machine
 is offline), the built-in sample (``itmfilter/assets/sample.exr``) tiled to the size.
@@ -226,6 +239,73 @@ def kernel_timings(net, sdr: np.ndarray, device, shapes, repeats: int) -> dict:
     return out
 
 
+def transcode_timing(clip: Path, out: Path, device, hwaccel: str, path: str = "auto") -> dict:
+    """frames/s of a transcode's main pass (module docstring), and its notes. ``path``:
+    ``auto`` as transcode picks it (``triton`` in a dry run: the GPU's path, interpreted)."""
+    from itmfilter.colour.hdr10 import HDR10Metadata
+    from itmfilter.media.video import probe_video
+    from itmfilter.track.provider import FrameNetworks
+    from itmfilter.transcode.video import frame_path, hevc_encoder_for, write_hdr10_video
+
+    codec, note = hevc_encoder_for("auto", device)
+    notes = [note] if note else []
+    info = probe_video(clip)
+    meta = HDR10Metadata.bt2020(1000.0).with_light_levels(1000.0, 400.0)
+    if out.exists():
+        out.unlink()
+    t0 = time.perf_counter()
+    frames = write_hdr10_video(clip, out, FrameNetworks(clip), info, meta, device=device,
+                               path=frame_path(path, device), codec=codec, hwaccel=hwaccel, notes=notes)
+    seconds = time.perf_counter() - t0
+    return {"fps": frames / seconds, "frames": frames, "codec": codec, "notes": notes}
+
+
+def make_master(path: Path, hdr_big: np.ndarray, w: int, h: int, frames: int) -> None:
+    """A pan across the panorama as an HDR10 HEVC master (light levels given: no second pass)."""
+    from itmfilter.data.testmedia import make_master_from_arrays
+
+    pw = hdr_big.shape[1]
+    make_master_from_arrays(path, (hdr_big[:h, int((pw - w) * i / max(1, frames - 1)):][:, :w] for i in range(frames)),
+                            fps=24, codec="hevc", peak_nits=1000.0, light_levels=(1000.0, 400.0), preset="veryfast")
+
+
+def encode_timing(master: Path, out_dir: Path, device, strategy: str, adapt_batch: int, steps: int | None) -> dict:
+    """frames/s of ``itmfilter encode`` (all passes) with ``strategy`` and ``adapt_batch``."""
+    from itmfilter.encode.video import VideoEncodeOptions, encode_video
+
+    out = out_dir / f"enc-{strategy}-{adapt_batch}.mp4"
+    if out.exists():
+        out.unlink()
+    options = VideoEncodeOptions(strategy=strategy, adapt_batch=adapt_batch,
+                                 **({"first_steps": steps, "warm_steps": min(steps, 60)} if steps else {}))
+    t0 = time.perf_counter()
+    report = encode_video(master, out, options=options, device=str(device.type), quiet=True)
+    seconds = time.perf_counter() - t0
+    return {"fps": report.frames / seconds, "frames": report.frames, "kbps": report.kbit_per_s,
+            "packets": report.packets}
+
+
+def adapt_batch_timing(sdrs, targets, init, device, batch: int, steps: int) -> dict:
+    """frames/s of the key recipe, ``batch`` frames at once against one at a time."""
+    from dataclasses import replace
+
+    from itmfilter.model.adapt import RECIPE_200x8192, adapt_batch
+
+    options = replace(RECIPE_200x8192, steps=steps)
+    sync(device)
+    t0 = time.perf_counter()
+    alone = [adapt(init, s, t, options, device=device) for s, t in zip(sdrs, targets)]
+    sync(device)
+    t1 = time.perf_counter()
+    together = adapt_batch(init, sdrs, targets, options, device=device)
+    sync(device)
+    t2 = time.perf_counter()
+    diff = max(float((p - q).abs().max()) for a, b in zip(alone, together)
+               for p, q in zip(a.net.state_dict().values(), b.net.state_dict().values()))
+    return {"batch": batch, "sequential_fps": batch / (t1 - t0), "batched_fps": batch / (t2 - t1),
+            "max_weight_diff": diff}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
@@ -236,6 +316,9 @@ def main() -> None:
     ap.add_argument("--shapes", default="64/4,128/8,256/8",
                     help="fused kernel launch shapes to time, block pixels/warps")
     ap.add_argument("--rungs", default="half,quarter", help="rungs besides full, through the torch path")
+    ap.add_argument("--encode-size", default="1920x1080")
+    ap.add_argument("--encode-frames", type=int, default=48)
+    ap.add_argument("--adapt-batch", type=int, default=16, help="networks adapted at once in the encode timings")
     ap.add_argument("--panoramas", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "gpu")
     ap.add_argument("--out", type=Path, default=None)
@@ -245,6 +328,7 @@ def main() -> None:
     if args.dry_run:
         args.device, args.sizes, args.frames, args.repeats = "cpu", "64x36,48x34", 3, 1
         args.kernel_repeats, args.shapes, args.rungs = 1, "512/4", "half"
+        args.encode_size, args.encode_frames, args.adapt_batch = "64x36", 4, 2
     device = resolve_device(args.device)
     args.work.mkdir(parents=True, exist_ok=True)
     pano = panorama(args.panoramas)
@@ -282,8 +366,37 @@ def main() -> None:
                 (r, r, "auto") for r in rungs]:
             fps, ms = filter_clip(clip, net, rung, device, path)
             entry[f"filter_{name}"] = {"fps": fps, "filter_ms": ms}
+        for hwaccel in ("none", "cuda"):
+            try:
+                entry[f"transcode_{hwaccel}"] = transcode_timing(clip, args.work / f"transcode-{w}x{h}.mkv", device,
+                                                                 hwaccel, "triton" if args.dry_run else "auto")
+            except Exception as exc:  # a failure of one measurement is a result, not the end of the run
+                entry[f"transcode_{hwaccel}"] = {"error": f"{type(exc).__name__}: {exc}"}
         results[size] = entry
-        print(size, json.dumps(entry), f"({time.perf_counter() - t_start:.0f} s so far)", flush=True)
+        print(size, json.dumps(entry, default=str), f"({time.perf_counter() - t_start:.0f} s so far)", flush=True)
+    # encode side: itmfilter encode end to end, and batched adaptation
+    ew, eh = (int(v) for v in args.encode_size.split("x"))
+    ph, pw, _ = pano.shape
+    ebig = resized(pano, max(ew + 64, int(round(pw * eh / ph))), eh)
+    master_clip = args.work / f"master-{ew}x{eh}-{args.encode_frames}.mkv"
+    if not master_clip.exists():
+        make_master(master_clip, ebig, ew, eh, args.encode_frames)
+    steps = 20 if args.dry_run else None
+    encode: dict = {}
+    for strategy, batch in [("warm", args.adapt_batch), ("frame", args.adapt_batch), ("frame", 1)]:
+        try:
+            encode[f"{strategy}, adapt-batch {batch}"] = encode_timing(master_clip, args.work, device, strategy,
+                                                                       batch, steps)
+        except Exception as exc:
+            encode[f"{strategy}, adapt-batch {batch}"] = {"error": f"{type(exc).__name__}: {exc}"}
+        print("encode", strategy, batch, json.dumps(encode[f"{strategy}, adapt-batch {batch}"], default=str),
+              f"({time.perf_counter() - t_start:.0f} s so far)", flush=True)
+    n = args.adapt_batch
+    frames = [ebig[:, 8 * i:8 * i + ew] for i in range(n)]
+    batched = adapt_batch_timing([to_sdr(f) for f in frames],
+                                 [eotf_inverse_st2084(f).astype(np.float32) for f in frames], init, device, n,
+                                 steps or 200)
+    print("adapt_batch", json.dumps(batched), flush=True)
     shapes = args.shapes.split(",")
     lines.append("## The fused kernel (planes to planes on the device, full network)\n")
     lines.append("| size | fused ms, best | " + " | ".join(f"fused ms {s}" for s in shapes)
@@ -305,12 +418,34 @@ def main() -> None:
                  f"{e['reconstruct_ms_fp32']:.1f} / {e['reconstruct_ms_bf16']:.1f}"]
         cells += [f"{e[f'filter_{n}']['fps']:.1f}, {e[f'filter_{n}']['filter_ms']:.1f}" for n in names]
         lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    lines.append("\n## Transcode to a file (main pass: decode, per-frame path, HEVC encode, mux)\n")
+    lines.append("| size | CPU decoder: fps (encoder) | --hwaccel cuda: fps (note) |")
+    lines.append("|---|---|---|")
+    for size, e in results.items():
+        cells = []
+        for hw in ("none", "cuda"):
+            t = e[f"transcode_{hw}"]
+            cells.append(t["error"] if "error" in t else f"{t['fps']:.1f} ({t['codec']}{'; ' + '; '.join(t['notes']) if t['notes'] else ''})")
+        lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    lines.append(f"\n## Encode at {args.encode_size}, {args.encode_frames} frames (itmfilter encode, all passes)\n")
+    lines.append("| strategy | frames/s | kbit/s | packets |")
+    lines.append("|---|---|---|---|")
+    for name, e in encode.items():
+        if "error" in e:
+            lines.append(f"| {name} | {e['error']} | | |")
+        else:
+            lines.append(f"| {name} | {e['fps']:.2f} | {e['kbps']:.1f} | {e['packets']} |")
+    lines.append(f"\nBatched adaptation, key recipe ({steps or 200} steps of 8192), {n} frames of {args.encode_size}: "
+                 f"{batched['batched_fps']:.2f} frames/s at once, {batched['sequential_fps']:.2f} one at a time "
+                 f"(largest weight difference {batched['max_weight_diff']:.1e}).")
     lines.append(f"\nTotal {time.perf_counter() - t_start:.0f} s.")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
         args.out.write_text(text)
-        args.out.with_suffix(".json").write_text(json.dumps({"machine": machine(device), "results": results}, indent=1))
+        args.out.with_suffix(".json").write_text(json.dumps({"machine": machine(device), "results": results,
+                                                            "encode": encode, "adapt_batch": batched},
+                                                           indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -105,6 +105,9 @@ def encode(
     ] = None,
     assume_hdr: Annotated[bool, typer.Option(help="Video: treat an untagged master as PQ BT.2020.")] = False,
     fps: Annotated[float, typer.Option(help="EXR-sequence master: frames per second.")] = 24.0,
+    adapt_batch: Annotated[
+        int, typer.Option(help="Video: full adaptations (keys; every frame with --strategy frame) run this many at once as a batch of networks (e.g. 16 on a GPU; the same weights up to rounding).")
+    ] = 1,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     engine: EngineOpt = "local",
@@ -135,6 +138,7 @@ def encode(
                 tm=tm, codec=codec, crf=crf, preset=preset, sidecar="auto" if sidecar == "embed" else sidecar,
                 strategy=strategy, first_steps=steps or VideoEncodeOptions.first_steps, refresh_ratio=refresh, key_seconds=key_seconds,
                 max_kbps=max_kbps or None, buffer_seconds=buffer_seconds, motion=motion, assume_hdr=assume_hdr, fps=fps, seed=seed,
+                adapt_batch=adapt_batch,
             ),
             init_path=init,
             device=device,
@@ -222,6 +226,12 @@ def transcode(
         str, typer.Option(help="MLP arithmetic: auto (bf16 where the CPU/GPU has it; measured cost < 0.01 dB), fp32, bf16.")
     ] = "auto",
     init: Annotated[Optional[Path], typer.Option(help="Weights for blind mode (default: shipped).")] = None,
+    video_codec: Annotated[
+        str, typer.Option(help="Video: HEVC encoder: auto (hevc_nvenc when the device is CUDA and NVENC opens, else libx265), libx265, hevc_nvenc.")
+    ] = "auto",
+    hwaccel: Annotated[
+        str, typer.Option(help="Video on CUDA: decode the SDR with NVDEC: none, cuda, auto (falls back to the CPU decoder with a note).")
+    ] = "none",
     stream_format: Annotated[
         str, typer.Option("--format", help="-o - (a pipe): mkv (FFV1 in Matroska, colour tags carried) or nut (rawvideo, no tags, cheapest).")
     ] = "mkv",
@@ -265,7 +275,8 @@ def transcode(
         raise ItmError(None, f"unknown --engine {engine!r}", "use local or ray")
     if address and engine != "ray":
         raise ItmError(None, "--address names a Ray cluster", "add --engine ray, or leave --address out")
-    planned = plan_jobs(inputs, output, crf=crf, preset=preset, device=device, precision=precision)
+    planned = plan_jobs(inputs, output, crf=crf, preset=preset, device=device, precision=precision,
+                        video_codec=video_codec, hwaccel=hwaccel)
     if engine == "ray":
         from itmfilter.transcode.ray_engine import transcode_many_ray  # Ray is imported on this path only
 

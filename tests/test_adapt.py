@@ -157,3 +157,68 @@ def test_hand_written_backward_gives_autograds_bits(prior):
         losses.append(res.losses)
     assert digests[0] == digests[1] and losses[0] == losses[1]
     assert losses[0][-1] < losses[0][0]
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on the shared 2-core machine two spinning OpenMP threads made
+    these small steps 10-50x slower under load."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def _frames(n=3, h=40, w=56):
+    """``n`` different pairs of one size: a pan across the picture of :func:`_pair`, each
+    with its own grade, so the networks differ."""
+    sdr, target = _pair(h, w + 2 * n)
+    return ([np.ascontiguousarray(sdr[:, 2 * i:2 * i + w]) for i in range(n)],
+            [np.ascontiguousarray(np.clip(target[:, 2 * i:2 * i + w] * (1 + 0.05 * i), 0, 1)) for i in range(n)])
+
+
+@pytest.mark.parametrize("options", [
+    AdaptOptions(steps=60, batch_size=256, redraws=3),  # batches of the drawn set, OHEM redraws
+    AdaptOptions(steps=30, batch_size=0, resample_at=(0, 17)),  # the whole drawn set; a redraw at step 0
+    AdaptOptions(steps=40, batch_size=256, sampling="uniform", lr_final=None),
+])
+def test_batched_adaptation_gives_each_frames_own_result(options, one_thread):
+    """adapt_batch: B networks at once give what adapt gives each frame alone (the same
+    draws, the same arithmetic up to the rounding of batched products), and differ from
+    each other."""
+    from itmfilter.model.adapt import adapt_batch
+
+    init = ITMNet(CONFIGS["default"])
+    sdrs, targets = _frames()
+    batched = adapt_batch(init, sdrs, targets, options)
+    alone = [adapt(init, s, t, options) for s, t in zip(sdrs, targets)]
+    assert len(batched) == 3
+    for b, a in zip(batched, alone):
+        assert len(b.losses) == len(a.losses) == options.steps
+        np.testing.assert_allclose(b.losses, a.losses, rtol=1e-4, atol=1e-9)
+        for (name, p), q in zip(b.net.state_dict().items(), a.net.state_dict().values()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+        assert not b.net.training
+    w0 = [r.net.state_dict()["coord.0.weight"] for r in batched]
+    assert not torch.equal(w0[0], w0[1])
+    # each network owns its storage (no view into the batch's buffer is left behind)
+    batched[0].net.state_dict()["coord.0.weight"].add_(1.0)
+    assert not torch.equal(batched[0].net.state_dict()["coord.0.weight"] - 1.0, w0[1])
+    torch.testing.assert_close(batched[1].net.state_dict()["coord.0.weight"], alone[1].net.state_dict()["coord.0.weight"],
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_batched_adaptation_falls_back_and_checks_shapes(one_thread):
+    from itmfilter.model.adapt import adapt_batch
+
+    init = ITMNet(CONFIGS["default"])
+    sdrs, targets = _frames(2)
+    options = AdaptOptions(steps=10, batch_size=128, trainable=("coord.",))  # autograd: one at a time
+    for b, a in zip(adapt_batch(init, sdrs, targets, options), [adapt(init, s, t, options) for s, t in zip(sdrs, targets)]):
+        for p, q in zip(b.net.state_dict().values(), a.net.state_dict().values()):
+            assert torch.equal(p, q)
+    assert adapt_batch(init, [], []) == []
+    with pytest.raises(ValueError, match="one size"):
+        adapt_batch(init, [sdrs[0], sdrs[1][:, :-2]], [targets[0], targets[1][:, :-2]], options)
+    with pytest.raises(ValueError, match="targets"):
+        adapt_batch(init, sdrs, targets[:1], options)

@@ -242,3 +242,45 @@ def test_motion_compensation_follows_a_real_pan(tmp_path):
     track2 = load_track(out2)
     assert not any(decode_packet(r).coding == MOTION_DELTA_CODING and decode_packet(r).kind == "delta"
                    for r in track2.packets.values())
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: two spinning OpenMP threads made these tiny steps ~10x slower on
+    the shared 2-core machine under load."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("strategy", ["warm", "frame"])
+def test_batched_adaptation_codes_the_same_track(master, tmp_path, monkeypatch, strategy, one_thread):
+    """--adapt-batch: the keys of several segments (warm) or several frames (frame) adapted
+    at once as a batch of networks give the track of one at a time (adapt_batch's results
+    are the same bits as adapt's on this CPU; a machine whose batched products round
+    otherwise could differ in a quantised value)."""
+    from itmfilter.encode import segments as encode_module
+    from itmfilter.track.sei import read_sei
+
+    sizes = []
+    original = encode_module.adapt_batch
+
+    def spy(init, sdrs, targets, options, **kwargs):
+        sizes.append(len(sdrs))
+        return original(init, sdrs, targets, options, **kwargs)
+
+    monkeypatch.setattr(encode_module, "adapt_batch", spy)
+    opts = {**FAST.__dict__, "strategy": strategy}
+    one = encode_video(master, tmp_path / "one.mp4", options=VideoEncodeOptions(**opts), quiet=True)
+    assert sizes == []
+    many = encode_video(master, tmp_path / "many.mp4", options=VideoEncodeOptions(**{**opts, "adapt_batch": 4}),
+                        quiet=True)
+    # warm: the 3 segments' keys at once (frames 0-5, 6-7, 8-13); frame: 4 frames at a time per segment
+    assert sizes == ([3] if strategy == "warm" else [4, 2, 2, 4, 2])
+    assert one.packets == many.packets
+    assert read_sei(tmp_path / "one.mp4") == read_sei(tmp_path / "many.mp4")
+    with pytest.raises(ItmError, match="adapt-batch"):
+        VideoEncodeOptions(adapt_batch=0)

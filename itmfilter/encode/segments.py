@@ -48,7 +48,7 @@ from itmfilter.encode.shots import ShotDetector
 from itmfilter.errors import ItmError
 from itmfilter.media.phasecorr import MotionEstimator
 from itmfilter.media.video import read_hdr_frames, read_sdr_frames
-from itmfilter.model.adapt import AdaptOptions, adapt
+from itmfilter.model.adapt import AdaptOptions, adapt, adapt_batch
 from itmfilter.model.inference import predict_pq
 from itmfilter.model.initial import load_init
 from itmfilter.model.net import resolve_device
@@ -152,6 +152,7 @@ class SegmentJob:
     assume_hdr: bool = False
     init_path: str | None = None
     device: str = "auto"
+    adapt_batch: int = 1  # frames adapted fully at once (adapt_batch): keys of many segments, frames of "frame"
 
     @property
     def key_interval(self) -> int:
@@ -190,11 +191,56 @@ def _frame_error(net, sdr: np.ndarray, target: np.ndarray, device) -> float:
     return float(np.mean(np.square(diff)))
 
 
+def _frame_pairs(job: SegmentJob, segment: Segment):
+    """``(index, sdr, target PQ)`` of the segment's frames, master and SDR in lockstep."""
+    frames = zip(read_hdr_frames(job.master, assume_hdr=job.assume_hdr, start=segment.start),
+                 read_sdr_frames(job.sdr, start=segment.start))
+    for (_, nits), (index, sdr) in frames:
+        if index >= segment.end:
+            break
+        yield index, sdr, eotf_inverse_st2084(nits).astype(np.float32)
+
+
+def _adapted_ahead(pairs, init, options: AdaptOptions, batch: int, device):
+    """``(index, sdr, target, params)``: ``batch`` frames read ahead at a time and adapted
+    fully from ``init`` at once (:func:`itmfilter.model.adapt.adapt_batch`)."""
+    pairs = iter(pairs)
+    while True:
+        group = [p for _, p in zip(range(batch), pairs)]
+        if not group:
+            return
+        results = adapt_batch(init, [p[1] for p in group], [p[2] for p in group], options, device=device)
+        for (index, sdr, target), result in zip(group, results):
+            yield index, sdr, target, flatten_state(result.net.state_dict())
+
+
+def key_params(job: SegmentJob, segments: list[Segment]) -> dict[int, np.ndarray]:
+    """The first frame of each of ``segments`` adapted fully, all at once
+    (:func:`itmfilter.model.adapt.adapt_batch` with ``job.first``), keyed by segment
+    index: what :func:`encode_segment` would adapt for them one by one (up to float
+    rounding; the same bits on the project's CPU), for its ``key_params``. Segments whose
+    first frame cannot be read are left out (their own run reports it)."""
+    firsts = []
+    for segment in segments:
+        pair = next(_frame_pairs(job, segment), None)
+        if pair is not None and pair[0] == segment.start:
+            firsts.append((segment.index, pair))
+    if not firsts:
+        return {}
+    results = adapt_batch(_init(job.init_path), [p[1] for _, p in firsts], [p[2] for _, p in firsts], job.first,
+                          device=resolve_device(job.device))
+    return {i: flatten_state(r.net.state_dict()) for (i, _), r in zip(firsts, results)}
+
+
 def encode_segment(job: SegmentJob, segment: Segment,
-                   progress: Callable[[int], None] | None = None) -> dict[int, bytes]:
+                   progress: Callable[[int], None] | None = None,
+                   key_params: np.ndarray | None = None) -> dict[int, bytes]:
     """The packets of one segment, ``{frame: packet bytes}``: a pure function of ``job``
     and ``segment`` (the same bytes wherever and however often it runs). ``progress`` is
-    called with 1 after each frame.
+    called with 1 after each frame. ``key_params``: the first frame's fully adapted
+    weights when already computed (:func:`key_params`, many segments at once).
+    With ``job.adapt_batch`` > 1 and the ``frame`` strategy, frames are adapted that many
+    at a time (:func:`itmfilter.model.adapt.adapt_batch`).
 
     Strategy (``job.strategy``, see :mod:`itmfilter.encode.video`): ``frame`` adapts every
     frame fully; ``warm`` adapts the first frame fully, then holds the decoder's set while
@@ -213,18 +259,21 @@ def encode_segment(job: SegmentJob, segment: Segment,
     height, width = job.header.height, job.header.width
     held_error: float | None = None
     packets: dict[int, bytes] = {}
-    frames = zip(read_hdr_frames(job.master, assume_hdr=job.assume_hdr, start=segment.start),
-                 read_sdr_frames(job.sdr, start=segment.start))
-    for (_, nits), (index, sdr) in frames:
-        if index >= segment.end:
-            break
+    if job.strategy == "frame" and job.adapt_batch > 1:
+        frames = _adapted_ahead(_frame_pairs(job, segment), init, job.first, job.adapt_batch, device)
+    else:
+        frames = ((index, sdr, target, None) for index, sdr, target in _frame_pairs(job, segment))
+    for index, sdr, target, ahead in frames:
         first = index == segment.start
-        target = eotf_inverse_st2084(nits).astype(np.float32)
         budget.next_frame()
         pan = estimate_motion(sdr) if use_motion else None
         shift = pixels_to_shift(pan, width, height) if pan is not None and not first else None
         if job.strategy == "frame" or first or held_error is None:
-            params = flatten_state(adapt(init, sdr, target, job.first, device=device).net.state_dict())
+            if ahead is not None or (first and key_params is not None):
+                params = ahead if ahead is not None else key_params
+                torch.manual_seed(job.first.seed)  # as adapt() leaves the global generator
+            else:
+                params = flatten_state(adapt(init, sdr, target, job.first, device=device).net.state_dict())
         else:
             reference = encoder.reference(shift)  # the held set, following the pan
             held = init.__class__(init.config)
@@ -296,11 +345,16 @@ def encode_segments_local(job: SegmentJob, segments: list[Segment], store: Segme
     packets: dict[int, bytes] = {}
     resumed = 0
     total = sum(s.frames for s in segments)
+    keys: dict[int, np.ndarray] = {}
     with progress_bar(total or None, unit="frame", desc=desc, quiet=quiet) as bar:
-        for segment in segments:
+        for position, segment in enumerate(segments):
             done = store.load(segment)
             if done is None:
-                done = encode_segment(job, segment, progress=bar.update)
+                if job.adapt_batch > 1 and job.strategy == "warm" and segment.index not in keys:
+                    # the keys of this and the next segments still to do, adapted at once
+                    ahead = [s for s in segments[position:] if store.load(s) is None][: job.adapt_batch]
+                    keys = key_params(job, ahead)
+                done = encode_segment(job, segment, progress=bar.update, key_params=keys.pop(segment.index, None))
                 store.save(segment, done)
             else:
                 resumed += 1

@@ -24,6 +24,11 @@ Three passes, so that the weights are fitted to the SDR a player will actually d
 Strategies (``--strategy``; measured in ``benchmarks/video.py``):
 
 * ``frame``: every frame adapted from the initialisation with the full step count;
+
+Full adaptations (the keys, every frame of ``frame``) may run ``adapt_batch`` at a time as
+a batch of networks (:func:`itmfilter.model.adapt.adapt_batch`: the keys of the next
+segments, the next frames of ``frame``): the same weights up to float rounding (the same
+bits on the project's CPU), one set of kernel launches for many networks on a GPU;
 * ``warm`` (default): a segment's first frame (a shot start or a forced key) adapted
   fully; a later frame keeps the set the *decoder* holds (a 24-byte repeat packet) while
   that set's error on the frame stays within ``refresh_ratio`` of its error when it was
@@ -144,6 +149,7 @@ class VideoEncodeOptions:
     assume_hdr: bool = False
     fps: float = 24.0  # frame rate of an EXR-sequence master (video files carry their own)
     seed: int = 0
+    adapt_batch: int = 1  # full adaptations run this many at once (keys of the next segments; every frame of "frame")
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -155,6 +161,9 @@ class VideoEncodeOptions:
             raise ItmError(None, f"--buffer-seconds must be >= 0, got {self.buffer_seconds}", "give e.g. 1")
         if self.warm_params not in WARM_PARAMS:
             raise ItmError(None, f"unknown warm_params {self.warm_params!r}", f"use one of {', '.join(WARM_PARAMS)}")
+        if isinstance(self.adapt_batch, bool) or not isinstance(self.adapt_batch, int) or not 1 <= self.adapt_batch <= 256:
+            raise ItmError(None, f"--adapt-batch must be a whole number of frames in 1..256, got {self.adapt_batch!r}",
+                           "give e.g. 1 (one at a time) or 16 (on a GPU)")
         if self.codec not in ("libx264", "libx265"):
             raise ItmError(None, f"unknown --codec {self.codec!r}", "use libx264 or libx265")
 
@@ -386,6 +395,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         motion=motion, max_kbps=options.max_kbps, header_bytes=header_bytes, rate=rate,
         header_every_key=mode == "sei",
         assume_hdr=options.assume_hdr, init_path=os.fspath(init_path) if init_path else None, device=device,
+        adapt_batch=options.adapt_batch,
     )
     store = SegmentStore(work)
     desc = f"adapting ({options.strategy})"

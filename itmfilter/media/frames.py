@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -25,9 +26,17 @@ DEFAULT_FPS = Fraction(24)
 """The rate assumed when a stream declares none at all (raw or damaged streams)."""
 
 
-def open_input(path: Path):
+HWACCELS = ("none", "auto", "cuda")
+"""Hardware decoding asked for by ``--hwaccel``: ``none`` (FFmpeg's software decoders),
+``cuda`` (NVDEC through FFmpeg's CUDA hwaccel), ``auto`` (``cuda`` when it opens, else none)."""
+
+
+def open_input(path: Path, hwaccel: str = "none"):
     """``av.open`` for reading, with :class:`ItmError` for a missing, non-file or unreadable
-    input (one line naming the file and what to do)."""
+    input (one line naming the file and what to do). ``hwaccel`` other than ``none``: see
+    :func:`open_input_hw` (the fallback note is dropped here)."""
+    if hwaccel != "none":
+        return open_input_hw(path, hwaccel)[0]
     if not path.exists():
         raise ItmError(path, "no such file", "check the path")
     if not path.is_file():
@@ -37,6 +46,35 @@ def open_input(path: Path):
     except av.error.FFmpegError as exc:
         raise ItmError(path, f"cannot be opened as a video ({exc.strerror or exc})",
                        "the file may be truncated, damaged or not a video; re-export it") from None
+
+
+def open_input_hw(path: Path, hwaccel: str = "auto"):
+    """Open ``path`` for hardware decoding (:data:`HWACCELS`); returns ``(container, note)``.
+
+    PyAV >= 14 takes ``av.open(..., hwaccel=HWAccel(device_type))``; FFmpeg then decodes on
+    the device and PyAV hands back frames copied to system memory in the decoder's
+    software format (NV12/P010 for NVDEC; planes are read after a layout repack, as any
+    semi-planar input). When the device cannot be opened (no GPU, no driver, an FFmpeg
+    build without it) the file is opened for software decoding and ``note`` says so in
+    one line, with the error and how long the failed attempt took; ``note`` is None when
+    the hardware decoder opened or none was asked for.
+    """
+    if hwaccel not in HWACCELS:
+        raise ItmError(None, f"unknown --hwaccel {hwaccel!r}", f"use one of {', '.join(HWACCELS)}")
+    if hwaccel == "none":
+        return open_input(path), None
+    open_input(path).close()  # the file's own errors first, as one line
+    started = time.perf_counter()
+    try:
+        from av.codec.hwaccel import HWAccel
+
+        container = av.open(str(path), hwaccel=HWAccel(device_type="cuda", allow_software_fallback=False))
+        return container, None
+    except Exception as exc:  # ImportError (PyAV < 14), PermissionError / FFmpegError (no device)
+        ms = 1000 * (time.perf_counter() - started)
+        note = (f"{path}: hardware decoding (NVDEC, --hwaccel {hwaccel}) is unavailable "
+                f"({type(exc).__name__}: {exc}; the attempt took {ms:.0f} ms): decoding on the CPU")
+        return open_input(path), note
 
 
 def video_stream(container, path: Path):

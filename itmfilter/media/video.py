@@ -69,6 +69,7 @@ from itmfilter.media.frames import (
     PresentationClock,
     frame_rate,
     open_input,
+    open_input_hw,
     plane_view,
     stream_origin,
     video_stream,
@@ -80,6 +81,9 @@ __all__ = [
     "probe_video",
     "read_hdr_frames",
     "read_sdr_frames",
+    "read_sdr_video_frames",
+    "resolve_hevc_encoder",
+    "HEVC_ENCODERS",
     "SdrWriter",
     "Hdr10Writer",
     "exr_sequence",
@@ -284,10 +288,11 @@ def _planar_format(fmt, width: int, height: int, path: Path):
 class _FrameDecoder:
     """Native-plane decoding shared by the HDR and SDR readers."""
 
-    def __init__(self, path: Path, constant_rate: bool = False):
+    def __init__(self, path: Path, constant_rate: bool = False, hwaccel: str = "none"):
 
         self.path = path
-        self.container = open_input(path)
+        self.hwaccel = hwaccel
+        self.container, self.note = open_input_hw(path, hwaccel)
         self.stream = video_stream(self.container, path)
         self.stream.thread_type = "AUTO"
         cc = self.stream.codec_context
@@ -322,16 +327,18 @@ class _FrameDecoder:
                 yield from frames
                 return
             self.container.close()
-            self.container = open_input(self.path)
+            self.container = open_input(self.path, "none" if self.note else self.hwaccel)
             self.stream = video_stream(self.container, self.path)
             self.stream.thread_type = "AUTO"
         yield from self.container.decode(self.stream)
 
-    def frames(self, start: int = 0) -> Iterator[tuple[int, np.ndarray, int, bool, str | None]]:
+    def frames(self, start: int = 0, native: bool = False) -> Iterator[tuple[int, np.ndarray, int, bool, str | None]]:
         """Yield ``(index, codes (H, W, 3) float32, bits, full_range, subsampling)`` for the
         frames from presentation index ``start`` on: a seek to the keyframe before it, then
         the frames before ``start`` are decoded and dropped (a segment of a distributed
-        encode reads only its own frames this way)."""
+        encode reads only its own frames this way). ``native``: ``codes`` is the decoded
+        ``av.VideoFrame`` itself (planar layout, its ``color_range`` set to the range the
+        codes would have been read with), for per-frame paths that read the planes."""
         av = self._av
         count = 0
         self.seeked = False
@@ -348,6 +355,11 @@ class _FrameDecoder:
                 if target is not None:  # layout only: same depth, subsampling and range, no matrix
                     frame = frame.reformat(format=target)
                     fmt = frame.format
+                if native:
+                    frame.color_range = _RANGE_PC if full else _RANGE_TV
+                    yield index, frame, bits, full, None
+                    count += 1
+                    continue
                 dtype = np.uint8 if bits <= 8 else np.uint16
                 if fmt.is_rgb:  # planes are G, B, R
                     g, b, r = (_frame_plane(frame, i, dtype) for i in range(3))
@@ -490,7 +502,26 @@ def read_sdr_frames(path: str | os.PathLike, start: int = 0) -> Iterator[tuple[i
     index to yield (a seek to the keyframe before it).
     """
     path = Path(path)
-    decoder = _FrameDecoder(path)
+    return _sdr_reader(path, start)[0]
+
+
+def read_sdr_video_frames(path: str | os.PathLike, start: int = 0,
+                          hwaccel: str = "none") -> tuple[Iterator[tuple[int, object]], str | None]:
+    """Decode an SDR BT.709 video to its frames as decoded: ``(iterator, note)``.
+
+    The iterator yields ``(index, frame)`` in presentation order, ``frame`` an
+    ``av.VideoFrame`` in a planar layout of the decoded depth and subsampling (no matrix
+    applied; :func:`itmfilter.media.frames.code_planes` reads it), with ``color_range``
+    set as :func:`read_sdr_frames` reads it. The same checks as there. ``hwaccel``:
+    :data:`itmfilter.media.frames.HWACCELS`; ``note`` is the one-line fallback note of
+    :func:`itmfilter.media.frames.open_input_hw`, or None.
+    """
+    path = Path(path)
+    return _sdr_reader(path, start, native=True, hwaccel=hwaccel)
+
+
+def _sdr_reader(path: Path, start: int, native: bool = False, hwaccel: str = "none"):
+    decoder = _FrameDecoder(path, hwaccel=hwaccel)
     if decoder.trc in (_PQ, _HLG):
         decoder.container.close()
         raise ItmError(path, f"is HDR (transfer={_name(TRANSFER_NAMES, decoder.trc)}), not SDR",
@@ -501,6 +532,9 @@ def read_sdr_frames(path: str | os.PathLike, start: int = 0) -> Iterator[tuple[i
                        f"matrix={_name(MATRIX_NAMES, decoder.matrix)})",
                        "convert it first, e.g. ffmpeg -i IN -vf colorspace=all=bt709 OUT")
 
+    if native:
+        return ((index, frame) for index, frame, _, _, _ in decoder.frames(start, native=True)), decoder.note
+
     def generate():
         for index, codes, bits, full, ss in decoder.frames(start):
             if ss is None:
@@ -509,7 +543,7 @@ def read_sdr_frames(path: str | os.PathLike, start: int = 0) -> Iterator[tuple[i
                 rgb = ycbcr_to_rgb(codes, "bt709", bits, full, dtype=np.float32)
             yield index, np.clip(rgb, 0.0, 1.0, out=rgb)
 
-    return generate()
+    return generate(), decoder.note
 
 
 # --------------------------------------------------------------------------- per-frame data
@@ -589,9 +623,12 @@ class _VideoWriter:
     _matrix: str
     _subsampling: str = "420"
 
-    def __init__(self, path, width, height, fps, *, codec, pix_fmt, bits, options, data_track, copy_from):
+    def __init__(self, path, width, height, fps, *, codec, pix_fmt, bits, options, data_track, copy_from,
+                 packet_filter=None, frame_format: str | None = None):
 
         self._av = av
+        self._packet_filter = packet_filter
+        self._frame_format = frame_format  # the layout the planes are written in, when not pix_fmt
         self.path = Path(path)
         self.width, self.height, self.bits = int(width), int(height), int(bits)
         self.fps = _as_fraction(fps)
@@ -689,22 +726,31 @@ class _VideoWriter:
         return frame
 
     def _write_codes(self, rgb_prime: np.ndarray, payload: bytes | None) -> None:
-        av = self._av
         if self._closed:
             raise ItmError(self.path, "write() after close()", "open a new writer")
         codes = rgb_to_ycbcr(rgb_prime, self._matrix, self.bits)
-        planes = subsample_chroma(codes, self._subsampling)
-        frame = av.VideoFrame(self.width, self.height, self._pix_fmt)
+        self._write_planes(subsample_chroma(codes, self._subsampling), payload)
+
+    def _mux_video(self, packets) -> None:
+        for packet in packets:
+            self._container.mux(self._packet_filter(packet) if self._packet_filter is not None else packet)
+
+    def _write_planes(self, planes, payload: bytes | None) -> None:
+        av = self._av
+        if self._closed:
+            raise ItmError(self.path, "write() after close()", "open a new writer")
+        frame = av.VideoFrame(self.width, self.height, self._frame_format or self._pix_fmt)
         dtype = np.uint8 if self.bits == 8 else np.uint16
         for index, values in enumerate(planes):
             _frame_plane(frame, index, dtype)[...] = values
+        if self._frame_format is not None and self._frame_format != self._pix_fmt:
+            frame = frame.reformat(format=self._pix_fmt)  # a layout change only (p010le for NVENC)
         primaries, trc, matrix, full = self._tags
         frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range = primaries, trc, matrix, full
         i = self.frames_written
         frame.pts, frame.time_base = i, Fraction(1) / self.fps
         try:
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
+            self._mux_video(self._stream.encode(frame))
             if payload is not None:
                 if self._data is None:
                     raise ItmError(self.path, "a payload was given but the writer has no data track",
@@ -770,8 +816,7 @@ class _VideoWriter:
             if self.frames_written == 0:
                 raise ItmError(self.path, "no frames were written", "write at least one frame before closing")
             try:
-                for packet in self._stream.encode(None):
-                    self._container.mux(packet)
+                self._mux_video(self._stream.encode(None))
                 self._copy_until(None)
                 self._container.close()
                 if self._late_attachments:
@@ -870,15 +915,22 @@ def x265_hdr10_params(metadata: HDR10Metadata | None) -> str:
 
 
 class Hdr10Writer(_VideoWriter):
-    """Encode PQ BT.2020 frames as an HDR10 master: HEVC Main10 (libx265) or ProRes 422 HQ.
+    """Encode PQ BT.2020 frames as an HDR10 master: HEVC Main10 (libx265 or hevc_nvenc) or
+    ProRes 422 HQ.
 
     ``write(pq)`` takes PQ BT.2020 R'G'B' float32 ``(H, W, 3)`` in [0, 1] (``write_nits``
     takes linear BT.2020 cd/m2) and converts exactly to BT.2020 NCL 10-bit limited-range
-    Y'CbCr, 4:2:0 for libx265, 4:2:2 for ``codec="prores_ks"`` (``.mov``). Tags bt2020 /
+    Y'CbCr, 4:2:0 for HEVC, 4:2:2 for ``codec="prores_ks"`` (``.mov``); ``write_planes``
+    takes finished 10-bit 4:2:0 planes (the per-frame filter's output). Tags bt2020 /
     smpte2084 / bt2020nc / tv go on the stream and every frame; libx265 also gets
     ``hdr10=1:repeat-headers=1`` and ``metadata`` (mastering display, MaxCLL/MaxFALL in
-    cd/m2; default P3-D65 1000 cd/m2, light levels unknown) as SEI. ProRes carries the tags
-    only (PyAV cannot write container-level HDR10 metadata). ``x265_params`` appends raw
+    cd/m2; default P3-D65 1000 cd/m2, light levels unknown) as SEI. ``hevc_nvenc`` (NVIDIA's
+    encoder) takes no such option: give a ``packet_filter`` that inserts the SEI
+    (:func:`itmfilter.track.sei.hdr10_sei_filter`), applied to every packet before it is
+    muxed; ``encoder_sei=False`` leaves them to that filter with libx265 too. NVENC is fed
+    P010 (the same codes, another layout), rate-controlled by constant quality ``crf`` and a
+    preset mapped from x265's names (``medium`` -> ``p5``). ProRes carries the tags only
+    (PyAV cannot write container-level HDR10 metadata). ``x265_params`` appends raw
     x265 options, e.g. ``"lossless=1"``.
     """
 
@@ -886,23 +938,32 @@ class Hdr10Writer(_VideoWriter):
     _matrix = "bt2020nc"
 
     def __init__(self, path, width, height, fps, codec="libx265", crf=18, preset="medium",
-                 metadata: HDR10Metadata | None = None, x265_params: str = "", data_track=False, copy_from=None):
+                 metadata: HDR10Metadata | None = None, x265_params: str = "", data_track=False, copy_from=None,
+                 packet_filter=None, encoder_sei: bool = True):
         metadata = metadata if metadata is not None else HDR10Metadata.p3_d65(1000.0)
         self.metadata = metadata
+        frame_format = None
         if codec == "libx265":
-            params = x265_hdr10_params(metadata)
+            params = x265_hdr10_params(metadata if encoder_sei else None)
+            if not encoder_sei:
+                params = params.replace("hdr10=1:", "")  # no SEI of x265's own (it would write MaxCLL 0)
             if x265_params:
                 params += ":" + x265_params.strip(":")
             options = {"crf": str(crf), "preset": str(preset), "x265-params": params}
             pix_fmt = "yuv420p10le"
+        elif codec == "hevc_nvenc":
+            options = {"preset": NVENC_PRESETS.get(str(preset), str(preset)), "tune": "hq", "rc": "vbr",
+                       "cq": str(crf), "b": "0", "profile": "main10"}
+            pix_fmt, frame_format = "p010le", "yuv420p10le"
         elif codec == "prores_ks":
             self._subsampling = "422"
             options = {"profile": "3", "vendor": "apl0"}  # profile 3 = 422 HQ
             pix_fmt = "yuv422p10le"
         else:
-            raise ItmError(path, f"unknown HDR10 codec {codec!r}", "use libx265 or prores_ks")
+            raise ItmError(path, f"unknown HDR10 codec {codec!r}", "use libx265, hevc_nvenc or prores_ks")
         super().__init__(path, width, height, fps, codec=codec, pix_fmt=pix_fmt, bits=10, options=options,
-                         data_track=data_track, copy_from=copy_from)
+                         data_track=data_track, copy_from=copy_from, packet_filter=packet_filter,
+                         frame_format=frame_format)
 
     def write(self, pq_frame, payload: bytes | None = None) -> None:
         """Encode one PQ BT.2020 R'G'B' frame float32 ``(H, W, 3)`` in [0, 1]."""
@@ -912,6 +973,58 @@ class Hdr10Writer(_VideoWriter):
         """Encode one linear BT.2020 frame float32 ``(H, W, 3)`` in cd/m2 (PQ-encoded here)."""
         nits = self._check_frame(nits_frame, "HDR")
         self._write_codes(eotf_inverse_st2084(np.asarray(nits, dtype=np.float32)), payload)
+
+    def write_planes(self, planes, payload: bytes | None = None) -> None:
+        """Encode one frame given as its BT.2020 NCL 10-bit narrow-range Y'CbCr 4:2:0 code
+        planes: ``Y (H, W)``, ``Cb``/``Cr (H/2, W/2)``, integers 0-1023 (what
+        :func:`itmfilter.render.frame.hdr10_planes` returns)."""
+        if self._subsampling != "420":
+            raise ItmError(self.path, "write_planes takes 4:2:0 planes", "write PQ frames with write() for ProRes")
+        want = [(self.height, self.width)] + [(self.height // 2, self.width // 2)] * 2
+        got = [tuple(np.shape(p)) for p in planes]
+        if got != want:
+            raise ItmError(self.path, f"planes of frame {self.frames_written} have shapes {got}, expected {want}",
+                           "give Y at the writer's size and Cb, Cr at half of it")
+        self._write_planes(planes, payload)
+
+
+HEVC_ENCODERS = ("auto", "libx265", "hevc_nvenc")
+"""``--video-codec`` of an HDR10 output: ``auto`` is ``hevc_nvenc`` where it opens, else libx265."""
+
+
+@functools.lru_cache(maxsize=1)
+def _nvenc_probe() -> str | None:
+    """None when PyAV can open hevc_nvenc for 10-bit 4:2:0 here, else why not (one line)."""
+    try:
+        cc = av.CodecContext.create("hevc_nvenc", "w")
+        cc.width, cc.height, cc.pix_fmt = 256, 256, "p010le"
+        cc.time_base = Fraction(1, 24)
+        cc.options = {"profile": "main10"}
+        cc.open()
+        return None
+    except Exception as exc:  # not in this FFmpeg build, no GPU, no driver, no free session
+        return f"{type(exc).__name__}: {exc}"
+
+
+def resolve_hevc_encoder(choice: str = "auto") -> tuple[str, str | None]:
+    """The HEVC encoder for ``choice`` (:data:`HEVC_ENCODERS`) and a one-line note when
+    ``auto`` fell back to libx265 (None otherwise). ``hevc_nvenc`` asked for by name but
+    not usable here is an :class:`ItmError`."""
+    if choice not in HEVC_ENCODERS:
+        raise ItmError(None, f"unknown --video-codec {choice!r}", f"use one of {', '.join(HEVC_ENCODERS)}")
+    if choice == "libx265":
+        return "libx265", None
+    why = _nvenc_probe()
+    if why is None:
+        return "hevc_nvenc", None
+    if choice == "hevc_nvenc":
+        raise ItmError(None, f"hevc_nvenc cannot be opened here ({why})", "use --video-codec libx265 or auto")
+    return "libx265", f"hevc_nvenc is unavailable here ({why}): encoding with libx265"
+
+
+NVENC_PRESETS = {"ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p3", "fast": "p4",
+                 "medium": "p5", "slow": "p6", "slower": "p7", "veryslow": "p7", "placebo": "p7"}
+"""x265 preset names -> NVENC's (p1 fastest ... p7 best); NVENC's own names pass through."""
 
 
 def _frame_plane(frame, index: int, dtype) -> np.ndarray:

@@ -307,3 +307,180 @@ def adapt(
     opt.release()
     net.eval()
     return AdaptResult(net=net, losses=losses, seconds=time.perf_counter() - started)
+
+
+class _BatchedManualStep:
+    """:class:`_ManualStep` for ``B`` networks at once: every product is a batched matrix
+    product (``baddbmm`` / ``bmm``) over the leading frame axis, so one step of ``B``
+    networks costs one set of kernel launches, not ``B``. Parameters and gradients are
+    views ``(B, *shape)`` into the ``(B, P)`` buffers of :func:`adapt_batch`; the loss is
+    per network, ``(B,)``."""
+
+    def __init__(self, net: ITMNet, data: torch.Tensor, grad: torch.Tensor) -> None:
+        b = data.shape[0]
+        views, offset = {}, 0
+        for name, p in net.named_parameters():
+            n = p.numel()
+            views[name] = (data[:, offset:offset + n].view(b, *p.shape), grad[:, offset:offset + n].view(b, *p.shape))
+            offset += n
+        self.coord = (views["coord.0.weight"], views["coord.0.bias"])
+        self.rgb = (views["rgb.0.weight"], views["rgb.0.bias"])
+        self.fusion = [(views[f"fusion.{i}.weight"], views[f"fusion.{i}.bias"])
+                       for i, m in enumerate(net.fusion) if isinstance(m, torch.nn.Linear)]
+        self.n_coord = net.config.coord_features
+
+    @torch.no_grad()
+    def __call__(self, four, rgb, prior, tgt) -> torch.Tensor:
+        (cw, cwg), (cb, cbg) = self.coord
+        (rw, rwg), (rb, rbg) = self.rgb
+        c = torch.baddbmm(cb.unsqueeze(1), four, cw.transpose(1, 2)).relu_()
+        r = torch.baddbmm(rb.unsqueeze(1), rgb, rw.transpose(1, 2)).relu_()
+        acts = [torch.cat([c, r], 2)]
+        for (w, _), (b, _) in self.fusion[:-1]:
+            acts.append(torch.baddbmm(b.unsqueeze(1), acts[-1], w.transpose(1, 2)).relu_())
+        (w, _), (b, _) = self.fusion[-1]
+        out = torch.baddbmm(b.unsqueeze(1), acts[-1], w.transpose(1, 2))
+        if prior is not None:
+            out.add_(prior)
+        d = out.sub_(tgt)
+        loss = d.pow(2).mean(dim=(1, 2))
+        g = d.mul_(2.0 / (d.shape[1] * d.shape[2]))
+        for ((w, wg), (_, bg)), a in zip(reversed(self.fusion), reversed(acts)):
+            wg.copy_(torch.bmm(g.transpose(1, 2), a))
+            bg.copy_(g.sum(1))
+            g = torch.ops.aten.threshold_backward(torch.bmm(g, w), a, 0.0)
+        gc, gr = g[:, :, : self.n_coord], g[:, :, self.n_coord:]
+        cwg.copy_(torch.bmm(gc.transpose(1, 2), four))
+        cbg.copy_(gc.sum(1))
+        rwg.copy_(torch.bmm(gr.transpose(1, 2), rgb))
+        rbg.copy_(gr.sum(1))
+        return loss
+
+
+def adapt_batch(
+    init: ITMNet,
+    sdrs,
+    targets_pq,
+    options: AdaptOptions = AdaptOptions(),
+    *,
+    device: torch.device | str = "cpu",
+) -> list[AdaptResult]:
+    """Adapt a copy of ``init`` to each of ``B`` SDR/HDR pairs at once, as a batch of networks.
+
+    ``sdrs`` / ``targets_pq``: sequences of ``B`` arrays ``(H, W, 3)`` of one size (as in
+    :func:`adapt`). Returns ``B`` results, each what :func:`adapt` gives for that pair with
+    the same ``options`` up to float rounding: every network draws its pixels from its own
+    generator seeded as :func:`adapt` seeds its one, in the same order; the steps are the
+    same arithmetic, with batched matrix products (:class:`_BatchedManualStep`) whose sums
+    may round differently in the last bits; Adam is elementwise on a ``(B, P)`` buffer
+    (the same bits per element as :func:`adapt`'s flat Adam). The error maps are computed
+    per picture, as :func:`adapt` computes them. ``seconds`` of each result is its share of
+    the batch's wall time (the total over ``B``).
+
+    Where the hand-written step does not apply (``trainable`` set, bf16, SIREN networks:
+    see :class:`_ManualStep`), the pairs are adapted one after the other by :func:`adapt`.
+    The win is on a GPU, where a step of a ~10k-weight network is launch-bound and ``B``
+    networks cost about one; on a CPU the step is compute-bound (measured in
+    ``benchmarks/adapt_batch.py``).
+    """
+    device = torch.device(device)
+    sdrs, targets_pq = list(sdrs), list(targets_pq)
+    if len(sdrs) != len(targets_pq):
+        raise ValueError(f"{len(sdrs)} SDR pictures but {len(targets_pq)} targets")
+    if not sdrs:
+        return []
+    shape = sdrs[0].shape
+    for s, t in zip(sdrs, targets_pq):
+        if s.shape != shape or t.shape != shape or len(shape) != 3 or shape[-1] != 3:
+            raise ValueError(f"every SDR picture and target must be (H, W, 3) of one size; got {s.shape}, {t.shape}")
+    if len(sdrs) == 1 or not _ManualStep.applies(init, options):
+        return [adapt(init, s, t, options, device=device) for s, t in zip(sdrs, targets_pq)]
+    started = time.perf_counter()
+    torch.manual_seed(options.seed)
+    n_nets = len(sdrs)
+    gens = [torch.Generator().manual_seed(options.seed) for _ in range(n_nets)]
+    nets = [copy.deepcopy(init).to(device).train() for _ in range(n_nets)]
+    h, w, _ = shape
+    n_pixels = h * w
+    rgbs = [torch.from_numpy(np.ascontiguousarray(s, dtype=np.float32)).to(device).reshape(-1, 3) for s in sdrs]
+    tgts = [torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32)).to(device) for t in targets_pq]
+    xy = pixel_grid(h, w, device=device).reshape(-1, 2)
+    with torch.no_grad():
+        if init.config.prior == "mmr3" and options.fit_prior:
+            for net, gen, rgb, tgt in zip(nets, gens, rgbs, tgts):
+                fit_idx = torch.randperm(n_pixels, generator=gen)[: options.mmr_fit_pixels].to(device)
+                net.prior_mmr.copy_(fit_mmr_prior(rgb[fit_idx], tgt.reshape(-1, 3)[fit_idx]))
+    count = min(n_pixels, max(1, int(round(n_pixels * options.sample_fraction)), options.min_samples))
+    stride = options.stride_for(n_pixels)
+    has_prior = init.config.prior != "none"
+
+    def gather(b: int, idx: torch.Tensor) -> torch.Tensor:
+        """As :func:`adapt`'s gather: SDR, xy, prior, target and Fourier features of the drawn pixels."""
+        with torch.no_grad():
+            rgb_s, xy_s = rgbs[b][idx], xy[idx]
+            prior_s = nets[b].prior(rgb_s)
+            parts = [rgb_s, xy_s] + ([] if prior_s is None else [prior_s]) + [tgts[b].reshape(-1, 3)[idx]]
+            parts.append(nets[b].fourier_features(xy_s))
+            return torch.cat(parts, dim=1)
+
+    def error_map(b: int) -> torch.Tensor:
+        pred = predict_pq(nets[b], sdrs[b], device=device, stride=stride)
+        nets[b].train()
+        return (pred - tgts[b][::stride, ::stride]).abs().sum(-1).cpu()
+
+    samples = torch.stack([gather(b, _draw(n_pixels, count, None, (h, w), stride, 0.0, gens[b]).to(device))
+                           for b in range(n_nets)])
+    # the B networks' parameters as one (B, P) buffer; each network's parameters are views
+    # of its row, so the per-picture error maps see the current weights
+    params = [list(net.parameters()) for net in nets]
+    n_params = sum(p.numel() for p in params[0])
+    data = torch.empty(n_nets, n_params, device=device)
+    grad = torch.zeros(n_nets, n_params, device=device)
+    for b, plist in enumerate(params):
+        offset = 0
+        for p in plist:
+            n = p.numel()
+            data[b, offset:offset + n].copy_(p.detach().reshape(-1))
+            p.data = data[b, offset:offset + n].view_as(p)
+            offset += n
+    buffer = torch.nn.Parameter(data, requires_grad=False)
+    buffer.grad = grad
+    opt = Adam([buffer], lr=options.lr)
+    step_fn = _BatchedManualStep(nets[0], buffer.data, grad)
+    # a draw's rows of all networks in one index_select over the (B * count) stacked samples
+    offsets = (torch.arange(n_nets, device=device) * count).unsqueeze(1)
+    use_batches = bool(options.batch_size) and options.batch_size < count
+    resample = set(options.resample_steps()) if options.sampling == "ohem" else set()
+    # the steps between redraws draw their batches in one call per network: the same
+    # numbers as one call per step (the generator's sequence is consumed in the same order)
+    bounds = sorted({0, options.steps} | {s for s in resample if 0 < s < options.steps})
+    losses: list[torch.Tensor] = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        if lo in resample:
+            samples = torch.stack([gather(b, _draw(n_pixels, count, error_map(b), (h, w), stride,
+                                                   options.hard_share, gens[b]).to(device))
+                                   for b in range(n_nets)])
+        if use_batches:
+            draws = torch.stack([torch.randint(0, count, (hi - lo, options.batch_size), generator=g)
+                                 for g in gens], dim=1).to(device)  # (steps, B, batch)
+        for step in range(lo, hi):
+            opt.lr = options.lr_at(step)
+            if use_batches:
+                flat = samples.view(n_nets * count, -1).index_select(0, (draws[step - lo] + offsets).view(-1))
+                rows_b = flat.view(n_nets, options.batch_size, -1)
+            else:
+                rows_b = samples
+            prior_b = rows_b[:, :, 5:8] if has_prior else None
+            t0 = 8 if has_prior else 5
+            loss = step_fn(rows_b[:, :, t0 + 3:], rows_b[:, :, 0:3], prior_b, rows_b[:, :, t0:t0 + 3])
+            opt.step()
+            losses.append(loss)
+    loss_table = torch.stack(losses).cpu().T.tolist() if losses else [[] for _ in range(n_nets)]
+    seconds = (time.perf_counter() - started) / n_nets
+    results = []
+    for net, plist, net_losses in zip(nets, params, loss_table):
+        for p in plist:
+            p.data = p.data.clone()
+            p.grad = None
+        results.append(AdaptResult(net=net.eval(), losses=net_losses, seconds=seconds))
+    return results

@@ -63,8 +63,17 @@ emulation prevention byte per ``00 00 0x`` (x <= 3) run in the payload (none for
 random-looking bytes in practice, up to n/2 for all-zero payloads). See
 ``docs/sei-carriage.md`` for measurements.
 
-This module depends only on PyAV and :mod:`itmfilter.errors` /
-:mod:`itmfilter.media.atomic`.
+HDR10 static metadata as SEI (:func:`hdr10_sei_nal`, :func:`add_hdr10_sei`): the
+H.265 ``mastering_display_colour_volume`` (D.2.28, payloadType 137: three primaries in the
+order G, B, R as SMPTE ST 2086 lists them, then the white point, each x, y in 0.00002
+steps as u(16); max and min luminance in 0.0001 cd/m2 as u(32)) and
+``content_light_level_info`` (D.2.35, payloadType 144: MaxCLL and MaxFALL in cd/m2 as
+u(16)) in one prefix SEI NAL unit of every IRAP access unit. libx265 writes the same two
+messages itself (``master-display``, ``max-cll``); this is for encoders that take no such
+option (``hevc_nvenc``), applied to their packets before muxing.
+
+This module depends only on PyAV, :mod:`itmfilter.errors`, :mod:`itmfilter.media.atomic`
+and the HDR10 dataclass of :mod:`itmfilter.colour.hdr10`.
 """
 
 from __future__ import annotations
@@ -78,6 +87,11 @@ from fractions import Fraction
 
 import av
 
+from itmfilter.colour.hdr10 import (
+    ST2086_CHROMATICITY_UNIT,
+    ST2086_LUMINANCE_UNIT,
+    HDR10Metadata,
+)
 from itmfilter.errors import ItmError
 from itmfilter.media.atomic import atomic_output
 
@@ -397,6 +411,88 @@ def framed_size(nal: bytes, fmt: NalFormat) -> int:
     return len(nal) + (len(START_CODE) if fmt.annexb else fmt.length_size)
 
 
+# --------------------------------------------------------------------------- HDR10 static metadata
+
+MASTERING_DISPLAY_COLOUR_VOLUME = 137
+"""``payloadType`` of ``mastering_display_colour_volume`` (H.265 D.2.28; H.264 D.1.29)."""
+
+CONTENT_LIGHT_LEVEL_INFO = 144
+"""``payloadType`` of ``content_light_level_info`` (H.265 D.2.35; H.264 D.1.31)."""
+
+_HEVC_IRAP = range(16, 24)  # BLA, IDR, CRA and the reserved IRAP types (H.265 table 7-1)
+
+
+def hdr10_sei_messages(metadata: HDR10Metadata) -> list[tuple[int, bytes]]:
+    """``(payloadType, payload)`` of the mastering display (24 bytes) and content light
+    level (4 bytes) messages for ``metadata`` (cd/m2 and CIE xy, converted here to the
+    ST 2086 units; MaxCLL/MaxFALL rounded, 0 = unknown)."""
+    (rx, ry), (gx, gy), (bx, by) = metadata.primaries
+    wx, wy = metadata.white_point
+    xy = [int(round(v / ST2086_CHROMATICITY_UNIT)) for v in (gx, gy, bx, by, rx, ry, wx, wy)]
+    lum = [int(round(v / ST2086_LUMINANCE_UNIT)) for v in (metadata.max_luminance, metadata.min_luminance)]
+    mdcv = b"".join(v.to_bytes(2, "big") for v in xy) + b"".join(v.to_bytes(4, "big") for v in lum)
+    cll = b"".join(min(65535, int(round(v))).to_bytes(2, "big") for v in (metadata.max_cll, metadata.max_fall))
+    return [(MASTERING_DISPLAY_COLOUR_VOLUME, mdcv), (CONTENT_LIGHT_LEVEL_INFO, cll)]
+
+
+def hdr10_sei_nal(metadata: HDR10Metadata) -> bytes:
+    """One HEVC prefix SEI NAL unit (TemporalId 0) holding :func:`hdr10_sei_messages`."""
+    return build_sei_nal_from_messages(hdr10_sei_messages(metadata), HEVC)
+
+
+def add_hdr10_sei(data: bytes, sei_nal: bytes, fmt: NalFormat) -> bytes:
+    """An HEVC packet with ``sei_nal`` (:func:`hdr10_sei_nal`) before its first VCL NAL
+    unit when it is an IRAP access unit that carries no mastering display message yet;
+    other packets unchanged. As x265 does with ``repeat-headers``, every IRAP picture
+    repeats it, so a stream cut at any keyframe keeps its metadata."""
+    nals = split_nal_units(data, fmt)
+    vcl = [nal_unit_type(n, HEVC) for n in nals if nal_unit_type(n, HEVC) < 32]
+    if not vcl or vcl[0] not in _HEVC_IRAP:
+        return data
+    for nal in nals:
+        if nal_unit_type(nal, HEVC) == HEVC_NAL_PREFIX_SEI and any(
+                t == MASTERING_DISPLAY_COLOUR_VOLUME for t, _ in parse_sei_nal(nal, HEVC)):
+            return data
+    return join_nal_units(insert_sei(nals, sei_nal, HEVC), fmt)
+
+
+def hdr10_sei_filter(metadata: HDR10Metadata) -> Callable[[av.Packet], av.Packet]:
+    """A packet filter for an HEVC encoder's output (``Hdr10Writer(packet_filter=...)``):
+    IRAP packets get :func:`hdr10_sei_nal` (:func:`add_hdr10_sei`), the rest pass as they
+    are. The framing is read from each packet (encoders hand out Annex B; the muxer
+    rewrites it for MP4/Matroska)."""
+    sei_nal = hdr10_sei_nal(metadata)
+
+    def apply(pkt: av.Packet) -> av.Packet:
+        data = bytes(pkt)
+        if not data:
+            return pkt
+        new_data = add_hdr10_sei(data, sei_nal, detect_nal_format(None, HEVC, data))
+        if new_data == data:
+            return pkt
+        new = repacket(pkt, new_data)
+        new.stream = pkt.stream  # the encoder's stream, which the muxer maps to its output stream
+        return new
+
+    return apply
+
+
+def repacket(pkt: av.Packet, data: bytes) -> av.Packet:
+    """A new packet holding ``data`` with ``pkt``'s timing, flags and side data."""
+    new = av.Packet(data)
+    new.pts, new.dts, new.duration = pkt.pts, pkt.dts, pkt.duration
+    new.time_base = pkt.time_base
+    new.is_keyframe = pkt.is_keyframe
+    for flag in ("is_discard", "is_disposable", "is_corrupt"):
+        try:
+            setattr(new, flag, getattr(pkt, flag))
+        except AttributeError:  # read-only in this PyAV
+            pass
+    for sd in pkt.iter_sidedata():
+        new.set_sidedata(sd)
+    return new
+
+
 # --------------------------------------------------------------------------- access units
 
 
@@ -700,18 +796,7 @@ def remux_with_sei(src: str | os.PathLike, dst: str | os.PathLike,
                         with_payload += 1
                         payload_bytes += len(payload)
                     added += len(new_data) - len(data)
-                    new = av.Packet(new_data)
-                    new.pts, new.dts, new.duration = pkt.pts, pkt.dts, pkt.duration
-                    new.time_base = pkt.time_base
-                    new.is_keyframe = pkt.is_keyframe
-                    for flag in ("is_discard", "is_disposable", "is_corrupt"):
-                        try:
-                            setattr(new, flag, getattr(pkt, flag))
-                        except AttributeError:  # read-only in this PyAV
-                            pass
-                    for sd in pkt.iter_sidedata():
-                        new.set_sidedata(sd)
-                    pkt = new
+                    pkt = repacket(pkt, new_data)
                 pkt.stream = o
                 out.mux(pkt)
     return RemuxReport(codec, fmt or ANNEXB, frames, with_payload, payload_bytes, added)
@@ -782,5 +867,6 @@ __all__ = [
     "split_length_prefixed", "split_nal_units", "join_nal_units", "framed_size",
     "insert_sei", "strip_user_data", "add_sei_to_packet", "user_data_from_packet",
     "remux_with_sei", "iter_sei_samples", "carries_sei", "presentation_indexes", "add_sei_to_nals", "read_sei", "read_sei_decoded", "sei_overhead",
-    "fps_index",
+    "fps_index", "MASTERING_DISPLAY_COLOUR_VOLUME", "CONTENT_LIGHT_LEVEL_INFO", "hdr10_sei_messages",
+    "hdr10_sei_nal", "add_hdr10_sei", "hdr10_sei_filter", "repacket",
 ]

@@ -9,7 +9,20 @@ summary without stopping the others.
 
 HDR10 static metadata: the master's mastering display and MaxCLL/MaxFALL from the track
 header; when the header has none (blind mode, or an old track), MaxCLL/MaxFALL are
-computed over the reconstruction in a first pass (CTA-861.3), never guessed.
+computed over the reconstruction in a first pass (CTA-861.3), never guessed. libx265
+writes them as SEI itself; for hevc_nvenc the same two SEI messages are inserted into
+every IRAP packet (:func:`itmfilter.track.sei.hdr10_sei_filter`).
+
+Where a frame goes (``TranscodeJob.path``): on CUDA (``auto``) the player's per-frame path,
+:func:`itmfilter.render.frame.hdr10_planes` (the fused Triton kernel for the full network):
+the decoded 8/10-bit planes go up to the device once, the 10-bit HDR10 planes come back
+once, straight into the encoder, with no float frame on the host. On a CPU (``auto``) the
+reference path as before: :func:`itmfilter.model.inference.predict_pq` over the float
+frame, then the writer's exact float64 conversion (the bytes of earlier releases; the
+per-frame path differs from it by up to one code). ``--video-codec auto`` picks hevc_nvenc
+when the device is CUDA and PyAV can open it, else libx265 (with a note when CUDA was
+there); ``--hwaccel cuda`` asks FFmpeg for NVDEC decoding, with a note and the CPU decoder
+when it is unavailable.
 """
 
 from __future__ import annotations
@@ -26,7 +39,14 @@ from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
 from itmfilter.colour.transfer import eotf_st2084
 from itmfilter.errors import ItmError
 from itmfilter.limits import check_picture_size
-from itmfilter.media.video import Hdr10Writer, probe_video, read_sdr_frames
+from itmfilter.media.frames import HWACCELS
+from itmfilter.media.video import (
+    Hdr10Writer,
+    probe_video,
+    read_sdr_frames,
+    read_sdr_video_frames,
+    resolve_hevc_encoder,
+)
 from itmfilter.model.inference import predict_pq
 from itmfilter.model.net import resolve_device
 from itmfilter.track.provider import FrameNetworks
@@ -44,6 +64,9 @@ class TranscodeJob:
     position: int = 0  # tqdm bar line, for parallel bars
     start: int = 0  # a part of a long file: frames start .. end - 1 only, no audio (joined later)
     end: int | None = None
+    video_codec: str = "auto"  # HEVC_ENCODERS: hevc_nvenc on CUDA where it opens, else libx265
+    hwaccel: str = "none"  # HWACCELS: NVDEC decoding where it opens
+    path: str = "auto"  # FRAME_PATHS: how a frame is reconstructed (module docstring)
 
     @property
     def is_part(self) -> bool:
@@ -69,12 +92,94 @@ class TranscodeResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+FRAME_PATHS = ("auto", "reference", "triton", "torch", "exact")
+"""``TranscodeJob.path``: ``auto`` (``frame`` on CUDA, ``reference`` on a CPU); ``reference``
+(:func:`itmfilter.model.inference.predict_pq`, then the writer's float64 conversion); or a
+path of :func:`itmfilter.render.frame.hdr10_planes` (the per-frame filter, planes to planes;
+``triton`` runs on a CPU under ``TRITON_INTERPRET=1``)."""
+
+
+def frame_path(path: str, device) -> str:
+    """The path ``path`` (:data:`FRAME_PATHS`) resolves to on ``device``: ``reference`` or a
+    :func:`itmfilter.render.frame.hdr10_planes` path (``auto`` there picks triton on CUDA)."""
+    if path not in FRAME_PATHS:
+        raise ItmError(None, f"unknown frame path {path!r}", f"use one of {', '.join(FRAME_PATHS)}")
+    if path == "auto":
+        return "frame" if device.type == "cuda" else "reference"
+    return path
+
+
 def _reconstructed(source: Path, nets: FrameNetworks, device, precision, start: int = 0, end: int | None = None):
 
     for index, sdr in read_sdr_frames(source, start=start):
         if end is not None and index >= end:
             break
         yield index, predict_pq(nets(index), sdr, device=device, precision=precision).clamp(0, 1).cpu().numpy()
+
+
+def filtered_planes(source: Path, nets: FrameNetworks, device, precision, path: str, hwaccel: str,
+                     notes: list[str], start: int = 0, end: int | None = None):
+    """``(index, [Y, Cb, Cr])``: the HDR10 10-bit planes (numpy uint16) of each frame of
+    ``source`` from presentation index ``start`` to ``end`` (excluded), each through
+    ``nets(index)`` by the player's per-frame path,
+    :func:`itmfilter.render.frame.hdr10_planes` at the ``full`` rung (``path``: one of its
+    paths, or ``frame`` for its ``auto``). ``hwaccel``: see
+    :func:`itmfilter.media.video.read_sdr_video_frames`; its fallback note is appended to
+    ``notes``."""
+    from itmfilter.render.frame import hdr10_planes
+
+    frames, note = read_sdr_video_frames(source, start=start, hwaccel=hwaccel)
+    if note:
+        notes.append(note)
+    for index, frame in frames:
+        if end is not None and index >= end:
+            break
+        yield index, hdr10_planes(frame, nets(index), "full", device, precision,
+                                  path="auto" if path == "frame" else path)
+
+
+def hevc_encoder_for(video_codec: str, device) -> tuple[str, str | None]:
+    """``(codec, note)`` of :func:`itmfilter.media.video.resolve_hevc_encoder`, except that
+    ``auto`` without CUDA is libx265 without probing NVENC (nothing to say on a CPU)."""
+    if video_codec == "auto" and device.type != "cuda":
+        return "libx265", None
+    return resolve_hevc_encoder(video_codec)
+
+
+def write_hdr10_video(source: Path, output, nets: FrameNetworks, info, metadata: HDR10Metadata, *, device,
+                      precision: str = "auto", path: str = "reference", codec: str = "libx265",
+                      hwaccel: str = "none", crf: int = 16, preset: str = "medium", start: int = 0,
+                      end: int | None = None, copy_from=None, notes: list[str] | None = None,
+                      progress=None) -> int:
+    """The main pass of a transcode: frames ``start`` .. ``end - 1`` of ``source``, each through
+    ``nets(index)`` (``path``: ``reference`` or a path of :func:`filtered_planes`), into an
+    HEVC HDR10 ``output`` by ``codec`` with ``metadata`` (libx265 writes it as SEI; for
+    hevc_nvenc it is inserted, :func:`itmfilter.track.sei.hdr10_sei_filter`), audio and
+    subtitles copied from ``copy_from``. ``info``: the source's
+    :class:`itmfilter.media.video.VideoInfo`. Returns the frames written; ``progress`` is
+    called with 1 after each."""
+    notes = notes if notes is not None else []
+    packet_filter = None
+    if codec == "hevc_nvenc":
+        from itmfilter.track.sei import hdr10_sei_filter
+
+        packet_filter = hdr10_sei_filter(metadata)
+    frames = 0
+    with Hdr10Writer(output, info.width, info.height, info.fps, codec=codec, crf=crf, preset=preset,
+                     metadata=metadata, copy_from=copy_from, packet_filter=packet_filter) as writer:
+        if path == "reference":
+            for _, pq in _reconstructed(source, nets, device, precision, start, end):
+                writer.write(pq)
+                frames += 1
+                if progress is not None:
+                    progress(1)
+        else:
+            for _, planes in filtered_planes(source, nets, device, precision, path, hwaccel, notes, start, end):
+                writer.write_planes(planes)
+                frames += 1
+                if progress is not None:
+                    progress(1)
+    return frames
 
 
 def transcode_one(job: TranscodeJob) -> TranscodeResult:
@@ -96,6 +201,12 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
         if nets.track is None:
             result.notes.append(f"{source}: no weight track; blind mode (initialisation alone)")
         device = resolve_device(job.device)
+        path = frame_path(job.path, device)
+        if job.hwaccel not in HWACCELS:
+            raise ItmError(None, f"unknown --hwaccel {job.hwaccel!r}", f"use one of {', '.join(HWACCELS)}")
+        codec, codec_note = hevc_encoder_for(job.video_codec, device)
+        if codec_note and not exr:
+            result.notes.append(f"{source}: {codec_note}")
         header_hdr10 = nets.track.header.hdr10_metadata() if nets.track is not None else None
         total = info.frame_count or None
         if job.is_part and (header_hdr10 is None or not header_hdr10.max_cll):
@@ -120,12 +231,10 @@ def transcode_one(job: TranscodeJob) -> TranscodeResult:
                 result.frames += 1
                 bar.update(1)
         else:
-            with Hdr10Writer(output, info.width, info.height, info.fps, crf=job.crf, preset=job.preset,
-                             metadata=header_hdr10, copy_from=None if job.is_part else source) as writer:
-                for _, pq in _reconstructed(source, nets, device, job.precision, job.start, job.end):
-                    writer.write(pq)
-                    result.frames += 1
-                    bar.update(1)
+            result.frames = write_hdr10_video(
+                source, output, nets, info, header_hdr10, device=device, precision=job.precision, path=path,
+                codec=codec, hwaccel=job.hwaccel, crf=job.crf, preset=job.preset, start=job.start, end=job.end,
+                copy_from=None if job.is_part else source, notes=result.notes, progress=bar.update)
         bar.close()
         result.damaged_frames = nets.damaged
         if nets.track is not None:
