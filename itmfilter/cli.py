@@ -108,6 +108,9 @@ def encode(
     adapt_batch: Annotated[
         int, typer.Option(help="Video: full adaptations (keys; every frame with --strategy frame) run this many at once as a batch of networks (e.g. 16 on a GPU; the same weights up to rounding).")
     ] = 1,
+    model: Annotated[
+        str, typer.Option(help="Video: mlp (per-frame MLP weight sets, default) or grid (one grid model per shot placed by the pan; format 1.4, docs/grid-video.md).")
+    ] = "mlp",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     engine: EngineOpt = "local",
@@ -138,7 +141,7 @@ def encode(
                 tm=tm, codec=codec, crf=crf, preset=preset, sidecar="auto" if sidecar == "embed" else sidecar,
                 strategy=strategy, first_steps=steps or VideoEncodeOptions.first_steps, refresh_ratio=refresh, key_seconds=key_seconds,
                 max_kbps=max_kbps or None, buffer_seconds=buffer_seconds, motion=motion, assume_hdr=assume_hdr, fps=fps, seed=seed,
-                adapt_batch=adapt_batch,
+                adapt_batch=adapt_batch, model=model,
             ),
             init_path=init,
             device=device,

@@ -172,6 +172,9 @@ class SegmentJob:
     init_path: str | None = None
     device: str = "auto"
     adapt_batch: int = 1  # frames adapted fully at once (adapt_batch): keys of many segments, frames of "frame"
+    model: str = "mlp"  # "grid": one grid model per segment (KEY coding 4, format 1.4; encode/gridkeys.py)
+    grid_steps: int = 600  # the grid fit's Adam steps (then 2/3 as many fine-tuning the MLP on the quantised grid)
+    grid_fit_frames: int = 6  # frames of a segment pooled into its grid fit
 
     @property
     def key_interval(self) -> int:
@@ -296,6 +299,10 @@ def encode_segment(job: SegmentJob, segment: Segment,
     it (closed loop) and codes a delta; with ``motion`` the held set follows the camera's
     pan first.
     """
+    if job.model == "grid":
+        packets = encode_grid_segment(job, segment, progress)
+        if packets is not None:
+            return packets
     init = _init(job.init_path)
     device = resolve_device(job.device)
     torch.manual_seed(job.first.seed + segment.start)  # adapt() seeds its own draws; this covers the rest
@@ -362,6 +369,86 @@ def encode_segment(job: SegmentJob, segment: Segment,
         raise ItmError(job.master, f"frames {segment.start}-{segment.end - 1}: decoded {len(packets)} of "
                        f"{segment.frames} (master and SDR must have the same frames)",
                        "check that the files are complete and readable from every worker")
+    return packets
+
+
+def encode_grid_segment(job: SegmentJob, segment: Segment,
+                        progress: Callable[[int], None] | None = None) -> dict[int, bytes] | None:
+    """The packets of one segment as a grid key (KEY coding 4) and its placements
+    (:mod:`itmfilter.encode.gridkeys`): the KEY carries the model and the first frame's
+    placement, every later frame a shift-only DELTA coding 3 (the binary16 step that brings
+    the decoder's placement nearest the measured pan: closed loop, no drift) or a REPEAT when
+    that step rounds to zero or motion is off. ``None`` when no grid config fits the KEY's
+    budget (the caller then codes the segment with MLP keys)."""
+    from itmfilter.colour.transfer import eotf_st2084
+    from itmfilter.encode.gridkeys import fit_frames_of, fit_segment_grid, ladder_from
+    from itmfilter.model.grid import GridFitOptions, PlacedGrid
+    from itmfilter.track.codec import (
+        GRID_KEY_CODING,
+        HALF_MOTION_DELTA_CODING,
+        carried_shift,
+        encode_grid_key,
+        encode_motion_payload,
+    )
+    from itmfilter.track.format import Packet
+
+    budget = segment_budget(job, segment)
+    budget.next_frame()
+    extra = segment_header_bytes(job, segment)
+    key_max = budget.key_budget(segment.start, extra)
+    if key_max is not None and key_max <= 0:
+        return None
+    height, width = job.header.height, job.header.width
+    use_motion = job.motion and job.strategy == "warm"
+    picks = fit_frames_of(segment.frames, job.grid_fit_frames)
+    estimate_motion = MotionEstimator()
+    offsets, picked, pos = [], [], np.zeros(2)
+    for k, (index, sdr, target) in enumerate(_frame_pairs(job, segment)):
+        pan = estimate_motion(sdr) if use_motion else None
+        if pan is not None and k > 0:
+            pos = pos + np.asarray(pixels_to_shift(pan, width, height), dtype=np.float64)
+        offsets.append(pos.copy())
+        if k in picks:
+            picked.append((sdr, np.asarray(eotf_st2084(target), dtype=np.float32)))
+    if len(offsets) != segment.frames:
+        raise ItmError(job.master, f"frames {segment.start}-{segment.end - 1}: decoded {len(offsets)} of "
+                       f"{segment.frames} (master and SDR must have the same frames)",
+                       "check that the files are complete and readable from every worker")
+    offsets = np.asarray(offsets)
+    steps = job.grid_steps
+    options = GridFitOptions(steps=steps, finetune_steps=2 * steps // 3, seed=job.first.seed)
+    payload = placed = None
+    for tries, (_, config) in enumerate(ladder_from(key_max, offsets)):
+        if tries == 3:  # each fit costs seconds; three misses mean the estimate is off for this content
+            break
+        fit, centre, half = fit_segment_grid(picked, offsets, picks, config, options)
+        origin = tuple(float(np.float32(v)) for v in offsets[0] - centre)
+        candidate = encode_grid_key(fit.data, origin, tuple(float(v) for v in half))
+        if key_max is None or len(candidate) <= key_max:
+            payload, placed = candidate, PlacedGrid(fit.model, origin, tuple(float(v) for v in half))
+            break
+    if payload is None:
+        return None
+    packets = {segment.start: encode_packet(Packet(segment.start, "key", segment.shot, payload, GRID_KEY_CODING),
+                                            compact=job.compact)}
+    budget.key_sent(segment.start, len(packets[segment.start]), extra)
+    if progress is not None:
+        progress(1)
+    for k in range(1, segment.frames):
+        index = segment.start + k
+        budget.next_frame()
+        target = offsets[k] - centre
+        step = carried_shift((target[0] - placed.origin[0], target[1] - placed.origin[1]), HALF_MOTION_DELTA_CODING)
+        if use_motion and any(v != 0 for v in step):
+            packet = Packet(index, "delta", segment.shot, encode_motion_payload(step, None, HALF_MOTION_DELTA_CODING),
+                            HALF_MOTION_DELTA_CODING)
+            placed = placed.moved(step)
+        else:
+            packet = Packet(index, "repeat", segment.shot, b"")
+        packets[index] = encode_packet(packet, compact=job.compact)
+        budget.record(index, len(packets[index]))
+        if progress is not None:
+            progress(1)
     return packets
 
 

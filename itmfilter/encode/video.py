@@ -98,6 +98,7 @@ from itmfilter.track.carriage import (
     stream_binding,
 )
 from itmfilter.track.codec import (
+    GRID_MINOR,
     HALF_MOTION_SHIFT_BYTES,
     TrackEncoder,
     carries_update,
@@ -119,6 +120,9 @@ from itmfilter.track.format import (
 from itmfilter.track.sei import remux_with_sei
 
 STRATEGIES = ("warm", "frame")
+MODELS = ("mlp", "grid")
+"""``--model``: ``mlp`` (per-frame MLP weight sets, format 1.3) or ``grid`` (one grid model
+per segment placed by the pan, format 1.4; an MLP key where no grid config fits the budget)."""
 
 
 WARM_PARAMS = {"all": None, "coord": ("coord.",), "coord+head": ("coord.", "fusion.6.")}
@@ -154,8 +158,16 @@ class VideoEncodeOptions:
     fps: float = 24.0  # frame rate of an EXR-sequence master (video files carry their own)
     seed: int = 0
     adapt_batch: int = 1  # full adaptations run this many at once (keys of the next segments; every frame of "frame")
+    model: str = "mlp"  # "grid": one grid model per segment (format 1.4, KEY coding 4; encode/gridkeys.py)
+    grid_steps: int = 600  # --model grid: the fit's Adam steps (docs/grid-video.md measured 600)
 
     def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ItmError(None, f"unknown --model {self.model!r}", f"use one of {', '.join(MODELS)}")
+        if self.model == "grid" and self.strategy != "warm":
+            raise ItmError(None, "--model grid codes one model per shot", "leave --strategy at warm")
+        if isinstance(self.grid_steps, bool) or not isinstance(self.grid_steps, int) or not 1 <= self.grid_steps <= 100000:
+            raise ItmError(None, f"grid_steps must be a whole number in 1..100000, got {self.grid_steps!r}")
         if self.strategy not in STRATEGIES:
             raise ItmError(None, f"unknown --strategy {self.strategy!r}", f"use one of {', '.join(STRATEGIES)}")
         if self.max_kbps is not None and not self.max_kbps >= 0:
@@ -337,6 +349,9 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         binding=binding,
         encoder={"tool": "itmfilter", "strategy": options.strategy, "init": provenance.get("kind", "shipped")},
     )
+    if options.model == "grid":  # a track with grid keys declares 1.4; an MLP track stays 1.3, byte for byte
+        header = dataclasses.replace(header, version=(header.version[0], GRID_MINOR),
+                                     encoder={**header.encoder, "model": "grid"})
     key_interval = max(1, round(options.key_seconds * float(fps)))
     # half_shift: motion travels as two binary16 (DELTA coding 3, format 1.3): 4 bytes a frame, not 8
     kwargs = {"key_interval": key_interval, "key_dtype": options.key_dtype, "half_shift": True}
@@ -414,7 +429,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         motion=motion, max_kbps=options.max_kbps, header_bytes=header_bytes, rate=rate,
         key_headers=key_headers, other_key_header=other,
         assume_hdr=options.assume_hdr, init_path=os.fspath(init_path) if init_path else None, device=device,
-        adapt_batch=options.adapt_batch,
+        adapt_batch=options.adapt_batch, model=options.model, grid_steps=options.grid_steps,
     )
     store = SegmentStore(work)
     desc = f"adapting ({options.strategy})"

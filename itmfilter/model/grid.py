@@ -197,6 +197,41 @@ def predict_nits(model: GridModel, sdr: np.ndarray) -> np.ndarray:
     return np.asarray(eotf_st2084(predict_pq(model, sdr)), dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class PlacedGrid:
+    """A grid model placed on one video frame (``sidecar/SPEC.md`` section 4.5): the pixel
+    centres ``p`` of :func:`itmfilter.model.net.pixel_grid` read the grid at
+    ``(p + origin) / half`` per axis (binary64, rounded to binary32 once). ``origin`` is the
+    scene position of the frame (its accumulated motion minus the grid's centre), ``half``
+    the grid's half-size in picture units (>= 1: the grid covers the whole pan)."""
+
+    model: GridModel
+    origin: tuple[float, float]
+    half: tuple[float, float]
+
+    def xy(self, height: int, width: int) -> np.ndarray:
+        """``(H, W, 2)`` float32 grid coordinates of the frame's pixels."""
+        base = pixel_grid(height, width).numpy().astype(np.float64)
+        o, h = np.asarray(self.origin, np.float64), np.asarray(self.half, np.float64)
+        return ((base + o) / h).astype(np.float32)
+
+    def predict_pq(self, sdr: np.ndarray) -> np.ndarray:
+        """SDR ``(H, W, 3)`` -> PQ ``(H, W, 3)`` float32, as :func:`predict_pq` at this placement."""
+        h, w = sdr.shape[:2]
+        return predict_pq(self.model, sdr, xy=self.xy(h, w))
+
+    def moved(self, shift: tuple[float, float]) -> "PlacedGrid":
+        """The placement of the next frame when the camera moved by ``shift`` (pixel-grid units)."""
+        return PlacedGrid(self.model, (float(self.origin[0]) + float(shift[0]), float(self.origin[1]) + float(shift[1])),
+                          self.half)
+
+    def finite(self) -> bool:
+        """True when every coefficient and the placement are finite."""
+        arrays = [self.model.mmr, self.model.grid, *self.model.mlp]
+        return bool(all(np.isfinite(a).all() for a in arrays) and np.isfinite([*self.origin, *self.half]).all()
+                    and min(self.half) > 0)
+
+
 # --- bytes ------------------------------------------------------------------------------------
 
 

@@ -51,6 +51,7 @@ from itmfilter.colour.transfer import SDR_WHITE_NITS_BT2408
 from itmfilter.errors import ItmError
 from itmfilter.media.atomic import atomic_output
 from itmfilter.media.frames import frame_rate
+from itmfilter.model.grid import PlacedGrid
 from itmfilter.model.net import resolve_device
 from itmfilter.player.producer import PlayStats, Session, open_decoder
 from itmfilter.render import fastpath
@@ -363,7 +364,9 @@ def _hdr_session(path: Path, provider: WeightsProvider, device, precision: str, 
     """The filter's start-up choices (gain mode, rung), made on the first frame, and the
     session that plays with them."""
     net0, _ = provider(0)
-    if gain != "auto":
+    if isinstance(net0, PlacedGrid):  # a grid shot opens the file: no gain mode to choose
+        gain = "rgb" if gain == "auto" else gain
+    if gain != "auto" and not isinstance(net0, PlacedGrid):
         if gain not in GAIN_MODES:
             raise ItmError(None, f"unknown gain mode {gain!r}", f"use auto or one of {', '.join(GAIN_MODES)}")
         try:

@@ -22,6 +22,7 @@ from itmfilter.colour.ycbcr import (
     ycbcr_to_rgb,
 )
 from itmfilter.media.frames import Planes, code_planes, is_planar_yuv
+from itmfilter.model.grid import PlacedGrid
 from itmfilter.model.net import pixel_grid
 from itmfilter.render import fastpath
 from itmfilter.render.ladder import (
@@ -120,6 +121,12 @@ def hdr10_planes(frame, net, rung: str, device, precision: str = "auto", *,
     ``full`` carries the network to full resolution (:func:`itmfilter.render.ladder.gain_mode`).
     """
     device = torch.device(device)
+    if isinstance(net, PlacedGrid):
+        # a grid shot's frame (format 1.4): the exact path at full resolution, whatever the rung
+        out = pq_to_yuv420p10(net.predict_pq(sdr_frame_to_rgb(frame).astype(np.float32)))
+        if tensors:
+            return [torch.from_numpy(np.ascontiguousarray(p).view(np.int16)) for p in out]
+        return list(out)
     planes = code_planes(frame)
     if planes is not None and planes.subsampling != "420":
         planes = None
@@ -186,8 +193,8 @@ def choose_gain_mode(net, frame, rung: str = "eighth", device="cpu", samples: in
     random pixels; the smaller mean PQ error wins. A global tone curve is carried almost
     exactly by ``prior`` (its polynomial is per pixel); a spatially varying grade is often
     better by ``rgb`` (a local exposure is a gain). Networks without an ``mmr3`` prior: ``rgb``."""
-    if net.config.prior != "mmr3":
-        return "rgb"
+    if isinstance(net, PlacedGrid) or net.config.prior != "mmr3":
+        return "rgb"  # a grid frame ignores the gain mode (hdr10_planes: exact path)
     sdr = sdr_frame_to_rgb(frame)
     h, w, _ = sdr.shape
     gen = torch.Generator().manual_seed(0)
@@ -214,6 +221,8 @@ def auto_rung(net, frame, fps: float, device, precision, gain: str = "auto") -> 
     other load while timing must not push the choice down the ladder (sustained load is
     :class:`~itmfilter.render.ladder.RungController`'s job). The first call of each rung is
     untimed: it also warms the filter up (JIT cache, allocations)."""
+    if isinstance(net, PlacedGrid):
+        return "full", {}  # a grid frame has one path (hdr10_planes): no ladder
     names = list(reversed(LADDER))
     timings = time_rungs(lambda rung: hdr10_frame(frame, net, rung, device, precision, gain=gain),
                          names, repeats=3, give_up_s=2.0 / fps, statistic=min)

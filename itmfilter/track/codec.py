@@ -26,6 +26,11 @@
 * DELTA coding 3 (motion-compensated, half-precision shift; since 1.3): as coding 2, but the
   shift is two binary16 values (4 bytes instead of 8), widened exactly to binary32. At 640
   pixels a shift of 3 px (0.01) is kept to 0.002 px. The video encoder sends this.
+* KEY coding 4 (``grid``, since 1.4): not an MLP set but a grid model placed in the scene
+  (:class:`itmfilter.model.grid.PlacedGrid`): four binary32 ``origin_x, origin_y, half_x,
+  half_y``, then the grid model's bytes (``sidecar/SPEC.md`` section 11.2). Until the next
+  KEY, a DELTA coding 2 or 3 without residual moves the placement (``origin += (dx, dy)``)
+  and a REPEAT keeps it; any other packet in a grid shot is damaged.
 * REPEAT: empty payload; the previous set again. Sent when every ``q`` of a delta is 0.
 
 Decoder arithmetic is IEEE binary32, multiply then add (no fused multiply-add):
@@ -60,8 +65,12 @@ from .format import (
     tensor_sizes,
 )
 
-KEY_CODINGS = {"fp16": 1, "int8": 2, "init": 3}
+KEY_CODINGS = {"fp16": 1, "int8": 2, "init": 3, "grid": 4}
 INIT_KEY_CODING = KEY_CODINGS["init"]
+GRID_KEY_CODING = KEY_CODINGS["grid"]
+_GRID_PLACEMENT = struct.Struct("<ffff")  # origin x, y; half-size x, y (binary32)
+GRID_MINOR = 4
+"""The format minor version a track with grid keys declares (a track without them keeps 3)."""
 DEFAULT_KEY_STEP = 1 / 64
 """Relative step of an ``init`` key: ``step_t = key_step * max(rms(init_t), rms_floor)``.
 Measured on a 320x180 clip (200-step adaptation): 3.3 KB at 53.60 dB PQ-PSNR, where an int8
@@ -200,6 +209,8 @@ def decode_key_payload(coding: int, payload: bytes, sizes: list[int], wide=None,
     ``init``: the flat parameters of the track's initialisation (:func:`init_reference`),
     needed by coding 3; :class:`InitUnavailable` without it."""
     n, t = sum(sizes), len(sizes)
+    if coding == GRID_KEY_CODING:
+        raise TrackFormatError("a grid key codes a grid model, not a weight set (decode_grid_key)")
     if coding == INIT_KEY_CODING:
         if init is None:
             raise InitUnavailable("key is predicted from an initialisation this decoder does not hold")
@@ -236,6 +247,57 @@ def decode_key_payload(coding: int, payload: bytes, sizes: list[int], wide=None,
                 cpos += size
         return np.concatenate(out).astype(np.float32)
     raise TrackFormatError(f"unknown key coding {coding}", "upgrade itmfilter to read it")
+
+
+def encode_grid_key(model_bytes: bytes, origin: tuple[float, float], half: tuple[float, float]) -> bytes:
+    """KEY coding 4's payload: the placement (binary32) then the grid model's bytes."""
+    return _GRID_PLACEMENT.pack(float(origin[0]), float(origin[1]), float(half[0]), float(half[1])) + bytes(model_bytes)
+
+
+def decode_grid_key(payload: bytes):
+    """KEY coding 4 -> :class:`itmfilter.model.grid.PlacedGrid`; :class:`TrackFormatError` if
+    malformed (a bad grid model, a non-finite placement, a half-size <= 0)."""
+    from itmfilter.model.grid import GridFormatError, PlacedGrid, unpack_grid_model
+
+    if len(payload) < _GRID_PLACEMENT.size:
+        raise TrackFormatError("grid key is shorter than its placement")
+    ox, oy, hx, hy = (float(v) for v in _GRID_PLACEMENT.unpack_from(payload))
+    try:
+        model = unpack_grid_model(payload[_GRID_PLACEMENT.size:])
+    except GridFormatError as exc:
+        raise TrackFormatError(f"grid key: {exc}") from None
+    placed = PlacedGrid(model, (ox, oy), (hx, hy))
+    if not placed.finite():
+        raise TrackFormatError("grid key has a non-finite coefficient or placement, or a half-size <= 0")
+    return placed
+
+
+def grid_step(packet: Packet, placed):
+    """The placement after ``packet`` in a grid shot: a REPEAT keeps it, a shift-only DELTA
+    coding 2/3 moves it; anything else raises :class:`TrackFormatError`."""
+    if packet.kind == "repeat":
+        if packet.payload:
+            raise TrackFormatError(f"repeat packet for frame {packet.frame} carries a payload")
+        return placed
+    form = _SHIFT_FORMS.get(packet.coding) if packet.kind == "delta" else None
+    if form is None or len(packet.payload) != form.size:
+        raise TrackFormatError(f"{packet.kind} coding {packet.coding} for frame {packet.frame} cannot follow a grid key")
+    shift = tuple(float(np.float32(v)) for v in form.unpack_from(packet.payload))
+    if not all(np.isfinite(shift)):
+        raise TrackFormatError(f"motion delta for frame {packet.frame} has a non-finite shift")
+    return placed.moved(shift)
+
+
+def _is_grid(params) -> bool:
+    return not isinstance(params, np.ndarray)
+
+
+def _finite(params) -> bool:
+    return params.finite() if _is_grid(params) else bool(np.isfinite(params).all())
+
+
+def _copy(params):
+    return params if _is_grid(params) else params.copy()
 
 
 class InitUnavailable(TrackFormatError):
@@ -773,6 +835,12 @@ class TrackDecoder:
         return bool(self.header.init) and self._init is None
 
     def _key_params(self, packet: Packet) -> np.ndarray | None:
+        if packet.coding == GRID_KEY_CODING:
+            try:
+                return decode_grid_key(packet.payload)
+            except TrackFormatError as exc:
+                self.problems[packet.frame] = str(exc)
+                return None
         try:
             params = decode_key_payload(packet.coding, packet.payload, self._sizes, self._wide, self._init)
         except InitUnavailable:
@@ -822,8 +890,11 @@ class TrackDecoder:
             if params is not None:
                 return _State(frame, params, p.shot, True, "concealed")
         try:
-            params = decode_payload(p, state.params, self._sizes, self._wide, self.header.config, self._init)
-            if not np.isfinite(params).all():
+            if _is_grid(state.params):
+                params = grid_step(p, state.params)
+            else:
+                params = decode_payload(p, state.params, self._sizes, self._wide, self.header.config, self._init)
+            if not _finite(params):
                 raise TrackFormatError(f"{p.kind} for frame {frame} decodes to NaN or infinite weights")
         except TrackFormatError as exc:
             self.problems[frame] = str(exc)
@@ -847,7 +918,7 @@ class TrackDecoder:
         """
         vec, status = self.params_at(frame, packets_by_frame)
         p = self._parse(frame, packets_by_frame)
-        if status != "ok" or not isinstance(p, Packet) or p.kind != "repeat":
+        if status != "ok" or not isinstance(p, Packet) or p.kind != "repeat" or _is_grid(vec):
             return vec, status
         first, last = self._span(packets_by_frame)
         a = frame - 1
@@ -868,7 +939,7 @@ class TrackDecoder:
                 if self._ahead is None:
                     self._ahead = TrackDecoder(self.header)
                 target, target_status = self._ahead.params_at(b, packets_by_frame)
-                if target_status != "ok":
+                if target_status != "ok" or _is_grid(target):
                     return vec, status
                 t = np.float32((frame - a) / (b - a))
                 with np.errstate(over="ignore", invalid="ignore"):
@@ -903,7 +974,7 @@ class TrackDecoder:
         first, last = self._span(packets)
         cache = self._cache
         if cache is not None and cache.frame == frame:
-            return cache.params.copy(), cache.status
+            return _copy(cache.params), cache.status
 
         state: _State | None = None
         for s in range(frame, first - 1, -1):
@@ -936,13 +1007,18 @@ class TrackDecoder:
         for f in range(state.frame + 1, frame + 1):
             state = self._step(state, f, packets, last)
         self._cache = state
-        return state.params.copy(), state.status
+        return _copy(state.params), state.status
 
 
 __all__ = [
     "DEFAULT_DELTA_STEP",
     "DEFAULT_KEY_STEP",
     "INIT_KEY_CODING",
+    "GRID_KEY_CODING",
+    "GRID_MINOR",
+    "decode_grid_key",
+    "encode_grid_key",
+    "grid_step",
     "InitUnavailable",
     "MAX_KEY_COARSENING",
     "encode_init_key_payload",

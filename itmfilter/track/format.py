@@ -44,7 +44,9 @@ FORMAT_NAME = "itmfilter-track"
 VERSION_MAJOR = 1
 """Readers refuse any other major version: a major bump means old readers would misread."""
 VERSION_MINOR = 3
-"""Minor bumps only add optional header fields or new codings behind their own code."""
+"""Minor bumps only add optional header fields or new codings behind their own code. A track
+writes the minor of its header (:attr:`TrackHeader.version`): 3 by default, 4 for a track
+holding grid keys (KEY coding 4), so tracks without them stay byte-identical to 1.3."""
 
 HEADER_MAGIC = b"ITMT"
 COMPRESSED_HEADER_MAGIC = b"ITMZ"
@@ -269,7 +271,7 @@ class TrackHeader:
     def to_bytes(self) -> bytes:
         """``"ITMT"``, major, minor, 2 reserved, u32 JSON length, canonical UTF-8 JSON, CRC-32."""
         body = _canonical_json(self.to_json_dict())
-        head = HEADER_MAGIC + struct.pack("<BBHI", VERSION_MAJOR, VERSION_MINOR, 0, len(body)) + body
+        head = HEADER_MAGIC + struct.pack("<BBHI", VERSION_MAJOR, self.version[1], 0, len(body)) + body
         return head + struct.pack("<I", zlib.crc32(head))
 
     @property
@@ -285,7 +287,7 @@ class TrackHeader:
         for a 640x360 track's header)."""
         body = zstandard.ZstdCompressor(level=19, write_checksum=False, write_content_size=True).compress(
             _canonical_json(self.to_json_dict()))
-        head = COMPRESSED_HEADER_MAGIC + struct.pack("<BBHI", VERSION_MAJOR, VERSION_MINOR, 0, len(body)) + body
+        head = COMPRESSED_HEADER_MAGIC + struct.pack("<BBHI", VERSION_MAJOR, self.version[1], 0, len(body)) + body
         return head + struct.pack("<I", zlib.crc32(head))
 
     def reference(self) -> "HeaderRef":
@@ -543,7 +545,7 @@ def write_track_blob(header: TrackHeader, packets) -> bytes:
     """
     items = _packet_bytes(packets)
     hbytes = header.to_bytes()
-    head = _BLOB_HEAD.pack(BLOB_MAGIC, VERSION_MAJOR, VERSION_MINOR, 0, len(hbytes)) + hbytes
+    head = _BLOB_HEAD.pack(BLOB_MAGIC, VERSION_MAJOR, header.version[1], 0, len(hbytes)) + hbytes
     index_end = len(head) + 4 + _INDEX_ENTRY.size * len(items) + 4
     entries, offset = [], index_end
     for frame, kind, raw in items:
@@ -643,7 +645,7 @@ def track_to_json(header: TrackHeader, packets) -> dict[str, Any]:
     the header object plus one entry per frame with the packet bytes in base64."""
     return {
         "format": FORMAT_NAME,
-        "version": [VERSION_MAJOR, VERSION_MINOR],
+        "version": [VERSION_MAJOR, header.version[1]],
         "header": header.to_json_dict(),
         "packets": [
             {"frame": frame, "kind": _CODE_TO_KIND.get(kind, "unknown"), "data": base64.b64encode(raw).decode()}

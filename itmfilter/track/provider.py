@@ -1,6 +1,10 @@
 """Weights per frame: the network each presentation index is reconstructed with, from the
 file's weight track (one rebuild per distinct set) or, without a track or before a cut
-file's first key, blind."""
+file's first key, blind.
+
+A frame of a grid shot (KEY coding 4, format 1.4) gets a
+:class:`itmfilter.model.grid.PlacedGrid` instead of an :class:`ITMNet`: the shot's grid model
+at that frame's placement. Renderers evaluate it with its ``predict_pq`` (the exact path)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from itmfilter.model.grid import PlacedGrid
 from itmfilter.model.initial import load_init
 from itmfilter.model.net import ITMNet
 from itmfilter.track.carriage import load_track
@@ -22,7 +27,7 @@ class WeightsProvider(Protocol):
     one of :data:`itmfilter.track.codec.STATUSES` for frames whose metadata was concealed,
     damaged or missing."""
 
-    def __call__(self, frame_index: int) -> tuple[ITMNet, str]: ...
+    def __call__(self, frame_index: int) -> tuple[ITMNet | PlacedGrid, str]: ...
 
 
 def blind_provider() -> WeightsProvider:
@@ -91,6 +96,8 @@ class FrameNetworks:
         self.last_status = status
         if status != "ok":
             self.damaged += 1
+        if isinstance(vec, PlacedGrid):
+            return vec
         config = run.header.config
         if self._last_vec is None or config != self._last_config or not np.array_equal(vec, self._last_vec):
             net = ITMNet(config)

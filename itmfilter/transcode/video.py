@@ -33,6 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from itmfilter.colour.hdr10 import HDR10Metadata, LightLevelAccumulator
@@ -47,6 +48,7 @@ from itmfilter.media.video import (
     read_sdr_video_frames,
     resolve_hevc_encoder,
 )
+from itmfilter.model.grid import PlacedGrid
 from itmfilter.model.inference import predict_pq
 from itmfilter.model.net import resolve_device
 from itmfilter.track.provider import FrameNetworks
@@ -114,7 +116,11 @@ def _reconstructed(source: Path, nets: FrameNetworks, device, precision, start: 
     for index, sdr in read_sdr_frames(source, start=start):
         if end is not None and index >= end:
             break
-        yield index, predict_pq(nets(index), sdr, device=device, precision=precision).clamp(0, 1).cpu().numpy()
+        net = nets(index)
+        if isinstance(net, PlacedGrid):  # a grid shot's frame (format 1.4): its own float32 decoder
+            yield index, net.predict_pq(np.asarray(sdr, dtype=np.float32))
+            continue
+        yield index, predict_pq(net, sdr, device=device, precision=precision).clamp(0, 1).cpu().numpy()
 
 
 def filtered_planes(source: Path, nets: FrameNetworks, device, precision, path: str, hwaccel: str,

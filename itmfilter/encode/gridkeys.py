@@ -1,0 +1,109 @@
+"""Grid keys (``--model grid``, format 1.4): one grid model per segment, placed by the pan.
+
+A segment (a shot, or ``key_seconds`` of a longer one) gets one grid model
+(:mod:`itmfilter.model.grid`: MMR3 polynomial + a small MLP fed by a learned bilateral grid)
+in the segment's *scene* coordinates: frame ``t`` shows the scene displaced by the camera's
+accumulated translation ``o_t`` since the segment's first frame (the encoder's phase
+correlation, in pixel-grid units), so its pixel centres ``p`` sit at ``p + o_t`` in the scene.
+The union of the moved frames is mapped onto the grid's [-1, 1] square (``centre`` and
+``half``-size per axis), whose cells grow with that extent (the named config's cell size on
+one frame), and one model is fitted on pixels pooled from ``fit_frames`` frames spread over
+the segment (:func:`itmfilter.model.grid.fit_grid_model_pixels`). Measured on the 640x360
+benchmark clip with 2 s shots: +1.4 to +2.5 dB PU21-PSNR over the best gain-map track at
+equal rate (docs/grid-video.md).
+
+The config is the largest of :data:`GRID_LADDER` whose estimated bytes fit the KEY's budget
+(the segment's share of ``--max-kbps``, :meth:`itmfilter.encode.rate.RateBudget.key_budget`);
+when the fitted model comes out larger than the budget the next smaller one is fitted. This
+module holds the pure parts (geometry, estimates, the fit); the packets are made in
+:func:`itmfilter.encode.segments.encode_segment`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from itmfilter.model.grid import GRID_SIZES, GridConfig, GridFitOptions, fit_grid_model_pixels
+from itmfilter.model.net import MMR_TERMS, pixel_grid
+
+GRID_LADDER: tuple[tuple[str, GridConfig], ...] = (
+    ("M", GRID_SIZES["M"]),
+    ("S-24x12", replace(GRID_SIZES["S"], width=24, height=12)),
+    ("S", GRID_SIZES["S"]),
+    ("S-6bit", replace(GRID_SIZES["S"], grid_bits=6)),
+    ("XS", GRID_SIZES["XS"]),
+    ("XS-5bit", replace(GRID_SIZES["XS"], grid_bits=5)),
+    ("P", GRID_SIZES["P"]),
+)
+"""Configs by decreasing size (per frame of picture: a pan grows the grid). The first five
+were measured in docs/grid-video.md (M 38.09 dB at 47.5 kbit/s ... XS 35.85 at 8.9 on the
+``local`` grade); ``P`` (the polynomial and a 2x2 offset plane) is the floor."""
+
+DEFAULT_GRID = "S-6bit"
+"""The config without a rate cap: 37.15 dB at 15.3 kbit/s in docs/grid-video.md, within
+0.03 dB of S at 7 bits for 1.9 kbit/s less."""
+
+PLACEMENT_BYTES = 16  # KEY coding 4's placement: four binary32
+_ESTIMATE_RATIO = 0.75  # zstd on the grid's delta-coded planes and the int8 MLP: measured 0.6-0.7
+
+
+def grid_geometry(config: GridConfig, offsets: np.ndarray) -> tuple[GridConfig, np.ndarray, np.ndarray]:
+    """The segment's grid and the map of scene coordinates onto it: ``offsets`` ``(n, 2)``
+    are the frames' accumulated shifts (pixel-grid units); returns the config with its cells
+    grown by the extent, ``centre`` and ``half`` (binary32 values, as the KEY carries them),
+    so that ``xy_grid = (p + o_t - centre) / half``."""
+    offsets = np.asarray(offsets, dtype=np.float64).reshape(-1, 2)
+    lo, hi = offsets.min(0), offsets.max(0)
+    centre = ((lo + hi) / 2).astype(np.float32).astype(np.float64)
+    half = (1 + (hi - lo) / 2).astype(np.float32).astype(np.float64)
+    if config.width > 2 or config.height > 2:
+        config = replace(config, width=int(round((config.width - 1) * half[0])) + 1,
+                         height=int(round((config.height - 1) * half[1])) + 1)
+    return config, centre, half
+
+
+def estimated_bytes(config: GridConfig) -> int:
+    """A KEY coding 4 payload's expected size: placement, the model's fixed fields, and the
+    compressed grid codes and int8 MLP (``_ESTIMATE_RATIO`` of their raw size at the grid's bits)."""
+    shapes = config.mlp_shapes()
+    fixed = PLACEMENT_BYTES + 12 + 4 * MMR_TERMS * 3 + 4 * config.channels + 4 * len(shapes) + 4
+    grid = int(np.prod(config.grid_shape)) * config.grid_bits / 8
+    mlp = sum(int(np.prod(s)) for s in shapes)
+    return int(fixed + _ESTIMATE_RATIO * (grid + mlp)) + 16
+
+
+def frame_xy(height: int, width: int, offset, centre, half) -> np.ndarray:
+    """``(H, W, 2)`` float32 grid coordinates of a frame at scene offset ``offset``."""
+    base = pixel_grid(height, width).numpy().astype(np.float64)
+    return ((base + np.asarray(offset, np.float64) - centre) / half).astype(np.float32)
+
+
+def fit_frames_of(count: int, fit_frames: int) -> list[int]:
+    """Positions (0-based in the segment) of the ``fit_frames`` frames spread over ``count``."""
+    return sorted(set(np.linspace(0, count - 1, min(fit_frames, count)).round().astype(int).tolist()))
+
+
+def fit_segment_grid(frames: list[tuple[np.ndarray, np.ndarray]], offsets: np.ndarray, picks: list[int],
+                     config: GridConfig, options: GridFitOptions):
+    """Fit one grid model to the picked frames (``frames[k] = (sdr, nits)`` for ``picks[k]``)
+    placed by ``offsets``; returns ``(fit, centre, half)`` (:class:`itmfilter.model.grid.GridFit`)."""
+    cfg, centre, half = grid_geometry(config, offsets)
+    h, w = frames[0][0].shape[:2]
+    rgb = np.concatenate([s.reshape(-1, 3) for s, _ in frames])
+    nits = np.concatenate([n.reshape(-1, 3) for _, n in frames])
+    xy = np.concatenate([frame_xy(h, w, offsets[k], centre, half).reshape(-1, 2) for k in picks])
+    return fit_grid_model_pixels(rgb, nits, xy, cfg, options), centre, half
+
+
+def ladder_from(key_max: int | None, offsets: np.ndarray) -> list[tuple[str, GridConfig]]:
+    """The configs to try, best first: the default without a cap, else every config of the
+    ladder whose estimate (grown by the pan) fits ``key_max`` payload bytes."""
+    if key_max is None:
+        return [(DEFAULT_GRID, dict(GRID_LADDER)[DEFAULT_GRID])]
+    return [(name, cfg) for name, cfg in GRID_LADDER if estimated_bytes(grid_geometry(cfg, offsets)[0]) <= key_max]
+
+
+__all__ = ["DEFAULT_GRID", "GRID_LADDER", "PLACEMENT_BYTES", "estimated_bytes", "fit_frames_of", "fit_segment_grid",
+           "frame_xy", "grid_geometry", "ladder_from"]
