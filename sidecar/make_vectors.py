@@ -40,6 +40,7 @@ from itmfilter.track import (
 )
 from itmfilter.model.initial import load_init, shipped_init_path
 from itmfilter.track.codec import (
+    DELTA_CODING,
     HALF_MOTION_DELTA_CODING,
     INIT_KEY_CODING,
     MOTION_DELTA_CODING,
@@ -296,6 +297,7 @@ def build_vectors() -> dict[str, bytes]:
     manifest += _concealment_vectors(enc.header, packets, out)
     headers, bindings = _header_vectors(enc.header, out)
     out.update(build_still_vectors())
+    out.update(build_grid_track_vectors())
 
     # KEY coding 3 (since 1.2): predicted from an initialisation. On the small config with
     # a given reference set; then the initialisation alone (every width 0).
@@ -642,6 +644,53 @@ def build_still_vectors() -> dict[str, bytes]:
     out["still_damaged.bin"] = bytes(bad)
     entries.append({"file": "still_damaged.bin", "what": "still_grid.bin with one bit flipped", "error_contains": "CRC-32"})
     out["still_manifest.json"] = (json.dumps({"vectors": entries}, sort_keys=True, indent=1) + "\n").encode()
+    return out
+
+
+def build_grid_track_vectors() -> dict[str, bytes]:
+    """Format 1.4: a 7-frame track whose shot opens with a grid KEY (coding 4), then shift-only
+    DELTAs coding 3 (1, 2, 4, 6), a REPEAT (3) and a DELTA coding 1 (5: not allowed in a grid
+    shot, damaged: the placement holds and later frames are concealed). Expected: each frame's
+    placement and the PQ a decoder produces on ``track_grid_sdr.npy``; ``grid_manifest.json``."""
+    from itmfilter.model.grid import GridConfig, pack_grid_model
+    from itmfilter.track.codec import GRID_KEY_CODING, GRID_MINOR, encode_delta_payload, encode_grid_key
+
+    rng = np.random.default_rng(11)
+    h, w = 8, 12
+    sdr = (rng.integers(0, 256, (h, w, 3)) / 255).astype(np.float32)
+    cfg = GridConfig(width=6, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=7)
+    mmr = rng.normal(0, 0.01, (22, 3)).astype(np.float32)
+    mmr[0] += 0.1
+    mmr[1:4] += np.eye(3, dtype=np.float32) * 0.45
+    q = rng.integers(0, 1 << cfg.grid_bits, cfg.grid_shape).astype(np.uint8)
+    lo, hi = np.full(cfg.channels, -0.25, np.float32), np.full(cfg.channels, 0.25, np.float32)
+    mlp = [(float(np.float32(0.01)), rng.integers(-127, 128, shape).astype(np.int8)) for shape in cfg.mlp_shapes()]
+    model = pack_grid_model(cfg, mmr, q, lo, hi, mlp)
+    header = TrackHeader(config=SMALL, fps=(24, 1), frame_count=7, width=w, height=h, hdr10=HDR10, binding=BINDING,
+                         encoder={"tool": "make_vectors", "model": "grid"}, version=(1, GRID_MINOR))
+    shift = lambda dx, dy: encode_motion_payload((dx, dy), None, HALF_MOTION_DELTA_CODING)  # noqa: E731
+    packets = [
+        Packet(0, "key", 0, encode_grid_key(model, (-0.3125, 0.0625), (1.375, 1.0625)), GRID_KEY_CODING),
+        Packet(1, "delta", 0, shift(0.0421875, -0.0185185), HALF_MOTION_DELTA_CODING),
+        Packet(2, "delta", 0, shift(0.05, 0.0), HALF_MOTION_DELTA_CODING),
+        Packet(3, "repeat", 0, b""),
+        Packet(4, "delta", 0, shift(-0.125, 0.03125), HALF_MOTION_DELTA_CODING),
+        Packet(5, "delta", 0, encode_delta_payload([np.float32(0.01)], [np.ones(4, np.int8)]),
+               DELTA_CODING),
+        Packet(6, "delta", 0, shift(0.25, 0.0), HALF_MOTION_DELTA_CODING),
+    ]
+    blob = write_track_blob(header, [encode_packet(p, compact=True) for p in packets])
+    _, by_frame = read_track_blob(blob)
+    dec = TrackDecoder(header)
+    results = [dec.params_at(f, by_frame) for f in range(7)]
+    out = {"track_grid.bin": blob, "track_grid_sdr.npy": _npy(sdr),
+           "track_grid_expected.npy": _npy(np.stack([r[0].predict_pq(sdr) for r in results])),
+           "track_grid_placements.npy": _npy(np.array([[*r[0].origin, *r[0].half] for r in results], np.float64))}
+    entry = {"file": "track_grid.bin", "what": "1.4: grid KEY (6x3x4, C 4, MLP 8-8) then shifts, a REPEAT and a "
+             "DELTA coding 1 that a grid shot refuses (damaged, then concealed)", "sdr": "track_grid_sdr.npy",
+             "expected": "track_grid_expected.npy", "placements": "track_grid_placements.npy",
+             "statuses": [r[1] for r in results]}
+    out["grid_manifest.json"] = (json.dumps({"vectors": [entry]}, sort_keys=True, indent=1) + "\n").encode()
     return out
 
 
