@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from itmfilter.colour.transfer import eotf_st2084  # noqa: E402
 from itmfilter.quality import baselines  # noqa: E402
 from itmfilter.track.carriage import load_track  # noqa: E402
 from itmfilter.data.testmedia import make_master  # noqa: E402
@@ -86,6 +87,9 @@ def reconstruct_clip(sdr_path: Path, every: int):
         if i % every:
             continue
         vec, _ = dec.params_interpolated(i, track.packets)  # as the player and transcode do
+        if not isinstance(vec, np.ndarray):  # a grid shot's frame (format 1.4): its placed grid model
+            yield i, sdr, np.asarray(eotf_st2084(vec.predict_pq(sdr)), dtype=np.float32)
+            continue
         net = ITMNet(track.header.config)
         net.load_state_dict(unflatten(track.header.config, vec))
         yield i, sdr, reconstruct_nits(net, sdr, device=DEVICE)

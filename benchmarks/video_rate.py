@@ -153,6 +153,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--merge", type=Path, nargs="*", default=None,
                     help="write --out from these result .json files (runs split by curve or shot length) and exit")
+    ap.add_argument("--model", default="mlp", help="encode --model: mlp (default) or grid")
+    ap.add_argument("--skip-refs", action="store_true",
+                    help="encode and score the caps only (no full adaptation, polynomial or gain-map sweep)")
     ap.add_argument("--note", default="", help="a line added under the machine line (e.g. how the runs were split)")
     args = ap.parse_args()
     if args.merge:
@@ -214,7 +217,7 @@ def main() -> None:
                 out = args.work / f"track-{curve}-{master.stem}-cap{cap:g}.mp4"
                 out.unlink(missing_ok=True)
                 t0 = time.perf_counter()
-                opts = VideoEncodeOptions(tm=curve, max_kbps=cap, buffer_seconds=args.buffer_seconds)
+                opts = VideoEncodeOptions(tm=curve, max_kbps=cap, buffer_seconds=args.buffer_seconds, model=args.model)
                 report = encode_video(master, out, grade=sdr_plain, options=opts, device=str(device), quiet=True)
                 secs = time.perf_counter() - t0
                 recon = {i: nits for i, _, nits in video_bench.reconstruct_clip(out, args.eval_every)}
@@ -225,6 +228,8 @@ def main() -> None:
                        "packets": report.packets, "keys": report.keys, "notes": report.notes, "encode_s": secs}
                 rows["mlp"].append(row)
                 print(row, flush=True)
+            if args.skip_refs:
+                continue
             t0 = time.perf_counter()
             if args.full_every:  # 0: skip (e.g. a second run extending the gain-map sweep)
                 sub = {i: sdr_frames[i] for i in sdr_frames if i % args.full_every == 0}
