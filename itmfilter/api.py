@@ -43,6 +43,7 @@ from itmfilter.media.frames import (
     video_stream,
 )
 from itmfilter.media.video import x265_hdr10_params
+from itmfilter.model.grid import PlacedGrid
 from itmfilter.model.inference import resolve_precision
 from itmfilter.model.net import ModelConfig, resolve_device
 from itmfilter.render.frame import (
@@ -139,7 +140,8 @@ class Weights:
 
     def network(self, index: int):
         """``(net, status)`` for presentation index ``index``: the
-        :class:`~itmfilter.model.net.ITMNet` (eval mode, CPU) and its status."""
+        :class:`~itmfilter.model.net.ITMNet` (eval mode, CPU) and its status; in a grid shot
+        (format 1.4) a :class:`~itmfilter.model.grid.PlacedGrid` (its ``predict_pq``)."""
         net = self._networks(int(index))
         return net, self._networks.last_status
 
@@ -170,6 +172,9 @@ class Weights:
         float32 (numpy; with ``tensors`` a torch tensor on ``device``), before the Y'CbCr
         conversion: what the network outputs."""
         net = self._net(frame, index)
+        if isinstance(net, PlacedGrid):  # a grid shot's frame (format 1.4): its own decoder, every rung
+            pq = net.predict_pq(sdr_frame_to_rgb(frame))
+            return torch.from_numpy(pq).to(self.device) if tensors else pq
         sdr = torch.from_numpy(sdr_frame_to_rgb(frame)).to(self.device)
         out = apply_rung_tensor(net, sdr, rung or self.rung, self.device, self._precision_name, gain=self.gain)
         return out if tensors else out.cpu().numpy()

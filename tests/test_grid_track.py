@@ -168,3 +168,21 @@ def test_grid_falls_back_to_mlp_keys_where_no_grid_fits(master, tmp_path):
     nets = FrameNetworks(out)
     kinds = {type(nets(i)).__name__ for i in range(FRAMES)}
     assert kinds == {"ITMNet", "PlacedGrid"} and nets.damaged == 0
+    # the frame-filter API and the player's per-frame path on a grid frame: the exact path at
+    # every rung (no ladder), the same codes as the placed model through section 12.6
+    import av
+
+    import itmfilter
+    from itmfilter.render.frame import hdr10_planes, pq_to_yuv420p10, sdr_frame_to_rgb
+
+    weights = itmfilter.open_weights(out, device="cpu")
+    with av.open(str(out)) as src:
+        frames = list(src.decode(video=0))
+    grid_frame = next(i for i in range(FRAMES) if isinstance(nets(i), PlacedGrid))
+    frame = frames[grid_frame]
+    want = pq_to_yuv420p10(nets(grid_frame).predict_pq(sdr_frame_to_rgb(frame)))
+    got = weights.planes(frame, index=grid_frame)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    assert all(np.array_equal(a, b) for a, b in zip(hdr10_planes(frame, nets(grid_frame), "eighth", "cpu"), want))
+    assert np.array_equal(weights.pq(frame, index=grid_frame), nets(grid_frame).predict_pq(sdr_frame_to_rgb(frame)))
+    assert weights.filter(frame, index=grid_frame).format.name == "yuv420p10le"
