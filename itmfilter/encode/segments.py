@@ -378,10 +378,14 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     (:mod:`itmfilter.encode.gridkeys`): the KEY carries the model and the first frame's
     placement, every later frame a shift-only DELTA coding 3 (the binary16 step that brings
     the decoder's placement nearest the measured pan: closed loop, no drift) or a REPEAT when
-    that step rounds to zero or motion is off. ``None`` when no grid config fits the KEY's
-    budget (the caller then codes the segment with MLP keys)."""
+    that step rounds to zero or motion is off. A fitted model over the budget is refitted at
+    the next config whose estimate, scaled by that miss's fitted-to-estimated ratio, fits (at
+    most three fits). ``None`` when no grid config fits the KEY's budget (the caller then codes
+    the segment with MLP keys). Under a cap the KEY is at most ``r + B`` (section 4's bucket:
+    the cap's rate for one frame plus the buffer), which bounds the config more than the
+    segment's length does: about 2 KB at 16 kbit/s with the default 1 s buffer."""
     from itmfilter.colour.transfer import eotf_st2084
-    from itmfilter.encode.gridkeys import fit_frames_of, fit_segment_grid, ladder_from
+    from itmfilter.encode.gridkeys import estimated_bytes, fit_frames_of, fit_segment_grid, grid_geometry, ladder_from
     from itmfilter.model.grid import GridFitOptions, PlacedGrid
     from itmfilter.track.codec import (
         GRID_KEY_CODING,
@@ -418,15 +422,21 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     steps = job.grid_steps
     options = GridFitOptions(steps=steps, finetune_steps=2 * steps // 3, seed=job.first.seed)
     payload = placed = None
-    for tries, (_, config) in enumerate(ladder_from(key_max, offsets)):
-        if tries == 3:  # each fit costs seconds; three misses mean the estimate is off for this content
+    tries, ratio = 0, 1.0  # fitted / estimated bytes of the last miss: this content's compressibility
+    for _, config in ladder_from(key_max, offsets):
+        if tries == 3:  # each fit costs seconds
             break
+        estimate = estimated_bytes(grid_geometry(config, offsets)[0])
+        if key_max is not None and tries and estimate * ratio > key_max:
+            continue  # the last miss says this one would miss too
+        tries += 1
         fit, centre, half = fit_segment_grid(picked, offsets, picks, config, options)
         origin = tuple(float(np.float32(v)) for v in offsets[0] - centre)
         candidate = encode_grid_key(fit.data, origin, tuple(float(v) for v in half))
         if key_max is None or len(candidate) <= key_max:
             payload, placed = candidate, PlacedGrid(fit.model, origin, tuple(float(v) for v in half))
             break
+        ratio = len(candidate) / estimate
     if payload is None:
         return None
     packets = {segment.start: encode_packet(Packet(segment.start, "key", segment.shot, payload, GRID_KEY_CODING),
