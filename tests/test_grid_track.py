@@ -56,6 +56,34 @@ def test_grid_vector_placements_from_the_bytes():
         assert np.array_equal(np.array([*origin, *half]), np.load(VECTORS / entry["placements"])[f]), f
 
 
+def test_grid_track_in_every_carriage_form_keeps_its_minor_version():
+    """The track file, the JSON sidecar (schema-valid) and the compressed SEI header of a grid
+    track declare 1.4 and decode to the same placements; an MLP header still writes 1.3."""
+    from itmfilter.track.format import (
+        TrackHeader,
+        track_from_json,
+        track_to_json,
+        write_track_blob,
+    )
+
+    entry = _grid_entry()
+    raw = (VECTORS / entry["file"]).read_bytes()
+    header, packets = read_track_blob(raw)
+    assert raw[4:6] == bytes([1, 4]) and header.to_compressed_bytes()[4:6] == bytes([1, 4])
+    doc = json.loads(json.dumps(track_to_json(header, [packets[f] for f in sorted(packets)])))
+    assert doc["version"] == [1, 4] and doc["header"]["version"] == [1, 4]
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(doc, json.loads((VECTORS.parent / "schema.json").read_text()))
+    header2, packets2 = track_from_json(doc)
+    assert header2.version == (1, 4)
+    assert write_track_blob(header2, [packets2[f] for f in sorted(packets2)]) == raw
+    want = np.load(VECTORS / entry["placements"])
+    dec = TrackDecoder(header2)
+    assert all(np.array_equal(np.array([*dec.params_at(f, packets2)[0].origin]), want[f, :2]) for f in range(7))
+    mlp = TrackHeader(config=header.config, fps=(24, 1), frame_count=1, width=8, height=8, hdr10=None)
+    assert mlp.version == (1, 3) and mlp.to_bytes()[4:6] == bytes([1, 3])
+
+
 def test_a_grid_shot_refuses_weight_deltas_and_an_mlp_reader_refuses_grid_keys():
     from itmfilter.track.codec import decode_key_payload, grid_step
     from itmfilter.track.format import Packet
