@@ -503,7 +503,7 @@ def encode_segments_local(job: SegmentJob, segments: list[Segment], store: Segme
         for position, segment in enumerate(segments):
             done = store.load(segment)
             if done is None:
-                if job.adapt_batch > 1 and job.strategy == "warm" and segment.index not in keys:
+                if job.adapt_batch > 1 and job.strategy == "warm" and job.model != "grid" and segment.index not in keys:
                     # the keys of this and the next segments still to do, adapted at once
                     ahead = [s for s in segments[position:] if store.load(s) is None][: job.adapt_batch]
                     keys = key_params(job, ahead)
