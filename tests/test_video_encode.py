@@ -191,7 +191,10 @@ def test_rate_budget_spreads_a_segment_evenly():
         b.next_frame()
         if f < 29:
             b.record(f, PACKET_OVERHEAD_BYTES)
-    assert b.affordable() == int(spare) or b.affordable() == int(spare) - 1
+    assert b.tokens >= spare - 1  # every token saved is still there...
+    # ...but the segment's last frame may spend only what lets the bucket drain to the level
+    # the next segment (the shot at 30) is planned to start at: one frame's allowance, less its head
+    assert b.affordable() == int(b.per_frame - PACKET_OVERHEAD_BYTES)
     b.key_sent(30, 10**6)  # a key larger than its segment's budget: no deltas in it
     b.next_frame()
     assert b.affordable() == 0 and not b.can_afford(1)
