@@ -237,7 +237,7 @@ def transcode(
     ] = "mkv",
     start: Annotated[float, typer.Option(help="-o - (a pipe): start this many seconds into the video.")] = 0.0,
     rung: Annotated[
-        str, typer.Option(help="-o - (a pipe): quality ladder, full (default), half, quarter, eighth, sixteenth or auto (keeps up with the frame rate).")
+        str, typer.Option(help="-o - (a pipe): quality ladder, full (default), guided-half, guided-quarter, guided-sixth, guided-eighth, half, quarter, eighth, sixteenth or auto (keeps up with the frame rate).")
     ] = "full",
     device: DeviceOpt = "auto",
     split_frames: Annotated[
@@ -364,10 +364,10 @@ def play(
     output: Annotated[Optional[Path], typer.Option(help="Record what mpv is given into this file (encode mode).")] = None,
     image_dir: Annotated[Optional[Path], typer.Option(help="With --vo image: folder for the PNGs.")] = None,
     rung: Annotated[
-        str, typer.Option(help="Quality ladder: auto (from measured speed), full, half, quarter, eighth, sixteenth.")
+        str, typer.Option(help="Quality ladder: auto (from measured speed), full, guided-half, guided-quarter, guided-sixth, guided-eighth (the network on 1 pixel in 4 ... 64, a per-cell colour transform), half, quarter, eighth, sixteenth.")
     ] = "auto",
     gain: Annotated[
-        str, typer.Option(help="Below full: prior (polynomial per pixel + upsampled residual), rgb (gain map) or auto.")
+        str, typer.Option(help="Below full, for half ... sixteenth: prior (polynomial per pixel + upsampled residual), rgb (gain map) or auto; the guided rungs have one mode.")
     ] = "auto",
     precision: Annotated[str, typer.Option(help="MLP arithmetic: auto, fp32 or bf16.")] = "auto",
     device: DeviceOpt = "auto",

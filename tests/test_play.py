@@ -111,12 +111,12 @@ def test_hdr_null_realtime_tags_pq_bt2020(clip):
     assert stats.video_out_params["primaries"] == "bt.2020"
     assert stats.blind_frames == stats.frames_sent  # default provider: blind mode
     assert stats.frames_sent + stats.frames_skipped == N
-    from itmfilter.render.ladder import RUNG_NAMES
+    from itmfilter.render.ladder import LADDER
 
-    assert stats.rung in RUNG_NAMES and stats.rung in stats.rung_timings
+    assert stats.rung in LADDER and stats.rung in stats.rung_timings
     # rungs are timed cheapest first until one is too slow: a non-empty prefix of that order
     # (which prefix depends on the machine's speed and load, so the test does not fix it)
-    cheapest_first = list(reversed(RUNG_NAMES))
+    cheapest_first = list(reversed(LADDER))
     assert list(stats.rung_timings) == cheapest_first[: len(stats.rung_timings)]
     assert all(t > 0 for t in stats.rung_timings.values())
 
@@ -281,6 +281,41 @@ def test_fused_prior_mode_matches_the_exact_path(fmt, rung):
         assert g.shape == w.shape
         diff = np.abs(g.astype(int) - w.astype(int))
         assert diff.max() <= 2 and (diff > 1).mean() < 0.01
+
+
+@pytest.mark.parametrize("fmt", ["yuv420p", "yuv420p10le", "yuvj420p"])
+@pytest.mark.parametrize("rung", ["guided-half", "guided-sixth", "guided-eighth"])
+@pytest.mark.parametrize("size", [(96, 160), (37, 69)])
+def test_fused_guided_rung_matches_the_exact_path(fmt, rung, size):
+    """The guided rungs' fused numba pass (sampling, numba fit, per-pixel transform)
+    against the torch reference: codes within 1, odd sizes included."""
+    pytest.importorskip("numba")
+    from itmfilter.render.frame import hdr10_frame
+
+    yy, xx = np.mgrid[0:size[0], 0:size[1]]
+    img = _smooth_img(*size)
+    img[(yy // 7 + xx // 5) % 3 == 0] //= 2  # edges inside the cells
+    net = _default_net_adapted(img)
+    frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=fmt)
+    want = _planes(hdr10_frame(frame, net, rung, "cpu", "fp32", path="exact"))
+    got = _planes(hdr10_frame(frame, net, rung, "cpu", "fp32", path="fused"))
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        diff = np.abs(g.astype(int) - w.astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.05
+
+
+def test_guided_numba_fit_matches_the_torch_fit():
+    pytest.importorskip("numba")
+    from itmfilter.render import fastpath, ladder
+
+    rng = np.random.default_rng(4)
+    h, w, step = 61, 90, 6
+    rgb = rng.random((len(ladder.guided_samples(h, step)), len(ladder.guided_samples(w, step)), 3))
+    resid = rng.normal(0, 0.05, rgb.shape)
+    want = ladder.guided_fit(torch.from_numpy(rgb), torch.from_numpy(resid), h, w, step).numpy()
+    got = fastpath.guided_fit_fast(rgb, resid, h, w, step)
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_gain_mode_choice():

@@ -164,12 +164,17 @@ def _mmr_np(sdr: np.ndarray) -> np.ndarray:
     return np.concatenate([np.ones_like(sdr[:, :1]), first, first * first, first * first * first], axis=-1)
 
 
-def predict_pq(model: GridModel, sdr: np.ndarray, *, chunk: int = 1 << 16) -> np.ndarray:
-    """SDR ``(H, W, 3)`` BT.709 R'G'B' [0, 1] -> ``(H, W, 3)`` float32 PQ BT.2020 R'G'B' [0, 1]."""
+def predict_pq(model: GridModel, sdr: np.ndarray, *, xy: np.ndarray | None = None,
+               chunk: int = 1 << 16) -> np.ndarray:
+    """SDR ``(H, W, 3)`` BT.709 R'G'B' [0, 1] -> ``(H, W, 3)`` float32 PQ BT.2020 R'G'B' [0, 1].
+
+    ``xy``: the grid coordinates of the pixels, ``(H, W, 2)`` float32 (default: the pixel
+    centres of :func:`itmfilter.model.net.pixel_grid`; a video shot passes them shifted by
+    the camera's motion and scaled to the shot's extent)."""
     sdr = np.ascontiguousarray(sdr, dtype=np.float32)
     h, w, _ = sdr.shape
     flat = sdr.reshape(-1, 3)
-    xy = pixel_grid(h, w).numpy().reshape(-1, 2)
+    xy = (pixel_grid(h, w).numpy() if xy is None else np.asarray(xy, dtype=np.float32)).reshape(-1, 2)
     out = np.empty_like(flat)
     relu = np.float32(0)
     for start in range(0, flat.shape[0], chunk):
@@ -378,13 +383,26 @@ def fit_grid_model(sdr: np.ndarray, hdr_nits: np.ndarray, config: GridConfig,
     ``sdr``: ``(H, W, 3)`` BT.709 R'G'B' [0, 1] as stored (quantised); ``hdr_nits``:
     ``(H, W, 3)`` linear BT.2020 cd/m2. ``progress(n)`` is called per Adam step.
     """
+    h, w, _ = sdr.shape
+    return fit_grid_model_pixels(np.asarray(sdr).reshape(-1, 3), np.asarray(hdr_nits).reshape(-1, 3),
+                                 pixel_grid(h, w).reshape(-1, 2).numpy(), config, options, progress)
+
+
+def fit_grid_model_pixels(sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray, config: GridConfig,
+                          options: GridFitOptions = GridFitOptions(), progress=None) -> GridFit:
+    """Fit a grid model to pixels pooled from one or more pictures and code it.
+
+    ``sdr``: ``(N, 3)`` BT.709 R'G'B' [0, 1]; ``hdr_nits``: ``(N, 3)`` linear BT.2020 cd/m2;
+    ``xy``: ``(N, 2)`` grid coordinates in [-1, 1] (a still's pixel centres, or the frames
+    of a video shot placed in the shot's common coordinates). ``progress(n)`` is called per
+    Adam step.
+    """
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)  # the MLP's initial weights, whatever ran before
-        h, w, _ = sdr.shape
         rgb = torch.from_numpy(np.array(sdr, dtype=np.float32).reshape(-1, 3))
         tgt = torch.from_numpy(np.array(hdr_nits, dtype=np.float32).reshape(-1, 3))
-        xy = pixel_grid(h, w).reshape(-1, 2)
+        xy = torch.from_numpy(np.array(xy, dtype=np.float32).reshape(-1, 2))
         gen = torch.Generator().manual_seed(options.seed)
         sample = torch.randperm(rgb.shape[0], generator=gen)[: 1 << 18]
         mmr = fit_mmr_prior(rgb[sample], pq_encode_t(tgt[sample]))

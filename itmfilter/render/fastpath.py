@@ -45,7 +45,19 @@ from itmfilter.colour.ycbcr import (
     ycbcr_to_rgb,
     ycbcr_weights,
 )
-from itmfilter.render.ladder import GAIN_OFFSET_NITS, gain_map, gain_mode, residual_map
+from itmfilter.render.ladder import (
+    GAIN_OFFSET_NITS,
+    GUIDE_FEATURES,
+    GUIDED_KNEE,
+    GUIDED_RIDGE,
+    GUIDED_SPLAT,
+    gain_map,
+    gain_mode,
+    guided_coefficients,
+    guided_nodes,
+    guided_samples,
+    residual_map,
+)
 
 GAMMA_LUT_SIZE = 4096
 PQ_LUT_SIZE = 65536
@@ -149,14 +161,39 @@ def _helpers():
         crc = int(min(max((p0 - ey) * conv[12] + conv[13], lo), hi) + half)
         return yc, cbc, crc
 
-    return columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes
+    @nb.njit(inline="always", cache=True)
+    def mmr3(r, g, b, c):
+        """The third-order MMR polynomial (``c``: ``(22, 3)`` float32) at one R'G'B' pixel,
+        terms in :func:`itmfilter.model.net.mmr_features` order; PQ, unclipped."""
+        rg, rb, gb = r * g, r * b, g * b
+        rgb = rg * b
+        t1, t2, t3, t4, t5, t6, t7 = r, g, b, rg, rb, gb, rgb
+        q1, q2, q3, q4, q5, q6, q7 = t1 * t1, t2 * t2, t3 * t3, t4 * t4, t5 * t5, t6 * t6, t7 * t7
+        p0 = (c[0, 0] + c[1, 0] * t1 + c[2, 0] * t2 + c[3, 0] * t3 + c[4, 0] * t4 + c[5, 0] * t5
+              + c[6, 0] * t6 + c[7, 0] * t7 + c[8, 0] * q1 + c[9, 0] * q2 + c[10, 0] * q3
+              + c[11, 0] * q4 + c[12, 0] * q5 + c[13, 0] * q6 + c[14, 0] * q7
+              + c[15, 0] * q1 * t1 + c[16, 0] * q2 * t2 + c[17, 0] * q3 * t3 + c[18, 0] * q4 * t4
+              + c[19, 0] * q5 * t5 + c[20, 0] * q6 * t6 + c[21, 0] * q7 * t7)
+        p1 = (c[0, 1] + c[1, 1] * t1 + c[2, 1] * t2 + c[3, 1] * t3 + c[4, 1] * t4 + c[5, 1] * t5
+              + c[6, 1] * t6 + c[7, 1] * t7 + c[8, 1] * q1 + c[9, 1] * q2 + c[10, 1] * q3
+              + c[11, 1] * q4 + c[12, 1] * q5 + c[13, 1] * q6 + c[14, 1] * q7
+              + c[15, 1] * q1 * t1 + c[16, 1] * q2 * t2 + c[17, 1] * q3 * t3 + c[18, 1] * q4 * t4
+              + c[19, 1] * q5 * t5 + c[20, 1] * q6 * t6 + c[21, 1] * q7 * t7)
+        p2 = (c[0, 2] + c[1, 2] * t1 + c[2, 2] * t2 + c[3, 2] * t3 + c[4, 2] * t4 + c[5, 2] * t5
+              + c[6, 2] * t6 + c[7, 2] * t7 + c[8, 2] * q1 + c[9, 2] * q2 + c[10, 2] * q3
+              + c[11, 2] * q4 + c[12, 2] * q5 + c[13, 2] * q6 + c[14, 2] * q7
+              + c[15, 2] * q1 * t1 + c[16, 2] * q2 * t2 + c[17, 2] * q3 * t3 + c[18, 2] * q4 * t4
+              + c[19, 2] * q5 * t5 + c[20, 2] * q6 * t6 + c[21, 2] * q7 * t7)
+        return p0, p1, p2
+
+    return columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3
 
 
 @functools.lru_cache(maxsize=1)
 def _kernel():
     import numba as nb
 
-    columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes = _helpers()
+    columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3 = _helpers()
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def kernel(y_in, cb_in, cr_in, gain, d, k, conv, in_off_c, inv_gc, mat, gamma_lut, pq_lut,
@@ -222,7 +259,7 @@ def _kernel():
 def _prior_kernel():
     import numba as nb
 
-    columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes = _helpers()
+    columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3 = _helpers()
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def kernel(y_in, cb_in, cr_in, resid, coef, d, conv, in_off_c, inv_gc, y_out, cb_out, cr_out):
@@ -250,26 +287,7 @@ def _prior_kernel():
                 map_row(resid, row, inv_d, gx0, gx1, gwx, g_row, g_full)
                 for x in range(w):
                     r, g, b = sdr_rgb(y_in[row, x], cb_full[x], cr_full[x], conv)
-                    # third-order MMR terms, in model.mmr_features order
-                    rg, rb, gb = r * g, r * b, g * b
-                    rgb = rg * b
-                    t1, t2, t3, t4, t5, t6, t7 = r, g, b, rg, rb, gb, rgb
-                    q1, q2, q3, q4, q5, q6, q7 = t1 * t1, t2 * t2, t3 * t3, t4 * t4, t5 * t5, t6 * t6, t7 * t7
-                    p0 = (c[0, 0] + c[1, 0] * t1 + c[2, 0] * t2 + c[3, 0] * t3 + c[4, 0] * t4 + c[5, 0] * t5
-                          + c[6, 0] * t6 + c[7, 0] * t7 + c[8, 0] * q1 + c[9, 0] * q2 + c[10, 0] * q3
-                          + c[11, 0] * q4 + c[12, 0] * q5 + c[13, 0] * q6 + c[14, 0] * q7
-                          + c[15, 0] * q1 * t1 + c[16, 0] * q2 * t2 + c[17, 0] * q3 * t3 + c[18, 0] * q4 * t4
-                          + c[19, 0] * q5 * t5 + c[20, 0] * q6 * t6 + c[21, 0] * q7 * t7)
-                    p1 = (c[0, 1] + c[1, 1] * t1 + c[2, 1] * t2 + c[3, 1] * t3 + c[4, 1] * t4 + c[5, 1] * t5
-                          + c[6, 1] * t6 + c[7, 1] * t7 + c[8, 1] * q1 + c[9, 1] * q2 + c[10, 1] * q3
-                          + c[11, 1] * q4 + c[12, 1] * q5 + c[13, 1] * q6 + c[14, 1] * q7
-                          + c[15, 1] * q1 * t1 + c[16, 1] * q2 * t2 + c[17, 1] * q3 * t3 + c[18, 1] * q4 * t4
-                          + c[19, 1] * q5 * t5 + c[20, 1] * q6 * t6 + c[21, 1] * q7 * t7)
-                    p2 = (c[0, 2] + c[1, 2] * t1 + c[2, 2] * t2 + c[3, 2] * t3 + c[4, 2] * t4 + c[5, 2] * t5
-                          + c[6, 2] * t6 + c[7, 2] * t7 + c[8, 2] * q1 + c[9, 2] * q2 + c[10, 2] * q3
-                          + c[11, 2] * q4 + c[12, 2] * q5 + c[13, 2] * q6 + c[14, 2] * q7
-                          + c[15, 2] * q1 * t1 + c[16, 2] * q2 * t2 + c[17, 2] * q3 * t3 + c[18, 2] * q4 * t4
-                          + c[19, 2] * q5 * t5 + c[20, 2] * q6 * t6 + c[21, 2] * q7 * t7)
+                    p0, p1, p2 = mmr3(r, g, b, c)
                     # the prior is clipped to [0, 1] before the residual (as ladder's reference)
                     p0 = min(max(min(max(p0, f32(0.0)), f32(1.0)) + g_full[0, x], f32(0.0)), f32(1.0))
                     p1 = min(max(min(max(p1, f32(0.0)), f32(1.0)) + g_full[1, x], f32(0.0)), f32(1.0))
@@ -326,6 +344,240 @@ def prior_to_hdr10_planes(y, cb, cr, resid: np.ndarray, coef: np.ndarray, downsc
     _prior_kernel()(np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
                     np.ascontiguousarray(resid, dtype=np.float32), np.ascontiguousarray(coef, dtype=np.float64),
                     float(downscale), conv, off_c, inv_gc, y_out, cb_out, cr_out)
+    return y_out, cb_out, cr_out
+
+
+@functools.lru_cache(maxsize=1)
+def _guided_kernels():
+    import numba as nb
+
+    columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3 = _helpers()
+
+    @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def sample(y_in, cb_in, cr_in, rows, cols, conv, in_off_c, inv_gc, out):
+        """SDR R'G'B' ``(len(rows), len(cols), 3)`` of the sampled pixels, chroma upsampled
+        as the main pass does."""
+        w = y_in.shape[1]
+        cw = cb_in.shape[1]
+        for a in nb.prange(rows.shape[0]):
+            row = rows[a]
+            cb_row = np.empty(cw, dtype=np.float32)
+            cr_row = np.empty(cw, dtype=np.float32)
+            cb_full = np.empty(w, dtype=np.float32)
+            cr_full = np.empty(w, dtype=np.float32)
+            chroma_row(cb_in, cr_in, row, in_off_c, inv_gc, cb_row, cr_row, cb_full, cr_full)
+            for b in range(cols.shape[0]):
+                x = cols[b]
+                r, g, bl = sdr_rgb(y_in[row, x], cb_full[x], cr_full[x], conv)
+                out[a, b, 0] = r
+                out[a, b, 1] = g
+                out[a, b, 2] = bl
+
+    @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def kernel(y_in, cb_in, cr_in, coef, mmr, ry0, rwy, cx0, cwx, knee, conv, in_off_c, inv_gc,
+               y_out, cb_out, cr_out):
+        h, w = y_in.shape
+        cw = cb_in.shape[1]
+        gh, gw = coef.shape[1], coef.shape[2]  # coef: (15, gh, gw), feature-major
+        f32 = np.float32
+        c = mmr.astype(np.float32)  # (22, 3)
+        k0, k1, k2 = f32(0.2126), f32(0.7152), f32(0.0722)
+        kn = f32(knee)
+        inv_kn = f32(1.0 / (1.0 - knee))
+        cx1 = np.minimum(cx0 + 1, gw - 1)
+        # every node row's transforms interpolated to every column once (gh x 15 x w): the
+        # per-pixel work is then two contiguous rows and a lerp, no gather
+        hrows = np.empty((gh, 15, w), dtype=np.float32)
+        for i in nb.prange(gh):
+            for q in range(15):
+                for x in range(w):
+                    lo = coef[q, i, cx0[x]]
+                    hrows[i, q, x] = lo + cwx[x] * (coef[q, i, cx1[x]] - lo)
+        for pair in nb.prange((h + 1) // 2):
+            cb_acc = np.zeros(w, dtype=np.int32)
+            cr_acc = np.zeros(w, dtype=np.int32)
+            cb_row = np.empty(cw, dtype=np.float32)
+            cr_row = np.empty(cw, dtype=np.float32)
+            cb_full = np.empty(w, dtype=np.float32)
+            cr_full = np.empty(w, dtype=np.float32)
+            for dr in range(2):
+                row = 2 * pair + dr
+                if row >= h:
+                    row = h - 1
+                chroma_row(cb_in, cr_in, row, in_off_c, inv_gc, cb_row, cr_row, cb_full, cr_full)
+                # this row's transforms: the two node rows around it (already interpolated
+                # to every column), lerped
+                g0 = min(ry0[row], gh - 1)
+                g1 = min(ry0[row] + 1, gh - 1)
+                wy = rwy[row]
+                a = hrows[g0]
+                d = hrows[g1]
+                for x in range(w):
+                    r, g, b = sdr_rgb(y_in[row, x], cb_full[x], cr_full[x], conv)
+                    p0, p1, p2 = mmr3(r, g, b, c)
+                    kv = max((k0 * r + k1 * g + k2 * b - kn) * inv_kn, f32(0.0))
+                    e0 = (r * (a[0, x] + wy * (d[0, x] - a[0, x])) + g * (a[3, x] + wy * (d[3, x] - a[3, x]))
+                          + b * (a[6, x] + wy * (d[6, x] - a[6, x])) + kv * (a[9, x] + wy * (d[9, x] - a[9, x]))
+                          + (a[12, x] + wy * (d[12, x] - a[12, x])))
+                    e1 = (r * (a[1, x] + wy * (d[1, x] - a[1, x])) + g * (a[4, x] + wy * (d[4, x] - a[4, x]))
+                          + b * (a[7, x] + wy * (d[7, x] - a[7, x])) + kv * (a[10, x] + wy * (d[10, x] - a[10, x]))
+                          + (a[13, x] + wy * (d[13, x] - a[13, x])))
+                    e2 = (r * (a[2, x] + wy * (d[2, x] - a[2, x])) + g * (a[5, x] + wy * (d[5, x] - a[5, x]))
+                          + b * (a[8, x] + wy * (d[8, x] - a[8, x])) + kv * (a[11, x] + wy * (d[11, x] - a[11, x]))
+                          + (a[14, x] + wy * (d[14, x] - a[14, x])))
+                    # the prior clipped to [0, 1] before the transform's residual (as ladder's reference)
+                    p0 = min(max(min(max(p0, f32(0.0)), f32(1.0)) + e0, f32(0.0)), f32(1.0))
+                    p1 = min(max(min(max(p1, f32(0.0)), f32(1.0)) + e1, f32(0.0)), f32(1.0))
+                    p2 = min(max(min(max(p2, f32(0.0)), f32(1.0)) + e2, f32(0.0)), f32(1.0))
+                    yc, cbc, crc = hdr_codes(p0, p1, p2, conv)
+                    if 2 * pair + dr < h:
+                        y_out[row, x] = yc
+                    cb_acc[x] += cbc
+                    cr_acc[x] += crc
+            chroma_out(cb_acc, cr_acc, pair, cb_out, cr_out)
+
+    return sample, kernel
+
+
+@functools.lru_cache(maxsize=1)
+def _fit_kernel():
+    import numba as nb
+
+    @nb.njit(inline="always", cache=True)
+    def _solve(gram, rhs, slope_ridge, anchor, prior, low, yv, x):
+        """x = (gram + diag(slope_ridge on the slopes) + anchor I)^-1 (rhs + anchor prior), by
+        Cholesky; ``low`` (k, k), ``yv`` (k,) are scratch."""
+        k = gram.shape[0]
+        for p in range(k):
+            for q in range(p + 1):
+                acc = gram[p, q]
+                if p == q:
+                    acc += anchor + (slope_ridge if p < k - 1 else 0.0)
+                for t in range(q):
+                    acc -= low[p, t] * low[q, t]
+                if p == q:
+                    low[p, p] = np.sqrt(max(acc, 1e-300))
+                else:
+                    low[p, q] = acc / low[q, q]
+        for c in range(3):
+            for p in range(k):
+                acc = rhs[p, c] + anchor * prior[p, c]
+                for t in range(p):
+                    acc -= low[p, t] * yv[t]
+                yv[p] = acc / low[p, p]
+            for p in range(k - 1, -1, -1):
+                acc = yv[p]
+                for t in range(p + 1, k):
+                    acc -= low[t, p] * x[t, c]
+                x[p, c] = acc / low[p, p]
+
+    @nb.njit(parallel=True, fastmath=False, cache=True, nogil=True)
+    def fit(rgb, resid, gh, gw, knee, ridge, splat, out):
+        """Per-node weighted least squares of :func:`itmfilter.render.ladder.guided_fit`:
+        node (i, j) gathers samples 2i-2 .. 2i+1 by 2j-2 .. 2j+1 with tent weights,
+        then solves its 5 x 5 normal equations (Cholesky, float64)."""
+        a_n, b_n = rgb.shape[0], rgb.shape[1]
+        k = 5
+        # the whole picture's fit first: the anchor for nodes with no samples
+        gram_all = np.zeros((k, k))
+        rhs_all = np.zeros((k, 3))
+        f = np.empty(k)
+        for a in range(a_n):
+            for b in range(b_n):
+                r, g, bl = rgb[a, b, 0], rgb[a, b, 1], rgb[a, b, 2]
+                f[0], f[1], f[2] = r, g, bl
+                f[3] = max((0.2126 * r + 0.7152 * g + 0.0722 * bl - knee) / (1.0 - knee), 0.0)
+                f[4] = 1.0
+                for p in range(k):
+                    for q in range(k):
+                        gram_all[p, q] += f[p] * f[q]
+                    for c in range(3):
+                        rhs_all[p, c] += f[p] * resid[a, b, c]
+        total_w = gram_all[k - 1, k - 1]
+        anchor = 1e-6 * total_w / (gh * gw) + 1e-12  # tiny: decides only where a node has no samples
+        whole = np.empty((k, 3))
+        _solve(gram_all, rhs_all, ridge * total_w, anchor, np.zeros((k, 3)), np.zeros((k, k)), np.empty(k), whole)
+        for i in nb.prange(gh):
+            gram = np.empty((k, k))
+            rhs = np.empty((k, 3))
+            fv = np.empty(k)
+            low = np.zeros((k, k))
+            yv = np.empty(k)
+            sol = np.empty((k, 3))
+            for j in range(gw):
+                gram[:, :] = 0.0
+                rhs[:, :] = 0.0
+                for da in range(4):
+                    a = 2 * i - 2 + da
+                    if a < 0 or a >= a_n:
+                        continue
+                    for db in range(4):
+                        b = 2 * j - 2 + db
+                        if b < 0 or b >= b_n:
+                            continue
+                        wt = splat[da] * splat[db]
+                        r, g, bl = rgb[a, b, 0], rgb[a, b, 1], rgb[a, b, 2]
+                        fv[0], fv[1], fv[2] = r, g, bl
+                        fv[3] = max((0.2126 * r + 0.7152 * g + 0.0722 * bl - knee) / (1.0 - knee), 0.0)
+                        fv[4] = 1.0
+                        for p in range(k):
+                            wp = wt * fv[p]
+                            for q in range(p, k):
+                                gram[p, q] += wp * fv[q]
+                            for c in range(3):
+                                rhs[p, c] += wp * resid[a, b, c]
+                for p in range(k):
+                    for q in range(p):
+                        gram[p, q] = gram[q, p]
+                _solve(gram, rhs, ridge * gram[k - 1, k - 1], anchor, whole, low, yv, sol)
+                for p in range(k):
+                    for c in range(3):
+                        out[i, j, p, c] = sol[p, c]
+
+    return fit
+
+
+def guided_fit_fast(rgb: np.ndarray, resid: np.ndarray, h: int, w: int, step: int,
+                    ridge: float = GUIDED_RIDGE) -> np.ndarray:
+    """:func:`itmfilter.render.ladder.guided_fit` in one numba pass: ``(A, B, 3)`` sample
+    R'G'B' and residuals -> ``(gh, gw, 5, 3)`` float32 transforms (the same numbers to
+    float rounding; tested)."""
+    gh, gw = guided_nodes(h, step)[2], guided_nodes(w, step)[2]
+    out = np.empty((gh, gw, GUIDE_FEATURES, 3), np.float32)
+    _fit_kernel()(np.ascontiguousarray(rgb, dtype=np.float64), np.ascontiguousarray(resid, dtype=np.float64),
+                  gh, gw, float(GUIDED_KNEE), float(ridge), np.asarray(GUIDED_SPLAT, np.float64), out)
+    return out
+
+
+def sample_sdr(y, cb, cr, step: int, *, bits: int = 8, full_range: bool = False) -> np.ndarray:
+    """``(A, B, 3)`` BT.709 R'G'B' [0, 1] float32 of 4:2:0 planes at a guided rung's sampled
+    pixels (rows and columns :func:`itmfilter.render.ladder.guided_samples`)."""
+    conv, off_c, inv_gc = _conversion(bits, full_range)
+    h, w = y.shape
+    rows, cols = guided_samples(h, step), guided_samples(w, step)
+    out = np.empty((rows.size, cols.size, 3), np.float32)
+    _guided_kernels()[0](np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
+                         rows, cols, conv, off_c, inv_gc, out)
+    return out
+
+
+def guided_to_hdr10_planes(y, cb, cr, coef: np.ndarray, mmr: np.ndarray, step: int, *, bits: int = 8,
+                           full_range: bool = False):
+    """SDR 4:2:0 planes + a guided rung's ``(gh, gw, 5, 3)`` transforms
+    (:func:`itmfilter.render.ladder.guided_coefficients`) over the MMR prior ``mmr``
+    ``(22, 3)`` -> (Y, Cb, Cr) uint16 HDR10 planes: PQ = clip(clip(prior(SDR)) +
+    guided_features(SDR) @ bilinear transform), per pixel."""
+    conv, off_c, inv_gc = _conversion(bits, full_range)
+    h, w = y.shape
+    ry0, rwy, gh = guided_nodes(h, step)
+    cx0, cwx, gw = guided_nodes(w, step)
+    if coef.shape != (gh, gw, GUIDE_FEATURES, 3):
+        raise ValueError(f"expected transforms of shape {(gh, gw, GUIDE_FEATURES, 3)}, got {coef.shape}")
+    planes = np.ascontiguousarray(np.asarray(coef, dtype=np.float32).reshape(gh, gw, 15).transpose(2, 0, 1))
+    y_out, cb_out, cr_out = _outputs(h, w)
+    _guided_kernels()[1](np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
+                         planes, np.ascontiguousarray(mmr, dtype=np.float64),
+                         ry0, rwy, cx0, cwx, float(GUIDED_KNEE), conv, off_c, inv_gc, y_out, cb_out, cr_out)
     return y_out, cb_out, cr_out
 
 
@@ -415,9 +667,12 @@ def low_res_sdr(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, d: int, *, bits: 
 
 
 def hdr10_planes(net, planes, downscale: int, *, precision: str = "auto", gain: str = "auto",
-                 offset_nits: float | None = None):
+                 offset_nits: float | None = None, guided: bool = False):
     """A gain rung on the CPU, fused: ``planes`` from :class:`itmfilter.media.frames.Planes` (4:2:0) -> the network at
-    ``1/downscale`` -> (Y, Cb, Cr) uint16 HDR10 planes.
+    ``1/downscale`` -> (Y, Cb, Cr) uint16 HDR10 planes. With ``guided`` (a guided rung, which
+    needs an ``mmr3``-prior network: :func:`supports_guided`), the network runs on every
+    ``downscale``-th pixel each way and :func:`guided_to_hdr10_planes` applies the fitted
+    transforms (``gain`` and ``offset_nits`` do not apply).
 
     torch's thread count is the caller's afterwards: numba's OpenMP layer shares the OpenMP
     runtime with torch, and its first parallel launch resets torch to every core (measured:
@@ -425,6 +680,8 @@ def hdr10_planes(net, planes, downscale: int, *, precision: str = "auto", gain: 
     """
     threads = torch.get_num_threads()
     try:
+        if guided:
+            return _guided_planes(net, planes, downscale, precision=precision)
         return _hdr10_planes(net, planes, downscale, precision=precision, gain=gain, offset_nits=offset_nits)
     finally:
         if torch.get_num_threads() != threads:
@@ -445,3 +702,19 @@ def _hdr10_planes(net, planes, downscale: int, *, precision: str, gain: str, off
     if g.shape[0] == 1:
         g = np.repeat(g, 3, axis=0)
     return gain_to_hdr10_planes(y, cb, cr, g, downscale, k, bits=bits, full_range=full)
+
+
+def supports_guided(net) -> bool:
+    """Whether the fused pass can run ``net``'s guided rungs: it computes the per-picture
+    MMR polynomial prior per pixel, so the network must have one (``prior="mmr3"``)."""
+    return getattr(net.config, "prior", None) == "mmr3"
+
+
+def _guided_planes(net, planes, step: int, *, precision: str):
+    if not supports_guided(net):
+        raise ValueError(f"the fused guided rungs need an mmr3-prior network, not prior={net.config.prior!r}")
+    y, cb, cr, bits, full = planes.y, planes.cb, planes.cr, planes.bits, planes.full_range
+    h, w = y.shape
+    rgb = torch.from_numpy(sample_sdr(y, cb, cr, step, bits=bits, full_range=full))
+    coef = guided_coefficients(net, rgb, h, w, step, torch.device("cpu"), precision, fit=guided_fit_fast)
+    return guided_to_hdr10_planes(y, cb, cr, coef, net.prior_mmr.detach().numpy(), step, bits=bits, full_range=full)

@@ -25,7 +25,7 @@ from itmfilter.media.frames import Planes, code_planes, is_planar_yuv
 from itmfilter.model.net import pixel_grid
 from itmfilter.render import fastpath
 from itmfilter.render.ladder import (
-    RUNGS,
+    LADDER,
     apply_rung,
     apply_rung_tensor,
     choose_rung,
@@ -109,8 +109,9 @@ def hdr10_planes(frame, net, rung: str, device, precision: str = "auto", *,
       rungs take the ``torch`` path. Needs CUDA, or ``TRITON_INTERPRET=1`` on a CPU;
     - ``torch`` (auto on CUDA otherwise, for 4:2:0 input): the frame stays on ``device``
       from its 4:2:0 planes to the output planes (:mod:`itmfilter.colour.tensor`);
-    - ``fused`` (auto on a CPU for the gain rungs with 4:2:0 input, when numba is there):
-      :mod:`itmfilter.render.fastpath`, one multi-threaded pass from planes to planes;
+    - ``fused`` (auto on a CPU for the gain rungs with 4:2:0 input, and for the guided rungs
+      of an ``mmr3``-prior network, when numba is there): :mod:`itmfilter.render.fastpath`,
+      one multi-threaded pass from planes to planes;
     - ``exact``: the float64 numpy conversions (:func:`sdr_frame_to_rgb`,
       :func:`pq_to_yuv420p10`) around :func:`itmfilter.render.ladder.apply_rung`.
 
@@ -122,11 +123,14 @@ def hdr10_planes(frame, net, rung: str, device, precision: str = "auto", *,
     planes = code_planes(frame)
     if planes is not None and planes.subsampling != "420":
         planes = None
-    downscale = get_rung(rung).downscale
+    rung = get_rung(rung)
+    downscale = rung.downscale
     if path == "auto":
         if device.type == "cuda":
             path = "triton" if downscale == 1 and _triton_ready(net, device) else "torch"
-        elif downscale > 1 and downscale % 2 == 0 and fastpath.available():
+        elif rung.guided and fastpath.available() and fastpath.supports_guided(net):
+            path = "fused"
+        elif not rung.guided and downscale > 1 and downscale % 2 == 0 and fastpath.available():
             path = "fused"
         else:
             path = "exact"
@@ -148,7 +152,7 @@ def hdr10_planes(frame, net, rung: str, device, precision: str = "auto", *,
         out = [p.to(dtype=torch.int16) for p in rgb_to_planes420(pq, bits=10, full_range=False)]
         return out if tensors else [p.cpu().numpy().view(np.uint16) for p in out]
     if path == "fused" and device.type == "cpu" and downscale > 1 and planes is not None:
-        out = fastpath.hdr10_planes(net, planes, downscale, precision=precision, gain=gain)
+        out = fastpath.hdr10_planes(net, planes, downscale, precision=precision, gain=gain, guided=rung.guided)
     else:
         pq = apply_rung(net, sdr_frame_to_rgb(frame), rung, device, precision, gain=gain)
         out = pq_to_yuv420p10(pq)
@@ -200,14 +204,19 @@ def choose_gain_mode(net, frame, rung: str = "eighth", device="cpu", samples: in
 
 
 def auto_rung(net, frame, fps: float, device, precision, gain: str = "auto") -> tuple[str, dict]:
-    """Time the rungs on the first frame, through the same per-frame path the producer
-    uses (decode excluded: it runs ahead in its own thread), and pick the best that fits
-    the frame period. Rungs are timed cheapest first and the timing stops at the first
-    rung that takes over twice the period (the better ones are slower still). The first
-    call of each rung is untimed: it also warms the filter up (JIT cache, allocations)."""
-    names = [rung.name for rung in reversed(RUNGS)]
+    """Time the rungs of :data:`~itmfilter.render.ladder.LADDER` on the first frame, through
+    the same per-frame path the producer uses (decode excluded: it runs ahead in its own
+    thread), and pick the best whose time fits :func:`~itmfilter.render.ladder.choose_rung`'s
+    share of the frame period (the rest is left to the decoder and mpv on the same cores).
+    Rungs are timed cheapest first and the timing stops at the first rung that takes over
+    twice the period (the better ones are slower still). Each rung's time is the fastest
+    of three runs: a rung's cost is what it takes when it has the cores, and a moment of
+    other load while timing must not push the choice down the ladder (sustained load is
+    :class:`~itmfilter.render.ladder.RungController`'s job). The first call of each rung is
+    untimed: it also warms the filter up (JIT cache, allocations)."""
+    names = list(reversed(LADDER))
     timings = time_rungs(lambda rung: hdr10_frame(frame, net, rung, device, precision, gain=gain),
-                         names, repeats=2, give_up_s=2.0 / fps)
+                         names, repeats=3, give_up_s=2.0 / fps, statistic=min)
     return choose_rung(1.0 / fps, timings), timings
 
 

@@ -38,8 +38,27 @@ With the untrained network (the BT.2408 prior alone) every gain is 1 and every r
 exact; the rungs only lose the network's *spatial detail* finer than ``downscale``
 pixels, which is the trade.
 
-On a CPU the player runs the gain rungs through :mod:`itmfilter.render.fastpath` (the same
-formulas fused into one pass over the Y'CbCr planes); this module is the reference.
+The guided rungs (``guided-half`` ... ``guided-eighth``) take a different road, as
+bilateral-grid slicing does in HDRNet: the network runs on real pixels, one in every
+``step x step`` block (``step`` = the rung's ``downscale``), and each node of a grid with
+a spacing of ``2 step`` pixels fits, by ridge-regularised weighted least squares over the
+4 x 4 samples around it, an affine map from the guide (R', G', B', a knee that rises
+from SDR luma 0.9 to white, 1) to what the network adds to its own per-pixel prior (PQ).
+At full resolution the prior runs per pixel and the two node rows and columns around each
+pixel are lerped into its transform (:func:`guided_coefficients`, :func:`guided_fit`).
+Edges inside a cell keep their own colours' correction, which the plain rungs (the
+network on the cell's mean colour) lose. Chosen with a torch prototype during
+development (not kept in the repository; the shipped rungs' own figures are in
+docs/ladder-timing.md) on the 1080p spatially varying grade against the full network
+(PU21-PSNR, ``step`` 8): an affine map in R'G'B' 44.2 dB, with the
+knee 45.5 (a cubic R'G'B' 45.1; the prior's PQ as guide 41.1; 8 luma bins as a full
+bilateral grid 42.3 at twice the cells' size, no better at the same size); node spacing
+2 step 44.2 against 4 step 42.0 and 1 step 43.8; the fit in PQ or as a linear-light gain:
+the same within 0.1 dB; Catmull-Rom instead of bilinear slicing: the same. The plain
+``prior`` rung at the same network cost (``eighth``): 39.1 dB.
+
+On a CPU the player runs the gain and guided rungs through :mod:`itmfilter.render.fastpath`
+(the same formulas fused into one pass over the Y'CbCr planes); this module is the reference.
 
 Layout: SDR ``(H, W, 3)`` BT.709 R'G'B' code values [0, 1] float32 in, PQ BT.2020
 R'G'B' code values [0, 1] float32 numpy ``(H, W, 3)`` out.
@@ -79,23 +98,40 @@ _LUMA_2020 = tuple(float(k) for k in LUMINANCE_WEIGHTS_BT2020)
 
 @dataclass(frozen=True)
 class Rung:
-    """One rung: ``downscale`` 1 evaluates the network on every pixel."""
+    """One rung: ``downscale`` 1 evaluates the network on every pixel. ``guided``: the
+    network runs on every ``downscale``-th pixel each way and a per-cell affine colour
+    transform carries it to every pixel (:func:`guided_coefficients`); otherwise on the
+    area-averaged picture, carried back as a gain map or a residual (module docstring)."""
 
     name: str
     downscale: int
     description: str
+    guided: bool = False
 
 
 RUNGS: tuple[Rung, ...] = (
     Rung("full", 1, "network on every pixel"),
+    Rung("guided-half", 2, "network on 1 pixel in 4, per-cell affine colour transform", True),
+    Rung("guided-quarter", 4, "network on 1 pixel in 16, per-cell affine colour transform", True),
+    Rung("guided-sixth", 6, "network on 1 pixel in 36, per-cell affine colour transform", True),
+    Rung("guided-eighth", 8, "network on 1 pixel in 64, per-cell affine colour transform", True),
     Rung("half", 2, "network at 1/2 resolution (1/4 of the pixels), gain map upsampled"),
     Rung("quarter", 4, "network at 1/4 resolution (1/16 of the pixels), gain map upsampled"),
     Rung("eighth", 8, "network at 1/8 resolution (1/64 of the pixels), gain map upsampled"),
     Rung("sixteenth", 16, "network at 1/16 resolution (1/256 of the pixels), gain map upsampled"),
 )
-"""The rungs, best first."""
+"""Every rung, best first. The guided rungs come before the gain-map rungs of the same network cost:
+on the spatially varying grade they are 0.8-1.8 dB closer to the master at 1080p
+(docs/ladder-timing.md); ``half`` and ``quarter`` remain for comparison and ``--rung``."""
 
 RUNG_NAMES = tuple(r.name for r in RUNGS)
+
+LADDER: tuple[str, ...] = ("full", "guided-half", "guided-quarter", "guided-sixth", "guided-eighth",
+                           "eighth", "sixteenth")
+"""The rungs ``auto`` and :class:`RungController` walk, best first, each cheaper than the
+one before it (the network on 1, 1/4, 1/16, 1/36, 1/64, 1/64 (no fit), 1/256 of the
+pixels). The plain ``half`` and ``quarter`` are not on it: the guided rung of the same
+network cost is better on both grades measured."""
 
 
 def get_rung(rung: str | Rung) -> Rung:
@@ -231,6 +267,161 @@ def _apply_prior_rung(net, x, d, device, precision, encode_pq):
     return out
 
 
+# --- guided rungs ---------------------------------------------------------------------------
+
+GUIDED_RIDGE = 1e-4
+"""Ridge on the four slopes of each cell's fit, relative to the cell's sample weight: a cell
+whose samples barely vary in colour keeps a near-constant residual. Chosen on the 1080p
+spatially varying grade (1e-3: -0.4 dB, 1e-5: +0.1 dB at ``guided-eighth`` but less stable)."""
+
+GUIDED_KNEE = 0.9
+"""SDR luma (BT.709 Y' code value) above which the fifth guide feature rises from 0 to 1 at
+white: the network lifts near-white and clipped pixels far above what an affine function
+of R'G'B' fitted to the rest of a cell predicts (+0.5 to +1.5 dB on the spatially varying
+grade; nothing on a global curve)."""
+
+GUIDE_FEATURES = 5
+_LUMA_709 = (0.2126, 0.7152, 0.0722)
+GUIDED_SPLAT = (0.25, 0.75, 0.75, 0.25)
+"""Tent weights of samples ``2i-2 .. 2i+1`` (in sample steps) on node ``i``: nodes sit every
+two samples, half a sample before an even one, so each node draws from the 4 x 4 samples
+within one node spacing (each sample's weights on its nodes sum to 1 each way)."""
+
+
+def guided_features(rgb: torch.Tensor) -> torch.Tensor:
+    """``(..., 3)`` SDR R'G'B' [0, 1] -> ``(..., 5)`` guide: R', G', B', the knee
+    ``max(0, (Y' - GUIDED_KNEE) / (1 - GUIDED_KNEE))`` and 1."""
+    y = rgb[..., 0:1] * _LUMA_709[0] + rgb[..., 1:2] * _LUMA_709[1] + rgb[..., 2:3] * _LUMA_709[2]
+    knee = ((y - GUIDED_KNEE) / (1.0 - GUIDED_KNEE)).clamp_(min=0.0)
+    return torch.cat([rgb, knee, torch.ones_like(knee)], dim=-1)
+
+
+def guided_samples(n: int, step: int) -> np.ndarray:
+    """Indices of the sampled rows (or columns) of ``n``: ``step // 2 + k * step``."""
+    return np.arange(step // 2, n, step)
+
+
+def guided_nodes(n: int, step: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(i0, weight, nodes)``: for each of ``n`` rows (or columns) the node below it and the
+    weight of the node after it, and how many nodes there are. Node ``i`` lies at pixel
+    ``step // 2 + (2 i - 0.5) * step`` (half a sample before sample ``2 i``; for even
+    ``step`` that is pixel index ``2 i step``), so nodes are ``2 step`` pixels apart."""
+    u = (np.arange(n, dtype=np.float64) - step // 2) / (2 * step) + 0.25
+    i0 = np.floor(u).astype(np.int64)
+    nodes = int(i0[-1]) + 2
+    return i0, (u - i0).astype(np.float32), nodes
+
+
+def _splat(x: torch.Tensor, nodes: int, dim: int) -> torch.Tensor:
+    """Tent-weighted sums of ``x``'s samples along ``dim`` (2 or 3 of ``(C, 1, A, B)``) onto ``nodes``."""
+    k = torch.tensor(GUIDED_SPLAT, dtype=x.dtype, device=x.device)
+    n = x.shape[dim]
+    tail = max(0, 2 * nodes + 2 - (n + 2))
+    if dim == 2:
+        x = F.pad(x, (0, 0, 2, tail))
+        return F.conv2d(x, k.view(1, 1, 4, 1), stride=(2, 1))[:, :, :nodes]
+    x = F.pad(x, (2, tail, 0, 0))
+    return F.conv2d(x, k.view(1, 1, 1, 4), stride=(1, 2))[:, :, :, :nodes]
+
+
+@torch.no_grad()
+def guided_fit(rgb: torch.Tensor, resid: torch.Tensor, h: int, w: int, step: int,
+               ridge: float = GUIDED_RIDGE) -> torch.Tensor:
+    """Per-node affine colour transforms ``(gh, gw, 5, 3)`` float32 from the samples.
+
+    ``rgb``: ``(A, B, 3)`` SDR R'G'B' at the sampled pixels of an ``h x w`` picture (rows
+    and columns :func:`guided_samples`), ``resid``: ``(A, B, 3)`` what to carry (PQ).
+    Each node solves weighted least squares ``resid ~ guided_features(rgb) @ C`` over
+    the samples within one node spacing (tent weights, as a bilateral grid's splat, but on
+    x and y only), with :data:`GUIDED_RIDGE` on the slopes; a node without samples takes
+    the picture's own fit. In float64 (the normal equations of cubes of [0, 1] values).
+    """
+    (_, gh), (_, gw) = guided_nodes(h, step)[1:], guided_nodes(w, step)[1:]
+    g = guided_features(rgb.double())  # (A, B, 5)
+    r = resid.double()
+    k = GUIDE_FEATURES
+    iu, ju = torch.triu_indices(k, k)
+    prods = torch.cat([(g[..., iu] * g[..., ju]), (g[..., :, None] * r[..., None, :]).flatten(-2)], dim=-1)
+    sums = _splat(_splat(prods.permute(2, 0, 1).unsqueeze(1), gh, 2), gw, 3)[:, 0].permute(1, 2, 0)
+    gram = torch.zeros(gh, gw, k, k, dtype=torch.float64, device=rgb.device)
+    gram[..., iu, ju] = sums[..., : iu.numel()]
+    gram[..., ju, iu] = sums[..., : iu.numel()]
+    rhs = sums[..., iu.numel():].reshape(gh, gw, k, 3)
+    weight = gram[..., k - 1, k - 1]
+    # the picture's own fit (unweighted): the anchor of nodes with no samples
+    flat_g, flat_r = g.reshape(-1, k), r.reshape(-1, 3)
+    total = flat_g.T @ flat_g
+    slope_ridge = torch.zeros(k, dtype=torch.float64, device=rgb.device)
+    slope_ridge[: k - 1] = ridge
+    anchor = 1e-6 * flat_g.shape[0] / (gh * gw) + 1e-12  # tiny: decides only where a node has no samples
+    whole = torch.linalg.solve(total + torch.diag(slope_ridge * total[k - 1, k - 1] + anchor), flat_g.T @ flat_r)
+    eye = torch.eye(k, dtype=torch.float64, device=rgb.device)
+    system = gram + torch.diag_embed(slope_ridge * weight[..., None]) + anchor * eye
+    return torch.linalg.solve(system, rhs + anchor * whole).float()
+
+
+def _guided_base(net: ITMNet, rgb: torch.Tensor) -> torch.Tensor:
+    """The per-pixel part a guided rung keeps exact: the network's prior in PQ, clipped
+    to [0, 1] (zeros for a network without a prior)."""
+    base = net.prior(rgb)
+    return torch.zeros_like(rgb) if base is None else base.clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def guided_coefficients(net: ITMNet, rgb_samples: torch.Tensor, h: int, w: int, step: int, device,
+                        precision: str = "auto", fit: Callable | None = None):
+    """A guided rung's transforms ``(gh, gw, 5, 3)`` for an ``h x w`` picture.
+
+    ``rgb_samples``: ``(A, B, 3)`` SDR R'G'B' [0, 1] of the pixels at rows
+    ``guided_samples(h, step)`` and columns ``guided_samples(w, step)`` (real pixels, not
+    cell means: the fit needs the colours a cell holds). The network runs there (at the
+    pixel centres' coordinates); what it adds to its prior (PQ, both clipped to [0, 1])
+    is fitted per node by :func:`guided_fit`, or by ``fit`` (same arguments, numpy in and
+    out: the fused pass's numba twin), which then gives a numpy array.
+    """
+    dtype = resolve_precision(precision, device)
+    a, b, _ = rgb_samples.shape
+    ys = torch.from_numpy(guided_samples(h, step)).to(device=device, dtype=torch.float32)
+    xs = torch.from_numpy(guided_samples(w, step)).to(device=device, dtype=torch.float32)
+    gy, gx = torch.meshgrid((ys + 0.5) / h * 2 - 1, (xs + 0.5) / w * 2 - 1, indexing="ij")
+    rgb = rgb_samples.reshape(-1, 3).to(device=device, dtype=torch.float32).contiguous()
+    out = _evaluate(net, rgb, torch.stack([gx, gy], dim=-1).reshape(-1, 2), dtype).clamp_(0.0, 1.0)
+    resid = (out - _guided_base(net, rgb)).reshape(a, b, 3)
+    if fit is not None:
+        return fit(rgb.reshape(a, b, 3).cpu().numpy(), resid.cpu().numpy(), h, w, step)
+    return guided_fit(rgb.reshape(a, b, 3), resid, h, w, step)
+
+
+def _lerp_index(i0: np.ndarray, wt: np.ndarray, nodes: int, device):
+    lo = torch.from_numpy(np.minimum(i0, nodes - 1)).to(device)
+    hi = torch.from_numpy(np.minimum(i0 + 1, nodes - 1)).to(device)
+    return lo, hi, torch.from_numpy(wt).to(device)
+
+
+def _apply_guided_rung(net, x, step, device, precision, encode_pq):
+    """Guided rung: prior(SDR) + the per-node transforms, bilinearly interpolated, applied
+    to each pixel's guide; ``(H, W, 3)`` PQ or cd/m2."""
+    h, w, _ = x.shape
+    ys = torch.from_numpy(guided_samples(h, step)).to(device)
+    xs = torch.from_numpy(guided_samples(w, step)).to(device)
+    rgb_samples = x[ys][:, xs].clamp(0.0, 1.0)
+    coef = guided_coefficients(net, rgb_samples, h, w, step, device, precision)  # (gh, gw, 5, 3)
+    gh, gw = coef.shape[:2]
+    y0, y1, wy = _lerp_index(*guided_nodes(h, step)[:2], gh, device)
+    x0, x1, wx = _lerp_index(*guided_nodes(w, step)[:2], gw, device)
+    out = torch.empty((h, w, 3), dtype=torch.float32, device=device)
+    rows = h if device.type == "cuda" else BAND_ROWS
+    for top in range(0, h, rows):
+        band = slice(top, min(h, top + rows))
+        c = torch.lerp(coef[y0[band]], coef[y1[band]], wy[band].view(-1, 1, 1, 1))  # (n, gw, 5, 3)
+        c = torch.lerp(c[:, x0], c[:, x1], wx.view(1, -1, 1, 1))  # (n, w, 5, 3)
+        sdr = x[band].clamp(0.0, 1.0)
+        pq = _guided_base(net, sdr.reshape(-1, 3)).reshape(sdr.shape)
+        pq.add_(torch.einsum("nwk,nwkc->nwc", guided_features(sdr), c)).clamp_(0.0, 1.0)
+        out[band] = pq if encode_pq else eotf_st2084(pq)
+    return out
+
+
 @torch.no_grad()
 def _apply_gain_rung(net, sdr, rung: Rung, device, precision, gain, offset_nits, encode_pq):
     """Gain-map rung; returns ``(H, W, 3)`` float32 torch, PQ or cd/m2 (``encode_pq``)."""
@@ -243,6 +434,8 @@ def _apply_gain_rung(net, sdr, rung: Rung, device, precision, gain, offset_nits,
         raise ValueError(f"sdr must be (H, W, 3) R'G'B', got shape {tuple(x.shape)}")
     h, w, _ = x.shape
     d, k = rung.downscale, float(offset_nits)
+    if rung.guided:
+        return _apply_guided_rung(net.to(device).eval(), x, d, device, precision, encode_pq)
     if gain == "prior":
         return _apply_prior_rung(net.to(device).eval(), x, d, device, precision, encode_pq)
     g = _low_res_gain(net.to(device).eval(), x, d, device, precision, gain, k)
@@ -324,11 +517,12 @@ def time_rungs(
     *,
     repeats: int = 3,
     give_up_s: float | None = None,
+    statistic: Callable = statistics.median,
 ) -> dict[str, float]:
-    """Median seconds of ``run(rung_name)`` for each rung, in the order given (one untimed
-    warm-up call each: it also compiles and allocates). With ``give_up_s``, timing stops
-    after the first rung slower than that (pass the rungs cheapest first: the ones after
-    it are slower still)."""
+    """Seconds of ``run(rung_name)`` for each rung, in the order given: the ``statistic``
+    (median, or e.g. ``min``) of ``repeats`` runs after one untimed warm-up call each (it
+    also compiles and allocates). With ``give_up_s``, timing stops after the first rung
+    slower than that (pass the rungs cheapest first: the ones after it are slower still)."""
     timings = {}
     for name in rungs:
         run(name)
@@ -337,7 +531,7 @@ def time_rungs(
             t = time.perf_counter()
             run(name)
             runs.append(time.perf_counter() - t)
-        timings[get_rung(name).name] = statistics.median(runs)
+        timings[get_rung(name).name] = statistic(runs)
         if give_up_s is not None and timings[get_rung(name).name] > give_up_s:
             break
     return timings
@@ -373,18 +567,22 @@ def measure_rung_costs(
 
 
 def choose_rung(frame_budget_s: float, timings: dict[str, float], headroom: float = 0.75) -> str:
-    """The best rung whose measured time fits ``headroom`` of the frame period.
+    """The best rung (in :data:`RUNGS` order) whose measured time fits ``headroom`` of the frame period.
 
     ``frame_budget_s``: seconds per frame available to the filter (1 / fps, less any
     fixed per-frame cost the caller knows of). ``timings``: seconds per frame by rung name
-    (from :func:`time_rungs`). When none fits, the fastest measured rung is returned.
+    (from :func:`time_rungs`). ``headroom`` 0.75 leaves a quarter of the period to the
+    decoder, the frame's trip to mpv and mpv itself, which share the cores: so a rung
+    that fits is never passed over for a worse one (``sixteenth`` is chosen only where
+    nothing better that was timed fits). When none fits, the fastest measured rung is
+    returned.
     """
     if not timings:
         raise ValueError("choose_rung needs at least one measured rung")
     limit = frame_budget_s * headroom
-    for rung in RUNGS:
-        if rung.name in timings and timings[rung.name] <= limit:
-            return rung.name
+    for name in RUNG_NAMES:
+        if name in timings and timings[name] <= limit:
+            return name
     return min(timings, key=timings.get)
 
 
@@ -393,7 +591,9 @@ class RungController:
 
     Call :meth:`frame_done` for every frame (``dropped`` True when it was skipped or
     shown late). When more than ``max_drop_share`` of the last ``window`` frames dropped,
-    the controller moves to the next faster rung and starts a new window.
+    the controller moves to the next faster rung of :data:`LADDER` and starts a new window
+    (from a rung off the ladder, to the first ladder rung that runs the network on fewer
+    pixels).
     """
 
     def __init__(self, rung: str, window: int = 24, max_drop_share: float = 0.1) -> None:
@@ -410,16 +610,38 @@ class RungController:
         if len(self._recent) >= self.window:
             share = sum(self._recent) / len(self._recent)
             self._recent.clear()
-            index = RUNG_NAMES.index(self.rung)
-            if share > self.max_drop_share and index + 1 < len(RUNGS):
-                self.rung = RUNG_NAMES[index + 1]
-                self.changes.append((self._seen, self.rung))
+            if share > self.max_drop_share:
+                slower = next_faster_rung(self.rung)
+                if slower is not None:
+                    self.rung = slower
+                    self.changes.append((self._seen, self.rung))
         return self.rung
+
+
+def next_faster_rung(rung: str) -> str | None:
+    """The rung after ``rung`` on :data:`LADDER` (None at its end); from a rung off the
+    ladder, the first ladder rung whose network runs on fewer pixels."""
+    if rung in LADDER:
+        index = LADDER.index(rung)
+        return LADDER[index + 1] if index + 1 < len(LADDER) else None
+    d = get_rung(rung).downscale
+    return next((name for name in LADDER if get_rung(name).downscale > d), None)
 
 
 __all__ = [
     "GAIN_MODES",
     "GAIN_OFFSET_NITS",
+    "GUIDED_KNEE",
+    "GUIDED_RIDGE",
+    "GUIDED_SPLAT",
+    "GUIDE_FEATURES",
+    "LADDER",
+    "guided_coefficients",
+    "guided_features",
+    "guided_fit",
+    "guided_nodes",
+    "guided_samples",
+    "next_faster_rung",
     "RUNGS",
     "RUNG_NAMES",
     "Rung",
