@@ -14,6 +14,7 @@ A decoder conforms when, for every entry of ``manifest.json``, it reproduces ``e
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 import io
 import json
@@ -39,6 +40,7 @@ from itmfilter.track import (
 )
 from itmfilter.model.initial import load_init, shipped_init_path
 from itmfilter.track.codec import (
+    HALF_MOTION_DELTA_CODING,
     INIT_KEY_CODING,
     MOTION_DELTA_CODING,
     encode_init_key_payload,
@@ -229,6 +231,56 @@ def build_vectors() -> dict[str, bytes]:
                  "expected": "track_expected.npy"}
             )
 
+    # Format 1.3: the same track in the compact packet form; single compact packets (a KEY, a
+    # DELTA, a REPEAT, a damaged DELTA, one claiming major version 9); the header's compressed
+    # form and reference, alone and in SEI in front of the compact frame-0 KEY.
+    compact = [encode_packet(p, compact=True) for p in packets]
+    out["track_compact.bin"] = write_track_blob(enc.header, compact)
+    out["packet_key_compact.bin"] = compact[0]
+    out["packet_delta_compact.bin"] = encode_packet(delta, compact=True)
+    out["packet_repeat_compact.bin"] = encode_packet(repeat, compact=True)
+    bad = bytearray(out["packet_delta_compact.bin"])
+    bad[8] ^= 0x01
+    out["packet_compact_damaged.bin"] = bytes(bad)
+    v9 = bytearray(out["packet_delta_compact.bin"][:-2])
+    v9[0] = 0xC9
+    out["packet_compact_version9.bin"] = bytes(v9) + struct.pack("<H", binascii.crc_hqx(bytes(v9), 0))
+    out["header_compressed.bin"] = enc.header.to_compressed_bytes()
+    out["header_ref.bin"] = enc.header.reference().to_bytes()
+    out["sei_h264_key_compact.nal"] = build_sei_nal(pack_sample(compact[0], enc.header, compressed=True), codec=H264)
+    out["sei_h264_key_ref.nal"] = build_sei_nal(pack_sample(compact[0], enc.header.reference()), codec=H264)
+    # DELTA coding 3 (1.3): a shift alone as two binary16 (dy is rounded to binary16), compact form,
+    # on packet_motion_only's reference.
+    half = Packet(5, "delta", 0, encode_motion_payload((0.0421875, -0.0185185), None, HALF_MOTION_DELTA_CODING),
+                  HALF_MOTION_DELTA_CODING)
+    out["packet_motion_half.bin"] = encode_packet(half, compact=True)
+    out["packet_motion_half_expected.npy"] = _npy(decode_payload(half, expected[4], sizes, config=SMALL))
+    manifest += [
+        {"file": "packet_motion_half.bin", "what": "DELTA coding 3 (1.3): the shift alone as two binary16, "
+         "compact form (10 bytes)", "frame": 5, "reference": "packet_motion_only_reference.npy",
+         "expected": "packet_motion_half_expected.npy"},
+        {"file": "track_compact.bin", "what": "track.bin with every packet in the compact form (1.3)",
+         "expected": "track_expected.npy", "kinds": kinds, "statuses": ["ok"] * 12},
+        {"file": "packet_key_compact.bin", "what": "packet_key_fp16.bin in the compact form (1.3)", "frame": 0,
+         "expected": "packet_key_fp16_expected.npy"},
+        {"file": "packet_delta_compact.bin", "what": "packet_delta.bin in the compact form (1.3)",
+         "frame": delta.frame, "reference": "packet_delta_reference.npy", "expected": "packet_delta_expected.npy"},
+        {"file": "packet_repeat_compact.bin", "what": "packet_repeat.bin in the compact form (1.3): 6 bytes",
+         "frame": repeat.frame, "reference": "packet_repeat_reference.npy",
+         "expected": "packet_repeat_reference.npy"},
+        {"file": "packet_compact_damaged.bin", "what": "packet_delta_compact.bin with one payload bit flipped",
+         "error_contains": "CRC-16"},
+        {"file": "packet_compact_version9.bin", "what": "packet_delta_compact.bin with tag 0xC9 (CRC valid)",
+         "error_contains": "version 9"},
+    ]
+    for name, form in (("key_compact", "compressed header"), ("key_ref", "header reference")):
+        manifest.append(
+            {"file": f"sei_h264_{name}.nal", "what": f"H.264 SEI NAL unit carrying frame 0's compact KEY after the "
+             f"{form} (1.3)", "codec": H264, "frame": 0,
+             "sample": "header+packet" if name == "key_compact" else "ref+packet",
+             "packet": "packet_key_compact.bin", "expected": "track_expected.npy"}
+        )
+
     # A cut: the 12-frame track from frame 5 on (DELTAs at 5 and 6, then the shot-1 KEY at 7).
     cut = {p.frame: encode_packet(p) for p in packets if p.frame >= 5}
     out["track_cut.bin"] = write_track_blob(enc.header, list(cut.values()))
@@ -392,6 +444,10 @@ def _header_vectors(header, out: dict) -> tuple[list[dict], list[dict]]:
     out["header_json_minor0.bin"] = _header_with_json(header, lambda d: d.update(version=[1, 0]))
     out["header_json_major2.bin"] = _header_with_json(header, lambda d: d.update(version=[2, 0]))
     headers = [
+        {"file": "header_compressed.bin", "what": "track.bin's header in the compressed form (1.3): the same "
+         "header", "same_as": "track.bin", "header_id": header.header_id},
+        {"file": "header_ref.bin", "what": "a header reference (1.3) naming track.bin's header",
+         "header_id": header.header_id},
         {"file": "header_json_minor0.bin", "what": "binary header 1.1 whose JSON says [1, 0]: accepted, "
          "the JSON's version is the header's", "version": [1, 0]},
         {"file": "header_json_major2.bin", "what": "binary header 1.1 whose JSON says [2, 0]: refused",

@@ -122,13 +122,17 @@ def test_every_access_unit_carries_its_packet_and_keys_the_header(media):
         pts = [p.pts for p in c.demux(video=0) if p.size]
     assert pts != sorted(pts)  # B-frames: decode order is not presentation order
     assert all(len(s.payloads) == 1 for s in samples)
+    leads = {}
     for sample, index in zip(samples, presentation_indexes(samples)):
         body = sample.payloads[0]
-        has_header = body[:4] == b"ITMT"
         packet = load_track(sdr).packets[index]
         assert body.endswith(packet)
         assert decode_packet(packet).frame == index  # presentation order held with B-frames
-        assert has_header == (decode_packet(packet).kind == "key")
+        leads[index] = body[:4] if decode_packet(packet).kind == "key" else None
+        assert leads[index] is not None or len(body) == len(packet)
+    # format 1.3: the compressed header at 0 and at 24 (a key interval on), a reference at the
+    # shot start 30, 6 frames after the last header
+    assert {i: lead for i, lead in leads.items() if lead} == {0: b"ITMZ", 24: b"ITMZ", SHOT: b"ITMR"}
     track = load_track(sdr)
     assert track.where == "SEI" and len(track.runs) == 1
     keys = [i for i in range(N) if decode_packet(track.packets[i]).kind == "key"]

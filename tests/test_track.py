@@ -388,13 +388,14 @@ def test_vectors_decode_to_expected_weights():
             continue
         expected = np.load(vec / entry["expected"])
         if "codec" in entry:  # the SEI form: the NAL unit holds (header +) the packet file's bytes
-            from itmfilter.track.format import split_sample
+            from itmfilter.track.format import HeaderRef, split_sample
             from itmfilter.track.sei import user_data_from_nal
 
             (sample,) = user_data_from_nal(raw, entry["codec"])
             header, packet = split_sample(sample)
             assert packet == (vec / entry["packet"]).read_bytes()
-            assert (header is not None) == (entry["sample"] == "header+packet")
+            lead = {"header+packet": TrackHeader, "ref+packet": HeaderRef, "packet": type(None)}[entry["sample"]]
+            assert isinstance(header, lead)
             p = decode_packet(packet)
             ref = expected[entry["frame"] - 1] if p.kind != "key" else None
             got = decode_payload(p, ref, tensor_sizes(config), config=config)
@@ -417,6 +418,77 @@ def test_vectors_decode_to_expected_weights():
         for row, f in enumerate(entry.get("frames", range(len(expected)))):
             got, status = dec.params_at(f, packets)
             assert status == entry["statuses"][row] and np.array_equal(got, expected[row]), (entry["file"], f)
+
+
+def test_format_1_2_vectors_still_decode():
+    """Tracks written by format 1.2 (long packets, binary header in every SEI KEY; kept in
+    sidecar/vectors-1.2) decode to the same weights with this reader."""
+    old = SIDECAR / "vectors-1.2"
+    expected = np.load(old / "track_expected.npy")
+    for header, packets in (read_track_blob((old / "track.bin").read_bytes()),
+                            track_from_json(json.loads((old / "track.itm.json").read_text()))):
+        assert header.version == (1, 2)
+        dec = TrackDecoder(header)
+        for f in range(len(expected)):
+            got, status = dec.params_at(f, packets)
+            assert status == "ok" and np.array_equal(got, expected[f])
+    header, packets = read_track_blob((old / "track_init.bin").read_bytes())
+    dec, init_expected = TrackDecoder(header), np.load(old / "track_init_expected.npy")
+    assert all(np.array_equal(dec.params_at(f, packets)[0], init_expected[f]) for f in range(len(init_expected)))
+    from itmfilter.track.format import split_sample
+    from itmfilter.track.sei import user_data_from_nal
+
+    (sample,) = user_data_from_nal((old / "sei_h264_key.nal").read_bytes(), "h264")
+    lead, packet = split_sample(sample)
+    assert isinstance(lead, TrackHeader) and lead.version == (1, 2) and packet == (old / "packet_key_fp16.bin").read_bytes()
+
+
+def test_compact_packets_are_small_and_checked():
+    """The compact form (1.3): a REPEAT of a 10 s clip's frame is 7 bytes (24 long), every
+    field round-trips, and a flipped bit anywhere is caught by the check."""
+    from itmfilter.track.format import compact_head_bytes, peek_packet
+
+    for frame, shot, kind, payload, coding in ((0, 0, "repeat", b"", 0), (239, 4, "repeat", b"", 0),
+                                               (200, 3, "delta", b"\x01" * 8, 2), (16384, 200, "key", b"xyz", 3),
+                                               ((1 << 24) - 1, (1 << 24) - 1, "delta", b"", 1)):
+        p = Packet(frame, kind, shot, payload, coding)
+        raw = encode_packet(p, compact=True)
+        assert len(raw) == compact_head_bytes(frame, shot, kind) + len(payload)
+        assert decode_packet(raw) == p and peek_packet(raw) == (frame, {"key": 1, "delta": 2, "repeat": 3}[kind])
+        for bit in range(8 * len(raw)):
+            bad = bytearray(raw)
+            bad[bit // 8] ^= 1 << (bit % 8)
+            with pytest.raises(TrackFormatError):
+                decode_packet(bytes(bad))
+    assert len(encode_packet(Packet(239, "repeat", 4, b""), compact=True)) == 7
+    assert len(encode_packet(Packet(239, "delta", 4, b"\0" * 8, 2), compact=True)) == 15  # the shift alone
+    with pytest.raises(TrackFormatError, match="truncated"):
+        decode_packet(b"\xc1\xc0")
+    with pytest.raises(ValueError, match="compact"):
+        encode_packet(Packet(0, "delta", 0, b"", 64), compact=True)
+
+
+def test_compressed_header_and_reference():
+    """The compressed header (1.3) parses to the same header, is about half the binary one, and
+    a header reference names it by the CRC-32 of its JSON; a sample may lead with either."""
+    from itmfilter.track.format import HeaderRef, pack_sample, split_sample
+
+    header = _header()
+    whole = header.to_compressed_bytes()
+    assert whole[:4] == b"ITMZ" and TrackHeader.from_bytes(whole) == header
+    assert len(whole) < 0.8 * len(header.to_bytes())
+    packet = Packet(0, "key", 0, b"payload", 1)
+    lead, raw = split_sample(pack_sample(packet, header, compressed=True))
+    assert lead == header and decode_packet(raw) == packet
+    lead, raw = split_sample(pack_sample(encode_packet(packet, compact=True), header.reference()))
+    assert lead == HeaderRef(header.header_id) and lead.matches(header) and decode_packet(raw) == packet
+    assert not HeaderRef(header.header_id ^ 1).matches(header)
+    bad = bytearray(whole)
+    bad[20] ^= 0x01
+    with pytest.raises(TrackFormatError, match="CRC-32"):
+        TrackHeader.from_bytes(bytes(bad))
+    with pytest.raises(TrackFormatError, match="truncated"):
+        split_sample(b"ITMR\x00")
 
 
 def test_format_1_1_vectors_still_decode():
@@ -447,8 +519,14 @@ def _shipped():
 
 
 def test_init_key_round_trip_is_cheaper_than_int8_and_within_half_step():
-    from itmfilter.track.codec import (DEFAULT_KEY_STEP, DEFAULT_RMS_FLOOR, INIT_KEY_CODING,
-                                       WIDE_STEP_FACTOR, encode_key_payload, wide_tensors)
+    from itmfilter.track.codec import (
+        DEFAULT_KEY_STEP,
+        DEFAULT_RMS_FLOOR,
+        INIT_KEY_CODING,
+        WIDE_STEP_FACTOR,
+        encode_key_payload,
+        wide_tensors,
+    )
 
     config, ivec = _shipped()
     sizes, wide = tensor_sizes(config), wide_tensors(config)
@@ -470,7 +548,7 @@ def test_init_key_round_trip_is_cheaper_than_int8_and_within_half_step():
     # the header names the initialisation; a fresh decoder finds it and reproduces the set
     assert enc.header.init["name"] == "naive" and len(enc.header.init["sha256"]) == 64
     header2 = TrackHeader.from_bytes(enc.header.to_bytes())
-    assert header2.init == enc.header.init and header2.version == (1, 2)
+    assert header2.init == enc.header.init and header2.version >= (1, 2)
     dec = TrackDecoder(header2)
     got, status = dec.params_at(0, {0: encode_packet(key)})
     assert status == "ok" and np.array_equal(got, enc.decoded)

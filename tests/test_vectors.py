@@ -114,14 +114,21 @@ def test_header_and_binding_vectors():
 
     vec = SIDECAR / "vectors"
     manifest = json.loads((vec / "manifest.json").read_text())
+    header, _ = read_track_blob((vec / "track.bin").read_bytes())
     for entry in manifest["headers"]:
         raw = (vec / entry["file"]).read_bytes()
         if "error_contains" in entry:
             with pytest.raises(TrackFormatError, match=entry["error_contains"]):
                 TrackHeader.from_bytes(raw)
+        elif raw[:4] == b"ITMR":  # a header reference (1.3): "ITMR" and the header id
+            assert len(raw) == 8 and struct.unpack("<I", raw[4:])[0] == entry["header_id"] == header.header_id
+        elif "same_as" in entry:  # the compressed form (1.3) of track.bin's header
+            assert raw[:4] == b"ITMZ" and len(raw) < len(header.to_bytes())
+            got = TrackHeader.from_bytes(raw)
+            assert got == header and got.header_id == entry["header_id"]
+            assert zlib.crc32(zstandard.ZstdDecompressor().decompress(raw[12:-4])) == entry["header_id"]
         else:
             assert list(TrackHeader.from_bytes(raw).version) == entry["version"]
-    header, _ = read_track_blob((vec / "track.bin").read_bytes())
     cases = manifest["bindings"]
     assert {c["matches"] for c in cases} == {True, False}
     for case in cases:

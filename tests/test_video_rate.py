@@ -2,18 +2,17 @@
 packaged HDR photograph, cut every 1 or 2 s) stay within the cap over the whole track and
 within the buffer model (sidecar/SPEC.md section 4) over every window of frames."""
 
-import numpy as np
 import pytest
 
 from itmfilter.data import sample_path
 from itmfilter.data.testmedia import make_master_from_arrays, pan_view
-from itmfilter.encode.rate import RateBudget, carried_sizes, check_rate, plan_rate, window_bytes
+from itmfilter.encode.rate import RateBudget, check_rate, plan_rate, window_bytes
 from itmfilter.encode.video import VideoEncodeOptions, encode_video
 from itmfilter.errors import ItmError
 from itmfilter.media.stills import read_hdr
-from itmfilter.track.carriage import load_track
+from itmfilter.track.carriage import carried_bytes, load_track
 from itmfilter.track.codec import INIT_KEY_CODING, TrackDecoder
-from itmfilter.track.format import decode_packet
+from itmfilter.track.format import COMPACT_PACKET_TAG, HEADER_REF_BYTES, decode_packet
 
 SIZE, FPS, FRAMES = (96, 54), 24, 72
 SHOTS = (24, 48)  # a 1 s shot, then a 2 s shot
@@ -37,15 +36,23 @@ def master(tmp_path_factory):
 
 
 def _sizes(out, carriage):
+    """The bytes each frame carries in the file itself (SEI samples, data-track samples)."""
     track = load_track(out)
+    sizes = carried_bytes(out, track)
+    assert len(sizes) == FRAMES
     raws = [track.packets[i] for i in range(FRAMES)]
-    return track, carried_sizes(raws, len(track.header.to_bytes()), carriage == "sei")
+    if carriage == "sei":  # the compressed header on the first KEY, an 8-byte reference on the other
+        keys = [i for i in range(FRAMES) if decode_packet(raws[i]).kind == "key"]
+        assert sizes[0] == len(raws[0]) + len(track.header.to_compressed_bytes())
+        assert all(sizes[i] == len(raws[i]) + HEADER_REF_BYTES for i in keys[1:])
+    return track, sizes
 
 
-@pytest.mark.parametrize("kbps,carriage", [(8.0, "track"), (16.0, "sei"), (32.0, "sei")])
+@pytest.mark.parametrize("kbps,carriage", [(8.0, "track"), (8.0, "sei"), (16.0, "sei"), (32.0, "sei")])
 def test_every_cap_holds_over_the_file_and_every_window(master, tmp_path, kbps, carriage):
-    """SEI (the default carriage) repeats the ~1 KB header with every KEY, and the budget
-    counts it: with a 1 s shot that alone is 8 kbit/s, so 8 kbit/s is tested in a data track."""
+    """SEI (the default carriage) sends the compressed header with the first KEY and a
+    reference with the one a second later (format 1.3), and the budget counts both: 8 kbit/s
+    with a 1 s shot, refused before 1.3, now holds in SEI too."""
     out = tmp_path / "sdr.mp4"
     options = VideoEncodeOptions(max_kbps=kbps, sidecar=carriage, **FAST)
     report = encode_video(master, out, options=options, quiet=True)
@@ -53,6 +60,8 @@ def test_every_cap_holds_over_the_file_and_every_window(master, tmp_path, kbps, 
     assert report.shots == len(SHOTS)
     track, sizes = _sizes(out, report.carriage)
     assert sum(sizes) == report.metadata_bytes
+    assert all(raw[0] == COMPACT_PACKET_TAG for raw in track.packets.values())  # format 1.3 packets
+    assert not any("outgrew" in n for n in report.notes)
     assert sum(sizes) <= kbps * 1000 / 8 * FRAMES / FPS  # the whole track
     assert check_rate(sizes, kbps, FPS, 1.0) == []  # every window: n*r + B
     # the worst 1 s window, as reported, is within cap x (1 s + buffer 1 s)
@@ -115,7 +124,25 @@ def test_budget_keeps_the_bucket_within_the_buffer():
     assert b.level <= 1e-9  # repaid by the end
 
 
-@pytest.mark.parametrize("kbps,carriage", [(4.0, "track"), (8.0, "sei")])
+def test_saved_tokens_never_leave_the_bucket_full_at_a_segment_end():
+    """Tokens saved over a stretch of shifts cannot be spent so late that the bucket is still
+    above the level planned for the next segment's start (where its KEY borrows again)."""
+    b = RateBudget(8.0, 24.0, {48}, 96, 48, per_packet=4, head_bytes=7, key_head_bytes=9)  # r = 41.7 B, B = 1000 B
+    b.key_sent(0, 300)
+    for f in range(1, 48):
+        b.next_frame()
+        if f < 40:  # shifts alone: the tokens pile up
+            b.record(f, 11)
+            continue
+        spend = b.affordable()
+        b.record(f, 11 + spend)
+        b.spend(spend)
+        sizes_left = 47 - f
+        assert b.level <= b.end_level + sizes_left * (b.per_frame - 11) + 1e-9
+    assert b.level <= 1e-9  # empty where the next segment is planned to start empty
+
+
+@pytest.mark.parametrize("kbps,carriage", [(2.0, "track"), (2.0, "sei")])
 def test_too_low_cap_is_refused_with_the_minimum(master, tmp_path, kbps, carriage):
     out = tmp_path / "x.mp4"
     with pytest.raises(ItmError, match="at least --max-kbps"):

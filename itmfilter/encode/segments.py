@@ -43,9 +43,15 @@ import torch
 
 from itmfilter.colour.hdr10 import LightLevelAccumulator
 from itmfilter.colour.transfer import eotf_inverse_st2084
-from itmfilter.encode.rate import MIN_DELTA_BYTES, RateBudget, RatePlan
+from itmfilter.encode.rate import (
+    MIN_DELTA_BYTES,
+    PACKET_OVERHEAD_BYTES,
+    RateBudget,
+    RatePlan,
+)
 from itmfilter.encode.shots import ShotDetector
 from itmfilter.errors import ItmError
+from itmfilter.limits import MAX_FRAMES
 from itmfilter.media.phasecorr import MotionEstimator
 from itmfilter.media.video import read_hdr_frames, read_sdr_frames
 from itmfilter.model.adapt import AdaptOptions, adapt, adapt_batch
@@ -54,12 +60,19 @@ from itmfilter.model.initial import load_init
 from itmfilter.model.net import resolve_device
 from itmfilter.progress import progress_bar
 from itmfilter.track.codec import (
-    MOTION_DELTA_CODING,
+    HALF_MOTION_SHIFT_BYTES,
     MOTION_SHIFT_BYTES,
     TrackEncoder,
     carries_update,
+    shift_bytes,
 )
-from itmfilter.track.format import TrackHeader, encode_packet, flatten_state, unflatten
+from itmfilter.track.format import (
+    TrackHeader,
+    compact_head_bytes,
+    encode_packet,
+    flatten_state,
+    unflatten,
+)
 from itmfilter.track.motion import pixels_to_shift
 
 
@@ -131,6 +144,9 @@ class SegmentJob:
     with ``strategy="frame"``) / of a warm frame. ``header_bytes``: what the final track
     header will cost, charged to the budget of the segment that opens the track (of every
     segment with ``header_every_key``).
+    ``key_headers``: when given, the bytes sent with each segment's KEY instead (the SEI
+    carriage: the compressed header or an 8-byte reference), and ``other_key_header`` with a
+    KEY sent inside a segment. ``compact``: packets in the compact form (1.3).
     ``max_kbps`` None or 0: no rate cap; else ``rate`` is the track's pass-1 rate plan
     (:func:`itmfilter.encode.rate.plan_rate`, which also decided ``motion`` under the cap).
     """
@@ -147,7 +163,10 @@ class SegmentJob:
     motion: bool = True
     max_kbps: float | None = None
     header_bytes: int = 0
-    header_every_key: bool = False  # the header travels with every key (SEI carriage), not the first only
+    header_every_key: bool = False  # the header travels with every key, not the first only
+    key_headers: tuple[int, ...] = ()  # bytes sent with each segment's KEY (by index); overrides the two above
+    other_key_header: int = 0  # bytes sent with a KEY that opens no segment (an int16 overflow): a reference
+    compact: bool = True  # compact packets (format 1.3): a head of 6-10 bytes instead of 24
     rate: RatePlan | None = None
     assume_hdr: bool = False
     init_path: str | None = None
@@ -174,9 +193,38 @@ def segment_budget(job: SegmentJob, segment: Segment) -> RateBudget:
     if not job.max_kbps or job.strategy == "frame":
         return RateBudget(None, job.fps, set(), job.key_interval, 0)
     if job.rate is None:  # a lone segment's plan: no level carried in or out
-        per_packet = MOTION_SHIFT_BYTES if job.motion and job.strategy == "warm" else 0
-        return RateBudget(job.max_kbps, job.fps, {segment.end}, job.key_interval, segment.end, per_packet=per_packet)
+        shift = HALF_MOTION_SHIFT_BYTES if job.coder.get("half_shift") else MOTION_SHIFT_BYTES
+        per_packet = shift if job.motion and job.strategy == "warm" else 0
+        head, key_head = packet_heads(job.header, segment.shot + 1, job.compact)
+        return RateBudget(job.max_kbps, job.fps, {segment.end}, job.key_interval, segment.end, per_packet=per_packet,
+                          head_bytes=head, key_head_bytes=key_head)
     return RateBudget.for_segment(job.rate, segment.index, segment.start, segment.end, job.key_interval)
+
+
+def packet_heads(header: TrackHeader, shots: int, compact: bool = True) -> tuple[int, int]:
+    """``(DELTA/REPEAT head, KEY head)``: the most bytes a packet of the track costs beyond its
+    payload, for ``header.frame_count`` frames (2^24 when unknown) in ``shots`` shots. 24 and 24
+    in the long form; compact (1.3), 7 and 9 for a 10 s clip (frame numbers below 16384)."""
+    if not compact:
+        return PACKET_OVERHEAD_BYTES, PACKET_OVERHEAD_BYTES
+    last = max(0, (header.frame_count or MAX_FRAMES) - 1)
+    last_shot = max(0, shots - 1)
+    return compact_head_bytes(last, last_shot, "delta"), compact_head_bytes(last, last_shot, "key")
+
+
+def segment_header_bytes(job: SegmentJob, segment: Segment) -> int:
+    """Bytes of header sent with the KEY that opens ``segment`` (module docstring of
+    :mod:`itmfilter.encode.rate`)."""
+    if job.key_headers:
+        return job.key_headers[segment.index]
+    return job.header_bytes if segment.start == 0 or job.header_every_key else 0
+
+
+def _set_error(init, sdr: np.ndarray, target: np.ndarray, device, params: np.ndarray) -> float:
+    """:func:`_frame_error` of the network holding the flat set ``params``."""
+    net = init.__class__(init.config)
+    net.load_state_dict(unflatten(init.config, params))
+    return _frame_error(net, sdr, target, device)
 
 
 def _frame_error(net, sdr: np.ndarray, target: np.ndarray, device) -> float:
@@ -284,22 +332,30 @@ def encode_segment(job: SegmentJob, segment: Segment,
             else:
                 params = flatten_state(adapt(held, sdr, target, job.warm, device=device).net.state_dict())
         # a shift's bytes are reserved per frame by the budget and lie outside max_bytes
-        extra = job.header_bytes if first and (index == 0 or job.header_every_key) else 0
+        extra = segment_header_bytes(job, segment) if first else 0
+        if first and budget.limited:
+            # under a cap the KEY's form (fine, coarse, prior only, bare) is chosen by its error
+            # on this frame, not by bytes alone (TrackEncoder._key)
+            encoder.key_error = functools.partial(_set_error, init, sdr, target, device)
         key_max = budget.key_budget(index, extra) if first else budget.affordable()
         packet = encoder.add(index, params, shot_start=first, max_bytes=budget.affordable(), motion=shift,
                              key_max_bytes=key_max)
+        encoder.key_error = None  # a later KEY (an int16 overflow) is not judged on this frame
         if carries_update(packet):
             held_net = init.__class__(init.config)
             held_net.load_state_dict(unflatten(init.config, encoder.decoded))
             held_error = _frame_error(held_net, sdr, target, device)
-        packets[index] = encode_packet(packet)
+        packets[index] = encode_packet(packet, compact=job.compact)
         if packet.kind == "key":
-            with_header = index == 0 or job.header_every_key
-            budget.key_sent(index, len(packets[index]), job.header_bytes if with_header else 0)
+            if first:
+                sent_header = extra
+            else:  # a KEY inside the segment (an int16 overflow) carries what the carriage adds to any KEY
+                sent_header = job.other_key_header if job.key_headers else (job.header_bytes if job.header_every_key else 0)
+            budget.key_sent(index, len(packets[index]), sent_header)
         else:
             budget.record(index, len(packets[index]))
             if packet.kind == "delta":
-                budget.spend(len(packet.payload) - (MOTION_SHIFT_BYTES if packet.coding == MOTION_DELTA_CODING else 0))
+                budget.spend(len(packet.payload) - shift_bytes(packet))
         if progress is not None:
             progress(1)
     if len(packets) != segment.frames:

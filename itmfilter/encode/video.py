@@ -16,7 +16,8 @@ Three passes, so that the weights are fitted to the SDR a player will actually d
    finished segments are checkpointed so an interrupted encode resumes;
 3. remux the SDR stream (+ audio/subtitles) with the track, atomically: by default (H.264
    or HEVC, any of .mp4/.mov/.mkv/.ts) as SEI inside the video stream, each access unit
-   carrying its frame's packet and every KEY's access unit the track header too, so the
+   carrying its frame's packet and KEY access units the compressed track header (or, where
+   one carried it less than a key interval before, an 8-byte reference to it), so the
    weights survive remuxing, segmenting, cutting and concatenation
    (:mod:`itmfilter.track.sei`); or an MP4/MOV data track, an MKV attachment, a JSON
    sidecar (``--sidecar track|attachment|json``).
@@ -30,7 +31,7 @@ a batch of networks (:func:`itmfilter.model.adapt.adapt_batch`: the keys of the 
 segments, the next frames of ``frame``): the same weights up to float rounding (the same
 bits on the project's CPU), one set of kernel launches for many networks on a GPU;
 * ``warm`` (default): a segment's first frame (a shot start or a forced key) adapted
-  fully; a later frame keeps the set the *decoder* holds (a 24-byte repeat packet) while
+  fully; a later frame keeps the set the *decoder* holds (a 6-7 byte compact repeat packet) while
   that set's error on the frame stays within ``refresh_ratio`` of its error when it was
   made; otherwise it is warm-started
   from the decoder's set (closed loop) for a few steps, its polynomial prior refitted to
@@ -71,6 +72,7 @@ from itmfilter.encode.segments import (
     SegmentJob,
     SegmentStore,
     encode_segments_local,
+    packet_heads,
     plan_segments,
     survey_master,
 )
@@ -91,11 +93,12 @@ from itmfilter.model.net import resolve_device
 from itmfilter.track.carriage import (
     resolve_mode,
     sei_binding,
+    sei_header_frames,
     sidecar_path,
     stream_binding,
 )
 from itmfilter.track.codec import (
-    MOTION_SHIFT_BYTES,
+    HALF_MOTION_SHIFT_BYTES,
     TrackEncoder,
     carries_update,
     init_identity,
@@ -103,6 +106,7 @@ from itmfilter.track.codec import (
     key_form,
 )
 from itmfilter.track.format import (
+    HEADER_REF_BYTES,
     MKV_ATTACHMENT_MIMETYPE,
     MKV_ATTACHMENT_NAME,
     TrackHeader,
@@ -334,7 +338,8 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         encoder={"tool": "itmfilter", "strategy": options.strategy, "init": provenance.get("kind", "shipped")},
     )
     key_interval = max(1, round(options.key_seconds * float(fps)))
-    kwargs = {"key_interval": key_interval, "key_dtype": options.key_dtype}
+    # half_shift: motion travels as two binary16 (DELTA coding 3, format 1.3): 4 bytes a frame, not 8
+    kwargs = {"key_interval": key_interval, "key_dtype": options.key_dtype, "half_shift": True}
     notes: list[str] = []
     if options.key_dtype == "init":
         init_vec = flatten_state(init.state_dict())
@@ -363,7 +368,20 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         RECIPE_200x8192, steps=options.warm_steps, lr=options.warm_lr, seed=options.seed, resample_at=(0,), error_stride=8,
         trainable=WARM_PARAMS[options.warm_params],
     )
-    header_bytes = final_header_bytes(encoder.header, hdr10)
+    # What the header costs where it travels: the compressed form (1.3) with the KEYs
+    # sei_header_frames picks and an 8-byte reference with the other KEYs (SEI), the
+    # compressed form in the first sample (data track), the binary form once (attachment, JSON).
+    starts = [s.start for s in segments]
+    if mode in ("sei", "track"):
+        header_bytes = final_header_bytes(encoder.header, hdr10, compressed=True)
+        full_headers = sei_header_frames(starts, key_interval) if mode == "sei" else frozenset(starts[:1])
+        other = HEADER_REF_BYTES if mode == "sei" else 0
+        key_headers = tuple(header_bytes if s in full_headers else other for s in starts)
+    else:
+        header_bytes = final_header_bytes(encoder.header, hdr10)
+        full_headers, other = frozenset(starts[:1]), 0
+        key_headers = tuple(header_bytes if j == 0 else 0 for j in range(len(starts)))
+    head, key_head = packet_heads(header, len(survey.shot_starts) or 1)
     motion, rate = options.motion, None
     if options.max_kbps and options.strategy != "frame":
         # Pass-1 rate plan (encode/rate.py). What every key is planned to cost at least, best
@@ -374,8 +392,8 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
             else [(motion, 0), (False, 0)]
         for plan_motion, floor in plans:
             rate = plan_rate(options.max_kbps, float(fps), [s.frames for s in segments],
-                             per_packet=MOTION_SHIFT_BYTES if plan_motion else 0, min_key_bytes=floor,
-                             header_bytes=header_bytes, header_every_key=mode == "sei",
+                             per_packet=HALF_MOTION_SHIFT_BYTES if plan_motion else 0, min_key_bytes=floor,
+                             segment_headers=key_headers, head_bytes=head, key_head_bytes=key_head,
                              buffer_seconds=options.buffer_seconds, bare_key_bytes=bare)
             if rate.shortfall <= 0:
                 break
@@ -385,15 +403,16 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         if rate.shortfall > 0:
             n_frames = survey.frame_count
             need = options.max_kbps * (1 + rate.shortfall / (rate.per_frame * n_frames))
+            headers = sum(1 for h in key_headers if h == header_bytes)
             raise ItmError(master, f"--max-kbps {options.max_kbps:g} cannot carry even a bare weight track "
-                           f"({n_frames} frames, {len(segments)} key sets: 24 bytes a frame, a key per set"
-                           + (", the ~1 KB header with every key in SEI" if mode == "sei" else "") + ")",
+                           f"({n_frames} frames, {len(segments)} key sets: {head} bytes a frame, a key per set, "
+                           f"the {header_bytes}-byte header {headers} time{'s' if headers != 1 else ''})",
                            f"give at least --max-kbps {need + 0.05:.1f}")
     job = SegmentJob(
         master=os.fspath(master), sdr=os.fspath(sdr_path), header=header, first=first_opts, warm=warm_opts,
         fps=float(fps), coder=kwargs, strategy=options.strategy, refresh_ratio=options.refresh_ratio,
         motion=motion, max_kbps=options.max_kbps, header_bytes=header_bytes, rate=rate,
-        header_every_key=mode == "sei",
+        key_headers=key_headers, other_key_header=other,
         assume_hdr=options.assume_hdr, init_path=os.fspath(init_path) if init_path else None, device=device,
         adapt_batch=options.adapt_batch,
     )
@@ -420,6 +439,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
 
     # Pass 3: carriage.
     order = sorted(packets)
+    header_sizes = {0: len(header.to_bytes())}  # bytes sent before each frame's packet
     if mode == "json":
         _remux(sdr_path, output, inputs, None, None, None)
         with atomic_output(sidecar_path(output), inputs=inputs) as tmp:
@@ -428,27 +448,34 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         blob = write_track_blob(header, [packets[i] for i in order])
         _remux(sdr_path, output, inputs, None, (MKV_ATTACHMENT_NAME, MKV_ATTACHMENT_MIMETYPE, blob), None)
     elif mode == "sei":
-        header_bytes = header.to_bytes()
+        whole, ref = header.to_compressed_bytes(), header.reference().to_bytes()
+        header_sizes = {i: len(whole if i in full_headers else ref) for i in order
+                        if decode_packet(packets[i]).kind == "key"}
 
         def sample(frame: int) -> bytes | None:
             raw = packets.get(frame)
             if raw is None:
                 return None
-            return (header_bytes if decode_packet(raw).kind == "key" else b"") + raw
+            if decode_packet(raw).kind != "key":
+                return raw
+            return (whole if frame in full_headers else ref) + raw
 
         remux_with_sei(sdr_path, output, sample)
     else:
+        header_sizes = {0: len(header.to_compressed_bytes())}
         _remux(sdr_path, output, inputs, header, None, packets)
+    if max(header_sizes.values(), default=0) > header_bytes:
+        notes.append(f"the final header ({max(header_sizes.values())} bytes) outgrew the {header_bytes} bytes "
+                     "the rate plan reserved for it")
     shutil.rmtree(work, ignore_errors=True)
-    headers = sum(decode_packet(packets[i]).kind == "key" for i in order) if mode == "sei" else 1
-    meta_bytes = sum(len(v) for v in packets.values()) + headers * len(header.to_bytes())
+    sizes = carried_sizes([packets[i] for i in order], 0, header_sizes=header_sizes)
+    meta_bytes = sum(sizes)
     seconds = len(order) / float(fps)
     kinds: dict[str, int] = {}
     for i in order:
         p = decode_packet(packets[i])
         kind = "shift" if p.kind == "delta" and not carries_update(p) else p.kind  # the pan alone
         kinds[kind] = kinds.get(kind, 0) + 1
-    sizes = carried_sizes([packets[i] for i in order], len(header.to_bytes()), mode == "sei")
     worst = window_bytes(sizes, max(1, round(float(fps))))
     keys: dict[str, int] = {}
     for i in order:
@@ -495,4 +522,4 @@ def _remux(sdr_path: Path, output: Path, inputs, header, attachment, packets) ->
 
 def _mux_data(dst, stream, frame: int, header, packets) -> None:
 
-    mux_data(dst, stream, frame, pack_sample(packets[frame], header if frame == 0 else None))
+    mux_data(dst, stream, frame, pack_sample(packets[frame], header if frame == 0 else None, compressed=True))

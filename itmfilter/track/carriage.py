@@ -45,17 +45,17 @@ from itmfilter.media.containers import (
 from itmfilter.media.frames import frame_rate, presentation_index, stream_origin
 from itmfilter.track.format import MKV_ATTACHMENT_NAME as ATTACHMENT_NAME
 from itmfilter.track.format import (
-    PACKET_HEADER,
-    PACKET_MAGIC,
     SIDECAR_SUFFIX,
+    HeaderRef,
     TrackFormatError,
     TrackHeader,
     check_frames,
+    peek_packet,
     read_track_blob,
     split_sample,
     track_from_json,
 )
-from itmfilter.track.sei import carries_sei, iter_sei_samples
+from itmfilter.track.sei import carries_sei, iter_sei_samples, read_sei
 
 CARRIAGE_MODES = ("auto", "sei", "track", "attachment", "json")
 
@@ -108,6 +108,22 @@ def sei_binding(width: int, height: int) -> dict:
     """The binding written into a header carried as SEI: the picture size only (module
     docstring: the stream itself is the binding)."""
     return {"width": int(width), "height": int(height)}
+
+
+def sei_header_frames(key_frames, key_interval: int) -> frozenset[int]:
+    """The KEY frames whose SEI carries the whole (compressed) header, from a track's planned
+    KEY frames (ascending: its segment starts): the first, then each KEY at least
+    ``key_interval`` frames after the last one that carried it. The other KEYs carry an 8-byte
+    reference (sidecar/SPEC.md section 7.1). A reader joining a stream at any picture meets a
+    whole header within ``2 * key_interval`` frames (the next KEY at most ``key_interval`` on,
+    and a whole header at most ``key_interval`` after the last one); with shots of
+    ``key_interval`` frames or longer, every KEY carries it, as before 1.3."""
+    chosen, last = [], None
+    for frame in sorted(key_frames):
+        if last is None or frame - last >= key_interval:
+            chosen.append(frame)
+            last = frame
+    return frozenset(chosen)
 
 
 def resolve_mode(mode: str, output: Path, codec: str | None = None) -> str:
@@ -183,10 +199,10 @@ class LoadedTrack:
 
 
 def _packet_frame(raw: bytes | None) -> int | None:
-    """The ``frame`` field of packet bytes, or None when they do not start like a packet."""
-    if raw is None or len(raw) < PACKET_HEADER.size or raw[:4] != PACKET_MAGIC:
-        return None
-    return PACKET_HEADER.unpack_from(raw)[5]
+    """The ``frame`` field of packet bytes (long or compact), or None when they do not start
+    like a packet."""
+    peek = peek_packet(raw)
+    return None if peek is None else peek[0]
 
 
 def read_sei_track(path: str | os.PathLike) -> LoadedTrack | None:
@@ -209,6 +225,7 @@ def read_sei_track(path: str | os.PathLike) -> LoadedTrack | None:
     items = sorted(((presentation_index(s.time, origin, fps), s) for s in samples), key=lambda t: (t[0], t[1].time))
     runs: list[TrackRun] = []
     offsets: list[int | None] = []
+    ids: list[int | None] = []  # the header id each run is known to use (a header or a reference)
     for index, sample in items:
         header, raw = None, None
         if sample.payloads:
@@ -216,15 +233,21 @@ def read_sei_track(path: str | os.PathLike) -> LoadedTrack | None:
                 header, raw = split_sample(sample.payloads[0])
             except TrackFormatError:  # a damaged header: the whole payload counts as a damaged packet
                 raw = sample.payloads[0]
+        ref = header if isinstance(header, HeaderRef) else None
+        header = header if isinstance(header, TrackHeader) else None
+        named = ref.header_id if ref is not None else header.header_id if header is not None else None
         frame = _packet_frame(raw)
         run = runs[-1] if runs else None
         if (run is None or (frame is not None and offsets[-1] is not None and frame - index != offsets[-1])
-                or (header is not None and run.header is not None and header != run.header)):
+                or (named is not None and ids[-1] is not None and named != ids[-1])):
             run = TrackRun(index, 0, None, None)
             runs.append(run)
             offsets.append(None)
+            ids.append(None)
         if frame is not None and offsets[-1] is None:
             offsets[-1] = frame - index
+        if named is not None and ids[-1] is None:
+            ids[-1] = named
         if header is not None and run.header is None:
             run.header = header
         if raw is not None:
@@ -243,6 +266,25 @@ def read_sei_track(path: str | os.PathLike) -> LoadedTrack | None:
         for frame, raw in run.packets.items():
             merged.setdefault(frame, raw)
     return LoadedTrack(headed[0], merged, "SEI", runs)
+
+
+def carried_bytes(video: str | os.PathLike, track: LoadedTrack | None = None) -> list[int]:
+    """Bytes of the weight track each frame of ``video`` carries, as the rate promise counts
+    them (sidecar/SPEC.md section 4): the whole SEI sample (header, reference and packet; not
+    the NAL framing and UUID), the whole data-track sample, or for an attachment or sidecar
+    each packet plus the binary header on frame 0. Indexed by presentation index."""
+    track = track if track is not None else load_track(video, check_binding=False)
+    if track is None:
+        return []
+    if track.where == "SEI":
+        samples = read_sei(video)
+    elif track.where == "data track":
+        samples = read_data_track(video)
+    else:
+        samples = dict(track.packets)
+        samples[0] = track.header.to_bytes() + samples.get(0, b"")
+    count = max(samples, default=-1) + 1
+    return [len(samples.get(i, b"")) for i in range(count)]
 
 
 def load_track(video: str | os.PathLike, *, check_binding: bool = True) -> LoadedTrack | None:
@@ -265,7 +307,7 @@ def load_track(video: str | os.PathLike, *, check_binding: bool = True) -> Loade
                            "re-encode, or remux from an intact copy; play without it for blind mode")
         if samples:
             header, first = split_sample(samples.get(0, b""))
-            if header is None:
+            if not isinstance(header, TrackHeader):
                 raise ItmError(path, "the data track's first sample has no track header", "re-encode with itmfilter")
             packets = dict(samples)
             packets[0] = first

@@ -23,6 +23,9 @@
   (:func:`itmfilter.track.motion.warp_params`: the network evaluated at ``xy + (dx, dy)``,
   a camera pan), and the coding-1 payload, when present, applies on top of the shifted
   set. Eight bytes follow a pan; the residual codes only what the pan does not explain.
+* DELTA coding 3 (motion-compensated, half-precision shift; since 1.3): as coding 2, but the
+  shift is two binary16 values (4 bytes instead of 8), widened exactly to binary32. At 640
+  pixels a shift of 3 px (0.01) is kept to 0.002 px. The video encoder sends this.
 * REPEAT: empty payload; the previous set again. Sent when every ``q`` of a delta is 0.
 
 Decoder arithmetic is IEEE binary32, multiply then add (no fused multiply-add):
@@ -39,6 +42,7 @@ import functools
 import hashlib
 import io
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,6 +73,11 @@ DELTA_CODING = 1
 MOTION_DELTA_CODING = 2
 _MOTION = struct.Struct("<ff")
 MOTION_SHIFT_BYTES = _MOTION.size
+HALF_MOTION_DELTA_CODING = 3
+_HALF_MOTION = struct.Struct("<ee")
+HALF_MOTION_SHIFT_BYTES = _HALF_MOTION.size
+"""Bytes of the shift that opens every coding-3 payload (two binary16)."""
+_SHIFT_FORMS = {MOTION_DELTA_CODING: _MOTION, HALF_MOTION_DELTA_CODING: _HALF_MOTION}
 """Bytes of the shift that opens every coding-2 payload (two float32)."""
 REPEAT_CODING = 0
 
@@ -351,14 +360,29 @@ def decode_delta_payload(payload: bytes, reference: np.ndarray, sizes: list[int]
     return np.concatenate(out).astype(np.float32, copy=False)
 
 
-def encode_motion_payload(shift: tuple[float, float], residual: bytes | None) -> bytes:
-    """DELTA coding 2: the binary32 shift ``(dx, dy)`` then the optional coding-1 residual."""
-    return _MOTION.pack(float(shift[0]), float(shift[1])) + (residual or b"")
+def encode_motion_payload(shift: tuple[float, float], residual: bytes | None, coding: int = MOTION_DELTA_CODING) -> bytes:
+    """DELTA coding 2 (3): the binary32 (binary16) shift ``(dx, dy)`` then the optional
+    coding-1 residual. Coding 3 rounds the shift to nearest binary16 (the encoder codes
+    against what :func:`carried_shift` says the packet holds)."""
+    return _SHIFT_FORMS[coding].pack(float(shift[0]), float(shift[1])) + (residual or b"")
 
 
-def _moves(motion) -> bool:
-    """True when ``motion`` is a shift that survives rounding to the packet's float32."""
-    return bool(motion) and (np.float32(motion[0]) != 0 or np.float32(motion[1]) != 0)
+def carried_shift(motion, coding: int = MOTION_DELTA_CODING) -> tuple[float, float]:
+    """The shift a coding-2 (binary32) or coding-3 (binary16) packet carries for ``motion``."""
+    dtype = np.float32 if coding == MOTION_DELTA_CODING else np.float16
+    return tuple(float(np.float32(dtype(m))) for m in motion)
+
+
+def shift_bytes(packet: Packet) -> int:
+    """Bytes of the motion shift opening ``packet``'s payload (0 for other packets)."""
+    form = _SHIFT_FORMS.get(packet.coding) if packet.kind == "delta" else None
+    return form.size if form is not None else 0
+
+
+def _moves(motion, coding: int = MOTION_DELTA_CODING) -> bool:
+    """True when ``motion`` is a shift that survives rounding to the packet's float32 (float16
+    for coding 3)."""
+    return bool(motion) and any(v != 0 for v in carried_shift(motion, coding))
 
 
 def carries_update(packet: Packet) -> bool:
@@ -367,7 +391,7 @@ def carries_update(packet: Packet) -> bool:
         return True
     if packet.kind != "delta":
         return False
-    return packet.coding != MOTION_DELTA_CODING or len(packet.payload) > _MOTION.size
+    return packet.coding not in _SHIFT_FORMS or len(packet.payload) > _SHIFT_FORMS[packet.coding].size
 
 
 def decode_payload(packet: Packet, reference: np.ndarray | None, sizes: list[int], wide=None,
@@ -383,18 +407,19 @@ def decode_payload(packet: Packet, reference: np.ndarray | None, sizes: list[int
         if packet.payload:
             raise TrackFormatError(f"repeat packet for frame {packet.frame} carries a payload")
         return reference
-    if packet.coding == MOTION_DELTA_CODING:
+    if packet.coding in _SHIFT_FORMS:
         from .motion import warp_params
 
+        form = _SHIFT_FORMS[packet.coding]
         if config is None:
             raise ValueError("decoding a motion-compensated delta needs the track's model config")
-        if len(packet.payload) < _MOTION.size:
+        if len(packet.payload) < form.size:
             raise TrackFormatError(f"motion delta for frame {packet.frame} is shorter than its shift")
-        shift = _MOTION.unpack_from(packet.payload)
+        shift = tuple(float(np.float32(v)) for v in form.unpack_from(packet.payload))  # binary16 widens exactly
         if not all(np.isfinite(shift)):
             raise TrackFormatError(f"motion delta for frame {packet.frame} has a non-finite shift")
         warped = warp_params(config, reference, shift)
-        rest = packet.payload[_MOTION.size :]
+        rest = packet.payload[form.size :]
         return decode_delta_payload(rest, warped, sizes) if rest else warped
     if packet.coding != DELTA_CODING:
         raise TrackFormatError(f"unknown delta coding {packet.coding}", "upgrade itmfilter to read it")
@@ -431,6 +456,7 @@ class TrackEncoder:
         zstd_level: int = ZSTD_LEVEL,
         init: tuple[str, np.ndarray] | None = None,
         key_step: float = DEFAULT_KEY_STEP,
+        half_shift: bool = False,
     ) -> None:
         if key_interval < 1:
             raise ValueError(f"key_interval must be >= 1 frame, got {key_interval}")
@@ -456,6 +482,13 @@ class TrackEncoder:
             self._init.setflags(write=False)
             quantiser["key_step"] = float(key_step)
             header = dataclasses.replace(header, init=init_identity(init[0], vec))
+        if half_shift:
+            quantiser["half_shift"] = True
+        self.motion_coding = HALF_MOTION_DELTA_CODING if half_shift else MOTION_DELTA_CODING
+        """The DELTA coding motion travels in: 2 (binary32 shift) or, ``half_shift``, 3 (binary16)."""
+        self.key_error: Callable[[np.ndarray], float] | None = None
+        """Optional: the error of a candidate KEY's decoded set on its picture (lower is better);
+        when set, capped KEYs are chosen by it (:meth:`_key`)."""
         self.key_step = float(key_step)
         self.key_choices: collections.Counter = collections.Counter()
         """How each KEY was coded: ``full`` (``key_step``), ``coarse`` (a coarser step),
@@ -497,11 +530,11 @@ class TrackEncoder:
     def reference(self, motion: tuple[float, float] | None = None) -> np.ndarray | None:
         """The set the next DELTA is coded against: the decoder's set, shifted by ``motion``
         (pixel-grid units) when given (:func:`itmfilter.track.motion.warp_params`)."""
-        if self._decoded is None or not _moves(motion):
+        if self._decoded is None or not _moves(motion, self.motion_coding):
             return self._decoded
         from .motion import warp_params
 
-        shift = tuple(float(np.float32(m)) for m in motion)  # what the packet will carry
+        shift = carried_shift(motion, self.motion_coding)  # what the packet will carry
         return warp_params(self.header.config, self._decoded, shift)
 
     def key_due(self, frame: int, shot_start: bool = False) -> bool:
@@ -519,7 +552,13 @@ class TrackEncoder:
     def _key(self, params: np.ndarray, max_bytes: int | None) -> tuple[int, bytes]:
         """The KEY for ``params``: ``init`` keys at ``key_step``, coarsened by powers of two (up
         to :data:`MAX_KEY_COARSENING`) while over ``max_bytes``; then the initialisation with
-        only the prior refitted; then the initialisation alone (always sent: a shot needs a key)."""
+        only the prior refitted; then the initialisation alone (always sent: a shot needs a key).
+
+        With :attr:`key_error` set and a byte cap, the finest full/coarse KEY that fits, the
+        prior-only KEY (if it fits) and the initialisation alone are all made, and the one whose
+        decoded set has the least error is sent (the fewest bytes on a tie): a coarse step can
+        cost more than it brings (on the global-curve benchmark, tracks of mostly coarse keys
+        scored below tracks of prior-only keys at half their rate: docs/video-rate.md)."""
         if self._init is None:
             self.key_choices[self.key_dtype] += 1
             return encode_key_payload(params, self._sizes, self.key_dtype, self.zstd_level, self._wide)
@@ -531,6 +570,8 @@ class TrackEncoder:
                 break
             factor *= 2
         tries += [("prior", prior_only, 1.0), ("init", self._init, 1.0)]
+        if self.key_error is not None and max_bytes is not None:
+            return self._best_key(tries, max_bytes)
         for label, vec, factor in tries:
             try:
                 payload = encode_init_key_payload(vec, self._init, self._sizes, self.key_step * factor,
@@ -544,6 +585,25 @@ class TrackEncoder:
                 self.key_choices[label] += 1
                 return INIT_KEY_CODING, payload
         raise AssertionError("unreachable: the initialisation alone is always sent")
+
+    def _best_key(self, tries, max_bytes: int) -> tuple[int, bytes]:
+        """:meth:`_key` with :attr:`key_error`: the least-error KEY among those that fit."""
+        fitting, refined = [], False
+        for label, vec, factor in tries:
+            if refined and label in ("full", "coarse"):
+                continue  # only the finest full/coarse step that fits competes
+            try:
+                payload = encode_init_key_payload(vec, self._init, self._sizes, self.key_step * factor,
+                                                  self.rms_floor, self._wide, self.zstd_level)
+            except OverflowError:
+                continue
+            if len(payload) <= max_bytes or label == "init":
+                refined = refined or label in ("full", "coarse")
+                decoded = decode_delta_payload(payload, self._init, self._sizes)
+                fitting.append((self.key_error(decoded), len(payload), label, payload))
+        _, _, label, payload = min(fitting, key=lambda t: (t[0], t[1]))
+        self.key_choices[label] += 1
+        return INIT_KEY_CODING, payload
 
     def add(self, frame: int, params: np.ndarray, shot_start: bool = False,
             max_bytes: int | None = None, motion: tuple[float, float] | None = None,
@@ -575,7 +635,7 @@ class TrackEncoder:
             self._shot += 1
         packet = None
         if not (first or shot_start or frame - self._last_key >= self.key_interval):
-            moving = _moves(motion)
+            moving = _moves(motion, self.motion_coding)
             reference = self.reference(motion)
             factor = 1.0
             overflow = False  # int16 codes cannot hold the change: a key is sent instead
@@ -596,7 +656,8 @@ class TrackEncoder:
             if overflow:
                 pass
             elif moving:
-                packet = Packet(frame, "delta", self._shot, encode_motion_payload(motion, payload), MOTION_DELTA_CODING)
+                packet = Packet(frame, "delta", self._shot,
+                                encode_motion_payload(motion, payload, self.motion_coding), self.motion_coding)
             elif payload is None:
                 packet = Packet(frame, "repeat", self._shot, b"", REPEAT_CODING)
             else:
@@ -892,8 +953,12 @@ __all__ = [
     "DEFAULT_KEY_INTERVAL",
     "DEFAULT_RMS_FLOOR",
     "KEY_CODINGS",
+    "HALF_MOTION_DELTA_CODING",
+    "HALF_MOTION_SHIFT_BYTES",
     "MOTION_DELTA_CODING",
     "MOTION_SHIFT_BYTES",
+    "carried_shift",
+    "shift_bytes",
     "STATUSES",
     "TrackDecoder",
     "TrackEncoder",
