@@ -44,7 +44,7 @@ def run_demo(out_dir: Path, *, steps: int | None = None, quiet: bool = False, ec
     ref = read_hdr(master).nits
     sdr, _ = read_sdr(sdr_png)
     init_net, provenance = load_init(name=STILLS_INIT)
-    rows = baseline_rows(sdr, ref, init_net=init_net)
+    rows = baseline_rows(sdr, ref, init_net=init_net, gainmap_budget=enc.weight_bytes)  # the gain map at its best in the MLP's bytes
     rows.append(Row("itmfilter-mlp", enc.weight_bytes, evaluate(ref, read_hdr(hdr_exr).nits)))
     echo(f"master {master.name} ({ref.shape[1]}x{ref.shape[0]}), SDR by bt2446a; init: {provenance.get('kind', 'shipped')}")
     echo(f"adaptation {enc.adapt_seconds:.2f} s; wrote {sdr_png} and {hdr_exr}")

@@ -184,6 +184,22 @@ def test_gainmap_round_trip(channels, scale):
     assert bl.gainmap_nbytes(jpeg, params) < 2000  # ~1 kB for a 96x128 picture
 
 
+def test_best_gainmap_fits_the_budget_and_beats_every_single_setting_it_swept():
+    from itmfilter.quality.metrics import psnr_pu21
+
+    hdr = _synthetic_master()
+    sdr = tc.hdr_to_sdr_bt2390(hdr)
+    budget = 1500
+    data, params, score = bl.best_gainmap(sdr, hdr, budget, psnr_pu21)
+    assert bl.gainmap_nbytes(data, params) <= budget
+    assert score == psnr_pu21(hdr, bl.decode_gainmap(sdr, data, params))
+    for scale, ch in ((4, 1), (2, 3)):  # two of the settings it tried, at a quality that fits
+        one, p1 = bl.encode_gainmap(sdr, hdr, scale=scale, quality=30, channels=ch)
+        assert bl.gainmap_nbytes(one, p1) <= budget
+        assert score >= psnr_pu21(hdr, bl.decode_gainmap(sdr, one, p1))
+    assert bl.best_gainmap(sdr, hdr, 50, psnr_pu21) is None  # nothing fits 50 bytes
+
+
 def test_gainmap_unit_gain_is_near_lossless_and_bad_arguments():
     hdr = _synthetic_master(48, 64)
     sdr = tc.hdr_to_sdr_youtube(hdr)

@@ -62,14 +62,18 @@ def test_pixel_grid_centres():
 def test_mmr_prior_matches_baselines_and_starts_near_bt2408():
     from itmfilter.quality import baselines
 
-    sdr = torch.rand(500, 3, dtype=torch.float64)
+    sdr = torch.rand(500, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     np.testing.assert_allclose(
         __import__("itmfilter.model.net", fromlist=["mmr_features"]).mmr_features(sdr).numpy(), baselines.mmr_features(sdr.numpy())
     )
     net = ITMNet(CONFIGS["default"])
-    # An untrained mmr3 net is the cubic fit of the BT.2408 placement: within 0.05 PQ (worst near black).
-    err = (net(sdr.float(), torch.zeros(500, 2)) - prior_bt2408(sdr.float())).abs().max()
-    assert float(err) < 0.05
+    # An untrained mmr3 net is the cubic fit of the BT.2408 placement: over a 21^3 grid of the
+    # SDR cube within 0.065 PQ (0.062 at its worst, saturated red), within 0.02 on average.
+    g = torch.linspace(0, 1, 21)
+    cube = torch.cartesian_prod(g, g, g)
+    with torch.no_grad():
+        err = (net(cube, torch.zeros(len(cube), 2)) - prior_bt2408(cube)).abs()
+    assert float(err.max()) < 0.065 and float(err.mean()) < 0.02
 
 
 def test_adapt_fits_mmr_prior_exactly_for_a_cubic_mapping():

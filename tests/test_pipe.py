@@ -101,10 +101,14 @@ def test_info_on_videos(weighted_clip, plain_clip, tmp_path):
     blind = subprocess.run(CLI + ["info", str(plain_clip), "--json"], cwd=ROOT, capture_output=True, text=True)
     assert blind.returncode == 1 and json.loads(blind.stdout)["carriage"] is None
     # one packet's bytes damaged inside the MP4 (not frame 0's, which carries the header)
+    from itmfilter.media.containers import read_data_track
+
     data = bytearray(weighted_clip.read_bytes())
-    at = [i for i in range(len(data)) if data[i:i + 4] == b"ITMP"]
-    assert len(at) == 12
-    data[at[5] + 24] ^= 0xFF
+    samples = read_data_track(weighted_clip)
+    assert sorted(samples) == list(range(12))
+    at = data.find(samples[5])  # frame 5's sample, found by its bytes in the file
+    assert at > 0 and data.find(samples[5], at + 1) < 0
+    data[at + len(samples[5]) // 2] ^= 0xFF  # inside the packet: its check fails
     damaged = tmp_path / "damaged.mp4"
     damaged.write_bytes(bytes(data))
     doc = json.loads(subprocess.run(CLI + ["info", str(damaged), "--json"], cwd=ROOT, capture_output=True,

@@ -12,7 +12,8 @@ from itmfilter.errors import ItmError
 from itmfilter.media.stills import read_hdr
 from itmfilter.track.carriage import carried_bytes, load_track
 from itmfilter.track.codec import INIT_KEY_CODING, TrackDecoder
-from itmfilter.track.format import COMPACT_PACKET_TAG, HEADER_REF_BYTES, decode_packet
+from itmfilter.track.format import COMPACT_PACKET_TAG, decode_packet
+from itmfilter.track.sei import sei_nal_bytes
 
 SIZE, FPS, FRAMES = (96, 54), 24, 72
 SHOTS = (24, 48)  # a 1 s shot, then a 2 s shot
@@ -41,18 +42,21 @@ def _sizes(out, carriage):
     sizes = carried_bytes(out, track)
     assert len(sizes) == FRAMES
     raws = [track.packets[i] for i in range(FRAMES)]
-    if carriage == "sei":  # the compressed header on the first KEY, an 8-byte reference on the other
+    if carriage == "sei":  # the compressed header on the first KEY, an 8-byte reference on the
+        # other, each sample counted as the SEI NAL unit (and length) it travels in
         keys = [i for i in range(FRAMES) if decode_packet(raws[i]).kind == "key"]
-        assert sizes[0] == len(raws[0]) + len(track.header.to_compressed_bytes())
-        assert all(sizes[i] == len(raws[i]) + HEADER_REF_BYTES for i in keys[1:])
+        assert sizes[0] == sei_nal_bytes(track.header.to_compressed_bytes() + raws[0])
+        assert all(sizes[i] == sei_nal_bytes(track.header.reference().to_bytes() + raws[i]) for i in keys[1:])
+        assert all(sizes[i] == sei_nal_bytes(raws[i]) for i in range(FRAMES) if i not in keys)
+        assert all(sizes[i] >= len(raws[i]) + 24 for i in range(FRAMES))  # UUID and framing counted
     return track, sizes
 
 
-@pytest.mark.parametrize("kbps,carriage", [(8.0, "track"), (8.0, "sei"), (16.0, "sei"), (32.0, "sei")])
+@pytest.mark.parametrize("kbps,carriage", [(8.0, "track"), (12.0, "sei"), (16.0, "sei"), (32.0, "sei")])
 def test_every_cap_holds_over_the_file_and_every_window(master, tmp_path, kbps, carriage):
     """SEI (the default carriage) sends the compressed header with the first KEY and a
-    reference with the one a second later (format 1.3), and the budget counts both: 8 kbit/s
-    with a 1 s shot, refused before 1.3, now holds in SEI too."""
+    reference with the one a second later (format 1.3), and the budget counts both and each
+    sample's SEI NAL framing (about 5.4 kbit/s at 24 fps): 12 kbit/s with a 1 s shot holds."""
     out = tmp_path / "sdr.mp4"
     options = VideoEncodeOptions(max_kbps=kbps, sidecar=carriage, **FAST)
     report = encode_video(master, out, options=options, quiet=True)
@@ -142,9 +146,10 @@ def test_saved_tokens_never_leave_the_bucket_full_at_a_segment_end():
     assert b.level <= 1e-9  # empty where the next segment is planned to start empty
 
 
-@pytest.mark.parametrize("kbps,carriage", [(2.0, "track"), (2.0, "sei")])
-def test_too_low_cap_is_refused_with_the_minimum(master, tmp_path, kbps, carriage):
+@pytest.mark.parametrize("kbps,carriage,says", [(2.0, "track", "at least --max-kbps"), (2.0, "sei", "SEI framing"),
+                                                (8.0, "sei", "at least --max-kbps")])
+def test_too_low_cap_is_refused_with_the_minimum(master, tmp_path, kbps, carriage, says):
     out = tmp_path / "x.mp4"
-    with pytest.raises(ItmError, match="at least --max-kbps"):
+    with pytest.raises(ItmError, match=says):
         encode_video(master, out, options=VideoEncodeOptions(max_kbps=kbps, sidecar=carriage, **FAST), quiet=True)
     assert not out.exists()

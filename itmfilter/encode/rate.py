@@ -9,7 +9,10 @@ second, ``r = R / fps`` bytes per frame and ``B = R * buffer_seconds`` the buffe
 Bytes are whole packets (head and check included: 24 bytes in the long form, 6-10 in the
 compact form of format 1.3) plus the track header on the frames that carry it (frame 0; in the
 SEI carriage the compressed header on the KEYs :func:`itmfilter.track.carriage.sei_header_frames`
-picks and an 8-byte reference on the others). This is a leaky bucket of size ``B``
+picks and an 8-byte reference on the others; in SEI each frame's whole NAL unit and its 4-byte
+length, :func:`itmfilter.track.sei.sei_nal_bytes`, for which the encoder plans the packets
+against the cap less :data:`itmfilter.track.sei.SEI_FRAMING_RESERVE_BYTES` a frame). This is a
+leaky bucket of size ``B``
 that drains ``r`` per frame (level ``l_k = max(0, l_{k-1} + s_k - r)``, never above ``B``),
 starting and ending empty: a KEY may borrow up to ``B`` ahead of the allowance and the frames
 after it pay it back. :func:`check_rate` verifies a track against it exactly.

@@ -117,7 +117,7 @@ from itmfilter.track.format import (
     track_to_json,
     write_track_blob,
 )
-from itmfilter.track.sei import remux_with_sei
+from itmfilter.track.sei import SEI_FRAMING_RESERVE_BYTES, remux_with_sei, sei_nal_bytes, video_codec
 
 STRATEGIES = ("warm", "frame")
 MODELS = ("mlp", "grid")
@@ -398,6 +398,16 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         key_headers = tuple(header_bytes if j == 0 else 0 for j in range(len(starts)))
     head, key_head = packet_heads(header, len(survey.shot_starts) or 1)
     motion, rate = options.motion, None
+    # In SEI the cap also pays each sample's NAL framing (the promise counts the bytes the
+    # video stream grows by): the packets are planned against what is left.
+    track_kbps = options.max_kbps
+    if options.max_kbps and mode == "sei":
+        framing_kbps = SEI_FRAMING_RESERVE_BYTES * 8 * float(fps) / 1000
+        track_kbps = options.max_kbps - framing_kbps
+        if track_kbps <= 0:
+            raise ItmError(master, f"--max-kbps {options.max_kbps:g} is below the SEI framing alone "
+                           f"({framing_kbps:.1f} kbit/s at {float(fps):g} fps)",
+                           f"give more than --max-kbps {framing_kbps:.1f}, or --sidecar track")
     if options.max_kbps and options.strategy != "frame":
         # Pass-1 rate plan (encode/rate.py). What every key is planned to cost at least, best
         # first: a refitted prior with the pan followed, a refitted prior without motion shifts,
@@ -406,7 +416,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         plans = [(motion, PRIOR_KEY_BYTES), (False, PRIOR_KEY_BYTES), (False, bare)] if bare is not None \
             else [(motion, 0), (False, 0)]
         for plan_motion, floor in plans:
-            rate = plan_rate(options.max_kbps, float(fps), [s.frames for s in segments],
+            rate = plan_rate(track_kbps, float(fps), [s.frames for s in segments],
                              per_packet=HALF_MOTION_SHIFT_BYTES if plan_motion else 0, min_key_bytes=floor,
                              segment_headers=key_headers, head_bytes=head, key_head_bytes=key_head,
                              buffer_seconds=options.buffer_seconds, bare_key_bytes=bare)
@@ -417,16 +427,17 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         motion = plan_motion
         if rate.shortfall > 0:
             n_frames = survey.frame_count
-            need = options.max_kbps * (1 + rate.shortfall / (rate.per_frame * n_frames))
+            need = track_kbps * (1 + rate.shortfall / (rate.per_frame * n_frames)) + options.max_kbps - track_kbps
             headers = sum(1 for h in key_headers if h == header_bytes)
             raise ItmError(master, f"--max-kbps {options.max_kbps:g} cannot carry even a bare weight track "
-                           f"({n_frames} frames, {len(segments)} key sets: {head} bytes a frame, a key per set, "
+                           f"({n_frames} frames, {len(segments)} key sets: {head} bytes a frame"
+                           f"{f' and {SEI_FRAMING_RESERVE_BYTES} of SEI framing' if mode == 'sei' else ''}, a key per set, "
                            f"the {header_bytes}-byte header {headers} time{'s' if headers != 1 else ''})",
                            f"give at least --max-kbps {need + 0.05:.1f}")
     job = SegmentJob(
         master=os.fspath(master), sdr=os.fspath(sdr_path), header=header, first=first_opts, warm=warm_opts,
         fps=float(fps), coder=kwargs, strategy=options.strategy, refresh_ratio=options.refresh_ratio,
-        motion=motion, max_kbps=options.max_kbps, header_bytes=header_bytes, rate=rate,
+        motion=motion, max_kbps=track_kbps, header_bytes=header_bytes, rate=rate,
         key_headers=key_headers, other_key_header=other,
         assume_hdr=options.assume_hdr, init_path=os.fspath(init_path) if init_path else None, device=device,
         adapt_batch=options.adapt_batch, model=options.model, grid_steps=options.grid_steps,
@@ -476,6 +487,8 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
             return (whole if frame in full_headers else ref) + raw
 
         remux_with_sei(sdr_path, output, sample)
+        codec = video_codec(output) or "h264"
+        sei_sizes = [sei_nal_bytes(b, codec) if (b := sample(i)) is not None else 0 for i in order]
     else:
         header_sizes = {0: len(header.to_compressed_bytes())}
         _remux(sdr_path, output, inputs, header, None, packets)
@@ -483,7 +496,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         notes.append(f"the final header ({max(header_sizes.values())} bytes) outgrew the {header_bytes} bytes "
                      "the rate plan reserved for it")
     shutil.rmtree(work, ignore_errors=True)
-    sizes = carried_sizes([packets[i] for i in order], 0, header_sizes=header_sizes)
+    sizes = sei_sizes if mode == "sei" else carried_sizes([packets[i] for i in order], 0, header_sizes=header_sizes)
     meta_bytes = sum(sizes)
     seconds = len(order) / float(fps)
     kinds: dict[str, int] = {}

@@ -478,3 +478,36 @@ def gainmap_nbytes(jpeg_bytes: bytes, params: dict) -> int:
     """Side information in bytes: the JPEG plus the metadata as compact JSON (UTF-8)."""
     meta = json.dumps(params, separators=(",", ":"), sort_keys=True).encode("utf-8")
     return len(jpeg_bytes) + len(meta)
+
+
+def best_gainmap(sdr, hdr_nits, max_bytes: int, score, *, scales=(1, 2, 4, 8), channels=(1, 3),
+                 qualities=(30, 95)) -> tuple[bytes, dict, float] | None:
+    """The best JPEG gain map (:func:`encode_gainmap`) of at most ``max_bytes`` (image and
+    parameters, :func:`gainmap_nbytes`): for each scale and channel count the highest JPEG
+    quality in ``qualities`` that fits (bisection: sizes grow with quality), decoded and scored
+    with ``score(hdr_nits, decoded_nits)`` (higher is better). Returns ``(bytes, params, score)``
+    of the best, or None when nothing fits. The competitor at its strongest within a budget,
+    not one setting."""
+    best = None
+    for scale in scales:
+        for ch in channels:
+            def code(q):
+                data, params = encode_gainmap(sdr, hdr_nits, scale=scale, quality=q, channels=ch)
+                return data, params, gainmap_nbytes(data, params)
+
+            lo, hi = qualities
+            hit = code(lo)
+            if hit[2] > max_bytes:
+                continue
+            top = code(hi)
+            if top[2] <= max_bytes:
+                hit = top
+            else:
+                while hi - lo > 1:  # invariant: lo fits, hi does not
+                    mid = (lo + hi) // 2
+                    trial = code(mid)
+                    lo, hi, hit = (mid, hi, trial) if trial[2] <= max_bytes else (lo, mid, hit)
+            value = float(score(hdr_nits, decode_gainmap(sdr, hit[0], hit[1])))
+            if best is None or value > best[2]:
+                best = (hit[0], hit[1], value)
+    return best

@@ -12,7 +12,7 @@ import numpy as np
 
 from itmfilter.model.inference import reconstruct_nits
 from itmfilter.quality import baselines
-from itmfilter.quality.metrics import evaluate
+from itmfilter.quality.metrics import evaluate, psnr_pu21
 
 
 @dataclass
@@ -22,13 +22,16 @@ class Row:
     scores: dict[str, float]
 
 
-def baseline_rows(sdr: np.ndarray, hdr_nits: np.ndarray, *, init_net=None, gainmap_scales=(4,)) -> list[Row]:
+def baseline_rows(sdr: np.ndarray, hdr_nits: np.ndarray, *, init_net=None, gainmap_scales=(4,),
+                  gainmap_budget: int | None = None) -> list[Row]:
     """Score the baselines on one SDR/HDR pair.
 
     ``sdr``: ``(H, W, 3)`` BT.709 R'G'B' [0, 1] as stored; ``hdr_nits``: the master,
     linear BT.2020 cd/m2. Baselines: SDR placed per BT.2408 (no expansion, 0 bytes), the
     inverse BT.2446a curve (0 bytes), the initialisation alone (domain-wise, 0 bytes), a
-    per-picture third-order MMR polynomial, and ISO 21496-1-style gain maps.
+    per-picture third-order MMR polynomial, and ISO 21496-1-style gain maps: one per scale of
+    ``gainmap_scales`` at the default setting, and with ``gainmap_budget`` the best of a sweep
+    (JPEG quality, scale 1-8, 1 or 3 channels) within that many bytes, best by PU21-PSNR.
     """
 
     rows = [
@@ -43,6 +46,12 @@ def baseline_rows(sdr: np.ndarray, hdr_nits: np.ndarray, *, init_net=None, gainm
         data, params = baselines.encode_gainmap(sdr, hdr_nits, scale=scale)
         nbytes = len(data) + len(repr(params).encode())
         rows.append(Row(f"gainmap-1/{scale}", nbytes, evaluate(hdr_nits, baselines.decode_gainmap(sdr, data, params))))
+    if gainmap_budget:
+        best = baselines.best_gainmap(sdr, hdr_nits, gainmap_budget, psnr_pu21)
+        if best is not None:
+            data, params, _ = best
+            rows.append(Row("gainmap-best", baselines.gainmap_nbytes(data, params),
+                            evaluate(hdr_nits, baselines.decode_gainmap(sdr, data, params))))
     return rows
 
 

@@ -55,7 +55,7 @@ from itmfilter.track.format import (
     split_sample,
     track_from_json,
 )
-from itmfilter.track.sei import carries_sei, iter_sei_samples, read_sei
+from itmfilter.track.sei import carries_sei, iter_sei_samples, read_sei, sei_nal_bytes, video_codec
 
 CARRIAGE_MODES = ("auto", "sei", "track", "attachment", "json")
 
@@ -270,14 +270,18 @@ def read_sei_track(path: str | os.PathLike) -> LoadedTrack | None:
 
 def carried_bytes(video: str | os.PathLike, track: LoadedTrack | None = None) -> list[int]:
     """Bytes of the weight track each frame of ``video`` carries, as the rate promise counts
-    them (sidecar/SPEC.md section 4): the whole SEI sample (header, reference and packet; not
-    the NAL framing and UUID), the whole data-track sample, or for an attachment or sidecar
-    each packet plus the binary header on frame 0. Indexed by presentation index."""
+    them (sidecar/SPEC.md section 4): the whole SEI NAL unit with its 4-byte length or start
+    code (sample, UUID, framing and emulation prevention), the whole data-track sample, or for
+    an attachment or sidecar each packet plus the binary header on frame 0. Indexed by
+    presentation index."""
     track = track if track is not None else load_track(video, check_binding=False)
     if track is None:
         return []
     if track.where == "SEI":
+        codec = video_codec(video) or "h264"
         samples = read_sei(video)
+        count = max(samples, default=-1) + 1
+        return [sei_nal_bytes(samples[i], codec) if i in samples else 0 for i in range(count)]
     elif track.where == "data track":
         samples = read_data_track(video)
     else:

@@ -245,6 +245,21 @@ def build_sei_nal_from_messages(messages: Iterable[tuple[int, bytes]], codec: st
     return header + add_emulation_prevention(sei_rbsp(messages))
 
 
+SEI_FRAMING_RESERVE_BYTES = 28
+"""Bytes the rate budget reserves per frame for the SEI NAL unit around a sample: a 4-byte
+length or start code, the NAL header (1 or 2), payloadType (1), payloadSize (1 below 239
+bytes), the UUID (16) and the trailing bits (1) make 24-25; the rest covers emulation
+prevention bytes of small samples (a zero shift is four zero bytes). A KEY's longer
+payloadSize is repaid by the spare bytes of the frames around it."""
+
+
+def sei_nal_bytes(sample: bytes, codec: str = H264) -> int:
+    """Bytes a sample costs in the video stream, as the rate promise counts them: its SEI NAL
+    unit (:func:`build_sei_nal`, emulation prevention included) and a 4-byte length or start
+    code."""
+    return len(build_sei_nal(sample, codec=codec)) + 4
+
+
 def build_sei_nal(payload: bytes, uuid: bytes = ITMFILTER_SEI_UUID, codec: str = H264,
                   temporal_id: int = 0) -> bytes:
     """One SEI NAL unit with one ``user_data_unregistered`` message: ``uuid`` + ``payload``."""
@@ -670,6 +685,12 @@ def iter_sei_samples(path: str | os.PathLike, uuid: bytes = ITMFILTER_SEI_UUID) 
             samples.append(SeiSample(pts, float(pts * pkt.time_base), bool(pkt.is_keyframe),
                                      presented(nals, bool(pkt.is_discard)), found))
     return samples
+
+
+def video_codec(path: str | os.PathLike) -> str | None:
+    """``"h264"`` or ``"hevc"`` for the first such video stream of ``path``, else None."""
+    with av.open(os.fspath(path)) as c:
+        return next((_codec_of(s) for s in c.streams.video if _codec_of(s) is not None), None)
 
 
 def carries_sei(path: str | os.PathLike, uuid: bytes = ITMFILTER_SEI_UUID, packets: int = 32) -> bool:
