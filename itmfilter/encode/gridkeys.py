@@ -36,12 +36,14 @@ GRID_LADDER: tuple[tuple[str, GridConfig], ...] = (
     ("S-5bit", replace(GRID_SIZES["S"], grid_bits=5)),
     ("XS", GRID_SIZES["XS"]),
     ("XS-5bit", replace(GRID_SIZES["XS"], grid_bits=5)),
+    ("XXS", GridConfig(width=6, height=3, depth=8, channels=4, hidden=8, layers=2, grid_bits=5)),
     ("P", GRID_SIZES["P"]),
 )
 """Configs by decreasing size (per frame of picture: a pan grows the grid). All but the last
 two were measured in docs/grid-video.md (M 38.09 dB at 47.5 kbit/s, S 24x12 37.81 at 28.8, S
 37.18 at 17.1, S 6 bits 37.15 at 15.3, S 5 bits 36.85 at 13.4, XS 35.85 at 8.9 on the
-``local`` grade); ``P`` (the polynomial and a 2x2 offset plane) is the floor."""
+``local`` grade); ``XXS`` (~0.8 KB) bridges XS (~1.5 KB) and ``P`` (the polynomial and a 2x2
+offset plane, ~0.3 KB), the floor: at 16 kbit/s in SEI a 2 s shot's KEY may cost ~1.3 KB."""
 
 DEFAULT_GRID = "S-6bit"
 """The config without a rate cap: 37.15 dB at 15.3 kbit/s in docs/grid-video.md, within
