@@ -36,6 +36,34 @@ def weighted_clip(tmp_path_factory) -> Path:
     return sdr
 
 
+TWO_SHOT_SIZE, TWO_SHOT_SHOTS = (96, 54), (24, 48)
+
+
+def _two_shot_frames():
+    """A 1 s shot then a 2 s shot at 24 fps, each a slow pan across the sample panorama; the
+    second elsewhere in it and 1.5 times brighter (a cut the shot detector finds)."""
+    from itmfilter.data import sample_path
+    from itmfilter.data.testmedia import pan_view
+    from itmfilter.media.stills import read_hdr
+
+    pano = read_hdr(sample_path()).nits
+    h, w = pano.shape[:2]
+    for i in range(sum(TWO_SHOT_SHOTS)):
+        shot, j = (0, i) if i < TWO_SHOT_SHOTS[0] else (1, i - TWO_SHOT_SHOTS[0])
+        centre = (w * (0.15 + 0.4 * shot) + 1.5 * j, h * (0.45 + 0.05 * shot))
+        yield pan_view(pano, TWO_SHOT_SIZE, centre, h * 0.4) * (1.0 + 0.5 * shot)
+
+
+@pytest.fixture(scope="session")
+def two_shot_master(tmp_path_factory) -> Path:
+    """72 frames of 96x54 HEVC PQ at 24 fps in two shots (1 s, 2 s): the rate and grid-track tests' master."""
+    from itmfilter.data.testmedia import make_master_from_arrays
+
+    path = tmp_path_factory.mktemp("two-shot") / "master.mkv"
+    make_master_from_arrays(path, list(_two_shot_frames()), fps=CLIP_FPS, codec="hevc", peak_nits=1000)
+    return path
+
+
 @pytest.fixture(scope="session")
 def plain_clip(tmp_path_factory) -> Path:
     """6 frames of 64x48 H.264 without weights."""

@@ -112,26 +112,10 @@ SIZE, FPS, FRAMES = (96, 54), 24, 72
 SHOTS = (24, 48)  # a 1 s shot, then a 2 s shot
 
 
-def _frames():
-    from itmfilter.data import sample_path
-    from itmfilter.data.testmedia import pan_view
-    from itmfilter.media.stills import read_hdr
-
-    pano = read_hdr(sample_path()).nits
-    h, w = pano.shape[:2]
-    for i in range(FRAMES):
-        shot, j = (0, i) if i < SHOTS[0] else (1, i - SHOTS[0])
-        centre = (w * (0.15 + 0.4 * shot) + 1.5 * j, h * (0.45 + 0.05 * shot))
-        yield pan_view(pano, SIZE, centre, h * 0.4) * (1.0 + 0.5 * shot)
-
-
 @pytest.fixture(scope="module")
-def master(tmp_path_factory):
-    from itmfilter.data.testmedia import make_master_from_arrays
-
-    path = tmp_path_factory.mktemp("gridtrack") / "master.mkv"
-    make_master_from_arrays(path, list(_frames()), fps=FPS, codec="hevc", peak_nits=1000)
-    return path
+def master(two_shot_master):
+    """The shared two-shot master (tests/conftest.py): SIZE, FPS, SHOTS above describe it."""
+    return two_shot_master
 
 
 FAST = dict(tm="local", grid_steps=150, first_steps=30, warm_steps=5, preset="ultrafast", crf=12)

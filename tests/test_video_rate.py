@@ -4,12 +4,9 @@ within the buffer model (sidecar/SPEC.md section 4) over every window of frames.
 
 import pytest
 
-from itmfilter.data import sample_path
-from itmfilter.data.testmedia import make_master_from_arrays, pan_view
 from itmfilter.encode.rate import RateBudget, check_rate, plan_rate, window_bytes
 from itmfilter.encode.video import VideoEncodeOptions, encode_video
 from itmfilter.errors import ItmError
-from itmfilter.media.stills import read_hdr
 from itmfilter.track.carriage import carried_bytes, load_track
 from itmfilter.track.codec import INIT_KEY_CODING, TrackDecoder
 from itmfilter.track.format import COMPACT_PACKET_TAG, decode_packet
@@ -20,20 +17,10 @@ SHOTS = (24, 48)  # a 1 s shot, then a 2 s shot
 FAST = dict(first_steps=30, warm_steps=5, preset="ultrafast", refresh_ratio=1.0)
 
 
-def _frames():
-    pano = read_hdr(sample_path()).nits
-    h, w = pano.shape[:2]
-    for i in range(FRAMES):
-        shot, j = (0, i) if i < SHOTS[0] else (1, i - SHOTS[0])
-        centre = (w * (0.15 + 0.4 * shot) + 1.5 * j, h * (0.45 + 0.05 * shot))
-        yield pan_view(pano, SIZE, centre, h * 0.4) * (1.0 + 0.5 * shot)
-
-
 @pytest.fixture(scope="module")
-def master(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rate") / "master.mkv"
-    make_master_from_arrays(path, list(_frames()), fps=FPS, codec="hevc", peak_nits=1000)
-    return path
+def master(two_shot_master):
+    """The shared two-shot master (tests/conftest.py): SIZE, FPS, SHOTS above describe it."""
+    return two_shot_master
 
 
 def _sizes(out, carriage):
