@@ -111,6 +111,9 @@ def encode(
     model: Annotated[
         str, typer.Option(help="Video: mlp (per-frame MLP weight sets, default) or grid (one grid model per shot placed by the pan; format 1.4, docs/grid-video.md).")
     ] = "mlp",
+    grid_refine: Annotated[
+        bool, typer.Option(help="Video, --model grid under --max-kbps: refine each shot's grid over the frames after its KEY (format 1.5; --no-grid-refine: the whole model in the KEY, 1.4).")
+    ] = True,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     engine: EngineOpt = "local",
@@ -141,7 +144,7 @@ def encode(
                 tm=tm, codec=codec, crf=crf, preset=preset, sidecar="auto" if sidecar == "embed" else sidecar,
                 strategy=strategy, first_steps=steps or VideoEncodeOptions.first_steps, refresh_ratio=refresh, key_seconds=key_seconds,
                 max_kbps=max_kbps or None, buffer_seconds=buffer_seconds, motion=motion, assume_hdr=assume_hdr, fps=fps, seed=seed,
-                adapt_batch=adapt_batch, model=model,
+                adapt_batch=adapt_batch, model=model, grid_refine=grid_refine,
             ),
             init_path=init,
             device=device,

@@ -298,6 +298,7 @@ def build_vectors() -> dict[str, bytes]:
     headers, bindings = _header_vectors(enc.header, out)
     out.update(build_still_vectors())
     out.update(build_grid_track_vectors())
+    out.update(build_progressive_grid_vectors())
 
     # KEY coding 3 (since 1.2): predicted from an initialisation. On the small config with
     # a given reference set; then the initialisation alone (every width 0).
@@ -691,6 +692,80 @@ def build_grid_track_vectors() -> dict[str, bytes]:
              "expected": "track_grid_expected.npy", "placements": "track_grid_placements.npy",
              "statuses": [r[1] for r in results]}
     out["grid_manifest.json"] = (json.dumps({"vectors": [entry]}, sort_keys=True, indent=1) + "\n").encode()
+    return out
+
+
+def build_progressive_grid_vectors() -> dict[str, bytes]:
+    """Format 1.5: an 8-frame progressive grid shot. A KEY coding 5 (grid 4x3x4, C 4, MLP 8-8,
+    and the first 40 bytes of a refinement stream of two records: the grid to 7x5, then to
+    13x9), DELTAs coding 4 at 1, 2 (record 1 completes at 2), 5, 6 (record 2 completes at 6),
+    a shift alone (DELTA coding 3) at 3 and 7, a REPEAT at 4. ``track_grid_progressive.bin``
+    decodes in full; ``track_grid_progressive_lost.bin`` lacks frame 5's packet, so the stream
+    breaks there: frame 6's shift still applies, its bytes are ignored, the 7x5 model holds.
+    Expected: placements, grid cells and the PQ of every frame on ``track_grid_sdr.npy``;
+    ``grid_progressive_manifest.json``."""
+    from itmfilter.model.grid import GridConfig, pack_grid_model, pack_grid_refinement, refined_config
+    from itmfilter.track.codec import (
+        GRID_REFINE_DELTA_CODING,
+        PROGRESSIVE_GRID_KEY_CODING,
+        PROGRESSIVE_GRID_MINOR,
+        encode_progressive_grid_key,
+        refinement_record,
+    )
+
+    rng = np.random.default_rng(13)
+    h, w = 8, 12
+    sdr = (np.random.default_rng(11).integers(0, 256, (h, w, 3)) / 255).astype(np.float32)  # track_grid_sdr.npy
+    cfg = GridConfig(width=4, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=6)
+    mmr = rng.normal(0, 0.01, (22, 3)).astype(np.float32)
+    mmr[0] += 0.1
+    mmr[1:4] += np.eye(3, dtype=np.float32) * 0.45
+    q = rng.integers(0, 1 << cfg.grid_bits, cfg.grid_shape).astype(np.uint8)
+    lo, hi = np.full(cfg.channels, -0.25, np.float32), np.full(cfg.channels, 0.25, np.float32)
+    mlp = [(float(np.float32(0.01)), rng.integers(-127, 128, shape).astype(np.int8)) for shape in cfg.mlp_shapes()]
+    model = pack_grid_model(cfg, mmr, q, lo, hi, mlp)
+    records, shape = [], cfg
+    for _ in range(2):
+        shape = refined_config(shape)
+        steps = np.array([0.01, 0.02, 0.005, 0.015], np.float16)
+        records.append(refinement_record(pack_grid_refinement(steps, rng.integers(-20, 21, shape.grid_shape).astype(np.int8))))
+    stream, first = b"".join(records), len(records[0])
+    assert 80 < first < len(stream) - 80, (first, len(stream))
+    cuts = [40, 40 + (first - 40) // 2, first, first + (len(stream) - first) // 2, len(stream)]
+    header = TrackHeader(config=SMALL, fps=(24, 1), frame_count=8, width=w, height=h, hdr10=HDR10, binding=BINDING,
+                         encoder={"tool": "make_vectors", "model": "grid"}, version=(1, PROGRESSIVE_GRID_MINOR))
+    shift = lambda dx, dy, data=None: encode_motion_payload((dx, dy), data, HALF_MOTION_DELTA_CODING)  # noqa: E731
+    part = lambda k: stream[cuts[k]:cuts[k + 1]]  # noqa: E731
+    packets = [
+        Packet(0, "key", 0, encode_progressive_grid_key(model, (-0.25, 0.0625), (1.25, 1.0625), stream[:cuts[0]]),
+               PROGRESSIVE_GRID_KEY_CODING),
+        Packet(1, "delta", 0, shift(0.0421875, -0.0185185, part(0)), GRID_REFINE_DELTA_CODING),
+        Packet(2, "delta", 0, shift(0.05, 0.0, part(1)), GRID_REFINE_DELTA_CODING),
+        Packet(3, "delta", 0, shift(-0.125, 0.03125), HALF_MOTION_DELTA_CODING),
+        Packet(4, "repeat", 0, b""),
+        Packet(5, "delta", 0, shift(0.0, 0.0, part(2)), GRID_REFINE_DELTA_CODING),
+        Packet(6, "delta", 0, shift(0.0625, 0.0, part(3)), GRID_REFINE_DELTA_CODING),
+        Packet(7, "delta", 0, shift(0.25, 0.0), HALF_MOTION_DELTA_CODING),
+    ]
+    out, entries = {}, []
+    for name, kept, what in (
+        ("track_grid_progressive.bin", packets, "1.5: KEY coding 5 (grid 4x3x4, C 4, MLP 8-8, 40 stream bytes), "
+         "DELTAs coding 4 (1, 2, 5, 6), shifts alone (3, 7), a REPEAT (4); the grid 7x5 from frame 2, 13x9 from 6"),
+        ("track_grid_progressive_lost.bin", [p for p in packets if p.frame != 5], "the same without frame 5: "
+         "missing, the stream broken (frame 6's shift applies, its bytes are ignored), the 7x5 grid holds"),
+    ):
+        blob = write_track_blob(header, [encode_packet(p, compact=True) for p in kept])
+        _, by_frame = read_track_blob(blob)
+        dec = TrackDecoder(header)
+        results = [dec.params_at(f, by_frame) for f in range(8)]
+        stem = name[:-4]
+        out[name] = blob
+        out[f"{stem}_expected.npy"] = _npy(np.stack([r[0].predict_pq(sdr) for r in results]))
+        out[f"{stem}_placements.npy"] = _npy(np.array([[*r[0].origin, *r[0].half] for r in results], np.float64))
+        entries.append({"file": name, "what": what, "sdr": "track_grid_sdr.npy", "expected": f"{stem}_expected.npy",
+                        "placements": f"{stem}_placements.npy", "statuses": [r[1] for r in results],
+                        "cells": [[r[0].model.config.width, r[0].model.config.height] for r in results]})
+    out["grid_progressive_manifest.json"] = (json.dumps({"vectors": entries}, sort_keys=True, indent=1) + "\n").encode()
     return out
 
 

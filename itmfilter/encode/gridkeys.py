@@ -14,9 +14,17 @@ equal rate (docs/grid-video.md).
 
 The config is the largest of :data:`GRID_LADDER` whose estimated bytes fit the KEY's budget
 (the segment's share of ``--max-kbps``, :meth:`itmfilter.encode.rate.RateBudget.key_budget`);
-when the fitted model comes out larger than the budget the next smaller one is fitted. This
-module holds the pure parts (geometry, estimates, the fit); the packets are made in
-:func:`itmfilter.encode.segments.encode_segment`.
+when the fitted model comes out larger than the budget the next smaller one is fitted.
+
+Progressive (format 1.5, KEY coding 5 and DELTA coding 4): under a cap a KEY may cost at most
+``r + B`` (one frame's share plus the buffer) while the segment may spend its whole share, so
+the KEY's model is then followed by a refinement (the grid at twice the resolution, the
+polynomial and MLP kept: :func:`itmfilter.model.grid.fit_grid_refinement`) sent as fast as the
+bucket allows over the next frames. Its step is chosen among :data:`REFINE_STEPS` by the
+segment's expected mean PU21-PSNR: the coarse model's score on the frames before the refinement
+completes, the refined model's after (:func:`expected_score`); no refinement when none beats
+the coarse model alone. This module holds the pure parts (geometry, estimates, the fits, the
+scores); the packets are made in :func:`itmfilter.encode.segments.encode_segment`.
 """
 
 from __future__ import annotations
@@ -25,8 +33,21 @@ from dataclasses import replace
 
 import numpy as np
 
-from itmfilter.model.grid import GRID_SIZES, GridConfig, GridFitOptions, fit_grid_model_pixels
+from itmfilter.colour.transfer import eotf_st2084
+from itmfilter.model.grid import (
+    GRID_SIZES,
+    GridConfig,
+    GridFitOptions,
+    GridModel,
+    apply_grid_refinement,
+    fit_grid_model_pixels,
+    fit_grid_refinement,
+    pack_grid_refinement,
+    predict_pq,
+    quantise_refinement,
+)
 from itmfilter.model.net import MMR_TERMS, pixel_grid
+from itmfilter.quality.metrics import psnr_pu21
 
 GRID_LADDER: tuple[tuple[str, GridConfig], ...] = (
     ("M", GRID_SIZES["M"]),
@@ -37,13 +58,16 @@ GRID_LADDER: tuple[tuple[str, GridConfig], ...] = (
     ("XS", GRID_SIZES["XS"]),
     ("XS-5bit", replace(GRID_SIZES["XS"], grid_bits=5)),
     ("XXS", GridConfig(width=6, height=3, depth=8, channels=4, hidden=8, layers=2, grid_bits=5)),
+    ("XXXS", GridConfig(width=4, height=2, depth=8, channels=4, hidden=8, layers=2, grid_bits=5)),
     ("P", GRID_SIZES["P"]),
 )
 """Configs by decreasing size (per frame of picture: a pan grows the grid). All but the last
-two were measured in docs/grid-video.md (M 38.09 dB at 47.5 kbit/s, S 24x12 37.81 at 28.8, S
+three were measured in docs/grid-video.md (M 38.09 dB at 47.5 kbit/s, S 24x12 37.81 at 28.8, S
 37.18 at 17.1, S 6 bits 37.15 at 15.3, S 5 bits 36.85 at 13.4, XS 35.85 at 8.9 on the
-``local`` grade); ``XXS`` (~0.8 KB) bridges XS (~1.5 KB) and ``P`` (the polynomial and a 2x2
-offset plane, ~0.3 KB), the floor: at 16 kbit/s in SEI a 2 s shot's KEY may cost ~1.3 KB."""
+``local`` grade); ``XXS`` (~0.8-1 KB) and ``XXXS`` (~0.75 KB with a pan, 4x2 cells on one
+frame: a KEY that also carries the ~0.6 KB track header at 16 kbit/s) bridge XS (~1.5 KB) and
+``P`` (the polynomial and a 2x2 offset plane, ~0.3 KB), the floor: at 16 kbit/s in SEI a 2 s
+shot's KEY may cost ~1.3 KB. A refinement (progressive shots) doubles the coarse grid's cells."""
 
 DEFAULT_GRID = "S-6bit"
 """The config without a rate cap: 37.15 dB at 15.3 kbit/s in docs/grid-video.md, within
@@ -118,5 +142,49 @@ def ladder_from(key_max: int | None, offsets: np.ndarray) -> list[tuple[str, Gri
             if estimated_bytes(grid_geometry(cfg, offsets)[0]) <= ESTIMATE_SLACK * key_max]
 
 
-__all__ = ["DEFAULT_GRID", "ESTIMATE_SLACK", "GRID_LADDER", "PLACEMENT_BYTES", "estimated_bytes", "fit_frames_of", "fit_segment_grid",
-           "frame_xy", "grid_geometry", "ladder_from"]
+REFINE_STEPS = (0.25, 0.35, 0.5, 0.7, 1.0)
+"""Candidate steps of a refinement's residual, in units of each channel's residual RMS. Measured
+on the 640x360 benchmark clip's first shot (XXS, 953 B, 36.33 dB): 0.25 -> 965 B, 37.36 dB;
+0.5 -> 767 B, 37.14 dB; 1.0 -> 556 B, 35.94 dB (a coarse residual step can lose to no refinement:
+the score decides)."""
+SCORE_PIXELS = 1 << 15  # pixels of the fit frames the candidates are scored on
+
+
+def score_pixels(frames: list[tuple[np.ndarray, np.ndarray]], xy: np.ndarray, seed: int = 0):
+    """``(sdr, nits, xy)`` of :data:`SCORE_PIXELS` pixels drawn from the fit frames (``frames``
+    as :func:`fit_segment_grid`'s, ``xy`` their pooled grid coordinates), each ``(N, 1, C)``."""
+    rgb = np.concatenate([s.reshape(-1, 3) for s, _ in frames])
+    nits = np.concatenate([n.reshape(-1, 3) for _, n in frames])
+    pick = np.random.default_rng(seed).choice(rgb.shape[0], min(SCORE_PIXELS, rgb.shape[0]), replace=False)
+    return rgb[pick][:, None], nits[pick][:, None], np.asarray(xy).reshape(-1, 2)[pick][:, None]
+
+
+def model_score(model: GridModel, pixels) -> float:
+    """PU21-PSNR (dB) of ``model`` through the decoder on ``pixels`` (:func:`score_pixels`)."""
+    sdr, nits, xy = pixels
+    return float(psnr_pu21(nits, np.asarray(eotf_st2084(predict_pq(model, sdr, xy=xy)), dtype=np.float32)))
+
+
+def expected_score(frames: int, arrival: int, coarse: float, refined: float) -> float:
+    """Mean PU21-PSNR over a segment of ``frames`` when the refinement completes at frame
+    ``arrival`` (0: in the KEY): ``coarse`` before, ``refined`` from then on."""
+    return (arrival * coarse + (frames - arrival) * refined) / frames
+
+
+def refinement_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]], xy: np.ndarray,
+                       options: GridFitOptions) -> list[tuple[float, bytes, GridModel]]:
+    """Fit a refinement of ``model`` to the fit frames (``xy`` their pooled grid coordinates)
+    and code it at every step of :data:`REFINE_STEPS`: ``(step, bytes, refined model)``."""
+    rgb = np.concatenate([s.reshape(-1, 3) for s, _ in frames])
+    nits = np.concatenate([n.reshape(-1, 3) for _, n in frames])
+    residual = fit_grid_refinement(model, rgb, nits, xy, options)
+    out = []
+    for step in REFINE_STEPS:
+        data = pack_grid_refinement(*quantise_refinement(residual, step))
+        out.append((step, data, apply_grid_refinement(model, data)))
+    return out
+
+
+__all__ = ["DEFAULT_GRID", "ESTIMATE_SLACK", "GRID_LADDER", "PLACEMENT_BYTES", "REFINE_STEPS", "SCORE_PIXELS",
+           "estimated_bytes", "expected_score", "fit_frames_of", "fit_segment_grid", "frame_xy", "grid_geometry",
+           "ladder_from", "model_score", "refinement_options", "score_pixels"]

@@ -198,6 +198,16 @@ class RateBudget:
         self._end = key_frame + n
         self.record(key_frame, nbytes + extra)
 
+    def release(self) -> None:
+        """Offer every token the KEY left for the segment's later frames now, not spread evenly:
+        for a payload worth more the sooner it arrives (a grid refinement), paced by the
+        bucket's :meth:`room` alone. The segment's total stays within its allowance."""
+        if self._end is None:
+            return
+        later = max(0, self._end - self._last - 1)
+        self.tokens += self.per_delta_frame * later
+        self.per_delta_frame = 0.0
+
     def next_frame(self) -> None:
         """Call once per frame after a key, before deciding its packet."""
         self.tokens += self.per_delta_frame

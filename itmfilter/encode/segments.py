@@ -175,6 +175,7 @@ class SegmentJob:
     model: str = "mlp"  # "grid": one grid model per segment (KEY coding 4, format 1.4; encode/gridkeys.py)
     grid_steps: int = 600  # the grid fit's Adam steps (then 2/3 as many fine-tuning the MLP on the quantised grid)
     grid_fit_frames: int = 6  # frames of a segment pooled into its grid fit
+    grid_refine: bool = False  # under a cap, a grid KEY may be followed by a refinement (format 1.5)
 
     @property
     def key_interval(self) -> int:
@@ -387,14 +388,7 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     from itmfilter.colour.transfer import eotf_st2084
     from itmfilter.encode.gridkeys import estimated_bytes, fit_frames_of, fit_segment_grid, grid_geometry, ladder_from
     from itmfilter.model.grid import GridFitOptions, PlacedGrid
-    from itmfilter.track.codec import (
-        GRID_KEY_CODING,
-        HALF_MOTION_DELTA_CODING,
-        carried_shift,
-        encode_grid_key,
-        encode_motion_payload,
-    )
-    from itmfilter.track.format import Packet
+    from itmfilter.track.codec import encode_grid_key
 
     budget = segment_budget(job, segment)
     budget.next_frame()
@@ -439,27 +433,105 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
         ratio = len(candidate) / estimate
     if payload is None:
         return None
-    packets = {segment.start: encode_packet(Packet(segment.start, "key", segment.shot, payload, GRID_KEY_CODING),
-                                            compact=job.compact)}
-    budget.key_sent(segment.start, len(packets[segment.start]), extra)
+    stream = b""
+    if job.grid_refine and key_max is not None and segment.frames > 1:
+        stream = _choose_refinement(job, segment, budget, extra, key_max, payload, placed, picked, picks, offsets,
+                                    centre, half, options)
+    packets, _ = _grid_packets(job, segment, budget, extra, key_max, payload, stream, placed, offsets - centre,
+                               use_motion, progress)
+    return packets
+
+
+def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int,
+                       payload: bytes, placed, picked, picks, offsets, centre, half, options) -> bytes:
+    """The refinement stream for a progressive grid segment (:mod:`itmfilter.encode.gridkeys`),
+    or ``b""`` when none beats the KEY's model alone by the segment's expected mean PU21-PSNR.
+    Each candidate's arrival frame is found by sending it on a copy of the budget."""
+    import copy
+
+    from itmfilter.encode.gridkeys import expected_score, frame_xy, model_score, refinement_options, score_pixels
+    from itmfilter.model.grid import GridFitOptions
+    from itmfilter.track.codec import refinement_record
+
+    height, width = job.header.height, job.header.width
+    xy = np.concatenate([frame_xy(height, width, offsets[k], centre, half).reshape(-1, 2) for k in picks])
+    pixels = score_pixels(picked, xy, options.seed)
+    coarse = model_score(placed.model, pixels)
+    best, chosen = coarse, b""
+    refine = GridFitOptions(steps=max(1, options.steps // 2), seed=options.seed)
+    for _, data, model in refinement_options(placed.model, picked, xy, refine):
+        stream = refinement_record(data)
+        _, arrival = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, stream, placed,
+                                   offsets - centre, job.motion and job.strategy == "warm", None)
+        if arrival is None:
+            continue
+        score = expected_score(segment.frames, arrival, coarse, model_score(model, pixels))
+        if score > best:
+            best, chosen = score, stream
+    return chosen
+
+
+def _grid_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int | None,
+                  payload: bytes, stream: bytes, placed, targets: np.ndarray, use_motion: bool,
+                  progress: Callable[[int], None] | None) -> tuple[dict[int, bytes], int | None]:
+    """A grid segment's packets, accounted in ``budget``: the KEY (coding 4, or coding 5 with as
+    much of ``stream`` as the KEY's budget holds), then per frame the binary16 step that brings
+    the decoder's origin nearest ``targets[k]`` (closed loop) with, while ``stream`` lasts, its
+    next bytes (DELTA coding 4, as many as the budget affords, the segment's tokens released at
+    once) or else the step alone (DELTA coding 3) or a REPEAT. Returns the packets and the frame
+    (0-based in the segment) where the stream completes (None: it does not)."""
+    from itmfilter.track.codec import (
+        GRID_KEY_CODING,
+        GRID_REFINE_DELTA_CODING,
+        HALF_MOTION_DELTA_CODING,
+        HALF_MOTION_SHIFT_BYTES,
+        PROGRESSIVE_GRID_KEY_CODING,
+        carried_shift,
+        encode_motion_payload,
+    )
+    from itmfilter.track.format import Packet
+
+    coding, sent = GRID_KEY_CODING, 0
+    if stream:
+        coding = PROGRESSIVE_GRID_KEY_CODING
+        sent = min(len(stream), max(0, key_max - len(payload)))
+        payload = payload + stream[:sent]
+    key = encode_packet(Packet(segment.start, "key", segment.shot, payload, coding), compact=job.compact)
+    packets = {segment.start: key}
+    budget.key_sent(segment.start, len(key), extra)
+    budget.release()
+    arrival = 0 if sent == len(stream) else None
     if progress is not None:
         progress(1)
     for k in range(1, segment.frames):
         index = segment.start + k
         budget.next_frame()
-        target = offsets[k] - centre
-        step = carried_shift((target[0] - placed.origin[0], target[1] - placed.origin[1]), HALF_MOTION_DELTA_CODING)
-        if use_motion and any(v != 0 for v in step):
+        step = carried_shift((targets[k][0] - placed.origin[0], targets[k][1] - placed.origin[1]), HALF_MOTION_DELTA_CODING)
+        moves = use_motion and any(v != 0 for v in step)
+        if not moves:
+            step = (0.0, 0.0)
+        # a shift is planned on every frame with motion on; without it the refinement pays its own
+        own_shift = 0 if use_motion else HALF_MOTION_SHIFT_BYTES
+        take = min(len(stream) - sent, (budget.affordable() or 0) - own_shift) if sent < len(stream) else 0
+        if take > 0:
+            packet = Packet(index, "delta", segment.shot, encode_motion_payload(step, stream[sent:sent + take],
+                                                                                 HALF_MOTION_DELTA_CODING),
+                            GRID_REFINE_DELTA_CODING)
+            sent += take
+            budget.spend(take + own_shift)
+            if sent == len(stream):
+                arrival = k
+        elif moves:
             packet = Packet(index, "delta", segment.shot, encode_motion_payload(step, None, HALF_MOTION_DELTA_CODING),
                             HALF_MOTION_DELTA_CODING)
-            placed = placed.moved(step)
         else:
             packet = Packet(index, "repeat", segment.shot, b"")
+        placed = placed.moved(step)
         packets[index] = encode_packet(packet, compact=job.compact)
         budget.record(index, len(packets[index]))
         if progress is not None:
             progress(1)
-    return packets
+    return packets, arrival
 
 
 class SegmentStore:

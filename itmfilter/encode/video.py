@@ -100,6 +100,7 @@ from itmfilter.track.carriage import (
 from itmfilter.track.codec import (
     GRID_MINOR,
     HALF_MOTION_SHIFT_BYTES,
+    PROGRESSIVE_GRID_MINOR,
     TrackEncoder,
     carries_update,
     init_identity,
@@ -122,7 +123,8 @@ from itmfilter.track.sei import SEI_FRAMING_RESERVE_BYTES, remux_with_sei, sei_n
 STRATEGIES = ("warm", "frame")
 MODELS = ("mlp", "grid")
 """``--model``: ``mlp`` (per-frame MLP weight sets, format 1.3) or ``grid`` (one grid model
-per segment placed by the pan, format 1.4; an MLP key where no grid config fits the budget)."""
+per segment placed by the pan, format 1.4; under a cap progressive, format 1.5: the KEY's model
+refined over the next frames; an MLP key where no grid config fits the budget)."""
 
 
 WARM_PARAMS = {"all": None, "coord": ("coord.",), "coord+head": ("coord.", "fusion.6.")}
@@ -160,6 +162,7 @@ class VideoEncodeOptions:
     adapt_batch: int = 1  # full adaptations run this many at once (keys of the next segments; every frame of "frame")
     model: str = "mlp"  # "grid": one grid model per segment (format 1.4, KEY coding 4; encode/gridkeys.py)
     grid_steps: int = 600  # --model grid: the fit's Adam steps (docs/grid-video.md measured 600)
+    grid_refine: bool = True  # --model grid under a cap: progressive shots (format 1.5, KEY coding 5; docs/grid-video.md)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -349,8 +352,10 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         binding=binding,
         encoder={"tool": "itmfilter", "strategy": options.strategy, "init": provenance.get("kind", "shipped")},
     )
-    if options.model == "grid":  # a track with grid keys declares 1.4; an MLP track stays 1.3, byte for byte
-        header = dataclasses.replace(header, version=(header.version[0], GRID_MINOR),
+    if options.model == "grid":  # a track with grid keys declares 1.4 (1.5 when its shots may be
+        # progressive); an MLP track stays 1.3, byte for byte
+        minor = PROGRESSIVE_GRID_MINOR if options.grid_refine and options.max_kbps else GRID_MINOR
+        header = dataclasses.replace(header, version=(header.version[0], minor),
                                      encoder={**header.encoder, "model": "grid"})
     key_interval = max(1, round(options.key_seconds * float(fps)))
     # half_shift: motion travels as two binary16 (DELTA coding 3, format 1.3): 4 bytes a frame, not 8
@@ -441,6 +446,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         key_headers=key_headers, other_key_header=other,
         assume_hdr=options.assume_hdr, init_path=os.fspath(init_path) if init_path else None, device=device,
         adapt_batch=options.adapt_batch, model=options.model, grid_steps=options.grid_steps,
+        grid_refine=options.grid_refine and options.model == "grid",
     )
     store = SegmentStore(work)
     desc = f"adapting ({options.strategy})"

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -221,9 +221,9 @@ class PlacedGrid:
         return predict_pq(self.model, sdr, xy=self.xy(h, w))
 
     def moved(self, shift: tuple[float, float]) -> "PlacedGrid":
-        """The placement of the next frame when the camera moved by ``shift`` (pixel-grid units)."""
-        return PlacedGrid(self.model, (float(self.origin[0]) + float(shift[0]), float(self.origin[1]) + float(shift[1])),
-                          self.half)
+        """The placement of the next frame when the camera moved by ``shift`` (pixel-grid units);
+        a subclass keeps its own fields (``dataclasses.replace``)."""
+        return replace(self, origin=(float(self.origin[0]) + float(shift[0]), float(self.origin[1]) + float(shift[1])))
 
     def finite(self) -> bool:
         """True when every coefficient and the placement are finite."""
@@ -270,6 +270,26 @@ def pack_grid_model(config: GridConfig, mmr: np.ndarray, q: np.ndarray, lo: np.n
     return head + body + struct.pack("<I", len(z)) + z
 
 
+def grid_model_length(data: bytes) -> int:
+    """Bytes of the grid model (:func:`pack_grid_model`) that opens ``data``: its fixed fields,
+    the config's scale count, and the zstd frame its length field gives. Raises
+    :class:`GridFormatError` when ``data`` is too short to say or to hold it."""
+    if len(data) < 12 or data[:2] != GRID_MAGIC:
+        raise GridFormatError("not a grid model (bad magic)")
+    width, height, depth, channels, hidden, layers, bits, _ = struct.unpack("<HHBBBBBB", data[2:12])
+    try:
+        cfg = GridConfig(width, height, depth, channels, hidden, layers, bits)
+    except ValueError as exc:
+        raise GridFormatError(str(exc)) from None
+    pos = 12 + 4 * MMR_TERMS * 3 + 4 * channels + 4 * len(cfg.mlp_shapes())
+    if len(data) < pos + 4:
+        raise GridFormatError("grid model is truncated")
+    (zlen,) = struct.unpack("<I", data[pos:pos + 4])
+    if len(data) < pos + 4 + zlen:
+        raise GridFormatError("grid model is truncated")
+    return pos + 4 + zlen
+
+
 def unpack_grid_model(data: bytes) -> GridModel:
     """Parse :func:`pack_grid_model`'s bytes; raises :class:`GridFormatError`."""
     if len(data) < 12 or data[:2] != GRID_MAGIC:
@@ -311,6 +331,87 @@ def unpack_grid_model(data: bytes) -> GridModel:
         mlp.append((np.frombuffer(raw, np.int8, k, off).astype(np.float32) * scale).reshape(shape))
         off += k
     return GridModel(cfg, np.ascontiguousarray(mmr), grid, mlp)
+
+
+# --- refinement: a finer grid sent after the model (video, sidecar/SPEC.md section 4) -----------
+
+REFINE_KIND_2X = 1
+"""Refinement kind 1: the grid at twice the spatial resolution (``2W - 1`` x ``2H - 1`` cells,
+the same luma bins and channels), as the coarse grid upsampled plus a coded residual; the
+polynomial and the MLP are unchanged."""
+_REFINE_MAX_SIDE = 65535  # the model's u16 cell counts
+_REFINE_MAX_CELLS = 1 << 24  # a refined grid's values: a decoder never holds more
+
+
+def refined_config(config: GridConfig) -> GridConfig:
+    """The config after a kind-1 refinement: ``2W - 1`` x ``2H - 1`` cells, all else as is."""
+    return replace(config, width=2 * config.width - 1, height=2 * config.height - 1)
+
+
+def upsample_grid(grid: np.ndarray) -> np.ndarray:
+    """``(C, [D,] H, W)`` float32 -> ``(C, [D,] 2H - 1, 2W - 1)``: the old cells on the even
+    indices, each new cell the mean of its two neighbours, along x (the last axis) first, then
+    y: ``f32(f32(a + b) * 0.5)``. A trilinear read of the result equals the read of the input
+    (up to that rounding): the new cells lie on the straight lines between the old ones."""
+    g = np.asarray(grid, dtype=np.float32)
+    half = np.float32(0.5)
+    for axis in (-1, -2):
+        g = np.moveaxis(g, axis, -1)
+        out = np.empty(g.shape[:-1] + (2 * g.shape[-1] - 1,), np.float32)
+        out[..., 0::2] = g
+        out[..., 1::2] = (g[..., :-1] + g[..., 1:]) * half
+        g = np.moveaxis(out, -1, axis)
+    return np.ascontiguousarray(g)
+
+
+def pack_grid_refinement(steps: np.ndarray, codes: np.ndarray) -> bytes:
+    """A kind-1 refinement's bytes: the kind, one binary16 step per channel, then one zstd frame
+    of the int8 residual codes (``refined_config``'s grid shape, channel-major)."""
+    steps = np.asarray(steps, dtype="<f2")
+    z = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(np.asarray(codes, np.int8).tobytes())
+    return bytes([REFINE_KIND_2X]) + steps.tobytes() + z
+
+
+def apply_grid_refinement(model: GridModel, data: bytes) -> GridModel:
+    """The model after the refinement ``data`` (:func:`pack_grid_refinement`): grid =
+    ``upsample_grid(grid) + f32(code) * step_c`` (binary32, multiply then add); raises
+    :class:`GridFormatError` on a malformed refinement."""
+    cfg = model.config
+    if len(data) < 1 or data[0] != REFINE_KIND_2X:
+        raise GridFormatError(f"unknown grid refinement kind {data[0] if data else None}")
+    if 2 * max(cfg.width, cfg.height) - 1 > _REFINE_MAX_SIDE:
+        raise GridFormatError("grid refinement would exceed 65535 cells a side")
+    c = cfg.channels
+    if len(data) < 1 + 2 * c:
+        raise GridFormatError("grid refinement is truncated")
+    steps = np.frombuffer(data, "<f2", c, 1).astype(np.float32)
+    if not np.isfinite(steps).all() or (steps < 0).any():
+        raise GridFormatError("grid refinement has a non-finite or negative step")
+    fine = refined_config(cfg)
+    n = int(np.prod(fine.grid_shape))
+    if n > _REFINE_MAX_CELLS:
+        raise GridFormatError(f"grid refinement would hold {n} values, more than {_REFINE_MAX_CELLS}")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(data[1 + 2 * c:], max_output_size=max(n, 1))
+    except zstandard.ZstdError as exc:
+        raise GridFormatError(f"grid refinement does not decompress ({exc})") from None
+    if len(raw) != n:
+        raise GridFormatError(f"grid refinement holds {len(raw)} codes, the grid needs {n}")
+    codes = np.frombuffer(raw, np.int8).astype(np.float32).reshape(fine.grid_shape)
+    shape = (c,) + (1,) * (codes.ndim - 1)
+    grid = (upsample_grid(model.grid) + codes * steps.reshape(shape)).astype(np.float32)
+    return GridModel(fine, model.mmr, grid, model.mlp)
+
+
+def quantise_refinement(residual: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Steps (binary16-representable, per channel ``step`` x the channel's residual RMS) and
+    int8 codes of a residual ``(C, ...)`` float32 grid."""
+    c = residual.shape[0]
+    rms = np.sqrt(np.mean(np.square(residual.reshape(c, -1).astype(np.float64)), axis=1))
+    steps = np.maximum(step * rms, 1e-4).astype(np.float16).astype(np.float32)
+    shape = (c,) + (1,) * (residual.ndim - 1)
+    codes = np.round(residual / steps.reshape(shape)).clip(-127, 127).astype(np.int8)
+    return steps, codes
 
 
 # --- the fit (torch) --------------------------------------------------------------------------
@@ -458,3 +559,44 @@ def fit_grid_model_pixels(sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray,
             mlp.append((float(scale), np.round(a / scale).clip(-127, 127).astype(np.int8)))
     data = pack_grid_model(config, mmr.numpy(), q, lo, hi, mlp)
     return GridFit(data, unpack_grid_model(data), time.perf_counter() - t0)
+
+
+def fit_grid_refinement(model: GridModel, sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray,
+                        options: GridFitOptions = GridFitOptions(), progress=None) -> np.ndarray:
+    """The residual ``(C, [D,] 2H - 1, 2W - 1)`` float32 that, added to ``upsample_grid`` of
+    ``model``'s grid, best fits the pixels (``sdr`` ``(N, 3)`` BT.709 R'G'B' [0, 1],
+    ``hdr_nits`` ``(N, 3)`` linear BT.2020 cd/m2, ``xy`` ``(N, 2)`` grid coordinates) with the
+    decoded polynomial and MLP held fixed: Adam on the fine grid alone for ``options.steps``
+    (cosine, ``lr_grid``). Pair with :func:`quantise_refinement` and :func:`pack_grid_refinement`."""
+    fine = refined_config(model.config)
+    base = upsample_grid(model.grid)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed)
+        rgb = torch.from_numpy(np.array(sdr, dtype=np.float32).reshape(-1, 3))
+        tgt = torch.from_numpy(np.array(hdr_nits, dtype=np.float32).reshape(-1, 3))
+        xy = torch.from_numpy(np.array(xy, dtype=np.float32).reshape(-1, 2))
+        net = _GridNet(fine, torch.from_numpy(np.asarray(model.mmr, np.float32)))
+        linears = [m for m in net.mlp if isinstance(m, nn.Linear)]
+        for k, lin in enumerate(linears):
+            lin.weight.data.copy_(torch.from_numpy(model.mlp[2 * k]))
+            lin.bias.data.copy_(torch.from_numpy(model.mlp[2 * k + 1]))
+        for p in net.mlp.parameters():
+            p.requires_grad_(False)
+        net.grid.data.copy_(torch.from_numpy(base)[None])
+        coords = net.coords(rgb, xy)
+        prior = mmr_features(rgb) @ net.mmr
+        tgt_pu = _pu21_t(tgt)
+        gen = torch.Generator().manual_seed(options.seed + 2)
+        opt = torch.optim.Adam([net.grid], lr=options.lr_grid)
+        for step in range(options.steps):
+            for g in opt.param_groups:
+                g["lr"] = _cosine(step, options.steps, options.lr_grid)
+            idx = torch.randint(0, rgb.shape[0], (options.batch,), generator=gen)
+            out = net(rgb[idx], coords[idx], prior[idx])
+            loss = (_pu21_t(pq_decode_t(out.clamp(0, 1))) - tgt_pu[idx]).pow(2).mean() * 1e-4
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if progress is not None:
+                progress(1)
+        return (net.grid.detach()[0].numpy() - base).astype(np.float32)

@@ -31,6 +31,12 @@
   half_y``, then the grid model's bytes (``sidecar/SPEC.md`` section 11.2). Until the next
   KEY, a DELTA coding 2 or 3 without residual moves the placement (``origin += (dx, dy)``)
   and a REPEAT keeps it; any other packet in a grid shot is damaged.
+* KEY coding 5 (``grid-progressive``, since 1.5): as coding 4, then a ``u32`` and the first
+  bytes of the shot's *refinement stream*; DELTA coding 4 (same shot): a binary16 shift as
+  coding 3, then the stream's next bytes. The stream is a sequence of records (``u32`` length,
+  then a grid refinement, :func:`itmfilter.model.grid.apply_grid_refinement`), each applied to
+  the model as soon as its last byte arrives, so a grid too large for one KEY under a rate cap
+  arrives over the shot's first frames while every frame renders with what has arrived.
 * REPEAT: empty payload; the previous set again. Sent when every ``q`` of a delta is 0.
 
 Decoder arithmetic is IEEE binary32, multiply then add (no fused multiply-add):
@@ -65,12 +71,21 @@ from .format import (
     tensor_sizes,
 )
 
-KEY_CODINGS = {"fp16": 1, "int8": 2, "init": 3, "grid": 4}
+KEY_CODINGS = {"fp16": 1, "int8": 2, "init": 3, "grid": 4, "grid-progressive": 5}
 INIT_KEY_CODING = KEY_CODINGS["init"]
 GRID_KEY_CODING = KEY_CODINGS["grid"]
+PROGRESSIVE_GRID_KEY_CODING = KEY_CODINGS["grid-progressive"]
+GRID_REFINE_DELTA_CODING = 4
+"""DELTA coding 4 (1.5): in a shot opened by KEY coding 5, a binary16 shift and the next bytes
+of the shot's refinement stream."""
 _GRID_PLACEMENT = struct.Struct("<ffff")  # origin x, y; half-size x, y (binary32)
+_STREAM_LENGTH = struct.Struct("<I")  # a refinement record's length
+MAX_REFINE_RECORD_BYTES = 1 << 22
+"""A refinement record longer than this is damaged (a decoder never buffers more)."""
 GRID_MINOR = 4
 """The format minor version a track with grid keys declares (a track without them keeps 3)."""
+PROGRESSIVE_GRID_MINOR = 5
+"""The minor version of a track whose grid shots may be progressive (KEY coding 5, DELTA coding 4)."""
 DEFAULT_KEY_STEP = 1 / 64
 """Relative step of an ``init`` key: ``step_t = key_step * max(rms(init_t), rms_floor)``.
 Measured on a 320x180 clip (200-step adaptation): 3.3 KB at 53.60 dB PQ-PSNR, where an int8
@@ -209,7 +224,7 @@ def decode_key_payload(coding: int, payload: bytes, sizes: list[int], wide=None,
     ``init``: the flat parameters of the track's initialisation (:func:`init_reference`),
     needed by coding 3; :class:`InitUnavailable` without it."""
     n, t = sum(sizes), len(sizes)
-    if coding == GRID_KEY_CODING:
+    if coding in (GRID_KEY_CODING, PROGRESSIVE_GRID_KEY_CODING):
         raise TrackFormatError("a grid key codes a grid model, not a weight set (decode_grid_key)")
     if coding == INIT_KEY_CODING:
         if init is None:
@@ -272,20 +287,101 @@ def decode_grid_key(payload: bytes):
     return placed
 
 
+def encode_progressive_grid_key(model_bytes: bytes, origin: tuple[float, float], half: tuple[float, float],
+                                stream: bytes = b"") -> bytes:
+    """KEY coding 5's payload: coding 4's, then the first bytes of the refinement stream."""
+    return encode_grid_key(model_bytes, origin, half) + bytes(stream)
+
+
+def refinement_record(refinement: bytes) -> bytes:
+    """One record of a refinement stream: the ``u32`` length, then the refinement."""
+    return _STREAM_LENGTH.pack(len(refinement)) + bytes(refinement)
+
+
+@dataclass(frozen=True)
+class RefiningGrid:
+    """The decoder's state in a shot opened by KEY coding 5: the placed model so far
+    (:class:`itmfilter.model.grid.PlacedGrid`), the stream bytes of a record not yet complete,
+    and whether the stream is ``broken`` (a packet of the shot since its KEY was lost or
+    damaged: later bytes cannot be placed, so they are ignored and the model stays as is)."""
+
+    placed: object
+    pending: bytes = b""
+    broken: bool = False
+
+    def finite(self) -> bool:
+        return self.placed.finite()
+
+    def moved(self, shift: tuple[float, float]) -> "RefiningGrid":
+        return dataclasses.replace(self, placed=self.placed.moved(shift))
+
+    def take(self, data: bytes) -> "RefiningGrid":
+        """The state after the stream's next bytes ``data``: every record they complete is
+        applied in order; :class:`TrackFormatError` on a malformed record."""
+        if self.broken or not data:
+            return self
+        from itmfilter.model.grid import GridFormatError, apply_grid_refinement
+
+        pending, placed = self.pending + bytes(data), self.placed
+        while len(pending) >= _STREAM_LENGTH.size:
+            (n,) = _STREAM_LENGTH.unpack_from(pending)
+            if not 0 < n <= MAX_REFINE_RECORD_BYTES:
+                raise TrackFormatError(f"grid refinement record of {n} bytes (1-{MAX_REFINE_RECORD_BYTES} allowed)")
+            if len(pending) < _STREAM_LENGTH.size + n:
+                break
+            try:
+                model = apply_grid_refinement(placed.model, pending[_STREAM_LENGTH.size:_STREAM_LENGTH.size + n])
+            except GridFormatError as exc:
+                raise TrackFormatError(f"grid refinement: {exc}") from None
+            placed = dataclasses.replace(placed, model=model)
+            pending = pending[_STREAM_LENGTH.size + n:]
+        if len(pending) > _STREAM_LENGTH.size + MAX_REFINE_RECORD_BYTES:
+            raise TrackFormatError("grid refinement stream holds more than one record can")
+        return RefiningGrid(placed, pending)
+
+    def held(self) -> "RefiningGrid":
+        """The state kept over a lost or damaged packet: the stream can no longer be followed."""
+        return dataclasses.replace(self, pending=b"", broken=True)
+
+
+def decode_progressive_grid_key(payload: bytes) -> RefiningGrid:
+    """KEY coding 5 -> :class:`RefiningGrid` (the model with every refinement record the KEY
+    completes already applied); :class:`TrackFormatError` if malformed."""
+    from itmfilter.model.grid import GridFormatError, grid_model_length
+
+    try:
+        end = _GRID_PLACEMENT.size + grid_model_length(payload[_GRID_PLACEMENT.size:])
+    except GridFormatError as exc:
+        raise TrackFormatError(f"grid key: {exc}") from None
+    state = RefiningGrid(decode_grid_key(payload[:end])).take(payload[end:])
+    if not state.finite():
+        raise TrackFormatError("grid key's refinement has a non-finite value")
+    return state
+
+
 def grid_step(packet: Packet, placed):
     """The placement after ``packet`` in a grid shot: a REPEAT keeps it, a shift-only DELTA
-    coding 2/3 moves it; anything else raises :class:`TrackFormatError`."""
+    coding 2/3 moves it, and in a progressive shot (``placed`` a :class:`RefiningGrid`) a
+    DELTA coding 4 moves it and feeds the refinement stream; anything else raises
+    :class:`TrackFormatError`."""
     if packet.kind == "repeat":
         if packet.payload:
             raise TrackFormatError(f"repeat packet for frame {packet.frame} carries a payload")
         return placed
-    form = _SHIFT_FORMS.get(packet.coding) if packet.kind == "delta" else None
-    if form is None or len(packet.payload) != form.size:
-        raise TrackFormatError(f"{packet.kind} coding {packet.coding} for frame {packet.frame} cannot follow a grid key")
+    refining = isinstance(placed, RefiningGrid)
+    if packet.kind == "delta" and packet.coding == GRID_REFINE_DELTA_CODING and refining:
+        if len(packet.payload) <= _HALF_MOTION.size:
+            raise TrackFormatError(f"grid refinement delta for frame {packet.frame} carries no stream bytes")
+        form = _HALF_MOTION
+    else:
+        form = _SHIFT_FORMS.get(packet.coding) if packet.kind == "delta" else None
+        if form is None or len(packet.payload) != form.size:
+            raise TrackFormatError(f"{packet.kind} coding {packet.coding} for frame {packet.frame} cannot follow a grid key")
     shift = tuple(float(np.float32(v)) for v in form.unpack_from(packet.payload))
     if not all(np.isfinite(shift)):
         raise TrackFormatError(f"motion delta for frame {packet.frame} has a non-finite shift")
-    return placed.moved(shift)
+    moved = placed.moved(shift)
+    return moved.take(packet.payload[form.size:]) if refining else moved
 
 
 def _is_grid(params) -> bool:
@@ -298,6 +394,16 @@ def _finite(params) -> bool:
 
 def _copy(params):
     return params if _is_grid(params) else params.copy()
+
+
+def _output(params):
+    """What :meth:`TrackDecoder.params_at` hands out: a progressive shot's placed model."""
+    return params.placed if isinstance(params, RefiningGrid) else _copy(params)
+
+
+def _held(params):
+    """The state kept over a lost or damaged packet."""
+    return params.held() if isinstance(params, RefiningGrid) else params
 
 
 class InitUnavailable(TrackFormatError):
@@ -835,8 +941,10 @@ class TrackDecoder:
         return bool(self.header.init) and self._init is None
 
     def _key_params(self, packet: Packet) -> np.ndarray | None:
-        if packet.coding == GRID_KEY_CODING:
+        if packet.coding in (GRID_KEY_CODING, PROGRESSIVE_GRID_KEY_CODING):
             try:
+                if packet.coding == PROGRESSIVE_GRID_KEY_CODING:
+                    return decode_progressive_grid_key(packet.payload)
                 return decode_grid_key(packet.payload)
             except TrackFormatError as exc:
                 self.problems[packet.frame] = str(exc)
@@ -878,11 +986,11 @@ class TrackDecoder:
     def _step(self, state: _State, frame: int, packets, last: int) -> _State:
         p = self._parse(frame, packets)
         if isinstance(p, str):
-            return _State(frame, state.params, state.shot, True, p)
+            return _State(frame, _held(state.params), state.shot, True, p)
         if p.kind == "key":
             params = self._key_params(p)
             if params is None:
-                return _State(frame, state.params, state.shot, True, "damaged")
+                return _State(frame, _held(state.params), state.shot, True, "damaged")
             return _State(frame, params, p.shot, False, "ok")
         if p.shot != state.shot:
             # The key opening this shot was lost; prefer a later key of the same shot.
@@ -898,7 +1006,7 @@ class TrackDecoder:
                 raise TrackFormatError(f"{p.kind} for frame {frame} decodes to NaN or infinite weights")
         except TrackFormatError as exc:
             self.problems[frame] = str(exc)
-            return _State(frame, state.params, state.shot, True, "damaged")
+            return _State(frame, _held(state.params), state.shot, True, "damaged")
         concealed = state.concealed or p.shot != state.shot
         return _State(frame, params, p.shot, concealed, "concealed" if concealed else "ok")
 
@@ -974,7 +1082,7 @@ class TrackDecoder:
         first, last = self._span(packets)
         cache = self._cache
         if cache is not None and cache.frame == frame:
-            return _copy(cache.params), cache.status
+            return _output(cache.params), cache.status
 
         state: _State | None = None
         for s in range(frame, first - 1, -1):
@@ -1007,7 +1115,7 @@ class TrackDecoder:
         for f in range(state.frame + 1, frame + 1):
             state = self._step(state, f, packets, last)
         self._cache = state
-        return _copy(state.params), state.status
+        return _output(state.params), state.status
 
 
 __all__ = [
@@ -1016,8 +1124,16 @@ __all__ = [
     "INIT_KEY_CODING",
     "GRID_KEY_CODING",
     "GRID_MINOR",
+    "GRID_REFINE_DELTA_CODING",
+    "MAX_REFINE_RECORD_BYTES",
+    "PROGRESSIVE_GRID_KEY_CODING",
+    "PROGRESSIVE_GRID_MINOR",
+    "RefiningGrid",
     "decode_grid_key",
+    "decode_progressive_grid_key",
     "encode_grid_key",
+    "encode_progressive_grid_key",
+    "refinement_record",
     "grid_step",
     "InitUnavailable",
     "MAX_KEY_COARSENING",
