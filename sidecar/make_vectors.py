@@ -702,8 +702,8 @@ def build_progressive_grid_vectors() -> dict[str, bytes]:
     a shift alone (DELTA coding 3) at 3 and 7, a REPEAT at 4. ``track_grid_progressive.bin``
     decodes in full; ``track_grid_progressive_lost.bin`` lacks frame 5's packet, so the stream
     breaks there: frame 6's shift still applies, its bytes are ignored, the 7x5 model holds.
-    Expected: placements, grid cells and the PQ of every frame on ``track_grid_sdr.npy``;
-    ``grid_progressive_manifest.json``."""
+    Expected: placements, grid cells and the PQ of every frame on ``track_grid_progressive_sdr.npy``
+    (6x8); ``grid_progressive_manifest.json``."""
     from itmfilter.model.grid import GridConfig, pack_grid_model, pack_grid_refinement, refined_config
     from itmfilter.track.codec import (
         GRID_REFINE_DELTA_CODING,
@@ -714,8 +714,8 @@ def build_progressive_grid_vectors() -> dict[str, bytes]:
     )
 
     rng = np.random.default_rng(13)
-    h, w = 8, 12
-    sdr = (np.random.default_rng(11).integers(0, 256, (h, w, 3)) / 255).astype(np.float32)  # track_grid_sdr.npy
+    h, w = 6, 8
+    sdr = (rng.integers(0, 256, (h, w, 3)) / 255).astype(np.float32)
     cfg = GridConfig(width=4, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=6)
     mmr = rng.normal(0, 0.01, (22, 3)).astype(np.float32)
     mmr[0] += 0.1
@@ -728,9 +728,10 @@ def build_progressive_grid_vectors() -> dict[str, bytes]:
     for _ in range(2):
         shape = refined_config(shape)
         steps = np.array([0.01, 0.02, 0.005, 0.015], np.float16)
-        records.append(refinement_record(pack_grid_refinement(steps, rng.integers(-20, 21, shape.grid_shape).astype(np.int8))))
+        codes = rng.integers(-20, 21, shape.grid_shape) * (rng.random(shape.grid_shape) < 0.25)  # sparse, as fitted
+        records.append(refinement_record(pack_grid_refinement(steps, codes.astype(np.int8))))
     stream, first = b"".join(records), len(records[0])
-    assert 80 < first < len(stream) - 80, (first, len(stream))
+    assert 60 < first < len(stream) - 60, (first, len(stream))
     cuts = [40, 40 + (first - 40) // 2, first, first + (len(stream) - first) // 2, len(stream)]
     header = TrackHeader(config=SMALL, fps=(24, 1), frame_count=8, width=w, height=h, hdr10=HDR10, binding=BINDING,
                          encoder={"tool": "make_vectors", "model": "grid"}, version=(1, PROGRESSIVE_GRID_MINOR))
@@ -747,7 +748,7 @@ def build_progressive_grid_vectors() -> dict[str, bytes]:
         Packet(6, "delta", 0, shift(0.0625, 0.0, part(3)), GRID_REFINE_DELTA_CODING),
         Packet(7, "delta", 0, shift(0.25, 0.0), HALF_MOTION_DELTA_CODING),
     ]
-    out, entries = {}, []
+    out, entries = {"track_grid_progressive_sdr.npy": _npy(sdr)}, []
     for name, kept, what in (
         ("track_grid_progressive.bin", packets, "1.5: KEY coding 5 (grid 4x3x4, C 4, MLP 8-8, 40 stream bytes), "
          "DELTAs coding 4 (1, 2, 5, 6), shifts alone (3, 7), a REPEAT (4); the grid 7x5 from frame 2, 13x9 from 6"),
@@ -762,7 +763,7 @@ def build_progressive_grid_vectors() -> dict[str, bytes]:
         out[name] = blob
         out[f"{stem}_expected.npy"] = _npy(np.stack([r[0].predict_pq(sdr) for r in results]))
         out[f"{stem}_placements.npy"] = _npy(np.array([[*r[0].origin, *r[0].half] for r in results], np.float64))
-        entries.append({"file": name, "what": what, "sdr": "track_grid_sdr.npy", "expected": f"{stem}_expected.npy",
+        entries.append({"file": name, "what": what, "sdr": "track_grid_progressive_sdr.npy", "expected": f"{stem}_expected.npy",
                         "placements": f"{stem}_placements.npy", "statuses": [r[1] for r in results],
                         "cells": [[r[0].model.config.width, r[0].model.config.height] for r in results]})
     out["grid_progressive_manifest.json"] = (json.dumps({"vectors": entries}, sort_keys=True, indent=1) + "\n").encode()
