@@ -59,13 +59,15 @@ GRID_LADDER: tuple[tuple[str, GridConfig], ...] = (
     ("XS-5bit", replace(GRID_SIZES["XS"], grid_bits=5)),
     ("XXS", GridConfig(width=6, height=3, depth=8, channels=4, hidden=8, layers=2, grid_bits=5)),
     ("XXXS", GridConfig(width=4, height=2, depth=8, channels=4, hidden=8, layers=2, grid_bits=5)),
+    ("XXXS-d4", GridConfig(width=4, height=2, depth=4, channels=4, hidden=8, layers=2, grid_bits=5)),
     ("P", GRID_SIZES["P"]),
 )
 """Configs by decreasing size (per frame of picture: a pan grows the grid). All but the last
 three were measured in docs/grid-video.md (M 38.09 dB at 47.5 kbit/s, S 24x12 37.81 at 28.8, S
 37.18 at 17.1, S 6 bits 37.15 at 15.3, S 5 bits 36.85 at 13.4, XS 35.85 at 8.9 on the
-``local`` grade); ``XXS`` (~0.8-1 KB) and ``XXXS`` (~0.75 KB with a pan, 4x2 cells on one
-frame: a KEY that also carries the ~0.6 KB track header at 16 kbit/s) bridge XS (~1.5 KB) and
+``local`` grade); ``XXS`` (~0.8-1 KB), ``XXXS`` (~0.75 KB with a pan, 4x2 cells on one frame:
+a KEY that also carries the ~0.6 KB track header at 16 kbit/s) and ``XXXS-d4`` (4 luma bins,
+~0.65 KB; on the benchmark clip's first shot 34.97 and 33.81 dB) bridge XS (~1.5 KB) and
 ``P`` (the polynomial and a 2x2 offset plane, ~0.3 KB), the floor: at 16 kbit/s in SEI a 2 s
 shot's KEY may cost ~1.3 KB. A refinement (progressive shots) doubles the coarse grid's cells."""
 
@@ -148,6 +150,11 @@ on the 640x360 benchmark clip's first shot (XXS, 953 B, 36.33 dB): 0.25 -> 965 B
 0.5 -> 767 B, 37.14 dB; 1.0 -> 556 B, 35.94 dB (a coarse residual step can lose to no refinement:
 the score decides)."""
 SCORE_PIXELS = 1 << 15  # pixels of the fit frames the candidates are scored on
+MAX_REFINEMENTS = 2
+"""Refinements a segment may carry, each doubling the cells of the one before (chosen one after
+the other while each raises the segment's expected score)."""
+MAX_REFINED_VALUES = 1 << 18
+"""No refinement is tried whose grid would hold more values than this (its fit grows with it)."""
 
 
 def score_pixels(frames: list[tuple[np.ndarray, np.ndarray]], xy: np.ndarray, seed: int = 0):
@@ -165,10 +172,12 @@ def model_score(model: GridModel, pixels) -> float:
     return float(psnr_pu21(nits, np.asarray(eotf_st2084(predict_pq(model, sdr, xy=xy)), dtype=np.float32)))
 
 
-def expected_score(frames: int, arrival: int, coarse: float, refined: float) -> float:
-    """Mean PU21-PSNR over a segment of ``frames`` when the refinement completes at frame
-    ``arrival`` (0: in the KEY): ``coarse`` before, ``refined`` from then on."""
-    return (arrival * coarse + (frames - arrival) * refined) / frames
+def expected_score(frames: int, arrivals: list[int], scores: list[float]) -> float:
+    """Mean PU21-PSNR over a segment of ``frames`` when refinement ``j`` completes at frame
+    ``arrivals[j]`` (0: in the KEY; ascending): ``scores[0]`` (the KEY's model) before the
+    first, ``scores[j + 1]`` from ``arrivals[j]`` on."""
+    bounds = [0, *arrivals, frames]
+    return sum((bounds[j + 1] - bounds[j]) * s for j, s in enumerate(scores)) / frames
 
 
 def refinement_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]], xy: np.ndarray,
@@ -185,6 +194,7 @@ def refinement_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarr
     return out
 
 
-__all__ = ["DEFAULT_GRID", "ESTIMATE_SLACK", "GRID_LADDER", "PLACEMENT_BYTES", "REFINE_STEPS", "SCORE_PIXELS",
+__all__ = ["DEFAULT_GRID", "ESTIMATE_SLACK", "GRID_LADDER", "MAX_REFINED_VALUES", "MAX_REFINEMENTS", "PLACEMENT_BYTES",
+           "REFINE_STEPS", "SCORE_PIXELS",
            "estimated_bytes", "expected_score", "fit_frames_of", "fit_segment_grid", "frame_xy", "grid_geometry",
            "ladder_from", "model_score", "refinement_options", "score_pixels"]

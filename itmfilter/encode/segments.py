@@ -417,9 +417,9 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     options = GridFitOptions(steps=steps, finetune_steps=2 * steps // 3, seed=job.first.seed)
     payload = placed = None
     tries, ratio = 0, 1.0  # fitted / estimated bytes of the last miss: this content's compressibility
-    for _, config in ladder_from(key_max, offsets):
-        if tries == 3:  # each fit costs seconds
-            break
+    for name, config in ladder_from(key_max, offsets):
+        if tries >= 3 and name != "P":  # each fit costs seconds; the polynomial plane, the floor, is always tried
+            continue
         estimate = estimated_bytes(grid_geometry(config, offsets)[0])
         if key_max is not None and tries and estimate * ratio > key_max:
             continue  # the last miss says this one would miss too
@@ -445,41 +445,65 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
 def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int,
                        payload: bytes, placed, picked, picks, offsets, centre, half, options) -> bytes:
     """The refinement stream for a progressive grid segment (:mod:`itmfilter.encode.gridkeys`),
-    or ``b""`` when none beats the KEY's model alone by the segment's expected mean PU21-PSNR.
-    Each candidate's arrival frame is found by sending it on a copy of the budget."""
+    or ``b""`` when no refinement beats the KEY's model alone by the segment's expected mean
+    PU21-PSNR. Up to :data:`~itmfilter.encode.gridkeys.MAX_REFINEMENTS` records, chosen one
+    after the other (each refines the model the previous one left, at the step that scores best
+    given the records before it); each candidate's arrival frames are found by sending the
+    stream on a copy of the budget."""
     import copy
 
-    from itmfilter.encode.gridkeys import expected_score, frame_xy, model_score, refinement_options, score_pixels
-    from itmfilter.model.grid import GridFitOptions
+    from itmfilter.encode.gridkeys import (
+        MAX_REFINED_VALUES,
+        MAX_REFINEMENTS,
+        expected_score,
+        frame_xy,
+        model_score,
+        refinement_options,
+        score_pixels,
+    )
+    from itmfilter.model.grid import GridFitOptions, refined_config
     from itmfilter.track.codec import refinement_record
 
     height, width = job.header.height, job.header.width
     xy = np.concatenate([frame_xy(height, width, offsets[k], centre, half).reshape(-1, 2) for k in picks])
     pixels = score_pixels(picked, xy, options.seed)
-    coarse = model_score(placed.model, pixels)
-    best, chosen = coarse, b""
+    model, scores, records = placed.model, [model_score(placed.model, pixels)], []
+    best = scores[0]
     refine = GridFitOptions(steps=max(1, options.steps // 2), seed=options.seed)
-    for _, data, model in refinement_options(placed.model, picked, xy, refine):
-        stream = refinement_record(data)
-        _, arrival = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, stream, placed,
-                                   offsets - centre, job.motion and job.strategy == "warm", None)
-        if arrival is None:
-            continue
-        score = expected_score(segment.frames, arrival, coarse, model_score(model, pixels))
-        if score > best:
-            best, chosen = score, stream
-    return chosen
+    use_motion = job.motion and job.strategy == "warm"
+    for _ in range(MAX_REFINEMENTS):
+        if np.prod(refined_config(model.config).grid_shape) > MAX_REFINED_VALUES:
+            break
+        chosen = None
+        for _, data, refined in refinement_options(model, picked, xy, refine):
+            candidate = records + [refinement_record(data)]
+            stream = b"".join(candidate)
+            _, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, stream, placed,
+                                    offsets - centre, use_motion, None)
+            ends = np.cumsum([len(r) for r in candidate])
+            arrivals = [next((k for k, v in enumerate(sent) if v >= e), None) for e in ends]
+            if arrivals[-1] is None:
+                continue
+            refined_score = model_score(refined, pixels)
+            score = expected_score(segment.frames, arrivals, scores + [refined_score])
+            if score > best:
+                best, chosen = score, (candidate, refined, refined_score)
+        if chosen is None:
+            break
+        records, model = chosen[0], chosen[1]
+        scores.append(chosen[2])
+    return b"".join(records)
 
 
 def _grid_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int | None,
                   payload: bytes, stream: bytes, placed, targets: np.ndarray, use_motion: bool,
-                  progress: Callable[[int], None] | None) -> tuple[dict[int, bytes], int | None]:
+                  progress: Callable[[int], None] | None) -> tuple[dict[int, bytes], list[int]]:
     """A grid segment's packets, accounted in ``budget``: the KEY (coding 4, or coding 5 with as
     much of ``stream`` as the KEY's budget holds), then per frame the binary16 step that brings
     the decoder's origin nearest ``targets[k]`` (closed loop) with, while ``stream`` lasts, its
     next bytes (DELTA coding 4, as many as the budget affords, the segment's tokens released at
-    once) or else the step alone (DELTA coding 3) or a REPEAT. Returns the packets and the frame
-    (0-based in the segment) where the stream completes (None: it does not)."""
+    once) or else the step alone (DELTA coding 3) or a REPEAT. Returns the packets and the bytes
+    of the stream sent by the end of each frame (0-based in the segment)."""
     from itmfilter.track.codec import (
         GRID_KEY_CODING,
         GRID_REFINE_DELTA_CODING,
@@ -500,7 +524,7 @@ def _grid_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
     packets = {segment.start: key}
     budget.key_sent(segment.start, len(key), extra)
     budget.release()
-    arrival = 0 if sent == len(stream) else None
+    delivered = [sent]
     if progress is not None:
         progress(1)
     for k in range(1, segment.frames):
@@ -519,8 +543,6 @@ def _grid_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
                             GRID_REFINE_DELTA_CODING)
             sent += take
             budget.spend(take + own_shift)
-            if sent == len(stream):
-                arrival = k
         elif moves:
             packet = Packet(index, "delta", segment.shot, encode_motion_payload(step, None, HALF_MOTION_DELTA_CODING),
                             HALF_MOTION_DELTA_CODING)
@@ -529,9 +551,10 @@ def _grid_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
         placed = placed.moved(step)
         packets[index] = encode_packet(packet, compact=job.compact)
         budget.record(index, len(packets[index]))
+        delivered.append(sent)
         if progress is not None:
             progress(1)
-    return packets, arrival
+    return packets, delivered
 
 
 class SegmentStore:
