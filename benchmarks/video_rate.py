@@ -154,6 +154,8 @@ def main() -> None:
     ap.add_argument("--merge", type=Path, nargs="*", default=None,
                     help="write --out from these result .json files (runs split by curve or shot length) and exit")
     ap.add_argument("--model", default="mlp", help="encode --model: mlp (default) or grid")
+    ap.add_argument("--no-grid-refine", action="store_true",
+                    help="with --model grid: the whole grid model in each KEY (format 1.4), no progressive shots")
     ap.add_argument("--skip-refs", action="store_true",
                     help="encode and score the caps only (no full adaptation, polynomial or gain-map sweep)")
     ap.add_argument("--note", default="", help="a line added under the machine line (e.g. how the runs were split)")
@@ -217,7 +219,8 @@ def main() -> None:
                 out = args.work / f"track-{curve}-{master.stem}-cap{cap:g}.mp4"
                 out.unlink(missing_ok=True)
                 t0 = time.perf_counter()
-                opts = VideoEncodeOptions(tm=curve, max_kbps=cap, buffer_seconds=args.buffer_seconds, model=args.model)
+                opts = VideoEncodeOptions(tm=curve, max_kbps=cap, buffer_seconds=args.buffer_seconds, model=args.model,
+                                          grid_refine=not args.no_grid_refine)
                 report = encode_video(master, out, grade=sdr_plain, options=opts, device=str(device), quiet=True)
                 secs = time.perf_counter() - t0
                 recon = {i: nits for i, _, nits in video_bench.reconstruct_clip(out, args.eval_every)}
