@@ -133,6 +133,33 @@ def test_saved_tokens_never_leave_the_bucket_full_at_a_segment_end():
     assert b.level <= 1e-9  # empty where the next segment is planned to start empty
 
 
+def test_released_tokens_are_paced_by_the_bucket_and_keep_the_promise():
+    """``release`` (progressive grid shots) offers the segment's spare at once: the frames after
+    a KEY that filled the bucket may then send as much as it drains each frame, over twice
+    the evenly spread share, and the segment still keeps the window bound, its total, and ends
+    with the bucket empty."""
+    b = RateBudget(16.0, 24.0, {48}, 96, 48, per_packet=4, head_bytes=7, key_head_bytes=9)  # r = 83.3 B, B = 2000 B
+    even = RateBudget(16.0, 24.0, {48}, 96, 48, per_packet=4, head_bytes=7, key_head_bytes=9)
+    key = b.key_budget(0) + 9
+    sizes = [key]
+    for budget in (b, even):
+        budget.key_sent(0, key)
+    b.release()
+    even.next_frame()
+    b.next_frame()
+    assert b.affordable() > 2 * even.affordable() > 0  # 72 B against 29
+    for f in range(1, 48):
+        if f > 1:
+            b.next_frame()
+        spend = b.affordable()
+        sizes.append(11 + spend)
+        b.record(f, 11 + spend)
+        b.spend(spend)
+    assert check_rate(sizes, 16.0, 24.0, 1.0) == []
+    assert sum(sizes) >= 48 * b.per_frame - 48  # the spare is spent (to a byte a frame of rounding)
+    assert b.level <= 1e-9
+
+
 @pytest.mark.parametrize("kbps,carriage,says", [(2.0, "track", "at least --max-kbps"), (2.0, "sei", "SEI framing"),
                                                 (8.0, "sei", "at least --max-kbps")])
 def test_too_low_cap_is_refused_with_the_minimum(master, tmp_path, kbps, carriage, says):
