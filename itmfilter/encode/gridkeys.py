@@ -144,11 +144,12 @@ def ladder_from(key_max: int | None, offsets: np.ndarray) -> list[tuple[str, Gri
             if estimated_bytes(grid_geometry(cfg, offsets)[0]) <= ESTIMATE_SLACK * key_max]
 
 
-REFINE_STEPS = (0.25, 0.35, 0.5, 0.7, 1.0)
+REFINE_STEPS = (0.25, 0.35, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0)
 """Candidate steps of a refinement's residual, in units of each channel's residual RMS. Measured
-on the 640x360 benchmark clip's first shot (XXS, 953 B, 36.33 dB): 0.25 -> 965 B, 37.36 dB;
-0.5 -> 767 B, 37.14 dB; 1.0 -> 556 B, 35.94 dB (a coarse residual step can lose to no refinement:
-the score decides)."""
+by ``benchmarks/grid_refine.py`` on the 640x360 benchmark clip (docs/grid-video.md): on its
+first shot XXS (953 B, 36.33 dB) refined at 0.35 costs 868 B for 37.38 dB, at 1.0 556 B for
+35.94 dB (a coarse step can lose to no refinement: the score decides); on its second shot S
+(3933 B, 32.11 dB) refined at 0.25 costs 7344 B for 32.75 dB, at 2.0 2645 B for 32.22 dB."""
 SCORE_PIXELS = 1 << 15  # pixels of the fit frames the candidates are scored on
 MAX_REFINEMENTS = 2
 """Refinements a segment may carry, each doubling the cells of the one before (chosen one after
