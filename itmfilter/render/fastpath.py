@@ -45,6 +45,8 @@ from itmfilter.colour.ycbcr import (
     ycbcr_to_rgb,
     ycbcr_weights,
 )
+from itmfilter.model.inference import resolve_precision
+from itmfilter.model.separable import evaluate_grid, pixel_centres, separable
 from itmfilter.render.ladder import (
     GAIN_OFFSET_NITS,
     GUIDE_FEATURES,
@@ -262,11 +264,13 @@ def _prior_kernel():
     columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3 = _helpers()
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    def kernel(y_in, cb_in, cr_in, resid, coef, d, conv, in_off_c, inv_gc, y_out, cb_out, cr_out):
+    def kernel(y_in, cb_in, cr_in, resid, coef, d, clip_prior, conv, in_off_c, inv_gc, y_out, cb_out, cr_out):
         h, w = y_in.shape
         cw = cb_in.shape[1]
         gw = resid.shape[2]
         f32 = np.float32
+        lo = f32(0.0) if clip_prior else f32(-1e30)
+        hi = f32(1.0) if clip_prior else f32(1e30)
         inv_d = 1.0 / d
         c = coef.astype(np.float32)  # (22, 3)
         gx0, gx1, gwx = columns(w, gw, inv_d)  # the same on every row
@@ -288,10 +292,11 @@ def _prior_kernel():
                 for x in range(w):
                     r, g, b = sdr_rgb(y_in[row, x], cb_full[x], cr_full[x], conv)
                     p0, p1, p2 = mmr3(r, g, b, c)
-                    # the prior is clipped to [0, 1] before the residual (as ladder's reference)
-                    p0 = min(max(min(max(p0, f32(0.0)), f32(1.0)) + g_full[0, x], f32(0.0)), f32(1.0))
-                    p1 = min(max(min(max(p1, f32(0.0)), f32(1.0)) + g_full[1, x], f32(0.0)), f32(1.0))
-                    p2 = min(max(min(max(p2, f32(0.0)), f32(1.0)) + g_full[2, x], f32(0.0)), f32(1.0))
+                    # a rung's prior is clipped to [0, 1] before the residual (as ladder's
+                    # reference); the full network's is not (as ITMNet.forward)
+                    p0 = min(max(min(max(p0, lo), hi) + g_full[0, x], f32(0.0)), f32(1.0))
+                    p1 = min(max(min(max(p1, lo), hi) + g_full[1, x], f32(0.0)), f32(1.0))
+                    p2 = min(max(min(max(p2, lo), hi) + g_full[2, x], f32(0.0)), f32(1.0))
                     yc, cbc, crc = hdr_codes(p0, p1, p2, conv)
                     if 2 * pair + dr < h:
                         y_out[row, x] = yc
@@ -335,15 +340,16 @@ def _outputs(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def prior_to_hdr10_planes(y, cb, cr, resid: np.ndarray, coef: np.ndarray, downscale: int, *,
-                          bits: int = 8, full_range: bool = False):
+                          bits: int = 8, full_range: bool = False, clip_prior: bool = True):
     """SDR 4:2:0 planes + the network's ``(3, lh, lw)`` PQ residual over its polynomial
     prior (``coef``: the ``(22, 3)`` MMR coefficients) -> (Y, Cb, Cr) uint16 HDR10 planes:
-    PQ = clip(clip(prior(SDR)) + bilinear residual), per pixel (:func:`itmfilter.render.ladder.gain_mode`)."""
+    PQ = clip(clip(prior(SDR)) + bilinear residual), per pixel (:func:`itmfilter.render.ladder.gain_mode`).
+    ``clip_prior=False`` (the full network, ``downscale`` 1): PQ = clip(prior(SDR) + residual)."""
     conv, off_c, inv_gc = _conversion(bits, full_range)
     y_out, cb_out, cr_out = _outputs(*y.shape)
     _prior_kernel()(np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
                     np.ascontiguousarray(resid, dtype=np.float32), np.ascontiguousarray(coef, dtype=np.float64),
-                    float(downscale), conv, off_c, inv_gc, y_out, cb_out, cr_out)
+                    float(downscale), bool(clip_prior), conv, off_c, inv_gc, y_out, cb_out, cr_out)
     return y_out, cb_out, cr_out
 
 
@@ -680,6 +686,8 @@ def hdr10_planes(net, planes, downscale: int, *, precision: str = "auto", gain: 
     """
     threads = torch.get_num_threads()
     try:
+        if downscale == 1:
+            return _full_planes(net, planes, precision=precision)
         if guided:
             return _guided_planes(net, planes, downscale, precision=precision)
         return _hdr10_planes(net, planes, downscale, precision=precision, gain=gain, offset_nits=offset_nits)
@@ -702,6 +710,29 @@ def _hdr10_planes(net, planes, downscale: int, *, precision: str, gain: str, off
     if g.shape[0] == 1:
         g = np.repeat(g, 3, axis=0)
     return gain_to_hdr10_planes(y, cb, cr, g, downscale, k, bits=bits, full_range=full)
+
+
+def _full_planes(net, planes, *, precision: str):
+    """The full network on every pixel: R'G'B' per pixel (one numba pass), what the network
+    adds to its prior on the whole pixel grid (:func:`itmfilter.model.separable.evaluate_grid`),
+    then the prior and the HDR10 coding per pixel (:func:`prior_to_hdr10_planes`, unclipped
+    prior as ``ITMNet.forward``)."""
+    if not supports_full(net):
+        raise ValueError("the fused full rung needs an mmr3-prior network with Fourier coordinates")
+    y, cb, cr, bits, full = planes.y, planes.cb, planes.cr, planes.bits, planes.full_range
+    h, w = y.shape
+    rgb = torch.from_numpy(sample_sdr(y, cb, cr, 1, bits=bits, full_range=full))
+    dtype = resolve_precision(precision, torch.device("cpu"))
+    resid = evaluate_grid(net, rgb, pixel_centres(h), pixel_centres(w), dtype=dtype)
+    resid = resid.T.contiguous().reshape(3, h, w).numpy()
+    return prior_to_hdr10_planes(y, cb, cr, resid, net.prior_mmr.detach().numpy(), 1, bits=bits,
+                                 full_range=full, clip_prior=False)
+
+
+def supports_full(net) -> bool:
+    """Whether the fused pass can run ``net``'s full rung: an ``mmr3`` prior (computed per
+    pixel by the kernel) and separable Fourier coordinates (:func:`itmfilter.model.separable.separable`)."""
+    return supports_guided(net) and separable(net)
 
 
 def supports_guided(net) -> bool:
