@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from itmfilter.model.net import CONFIGS, ITMNet, ModelConfig, pixel_grid
-from itmfilter.model.separable import evaluate_grid, pixel_centres, separable
+from itmfilter.model.separable import evaluate_grid, evaluate_pixels, pixel_centres, separable
 
 
 def _net(config="default", seed=0) -> ITMNet:
@@ -70,3 +70,14 @@ def test_network_without_coordinates():
     with torch.no_grad():
         want = net(rgb.reshape(-1, 3), torch.zeros(30, 2))
     assert torch.allclose(got, want, atol=2e-6)
+
+
+def test_scattered_pixels_match_the_grid():
+    net = _net()
+    h, w = 19, 33
+    rgb = torch.rand(h, w, 3)
+    grid = evaluate_grid(net, rgb, pixel_centres(h), pixel_centres(w))
+    rows = torch.tensor([0, 5, 18, 7, 7, 12])
+    cols = torch.tensor([0, 32, 4, 7, 8, 20])
+    got = evaluate_pixels(net, rgb[rows, cols], rows, cols, h, w, band_pixels=4)
+    assert torch.allclose(got, grid.reshape(h, w, 3)[rows, cols], atol=2e-6)

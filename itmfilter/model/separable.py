@@ -65,32 +65,63 @@ def evaluate_grid(net: ITMNet, rgb: torch.Tensor, ys: torch.Tensor, xs: torch.Te
     columns ``xs`` ``(B,)``, both pixel centres in [-1, 1] (:func:`itmfilter.model.net.pixel_grid`'s
     convention); row-major order out. ``dtype``: the fusion layers' arithmetic (bf16 or fp32).
     """
-    if not separable(net):
-        raise ValueError(f"evaluate_grid needs Fourier coordinates, not {net.config.coord_encoding!r}")
+    _check(net)
     a, b, _ = rgb.shape
     if ys.shape != (a,) or xs.shape != (b,):
         raise ValueError(f"expected {a} rows and {b} columns, got {tuple(ys.shape)} and {tuple(xs.shape)}")
+    parts = _axis_parts(net, ys.to(rgb.device), xs.to(rgb.device)) if net.coord is not None else None
+    band_rows = max(1, band_pixels // max(b, 1))
+
+    def coordinates(start: int, n: int, dst: torch.Tensor) -> None:
+        # whole rows per band: the row part broadcast over the columns' parts
+        top = start // b
+        dst.view(n // b, b, -1).copy_(parts[0][top:top + n // b, None, :] + parts[1][None])
+
+    return _run(net, rgb.reshape(-1, 3), coordinates, band_rows * b, dtype)
+
+
+@torch.no_grad()
+def evaluate_pixels(net: ITMNet, rgb: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, h: int, w: int, *,
+                    dtype: torch.dtype = torch.float32, band_pixels: int = BAND_PIXELS) -> torch.Tensor:
+    """What ``net`` adds to its prior at scattered pixels of an ``h x w`` picture, ``(N, 3)``
+    float32: ``rgb`` ``(N, 3)`` at pixel rows ``rows`` and columns ``cols`` (integer ``(N,)``).
+    The axis parts are computed for every row and column once and gathered per pixel."""
+    _check(net)
+    parts = None
+    if net.coord is not None:
+        parts = _axis_parts(net, pixel_centres(h, device=rgb.device), pixel_centres(w, device=rgb.device))
+    rows, cols = rows.long(), cols.long()
+
+    def coordinates(start: int, n: int, dst: torch.Tensor) -> None:
+        r, c = rows[start:start + n], cols[start:start + n]
+        dst.copy_(parts[0].index_select(0, r).add_(parts[1].index_select(0, c)))
+
+    return _run(net, rgb.reshape(-1, 3), coordinates, band_pixels, dtype)
+
+
+def _check(net: ITMNet) -> None:
+    if not separable(net):
+        raise ValueError(f"the split evaluation needs Fourier coordinates, not {net.config.coord_encoding!r}")
+
+
+def _run(net: ITMNet, rgb: torch.Tensor, coordinates, band: int, dtype: torch.dtype) -> torch.Tensor:
+    """The network after its coordinate layer's pre-activation, on bands of ``band`` pixels:
+    ``coordinates(start, n, dst)`` writes the band's coordinate pre-activations into ``dst``."""
     device = rgb.device
-    rgb = rgb.reshape(-1, 3).float()
+    rgb = rgb.float()
+    total = rgb.shape[0]
     layers = [m for m in net.fusion if isinstance(m, nn.Linear)]
     weights = [(m.weight.detach().to(dtype).T.contiguous(), m.bias.detach().to(dtype)) for m in layers]
     colour = net.rgb[0]
     c_weight, c_bias = colour.weight.detach().float().T.contiguous(), colour.bias.detach().float()
-    coord = 0
-    if net.coord is not None:
-        rows_part, cols_part = _axis_parts(net, ys.to(device), xs.to(device))
-        coord = rows_part.shape[1]
-    out = torch.empty((a * b, 3), dtype=torch.float32, device=device)
-    band_rows = max(1, band_pixels // max(b, 1))
-    feats = torch.empty((min(a, band_rows) * b, coord + colour.out_features), dtype=dtype, device=device)
-    for top in range(0, a, band_rows):
-        bottom = min(a, top + band_rows)
-        n = (bottom - top) * b
-        start = top * b
+    coord = net.coord[0].out_features if net.coord is not None else 0
+    out = torch.empty((total, 3), dtype=torch.float32, device=device)
+    feats = torch.empty((max(1, min(total, band)), coord + colour.out_features), dtype=dtype, device=device)
+    for start in range(0, total, band):
+        n = min(band, total - start)
         f = feats[:n]
         if coord:
-            # coordinate features: the row part plus the column part, then ReLU
-            f[:, :coord].view(bottom - top, b, coord).copy_(rows_part[top:bottom, None, :] + cols_part[None])
+            coordinates(start, n, f[:, :coord])
         f[:, coord:].copy_(torch.addmm(c_bias, rgb[start:start + n], c_weight))
         h = f.relu_()
         for i, (w, bias) in enumerate(weights):
