@@ -305,6 +305,63 @@ def test_fused_guided_rung_matches_the_exact_path(fmt, rung, size):
         assert diff.max() <= 1 and (diff > 0).mean() < 0.05
 
 
+@pytest.mark.parametrize("fmt", ["yuv420p", "yuv420p10le", "yuvj420p"])
+@pytest.mark.parametrize("size", [(96, 160), (37, 69)])
+def test_fused_full_rung_matches_the_exact_path(fmt, size):
+    """The full network through the fused CPU pass (per-pixel R'G'B' by numba, the network
+    with its coordinate layer split by axis, prior and HDR10 coding by numba) against the
+    exact path: codes within 1, odd sizes included; auto takes it on a CPU."""
+    pytest.importorskip("numba")
+    from itmfilter.render import fastpath
+    from itmfilter.render.frame import hdr10_frame
+
+    yy, xx = np.mgrid[0:size[0], 0:size[1]]
+    img = _smooth_img(*size)
+    img[(yy // 7 + xx // 5) % 3 == 0] //= 2
+    net = _default_net_adapted(img)
+    for p in net.fusion[-1].parameters():  # a head that varies with position too
+        torch.nn.init.normal_(p, std=0.02)
+    assert fastpath.supports_full(net)
+    frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=fmt)
+    want = _planes(hdr10_frame(frame, net, "full", "cpu", "fp32", path="exact"))
+    got = _planes(hdr10_frame(frame, net, "full", "cpu", "fp32", path="fused"))
+    auto = _planes(hdr10_frame(frame, net, "full", "cpu", "fp32"))
+    for g, w, a in zip(got, want, auto):
+        assert g.shape == w.shape
+        diff = np.abs(g.astype(int) - w.astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.05
+        assert np.array_equal(a, g)
+    assert want[0].max() - want[0].min() > 100
+
+
+@pytest.mark.parametrize("fmt", ["yuv420p", "yuv420p10le"])
+@pytest.mark.parametrize("rung", ["guided-half", "guided-sixth"])
+def test_fused_guided_refinement_matches_the_exact_path(fmt, rung, monkeypatch):
+    """Refined blocks (the full network where the transforms fit worst) through the fused
+    pass against the exact path: codes within 1, with blocks actually refined."""
+    pytest.importorskip("numba")
+    from itmfilter.render import fastpath
+    from itmfilter.render.frame import hdr10_frame
+
+    chosen = []
+    real = fastpath.refine_blocks
+    monkeypatch.setattr(fastpath, "refine_blocks", lambda *a, **k: chosen.append(real(*a, **k)) or chosen[-1])
+    size = (61, 90)
+    yy, xx = np.mgrid[0:size[0], 0:size[1]]
+    img = _smooth_img(*size)
+    img[(yy // 7 + xx // 5) % 3 == 0] //= 2
+    net = _default_net_adapted(img)
+    for p in net.fusion[-1].parameters():  # a residual the affine transforms cannot follow
+        torch.nn.init.normal_(p, std=0.05)
+    frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=fmt)
+    want = _planes(hdr10_frame(frame, net, rung, "cpu", "fp32", path="exact"))
+    got = _planes(hdr10_frame(frame, net, rung, "cpu", "fp32", path="fused"))
+    assert chosen and chosen[-1].sum() >= 1
+    for g, w in zip(got, want):
+        diff = np.abs(g.astype(int) - w.astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.05
+
+
 def test_guided_numba_fit_matches_the_torch_fit():
     pytest.importorskip("numba")
     from itmfilter.render import fastpath, ladder

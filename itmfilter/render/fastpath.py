@@ -45,6 +45,8 @@ from itmfilter.colour.ycbcr import (
     ycbcr_to_rgb,
     ycbcr_weights,
 )
+from itmfilter.model.inference import resolve_precision
+from itmfilter.model.separable import evaluate_grid, pixel_centres, separable
 from itmfilter.render.ladder import (
     GAIN_OFFSET_NITS,
     GUIDE_FEATURES,
@@ -55,7 +57,11 @@ from itmfilter.render.ladder import (
     gain_mode,
     guided_coefficients,
     guided_nodes,
+    guided_sample_error,
     guided_samples,
+    refine_blocks,
+    refine_pixels,
+    residual_at,
     residual_map,
 )
 
@@ -262,11 +268,13 @@ def _prior_kernel():
     columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3 = _helpers()
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    def kernel(y_in, cb_in, cr_in, resid, coef, d, conv, in_off_c, inv_gc, y_out, cb_out, cr_out):
+    def kernel(y_in, cb_in, cr_in, resid, coef, d, clip_prior, conv, in_off_c, inv_gc, y_out, cb_out, cr_out):
         h, w = y_in.shape
         cw = cb_in.shape[1]
         gw = resid.shape[2]
         f32 = np.float32
+        lo = f32(0.0) if clip_prior else f32(-1e30)
+        hi = f32(1.0) if clip_prior else f32(1e30)
         inv_d = 1.0 / d
         c = coef.astype(np.float32)  # (22, 3)
         gx0, gx1, gwx = columns(w, gw, inv_d)  # the same on every row
@@ -288,10 +296,11 @@ def _prior_kernel():
                 for x in range(w):
                     r, g, b = sdr_rgb(y_in[row, x], cb_full[x], cr_full[x], conv)
                     p0, p1, p2 = mmr3(r, g, b, c)
-                    # the prior is clipped to [0, 1] before the residual (as ladder's reference)
-                    p0 = min(max(min(max(p0, f32(0.0)), f32(1.0)) + g_full[0, x], f32(0.0)), f32(1.0))
-                    p1 = min(max(min(max(p1, f32(0.0)), f32(1.0)) + g_full[1, x], f32(0.0)), f32(1.0))
-                    p2 = min(max(min(max(p2, f32(0.0)), f32(1.0)) + g_full[2, x], f32(0.0)), f32(1.0))
+                    # a rung's prior is clipped to [0, 1] before the residual (as ladder's
+                    # reference); the full network's is not (as ITMNet.forward)
+                    p0 = min(max(min(max(p0, lo), hi) + g_full[0, x], f32(0.0)), f32(1.0))
+                    p1 = min(max(min(max(p1, lo), hi) + g_full[1, x], f32(0.0)), f32(1.0))
+                    p2 = min(max(min(max(p2, lo), hi) + g_full[2, x], f32(0.0)), f32(1.0))
                     yc, cbc, crc = hdr_codes(p0, p1, p2, conv)
                     if 2 * pair + dr < h:
                         y_out[row, x] = yc
@@ -335,15 +344,16 @@ def _outputs(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def prior_to_hdr10_planes(y, cb, cr, resid: np.ndarray, coef: np.ndarray, downscale: int, *,
-                          bits: int = 8, full_range: bool = False):
+                          bits: int = 8, full_range: bool = False, clip_prior: bool = True):
     """SDR 4:2:0 planes + the network's ``(3, lh, lw)`` PQ residual over its polynomial
     prior (``coef``: the ``(22, 3)`` MMR coefficients) -> (Y, Cb, Cr) uint16 HDR10 planes:
-    PQ = clip(clip(prior(SDR)) + bilinear residual), per pixel (:func:`itmfilter.render.ladder.gain_mode`)."""
+    PQ = clip(clip(prior(SDR)) + bilinear residual), per pixel (:func:`itmfilter.render.ladder.gain_mode`).
+    ``clip_prior=False`` (the full network, ``downscale`` 1): PQ = clip(prior(SDR) + residual)."""
     conv, off_c, inv_gc = _conversion(bits, full_range)
     y_out, cb_out, cr_out = _outputs(*y.shape)
     _prior_kernel()(np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
                     np.ascontiguousarray(resid, dtype=np.float32), np.ascontiguousarray(coef, dtype=np.float64),
-                    float(downscale), conv, off_c, inv_gc, y_out, cb_out, cr_out)
+                    float(downscale), bool(clip_prior), conv, off_c, inv_gc, y_out, cb_out, cr_out)
     return y_out, cb_out, cr_out
 
 
@@ -373,8 +383,32 @@ def _guided_kernels():
                 out[a, b, 1] = g
                 out[a, b, 2] = bl
 
+    @nb.njit(inline="always", cache=True)
+    def chroma_at(plane, ci, ca, j, in_off_c, inv_gc):
+        return np.float32(((0.75 * plane[ci, j] + 0.25 * plane[ca, j]) - in_off_c) * inv_gc)
+
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    def kernel(y_in, cb_in, cr_in, coef, mmr, ry0, rwy, cx0, cwx, knee, conv, in_off_c, inv_gc,
+    def pixels(y_in, cb_in, cr_in, rows, cols, conv, in_off_c, inv_gc, out):
+        """SDR R'G'B' ``(N, 3)`` of scattered pixels, chroma upsampled as ``chroma_row`` does."""
+        ch, cw = cb_in.shape
+        for n in nb.prange(rows.shape[0]):
+            row, x = rows[n], cols[n]
+            ci = row // 2
+            ca = max(ci - 1, 0) if row % 2 == 0 else min(ci + 1, ch - 1)
+            j = x // 2
+            cb = chroma_at(cb_in, ci, ca, j, in_off_c, inv_gc)
+            cr = chroma_at(cr_in, ci, ca, j, in_off_c, inv_gc)
+            if x % 2 == 1:
+                j1 = min(j + 1, cw - 1)
+                cb = np.float32(0.5) * (cb + chroma_at(cb_in, ci, ca, j1, in_off_c, inv_gc))
+                cr = np.float32(0.5) * (cr + chroma_at(cr_in, ci, ca, j1, in_off_c, inv_gc))
+            r, g, bl = sdr_rgb(y_in[row, x], cb, cr, conv)
+            out[n, 0] = r
+            out[n, 1] = g
+            out[n, 2] = bl
+
+    @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def kernel(y_in, cb_in, cr_in, coef, mmr, ry0, rwy, cx0, cwx, knee, blocks, step, ref, conv, in_off_c, inv_gc,
                y_out, cb_out, cr_out):
         h, w = y_in.shape
         cw = cb_in.shape[1]
@@ -425,10 +459,16 @@ def _guided_kernels():
                     e2 = (r * (a[2, x] + wy * (d[2, x] - a[2, x])) + g * (a[5, x] + wy * (d[5, x] - a[5, x]))
                           + b * (a[8, x] + wy * (d[8, x] - a[8, x])) + kv * (a[11, x] + wy * (d[11, x] - a[11, x]))
                           + (a[14, x] + wy * (d[14, x] - a[14, x])))
-                    # the prior clipped to [0, 1] before the transform's residual (as ladder's reference)
-                    p0 = min(max(min(max(p0, f32(0.0)), f32(1.0)) + e0, f32(0.0)), f32(1.0))
-                    p1 = min(max(min(max(p1, f32(0.0)), f32(1.0)) + e1, f32(0.0)), f32(1.0))
-                    p2 = min(max(min(max(p2, f32(0.0)), f32(1.0)) + e2, f32(0.0)), f32(1.0))
+                    if blocks[row // step, x // step]:
+                        # a refined block: the full network's residual over the unclipped prior
+                        p0 = min(max(p0 + ref[0, row, x], f32(0.0)), f32(1.0))
+                        p1 = min(max(p1 + ref[1, row, x], f32(0.0)), f32(1.0))
+                        p2 = min(max(p2 + ref[2, row, x], f32(0.0)), f32(1.0))
+                    else:
+                        # the prior clipped to [0, 1] before the transform's residual (as ladder's reference)
+                        p0 = min(max(min(max(p0, f32(0.0)), f32(1.0)) + e0, f32(0.0)), f32(1.0))
+                        p1 = min(max(min(max(p1, f32(0.0)), f32(1.0)) + e1, f32(0.0)), f32(1.0))
+                        p2 = min(max(min(max(p2, f32(0.0)), f32(1.0)) + e2, f32(0.0)), f32(1.0))
                     yc, cbc, crc = hdr_codes(p0, p1, p2, conv)
                     if 2 * pair + dr < h:
                         y_out[row, x] = yc
@@ -436,7 +476,7 @@ def _guided_kernels():
                     cr_acc[x] += crc
             chroma_out(cb_acc, cr_acc, pair, cb_out, cr_out)
 
-    return sample, kernel
+    return sample, kernel, pixels
 
 
 @functools.lru_cache(maxsize=1)
@@ -562,11 +602,14 @@ def sample_sdr(y, cb, cr, step: int, *, bits: int = 8, full_range: bool = False)
 
 
 def guided_to_hdr10_planes(y, cb, cr, coef: np.ndarray, mmr: np.ndarray, step: int, *, bits: int = 8,
-                           full_range: bool = False):
+                           full_range: bool = False, blocks: np.ndarray | None = None,
+                           refined: np.ndarray | None = None):
     """SDR 4:2:0 planes + a guided rung's ``(gh, gw, 5, 3)`` transforms
     (:func:`itmfilter.render.ladder.guided_coefficients`) over the MMR prior ``mmr``
     ``(22, 3)`` -> (Y, Cb, Cr) uint16 HDR10 planes: PQ = clip(clip(prior(SDR)) +
-    guided_features(SDR) @ bilinear transform), per pixel."""
+    guided_features(SDR) @ bilinear transform), per pixel. ``blocks``
+    (:func:`itmfilter.render.ladder.refine_blocks`) and ``refined`` ``(3, H, W)``: in the chosen
+    ``step x step`` blocks PQ = clip(prior(SDR) + refined), the full network's residual."""
     conv, off_c, inv_gc = _conversion(bits, full_range)
     h, w = y.shape
     ry0, rwy, gh = guided_nodes(h, step)
@@ -574,10 +617,17 @@ def guided_to_hdr10_planes(y, cb, cr, coef: np.ndarray, mmr: np.ndarray, step: i
     if coef.shape != (gh, gw, GUIDE_FEATURES, 3):
         raise ValueError(f"expected transforms of shape {(gh, gw, GUIDE_FEATURES, 3)}, got {coef.shape}")
     planes = np.ascontiguousarray(np.asarray(coef, dtype=np.float32).reshape(gh, gw, 15).transpose(2, 0, 1))
+    nb_shape = (-(-h // step), -(-w // step))
+    if blocks is None or not blocks.any():
+        blocks, refined = np.zeros(nb_shape, np.uint8), np.zeros((3, 1, 1), np.float32)
+    elif blocks.shape != nb_shape or refined is None or refined.shape != (3, h, w):
+        raise ValueError(f"expected blocks {nb_shape} and a (3, {h}, {w}) refined residual")
     y_out, cb_out, cr_out = _outputs(h, w)
     _guided_kernels()[1](np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
                          planes, np.ascontiguousarray(mmr, dtype=np.float64),
-                         ry0, rwy, cx0, cwx, float(GUIDED_KNEE), conv, off_c, inv_gc, y_out, cb_out, cr_out)
+                         ry0, rwy, cx0, cwx, float(GUIDED_KNEE), np.ascontiguousarray(blocks, dtype=np.uint8),
+                         int(step), np.asarray(refined, dtype=np.float32), conv, off_c, inv_gc,
+                         y_out, cb_out, cr_out)
     return y_out, cb_out, cr_out
 
 
@@ -680,6 +730,8 @@ def hdr10_planes(net, planes, downscale: int, *, precision: str = "auto", gain: 
     """
     threads = torch.get_num_threads()
     try:
+        if downscale == 1:
+            return _full_planes(net, planes, precision=precision)
         if guided:
             return _guided_planes(net, planes, downscale, precision=precision)
         return _hdr10_planes(net, planes, downscale, precision=precision, gain=gain, offset_nits=offset_nits)
@@ -704,6 +756,29 @@ def _hdr10_planes(net, planes, downscale: int, *, precision: str, gain: str, off
     return gain_to_hdr10_planes(y, cb, cr, g, downscale, k, bits=bits, full_range=full)
 
 
+def _full_planes(net, planes, *, precision: str):
+    """The full network on every pixel: R'G'B' per pixel (one numba pass), what the network
+    adds to its prior on the whole pixel grid (:func:`itmfilter.model.separable.evaluate_grid`),
+    then the prior and the HDR10 coding per pixel (:func:`prior_to_hdr10_planes`, unclipped
+    prior as ``ITMNet.forward``)."""
+    if not supports_full(net):
+        raise ValueError("the fused full rung needs an mmr3-prior network with Fourier coordinates")
+    y, cb, cr, bits, full = planes.y, planes.cb, planes.cr, planes.bits, planes.full_range
+    h, w = y.shape
+    rgb = torch.from_numpy(sample_sdr(y, cb, cr, 1, bits=bits, full_range=full))
+    dtype = resolve_precision(precision, torch.device("cpu"))
+    resid = evaluate_grid(net, rgb, pixel_centres(h), pixel_centres(w), dtype=dtype)
+    resid = resid.T.contiguous().reshape(3, h, w).numpy()
+    return prior_to_hdr10_planes(y, cb, cr, resid, net.prior_mmr.detach().numpy(), 1, bits=bits,
+                                 full_range=full, clip_prior=False)
+
+
+def supports_full(net) -> bool:
+    """Whether the fused pass can run ``net``'s full rung: an ``mmr3`` prior (computed per
+    pixel by the kernel) and separable Fourier coordinates (:func:`itmfilter.model.separable.separable`)."""
+    return supports_guided(net) and separable(net)
+
+
 def supports_guided(net) -> bool:
     """Whether the fused pass can run ``net``'s guided rungs: it computes the per-picture
     MMR polynomial prior per pixel, so the network must have one (``prior="mmr3"``)."""
@@ -716,5 +791,19 @@ def _guided_planes(net, planes, step: int, *, precision: str):
     y, cb, cr, bits, full = planes.y, planes.cb, planes.cr, planes.bits, planes.full_range
     h, w = y.shape
     rgb = torch.from_numpy(sample_sdr(y, cb, cr, step, bits=bits, full_range=full))
-    coef = guided_coefficients(net, rgb, h, w, step, torch.device("cpu"), precision, fit=guided_fit_fast)
-    return guided_to_hdr10_planes(y, cb, cr, coef, net.prior_mmr.detach().numpy(), step, bits=bits, full_range=full)
+    cpu = torch.device("cpu")
+    coef, resid = guided_coefficients(net, rgb, h, w, step, cpu, precision, fit=guided_fit_fast, with_residual=True)
+    blocks = refine_blocks(guided_sample_error(rgb, resid, coef, h, w, step), h, w, step)
+    refined = None
+    if blocks.any():
+        rows, cols = refine_pixels(blocks, h, w, step)
+        conv, off_c, inv_gc = _conversion(bits, full)
+        prgb = np.empty((rows.size, 3), np.float32)
+        _guided_kernels()[2](np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
+                             rows, cols, conv, off_c, inv_gc, prgb)
+        r = residual_at(net, torch.from_numpy(prgb), torch.from_numpy(rows), torch.from_numpy(cols), h, w,
+                        resolve_precision(precision, cpu)).numpy()
+        refined = np.empty((3, h, w), np.float32)
+        refined[:, rows, cols] = r.T
+    return guided_to_hdr10_planes(y, cb, cr, coef, net.prior_mmr.detach().numpy(), step, bits=bits, full_range=full,
+                                  blocks=blocks, refined=refined)

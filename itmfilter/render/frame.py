@@ -137,6 +137,8 @@ def hdr10_planes(frame, net, rung: str, device, precision: str = "auto", *,
             path = "triton" if downscale == 1 and _triton_ready(net, device) else "torch"
         elif rung.guided and fastpath.available() and fastpath.supports_guided(net):
             path = "fused"
+        elif downscale == 1 and fastpath.available() and fastpath.supports_full(net):
+            path = "fused"
         elif not rung.guided and downscale > 1 and downscale % 2 == 0 and fastpath.available():
             path = "fused"
         else:
@@ -158,7 +160,8 @@ def hdr10_planes(frame, net, rung: str, device, precision: str = "auto", *,
         pq = apply_rung_tensor(net, sdr, rung, device, precision, gain=gain)
         out = [p.to(dtype=torch.int16) for p in rgb_to_planes420(pq, bits=10, full_range=False)]
         return out if tensors else [p.cpu().numpy().view(np.uint16) for p in out]
-    if path == "fused" and device.type == "cpu" and downscale > 1 and planes is not None:
+    if path == "fused" and device.type == "cpu" and planes is not None and (
+            downscale > 1 or fastpath.supports_full(net)):
         out = fastpath.hdr10_planes(net, planes, downscale, precision=precision, gain=gain, guided=rung.guided)
     else:
         pq = apply_rung(net, sdr_frame_to_rgb(frame), rung, device, precision, gain=gain)
