@@ -8,7 +8,7 @@ the decoder sees them on every 4th frame of the shot.
 The clip is ``benchmarks/video_rate.py``'s (640x360, 10 s, a cut every 2 s, its ``local`` SDR,
 made in ``--work`` if absent). Each shot is placed as the encoder places it (the accumulated
 phase-correlation pan, the grid grown with its extent) and fitted as the encoder fits it (6
-frames pooled, 600 + 400 steps; the refinement 300 steps). Prints one JSON line per model:
+frames pooled, 600 + 400 steps; the refinement ``--refine-steps``). Prints one JSON line per model:
 bytes (the grid model's, or the refinement's) and PU21-PSNR (mean over the scored frames).
 """
 
@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--work", default="benchmarks/out/gridrefine")
     ap.add_argument("--shots", default="0", help="0-based shots of 48 frames, comma separated")
     ap.add_argument("--configs", default="XXS", help="names of encode/gridkeys.py GRID_LADDER, comma separated")
+    ap.add_argument("--refine-steps", default="300", help="Adam steps of the refinement fit, comma separated (the encoder: 300 and 150)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     import torch
@@ -99,15 +100,16 @@ def main() -> None:
                               "pu21_psnr": round(score(fit.model, centre, half), 2),
                               "fit_s": round(time.perf_counter() - t0, 1)}), flush=True)
             xy = np.concatenate([frame_xy(h, w, offsets[k], centre, half).reshape(-1, 2) for k in picks])
-            residual = fit_grid_refinement(fit.model, np.concatenate([s.reshape(-1, 3) for s, _ in picked]),
-                                           np.concatenate([x.reshape(-1, 3) for _, x in picked]), xy,
-                                           GridFitOptions(steps=300))
-            for step in REFINE_STEPS:
-                data = pack_grid_refinement(*quantise_refinement(residual, step))
-                refined = apply_grid_refinement(fit.model, data)
-                print(json.dumps({"shot": shot, "config": name, "refinement_step": step,
-                                  "grid": f"{refined.config.width}x{refined.config.height}x{cfg.depth}",
-                                  "bytes": len(data), "pu21_psnr": round(score(refined, centre, half), 2)}), flush=True)
+            for fit_steps in (int(v) for v in args.refine_steps.split(",")):
+                residual = fit_grid_refinement(fit.model, np.concatenate([s.reshape(-1, 3) for s, _ in picked]),
+                                               np.concatenate([x.reshape(-1, 3) for _, x in picked]), xy,
+                                               GridFitOptions(steps=fit_steps))
+                for step in REFINE_STEPS:
+                    data = pack_grid_refinement(*quantise_refinement(residual, step))
+                    refined = apply_grid_refinement(fit.model, data)
+                    print(json.dumps({"shot": shot, "config": name, "refine_fit_steps": fit_steps, "refinement_step": step,
+                                      "grid": f"{refined.config.width}x{refined.config.height}x{cfg.depth}",
+                                      "bytes": len(data), "pu21_psnr": round(score(refined, centre, half), 2)}), flush=True)
 
 
 if __name__ == "__main__":

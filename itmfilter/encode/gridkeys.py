@@ -150,6 +150,12 @@ by ``benchmarks/grid_refine.py`` on the 640x360 benchmark clip (docs/grid-video.
 first shot XXS (953 B, 36.33 dB) refined at 0.35 costs 868 B for 37.38 dB, at 1.0 556 B for
 35.94 dB (a coarse step can lose to no refinement: the score decides); on its second shot S
 (3933 B, 32.11 dB) refined at 0.25 costs 7344 B for 32.75 dB, at 2.0 2645 B for 32.22 dB."""
+REFINE_FIT_FRACTIONS = (1.0, 0.5)
+"""A refinement is fitted twice, for the encoder's refinement steps (300) and half as many: the
+fine grid over-fits the fit frames as it trains, and the shorter fit codes better at coarse
+residual steps. Measured by ``benchmarks/grid_refine.py --refine-steps`` on the benchmark
+clip's first shot (XXS): 300 steps 868 B for 37.38 dB, 661 B for 36.43; 150 steps 871 B for
+37.25, 674 B for 37.13; 900 steps 842 B for 36.86 (docs/grid-video.md)."""
 SCORE_PIXELS = 1 << 15  # pixels of the fit frames the candidates are scored on
 MAX_REFINEMENTS = 2
 """Refinements a segment may carry, each doubling the cells of the one before (chosen one after
@@ -184,18 +190,22 @@ def expected_score(frames: int, arrivals: list[int], scores: list[float]) -> flo
 def refinement_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]], xy: np.ndarray,
                        options: GridFitOptions) -> list[tuple[float, bytes, GridModel]]:
     """Fit a refinement of ``model`` to the fit frames (``xy`` their pooled grid coordinates)
-    and code it at every step of :data:`REFINE_STEPS`: ``(step, bytes, refined model)``."""
+    for ``options.steps`` and for half as many (:data:`REFINE_FIT_FRACTIONS`), and code each at
+    every step of :data:`REFINE_STEPS`: ``(step, bytes, refined model)``."""
     rgb = np.concatenate([s.reshape(-1, 3) for s, _ in frames])
     nits = np.concatenate([n.reshape(-1, 3) for _, n in frames])
-    residual = fit_grid_refinement(model, rgb, nits, xy, options)
     out = []
-    for step in REFINE_STEPS:
-        data = pack_grid_refinement(*quantise_refinement(residual, step))
-        out.append((step, data, apply_grid_refinement(model, data)))
+    for fraction in REFINE_FIT_FRACTIONS:
+        fit = replace(options, steps=max(1, int(options.steps * fraction)))
+        residual = fit_grid_refinement(model, rgb, nits, xy, fit)
+        for step in REFINE_STEPS:
+            data = pack_grid_refinement(*quantise_refinement(residual, step))
+            out.append((step, data, apply_grid_refinement(model, data)))
     return out
 
 
 __all__ = ["DEFAULT_GRID", "ESTIMATE_SLACK", "GRID_LADDER", "MAX_REFINED_VALUES", "MAX_REFINEMENTS", "PLACEMENT_BYTES",
+           "REFINE_FIT_FRACTIONS",
            "REFINE_STEPS", "SCORE_PIXELS",
            "estimated_bytes", "expected_score", "fit_frames_of", "fit_segment_grid", "frame_xy", "grid_geometry",
            "ladder_from", "model_score", "refinement_options", "score_pixels"]
