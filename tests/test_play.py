@@ -375,6 +375,21 @@ def test_guided_numba_fit_matches_the_torch_fit():
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_guided_numba_sample_error_matches_the_torch_one():
+    pytest.importorskip("numba")
+    from itmfilter.render import fastpath, ladder
+
+    rng = np.random.default_rng(5)
+    h, w, step = 61, 90, 6
+    rgb = rng.random((len(ladder.guided_samples(h, step)), len(ladder.guided_samples(w, step)), 3))
+    resid = rng.normal(0, 0.05, rgb.shape)
+    coef = ladder.guided_fit(torch.from_numpy(rgb), torch.from_numpy(resid), h, w, step).numpy()
+    want = ladder.guided_sample_error(torch.from_numpy(rgb), torch.from_numpy(resid), coef, h, w, step).numpy()
+    got = fastpath.guided_sample_error_fast(rgb, resid, coef, h, w, step)
+    assert want.max() > 0.05
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_gain_mode_choice():
     from itmfilter.render.frame import choose_gain_mode
 
