@@ -11,7 +11,6 @@ dropped (mpv's counters + frames the producer skipped) and filter fps, per rung.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -42,6 +41,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--fused-threads", default="default",
                     help="comma list of fused-pass thread counts to compare (default: numba's)")
+    ap.add_argument("--threads", default="default",
+                    help="comma list of torch thread counts for the network (default: play()'s own choice)")
     ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args()
     from stills import machine
@@ -49,17 +50,21 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     lines = ["# Playback benchmark (real time, mpv vo=null, 72 frames at 24 fps)\n",
              f"Command: `python {' '.join(sys.argv)}`\n", f"Machine: {machine()}\n",
-             "| size | rung asked | fused threads | rung used | shown | dropped | filter fps |", "|---|---|---|---|---|---|---|"]
+             "| size | rung asked | torch threads | fused threads | rung used | shown | dropped | filter fps |",
+             "|---|---|---|---|---|---|---|---|"]
     for size in args.sizes.split(","):
         w, h = (int(v) for v in size.split("x"))
         clip = args.work / f"clip-{size}-{args.seconds:g}s.mp4"
         make_clip(clip, w, h, n=int(round(24 * args.seconds)))
         for rung in args.rungs.split(","):
-            for ft in args.fused_threads.split(","):
-                n = None if ft == "default" else int(ft)
-                st = play(clip, hdr=True, vo="null", rung=rung, quiet=True, fused_threads=n)
-                lines.append(f"| {size} | {rung} | {ft} | {st.rung} | {st.frames_shown} | {st.frames_dropped} | {st.fps:.1f} |")
-                print(lines[-1], flush=True)
+            for tt in args.threads.split(","):
+                for ft in args.fused_threads.split(","):
+                    n = None if ft == "default" else int(ft)
+                    t = None if tt == "default" else int(tt)
+                    st = play(clip, hdr=True, vo="null", rung=rung, quiet=True, fused_threads=n, threads=t)
+                    lines.append(f"| {size} | {rung} | {tt} | {ft} | {st.rung} | {st.frames_shown} | "
+                                 f"{st.frames_dropped} | {st.fps:.1f} |")
+                    print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)

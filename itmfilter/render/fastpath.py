@@ -851,8 +851,7 @@ def _guided_planes(net, planes, step: int, *, precision: str):
     rgb = torch.from_numpy(sample_sdr(y, cb, cr, step, bits=bits, full_range=full))
     cpu = torch.device("cpu")
     coef, resid = guided_coefficients(net, rgb, h, w, step, cpu, precision, fit=guided_fit_fast, with_residual=True)
-    blocks = refine_blocks(torch.from_numpy(guided_sample_error_fast(rgb.numpy(), resid.numpy(), coef, h, w, step)),
-                           h, w, step)
+    blocks = refine_blocks(guided_sample_error_fast(rgb.numpy(), resid.numpy(), coef, h, w, step), h, w, step)
     refined = None
     if blocks.any():
         rows, cols = refine_pixels(blocks, h, w, step)
