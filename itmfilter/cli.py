@@ -376,6 +376,10 @@ def play(
         str, typer.Option(help="Below full, for half ... sixteenth: prior (polynomial per pixel + upsampled residual), rgb (gain map) or auto; the guided rungs have one mode.")
     ] = "auto",
     precision: Annotated[str, typer.Option(help="MLP arithmetic: auto, fp32 or bf16.")] = "auto",
+    threads: Annotated[
+        Optional[int], typer.Option(min=1, help="CPU threads for the network (default: every core torch uses).",
+                                    show_default=False)
+    ] = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
@@ -389,6 +393,13 @@ def play(
     If the window cannot open, it retries with gpu-sw=yes and says so.
     Keys: mpv's (space pause, q quit); with --hdr LEFT/RIGHT 5 s, UP/DOWN 60 s.
     """
+    import os
+
+    # Before torch and numba load their OpenMP runtime (it reads this once): idle OpenMP
+    # threads sleep instead of spinning, so the network's and the fused pass's thread teams
+    # do not steal the decoder's and mpv's cores between frames (spinning teams made the
+    # rungs up to 40x slower on 2 loaded cores: docs/ladder-timing.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from itmfilter.player.mpv import parse_mpv_options
     from itmfilter.player.mpv import play as run_play
 
@@ -413,7 +424,7 @@ def play(
     stats = run_play(
         video, hdr=hdr, vo=vo, output=output, image_dir=image_dir, rung=rung, device=device,
         precision=precision, weights_provider=provider, quiet=quiet, gain=gain, mpv_options=options,
-        mpv_config=mpv_config, fallback=fallback, peak_nits=peak,
+        mpv_config=mpv_config, fallback=fallback, peak_nits=peak, threads=threads,
         on_note=None if quiet else (lambda text: typer.echo(f"note: {text}", err=True)),
     )
     if hdr and nets.warning():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -375,6 +377,21 @@ def test_guided_numba_fit_matches_the_torch_fit():
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_guided_numba_sample_error_matches_the_torch_one():
+    pytest.importorskip("numba")
+    from itmfilter.render import fastpath, ladder
+
+    rng = np.random.default_rng(5)
+    h, w, step = 61, 90, 6
+    rgb = rng.random((len(ladder.guided_samples(h, step)), len(ladder.guided_samples(w, step)), 3))
+    resid = rng.normal(0, 0.05, rgb.shape)
+    coef = ladder.guided_fit(torch.from_numpy(rgb), torch.from_numpy(resid), h, w, step).numpy()
+    want = ladder.guided_sample_error(torch.from_numpy(rgb), torch.from_numpy(resid), coef, h, w, step).numpy()
+    got = fastpath.guided_sample_error_fast(rgb, resid, coef, h, w, step)
+    assert want.max() > 0.05
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_gain_mode_choice():
     from itmfilter.render.frame import choose_gain_mode
 
@@ -502,6 +519,29 @@ planes = Planes(np.full((h, w), 100, np.uint8), np.full((h // 2, w // 2), 128, n
 fastpath.hdr10_planes(ITMNet(CONFIGS["default"]), planes, 8)
 print(torch.get_num_threads())
 """
+
+
+def test_network_threads_while_playing():
+    from itmfilter.player.mpv import default_threads
+
+    # passive OpenMP waiting: every core torch uses; spinning: one core left to decode and mpv
+    assert default_threads(2, 2, {"OMP_WAIT_POLICY": "passive"}) == 2
+    assert default_threads(2, 2, {}) == 1
+    assert default_threads(8, 8, {"OMP_WAIT_POLICY": "ACTIVE"}) == 7
+    assert default_threads(1, 1, {}) == 1
+
+
+def test_play_command_sets_passive_openmp_waiting_before_torch_loads():
+    """`itmfilter play` must set OMP_WAIT_POLICY before anything imports torch (OpenMP
+    reads it once, when it loads): the CLI module itself imports neither torch nor numba."""
+    code = ("import os, sys, itmfilter.cli as c\n"
+            "print('torch' in sys.modules, 'numba' in sys.modules)\n"
+            "try:\n    c.app(['play', 'missing.mp4', '--hdr', '--vo', 'null', '-q'], standalone_mode=False)\n"
+            "except BaseException:\n    pass\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split() == ["False", "False", "PASSIVE"]
 
 
 def test_fused_path_leaves_torch_threads_as_the_caller_set_them():

@@ -224,11 +224,13 @@ def play(
     ``fused_threads``: threads of the fused CPU pass (:mod:`itmfilter.render.fastpath`; ``None``:
     numba's default, every core: its work is split into equal row blocks and finishes
     before the decoder needs the core again).
-    ``threads``: torch CPU threads while playing (restored after). ``None`` leaves one
-    core to the decoder and mpv: ``min(torch threads, cores - 1)``, at least 1. torch's
-    OpenMP threads spin, and on 2 cores shared with mpv, the decoder or other jobs a
-    2-thread network call was measured 10-20x slower than a 1-thread one
-    (players/README.md).
+    ``threads``: torch CPU threads while playing (restored after). ``None``: every core
+    torch would use when OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE`` in the
+    environment before torch loaded; ``itmfilter play`` sets it), else one core left to the
+    decoder and mpv: ``min(torch threads, cores - 1)``, at least 1. Spinning OpenMP threads
+    on 2 cores shared with mpv, the decoder or other jobs made a 2-thread network call
+    10-20x slower than a 1-thread one (players/README.md); waiting passively, 2 threads
+    run the full network at 640x360 about twice as fast as 1 (docs/ladder-timing.md).
     ``on_player``: called with the ``mpv.MPV`` once playback started (embedding, tests:
     e.g. ``player.command("keypress", "RIGHT")``).
     Returns normally when the file ends or the user quits (``PlayStats.user_quit``).
@@ -237,7 +239,7 @@ def play(
     """
     saved_threads = torch.get_num_threads()
     if threads is None:
-        threads = max(1, min(saved_threads, (os.cpu_count() or 2) - 1))
+        threads = default_threads(saved_threads, os.cpu_count() or 2, os.environ)
     torch.set_num_threads(int(threads))
     saved_fused = fastpath.set_threads(fused_threads)
     try:
@@ -249,6 +251,15 @@ def play(
     finally:
         torch.set_num_threads(saved_threads)
         fastpath.set_threads(saved_fused)
+
+
+def default_threads(torch_threads: int, cores: int, environ) -> int:
+    """The network's threads while playing (:func:`play`'s ``threads=None``): all of
+    ``torch_threads`` when OpenMP waits passively (``OMP_WAIT_POLICY=PASSIVE``), else
+    ``min(torch_threads, cores - 1)``, at least 1."""
+    if environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE":
+        return max(1, torch_threads)
+    return max(1, min(torch_threads, cores - 1))
 
 
 def _first_frame(path: Path):

@@ -57,7 +57,6 @@ from itmfilter.render.ladder import (
     gain_mode,
     guided_coefficients,
     guided_nodes,
-    guided_sample_error,
     guided_samples,
     refine_blocks,
     refine_pixels,
@@ -384,6 +383,27 @@ def _guided_kernels():
                 out[a, b, 2] = bl
 
     @nb.njit(inline="always", cache=True)
+    def guided_codes(r, g, b, p0, p1, p2, a, d, wy, x, k0, k1, k2, kn, inv_kn, conv):
+        """One pixel's HDR10 codes through its lerped transform (rows ``a``, ``d`` of the
+        column-interpolated node transforms, ``wy`` between them) over the prior ``p``."""
+        f32 = np.float32
+        kv = max((k0 * r + k1 * g + k2 * b - kn) * inv_kn, f32(0.0))
+        e0 = (r * (a[0, x] + wy * (d[0, x] - a[0, x])) + g * (a[3, x] + wy * (d[3, x] - a[3, x]))
+              + b * (a[6, x] + wy * (d[6, x] - a[6, x])) + kv * (a[9, x] + wy * (d[9, x] - a[9, x]))
+              + (a[12, x] + wy * (d[12, x] - a[12, x])))
+        e1 = (r * (a[1, x] + wy * (d[1, x] - a[1, x])) + g * (a[4, x] + wy * (d[4, x] - a[4, x]))
+              + b * (a[7, x] + wy * (d[7, x] - a[7, x])) + kv * (a[10, x] + wy * (d[10, x] - a[10, x]))
+              + (a[13, x] + wy * (d[13, x] - a[13, x])))
+        e2 = (r * (a[2, x] + wy * (d[2, x] - a[2, x])) + g * (a[5, x] + wy * (d[5, x] - a[5, x]))
+              + b * (a[8, x] + wy * (d[8, x] - a[8, x])) + kv * (a[11, x] + wy * (d[11, x] - a[11, x]))
+              + (a[14, x] + wy * (d[14, x] - a[14, x])))
+        # the prior clipped to [0, 1] before the transform's residual (as ladder's reference)
+        q0 = min(max(min(max(p0, f32(0.0)), f32(1.0)) + e0, f32(0.0)), f32(1.0))
+        q1 = min(max(min(max(p1, f32(0.0)), f32(1.0)) + e1, f32(0.0)), f32(1.0))
+        q2 = min(max(min(max(p2, f32(0.0)), f32(1.0)) + e2, f32(0.0)), f32(1.0))
+        return hdr_codes(q0, q1, q2, conv)
+
+    @nb.njit(inline="always", cache=True)
     def chroma_at(plane, ci, ca, j, in_off_c, inv_gc):
         return np.float32(((0.75 * plane[ci, j] + 0.25 * plane[ca, j]) - in_off_c) * inv_gc)
 
@@ -449,31 +469,29 @@ def _guided_kernels():
                 for x in range(w):
                     r, g, b = sdr_rgb(y_in[row, x], cb_full[x], cr_full[x], conv)
                     p0, p1, p2 = mmr3(r, g, b, c)
-                    kv = max((k0 * r + k1 * g + k2 * b - kn) * inv_kn, f32(0.0))
-                    e0 = (r * (a[0, x] + wy * (d[0, x] - a[0, x])) + g * (a[3, x] + wy * (d[3, x] - a[3, x]))
-                          + b * (a[6, x] + wy * (d[6, x] - a[6, x])) + kv * (a[9, x] + wy * (d[9, x] - a[9, x]))
-                          + (a[12, x] + wy * (d[12, x] - a[12, x])))
-                    e1 = (r * (a[1, x] + wy * (d[1, x] - a[1, x])) + g * (a[4, x] + wy * (d[4, x] - a[4, x]))
-                          + b * (a[7, x] + wy * (d[7, x] - a[7, x])) + kv * (a[10, x] + wy * (d[10, x] - a[10, x]))
-                          + (a[13, x] + wy * (d[13, x] - a[13, x])))
-                    e2 = (r * (a[2, x] + wy * (d[2, x] - a[2, x])) + g * (a[5, x] + wy * (d[5, x] - a[5, x]))
-                          + b * (a[8, x] + wy * (d[8, x] - a[8, x])) + kv * (a[11, x] + wy * (d[11, x] - a[11, x]))
-                          + (a[14, x] + wy * (d[14, x] - a[14, x])))
-                    if blocks[row // step, x // step]:
-                        # a refined block: the full network's residual over the unclipped prior
-                        p0 = min(max(p0 + ref[0, row, x], f32(0.0)), f32(1.0))
-                        p1 = min(max(p1 + ref[1, row, x], f32(0.0)), f32(1.0))
-                        p2 = min(max(p2 + ref[2, row, x], f32(0.0)), f32(1.0))
-                    else:
-                        # the prior clipped to [0, 1] before the transform's residual (as ladder's reference)
-                        p0 = min(max(min(max(p0, f32(0.0)), f32(1.0)) + e0, f32(0.0)), f32(1.0))
-                        p1 = min(max(min(max(p1, f32(0.0)), f32(1.0)) + e1, f32(0.0)), f32(1.0))
-                        p2 = min(max(min(max(p2, f32(0.0)), f32(1.0)) + e2, f32(0.0)), f32(1.0))
-                    yc, cbc, crc = hdr_codes(p0, p1, p2, conv)
+                    yc, cbc, crc = guided_codes(r, g, b, p0, p1, p2, a, d, wy, x, k0, k1, k2, kn, inv_kn, conv)
                     if 2 * pair + dr < h:
                         y_out[row, x] = yc
                     cb_acc[x] += cbc
                     cr_acc[x] += crc
+                # refined blocks on this row (a second loop, so that the one above stays
+                # branch-free and vectorised): the full network's residual over the unclipped
+                # prior replaces the transform; the chroma sums take the difference
+                brow = min(row // step, blocks.shape[0] - 1)
+                for bj in range(blocks.shape[1]):
+                    if not blocks[brow, bj]:
+                        continue
+                    for x in range(bj * step, min(w, (bj + 1) * step)):
+                        r, g, b = sdr_rgb(y_in[row, x], cb_full[x], cr_full[x], conv)
+                        p0, p1, p2 = mmr3(r, g, b, c)
+                        _, cbo, cro = guided_codes(r, g, b, p0, p1, p2, a, d, wy, x, k0, k1, k2, kn, inv_kn, conv)
+                        yc, cbc, crc = hdr_codes(min(max(p0 + ref[0, row, x], f32(0.0)), f32(1.0)),
+                                                 min(max(p1 + ref[1, row, x], f32(0.0)), f32(1.0)),
+                                                 min(max(p2 + ref[2, row, x], f32(0.0)), f32(1.0)), conv)
+                        if 2 * pair + dr < h:
+                            y_out[row, x] = yc
+                        cb_acc[x] += cbc - cbo
+                        cr_acc[x] += crc - cro
             chroma_out(cb_acc, cr_acc, pair, cb_out, cr_out)
 
     return sample, kernel, pixels
@@ -574,7 +592,47 @@ def _fit_kernel():
                     for c in range(3):
                         out[i, j, p, c] = sol[p, c]
 
-    return fit
+    @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def sample_error(rgb, resid, coef, y0, y1, wy, x0, x1, wx, knee, out):
+        """:func:`itmfilter.render.ladder.guided_sample_error`: each sample's largest absolute
+        miss of its bilinearly interpolated transform (``coef`` ``(gh, gw, 5, 3)``)."""
+        a_n, b_n = rgb.shape[0], rgb.shape[1]
+        for a in nb.prange(a_n):
+            fv = np.empty(5, dtype=np.float32)
+            for b in range(b_n):
+                r, g, bl = rgb[a, b, 0], rgb[a, b, 1], rgb[a, b, 2]
+                fv[0], fv[1], fv[2] = r, g, bl
+                fv[3] = max((np.float32(0.2126) * r + np.float32(0.7152) * g + np.float32(0.0722) * bl
+                             - np.float32(knee)) / np.float32(1.0 - knee), np.float32(0.0))
+                fv[4] = 1.0
+                worst = np.float32(0.0)
+                for ch in range(3):
+                    acc = np.float32(0.0)
+                    for k in range(5):
+                        top = coef[y0[a], x0[b], k, ch] + wx[b] * (coef[y0[a], x1[b], k, ch] - coef[y0[a], x0[b], k, ch])
+                        bot = coef[y1[a], x0[b], k, ch] + wx[b] * (coef[y1[a], x1[b], k, ch] - coef[y1[a], x0[b], k, ch])
+                        acc += fv[k] * (top + wy[a] * (bot - top))
+                    worst = max(worst, abs(acc - resid[a, b, ch]))
+                out[a, b] = worst
+
+    return fit, sample_error
+
+
+def guided_sample_error_fast(rgb: np.ndarray, resid: np.ndarray, coef: np.ndarray, h: int, w: int,
+                             step: int) -> np.ndarray:
+    """:func:`itmfilter.render.ladder.guided_sample_error` in one numba pass: ``(A, B)`` float32."""
+    rows, cols = guided_samples(h, step), guided_samples(w, step)
+    gh, gw = coef.shape[:2]
+
+    def lerp_index(n, idx, nodes):
+        i0, wt = (v[idx] for v in guided_nodes(n, step)[:2])
+        return np.minimum(i0, nodes - 1), np.minimum(i0 + 1, nodes - 1), wt.astype(np.float32)
+
+    out = np.empty((rows.size, cols.size), np.float32)
+    _fit_kernel()[1](np.ascontiguousarray(rgb, dtype=np.float32), np.ascontiguousarray(resid, dtype=np.float32),
+                     np.ascontiguousarray(coef, dtype=np.float32), *lerp_index(h, rows, gh), *lerp_index(w, cols, gw),
+                     float(GUIDED_KNEE), out)
+    return out
 
 
 def guided_fit_fast(rgb: np.ndarray, resid: np.ndarray, h: int, w: int, step: int,
@@ -584,7 +642,7 @@ def guided_fit_fast(rgb: np.ndarray, resid: np.ndarray, h: int, w: int, step: in
     float rounding; tested)."""
     gh, gw = guided_nodes(h, step)[2], guided_nodes(w, step)[2]
     out = np.empty((gh, gw, GUIDE_FEATURES, 3), np.float32)
-    _fit_kernel()(np.ascontiguousarray(rgb, dtype=np.float64), np.ascontiguousarray(resid, dtype=np.float64),
+    _fit_kernel()[0](np.ascontiguousarray(rgb, dtype=np.float64), np.ascontiguousarray(resid, dtype=np.float64),
                   gh, gw, float(GUIDED_KNEE), float(ridge), np.asarray(GUIDED_SPLAT, np.float64), out)
     return out
 
@@ -793,7 +851,7 @@ def _guided_planes(net, planes, step: int, *, precision: str):
     rgb = torch.from_numpy(sample_sdr(y, cb, cr, step, bits=bits, full_range=full))
     cpu = torch.device("cpu")
     coef, resid = guided_coefficients(net, rgb, h, w, step, cpu, precision, fit=guided_fit_fast, with_residual=True)
-    blocks = refine_blocks(guided_sample_error(rgb, resid, coef, h, w, step), h, w, step)
+    blocks = refine_blocks(guided_sample_error_fast(rgb.numpy(), resid.numpy(), coef, h, w, step), h, w, step)
     refined = None
     if blocks.any():
         rows, cols = refine_pixels(blocks, h, w, step)
