@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--shots", default="0", help="0-based shots of 48 frames, comma separated")
     ap.add_argument("--configs", default="XXS", help="names of encode/gridkeys.py GRID_LADDER, comma separated")
     ap.add_argument("--refine-steps", default="300", help="Adam steps of the refinement fit, comma separated (the encoder: 300 and 150)")
+    ap.add_argument("--refine-frames", type=int, default=6, help="frames of the shot the refinement is fitted on (the KEY's model: 6)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     import torch
@@ -99,10 +100,11 @@ def main() -> None:
             print(json.dumps({"shot": shot, "config": name, "grid": f"{cfg.width}x{cfg.height}x{cfg.depth}", "bytes": len(fit.data),
                               "pu21_psnr": round(score(fit.model, centre, half), 2),
                               "fit_s": round(time.perf_counter() - t0, 1)}), flush=True)
-            xy = np.concatenate([frame_xy(h, w, offsets[k], centre, half).reshape(-1, 2) for k in picks])
+            refine_picks = fit_frames_of(n, args.refine_frames)
+            xy = np.concatenate([frame_xy(h, w, offsets[k], centre, half).reshape(-1, 2) for k in refine_picks])
             for fit_steps in (int(v) for v in args.refine_steps.split(",")):
-                residual = fit_grid_refinement(fit.model, np.concatenate([s.reshape(-1, 3) for s, _ in picked]),
-                                               np.concatenate([x.reshape(-1, 3) for _, x in picked]), xy,
+                residual = fit_grid_refinement(fit.model, np.concatenate([sdr[k].reshape(-1, 3) for k in refine_picks]),
+                                               np.concatenate([hdr[k].reshape(-1, 3) for k in refine_picks]), xy,
                                                GridFitOptions(steps=fit_steps))
                 for step in REFINE_STEPS:
                     data = pack_grid_refinement(*quantise_refinement(residual, step))

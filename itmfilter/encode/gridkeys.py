@@ -152,8 +152,9 @@ first shot XXS (953 B, 36.33 dB) refined at 0.35 costs 868 B for 37.38 dB, at 1.
 (3933 B, 32.11 dB) refined at 0.25 costs 7344 B for 32.75 dB, at 2.0 2645 B for 32.22 dB."""
 REFINE_FIT_FRACTIONS = (1.0, 0.5)
 """A refinement is fitted twice, for the encoder's refinement steps (300) and half as many: the
-fine grid over-fits the fit frames as it trains, and the shorter fit codes better at coarse
-residual steps. Measured by ``benchmarks/grid_refine.py --refine-steps`` on the benchmark
+longer the fine grid trains, the further it moves from the upsampled grid and the sooner its
+coded residual breaks down at coarse steps (not an over-fit to the fit frames: 16 frames fit
+as 6), so the shorter fit codes better there. Measured by ``benchmarks/grid_refine.py --refine-steps`` on the benchmark
 clip's first shot (XXS): 300 steps 868 B for 37.38 dB, 661 B for 36.43; 150 steps 871 B for
 37.25, 674 B for 37.13; 900 steps 842 B for 36.86 (docs/grid-video.md)."""
 SCORE_PIXELS = 1 << 15  # pixels of the fit frames the candidates are scored on
