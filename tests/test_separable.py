@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from itmfilter.model.net import CONFIGS, ITMNet, ModelConfig, pixel_grid
-from itmfilter.model.separable import evaluate_grid, evaluate_pixels, pixel_centres, separable
+from itmfilter.model.separable import evaluate_blocks, evaluate_grid, pixel_centres, separable
 
 
 def _net(config="default", seed=0) -> ITMNet:
@@ -72,12 +72,14 @@ def test_network_without_coordinates():
     assert torch.allclose(got, want, atol=2e-6)
 
 
-def test_scattered_pixels_match_the_grid():
+def test_blocks_match_the_grid():
     net = _net()
-    h, w = 19, 33
+    h, w, s = 19, 33, 4
     rgb = torch.rand(h, w, 3)
-    grid = evaluate_grid(net, rgb, pixel_centres(h), pixel_centres(w))
-    rows = torch.tensor([0, 5, 18, 7, 7, 12])
-    cols = torch.tensor([0, 32, 4, 7, 8, 20])
-    got = evaluate_pixels(net, rgb[rows, cols], rows, cols, h, w, band_pixels=4)
-    assert torch.allclose(got, grid.reshape(h, w, 3)[rows, cols], atol=2e-6)
+    grid = evaluate_grid(net, rgb, pixel_centres(h), pixel_centres(w)).reshape(h, w, 3)
+    rows = torch.tensor([[0, 1, 2, 3], [16, 17, 18, 18], [4, 5, 6, 7]])  # the second clipped at the edge
+    cols = torch.tensor([[0, 1, 2, 3], [28, 29, 30, 31], [32, 32, 32, 32]])
+    block_rgb = rgb[rows[:, :, None], cols[:, None, :]]
+    got = evaluate_blocks(net, block_rgb, rows, cols, h, w, band_pixels=20)
+    assert got.shape == (3, s, s, 3)
+    assert torch.allclose(got, grid[rows[:, :, None], cols[:, None, :]], atol=2e-6)

@@ -81,22 +81,29 @@ def evaluate_grid(net: ITMNet, rgb: torch.Tensor, ys: torch.Tensor, xs: torch.Te
 
 
 @torch.no_grad()
-def evaluate_pixels(net: ITMNet, rgb: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, h: int, w: int, *,
+def evaluate_blocks(net: ITMNet, rgb: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, h: int, w: int, *,
                     dtype: torch.dtype = torch.float32, band_pixels: int = BAND_PIXELS) -> torch.Tensor:
-    """What ``net`` adds to its prior at scattered pixels of an ``h x w`` picture, ``(N, 3)``
-    float32: ``rgb`` ``(N, 3)`` at pixel rows ``rows`` and columns ``cols`` (integer ``(N,)``).
-    The axis parts are computed for every row and column once and gathered per pixel."""
+    """What ``net`` adds to its prior on square blocks of an ``h x w`` picture,
+    ``(K, s, s, 3)`` float32: block ``k`` holds the pixels at rows ``rows[k]`` and columns
+    ``cols[k]`` (integer ``(K, s)`` each), with SDR ``rgb`` ``(K, s, s, 3)``. The axis parts
+    are computed for every row and column once; a block's coordinates are its ``s`` row
+    parts plus its ``s`` column parts, broadcast (no per-pixel gather)."""
     _check(net)
+    k, s = rows.shape
     parts = None
     if net.coord is not None:
         parts = _axis_parts(net, pixel_centres(h, device=rgb.device), pixel_centres(w, device=rgb.device))
     rows, cols = rows.long(), cols.long()
+    per = s * s
+    band_blocks = max(1, band_pixels // per)
 
     def coordinates(start: int, n: int, dst: torch.Tensor) -> None:
-        r, c = rows[start:start + n], cols[start:start + n]
-        dst.copy_(parts[0].index_select(0, r).add_(parts[1].index_select(0, c)))
+        first, count = start // per, n // per
+        r = parts[0][rows[first:first + count]]  # (count, s, F)
+        c = parts[1][cols[first:first + count]]
+        dst.view(count, s, s, -1).copy_(r[:, :, None, :] + c[:, None, :, :])
 
-    return _run(net, rgb.reshape(-1, 3), coordinates, band_pixels, dtype)
+    return _run(net, rgb.reshape(-1, 3), coordinates, band_blocks * per, dtype).reshape(k, s, s, 3)
 
 
 def _check(net: ITMNet) -> None:

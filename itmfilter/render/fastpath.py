@@ -58,10 +58,10 @@ from itmfilter.render.ladder import (
     guided_coefficients,
     guided_nodes,
     guided_samples,
+    refine_block_list,
     refine_blocks,
-    refine_pixels,
-    residual_at,
     residual_map,
+    residual_on_blocks,
 )
 
 GAMMA_LUT_SIZE = 4096
@@ -428,7 +428,7 @@ def _guided_kernels():
             out[n, 2] = bl
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    def kernel(y_in, cb_in, cr_in, coef, mmr, ry0, rwy, cx0, cwx, knee, blocks, step, ref, conv, in_off_c, inv_gc,
+    def kernel(y_in, cb_in, cr_in, coef, mmr, ry0, rwy, cx0, cwx, knee, index, step, ref, conv, in_off_c, inv_gc,
                y_out, cb_out, cr_out):
         h, w = y_in.shape
         cw = cb_in.shape[1]
@@ -477,17 +477,20 @@ def _guided_kernels():
                 # refined blocks on this row (a second loop, so that the one above stays
                 # branch-free and vectorised): the full network's residual over the unclipped
                 # prior replaces the transform; the chroma sums take the difference
-                brow = min(row // step, blocks.shape[0] - 1)
-                for bj in range(blocks.shape[1]):
-                    if not blocks[brow, bj]:
+                brow = min(row // step, index.shape[0] - 1)
+                for bj in range(index.shape[1]):
+                    blk = index[brow, bj]
+                    if blk < 0:
                         continue
+                    i = row - brow * step
                     for x in range(bj * step, min(w, (bj + 1) * step)):
+                        j = x - bj * step
                         r, g, b = sdr_rgb(y_in[row, x], cb_full[x], cr_full[x], conv)
                         p0, p1, p2 = mmr3(r, g, b, c)
                         _, cbo, cro = guided_codes(r, g, b, p0, p1, p2, a, d, wy, x, k0, k1, k2, kn, inv_kn, conv)
-                        yc, cbc, crc = hdr_codes(min(max(p0 + ref[0, row, x], f32(0.0)), f32(1.0)),
-                                                 min(max(p1 + ref[1, row, x], f32(0.0)), f32(1.0)),
-                                                 min(max(p2 + ref[2, row, x], f32(0.0)), f32(1.0)), conv)
+                        yc, cbc, crc = hdr_codes(min(max(p0 + ref[blk, i, j, 0], f32(0.0)), f32(1.0)),
+                                                 min(max(p1 + ref[blk, i, j, 1], f32(0.0)), f32(1.0)),
+                                                 min(max(p2 + ref[blk, i, j, 2], f32(0.0)), f32(1.0)), conv)
                         if 2 * pair + dr < h:
                             y_out[row, x] = yc
                         cb_acc[x] += cbc - cbo
@@ -660,14 +663,14 @@ def sample_sdr(y, cb, cr, step: int, *, bits: int = 8, full_range: bool = False)
 
 
 def guided_to_hdr10_planes(y, cb, cr, coef: np.ndarray, mmr: np.ndarray, step: int, *, bits: int = 8,
-                           full_range: bool = False, blocks: np.ndarray | None = None,
+                           full_range: bool = False, index: np.ndarray | None = None,
                            refined: np.ndarray | None = None):
     """SDR 4:2:0 planes + a guided rung's ``(gh, gw, 5, 3)`` transforms
     (:func:`itmfilter.render.ladder.guided_coefficients`) over the MMR prior ``mmr``
     ``(22, 3)`` -> (Y, Cb, Cr) uint16 HDR10 planes: PQ = clip(clip(prior(SDR)) +
-    guided_features(SDR) @ bilinear transform), per pixel. ``blocks``
-    (:func:`itmfilter.render.ladder.refine_blocks`) and ``refined`` ``(3, H, W)``: in the chosen
-    ``step x step`` blocks PQ = clip(prior(SDR) + refined), the full network's residual."""
+    guided_features(SDR) @ bilinear transform), per pixel. ``index`` and ``refined``
+    (:func:`itmfilter.render.ladder.refine_block_list`, the full network's residual
+    ``(K, step, step, 3)`` on the listed blocks): there PQ = clip(prior(SDR) + refined)."""
     conv, off_c, inv_gc = _conversion(bits, full_range)
     h, w = y.shape
     ry0, rwy, gh = guided_nodes(h, step)
@@ -676,15 +679,16 @@ def guided_to_hdr10_planes(y, cb, cr, coef: np.ndarray, mmr: np.ndarray, step: i
         raise ValueError(f"expected transforms of shape {(gh, gw, GUIDE_FEATURES, 3)}, got {coef.shape}")
     planes = np.ascontiguousarray(np.asarray(coef, dtype=np.float32).reshape(gh, gw, 15).transpose(2, 0, 1))
     nb_shape = (-(-h // step), -(-w // step))
-    if blocks is None or not blocks.any():
-        blocks, refined = np.zeros(nb_shape, np.uint8), np.zeros((3, 1, 1), np.float32)
-    elif blocks.shape != nb_shape or refined is None or refined.shape != (3, h, w):
-        raise ValueError(f"expected blocks {nb_shape} and a (3, {h}, {w}) refined residual")
+    if index is None:
+        index, refined = np.full(nb_shape, -1, np.int32), np.zeros((1, step, step, 3), np.float32)
+    elif index.shape != nb_shape or refined is None or refined.shape[1:] != (step, step, 3) \
+            or int(index.max(initial=-1)) >= refined.shape[0]:
+        raise ValueError(f"expected a {nb_shape} block index and (K, {step}, {step}, 3) refined residuals")
     y_out, cb_out, cr_out = _outputs(h, w)
     _guided_kernels()[1](np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
                          planes, np.ascontiguousarray(mmr, dtype=np.float64),
-                         ry0, rwy, cx0, cwx, float(GUIDED_KNEE), np.ascontiguousarray(blocks, dtype=np.uint8),
-                         int(step), np.asarray(refined, dtype=np.float32), conv, off_c, inv_gc,
+                         ry0, rwy, cx0, cwx, float(GUIDED_KNEE), np.ascontiguousarray(index, dtype=np.int32),
+                         int(step), np.ascontiguousarray(refined, dtype=np.float32), conv, off_c, inv_gc,
                          y_out, cb_out, cr_out)
     return y_out, cb_out, cr_out
 
@@ -852,16 +856,16 @@ def _guided_planes(net, planes, step: int, *, precision: str):
     cpu = torch.device("cpu")
     coef, resid = guided_coefficients(net, rgb, h, w, step, cpu, precision, fit=guided_fit_fast, with_residual=True)
     blocks = refine_blocks(guided_sample_error_fast(rgb.numpy(), resid.numpy(), coef, h, w, step), h, w, step)
-    refined = None
+    index = refined = None
     if blocks.any():
-        rows, cols = refine_pixels(blocks, h, w, step)
+        index, rows, cols = refine_block_list(blocks, h, w, step)
+        k = rows.shape[0]
         conv, off_c, inv_gc = _conversion(bits, full)
-        prgb = np.empty((rows.size, 3), np.float32)
+        prgb = np.empty((k * step * step, 3), np.float32)
         _guided_kernels()[2](np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
-                             rows, cols, conv, off_c, inv_gc, prgb)
-        r = residual_at(net, torch.from_numpy(prgb), torch.from_numpy(rows), torch.from_numpy(cols), h, w,
-                        resolve_precision(precision, cpu)).numpy()
-        refined = np.empty((3, h, w), np.float32)
-        refined[:, rows, cols] = r.T
+                             np.broadcast_to(rows[:, :, None], (k, step, step)).ravel(),
+                             np.broadcast_to(cols[:, None, :], (k, step, step)).ravel(), conv, off_c, inv_gc, prgb)
+        refined = residual_on_blocks(net, torch.from_numpy(prgb).reshape(k, step, step, 3), torch.from_numpy(rows),
+                                     torch.from_numpy(cols), h, w, resolve_precision(precision, cpu)).numpy()
     return guided_to_hdr10_planes(y, cb, cr, coef, net.prior_mmr.detach().numpy(), step, bits=bits, full_range=full,
-                                  blocks=blocks, refined=refined)
+                                  index=index, refined=refined)

@@ -85,7 +85,7 @@ from itmfilter.model.inference import (
     resolve_precision,
 )
 from itmfilter.model.net import ITMNet
-from itmfilter.model.separable import evaluate_grid, evaluate_pixels, separable
+from itmfilter.model.separable import evaluate_blocks, evaluate_grid, separable
 from itmfilter.quality.metrics import psnr_pu21
 
 GAIN_OFFSET_NITS = 203.0 / 64
@@ -471,28 +471,36 @@ def refine_blocks(error, h: int, w: int, step: int, share: float | None = None,
     return mask.reshape(nbh, nbw)
 
 
-def refine_pixels(blocks: np.ndarray, h: int, w: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column indices ``(N,)`` int64 of every pixel inside the chosen ``blocks``."""
+def refine_block_list(blocks: np.ndarray, h: int, w: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The chosen ``blocks`` as a list: ``(index, rows, cols)``: ``index`` ``(nbh, nbw)``
+    int32, each block's place in the list or -1; ``rows``, ``cols`` ``(K, step)`` int64, the
+    pixel rows and columns of each listed block (past the picture's edge: its last row or
+    column, computed and never shown)."""
     bi, bj = np.nonzero(blocks)
+    index = np.full(blocks.shape, -1, np.int32)
+    index[bi, bj] = np.arange(bi.size, dtype=np.int32)
     d = np.arange(step)
-    rows = (bi[:, None, None] * step + d[None, :, None]) + 0 * d[None, None, :]
-    cols = (bj[:, None, None] * step + d[None, None, :]) + 0 * d[None, :, None]
-    keep = (rows < h) & (cols < w)
-    return rows[keep].astype(np.int64), cols[keep].astype(np.int64)
+    rows = np.minimum(bi[:, None] * step + d, h - 1).astype(np.int64)
+    cols = np.minimum(bj[:, None] * step + d, w - 1).astype(np.int64)
+    return index, rows, cols
 
 
 @torch.no_grad()
-def residual_at(net: ITMNet, rgb: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, h: int, w: int,
-                dtype: torch.dtype) -> torch.Tensor:
-    """What ``net`` adds to its prior at scattered pixels ``(rows, cols)`` of an ``h x w``
-    picture with SDR ``rgb`` ``(N, 3)``: ``(N, 3)`` float32 (the split evaluation where the
-    coordinates allow it, else the network's forward less its prior)."""
+def residual_on_blocks(net: ITMNet, rgb: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, h: int, w: int,
+                       dtype: torch.dtype) -> torch.Tensor:
+    """What ``net`` adds to its prior on the listed blocks (:func:`refine_block_list`) of an
+    ``h x w`` picture with SDR ``rgb`` ``(K, s, s, 3)``: ``(K, s, s, 3)`` float32 (the split
+    evaluation where the coordinates allow it, else the network's forward less its prior)."""
     if separable(net):
-        return evaluate_pixels(net, rgb, rows, cols, h, w, dtype=dtype)
-    xy = torch.stack([(cols + 0.5) / w * 2 - 1, (rows + 0.5) / h * 2 - 1], dim=-1).float()
-    out = _evaluate(net, rgb.float(), xy, dtype)
-    prior = net.prior(rgb.float())
-    return out if prior is None else out - prior
+        return evaluate_blocks(net, rgb, rows, cols, h, w, dtype=dtype)
+    k, s = rows.shape
+    ry = rows[:, :, None].expand(k, s, s).float()
+    cx = cols[:, None, :].expand(k, s, s).float()
+    xy = torch.stack([(cx + 0.5) / w * 2 - 1, (ry + 0.5) / h * 2 - 1], dim=-1).reshape(-1, 2)
+    flat = rgb.reshape(-1, 3).float()
+    out = _evaluate(net, flat, xy, dtype)
+    prior = net.prior(flat)
+    return (out if prior is None else out - prior).reshape(k, s, s, 3)
 
 
 def _apply_guided_rung(net, x, step, device, precision, encode_pq):
@@ -520,10 +528,12 @@ def _apply_guided_rung(net, x, step, device, precision, encode_pq):
     blocks = refine_blocks(guided_sample_error(rgb_samples.cpu(), resid.cpu(), coef.cpu(), h, w, step), h, w, step)
     if blocks.any():
         # the worst-fitted blocks: the full network, as the full rung computes it
-        rows, cols = (torch.from_numpy(v).to(device) for v in refine_pixels(blocks, h, w, step))
-        sdr = x[rows, cols].clamp(0.0, 1.0)
-        xy = torch.stack([(cols + 0.5) / w * 2 - 1, (rows + 0.5) / h * 2 - 1], dim=-1).float()
-        out[rows, cols] = _evaluate(net, sdr, xy, resolve_precision(precision, device)).clamp_(0.0, 1.0)
+        _, rows, cols = (torch.from_numpy(v).to(device) for v in refine_block_list(blocks, h, w, step))
+        sdr = x[rows[:, :, None], cols[:, None, :]].clamp(0.0, 1.0)  # (K, s, s, 3)
+        resid = residual_on_blocks(net, sdr, rows, cols, h, w, resolve_precision(precision, device))
+        prior = net.prior(sdr.reshape(-1, 3))
+        full = (resid.reshape(-1, 3) + (0 if prior is None else prior)).clamp_(0.0, 1.0).reshape(resid.shape)
+        out[rows[:, :, None], cols[:, None, :]] = full  # edge blocks write their last row/column twice alike
     return out if encode_pq else eotf_st2084(out)
 
 
@@ -671,13 +681,21 @@ def measure_rung_costs(
     return costs
 
 
-def choose_rung(frame_budget_s: float, timings: dict[str, float], headroom: float = 0.75) -> str:
+RUNG_HEADROOM = 0.9
+"""Share of the frame period a rung's measured filter time may take. The decoder runs ahead in
+its own thread and mpv shows raw frames, so the filter can use most of the period: in
+``benchmarks/playback.py --real`` (docs/playback-benchmark.md) the full network at 640x360 and
+``guided-eighth`` at 1080p24 showed every frame with the filter busy 89 % of the period (0.75
+had left both unused). :class:`RungController` still steps down when frames drop."""
+
+
+def choose_rung(frame_budget_s: float, timings: dict[str, float], headroom: float = RUNG_HEADROOM) -> str:
     """The best rung (in :data:`RUNGS` order) whose measured time fits ``headroom`` of the frame period.
 
     ``frame_budget_s``: seconds per frame available to the filter (1 / fps, less any
     fixed per-frame cost the caller knows of). ``timings``: seconds per frame by rung name
-    (from :func:`time_rungs`). ``headroom`` 0.75 leaves a quarter of the period to the
-    decoder, the frame's trip to mpv and mpv itself, which share the cores: so a rung
+    (from :func:`time_rungs`). ``headroom`` (:data:`RUNG_HEADROOM`) leaves the rest of the
+    period to the decoder, the frame's trip to mpv and mpv itself, which share the cores: so a rung
     that fits is never passed over for a worse one (``sixteenth`` is chosen only where
     nothing better that was timed fits). When none fits, the fastest measured rung is
     returned.
