@@ -162,7 +162,10 @@ class Weights:
     def planes(self, frame, *, index: int | None = None, rung: str | None = None, tensors: bool = False):
         """One decoded SDR frame -> ``[Y, Cb, Cr]``: 10-bit HDR10 codes (the planes of
         :meth:`filter`), Y ``(H, W)``, Cb and Cr ``(ceil(H/2), ceil(W/2))``; numpy uint16,
-        or with ``tensors`` torch int16 tensors (on ``device`` when it is a GPU)."""
+        or with ``tensors`` torch int16 tensors (on ``device`` when it is a GPU). Made by the
+        player's per-frame path (:func:`itmfilter.render.frame.hdr10_planes`, fused on a CPU
+        and a GPU): within one code of :meth:`pq` converted exactly
+        (:func:`itmfilter.render.frame.pq_to_yuv420p10`)."""
         net = self._net(frame, index)
         return hdr10_planes(frame, net, rung or self.rung, self.device, self._precision_name,
                             gain=self.gain, tensors=tensors)

@@ -91,7 +91,10 @@ def test_planes_tensors_and_pq_agree(weighted_clip):
     assert all(np.array_equal(p, t.numpy().view(np.uint16)) for p, t in zip(planes, tensors))
     pq = weights.pq(frame)
     assert pq.shape == (64, 96, 3) and pq.dtype == np.float32 and 0.0 <= pq.min() and pq.max() <= 1.0
-    assert all(np.array_equal(a, b) for a, b in zip(planes, pq_to_yuv420p10(pq)))
+    # the fused per-frame path against the exact conversion of the network's output: within a code
+    for a, b in zip(planes, pq_to_yuv420p10(pq)):
+        diff = np.abs(a.astype(int) - b.astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.05
     assert torch.equal(weights.pq(frame, tensors=True).cpu(), torch.from_numpy(pq))
     cheap = weights.planes(frame, rung="eighth")
     assert np.abs(cheap[0].astype(float) - planes[0]).mean() < 8
