@@ -851,10 +851,11 @@ def test_transcode_writes_the_track_headers_hdr10_values(media, tmp_path):
 
 def test_play_hdr_from_the_command_line_uses_the_real_track(media, tmp_path):
     """``itmfilter play --hdr`` on a file carrying a track: every frame recorded by mpv (FFV1,
-    lossless) is exactly the reconstruction with that frame's decoded weights."""
+    lossless) is exactly the player's filter with that frame's decoded weights, and within one
+    code of the exact reconstruction."""
     import av
 
-    from itmfilter.render.frame import pq_to_yuv420p10, sdr_frame_to_rgb
+    from itmfilter.render.frame import hdr10_planes, pq_to_yuv420p10, sdr_frame_to_rgb
     from itmfilter.render.ladder import apply_rung
     from itmfilter.track.provider import FrameNetworks
 
@@ -865,16 +866,21 @@ def test_play_hdr_from_the_command_line_uses_the_real_track(media, tmp_path):
     assert f"shown {N}" in proc.stdout and "damaged-metadata frames 0, blind frames 0" in proc.stdout, proc.stdout
     nets = FrameNetworks(media["sdr.mp4"])
     with av.open(str(media["sdr.mp4"])) as src:
-        expected = [pq_to_yuv420p10(apply_rung(nets(i), sdr_frame_to_rgb(f), "full", "cpu", "fp32"))
-                    for i, f in enumerate(src.decode(video=0))]
+        frames = list(src.decode(video=0))
+    # the player's per-frame path (fused on a CPU) with that frame's weights, exactly; and
+    # within one code of the exact reconstruction
+    expected = [hdr10_planes(f, nets(i), "full", "cpu", "fp32") for i, f in enumerate(frames)]
+    exact = [pq_to_yuv420p10(apply_rung(nets(i), sdr_frame_to_rgb(f), "full", "cpu", "fp32"))
+             for i, f in enumerate(frames)]
     assert nets.damaged == 0 and len(expected) == N
     with av.open(str(seen)) as rec:
         got = [[np.frombuffer(p, np.uint16).reshape(p.height, p.line_size // 2)[:, : p.width] for p in f.planes]
                for f in rec.decode(video=0)]
     assert len(got) == N
-    for g, e in zip(got, expected):
-        for gp, ep in zip(g, e):
+    for g, e, x in zip(got, expected, exact):
+        for gp, ep, xp in zip(g, e, x):
             np.testing.assert_array_equal(gp, ep)
+            assert np.abs(gp.astype(int) - xp.astype(int)).max() <= 1
 
 
 def test_output_folder_that_cannot_be_created_is_named(media, unwritable):
