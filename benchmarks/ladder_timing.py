@@ -46,6 +46,45 @@ def load_average() -> str:
     return " / ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def refine_rows(pano, sizes: list[tuple[int, int]], shares: list[float]) -> list[str]:
+    """PU21-PSNR against the master of each guided rung per share of refined blocks, on the
+    spatially varying ``local`` grade (the same adapted network as :func:`quality_rows`)."""
+    from gpu import resized
+    from stills import quantise_sdr
+
+    from itmfilter.colour.tonecurves import get_curve
+    from itmfilter.colour.transfer import eotf_inverse_st2084, eotf_st2084
+    from itmfilter.model.adapt import AdaptOptions, adapt
+    from itmfilter.quality.metrics import psnr_pu21
+    from itmfilter.render import ladder
+
+    init, _ = load_init()
+    guided = [name for name in RUNG_NAMES if get_rung(name).guided]
+    rows = ["| size | rung | full | " + " | ".join(f"{100 * v:g} %" for v in shares) + " |",
+            "|---" * (len(shares) + 3) + "|"]
+    saved = ladder.GUIDED_REFINE_SHARES.copy(), ladder.GUIDED_REFINE_SHARE
+    try:
+        for w, h in sizes:
+            master = resized(pano, w, h)
+            sdr = quantise_sdr(get_curve("local").forward(master))
+            torch.manual_seed(0)
+            net = adapt(init, sdr, eotf_inverse_st2084(master).astype(np.float32), AdaptOptions()).net
+            full = psnr_pu21(master, eotf_st2084(ladder.apply_rung(net, sdr, "full", precision="fp32")))
+            for name in guided:
+                cells = []
+                for share in shares:
+                    ladder.GUIDED_REFINE_SHARES.clear()
+                    ladder.GUIDED_REFINE_SHARE = share
+                    pq = ladder.apply_rung(net, sdr, name, precision="fp32")
+                    cells.append(f"{psnr_pu21(master, eotf_st2084(pq)):.2f}")
+                rows.append(f"| {w}x{h} | {name} | {full:.2f} | " + " | ".join(cells) + " |")
+                print(rows[-1], flush=True)
+    finally:
+        ladder.GUIDED_REFINE_SHARES.update(saved[0])
+        ladder.GUIDED_REFINE_SHARE = saved[1]
+    return rows
+
+
 def quality_rows(pano, sizes: list[tuple[int, int]]) -> list[str]:
     from gpu import resized
     from stills import quantise_sdr
@@ -99,11 +138,24 @@ def main() -> None:
     ap.add_argument("--quality", action="store_true",
                     help="also each rung's PU21-PSNR against the full network and the master")
     ap.add_argument("--quality-sizes", default="640x360,1920x1080,3840x2160")
+    ap.add_argument("--refine-shares", default=None,
+                    help="comma list of refined-block shares (e.g. 0,0.01,0.02,0.03): each guided rung's "
+                         "PU21-PSNR per share on the local grade at --quality-sizes, instead of the timing")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     net, _ = load_init(name="blind")
     pano = panorama(args.panoramas)
+    if args.refine_shares:
+        sizes = [tuple(int(v) for v in s.split("x")) for s in args.quality_sizes.split(",")]
+        shares = [float(v) for v in args.refine_shares.split(",")]
+        text = "\n".join([f"Command: `python {' '.join(sys.argv)}`\n", f"Machine: {machine()}\n",
+                          "PU21-PSNR dB against the master, local grade, per share of refined blocks:\n"]
+                         + refine_rows(pano, sizes, shares)) + "\n"
+        print(text)
+        if args.out:
+            args.out.write_text(text)
+        return
     lines = ["# Per-rung filter time of the player (ms per frame, decode excluded) and quality\n",
              f"Command: `python {' '.join(sys.argv)}`\n", f"Machine: {machine()}\n",
              f"Load average (1/5/15 min) at the start: {load_average()}\n",
