@@ -125,7 +125,7 @@ def _luma(sdr: np.ndarray) -> np.ndarray:
     return np.clip(y, np.float32(0), np.float32(1))
 
 
-def _axis(coord: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]:
+def axis_weights(coord: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]:
     """Lower cell index and weight of the upper one for a coordinate in [-1, 1] over ``cells``
     samples, corners on the ends (``u = (coord + 1) / 2 * (cells - 1)``)."""
     u = (coord + np.float32(1)) * np.float32(0.5) * np.float32(cells - 1)
@@ -137,15 +137,15 @@ def _axis(coord: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]:
 def grid_features(model: GridModel, sdr: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """``(N, C)`` float32 features at ``(N, 3)`` SDR and ``(N, 2)`` positions."""
     cfg = model.config
-    ix, fx = _axis(xy[:, 0], cfg.width)
-    iy, fy = _axis(xy[:, 1], cfg.height)
+    ix, fx = axis_weights(xy[:, 0], cfg.width)
+    iy, fy = axis_weights(xy[:, 1], cfg.height)
     one = np.float32(1)
     if cfg.depth == 0:
         g = model.grid  # (C, H, W)
         top = g[:, iy, ix] * (one - fx) + g[:, iy, ix + 1] * fx
         bottom = g[:, iy + 1, ix] * (one - fx) + g[:, iy + 1, ix + 1] * fx
         return (top * (one - fy) + bottom * fy).T
-    iz, fz = _axis(_luma(sdr) * np.float32(2) - one, cfg.depth)
+    iz, fz = axis_weights(_luma(sdr) * np.float32(2) - one, cfg.depth)
     out = None
     plane = model.grid  # (C, D, H, W)
     for dz, wz in ((0, one - fz), (1, fz)):

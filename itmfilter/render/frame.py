@@ -121,15 +121,21 @@ def hdr10_planes(frame, net, rung: str, device, precision: str = "auto", *,
     ``full`` carries the network to full resolution (:func:`itmfilter.render.ladder.gain_mode`).
     """
     device = torch.device(device)
-    if isinstance(net, PlacedGrid):
-        # a grid shot's frame (format 1.4): the exact path at full resolution, whatever the rung
-        out = pq_to_yuv420p10(net.predict_pq(sdr_frame_to_rgb(frame).astype(np.float32)))
-        if tensors:
-            return [torch.from_numpy(np.ascontiguousarray(p).view(np.int16)) for p in out]
-        return list(out)
     planes = code_planes(frame)
     if planes is not None and planes.subsampling != "420":
         planes = None
+    if isinstance(net, PlacedGrid):
+        # a grid shot's frame (format 1.4+): the whole model at full resolution, whatever the
+        # rung; fused on a CPU (render.gridpath, within one code), else the normative decoder
+        if path in ("auto", "fused") and planes is not None and fastpath.available():
+            from itmfilter.render.gridpath import grid_hdr10_planes
+
+            out = grid_hdr10_planes(net, planes)
+        else:
+            out = pq_to_yuv420p10(net.predict_pq(sdr_frame_to_rgb(frame).astype(np.float32)))
+        if tensors:
+            return [torch.from_numpy(np.ascontiguousarray(p).view(np.int16)) for p in out]
+        return list(out)
     rung = get_rung(rung)
     downscale = rung.downscale
     if path == "auto":

@@ -1,0 +1,133 @@
+"""A grid shot's frame on a CPU, fused: Y'CbCr planes in, HDR10 planes out.
+
+Format 1.4/1.5 grid shots (:class:`itmfilter.model.grid.PlacedGrid`) are decoded normatively
+by :func:`itmfilter.model.grid.predict_pq`, float32 NumPy over the whole frame (~0.5 s a
+640x360 frame here: not real time). The player takes this path instead, the same formulas
+in three passes, within one 10-bit code of the normative decoder (tested):
+
+1. the frame's R'G'B' per pixel (:func:`itmfilter.render.fastpath.sample_sdr`);
+2. one numba pass: each pixel's grid features, trilinear in (x, y, BT.709 luma) with the
+   placement's per-column and per-row cell weights computed once
+   (:func:`itmfilter.model.grid.axis_weights` on :meth:`PlacedGrid.xy`'s coordinates), and
+   the model's small MLP on them, per pixel (torch's matrix products are slow at these
+   widths: 7 -> 16 -> 16 -> 3 took 100-160 ms a 1080p frame);
+3. the polynomial prior and the HDR10 coding per pixel
+   (:func:`itmfilter.render.fastpath.prior_to_hdr10_planes`, unclipped prior as
+   ``predict_pq``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from itmfilter.model.grid import PlacedGrid, axis_weights
+from itmfilter.model.net import pixel_grid
+from itmfilter.render.fastpath import prior_to_hdr10_planes, sample_sdr
+
+
+@functools.lru_cache(maxsize=1)
+def _residual_kernel():
+    import numba as nb
+
+    @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def residual(rgb, ix, fx, iy, fy, grid, depth, wh, bh, wo, bo, out):
+        """``out[p]``: what the model adds to its polynomial at pixel ``p``: its MLP of
+        ``[R', G', B', F(x, y, luma)]`` (``wh`` ``(L, K, H)``, input-major, ``bh`` ``(L, H)``,
+        ``wo`` ``(H, 3)``, ``bo`` ``(3,)``; ``L`` 0: the grid's first 3 channels). ``grid``
+        ``(C, D, H, W)`` (``depth`` 0: ``(C, 1, H, W)``, read bilinearly in x, y only)."""
+        h, w = rgb.shape[0], rgb.shape[1]
+        chans = grid.shape[0]
+        layers, hidden = wh.shape[0], wh.shape[2]
+        one = np.float32(1.0)
+        for row in nb.prange(h):
+            y0, wy = iy[row], fy[row]
+            act = np.empty(max(3 + chans, hidden), dtype=np.float32)
+            nxt = np.empty(max(hidden, 1), dtype=np.float32)
+            for x in range(w):
+                p = row * w + x
+                r, g, b = rgb[row, x, 0], rgb[row, x, 1], rgb[row, x, 2]
+                act[0], act[1], act[2] = r, g, b
+                x0, wx = ix[x], fx[x]
+                z0, wz = 0, np.float32(0.0)
+                if depth > 0:
+                    luma = np.float32(0.2126) * r + np.float32(0.7152) * g + np.float32(0.0722) * b
+                    luma = min(max(luma, np.float32(0.0)), one)
+                    u = (luma * np.float32(2.0) - one + one) * np.float32(0.5) * np.float32(depth - 1)
+                    u = min(max(u, np.float32(0.0)), np.float32(depth - 1))
+                    z0 = min(int(np.floor(u)), depth - 2)
+                    wz = np.float32(u - np.float32(z0))
+                for c in range(chans):
+                    top = grid[c, z0, y0, x0] * (one - wx) + grid[c, z0, y0, x0 + 1] * wx
+                    bottom = grid[c, z0, y0 + 1, x0] * (one - wx) + grid[c, z0, y0 + 1, x0 + 1] * wx
+                    acc = top * (one - wy) + bottom * wy
+                    if depth > 0:
+                        top = grid[c, z0 + 1, y0, x0] * (one - wx) + grid[c, z0 + 1, y0, x0 + 1] * wx
+                        bottom = grid[c, z0 + 1, y0 + 1, x0] * (one - wx) + grid[c, z0 + 1, y0 + 1, x0 + 1] * wx
+                        acc = acc * (one - wz) + (top * (one - wy) + bottom * wy) * wz
+                    act[3 + c] = acc
+                if layers == 0:
+                    out[p, 0], out[p, 1], out[p, 2] = act[3], act[4], act[5]
+                    continue
+                width = 3 + chans
+                for layer in range(layers):
+                    # input-major: the inner loop runs over the layer's units, contiguous in
+                    # ``wh`` (L, K, H), so it vectorises
+                    for j in range(hidden):
+                        nxt[j] = bh[layer, j]
+                    for i in range(width):
+                        a = act[i]
+                        for j in range(hidden):
+                            nxt[j] += wh[layer, i, j] * a
+                    for j in range(hidden):
+                        act[j] = max(nxt[j], np.float32(0.0))
+                    width = hidden
+                o0, o1, o2 = bo[0], bo[1], bo[2]
+                for j in range(hidden):
+                    a = act[j]
+                    o0 += wo[j, 0] * a
+                    o1 += wo[j, 1] * a
+                    o2 += wo[j, 2] * a
+                out[p, 0], out[p, 1], out[p, 2] = o0, o1, o2
+
+    return residual
+
+
+def _axes(placed: PlacedGrid, h: int, w: int):
+    """Per-column and per-row cell indices and weights: :meth:`PlacedGrid.xy`'s coordinates
+    (binary64, rounded to binary32 once) depend on the column alone in x and the row alone in y."""
+    base = pixel_grid(1, w).numpy()[0, :, 0].astype(np.float64), pixel_grid(h, 1).numpy()[:, 0, 1].astype(np.float64)
+    o, half = np.asarray(placed.origin, np.float64), np.asarray(placed.half, np.float64)
+    xs = ((base[0] + o[0]) / half[0]).astype(np.float32)
+    ys = ((base[1] + o[1]) / half[1]).astype(np.float32)
+    cfg = placed.model.config
+    ix, fx = axis_weights(xs, cfg.width)
+    iy, fy = axis_weights(ys, cfg.height)
+    return ix, fx, iy, fy
+
+
+def grid_hdr10_planes(placed: PlacedGrid, planes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``planes`` (:class:`itmfilter.media.frames.Planes`, 4:2:0) of a grid shot's frame ->
+    (Y, Cb, Cr) uint16 HDR10 planes (module docstring)."""
+    y, cb, cr, bits, full = planes.y, planes.cb, planes.cr, planes.bits, planes.full_range
+    h, w = y.shape
+    model = placed.model
+    cfg = model.config
+    rgb = sample_sdr(y, cb, cr, 1, bits=bits, full_range=full)
+    grid = np.ascontiguousarray(model.grid if cfg.depth else model.grid[:, None], dtype=np.float32)
+    layers, hidden = (cfg.layers, cfg.hidden) if cfg.hidden else (0, 1)
+    wh = np.zeros((layers, max(3 + cfg.channels, hidden), hidden), np.float32)
+    bh = np.zeros((layers, hidden), np.float32)
+    for k in range(layers):
+        weight = np.asarray(model.mlp[2 * k], np.float32)  # (out, in)
+        wh[k, : weight.shape[1], :] = weight.T
+        bh[k] = model.mlp[2 * k + 1]
+    wo = np.asarray(model.mlp[-2], np.float32).T if cfg.hidden else np.zeros((1, 3), np.float32)
+    bo = np.asarray(model.mlp[-1], np.float32) if cfg.hidden else np.zeros(3, np.float32)
+    resid = np.empty((h * w, 3), np.float32)
+    _residual_kernel()(rgb, *_axes(placed, h, w), grid, int(cfg.depth), wh, bh, np.ascontiguousarray(wo),
+                       np.ascontiguousarray(bo), resid)
+    resid = np.ascontiguousarray(resid.T).reshape(3, h, w)
+    return prior_to_hdr10_planes(y, cb, cr, resid, np.asarray(model.mmr, np.float64), 1, bits=bits,
+                                 full_range=full, clip_prior=False)
