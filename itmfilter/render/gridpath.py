@@ -42,54 +42,66 @@ def _residual_kernel():
         layers, hidden = wh.shape[0], wh.shape[2]
         one = np.float32(1.0)
         for row in nb.prange(h):
+            # a row at a time, pixels innermost: every loop below runs over the row's pixels
+            # (contiguous), so it vectorises; the grid reads are gathers
             y0, wy = iy[row], fy[row]
-            act = np.empty(max(3 + chans, hidden), dtype=np.float32)
-            nxt = np.empty(max(hidden, 1), dtype=np.float32)
+            act = np.empty((max(3 + chans, hidden), w), dtype=np.float32)
+            nxt = np.empty((max(hidden, 1), w), dtype=np.float32)
+            z0 = np.zeros(w, dtype=np.int64)
+            wz = np.zeros(w, dtype=np.float32)
             for x in range(w):
-                p = row * w + x
-                r, g, b = rgb[row, x, 0], rgb[row, x, 1], rgb[row, x, 2]
-                act[0], act[1], act[2] = r, g, b
-                x0, wx = ix[x], fx[x]
-                z0, wz = 0, np.float32(0.0)
-                if depth > 0:
-                    luma = np.float32(0.2126) * r + np.float32(0.7152) * g + np.float32(0.0722) * b
+                act[0, x] = rgb[row, x, 0]
+                act[1, x] = rgb[row, x, 1]
+                act[2, x] = rgb[row, x, 2]
+            if depth > 0:
+                for x in range(w):
+                    luma = (np.float32(0.2126) * act[0, x] + np.float32(0.7152) * act[1, x]
+                            + np.float32(0.0722) * act[2, x])
                     luma = min(max(luma, np.float32(0.0)), one)
                     u = (luma * np.float32(2.0) - one + one) * np.float32(0.5) * np.float32(depth - 1)
                     u = min(max(u, np.float32(0.0)), np.float32(depth - 1))
-                    z0 = min(int(np.floor(u)), depth - 2)
-                    wz = np.float32(u - np.float32(z0))
-                for c in range(chans):
-                    top = grid[c, z0, y0, x0] * (one - wx) + grid[c, z0, y0, x0 + 1] * wx
-                    bottom = grid[c, z0, y0 + 1, x0] * (one - wx) + grid[c, z0, y0 + 1, x0 + 1] * wx
+                    k = min(int(np.floor(u)), depth - 2)
+                    z0[x] = k
+                    wz[x] = u - np.float32(k)
+            for c in range(chans):
+                for x in range(w):
+                    x0, wx, z = ix[x], fx[x], z0[x]
+                    top = grid[c, z, y0, x0] * (one - wx) + grid[c, z, y0, x0 + 1] * wx
+                    bottom = grid[c, z, y0 + 1, x0] * (one - wx) + grid[c, z, y0 + 1, x0 + 1] * wx
                     acc = top * (one - wy) + bottom * wy
                     if depth > 0:
-                        top = grid[c, z0 + 1, y0, x0] * (one - wx) + grid[c, z0 + 1, y0, x0 + 1] * wx
-                        bottom = grid[c, z0 + 1, y0 + 1, x0] * (one - wx) + grid[c, z0 + 1, y0 + 1, x0 + 1] * wx
-                        acc = acc * (one - wz) + (top * (one - wy) + bottom * wy) * wz
-                    act[3 + c] = acc
-                if layers == 0:
-                    out[p, 0], out[p, 1], out[p, 2] = act[3], act[4], act[5]
-                    continue
-                width = 3 + chans
-                for layer in range(layers):
-                    # input-major: the inner loop runs over the layer's units, contiguous in
-                    # ``wh`` (L, K, H), so it vectorises
-                    for j in range(hidden):
-                        nxt[j] = bh[layer, j]
-                    for i in range(width):
-                        a = act[i]
-                        for j in range(hidden):
-                            nxt[j] += wh[layer, i, j] * a
-                    for j in range(hidden):
-                        act[j] = max(nxt[j], np.float32(0.0))
-                    width = hidden
-                o0, o1, o2 = bo[0], bo[1], bo[2]
+                        top = grid[c, z + 1, y0, x0] * (one - wx) + grid[c, z + 1, y0, x0 + 1] * wx
+                        bottom = grid[c, z + 1, y0 + 1, x0] * (one - wx) + grid[c, z + 1, y0 + 1, x0 + 1] * wx
+                        acc = acc * (one - wz[x]) + (top * (one - wy) + bottom * wy) * wz[x]
+                    act[3 + c, x] = acc
+            base = row * w
+            if layers == 0:
+                for c in range(3):
+                    for x in range(w):
+                        out[base + x, c] = act[3 + c, x]
+                continue
+            width = 3 + chans
+            for layer in range(layers):
                 for j in range(hidden):
-                    a = act[j]
-                    o0 += wo[j, 0] * a
-                    o1 += wo[j, 1] * a
-                    o2 += wo[j, 2] * a
-                out[p, 0], out[p, 1], out[p, 2] = o0, o1, o2
+                    for x in range(w):
+                        nxt[j, x] = bh[layer, j]
+                    for i in range(width):
+                        wt = wh[layer, i, j]
+                        for x in range(w):
+                            nxt[j, x] += wt * act[i, x]
+                for j in range(hidden):
+                    for x in range(w):
+                        act[j, x] = max(nxt[j, x], np.float32(0.0))
+                width = hidden
+            for c in range(3):
+                for x in range(w):
+                    nxt[0, x] = bo[c]
+                for j in range(hidden):
+                    wt = wo[j, c]
+                    for x in range(w):
+                        nxt[0, x] += wt * act[j, x]
+                for x in range(w):
+                    out[base + x, c] = nxt[0, x]
 
     return residual
 
