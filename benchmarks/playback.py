@@ -76,6 +76,7 @@ def main() -> None:
              f"Command: `python {' '.join(sys.argv)}`\n", f"Machine: {machine()}\n",
              "| size | rung asked | torch threads | fused threads | rung used | shown | dropped | filter fps |",
              "|---|---|---|---|---|---|---|---|"]
+    timed: list[str] = []
     for size in args.sizes.split(","):
         w, h = (int(v) for v in size.split("x"))
         if args.real:
@@ -94,6 +95,10 @@ def main() -> None:
                     lines.append(f"| {size} | {rung} | {tt} | {ft} | {st.rung} | {st.frames_shown} | "
                                  f"{st.frames_dropped} | {st.fps:.1f} |")
                     print(lines[-1], flush=True)
+                    if st.rung_timings:  # auto: its first-frame timing of each rung (fastest of 3)
+                        timed.append(f"{size}: " + ", ".join(f"{k} {1000 * v:.1f}" for k, v in st.rung_timings.items()))
+    if timed:
+        lines += ["", "`auto`'s first-frame timings (ms, fastest of 3):", ""] + [f"- {t}" for t in timed]
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)

@@ -9,8 +9,8 @@ in three passes, within one 10-bit code of the normative decoder (tested):
 2. one numba pass: each pixel's grid features, trilinear in (x, y, BT.709 luma) with the
    placement's per-column and per-row cell weights computed once
    (:func:`itmfilter.model.grid.axis_weights` on :meth:`PlacedGrid.xy`'s coordinates), and
-   the model's small MLP on them, per pixel (torch's matrix products are slow at these
-   widths: 7 -> 16 -> 16 -> 3 took 100-160 ms a 1080p frame);
+   the model's small MLP on them, a row at a time with the pixels innermost (torch's matrix
+   products are slow at widths of 7 to 32);
 3. the polynomial prior and the HDR10 coding per pixel
    (:func:`itmfilter.render.fastpath.prior_to_hdr10_planes`, unclipped prior as
    ``predict_pq``).

@@ -422,17 +422,17 @@ are not affine in the guide (clipped highlights, sharp colour edges under a spat
 grade) the error concentrates in few blocks. On the spatially varying grade against the
 master (``benchmarks/ladder_timing.py --quality``, docs/ladder-timing.md), 1080p:
 guided-eighth 40.94 -> 41.76 dB, guided-sixth 41.28 -> 41.99, guided-quarter 41.76 -> 42.41
-(the full network: 42.56); 640x360: guided-half 41.11 -> 41.73 (full: 42.13). The share
-was set between two measured in a prototype on the 1080p picture (2 % of blocks: guided-eighth
-41.83, 5 %: 42.01, the full network there 42.77): 3 % costs ~2 ms at 1080p. The picture-wide
-global curve gains nothing and loses nothing (its error is below :data:`GUIDED_REFINE_TOL`)."""
+(the full network: 42.56); 640x360: guided-half 41.11 -> 41.73 (full: 42.13). Per share
+(``ladder_timing.py --refine-shares``), 1080p guided-sixth: 41.81 / 41.90 / 41.99 / 42.06 dB
+at 1 / 2 / 3 / 5 %: the first few per cent carry most of the gain. The global curve gains
+nothing and loses nothing (its error is below :data:`GUIDED_REFINE_TOL`)."""
 
 GUIDED_REFINE_SHARES = {8: 0.02}
 """Per-step exceptions to :data:`GUIDED_REFINE_SHARE`. ``guided-eighth`` (step 8), the rung that
 keeps 1080p24 on 2 cores, refines 2 %: its network samples only 1.6 % of the pixels, so 3 %
-more than tripled its network work; at 2 % it is 15 % faster (28 against 32 ms a 1080p frame
-with a real track's network) for 0.08 dB (41.68 against 41.76 dB on the 1080p spatially
-varying grade, full network 42.56; 1.5 %: 41.61)."""
+more than tripled its network work; 2 % costs 0.08 dB (41.68 against 41.76 dB on the 1080p
+spatially varying grade, full network 42.56) and keeps the rung within the player's limit
+with a real track's network (``auto`` timed it at 27.2 ms: docs/playback-benchmark.md)."""
 
 GUIDED_REFINE_TOL = 1.0 / 1023
 """A block is refined only where its samples' fit error exceeds one 10-bit PQ code."""
