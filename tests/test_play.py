@@ -212,7 +212,6 @@ def _both_paths(img, fmt, rung, path):
 def test_torch_frame_path_matches_the_exact_numpy_path(fmt, rung):
     """The CUDA player's path (planes -> R'G'B' -> rung -> planes, all torch), run here on
     the CPU, gives the exact numpy path's codes, up to rare half-code ties."""
-    from itmfilter.render.frame import hdr10_frame
 
     img = np.random.default_rng(3).integers(0, 256, (38, 70, 3), dtype=np.uint8)
     want, got = _both_paths(img, fmt, rung, "torch")
@@ -232,7 +231,6 @@ def test_fused_cpu_path_matches_the_exact_path(fmt, rung, size):
     pytest.importorskip("numba")
     from itmfilter.quality.metrics import psnr_pu21
     from itmfilter.colour.tensor import eotf_st2084 as pq_decode
-    from itmfilter.render.frame import hdr10_frame
 
     yy, xx = np.mgrid[0:size[0], 0:size[1]]
     img = np.stack([(xx * 7) % 256, (yy * 5) % 256, (xx * yy) % 256], -1).astype(np.uint8)
@@ -266,6 +264,14 @@ def _smooth_img(h=96, w=160):
     return np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 255 // (w + h)], -1).astype(np.uint8)
 
 
+def _edged_img(h: int, w: int) -> np.ndarray:
+    """:func:`_smooth_img` with sharp edges inside the guided rungs' cells."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = _smooth_img(h, w)
+    img[(yy // 7 + xx // 5) % 3 == 0] //= 2
+    return img
+
+
 @pytest.mark.parametrize("fmt", ["yuv420p", "yuv420p10le"])
 @pytest.mark.parametrize("rung", ["half", "eighth", "sixteenth"])
 def test_fused_prior_mode_matches_the_exact_path(fmt, rung):
@@ -294,9 +300,7 @@ def test_fused_guided_rung_matches_the_exact_path(fmt, rung, size):
     pytest.importorskip("numba")
     from itmfilter.render.frame import hdr10_frame
 
-    yy, xx = np.mgrid[0:size[0], 0:size[1]]
-    img = _smooth_img(*size)
-    img[(yy // 7 + xx // 5) % 3 == 0] //= 2  # edges inside the cells
+    img = _edged_img(*size)
     net = _default_net_adapted(img)
     frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=fmt)
     want = _planes(hdr10_frame(frame, net, rung, "cpu", "fp32", path="exact"))
@@ -317,9 +321,7 @@ def test_fused_full_rung_matches_the_exact_path(fmt, size):
     from itmfilter.render import fastpath
     from itmfilter.render.frame import hdr10_frame
 
-    yy, xx = np.mgrid[0:size[0], 0:size[1]]
-    img = _smooth_img(*size)
-    img[(yy // 7 + xx // 5) % 3 == 0] //= 2
+    img = _edged_img(*size)
     net = _default_net_adapted(img)
     for p in net.fusion[-1].parameters():  # a head that varies with position too
         torch.nn.init.normal_(p, std=0.02)
@@ -349,9 +351,7 @@ def test_fused_guided_refinement_matches_the_exact_path(fmt, rung, monkeypatch):
     real = fastpath.refine_blocks
     monkeypatch.setattr(fastpath, "refine_blocks", lambda *a, **k: chosen.append(real(*a, **k)) or chosen[-1])
     size = (61, 90)
-    yy, xx = np.mgrid[0:size[0], 0:size[1]]
-    img = _smooth_img(*size)
-    img[(yy // 7 + xx // 5) % 3 == 0] //= 2
+    img = _edged_img(*size)
     net = _default_net_adapted(img)
     for p in net.fusion[-1].parameters():  # a residual the affine transforms cannot follow
         torch.nn.init.normal_(p, std=0.05)
@@ -364,14 +364,20 @@ def test_fused_guided_refinement_matches_the_exact_path(fmt, rung, monkeypatch):
         assert diff.max() <= 1 and (diff > 0).mean() < 0.05
 
 
+def _guided_case(seed: int, h: int = 61, w: int = 90, step: int = 6):
+    """Random sample colours and residuals of a guided rung on an ``h x w`` picture."""
+    from itmfilter.render import ladder
+
+    rng = np.random.default_rng(seed)
+    rgb = rng.random((len(ladder.guided_samples(h, step)), len(ladder.guided_samples(w, step)), 3))
+    return rgb, rng.normal(0, 0.05, rgb.shape), h, w, step
+
+
 def test_guided_numba_fit_matches_the_torch_fit():
     pytest.importorskip("numba")
     from itmfilter.render import fastpath, ladder
 
-    rng = np.random.default_rng(4)
-    h, w, step = 61, 90, 6
-    rgb = rng.random((len(ladder.guided_samples(h, step)), len(ladder.guided_samples(w, step)), 3))
-    resid = rng.normal(0, 0.05, rgb.shape)
+    rgb, resid, h, w, step = _guided_case(4)
     want = ladder.guided_fit(torch.from_numpy(rgb), torch.from_numpy(resid), h, w, step).numpy()
     got = fastpath.guided_fit_fast(rgb, resid, h, w, step)
     np.testing.assert_allclose(got, want, atol=1e-5)
@@ -381,10 +387,7 @@ def test_guided_numba_sample_error_matches_the_torch_one():
     pytest.importorskip("numba")
     from itmfilter.render import fastpath, ladder
 
-    rng = np.random.default_rng(5)
-    h, w, step = 61, 90, 6
-    rgb = rng.random((len(ladder.guided_samples(h, step)), len(ladder.guided_samples(w, step)), 3))
-    resid = rng.normal(0, 0.05, rgb.shape)
+    rgb, resid, h, w, step = _guided_case(5)
     coef = ladder.guided_fit(torch.from_numpy(rgb), torch.from_numpy(resid), h, w, step).numpy()
     want = ladder.guided_sample_error(torch.from_numpy(rgb), torch.from_numpy(resid), coef, h, w, step).numpy()
     got = fastpath.guided_sample_error_fast(rgb, resid, coef, h, w, step)
