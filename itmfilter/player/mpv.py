@@ -229,8 +229,8 @@ def play(
     environment before torch loaded; ``itmfilter play`` sets it), else one core left to the
     decoder and mpv: ``min(torch threads, cores - 1)``, at least 1. Spinning OpenMP threads
     on 2 cores shared with mpv, the decoder or other jobs made a 2-thread network call
-    10-20x slower than a 1-thread one (players/README.md); waiting passively, 2 threads
-    run the full network at 640x360 about twice as fast as 1 (docs/ladder-timing.md).
+    10-20x slower than a 1-thread one (players/README.md); waiting passively, the network
+    gets both cores.
     ``on_player``: called with the ``mpv.MPV`` once playback started (embedding, tests:
     e.g. ``player.command("keypress", "RIGHT")``).
     Returns normally when the file ends or the user quits (``PlayStats.user_quit``).

@@ -58,6 +58,7 @@ from itmfilter.render.ladder import (
     guided_coefficients,
     guided_nodes,
     guided_samples,
+    node_lerp,
     refine_block_list,
     refine_blocks,
     residual_map,
@@ -101,16 +102,26 @@ def _helpers():
         return gx0, gx1, gwx
 
     @nb.njit(inline="always", cache=True)
+    def chroma_source_rows(row, ch):
+        """The two 4:2:0 chroma rows a luma row reads (rows at 2 i + 0.5: weights 3/4, 1/4)."""
+        ci = row // 2
+        return ci, (max(ci - 1, 0) if row % 2 == 0 else min(ci + 1, ch - 1))
+
+    @nb.njit(inline="always", cache=True)
+    def chroma_at(plane, ci, ca, j, in_off_c, inv_gc):
+        """Chroma column ``j`` between rows ``ci`` (3/4) and ``ca`` (1/4), as [-0.5, 0.5]."""
+        return np.float32(((0.75 * plane[ci, j] + 0.25 * plane[ca, j]) - in_off_c) * inv_gc)
+
+    @nb.njit(inline="always", cache=True)
     def chroma_row(cb_in, cr_in, row, in_off_c, inv_gc, cb_row, cr_row, cb_full, cr_full):
         """This luma row's chroma: vertically (4:2:0 rows at 2 i + 0.5: 3/4, 1/4), then
         horizontally (co-sited: even columns copy, odd ones average), as [-0.5, 0.5]."""
         ch, cw = cb_in.shape
         w = cb_full.shape[0]
-        ci = row // 2
-        ca = max(ci - 1, 0) if row % 2 == 0 else min(ci + 1, ch - 1)
+        ci, ca = chroma_source_rows(row, ch)
         for j in range(cw):
-            cb_row[j] = ((0.75 * cb_in[ci, j] + 0.25 * cb_in[ca, j]) - in_off_c) * inv_gc
-            cr_row[j] = ((0.75 * cr_in[ci, j] + 0.25 * cr_in[ca, j]) - in_off_c) * inv_gc
+            cb_row[j] = chroma_at(cb_in, ci, ca, j, in_off_c, inv_gc)
+            cr_row[j] = chroma_at(cr_in, ci, ca, j, in_off_c, inv_gc)
         for j in range(w // 2 + w % 2):
             cb_full[2 * j] = cb_row[j]
             cr_full[2 * j] = cr_row[j]
@@ -191,14 +202,14 @@ def _helpers():
               + c[19, 2] * q5 * t5 + c[20, 2] * q6 * t6 + c[21, 2] * q7 * t7)
         return p0, p1, p2
 
-    return columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3
+    return columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3, chroma_source_rows, chroma_at
 
 
 @functools.lru_cache(maxsize=1)
 def _kernel():
     import numba as nb
 
-    columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3 = _helpers()
+    columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3, _, _ = _helpers()
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def kernel(y_in, cb_in, cr_in, gain, d, k, conv, in_off_c, inv_gc, mat, gamma_lut, pq_lut,
@@ -264,7 +275,7 @@ def _kernel():
 def _prior_kernel():
     import numba as nb
 
-    columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3 = _helpers()
+    columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3, _, _ = _helpers()
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def kernel(y_in, cb_in, cr_in, resid, coef, d, clip_prior, conv, in_off_c, inv_gc, y_out, cb_out, cr_out):
@@ -360,7 +371,7 @@ def prior_to_hdr10_planes(y, cb, cr, resid: np.ndarray, coef: np.ndarray, downsc
 def _guided_kernels():
     import numba as nb
 
-    columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3 = _helpers()
+    columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3, chroma_source_rows, chroma_at = _helpers()
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def sample(y_in, cb_in, cr_in, rows, cols, conv, in_off_c, inv_gc, out):
@@ -403,18 +414,13 @@ def _guided_kernels():
         q2 = min(max(min(max(p2, f32(0.0)), f32(1.0)) + e2, f32(0.0)), f32(1.0))
         return hdr_codes(q0, q1, q2, conv)
 
-    @nb.njit(inline="always", cache=True)
-    def chroma_at(plane, ci, ca, j, in_off_c, inv_gc):
-        return np.float32(((0.75 * plane[ci, j] + 0.25 * plane[ca, j]) - in_off_c) * inv_gc)
-
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def pixels(y_in, cb_in, cr_in, rows, cols, conv, in_off_c, inv_gc, out):
         """SDR R'G'B' ``(N, 3)`` of scattered pixels, chroma upsampled as ``chroma_row`` does."""
         ch, cw = cb_in.shape
         for n in nb.prange(rows.shape[0]):
             row, x = rows[n], cols[n]
-            ci = row // 2
-            ca = max(ci - 1, 0) if row % 2 == 0 else min(ci + 1, ch - 1)
+            ci, ca = chroma_source_rows(row, ch)
             j = x // 2
             cb = chroma_at(cb_in, ci, ca, j, in_off_c, inv_gc)
             cr = chroma_at(cr_in, ci, ca, j, in_off_c, inv_gc)
@@ -478,11 +484,11 @@ def _guided_kernels():
                 # branch-free and vectorised): the full network's residual over the unclipped
                 # prior replaces the transform; the chroma sums take the difference
                 brow = min(row // step, index.shape[0] - 1)
+                i = row - brow * step
                 for bj in range(index.shape[1]):
                     blk = index[brow, bj]
                     if blk < 0:
                         continue
-                    i = row - brow * step
                     for x in range(bj * step, min(w, (bj + 1) * step)):
                         j = x - bj * step
                         r, g, b = sdr_rgb(y_in[row, x], cb_full[x], cr_full[x], conv)
@@ -626,15 +632,10 @@ def guided_sample_error_fast(rgb: np.ndarray, resid: np.ndarray, coef: np.ndarra
     """:func:`itmfilter.render.ladder.guided_sample_error` in one numba pass: ``(A, B)`` float32."""
     rows, cols = guided_samples(h, step), guided_samples(w, step)
     gh, gw = coef.shape[:2]
-
-    def lerp_index(n, idx, nodes):
-        i0, wt = (v[idx] for v in guided_nodes(n, step)[:2])
-        return np.minimum(i0, nodes - 1), np.minimum(i0 + 1, nodes - 1), wt.astype(np.float32)
-
     out = np.empty((rows.size, cols.size), np.float32)
     _fit_kernel()[1](np.ascontiguousarray(rgb, dtype=np.float32), np.ascontiguousarray(resid, dtype=np.float32),
-                     np.ascontiguousarray(coef, dtype=np.float32), *lerp_index(h, rows, gh), *lerp_index(w, cols, gw),
-                     float(GUIDED_KNEE), out)
+                     np.ascontiguousarray(coef, dtype=np.float32), *node_lerp(h, step, gh, rows),
+                     *node_lerp(w, step, gw, cols), float(GUIDED_KNEE), out)
     return out
 
 

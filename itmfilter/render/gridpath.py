@@ -23,7 +23,7 @@ import functools
 import numpy as np
 
 from itmfilter.model.grid import PlacedGrid, axis_weights
-from itmfilter.model.net import pixel_grid
+from itmfilter.model.separable import pixel_centres
 from itmfilter.render.fastpath import prior_to_hdr10_planes, sample_sdr
 
 
@@ -109,10 +109,9 @@ def _residual_kernel():
 def _axes(placed: PlacedGrid, h: int, w: int):
     """Per-column and per-row cell indices and weights: :meth:`PlacedGrid.xy`'s coordinates
     (binary64, rounded to binary32 once) depend on the column alone in x and the row alone in y."""
-    base = pixel_grid(1, w).numpy()[0, :, 0].astype(np.float64), pixel_grid(h, 1).numpy()[:, 0, 1].astype(np.float64)
     o, half = np.asarray(placed.origin, np.float64), np.asarray(placed.half, np.float64)
-    xs = ((base[0] + o[0]) / half[0]).astype(np.float32)
-    ys = ((base[1] + o[1]) / half[1]).astype(np.float32)
+    xs = ((pixel_centres(w).numpy().astype(np.float64) + o[0]) / half[0]).astype(np.float32)
+    ys = ((pixel_centres(h).numpy().astype(np.float64) + o[1]) / half[1]).astype(np.float32)
     cfg = placed.model.config
     ix, fx = axis_weights(xs, cfg.width)
     iy, fy = axis_weights(ys, cfg.height)

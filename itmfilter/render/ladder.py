@@ -85,7 +85,7 @@ from itmfilter.model.inference import (
     resolve_precision,
 )
 from itmfilter.model.net import ITMNet
-from itmfilter.model.separable import evaluate_blocks, evaluate_grid, separable
+from itmfilter.model.separable import evaluate_blocks, evaluate_grid, pixel_centres, separable
 from itmfilter.quality.metrics import psnr_pu21
 
 GAIN_OFFSET_NITS = 203.0 / 64
@@ -384,21 +384,20 @@ def guided_coefficients(net: ITMNet, rgb_samples: torch.Tensor, h: int, w: int, 
     """
     dtype = resolve_precision(precision, device)
     a, b, _ = rgb_samples.shape
-    ys = torch.from_numpy(guided_samples(h, step)).to(device=device, dtype=torch.float32)
-    xs = torch.from_numpy(guided_samples(w, step)).to(device=device, dtype=torch.float32)
-    gy, gx = torch.meshgrid((ys + 0.5) / h * 2 - 1, (xs + 0.5) / w * 2 - 1, indexing="ij")
+    ys = pixel_centres(h, guided_samples(h, step), device=device)
+    xs = pixel_centres(w, guided_samples(w, step), device=device)
     rgb = rgb_samples.reshape(-1, 3).to(device=device, dtype=torch.float32).contiguous()
     if device.type == "cpu" and separable(net):
         # the coordinate layer split by axis (rows and columns of samples): ~2.5x faster here;
         # the prior, computed once, is both what the network adds to and the fit's base
-        out = evaluate_grid(net, rgb.reshape(a, b, 3), (ys + 0.5) / h * 2 - 1, (xs + 0.5) / w * 2 - 1,
-                            dtype=dtype)
+        out = evaluate_grid(net, rgb.reshape(a, b, 3), ys, xs, dtype=dtype)
         prior = net.prior(rgb)
         if prior is None:
             resid = out.clamp_(0.0, 1.0)
         else:
             resid = out.add_(prior).clamp_(0.0, 1.0).sub_(prior.clamp_(0.0, 1.0))
     else:
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         out = _evaluate(net, rgb, torch.stack([gx, gy], dim=-1).reshape(-1, 2), dtype).clamp_(0.0, 1.0)
         resid = out - _guided_base(net, rgb)
     resid = resid.reshape(a, b, 3)
@@ -409,10 +408,18 @@ def guided_coefficients(net: ITMNet, rgb_samples: torch.Tensor, h: int, w: int, 
     return (coef, resid) if with_residual else coef
 
 
-def _lerp_index(i0: np.ndarray, wt: np.ndarray, nodes: int, device):
-    lo = torch.from_numpy(np.minimum(i0, nodes - 1)).to(device)
-    hi = torch.from_numpy(np.minimum(i0 + 1, nodes - 1)).to(device)
-    return lo, hi, torch.from_numpy(wt).to(device)
+def node_lerp(n: int, step: int, nodes: int, idx: np.ndarray | None = None):
+    """``(lo, hi, weight)`` numpy: for each of ``n`` rows (or columns; only those at ``idx``)
+    the two nodes around it, clipped to the ``nodes`` there are, and the weight of ``hi``
+    (:func:`guided_nodes`)."""
+    i0, wt = guided_nodes(n, step)[:2]
+    if idx is not None:
+        i0, wt = i0[idx], wt[idx]
+    return np.minimum(i0, nodes - 1), np.minimum(i0 + 1, nodes - 1), wt
+
+
+def _lerp_index(n: int, step: int, nodes: int, device, idx: np.ndarray | None = None):
+    return tuple(torch.from_numpy(v).to(device) for v in node_lerp(n, step, nodes, idx))
 
 
 GUIDED_REFINE_SHARE = 0.03
@@ -446,8 +453,8 @@ def guided_sample_error(rgb: torch.Tensor, resid: torch.Tensor, coef, h: int, w:
     coef = torch.as_tensor(coef, dtype=torch.float32)
     rows, cols = guided_samples(h, step), guided_samples(w, step)
     gh, gw = coef.shape[:2]
-    y0, y1, wy = _lerp_index(*(v[rows] for v in guided_nodes(h, step)[:2]), gh, coef.device)
-    x0, x1, wx = _lerp_index(*(v[cols] for v in guided_nodes(w, step)[:2]), gw, coef.device)
+    y0, y1, wy = _lerp_index(h, step, gh, coef.device, rows)
+    x0, x1, wx = _lerp_index(w, step, gw, coef.device, cols)
     c = torch.lerp(coef[y0], coef[y1], wy.view(-1, 1, 1, 1))
     c = torch.lerp(c[:, x0], c[:, x1], wx.view(1, -1, 1, 1))  # (A, B, 5, 3)
     pred = torch.einsum("abk,abkc->abc", guided_features(rgb.float()), c)
@@ -502,9 +509,9 @@ def residual_on_blocks(net: ITMNet, rgb: torch.Tensor, rows: torch.Tensor, cols:
     if separable(net):
         return evaluate_blocks(net, rgb, rows, cols, h, w, dtype=dtype)
     k, s = rows.shape
-    ry = rows[:, :, None].expand(k, s, s).float()
-    cx = cols[:, None, :].expand(k, s, s).float()
-    xy = torch.stack([(cx + 0.5) / w * 2 - 1, (ry + 0.5) / h * 2 - 1], dim=-1).reshape(-1, 2)
+    ry = pixel_centres(h, rows, device=rows.device)[:, :, None].expand(k, s, s)
+    cx = pixel_centres(w, cols, device=cols.device)[:, None, :].expand(k, s, s)
+    xy = torch.stack([cx, ry], dim=-1).reshape(-1, 2)
     flat = rgb.reshape(-1, 3).float()
     out = _evaluate(net, flat, xy, dtype)
     prior = net.prior(flat)
@@ -521,8 +528,8 @@ def _apply_guided_rung(net, x, step, device, precision, encode_pq):
     coef, resid = guided_coefficients(net, rgb_samples, h, w, step, device, precision,
                                       with_residual=True)  # (gh, gw, 5, 3)
     gh, gw = coef.shape[:2]
-    y0, y1, wy = _lerp_index(*guided_nodes(h, step)[:2], gh, device)
-    x0, x1, wx = _lerp_index(*guided_nodes(w, step)[:2], gw, device)
+    y0, y1, wy = _lerp_index(h, step, gh, device)
+    x0, x1, wx = _lerp_index(w, step, gw, device)
     out = torch.empty((h, w, 3), dtype=torch.float32, device=device)
     rows = h if device.type == "cuda" else BAND_ROWS
     for top in range(0, h, rows):
