@@ -270,18 +270,23 @@ def pack_grid_model(config: GridConfig, mmr: np.ndarray, q: np.ndarray, lo: np.n
     return head + body + struct.pack("<I", len(z)) + z
 
 
+def _read_head(data: bytes) -> tuple[GridConfig, int]:
+    """The config and flags byte of the grid model that opens ``data`` (its 12 fixed bytes)."""
+    if len(data) < 12 or data[:2] != GRID_MAGIC:
+        raise GridFormatError("not a grid model (bad magic)")
+    width, height, depth, channels, hidden, layers, bits, flags = struct.unpack("<HHBBBBBB", data[2:12])
+    try:
+        return GridConfig(width, height, depth, channels, hidden, layers, bits), flags
+    except ValueError as exc:
+        raise GridFormatError(str(exc)) from None
+
+
 def grid_model_length(data: bytes) -> int:
     """Bytes of the grid model (:func:`pack_grid_model`) that opens ``data``: its fixed fields,
     the config's scale count, and the zstd frame its length field gives. Raises
     :class:`GridFormatError` when ``data`` is too short to say or to hold it."""
-    if len(data) < 12 or data[:2] != GRID_MAGIC:
-        raise GridFormatError("not a grid model (bad magic)")
-    width, height, depth, channels, hidden, layers, bits, _ = struct.unpack("<HHBBBBBB", data[2:12])
-    try:
-        cfg = GridConfig(width, height, depth, channels, hidden, layers, bits)
-    except ValueError as exc:
-        raise GridFormatError(str(exc)) from None
-    pos = 12 + 4 * MMR_TERMS * 3 + 4 * channels + 4 * len(cfg.mlp_shapes())
+    cfg, _ = _read_head(data)
+    pos = 12 + 4 * MMR_TERMS * 3 + 4 * cfg.channels + 4 * len(cfg.mlp_shapes())
     if len(data) < pos + 4:
         raise GridFormatError("grid model is truncated")
     (zlen,) = struct.unpack("<I", data[pos:pos + 4])
@@ -292,13 +297,8 @@ def grid_model_length(data: bytes) -> int:
 
 def unpack_grid_model(data: bytes) -> GridModel:
     """Parse :func:`pack_grid_model`'s bytes; raises :class:`GridFormatError`."""
-    if len(data) < 12 or data[:2] != GRID_MAGIC:
-        raise GridFormatError("not a grid model (bad magic)")
-    width, height, depth, channels, hidden, layers, bits, flags = struct.unpack("<HHBBBBBB", data[2:12])
-    try:
-        cfg = GridConfig(width, height, depth, channels, hidden, layers, bits)
-    except ValueError as exc:
-        raise GridFormatError(str(exc)) from None
+    cfg, flags = _read_head(data)
+    channels = cfg.channels
     shapes = cfg.mlp_shapes()
     pos = 12
     need = pos + 4 * MMR_TERMS * 3 + 4 * channels + 4 * len(shapes) + 4
@@ -324,7 +324,7 @@ def unpack_grid_model(data: bytes) -> GridModel:
     planes = np.frombuffer(raw, np.uint8, n).reshape(-1, cfg.width)
     if flags & 1:
         planes = (np.cumsum(planes.astype(np.int64), axis=1) % 256).astype(np.uint8)
-    grid = _dequantise_grid(planes.reshape(cfg.grid_shape), lohi[:, 0], lohi[:, 1], bits)
+    grid = _dequantise_grid(planes.reshape(cfg.grid_shape), lohi[:, 0], lohi[:, 1], cfg.grid_bits)
     mlp, off = [], n
     for shape, scale in zip(shapes, scales):
         k = int(np.prod(shape))
