@@ -648,25 +648,33 @@ def build_still_vectors() -> dict[str, bytes]:
     return out
 
 
-def build_grid_track_vectors() -> dict[str, bytes]:
-    """Format 1.4: a 7-frame track whose shot opens with a grid KEY (coding 4), then shift-only
-    DELTAs coding 3 (1, 2, 4, 6), a REPEAT (3) and a DELTA coding 1 (5: not allowed in a grid
-    shot, damaged: the placement holds and later frames are concealed). Expected: each frame's
-    placement and the PQ a decoder produces on ``track_grid_sdr.npy``; ``grid_manifest.json``."""
-    from itmfilter.model.grid import GridConfig, pack_grid_model
-    from itmfilter.track.codec import GRID_KEY_CODING, GRID_MINOR, encode_delta_payload, encode_grid_key
+def _random_grid_model(cfg, rng: np.random.Generator) -> bytes:
+    """A grid model of ``cfg`` drawn from ``rng`` (a plausible polynomial, a random grid and
+    int8 MLP), packed: the grid vectors' model."""
+    from itmfilter.model.grid import pack_grid_model
 
-    rng = np.random.default_rng(11)
-    h, w = 8, 12
-    sdr = (rng.integers(0, 256, (h, w, 3)) / 255).astype(np.float32)
-    cfg = GridConfig(width=6, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=7)
     mmr = rng.normal(0, 0.01, (22, 3)).astype(np.float32)
     mmr[0] += 0.1
     mmr[1:4] += np.eye(3, dtype=np.float32) * 0.45
     q = rng.integers(0, 1 << cfg.grid_bits, cfg.grid_shape).astype(np.uint8)
     lo, hi = np.full(cfg.channels, -0.25, np.float32), np.full(cfg.channels, 0.25, np.float32)
     mlp = [(float(np.float32(0.01)), rng.integers(-127, 128, shape).astype(np.int8)) for shape in cfg.mlp_shapes()]
-    model = pack_grid_model(cfg, mmr, q, lo, hi, mlp)
+    return pack_grid_model(cfg, mmr, q, lo, hi, mlp)
+
+
+def build_grid_track_vectors() -> dict[str, bytes]:
+    """Format 1.4: a 7-frame track whose shot opens with a grid KEY (coding 4), then shift-only
+    DELTAs coding 3 (1, 2, 4, 6), a REPEAT (3) and a DELTA coding 1 (5: not allowed in a grid
+    shot, damaged: the placement holds and later frames are concealed). Expected: each frame's
+    placement and the PQ a decoder produces on ``track_grid_sdr.npy``; ``grid_manifest.json``."""
+    from itmfilter.model.grid import GridConfig
+    from itmfilter.track.codec import GRID_KEY_CODING, GRID_MINOR, encode_delta_payload, encode_grid_key
+
+    rng = np.random.default_rng(11)
+    h, w = 8, 12
+    sdr = (rng.integers(0, 256, (h, w, 3)) / 255).astype(np.float32)
+    cfg = GridConfig(width=6, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=7)
+    model = _random_grid_model(cfg, rng)
     header = TrackHeader(config=SMALL, fps=(24, 1), frame_count=7, width=w, height=h, hdr10=HDR10, binding=BINDING,
                          encoder={"tool": "make_vectors", "model": "grid"}, version=(1, GRID_MINOR))
     shift = lambda dx, dy: encode_motion_payload((dx, dy), None, HALF_MOTION_DELTA_CODING)  # noqa: E731
@@ -704,7 +712,7 @@ def build_progressive_grid_vectors() -> dict[str, bytes]:
     breaks there: frame 6's shift still applies, its bytes are ignored, the 7x5 model holds.
     Expected: placements, grid cells and the PQ of every frame on ``track_grid_progressive_sdr.npy``
     (6x8); ``grid_progressive_manifest.json``."""
-    from itmfilter.model.grid import GridConfig, pack_grid_model, pack_grid_refinement, refined_config
+    from itmfilter.model.grid import GridConfig, pack_grid_refinement, refined_config
     from itmfilter.track.codec import (
         GRID_REFINE_DELTA_CODING,
         PROGRESSIVE_GRID_KEY_CODING,
@@ -717,13 +725,7 @@ def build_progressive_grid_vectors() -> dict[str, bytes]:
     h, w = 6, 8
     sdr = (rng.integers(0, 256, (h, w, 3)) / 255).astype(np.float32)
     cfg = GridConfig(width=4, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=6)
-    mmr = rng.normal(0, 0.01, (22, 3)).astype(np.float32)
-    mmr[0] += 0.1
-    mmr[1:4] += np.eye(3, dtype=np.float32) * 0.45
-    q = rng.integers(0, 1 << cfg.grid_bits, cfg.grid_shape).astype(np.uint8)
-    lo, hi = np.full(cfg.channels, -0.25, np.float32), np.full(cfg.channels, 0.25, np.float32)
-    mlp = [(float(np.float32(0.01)), rng.integers(-127, 128, shape).astype(np.int8)) for shape in cfg.mlp_shapes()]
-    model = pack_grid_model(cfg, mmr, q, lo, hi, mlp)
+    model = _random_grid_model(cfg, rng)
     records, shape = [], cfg
     for _ in range(2):
         shape = refined_config(shape)
