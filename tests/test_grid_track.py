@@ -25,13 +25,17 @@ def _grid_entry() -> dict:
     return entry
 
 
+def _load_vector(entry: dict):
+    """A grid vector's ``(header, packets, sdr, expected PQ, placements)`` from its manifest entry."""
+    header, packets = read_track_blob((VECTORS / entry["file"]).read_bytes())
+    return (header, packets, np.load(VECTORS / entry["sdr"]), np.load(VECTORS / entry["expected"]),
+            np.load(VECTORS / entry["placements"]))
+
+
 def test_grid_vector_decodes_to_expected_pixels_and_placements():
     entry = _grid_entry()
-    header, packets = read_track_blob((VECTORS / entry["file"]).read_bytes())
+    header, packets, sdr, expected, placements = _load_vector(entry)
     assert header.version == (1, 4)
-    sdr = np.load(VECTORS / entry["sdr"])
-    expected = np.load(VECTORS / entry["expected"])
-    placements = np.load(VECTORS / entry["placements"])
     dec = TrackDecoder(header)
     for f in range(len(expected)):
         placed, status = dec.params_at(f, packets)
@@ -121,11 +125,8 @@ def test_progressive_vector_decodes_to_expected_pixels_cells_and_placements(name
     placement and grid size (the refinements land at frames 2 and 6; with frame 5 lost the
     stream breaks and the 7x5 grid holds) and the PQ bit for bit (1e-6 with fused multiply-add)."""
     entry = _progressive_entries()[name]
-    header, packets = read_track_blob((VECTORS / entry["file"]).read_bytes())
+    header, packets, sdr, expected, placements = _load_vector(entry)
     assert header.version == (1, 5)
-    sdr = np.load(VECTORS / entry["sdr"])
-    expected = np.load(VECTORS / entry["expected"])
-    placements = np.load(VECTORS / entry["placements"])
     sequential = TrackDecoder(header)
     for f in range(len(expected)):
         for dec in (sequential, TrackDecoder(header)):  # a fresh decoder: random access from the KEY
