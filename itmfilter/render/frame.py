@@ -163,14 +163,15 @@ def hdr10_planes(frame, net, rung: str, device, precision: str = "auto", *,
     if path in ("torch", "triton") and planes is not None:
         y, cb, cr = _torch_planes(planes, device)
         sdr = planes420_to_rgb(y, cb, cr, bits=planes.bits, full_range=planes.full_range)
-        pq = apply_rung_tensor(net, sdr, rung, device, precision, gain=gain)
+        pq = apply_rung_tensor(net, sdr, rung, device, precision, gain=gain, y_plane=y)
         out = [p.to(dtype=torch.int16) for p in rgb_to_planes420(pq, bits=10, full_range=False)]
         return out if tensors else [p.cpu().numpy().view(np.uint16) for p in out]
     if path == "fused" and device.type == "cpu" and planes is not None and (
             downscale > 1 or fastpath.supports_full(net)):
         out = fastpath.hdr10_planes(net, planes, downscale, precision=precision, gain=gain, guided=rung.guided)
     else:
-        pq = apply_rung(net, sdr_frame_to_rgb(frame), rung, device, precision, gain=gain)
+        pq = apply_rung(net, sdr_frame_to_rgb(frame), rung, device, precision, gain=gain,
+                        y_plane=None if planes is None else planes.y)  # the fused path's probes
         out = pq_to_yuv420p10(pq)
     if tensors:
         return [torch.from_numpy(np.ascontiguousarray(p).view(np.int16)) for p in out]
