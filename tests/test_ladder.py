@@ -239,9 +239,9 @@ def test_probe_pixels_are_each_blocks_first_brightest_pixel():
     h, w, step = 37, 50, 4
     y = rng.integers(16, 236, (h, w)).astype(np.uint8)
     y[5:7, 9:11] = 250  # a tie inside one block: the first in raster order wins
-    rows, cols = ladder.probe_pixels(y, h, w, step)
+    blocks, rows, cols = ladder.probe_pixels(y, h, w, step, share=1.0)
     nbh, nbw = -(-h // step), -(-w // step)
-    assert rows.shape == cols.shape == (nbh * nbw,)
+    assert rows.shape == cols.shape == (nbh * nbw,) and np.array_equal(blocks, np.arange(nbh * nbw))
     for k, (r, c) in enumerate(zip(rows, cols)):
         bi, bj = divmod(k, nbw)
         block = y[bi * step:(bi + 1) * step, bj * step:(bj + 1) * step]  # edge blocks: cropped
@@ -252,7 +252,21 @@ def test_probe_pixels_are_each_blocks_first_brightest_pixel():
     assert (rows[k], cols[k]) == (5, 9)
     # the torch luma of R'G'B' takes the same road
     lum = torch.from_numpy(y.astype(np.float32) / 255)
-    assert all(np.array_equal(p, q) for p, q in zip(ladder.probe_pixels(lum, h, w, step), (rows, cols)))
+    assert all(np.array_equal(p, q) for p, q in zip(ladder.probe_pixels(lum, h, w, step, share=1.0),
+                                                    (blocks, rows, cols)))
+    # by default only the brightest blocks: here the one holding the 250s comes first
+    few, frows, fcols = ladder.probe_pixels(y, h, w, step, share=0.2)
+    assert len(few) == round(0.2 * nbh * nbw) and k in few
+    assert np.array_equal(frows, rows[few]) and np.array_equal(fcols, cols[few])
+    maxima = np.array([y[r, c] for r, c in zip(rows, cols)], np.float32)
+    assert maxima[few].min() >= np.delete(maxima, few).max()
+
+
+def test_brightest_blocks_takes_the_share_with_the_largest_maxima():
+    maxima = np.array([5, 1, 9, 9, 3, 7, 0, 2, 8, 4], np.float32)
+    assert ladder.brightest_blocks(maxima, 0.3).tolist() == [2, 3, 8]
+    assert ladder.brightest_blocks(maxima, 0.01).tolist() in ([2], [3])  # at least one
+    assert ladder.brightest_blocks(maxima, 1.0).tolist() == list(range(10))
 
 
 def test_probe_error_is_the_transforms_miss_of_the_network_at_the_probe():
@@ -265,7 +279,7 @@ def test_probe_error_is_the_transforms_miss_of_the_network_at_the_probe():
     rgb = torch.from_numpy(rng.random((h, w, 3)).astype(np.float32))
     ys, xs = ladder.guided_samples(h, step), ladder.guided_samples(w, step)
     coef = ladder.guided_coefficients(net, rgb[ys][:, xs], h, w, step, torch.device("cpu"), "fp32")
-    rows, cols = ladder.probe_pixels(rgb @ torch.tensor([0.2126, 0.7152, 0.0722]), h, w, step)
+    _, rows, cols = ladder.probe_pixels(rgb @ torch.tensor([0.2126, 0.7152, 0.0722]), h, w, step, share=1.0)
     got = ladder.guided_probe_error(net, rgb[rows, cols], rows, cols, coef, h, w, step, torch.float32)
     # the reference: the full rung's PQ less the guided transform's, at the probes
     full = torch.from_numpy(ladder.apply_rung(net, rgb.numpy(), "full", "cpu", "fp32"))[rows, cols]

@@ -404,9 +404,10 @@ def test_probe_pixels_fast_matches_the_torch_ones():
         y = rng.integers(0, hi, (61, 90)).astype(dtype)
         y[8:10, 12:14] = hi - 1  # ties: the first in raster order
         for step in (2, 6, 8):
-            want = ladder.probe_pixels(y, 61, 90, step)
-            got = fastpath.probe_pixels_fast(y, step)
-            assert all(np.array_equal(g, wv) for g, wv in zip(got, want))
+            for share in (1.0, ladder.PROBE_SHARE):
+                want = ladder.probe_pixels(y, 61, 90, step, share)
+                got = fastpath.probe_pixels_fast(y, step, share)
+                assert all(np.array_equal(g, wv) for g, wv in zip(got, want))
 
 
 def test_gain_mode_choice():

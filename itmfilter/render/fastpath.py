@@ -53,6 +53,8 @@ from itmfilter.render.ladder import (
     GUIDED_KNEE,
     GUIDED_RIDGE,
     GUIDED_SPLAT,
+    PROBE_SHARE,
+    brightest_blocks,
     gain_map,
     gain_mode,
     guided_coefficients,
@@ -60,6 +62,7 @@ from itmfilter.render.ladder import (
     guided_probe_error,
     guided_samples,
     node_lerp,
+    probe_scores,
     refine_block_list,
     refine_blocks,
     residual_map,
@@ -762,12 +765,10 @@ def _block_argmax_kernel():
     import numba as nb
 
     @nb.njit(parallel=True, cache=True, nogil=True)
-    def block_argmax(plane, b, rows, cols):
-        """Per ``b x b`` block (``rows x cols`` of them, the edge ones cropped to the plane) the
-        row and column of its largest value, the first in raster order among equals."""
+    def block_argmax(plane, b, rows, cols, out_v, out_r, out_c):
+        """Per ``b x b`` block (``rows x cols`` of them, the edge ones cropped to the plane) its
+        largest value and that pixel's row and column, the first in raster order among equals."""
         h, w = plane.shape
-        out_r = np.empty((rows, cols), dtype=np.int64)
-        out_c = np.empty((rows, cols), dtype=np.int64)
         for bi in nb.prange(rows):
             for bj in range(cols):
                 best = plane[bi * b, bj * b]
@@ -777,18 +778,23 @@ def _block_argmax_kernel():
                         if plane[r, c] > best:
                             best = plane[r, c]
                             br, bc = r, c
+                out_v[bi, bj] = best
                 out_r[bi, bj] = br
                 out_c[bi, bj] = bc
-        return out_r, out_c
 
     return block_argmax
 
 
-def probe_pixels_fast(y: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`itmfilter.render.ladder.probe_pixels` of the Y' plane in one numba pass."""
+def probe_pixels_fast(y: np.ndarray, step: int, share: float = PROBE_SHARE) -> tuple[np.ndarray, ...]:
+    """:func:`itmfilter.render.ladder.probe_pixels` of the Y' plane, the blocks' maxima in one
+    numba pass."""
     h, w = y.shape
-    rows, cols = _block_argmax_kernel()(np.ascontiguousarray(y), int(step), -(-h // step), -(-w // step))
-    return rows.ravel(), cols.ravel()
+    nbh, nbw = -(-h // step), -(-w // step)
+    best = np.empty((nbh, nbw), np.float32)
+    rows, cols = np.empty((nbh, nbw), np.int64), np.empty((nbh, nbw), np.int64)
+    _block_argmax_kernel()(np.ascontiguousarray(y), int(step), nbh, nbw, best, rows, cols)
+    chosen = brightest_blocks(best.ravel(), share)
+    return chosen, rows.ravel()[chosen], cols.ravel()[chosen]
 
 
 def _block_mean(plane: np.ndarray, b: int, rows: int, cols: int) -> np.ndarray:
@@ -893,9 +899,9 @@ def _guided_planes(net, planes, step: int, *, precision: str):
     coef, resid = guided_coefficients(net, rgb, h, w, step, cpu, precision, fit=guided_fit_fast, with_residual=True)
     dtype = resolve_precision(precision, cpu)
     # each block's brightest pixel: the network there against the fitted transform
-    prows, pcols = probe_pixels_fast(y, step)
-    probe = guided_probe_error(net, torch.from_numpy(_pixels_rgb(planes, prows, pcols)), prows, pcols, coef,
-                               h, w, step, dtype)
+    chosen, prows, pcols = probe_pixels_fast(y, step)
+    probe = probe_scores(chosen, guided_probe_error(net, torch.from_numpy(_pixels_rgb(planes, prows, pcols)), prows,
+                                                    pcols, coef, h, w, step, dtype), h, w, step)
     blocks = refine_blocks(guided_sample_error_fast(rgb.numpy(), resid.numpy(), coef, h, w, step), h, w, step,
                            probe=probe)
     index = refined = None
