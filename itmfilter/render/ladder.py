@@ -134,6 +134,12 @@ one before it (the network on 1, 1/4, 1/16, 1/36, 1/64, 1/64 (no fit), 1/256 of 
 pixels). The plain ``half`` and ``quarter`` are not on it: the guided rung of the same
 network cost is better on both grades measured."""
 
+GRID_LADDER: tuple[str, ...] = ("full", "guided-quarter", "guided-sixth", "guided-eighth")
+"""The rungs of a grid shot's frames (format 1.4+), best first. A grid model costs a few
+hundred multiply-adds a pixel, so its ``guided-half`` (a fit per 4 x 4 pixels and probes in
+a fifth of the blocks) costs more than the model on every pixel, and the plain rungs
+have no road of their own (:func:`itmfilter.render.frame.grid_step`)."""
+
 
 def get_rung(rung: str | Rung) -> Rung:
     """The :class:`Rung` called ``rung`` (a Rung passes through)."""
@@ -841,8 +847,10 @@ class RungController:
     pixels).
     """
 
-    def __init__(self, rung: str, window: int = 24, max_drop_share: float = 0.1) -> None:
+    def __init__(self, rung: str, window: int = 24, max_drop_share: float = 0.1,
+                 ladder: tuple[str, ...] = LADDER) -> None:
         self.rung = get_rung(rung).name
+        self.ladder = ladder
         self.window = window
         self.max_drop_share = max_drop_share
         self.changes: list[tuple[int, str]] = []
@@ -856,21 +864,21 @@ class RungController:
             share = sum(self._recent) / len(self._recent)
             self._recent.clear()
             if share > self.max_drop_share:
-                slower = next_faster_rung(self.rung)
+                slower = next_faster_rung(self.rung, self.ladder)
                 if slower is not None:
                     self.rung = slower
                     self.changes.append((self._seen, self.rung))
         return self.rung
 
 
-def next_faster_rung(rung: str) -> str | None:
-    """The rung after ``rung`` on :data:`LADDER` (None at its end); from a rung off the
-    ladder, the first ladder rung whose network runs on fewer pixels."""
-    if rung in LADDER:
-        index = LADDER.index(rung)
-        return LADDER[index + 1] if index + 1 < len(LADDER) else None
+def next_faster_rung(rung: str, ladder: tuple[str, ...] = LADDER) -> str | None:
+    """The rung after ``rung`` on ``ladder`` (None at its end); from a rung off the ladder,
+    the first ladder rung whose network runs on fewer pixels."""
+    if rung in ladder:
+        index = ladder.index(rung)
+        return ladder[index + 1] if index + 1 < len(ladder) else None
     d = get_rung(rung).downscale
-    return next((name for name in LADDER if get_rung(name).downscale > d), None)
+    return next((name for name in ladder if get_rung(name).downscale > d), None)
 
 
 __all__ = [
@@ -887,6 +895,7 @@ __all__ = [
     "guided_nodes",
     "guided_samples",
     "next_faster_rung",
+    "GRID_LADDER",
     "RUNGS",
     "RUNG_NAMES",
     "Rung",
