@@ -430,22 +430,21 @@ def _lerp_index(n: int, step: int, nodes: int, device, idx: np.ndarray | None = 
 
 GUIDED_REFINE_SHARE = 0.03
 """Share of a guided rung's ``step x step`` blocks where the full network replaces the
-fitted transform: the blocks whose samples the transforms fit worst. Where a cell's colours
-are not affine in the guide (clipped highlights, sharp colour edges under a spatially varying
-grade) the error concentrates in few blocks. On the spatially varying grade against the
-master (``benchmarks/ladder_timing.py --quality``, docs/ladder-timing.md), 1080p:
-guided-eighth 40.94 -> 41.76 dB, guided-sixth 41.28 -> 41.99, guided-quarter 41.76 -> 42.41
-(the full network: 42.56); 640x360: guided-half 41.11 -> 41.73 (full: 42.13). Per share
-(``ladder_timing.py --refine-shares``), 1080p guided-sixth: 41.81 / 41.90 / 41.99 / 42.06 dB
-at 1 / 2 / 3 / 5 %: the first few per cent carry most of the gain. The global curve gains
-nothing and loses nothing (its error is below :data:`GUIDED_REFINE_TOL`)."""
+fitted transform: the blocks the transforms fit worst, by their samples and by their
+probes (:func:`probe_pixels`). Where a cell's colours are not affine in the guide (clipped
+highlights, sharp colour edges under a spatially varying grade) the error concentrates in
+few blocks. On the spatially varying grade against the master (``benchmarks/ladder_timing.py
+--refine-shares 0,0.01,0.02,0.03``, docs/ladder-timing.md), 1080p: guided-quarter 41.93 ->
+42.67 dB, guided-sixth 41.47 -> 42.62 (the full network: 42.77); 640x360: guided-half
+41.13 -> 42.22 (full: 42.20). The first per cent carries most of the gain (guided-sixth
+42.43 / 42.56 / 42.62 dB at 1 / 2 / 3 %). The global curve gains nothing and loses
+nothing (its error is below :data:`GUIDED_REFINE_TOL`)."""
 
 GUIDED_REFINE_SHARES = {8: 0.02}
 """Per-step exceptions to :data:`GUIDED_REFINE_SHARE`. ``guided-eighth`` (step 8), the rung that
 keeps 1080p24 on 2 cores, refines 2 %: its network samples only 1.6 % of the pixels, so 3 %
-more than tripled its network work; 2 % costs 0.08 dB (41.68 against 41.76 dB on the 1080p
-spatially varying grade, full network 42.56) and keeps the rung within the player's limit
-with a real track's network (``auto`` timed it at 27.2 ms: docs/playback-benchmark.md)."""
+more than tripled its network work; 41.05 -> 42.37 dB at 2 % on the 1080p spatially
+varying grade (3 %: 42.52; full network 42.77)."""
 
 GUIDED_REFINE_TOL = 1.0 / 1023
 """A block is refined only where its samples' fit error exceeds one 10-bit PQ code."""
