@@ -222,6 +222,73 @@ def test_refine_blocks_takes_the_worst_share_above_the_tolerance():
     assert rows.tolist() == [[36, 36, 36, 36]] and cols.tolist() == [[48, 49, 49, 49]]
 
 
+def test_refine_blocks_scores_a_block_by_its_probe_where_larger():
+    h, w, step = 37, 50, 4
+    a, b = len(ladder.guided_samples(h, step)), len(ladder.guided_samples(w, step))
+    nbh, nbw = -(-h // step), -(-w // step)
+    error = torch.zeros(a, b)
+    probe = np.zeros(nbh * nbw, np.float32)
+    probe[2 * nbw + 11] = 0.05  # a block whose samples fit and whose brightest pixel does not
+    blocks = ladder.refine_blocks(error, h, w, step, share=0.01, probe=probe)
+    assert blocks.sum() == 1 and blocks[2, 11]  # the probe is the block's own: not dilated
+    assert not ladder.refine_blocks(error, h, w, step, share=0.01).any()
+
+
+def test_probe_pixels_are_each_blocks_first_brightest_pixel():
+    rng = np.random.default_rng(3)
+    h, w, step = 37, 50, 4
+    y = rng.integers(16, 236, (h, w)).astype(np.uint8)
+    y[5:7, 9:11] = 250  # a tie inside one block: the first in raster order wins
+    blocks, rows, cols = ladder.probe_pixels(y, h, w, step, share=1.0)
+    nbh, nbw = -(-h // step), -(-w // step)
+    assert rows.shape == cols.shape == (nbh * nbw,) and np.array_equal(blocks, np.arange(nbh * nbw))
+    for k, (r, c) in enumerate(zip(rows, cols)):
+        bi, bj = divmod(k, nbw)
+        block = y[bi * step:(bi + 1) * step, bj * step:(bj + 1) * step]  # edge blocks: cropped
+        assert bi * step <= r < min(h, (bi + 1) * step) and bj * step <= c < min(w, (bj + 1) * step)
+        flat = int(np.argmax(block))
+        assert (r, c) == (bi * step + flat // block.shape[1], bj * step + flat % block.shape[1])
+    k = (5 // step) * nbw + 9 // step
+    assert (rows[k], cols[k]) == (5, 9)
+    # the torch luma of R'G'B' takes the same road
+    lum = torch.from_numpy(y.astype(np.float32) / 255)
+    assert all(np.array_equal(p, q) for p, q in zip(ladder.probe_pixels(lum, h, w, step, share=1.0),
+                                                    (blocks, rows, cols)))
+    # by default only the brightest blocks: here the one holding the 250s comes first
+    few, frows, fcols = ladder.probe_pixels(y, h, w, step, share=0.2)
+    assert len(few) == round(0.2 * nbh * nbw) and k in few
+    assert np.array_equal(frows, rows[few]) and np.array_equal(fcols, cols[few])
+    maxima = np.array([y[r, c] for r, c in zip(rows, cols)], np.float32)
+    assert maxima[few].min() >= np.delete(maxima, few).max()
+
+
+def test_brightest_blocks_takes_the_share_with_the_largest_maxima():
+    maxima = np.array([5, 1, 9, 9, 3, 7, 0, 2, 8, 4], np.float32)
+    assert ladder.brightest_blocks(maxima, 0.3).tolist() == [2, 3, 8]
+    assert ladder.brightest_blocks(maxima, 0.01).tolist() in ([2], [3])  # at least one
+    assert ladder.brightest_blocks(maxima, 1.0).tolist() == list(range(10))
+
+
+def test_probe_error_is_the_transforms_miss_of_the_network_at_the_probe():
+    torch.manual_seed(0)
+    net = ITMNet(CONFIGS["default"]).eval()
+    for p in net.fusion[-1].parameters():  # a residual the transforms cannot follow everywhere
+        torch.nn.init.normal_(p, std=0.05)
+    rng = np.random.default_rng(4)
+    h, w, step = 24, 32, 4
+    rgb = torch.from_numpy(rng.random((h, w, 3)).astype(np.float32))
+    ys, xs = ladder.guided_samples(h, step), ladder.guided_samples(w, step)
+    coef = ladder.guided_coefficients(net, rgb[ys][:, xs], h, w, step, torch.device("cpu"), "fp32")
+    _, rows, cols = ladder.probe_pixels(rgb @ torch.tensor([0.2126, 0.7152, 0.0722]), h, w, step, share=1.0)
+    got = ladder.guided_probe_error(net, rgb[rows, cols], rows, cols, coef, h, w, step, torch.float32)
+    # the reference: the full rung's PQ less the guided transform's, at the probes
+    full = torch.from_numpy(ladder.apply_rung(net, rgb.numpy(), "full", "cpu", "fp32"))[rows, cols]
+    prior = net.prior(rgb[rows, cols]).clamp(0.0, 1.0)
+    want = ladder.guided_point_error(rgb[rows, cols], full - prior, coef, rows, cols, h, w, step)
+    assert got.shape == (len(rows),) and float(got.max()) > 1e-3
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=2e-5)
+
+
 def test_guided_fit_recovers_an_affine_residual_exactly():
     # a residual that is one affine function of the guide everywhere: every node finds it
     rng = np.random.default_rng(2)

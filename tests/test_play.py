@@ -395,6 +395,21 @@ def test_guided_numba_sample_error_matches_the_torch_one():
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_probe_pixels_fast_matches_the_torch_ones():
+    pytest.importorskip("numba")
+    from itmfilter.render import fastpath, ladder
+
+    rng = np.random.default_rng(6)
+    for dtype, hi in ((np.uint8, 256), (np.uint16, 1024)):
+        y = rng.integers(0, hi, (61, 90)).astype(dtype)
+        y[8:10, 12:14] = hi - 1  # ties: the first in raster order
+        for step in (2, 6, 8):
+            for share in (1.0, ladder.PROBE_SHARE):
+                want = ladder.probe_pixels(y, 61, 90, step, share)
+                got = fastpath.probe_pixels_fast(y, step, share)
+                assert all(np.array_equal(g, wv) for g, wv in zip(got, want))
+
+
 def test_gain_mode_choice():
     from itmfilter.render.frame import choose_gain_mode
 

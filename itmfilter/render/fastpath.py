@@ -53,12 +53,16 @@ from itmfilter.render.ladder import (
     GUIDED_KNEE,
     GUIDED_RIDGE,
     GUIDED_SPLAT,
+    PROBE_SHARE,
+    brightest_blocks,
     gain_map,
     gain_mode,
     guided_coefficients,
     guided_nodes,
+    guided_probe_error,
     guided_samples,
     node_lerp,
+    probe_scores,
     refine_block_list,
     refine_blocks,
     residual_map,
@@ -756,6 +760,43 @@ def _block_mean_kernel():
     return block_mean
 
 
+@functools.lru_cache(maxsize=1)
+def _block_argmax_kernel():
+    import numba as nb
+
+    @nb.njit(parallel=True, cache=True, nogil=True)
+    def block_argmax(plane, b, rows, cols, out_v, out_r, out_c):
+        """Per ``b x b`` block (``rows x cols`` of them, the edge ones cropped to the plane) its
+        largest value and that pixel's row and column, the first in raster order among equals."""
+        h, w = plane.shape
+        for bi in nb.prange(rows):
+            for bj in range(cols):
+                best = plane[bi * b, bj * b]
+                br, bc = bi * b, bj * b
+                for r in range(bi * b, min(h, bi * b + b)):
+                    for c in range(bj * b, min(w, bj * b + b)):
+                        if plane[r, c] > best:
+                            best = plane[r, c]
+                            br, bc = r, c
+                out_v[bi, bj] = best
+                out_r[bi, bj] = br
+                out_c[bi, bj] = bc
+
+    return block_argmax
+
+
+def probe_pixels_fast(y: np.ndarray, step: int, share: float = PROBE_SHARE) -> tuple[np.ndarray, ...]:
+    """:func:`itmfilter.render.ladder.probe_pixels` of the Y' plane, the blocks' maxima in one
+    numba pass."""
+    h, w = y.shape
+    nbh, nbw = -(-h // step), -(-w // step)
+    best = np.empty((nbh, nbw), np.float32)
+    rows, cols = np.empty((nbh, nbw), np.int64), np.empty((nbh, nbw), np.int64)
+    _block_argmax_kernel()(np.ascontiguousarray(y), int(step), nbh, nbw, best, rows, cols)
+    chosen = brightest_blocks(best.ravel(), share)
+    return chosen, rows.ravel()[chosen], cols.ravel()[chosen]
+
+
 def _block_mean(plane: np.ndarray, b: int, rows: int, cols: int) -> np.ndarray:
     """Mean over ``b x b`` blocks of ``plane`` padded (edge replicated) to ``rows*b x cols*b``."""
     out = np.empty((rows, cols), np.float32)
@@ -856,17 +897,31 @@ def _guided_planes(net, planes, step: int, *, precision: str):
     rgb = torch.from_numpy(sample_sdr(y, cb, cr, step, bits=bits, full_range=full))
     cpu = torch.device("cpu")
     coef, resid = guided_coefficients(net, rgb, h, w, step, cpu, precision, fit=guided_fit_fast, with_residual=True)
-    blocks = refine_blocks(guided_sample_error_fast(rgb.numpy(), resid.numpy(), coef, h, w, step), h, w, step)
+    dtype = resolve_precision(precision, cpu)
+    # each block's brightest pixel: the network there against the fitted transform
+    chosen, prows, pcols = probe_pixels_fast(y, step)
+    probe = probe_scores(chosen, guided_probe_error(net, torch.from_numpy(pixels_rgb(planes, prows, pcols)), prows,
+                                                    pcols, coef, h, w, step, dtype), h, w, step)
+    blocks = refine_blocks(guided_sample_error_fast(rgb.numpy(), resid.numpy(), coef, h, w, step), h, w, step,
+                           probe=probe)
     index = refined = None
     if blocks.any():
         index, rows, cols = refine_block_list(blocks, h, w, step)
         k = rows.shape[0]
-        conv, off_c, inv_gc = _conversion(bits, full)
-        prgb = np.empty((k * step * step, 3), np.float32)
-        _guided_kernels()[2](np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
-                             np.broadcast_to(rows[:, :, None], (k, step, step)).ravel(),
-                             np.broadcast_to(cols[:, None, :], (k, step, step)).ravel(), conv, off_c, inv_gc, prgb)
+        prgb = pixels_rgb(planes, np.broadcast_to(rows[:, :, None], (k, step, step)).ravel(),
+                           np.broadcast_to(cols[:, None, :], (k, step, step)).ravel())
         refined = residual_on_blocks(net, torch.from_numpy(prgb).reshape(k, step, step, 3), torch.from_numpy(rows),
-                                     torch.from_numpy(cols), h, w, resolve_precision(precision, cpu)).numpy()
+                                     torch.from_numpy(cols), h, w, dtype).numpy()
     return guided_to_hdr10_planes(y, cb, cr, coef, net.prior_mmr.detach().numpy(), step, bits=bits, full_range=full,
                                   index=index, refined=refined)
+
+
+def pixels_rgb(planes, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``(N, 3)`` SDR R'G'B' float32 of the 4:2:0 ``planes`` at pixels ``(rows, cols)``, chroma
+    upsampled as the main pass does."""
+    conv, off_c, inv_gc = _conversion(planes.bits, planes.full_range)
+    out = np.empty((rows.size, 3), np.float32)
+    _guided_kernels()[2](np.ascontiguousarray(planes.y), np.ascontiguousarray(planes.cb),
+                         np.ascontiguousarray(planes.cr), np.ascontiguousarray(rows, dtype=np.int64),
+                         np.ascontiguousarray(cols, dtype=np.int64), conv, off_c, inv_gc, out)
+    return out

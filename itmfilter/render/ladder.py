@@ -134,6 +134,12 @@ one before it (the network on 1, 1/4, 1/16, 1/36, 1/64, 1/64 (no fit), 1/256 of 
 pixels). The plain ``half`` and ``quarter`` are not on it: the guided rung of the same
 network cost is better on both grades measured."""
 
+GRID_LADDER: tuple[str, ...] = ("full", "guided-quarter", "guided-sixth", "guided-eighth")
+"""The rungs of a grid shot's frames (format 1.4+), best first. A grid model costs a few
+hundred multiply-adds a pixel, so its ``guided-half`` (a fit per 4 x 4 pixels and probes in
+a fifth of the blocks) costs more than the model on every pixel, and the plain rungs
+have no road of their own (:func:`itmfilter.render.frame.grid_step`)."""
+
 
 def get_rung(rung: str | Rung) -> Rung:
     """The :class:`Rung` called ``rung`` (a Rung passes through)."""
@@ -424,22 +430,21 @@ def _lerp_index(n: int, step: int, nodes: int, device, idx: np.ndarray | None = 
 
 GUIDED_REFINE_SHARE = 0.03
 """Share of a guided rung's ``step x step`` blocks where the full network replaces the
-fitted transform: the blocks whose samples the transforms fit worst. Where a cell's colours
-are not affine in the guide (clipped highlights, sharp colour edges under a spatially varying
-grade) the error concentrates in few blocks. On the spatially varying grade against the
-master (``benchmarks/ladder_timing.py --quality``, docs/ladder-timing.md), 1080p:
-guided-eighth 40.94 -> 41.76 dB, guided-sixth 41.28 -> 41.99, guided-quarter 41.76 -> 42.41
-(the full network: 42.56); 640x360: guided-half 41.11 -> 41.73 (full: 42.13). Per share
-(``ladder_timing.py --refine-shares``), 1080p guided-sixth: 41.81 / 41.90 / 41.99 / 42.06 dB
-at 1 / 2 / 3 / 5 %: the first few per cent carry most of the gain. The global curve gains
-nothing and loses nothing (its error is below :data:`GUIDED_REFINE_TOL`)."""
+fitted transform: the blocks the transforms fit worst, by their samples and by their
+probes (:func:`probe_pixels`). Where a cell's colours are not affine in the guide (clipped
+highlights, sharp colour edges under a spatially varying grade) the error concentrates in
+few blocks. On the spatially varying grade against the master (``benchmarks/ladder_timing.py
+--refine-shares 0,0.01,0.02,0.03``, docs/ladder-timing.md), 1080p: guided-quarter 41.93 ->
+42.67 dB, guided-sixth 41.47 -> 42.62 (the full network: 42.77); 640x360: guided-half
+41.13 -> 42.22 (full: 42.20). The first per cent carries most of the gain (guided-sixth
+42.43 / 42.56 / 42.62 dB at 1 / 2 / 3 %). The global curve gains nothing and loses
+nothing (its error is below :data:`GUIDED_REFINE_TOL`)."""
 
 GUIDED_REFINE_SHARES = {8: 0.02}
 """Per-step exceptions to :data:`GUIDED_REFINE_SHARE`. ``guided-eighth`` (step 8), the rung that
 keeps 1080p24 on 2 cores, refines 2 %: its network samples only 1.6 % of the pixels, so 3 %
-more than tripled its network work; 2 % costs 0.08 dB (41.68 against 41.76 dB on the 1080p
-spatially varying grade, full network 42.56) and keeps the rung within the player's limit
-with a real track's network (``auto`` timed it at 27.2 ms: docs/playback-benchmark.md)."""
+more than tripled its network work; 41.05 -> 42.37 dB at 2 % on the 1080p spatially
+varying grade (3 %: 42.52; full network 42.77)."""
 
 GUIDED_REFINE_TOL = 1.0 / 1023
 """A block is refined only where its samples' fit error exceeds one 10-bit PQ code."""
@@ -450,26 +455,90 @@ def guided_sample_error(rgb: torch.Tensor, resid: torch.Tensor, coef, h: int, w:
     """How far the fitted transforms miss the network at its own samples: ``(A, B)`` largest
     absolute PQ error over R, G, B of ``guided_features(rgb) @ lerped transform - resid``
     (the samples' transforms interpolated as the per-pixel pass interpolates them)."""
-    coef = torch.as_tensor(coef, dtype=torch.float32)
     rows, cols = guided_samples(h, step), guided_samples(w, step)
+    r = np.repeat(rows, cols.size)
+    c = np.tile(cols, rows.size)
+    err = guided_point_error(rgb.reshape(-1, 3), resid.reshape(-1, 3), coef, r, c, h, w, step)
+    return err.reshape(rows.size, cols.size)
+
+
+@torch.no_grad()
+def guided_point_error(rgb: torch.Tensor, resid: torch.Tensor, coef, rows: np.ndarray, cols: np.ndarray,
+                       h: int, w: int, step: int) -> torch.Tensor:
+    """How far the fitted transforms miss ``resid`` ``(N, 3)`` (what the network adds to its
+    clipped prior, PQ) at ``N`` pixels ``(rows, cols)`` of SDR ``rgb`` ``(N, 3)``: ``(N,)`` largest
+    absolute error over R, G, B, each pixel's transform interpolated as the per-pixel pass does."""
+    coef = torch.as_tensor(coef, dtype=torch.float32)
     gh, gw = coef.shape[:2]
-    y0, y1, wy = _lerp_index(h, step, gh, coef.device, rows)
-    x0, x1, wx = _lerp_index(w, step, gw, coef.device, cols)
-    c = torch.lerp(coef[y0], coef[y1], wy.view(-1, 1, 1, 1))
-    c = torch.lerp(c[:, x0], c[:, x1], wx.view(1, -1, 1, 1))  # (A, B, 5, 3)
-    pred = torch.einsum("abk,abkc->abc", guided_features(rgb.float()), c)
-    return (pred - resid.float()).abs().amax(dim=-1)
+    y0, y1, wy = _lerp_index(h, step, gh, coef.device, np.asarray(rows))
+    x0, x1, wx = _lerp_index(w, step, gw, coef.device, np.asarray(cols))
+    top = torch.lerp(coef[y0, x0], coef[y0, x1], wx.view(-1, 1, 1))
+    bottom = torch.lerp(coef[y1, x0], coef[y1, x1], wx.view(-1, 1, 1))
+    c = torch.lerp(top, bottom, wy.view(-1, 1, 1))  # (N, 5, 3)
+    pred = torch.einsum("nk,nkc->nc", guided_features(rgb.float().to(coef.device)), c)
+    return (pred - resid.float().to(coef.device)).abs().amax(dim=-1)
+
+
+PROBE_SHARE = 0.2
+"""Share of a guided rung's blocks that get a probe: the brightest ones (by their largest Y')."""
+
+
+def probe_pixels(luma, h: int, w: int, step: int, share: float = PROBE_SHARE) -> tuple[np.ndarray, ...]:
+    """Probes of the brightest ``share`` of the ``step x step`` blocks: ``(blocks, rows,
+    cols)`` int64, the blocks' raster indices (of ``nbh * nbw``) and each one's pixel of the
+    largest ``luma`` ``(H, W)`` (the SDR's Y' codes, or its R'G'B''s BT.709 luma), the
+    first in raster order among equals. Blocks on the right and bottom edges hold only the
+    picture's own pixels.
+
+    Why there: a block's transform is fitted to the network at one sample in it, and it
+    fails where the block holds colours the samples around it do not, above all the
+    clipped highlights of a spatially varying grade, where the network puts back detail
+    no affine map of the SDR has. Scoring blocks by the fit's error at such a pixel
+    (:func:`guided_probe_error`) as well as at their samples finds most of them. Measured
+    on the built-in picture's 1080p spatially varying grade, ``guided-eighth`` refining 2 %
+    of its blocks: 41.83 dB by the samples alone, 42.37 with a probe in every block, 42.37
+    in the brightest 20 % (42.39 at 10 %, 42.15 at 5 %; the full network 42.77; refining
+    the 2 % of largest true error, which no player knows: 42.44); 640x360 ``guided-half``
+    at 2 %: 41.73, 42.18 and 42.18 (full 42.22). Probing the blocks of largest contrast
+    (brightest pixel against the sample) instead: 42.11 at 20 %; the darkest pixel as a
+    second probe: +0.01 dB.
+    """
+    if isinstance(luma, torch.Tensor):
+        lum = luma.detach().to(device="cpu", dtype=torch.float32)
+    else:
+        lum = torch.from_numpy(np.asarray(luma, dtype=np.float32))  # codes up to 1023: exact
+    nbh, nbw = -(-h // step), -(-w // step)
+    # pad with -inf past the edges, then the argmax of each block's step*step pixels
+    padded = torch.full((nbh * step, nbw * step), float("-inf"), dtype=lum.dtype)
+    padded[:h, :w] = lum[:h, :w]
+    blocks = padded.reshape(nbh, step, nbw, step).permute(0, 2, 1, 3).reshape(nbh, nbw, step * step)
+    best, flat = blocks.max(dim=-1)  # torch: the first of equal maxima
+    bi, bj = np.meshgrid(np.arange(nbh), np.arange(nbw), indexing="ij")
+    rows = (bi * step + flat.numpy() // step).ravel().astype(np.int64)
+    cols = (bj * step + flat.numpy() % step).ravel().astype(np.int64)
+    chosen = brightest_blocks(best.numpy().ravel(), share)
+    return chosen, rows[chosen], cols[chosen]
+
+
+def brightest_blocks(maxima: np.ndarray, share: float = PROBE_SHARE) -> np.ndarray:
+    """Raster indices (sorted) of the ``share`` of blocks with the largest ``maxima``
+    ``(nbh * nbw,)``; one rule for the reference and the fused path, so both probe the
+    same blocks."""
+    maxima = np.asarray(maxima, dtype=np.float32)
+    k = int(min(maxima.size, max(1, round(share * maxima.size))))
+    return np.sort(np.argpartition(-maxima, k - 1)[:k]).astype(np.int64)
 
 
 def refine_blocks(error, h: int, w: int, step: int, share: float | None = None,
-                  tol: float = GUIDED_REFINE_TOL) -> np.ndarray:
+                  tol: float = GUIDED_REFINE_TOL, probe=None) -> np.ndarray:
     """Which ``step x step`` blocks of an ``h x w`` picture the full network redoes:
     ``(ceil(h / step), ceil(w / step))`` bool. A block's score is the largest sample error
     (:func:`guided_sample_error`) among its own sample and the 8 around it (the error of a
     badly fitted cell shows at its edges' samples too); the ``share`` of blocks with the
     highest scores above ``tol`` are chosen (``None``: :data:`GUIDED_REFINE_SHARES` for this
     ``step``, else :data:`GUIDED_REFINE_SHARE`). Blocks
-    past the last sample take its score."""
+    past the last sample take its score. ``probe``: each block's error at its probe pixel
+    (:func:`guided_probe_error`, ``nbh * nbw`` in raster order); a block scores the larger."""
     share = GUIDED_REFINE_SHARES.get(step, GUIDED_REFINE_SHARE) if share is None else share
     nbh, nbw = -(-h // step), -(-w // step)
     e = np.asarray(error.cpu() if isinstance(error, torch.Tensor) else error, dtype=np.float32)
@@ -477,6 +546,9 @@ def refine_blocks(error, h: int, w: int, step: int, share: float | None = None,
     p = np.pad(e, 1, mode="edge")
     score = np.maximum.reduce([p[i:i + e.shape[0], j:j + e.shape[1]] for i in range(3) for j in range(3)])
     score = score[np.minimum(np.arange(nbh), e.shape[0] - 1)][:, np.minimum(np.arange(nbw), e.shape[1] - 1)]
+    if probe is not None:
+        p = np.asarray(probe.cpu() if isinstance(probe, torch.Tensor) else probe, dtype=np.float32)
+        score = np.maximum(score, p.reshape(nbh, nbw))
     flat = score.ravel()
     count = int(min(flat.size, round(share * flat.size)))
     mask = np.zeros(flat.size, dtype=bool)
@@ -518,9 +590,37 @@ def residual_on_blocks(net: ITMNet, rgb: torch.Tensor, rows: torch.Tensor, cols:
     return (out if prior is None else out - prior).reshape(k, s, s, 3)
 
 
-def _apply_guided_rung(net, x, step, device, precision, encode_pq):
+def probe_scores(chosen: np.ndarray, error, h: int, w: int, step: int) -> np.ndarray:
+    """The probed blocks' ``error`` ``(N,)`` in a ``(nbh * nbw,)`` float32 array (0 elsewhere)
+    for :func:`refine_blocks`."""
+    out = np.zeros(-(-h // step) * -(-w // step), np.float32)
+    out[chosen] = np.asarray(error.cpu() if isinstance(error, torch.Tensor) else error, dtype=np.float32)
+    return out
+
+
+@torch.no_grad()
+def guided_probe_error(net: ITMNet, rgb: torch.Tensor, rows: np.ndarray, cols: np.ndarray, coef, h: int, w: int,
+                       step: int, dtype: torch.dtype) -> torch.Tensor:
+    """Each block's fit error at its probe pixel (:func:`probe_pixels`): the network runs at
+    the ``N`` probes (SDR ``rgb`` ``(N, 3)``) and what it adds to its clipped prior is
+    compared with the lerped transform there (:func:`guided_point_error`); ``(N,)``."""
+    n = rows.shape[0]
+    r, c = torch.from_numpy(rows).view(n, 1), torch.from_numpy(cols).view(n, 1)
+    pts = rgb.reshape(n, 3).float()
+    out = residual_on_blocks(net, pts.view(n, 1, 1, 3), r.to(pts.device), c.to(pts.device), h, w, dtype).reshape(n, 3)
+    prior = net.prior(pts)
+    if prior is None:
+        resid = out.clamp_(0.0, 1.0)
+    else:
+        resid = out.add_(prior).clamp_(0.0, 1.0).sub_(prior.clamp_(0.0, 1.0))
+    return guided_point_error(pts, resid, coef, rows, cols, h, w, step)
+
+
+def _apply_guided_rung(net, x, step, device, precision, encode_pq, y_plane=None):
     """Guided rung: prior(SDR) + the per-node transforms, bilinearly interpolated, applied
-    to each pixel's guide; ``(H, W, 3)`` PQ or cd/m2."""
+    to each pixel's guide; ``(H, W, 3)`` PQ or cd/m2; the worst-fitted blocks (by their
+    samples and their probes: ``y_plane`` picks those, default the BT.709 luma of ``x``) redone
+    by the full network."""
     h, w, _ = x.shape
     ys = torch.from_numpy(guided_samples(h, step)).to(device)
     xs = torch.from_numpy(guided_samples(w, step)).to(device)
@@ -540,12 +640,20 @@ def _apply_guided_rung(net, x, step, device, precision, encode_pq):
         pq = _guided_base(net, sdr.reshape(-1, 3)).reshape(sdr.shape)
         pq.add_(torch.einsum("nwk,nwkc->nwc", guided_features(sdr), c)).clamp_(0.0, 1.0)
         out[band] = pq
-    blocks = refine_blocks(guided_sample_error(rgb_samples.cpu(), resid.cpu(), coef.cpu(), h, w, step), h, w, step)
+    dtype = resolve_precision(precision, device)
+    if y_plane is None:
+        y_plane = x.clamp(0.0, 1.0) @ torch.tensor(_LUMA_709, device=device)
+    chosen, prows, pcols = probe_pixels(y_plane, h, w, step)
+    pr, pc = torch.from_numpy(prows).to(device), torch.from_numpy(pcols).to(device)
+    probe = probe_scores(chosen, guided_probe_error(net, x[pr, pc].clamp(0.0, 1.0), prows, pcols, coef, h, w, step,
+                                                    dtype), h, w, step)
+    blocks = refine_blocks(guided_sample_error(rgb_samples.cpu(), resid.cpu(), coef.cpu(), h, w, step), h, w, step,
+                           probe=probe)
     if blocks.any():
         # the worst-fitted blocks: the full network, as the full rung computes it
         _, rows, cols = (torch.from_numpy(v).to(device) for v in refine_block_list(blocks, h, w, step))
         sdr = x[rows[:, :, None], cols[:, None, :]].clamp(0.0, 1.0)  # (K, s, s, 3)
-        resid = residual_on_blocks(net, sdr, rows, cols, h, w, resolve_precision(precision, device))
+        resid = residual_on_blocks(net, sdr, rows, cols, h, w, dtype)
         prior = net.prior(sdr.reshape(-1, 3))
         full = (resid.reshape(-1, 3) + (0 if prior is None else prior)).clamp_(0.0, 1.0).reshape(resid.shape)
         out[rows[:, :, None], cols[:, None, :]] = full  # edge blocks write their last row/column twice alike
@@ -553,7 +661,7 @@ def _apply_guided_rung(net, x, step, device, precision, encode_pq):
 
 
 @torch.no_grad()
-def _apply_gain_rung(net, sdr, rung: Rung, device, precision, gain, offset_nits, encode_pq):
+def _apply_gain_rung(net, sdr, rung: Rung, device, precision, gain, offset_nits, encode_pq, y_plane=None):
     """Gain-map rung; returns ``(H, W, 3)`` float32 torch, PQ or cd/m2 (``encode_pq``)."""
     if gain not in GAIN_MODES:
         raise ValueError(f"unknown gain mode {gain!r}; expected one of {GAIN_MODES}")
@@ -565,7 +673,7 @@ def _apply_gain_rung(net, sdr, rung: Rung, device, precision, gain, offset_nits,
     h, w, _ = x.shape
     d, k = rung.downscale, float(offset_nits)
     if rung.guided:
-        return _apply_guided_rung(net.to(device).eval(), x, d, device, precision, encode_pq)
+        return _apply_guided_rung(net.to(device).eval(), x, d, device, precision, encode_pq, y_plane)
     if gain == "prior":
         return _apply_prior_rung(net.to(device).eval(), x, d, device, precision, encode_pq)
     g = _low_res_gain(net.to(device).eval(), x, d, device, precision, gain, k)
@@ -594,12 +702,12 @@ def _apply_gain_rung(net, sdr, rung: Rung, device, precision, gain, offset_nits,
     return out
 
 
-def _run_rung(net, sdr, rung, device, precision, gain, offset_nits, encode_pq: bool) -> torch.Tensor:
+def _run_rung(net, sdr, rung, device, precision, gain, offset_nits, encode_pq: bool, y_plane=None) -> torch.Tensor:
     rung = get_rung(rung)
     if rung.downscale == 1:
         pq = predict_pq(net, sdr, device=device, precision=precision).clamp_(0.0, 1.0)
         return pq if encode_pq else eotf_st2084(pq)
-    return _apply_gain_rung(net, sdr, rung, device, precision, gain_mode(net, gain), offset_nits, encode_pq)
+    return _apply_gain_rung(net, sdr, rung, device, precision, gain_mode(net, gain), offset_nits, encode_pq, y_plane)
 
 
 def apply_rung(
@@ -611,6 +719,7 @@ def apply_rung(
     *,
     gain: str = "auto",
     offset_nits: float = GAIN_OFFSET_NITS,
+    y_plane=None,
 ) -> np.ndarray:
     """Run ``net`` over ``sdr`` at ``rung``.
 
@@ -618,11 +727,13 @@ def apply_rung(
     ``rung``: a name of :data:`RUNGS` or a :class:`Rung`; ``full`` is exactly
     :func:`itmfilter.model.inference.predict_pq`. ``precision``: ``auto``/``fp32``/``bf16`` for
     the network. ``gain``: ``auto``, ``prior`` (:func:`gain_mode`), ``rgb`` or ``luma``
-    (module docstring). Returns PQ BT.2020
-    R'G'B' code values [0, 1], ``(H, W, 3)`` float32 numpy.
+    (module docstring). ``y_plane``: ``(H, W)``, the SDR's Y' codes where the caller has
+    them, which pick the guided rungs' probe pixels (:func:`probe_pixels`; default: the
+    BT.709 luma of ``sdr``). Returns PQ BT.2020 R'G'B' code values [0, 1], ``(H, W, 3)``
+    float32 numpy.
     """
     return apply_rung_tensor(net, sdr, rung, device, precision, gain=gain,
-                             offset_nits=offset_nits).cpu().numpy()
+                             offset_nits=offset_nits, y_plane=y_plane).cpu().numpy()
 
 
 @torch.no_grad()
@@ -635,10 +746,11 @@ def apply_rung_tensor(
     *,
     gain: str = "auto",
     offset_nits: float = GAIN_OFFSET_NITS,
+    y_plane=None,
 ) -> torch.Tensor:
     """:func:`apply_rung` leaving the result on ``device`` as a float32 tensor (the CUDA
     player keeps the frame on the GPU up to its Y'CbCr planes)."""
-    return _run_rung(net, sdr, rung, device, precision, gain, offset_nits, encode_pq=True)
+    return _run_rung(net, sdr, rung, device, precision, gain, offset_nits, encode_pq=True, y_plane=y_plane)
 
 
 def time_rungs(
@@ -734,8 +846,10 @@ class RungController:
     pixels).
     """
 
-    def __init__(self, rung: str, window: int = 24, max_drop_share: float = 0.1) -> None:
+    def __init__(self, rung: str, window: int = 24, max_drop_share: float = 0.1,
+                 ladder: tuple[str, ...] = LADDER) -> None:
         self.rung = get_rung(rung).name
+        self.ladder = ladder
         self.window = window
         self.max_drop_share = max_drop_share
         self.changes: list[tuple[int, str]] = []
@@ -749,21 +863,21 @@ class RungController:
             share = sum(self._recent) / len(self._recent)
             self._recent.clear()
             if share > self.max_drop_share:
-                slower = next_faster_rung(self.rung)
+                slower = next_faster_rung(self.rung, self.ladder)
                 if slower is not None:
                     self.rung = slower
                     self.changes.append((self._seen, self.rung))
         return self.rung
 
 
-def next_faster_rung(rung: str) -> str | None:
-    """The rung after ``rung`` on :data:`LADDER` (None at its end); from a rung off the
-    ladder, the first ladder rung whose network runs on fewer pixels."""
-    if rung in LADDER:
-        index = LADDER.index(rung)
-        return LADDER[index + 1] if index + 1 < len(LADDER) else None
+def next_faster_rung(rung: str, ladder: tuple[str, ...] = LADDER) -> str | None:
+    """The rung after ``rung`` on ``ladder`` (None at its end); from a rung off the ladder,
+    the first ladder rung whose network runs on fewer pixels."""
+    if rung in ladder:
+        index = ladder.index(rung)
+        return ladder[index + 1] if index + 1 < len(ladder) else None
     d = get_rung(rung).downscale
-    return next((name for name in LADDER if get_rung(name).downscale > d), None)
+    return next((name for name in ladder if get_rung(name).downscale > d), None)
 
 
 __all__ = [
@@ -780,6 +894,7 @@ __all__ = [
     "guided_nodes",
     "guided_samples",
     "next_faster_rung",
+    "GRID_LADDER",
     "RUNGS",
     "RUNG_NAMES",
     "Rung",
