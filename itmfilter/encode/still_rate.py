@@ -6,6 +6,8 @@ Candidates, each coded, decoded exactly as a reader will and scored against the 
 * ``polynomial``: the grid format's smallest model (MMR3 + a zero 2x2 plane, ~0.3 KB);
 * ``gainmap``: no model, a residual gain layer everywhere over the SDR placed per BT.2408:
   a gain map (ISO 21496-1 style, 3 channels, AVIF) inside the same payload;
+* ``gainmap-pq``: the same layer as a difference of PQ code values instead of a log2 gain
+  (:data:`itmfilter.model.residual.DOMAIN_PQ`): the error where PU21 counts it;
 * ``polynomial+res-t0``: the polynomial with a gain layer everywhere over it (below 3 KB,
   where no grid model is tried);
 * ``grid-<size>`` alone, and with a residual layer everywhere (``t0``) or only where the SDR's
@@ -173,13 +175,13 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
     clock("fit+decode polynomial", t0)
 
     def with_residual(name: str, model_data: bytes, model_nits: np.ndarray | None, threshold: int,
-                      base: int = BASE_MODEL) -> None:
+                      base: int = BASE_MODEL, domain: str = "log2") -> None:
         room = max_bytes - overhead - len(model_data)
         if room <= 200:
             return
         for scale, clip in ((s, c) for s in residual_scales_for(room, h * w) for c in RESIDUAL_CLIPS):
             t0 = time.perf_counter()
-            plan = ResidualPlan(sdr, model_nits, hdr, threshold, scale, base=base, clip_percent=clip)
+            plan = ResidualPlan(sdr, model_nits, hdr, threshold, scale, base=base, clip_percent=clip, domain=domain)
             if plan.empty:
                 return
             hit = highest_fitting(plan.code, room)
@@ -196,6 +198,7 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
 
     say("gain map")
     with_residual("gainmap", b"", None, 0, BASE_SDR_PLACED)
+    with_residual("gainmap-pq", b"", None, 0, BASE_SDR_PLACED, domain="pq")
     size = grid_size_for(max_bytes)
     if size is None:  # with a grid model, its own gain layer takes this one's place
         say("polynomial + gain")
