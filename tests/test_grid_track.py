@@ -318,8 +318,8 @@ def test_grid_falls_back_to_mlp_keys_where_no_grid_fits(master, tmp_path):
     nets = FrameNetworks(out)
     kinds = {type(nets(i)).__name__ for i in range(FRAMES)}
     assert kinds == {"ITMNet", "PlacedGrid"} and nets.damaged == 0
-    # the frame-filter API and the player's per-frame path on a grid frame: the exact path at
-    # every rung (no ladder), the same codes as the placed model through section 12.6
+    # the frame-filter API and the player's exact path on a grid frame: the same codes as the
+    # placed model through section 12.6; the player's fused full rung within one code
     import av
 
     import itmfilter
@@ -333,7 +333,10 @@ def test_grid_falls_back_to_mlp_keys_where_no_grid_fits(master, tmp_path):
     want = pq_to_yuv420p10(nets(grid_frame).predict_pq(sdr_frame_to_rgb(frame)))
     got = weights.planes(frame, index=grid_frame)
     assert all(np.array_equal(a, b) for a, b in zip(got, want))
-    assert all(np.array_equal(a, b) for a, b in zip(hdr10_planes(frame, nets(grid_frame), "eighth", "cpu"), want))
+    exact = hdr10_planes(frame, nets(grid_frame), "eighth", "cpu", path="exact")  # any rung: the model
+    assert all(np.array_equal(a, b) for a, b in zip(exact, want))
+    fused = hdr10_planes(frame, nets(grid_frame), "full", "cpu")
+    assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(fused, want))
     assert np.array_equal(weights.pq(frame, index=grid_frame), nets(grid_frame).predict_pq(sdr_frame_to_rgb(frame)))
     assert weights.filter(frame, index=grid_frame).format.name == "yuv420p10le"
 
