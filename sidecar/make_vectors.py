@@ -628,11 +628,14 @@ def build_still_vectors() -> dict[str, bytes]:
     model_nits = decode_still(grid_only).reconstruct_nits(sdr)
     residual = ResidualPlan(sdr, model_nits, hdr, 242, 2, 3, base=BASE_MODEL).code(50)
     gain = ResidualPlan(sdr, None, hdr, 0, 1, 1, base=BASE_SDR_PLACED).code(60)
+    gain_pq = ResidualPlan(sdr, None, hdr, 0, 2, 3, base=BASE_SDR_PLACED, domain="pq").code(60)
     payloads = {
         "still_grid.bin": (encode_grid_still(bilateral, residual),
                            "bilateral grid 4x3x4, C 4, MLP 8-8, + residual over the model (t242, 1/2, 3 ch)"),
         "still_plane.bin": (encode_grid_still(plane), "polynomial + 2D 2x2 plane, no MLP, no residual"),
         "still_gainmap.bin": (encode_grid_still(b"", gain), "no model: a 1-channel gain layer over the placed SDR"),
+        "still_gainmap_pq.bin": (encode_grid_still(b"", gain_pq),
+                                 "no model: a 3-channel PQ-difference layer at 1/2 over the placed SDR (base byte 0x11)"),
     }
     out = {"still_sdr.npy": _npy(sdr)}
     entries = []

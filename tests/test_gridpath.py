@@ -34,9 +34,80 @@ def test_fused_grid_frame_matches_the_normative_decoder(size, fmt):
     frame = _frame(45, 78, fmt)
     want = pq_to_yuv420p10(placed.predict_pq(sdr_frame_to_rgb(frame).astype(np.float32)))
     exact = hdr10_planes(frame, placed, "full", "cpu", path="exact")
-    got = hdr10_planes(frame, placed, "eighth", "cpu")  # any rung: a grid frame has one path
+    got = hdr10_planes(frame, placed, "full", "cpu")
     for g, w, e in zip(got, want, exact):
         assert np.array_equal(w, e)
         diff = np.abs(g.astype(int) - w.astype(int))
         assert diff.max() <= 1 and (diff > 0).mean() < 0.05
     assert want[0].max() - want[0].min() > 50  # the comparison is of a varied picture
+
+
+def test_grid_residual_points_match_the_rows():
+    pytest.importorskip("numba")
+    from itmfilter.render import gridpath
+
+    placed = PlacedGrid(_model(GRID_SIZES["S"], 5), origin=(0.2, -0.1), half=(1.3, 1.2))
+    rng = np.random.default_rng(0)
+    h, w = 37, 53
+    rgb = rng.random((h, w, 3)).astype(np.float32)
+    rows_all = gridpath.residual_grid(placed, rgb, h, w).reshape(h, w, 3)
+    r, c = rng.integers(0, h, 300), rng.integers(0, w, 300)
+    pts = gridpath.residual_points(placed, rgb[r, c], r, c, h, w)
+    np.testing.assert_allclose(pts, rows_all[r, c], atol=1e-5)
+    sub = gridpath.residual_grid(placed, rgb[3::6][:, 3::6], h, w, np.arange(3, h, 6), np.arange(3, w, 6))
+    np.testing.assert_allclose(sub.reshape(rows_all[3::6, 3::6].shape), rows_all[3::6, 3::6], atol=1e-5)
+    # the normative decoder's residual over its polynomial, at those pixels
+    want = placed.predict_pq(rgb)
+    from itmfilter.model.grid import _mmr_np
+    prior = (_mmr_np(rgb.reshape(-1, 3)) @ placed.model.mmr).reshape(h, w, 3)
+    ok = (prior + rows_all > 0.01) & (prior + rows_all < 0.99)  # away from the clip
+    np.testing.assert_allclose((prior + rows_all)[ok], want[ok], atol=2e-5)
+
+
+@pytest.mark.parametrize("rung", ["guided-half", "guided-quarter", "guided-eighth"])
+def test_grid_guided_rungs_follow_the_model(rung, monkeypatch):
+    """A grid shot's guided rung: close to the model on every pixel, and exactly it (within a
+    code) where every block is refined."""
+    pytest.importorskip("numba")
+    from itmfilter.render import gridpath, ladder
+
+    model = _model(GRID_SIZES["XS"], seed=7)
+    placed = PlacedGrid(model, origin=(0.37, -0.21), half=(1.6, 1.3))
+    frame = _frame(61, 90, "yuv420p")
+    full = hdr10_planes(frame, placed, "full", "cpu")
+    got = hdr10_planes(frame, placed, rung, "cpu")
+    from itmfilter.model.grid import _mmr_np
+
+    rgb = sdr_frame_to_rgb(frame).astype(np.float32)
+    prior = pq_to_yuv420p10(np.clip(_mmr_np(rgb.reshape(-1, 3)) @ model.mmr, 0, 1).reshape(rgb.shape))
+    diff = np.abs(got[0].astype(int) - full[0].astype(int)).mean()
+    # an approximation, and a close one: this random model is far rougher than a fitted one
+    assert 0 < diff < 0.25 * np.abs(prior[0].astype(int) - full[0].astype(int)).mean()
+    monkeypatch.setattr(gridpath, "refine_blocks", lambda *a, **k: ladder.refine_blocks(*a, **{**k, "share": 1.0, "tol": -1.0}))
+    every = hdr10_planes(frame, placed, rung, "cpu")
+    for g, f in zip(every, full):
+        d = np.abs(g.astype(int) - f.astype(int))
+        assert d.max() <= 1 and (d > 0).mean() < 0.05
+    # a plain rung takes the guided rung of its cost
+    assert np.array_equal(hdr10_planes(frame, placed, "eighth", "cpu")[0], hdr10_planes(frame, placed, "guided-eighth", "cpu")[0])
+
+
+def test_auto_rung_walks_a_grid_shots_ladder():
+    pytest.importorskip("numba")
+    from itmfilter.render.frame import auto_rung
+
+    placed = PlacedGrid(_model(GRID_SIZES["S"], 2), origin=(0.1, 0.0), half=(1.2, 1.1))
+    frame = _frame(90, 160, "yuv420p")
+    rung, timings = auto_rung(placed, frame, 24.0, "cpu", "auto")
+    assert rung == "full" and "full" in timings  # a small frame: the model on every pixel keeps up
+    assert set(timings) <= {"full", "guided-quarter", "guided-sixth", "guided-eighth"}
+    rung, timings = auto_rung(placed, frame, 100000.0, "cpu", "auto")  # an impossible rate: the cheapest
+    assert rung == "guided-eighth"
+
+
+def test_a_grid_tracks_controller_steps_down_its_own_ladder():
+    from itmfilter.render.ladder import GRID_LADDER, RungController
+
+    control = RungController("full", window=4, ladder=GRID_LADDER)
+    rungs = [control.frame_done(True) for _ in range(12)]
+    assert rungs[3] == "guided-quarter" and rungs[7] == "guided-sixth" and rungs[11] == "guided-eighth"

@@ -77,6 +77,30 @@ def test_residual_layer_improves_and_only_touches_the_mask(pair):
     assert psnr_pu21(nits, still.reconstruct_nits(sdr)) > 25
 
 
+def test_pq_domain_layer_decodes_to_the_master_and_is_flagged(pair):
+    from itmfilter.model.residual import DOMAIN_PQ, HEAD, ResidualFormatError, describe_residual, residual_base
+    from itmfilter.colour.transfer import eotf_inverse_st2084
+
+    sdr, nits = pair
+    log2 = ResidualPlan(sdr, None, nits, 0, 1, 3, base=BASE_SDR_PLACED).code(90)
+    pq = ResidualPlan(sdr, None, nits, 0, 1, 3, base=BASE_SDR_PLACED, domain="pq")
+    data = pq.code(90)
+    assert data[4] == BASE_SDR_PLACED | DOMAIN_PQ and residual_base(data) == BASE_SDR_PLACED
+    assert describe_residual(data)["domain"] == "pq" and describe_residual(log2)["domain"] == "log2"
+    out = apply_residual(sdr, None, data)
+    # the layer carries PQ(master) - PQ(placed SDR): decoded, within a few of its 8-bit steps
+    err = np.abs(eotf_inverse_st2084(out) - eotf_inverse_st2084(np.minimum(nits, 10000)))
+    assert np.median(err) < 2 * (pq.gmax - pq.gmin) / 255
+    assert psnr_pu21(nits, out) > 25 and out.dtype == np.float32
+    with pytest.raises(ValueError, match="pq needs 3"):
+        ResidualPlan(sdr, None, nits, 0, 1, 1, base=BASE_SDR_PLACED, domain="pq")
+    one = bytearray(ResidualPlan(sdr, None, nits, 0, 2, 1, base=BASE_SDR_PLACED).code(60))
+    one[4] |= DOMAIN_PQ  # a 1-channel layer with the PQ flag: not a layer 2.1 defines
+    with pytest.raises(ResidualFormatError, match="unknown residual layer"):
+        apply_residual(sdr, None, bytes(one))
+    assert HEAD.size == 9
+
+
 def test_residual_range_clip_narrows_the_step_and_keeps_minmax_by_default(pair):
     sdr, nits = pair
     model = predict_nits(fit_grid_model(sdr, nits, GRID_SIZES["P"], GridFitOptions(steps=0, finetune_steps=0)).model, sdr)
@@ -144,6 +168,9 @@ def test_choose_payload_within_budget_and_never_below_polynomial(pair):
         assert psnr_pu21(nits, decoded) == choice.best.pu21  # the reader's picture is the one scored
         if budget == 400:  # no grid model fits: the polynomial, or a gain layer if one pays
             assert choice.best.name.startswith(("polynomial", "gainmap")), choice.best.name
+        if budget >= 2048:  # both domains of the gain map are tried
+            names = {c.name.split("-c")[0] for c in choice.candidates}
+            assert {"gainmap", "gainmap-pq"} <= names, names
     assert choice.best.pu21 > poly + 3
     with pytest.raises(ItmError, match="below the smallest payload"):
         choose_payload(sdr, nits, 200)

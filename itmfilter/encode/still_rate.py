@@ -6,10 +6,12 @@ Candidates, each coded, decoded exactly as a reader will and scored against the 
 * ``polynomial``: the grid format's smallest model (MMR3 + a zero 2x2 plane, ~0.3 KB);
 * ``gainmap``: no model, a residual gain layer everywhere over the SDR placed per BT.2408:
   a gain map (ISO 21496-1 style, 3 channels, AVIF) inside the same payload;
+* ``gainmap-pq``: the same layer as a difference of PQ code values instead of a log2 gain
+  (:data:`itmfilter.model.residual.DOMAIN_PQ`): the error where PU21 counts it;
 * ``polynomial+res-t0``: the polynomial with a gain layer everywhere over it (below 3 KB,
   where no grid model is tried);
 * ``grid-<size>`` alone, and with a residual layer everywhere (``t0``) or only where the SDR's
-  largest channel code is >= 242 (``t242``): one model size per budget (:func:`grid_size_for`);
+  largest channel code is >= 242 (``t242``): two model sizes per budget (:func:`grid_sizes_for`);
 * ``mlp``: today's adapted MLP weight set (version 1), only when its size fits.
 
 The residual image's AVIF quality is the highest that fits the room left (an interpolating
@@ -81,6 +83,18 @@ def grid_size_for(max_bytes: int) -> str | None:
     if max_bytes < 14336:
         return "S"
     return "M"
+
+
+def grid_sizes_for(max_bytes: int) -> tuple[str, ...]:
+    """The grid sizes tried at a budget: :func:`grid_size_for`'s and the next smaller one,
+    whose model leaves the residual layer more room (an M model is ~12 KB of a 16 KB budget
+    on some pictures, an S ~5 KB; which pays differs from picture to picture)."""
+    size = grid_size_for(max_bytes)
+    if size is None:
+        return ()
+    order = ("XS", "S", "M")
+    i = order.index(size)
+    return (size,) if i == 0 else (size, order[i - 1])
 
 
 def residual_scales_for(room: int, pixels: int) -> tuple[int, ...]:
@@ -173,13 +187,13 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
     clock("fit+decode polynomial", t0)
 
     def with_residual(name: str, model_data: bytes, model_nits: np.ndarray | None, threshold: int,
-                      base: int = BASE_MODEL) -> None:
+                      base: int = BASE_MODEL, domain: str = "log2") -> None:
         room = max_bytes - overhead - len(model_data)
         if room <= 200:
             return
         for scale, clip in ((s, c) for s in residual_scales_for(room, h * w) for c in RESIDUAL_CLIPS):
             t0 = time.perf_counter()
-            plan = ResidualPlan(sdr, model_nits, hdr, threshold, scale, base=base, clip_percent=clip)
+            plan = ResidualPlan(sdr, model_nits, hdr, threshold, scale, base=base, clip_percent=clip, domain=domain)
             if plan.empty:
                 return
             hit = highest_fitting(plan.code, room)
@@ -196,11 +210,12 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
 
     say("gain map")
     with_residual("gainmap", b"", None, 0, BASE_SDR_PLACED)
+    with_residual("gainmap-pq", b"", None, 0, BASE_SDR_PLACED, domain="pq")
     size = grid_size_for(max_bytes)
     if size is None:  # with a grid model, its own gain layer takes this one's place
         say("polynomial + gain")
         with_residual("polynomial", poly.data, poly_nits, 0)
-    if size is not None:
+    for size in grid_sizes_for(max_bytes):
         say(f"grid {size}")
         t0 = time.perf_counter()
         if size not in cache:

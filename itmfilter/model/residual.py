@@ -12,6 +12,13 @@ model everywhere. With base 1 the gain multiplies the SDR placed per ITU-R BT.24
 of a model (``M = 203 * M_709->2020 (clip(R'G'B', 0, 1))^2.4``): an ISO 21496-1 style gain map
 carried in the same payload, no model needed. Bytes and decoding: ``sidecar/SPEC.md`` section 11.3.
 
+With the PQ domain flag the layer carries a difference of SMPTE ST 2084 code values instead of
+a log2 gain: ``HDR = PQ^-1(PQ(max(M, 0)) + g)``, ``g`` the master's PQ less the base's, box-averaged
+the same way. PQ steps are near-uniform in what PU21 (and a viewer) sees, a log2 gain over a
+fixed offset is not: over the placed SDR (a gain map in the same payload) the PQ difference
+measured +2.8 to +3.7 dB PU21-PSNR at 8-16 KB on the val split's `bridge` and within 0.2 dB on
+`st_fagans_interior`; over a grid model the two domains are within 0.2 dB.
+
 AVIF, not JPEG: AV1 decoding is bit-exact by specification, JPEG's IDCT is not.
 """
 
@@ -25,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from itmfilter.colour.primaries import MATRIX_BT709_TO_BT2020
-from itmfilter.colour.transfer import SDR_WHITE_NITS_BT2408
+from itmfilter.colour.transfer import SDR_WHITE_NITS_BT2408, eotf_inverse_st2084, eotf_st2084
 
 RESIDUAL_OFFSET_NITS = 203.0 / 64.0
 CODEC_AVIF = 2
@@ -34,6 +41,9 @@ AVIF_QUALITY_RANGE = (10, 100)
 HEAD = struct.Struct("<BBBBBee")
 BASE_MODEL = 0
 BASE_SDR_PLACED = 1
+DOMAIN_PQ = 0x10
+"""Flag in the base byte: the layer is a PQ difference, not a log2 gain (since still payload 2.1)."""
+DOMAINS = ("log2", "pq")
 
 
 class ResidualFormatError(ValueError):
@@ -108,17 +118,23 @@ class ResidualPlan:
     An encoder choice only: the range travels in the header either way."""
 
     def __init__(self, sdr: np.ndarray, model_nits: np.ndarray, hdr_nits: np.ndarray, threshold_code: int,
-                 scale: int, channels: int = 3, base: int = BASE_MODEL, clip_percent: float = 0.0) -> None:
+                 scale: int, channels: int = 3, base: int = BASE_MODEL, clip_percent: float = 0.0,
+                 domain: str = "log2") -> None:
         if scale not in (1, 2, 4, 8) or channels not in (1, 3) or not 0 <= threshold_code <= 255:
             raise ValueError(f"bad residual setting t{threshold_code} 1/{scale} {channels}ch")
+        if domain not in DOMAINS or (domain == "pq" and channels != 3):
+            raise ValueError(f"bad residual domain {domain!r} ({channels} channels; pq needs 3)")
         self.threshold_code, self.scale, self.channels, self.base = threshold_code, scale, channels, base
+        self.domain = domain
         if base == BASE_SDR_PLACED:
             model_nits = sdr_placed(sdr)
         mask = highlight_mask(sdr, threshold_code).astype(np.float64)
         self.empty = bool(mask.sum() == 0)
         k = RESIDUAL_OFFSET_NITS
         m, t = np.maximum(model_nits, 0).astype(np.float64), np.maximum(hdr_nits, 0).astype(np.float64)
-        if channels == 1:
+        if domain == "pq":
+            gain = eotf_inverse_st2084(np.minimum(t, 10000.0)) - eotf_inverse_st2084(np.minimum(m, 10000.0))
+        elif channels == 1:
             w = np.array([0.2627, 0.6780, 0.0593])
             gain = np.log2((t @ w + k) / (m @ w + k))[..., None]
         else:
@@ -154,22 +170,26 @@ class ResidualPlan:
         else:
             Image.fromarray(self.codes, "RGB").save(buf, format="AVIF", quality=quality, speed=AVIF_SPEED,
                                                     subsampling="4:4:4")
-        head = HEAD.pack(CODEC_AVIF, self.scale, self.channels, self.threshold_code, self.base, self.gmin, self.gmax)
+        base = self.base | (DOMAIN_PQ if self.domain == "pq" else 0)
+        head = HEAD.pack(CODEC_AVIF, self.scale, self.channels, self.threshold_code, base, self.gmin, self.gmax)
         return head + buf.getvalue()
 
 
 def describe_residual(data: bytes) -> dict:
     """The layer's header as a dict (for ``itmfilter info``)."""
-    codec, scale, channels, thr, base, gmin, gmax = HEAD.unpack(data[:HEAD.size])
+    codec, scale, channels, thr, flags, gmin, gmax = HEAD.unpack(data[:HEAD.size])
+    base, pq = flags & ~DOMAIN_PQ, bool(flags & DOMAIN_PQ)
     return {"codec": "avif" if codec == CODEC_AVIF else codec, "scale": scale, "channels": channels,
-            "threshold_code": thr, "base": "sdr-placed" if base == BASE_SDR_PLACED else "model", "gain_log2": [gmin, gmax], "bytes": len(data)}
+            "threshold_code": thr, "base": "sdr-placed" if base == BASE_SDR_PLACED else "model",
+            "domain": "pq" if pq else "log2", ("pq_difference" if pq else "gain_log2"): [gmin, gmax],
+            "bytes": len(data)}
 
 
 def residual_base(data: bytes) -> int:
     """The base a layer's gain multiplies (:data:`BASE_MODEL` or :data:`BASE_SDR_PLACED`)."""
     if len(data) < HEAD.size:
         raise ResidualFormatError("residual layer is truncated")
-    return HEAD.unpack(data[:HEAD.size])[4]
+    return HEAD.unpack(data[:HEAD.size])[4] & ~DOMAIN_PQ
 
 
 def apply_residual(sdr: np.ndarray, model_nits: np.ndarray | None, data: bytes) -> np.ndarray:
@@ -179,9 +199,12 @@ def apply_residual(sdr: np.ndarray, model_nits: np.ndarray | None, data: bytes) 
     :class:`ResidualFormatError` on bytes it cannot use."""
     if len(data) < HEAD.size:
         raise ResidualFormatError("residual layer is truncated")
-    codec, scale, channels, thr, base, gmin, gmax = HEAD.unpack(data[:HEAD.size])
-    if codec != CODEC_AVIF or scale not in (1, 2, 4, 8) or channels not in (1, 3) or base > BASE_SDR_PLACED:
-        raise ResidualFormatError(f"unknown residual layer (codec {codec}, scale {scale}, channels {channels}, base {base})")
+    codec, scale, channels, thr, flags, gmin, gmax = HEAD.unpack(data[:HEAD.size])
+    base, pq = flags & ~DOMAIN_PQ, bool(flags & DOMAIN_PQ)
+    if codec != CODEC_AVIF or scale not in (1, 2, 4, 8) or channels not in (1, 3) or base > BASE_SDR_PLACED \
+            or (pq and channels != 3):
+        raise ResidualFormatError(f"unknown residual layer (codec {codec}, scale {scale}, channels {channels}, "
+                                  f"base byte {flags})")
     if base == BASE_SDR_PLACED:
         model_nits = sdr_placed(sdr)
     elif model_nits is None:
@@ -198,7 +221,11 @@ def apply_residual(sdr: np.ndarray, model_nits: np.ndarray | None, data: bytes) 
     g0, g1 = np.float32(gmin), np.float32(gmax)
     step = (g1 - g0) / np.float32(255)
     gain = upsample_bilinear(g0 + q * step, h, w, scale)
-    k = np.float32(RESIDUAL_OFFSET_NITS)
     base = np.maximum(np.asarray(model_nits, np.float32), np.float32(0))
-    out = np.clip((base + k) * np.exp2(gain) - k, np.float32(0), np.float32(10000))
+    if pq:
+        code = eotf_inverse_st2084(np.minimum(base, np.float32(10000))).astype(np.float32) + gain
+        out = np.asarray(eotf_st2084(np.clip(code, np.float32(0), np.float32(1))), np.float32)
+    else:
+        k = np.float32(RESIDUAL_OFFSET_NITS)
+        out = np.clip((base + k) * np.exp2(gain) - k, np.float32(0), np.float32(10000))
     return np.where(highlight_mask(sdr, thr)[..., None], out, np.asarray(model_nits, np.float32)).astype(np.float32)

@@ -32,7 +32,7 @@ from itmfilter.media.frames import (
     stream_origin,
 )
 from itmfilter.render.frame import hdr10_frame
-from itmfilter.render.ladder import RungController
+from itmfilter.render.ladder import LADDER, RungController
 from itmfilter.track.provider import WeightsProvider
 
 PREROLL_S = 0.25
@@ -208,7 +208,7 @@ class Session:
     """Shared state of one HDR playback: settings, counters, the current producer."""
 
     def __init__(self, path: Path, provider: WeightsProvider, device, precision: str, rung: str,
-                 realtime: bool, with_audio: bool) -> None:
+                 realtime: bool, with_audio: bool, ladder: tuple[str, ...] = LADDER) -> None:
         self.path = path
         self.provider = provider
         self.device = device
@@ -216,7 +216,8 @@ class Session:
         self.realtime = realtime
         self.with_audio = with_audio
         self.first_rung = rung
-        self.controller = RungController(rung)
+        self.ladder = ladder  # the rungs to step down on drops (a grid track has its own)
+        self.controller = RungController(rung, ladder=ladder)
         self.gain = "auto"
         self.stats = PlayStats(rung=rung)
         self.lock = threading.Lock()
@@ -270,7 +271,7 @@ class Session:
         """Zero the frame counters and the rung's history: the frames sent so far went to
         an output that failed (their lateness says nothing about the next one)."""
         with self.lock:
-            self.controller = RungController(self.first_rung)
+            self.controller = RungController(self.first_rung, ladder=self.ladder)
             kept = PlayStats(rung=self.stats.rung, rung_timings=self.stats.rung_timings,
                              gain_mode=self.stats.gain_mode)
             self.stats.__dict__.update(kept.__dict__)

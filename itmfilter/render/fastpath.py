@@ -900,7 +900,7 @@ def _guided_planes(net, planes, step: int, *, precision: str):
     dtype = resolve_precision(precision, cpu)
     # each block's brightest pixel: the network there against the fitted transform
     chosen, prows, pcols = probe_pixels_fast(y, step)
-    probe = probe_scores(chosen, guided_probe_error(net, torch.from_numpy(_pixels_rgb(planes, prows, pcols)), prows,
+    probe = probe_scores(chosen, guided_probe_error(net, torch.from_numpy(pixels_rgb(planes, prows, pcols)), prows,
                                                     pcols, coef, h, w, step, dtype), h, w, step)
     blocks = refine_blocks(guided_sample_error_fast(rgb.numpy(), resid.numpy(), coef, h, w, step), h, w, step,
                            probe=probe)
@@ -908,7 +908,7 @@ def _guided_planes(net, planes, step: int, *, precision: str):
     if blocks.any():
         index, rows, cols = refine_block_list(blocks, h, w, step)
         k = rows.shape[0]
-        prgb = _pixels_rgb(planes, np.broadcast_to(rows[:, :, None], (k, step, step)).ravel(),
+        prgb = pixels_rgb(planes, np.broadcast_to(rows[:, :, None], (k, step, step)).ravel(),
                            np.broadcast_to(cols[:, None, :], (k, step, step)).ravel())
         refined = residual_on_blocks(net, torch.from_numpy(prgb).reshape(k, step, step, 3), torch.from_numpy(rows),
                                      torch.from_numpy(cols), h, w, dtype).numpy()
@@ -916,7 +916,7 @@ def _guided_planes(net, planes, step: int, *, precision: str):
                                   index=index, refined=refined)
 
 
-def _pixels_rgb(planes, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def pixels_rgb(planes, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """``(N, 3)`` SDR R'G'B' float32 of the 4:2:0 ``planes`` at pixels ``(rows, cols)``, chroma
     upsampled as the main pass does."""
     conv, off_c, inv_gc = _conversion(planes.bits, planes.full_range)

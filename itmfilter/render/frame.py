@@ -26,6 +26,7 @@ from itmfilter.model.grid import PlacedGrid
 from itmfilter.model.net import pixel_grid
 from itmfilter.render import fastpath
 from itmfilter.render.ladder import (
+    GRID_LADDER,
     LADDER,
     apply_rung,
     apply_rung_tensor,
@@ -125,12 +126,14 @@ def hdr10_planes(frame, net, rung: str, device, precision: str = "auto", *,
     if planes is not None and planes.subsampling != "420":
         planes = None
     if isinstance(net, PlacedGrid):
-        # a grid shot's frame (format 1.4+): the whole model at full resolution, whatever the
-        # rung; fused on a CPU (render.gridpath, within one code), else the normative decoder
+        # a grid shot's frame (format 1.4+): fused on a CPU (render.gridpath), the whole model
+        # per pixel (within one code of the normative decoder) or a guided rung; else the
+        # normative decoder, whatever the rung
         if path in ("auto", "fused") and planes is not None and fastpath.available():
-            from itmfilter.render.gridpath import grid_hdr10_planes
+            from itmfilter.render.gridpath import grid_guided_planes, grid_hdr10_planes
 
-            out = grid_hdr10_planes(net, planes)
+            step = grid_step(rung)
+            out = grid_hdr10_planes(net, planes) if step == 1 else grid_guided_planes(net, planes, step)
         else:
             out = pq_to_yuv420p10(net.predict_pq(sdr_frame_to_rgb(frame).astype(np.float32)))
         if tensors:
@@ -176,6 +179,14 @@ def hdr10_planes(frame, net, rung: str, device, precision: str = "auto", *,
     if tensors:
         return [torch.from_numpy(np.ascontiguousarray(p).view(np.int16)) for p in out]
     return list(out)
+
+
+def grid_step(rung: str) -> int:
+    """The guided step a grid shot's frame takes at ``rung``: 1 (the model on every pixel) for
+    ``full``, the rung's own for a guided one, and for a plain rung the guided rung of the
+    same model cost (at most 8: a grid model has no low-resolution road of its own)."""
+    r = get_rung(rung)
+    return 1 if r.downscale == 1 else min(r.downscale, 8)
 
 
 def hdr10_frame(frame, net, rung: str, device, precision: str = "auto", *,
@@ -231,12 +242,17 @@ def auto_rung(net, frame, fps: float, device, precision, gain: str = "auto") -> 
     other load while timing must not push the choice down the ladder (sustained load is
     :class:`~itmfilter.render.ladder.RungController`'s job). The first call of each rung is
     untimed: it also warms the filter up (JIT cache, allocations)."""
-    if isinstance(net, PlacedGrid):
-        return "full", {}  # a grid frame has one path (hdr10_planes): no ladder
     names = list(reversed(LADDER))
+    if isinstance(net, PlacedGrid):
+        # a grid frame's ladder: full and the guided rungs (grid_step), where they can run fused
+        planes = code_planes(frame)
+        if planes is None or planes.subsampling != "420" or not fastpath.available() or \
+                torch.device(device).type != "cpu":
+            return "full", {}
+        names = list(reversed(GRID_LADDER))
     timings = time_rungs(lambda rung: hdr10_frame(frame, net, rung, device, precision, gain=gain),
                          names, repeats=3, give_up_s=2.0 / fps, statistic=min)
     return choose_rung(1.0 / fps, timings), timings
 
 
-__all__ = ["HDR10_TAGS", "auto_rung", "choose_gain_mode", "hdr10_frame", "hdr10_planes", "tag_hdr10", "pq_to_yuv420p10", "sdr_frame_to_rgb", "yuv420p10_frame"]
+__all__ = ["HDR10_TAGS", "auto_rung", "choose_gain_mode", "grid_step", "hdr10_frame", "hdr10_planes", "tag_hdr10", "pq_to_yuv420p10", "sdr_frame_to_rgb", "yuv420p10_frame"]

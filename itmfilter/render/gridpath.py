@@ -21,111 +21,142 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import torch
 
-from itmfilter.model.grid import PlacedGrid, axis_weights
+from itmfilter.model.grid import PlacedGrid, _mmr_np, axis_weights
 from itmfilter.model.separable import pixel_centres
-from itmfilter.render.fastpath import prior_to_hdr10_planes, sample_sdr
+from itmfilter.render.fastpath import (
+    guided_fit_fast,
+    guided_sample_error_fast,
+    guided_to_hdr10_planes,
+    pixels_rgb,
+    prior_to_hdr10_planes,
+    probe_pixels_fast,
+    sample_sdr,
+)
+from itmfilter.render.ladder import (
+    guided_point_error,
+    guided_samples,
+    probe_scores,
+    refine_block_list,
+    refine_blocks,
+)
 
 
 @functools.lru_cache(maxsize=1)
-def _residual_kernel():
+def _kernels():
     import numba as nb
 
-    @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    def residual(rgb, ix, fx, iy, fy, grid, depth, wh, bh, wo, bo, out):
-        """``out[p]``: what the model adds to its polynomial at pixel ``p``: its MLP of
-        ``[R', G', B', F(x, y, luma)]`` (``wh`` ``(L, K, H)``, input-major, ``bh`` ``(L, H)``,
-        ``wo`` ``(H, 3)``, ``bo`` ``(3,)``; ``L`` 0: the grid's first 3 channels). ``grid``
-        ``(C, D, H, W)`` (``depth`` 0: ``(C, 1, H, W)``, read bilinearly in x, y only)."""
-        h, w = rgb.shape[0], rgb.shape[1]
+    @nb.njit(inline="always", fastmath=True, cache=True)
+    def run(rgb, start, n, xi, xf, yi, yf, grid, depth, wh, bh, wo, bo, act, nxt, z0, wz, out):
+        """``out[start + t]`` for ``t < n``: what the model adds to its polynomial at pixel
+        ``start + t`` of ``rgb`` ``(N, 3)``: its MLP of ``[R', G', B', F(x, y, luma)]``, the
+        pixel's grid cell and weights ``xi[t], xf[t]`` across and ``yi[t], yf[t]`` down
+        (``wh`` ``(L, K, H)``, input-major, ``bh`` ``(L, H)``, ``wo`` ``(H, 3)``, ``bo``
+        ``(3,)``; ``L`` 0: the grid's first 3 channels). ``grid`` ``(C, D, H, W)`` (``depth``
+        0: ``(C, 1, H, W)``, read bilinearly in x, y only). Pixels innermost: every loop runs
+        over the ``n`` pixels (contiguous), so it vectorises; the grid reads are gathers."""
         chans = grid.shape[0]
         layers, hidden = wh.shape[0], wh.shape[2]
         one = np.float32(1.0)
-        for row in nb.prange(h):
-            # a row at a time, pixels innermost: every loop below runs over the row's pixels
-            # (contiguous), so it vectorises; the grid reads are gathers
-            y0, wy = iy[row], fy[row]
-            act = np.empty((max(3 + chans, hidden), w), dtype=np.float32)
-            nxt = np.empty((max(hidden, 1), w), dtype=np.float32)
+        for t in range(n):
+            act[0, t] = rgb[start + t, 0]
+            act[1, t] = rgb[start + t, 1]
+            act[2, t] = rgb[start + t, 2]
+        if depth > 0:
+            for t in range(n):
+                luma = (np.float32(0.2126) * act[0, t] + np.float32(0.7152) * act[1, t]
+                        + np.float32(0.0722) * act[2, t])
+                luma = min(max(luma, np.float32(0.0)), one)
+                u = (luma * np.float32(2.0) - one + one) * np.float32(0.5) * np.float32(depth - 1)
+                u = min(max(u, np.float32(0.0)), np.float32(depth - 1))
+                k = min(int(np.floor(u)), depth - 2)
+                z0[t] = k
+                wz[t] = u - np.float32(k)
+        for c in range(chans):
+            for t in range(n):
+                x0, wx, y0, wy, z = xi[t], xf[t], yi[t], yf[t], z0[t]
+                top = grid[c, z, y0, x0] * (one - wx) + grid[c, z, y0, x0 + 1] * wx
+                bottom = grid[c, z, y0 + 1, x0] * (one - wx) + grid[c, z, y0 + 1, x0 + 1] * wx
+                acc = top * (one - wy) + bottom * wy
+                if depth > 0:
+                    top = grid[c, z + 1, y0, x0] * (one - wx) + grid[c, z + 1, y0, x0 + 1] * wx
+                    bottom = grid[c, z + 1, y0 + 1, x0] * (one - wx) + grid[c, z + 1, y0 + 1, x0 + 1] * wx
+                    acc = acc * (one - wz[t]) + (top * (one - wy) + bottom * wy) * wz[t]
+                act[3 + c, t] = acc
+        if layers == 0:
+            for c in range(3):
+                for t in range(n):
+                    out[start + t, c] = act[3 + c, t]
+            return
+        width = 3 + chans
+        for layer in range(layers):
+            for j in range(hidden):
+                for t in range(n):
+                    nxt[j, t] = bh[layer, j]
+                for i in range(width):
+                    wt = wh[layer, i, j]
+                    for t in range(n):
+                        nxt[j, t] += wt * act[i, t]
+            for j in range(hidden):
+                for t in range(n):
+                    act[j, t] = max(nxt[j, t], np.float32(0.0))
+            width = hidden
+        for c in range(3):
+            for t in range(n):
+                nxt[0, t] = bo[c]
+            for j in range(hidden):
+                wt = wo[j, c]
+                for t in range(n):
+                    nxt[0, t] += wt * act[j, t]
+            for t in range(n):
+                out[start + t, c] = nxt[0, t]
+
+    @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def rows(rgb, w, ix, fx, iy, fy, grid, depth, wh, bh, wo, bo, out):
+        """Every pixel of a ``(rows, w)`` grid of pixels (``rgb`` ``(rows * w, 3)``), a row at a
+        time: the columns' cells ``ix, fx`` shared by every row, the row's ``iy, fy``."""
+        width = max(3 + grid.shape[0], wh.shape[2])
+        for row in nb.prange(iy.shape[0]):
+            act = np.empty((width, w), dtype=np.float32)
+            nxt = np.empty((max(wh.shape[2], 1), w), dtype=np.float32)
             z0 = np.zeros(w, dtype=np.int64)
             wz = np.zeros(w, dtype=np.float32)
-            for x in range(w):
-                act[0, x] = rgb[row, x, 0]
-                act[1, x] = rgb[row, x, 1]
-                act[2, x] = rgb[row, x, 2]
-            if depth > 0:
-                for x in range(w):
-                    luma = (np.float32(0.2126) * act[0, x] + np.float32(0.7152) * act[1, x]
-                            + np.float32(0.0722) * act[2, x])
-                    luma = min(max(luma, np.float32(0.0)), one)
-                    u = (luma * np.float32(2.0) - one + one) * np.float32(0.5) * np.float32(depth - 1)
-                    u = min(max(u, np.float32(0.0)), np.float32(depth - 1))
-                    k = min(int(np.floor(u)), depth - 2)
-                    z0[x] = k
-                    wz[x] = u - np.float32(k)
-            for c in range(chans):
-                for x in range(w):
-                    x0, wx, z = ix[x], fx[x], z0[x]
-                    top = grid[c, z, y0, x0] * (one - wx) + grid[c, z, y0, x0 + 1] * wx
-                    bottom = grid[c, z, y0 + 1, x0] * (one - wx) + grid[c, z, y0 + 1, x0 + 1] * wx
-                    acc = top * (one - wy) + bottom * wy
-                    if depth > 0:
-                        top = grid[c, z + 1, y0, x0] * (one - wx) + grid[c, z + 1, y0, x0 + 1] * wx
-                        bottom = grid[c, z + 1, y0 + 1, x0] * (one - wx) + grid[c, z + 1, y0 + 1, x0 + 1] * wx
-                        acc = acc * (one - wz[x]) + (top * (one - wy) + bottom * wy) * wz[x]
-                    act[3 + c, x] = acc
-            base = row * w
-            if layers == 0:
-                for c in range(3):
-                    for x in range(w):
-                        out[base + x, c] = act[3 + c, x]
-                continue
-            width = 3 + chans
-            for layer in range(layers):
-                for j in range(hidden):
-                    for x in range(w):
-                        nxt[j, x] = bh[layer, j]
-                    for i in range(width):
-                        wt = wh[layer, i, j]
-                        for x in range(w):
-                            nxt[j, x] += wt * act[i, x]
-                for j in range(hidden):
-                    for x in range(w):
-                        act[j, x] = max(nxt[j, x], np.float32(0.0))
-                width = hidden
-            for c in range(3):
-                for x in range(w):
-                    nxt[0, x] = bo[c]
-                for j in range(hidden):
-                    wt = wo[j, c]
-                    for x in range(w):
-                        nxt[0, x] += wt * act[j, x]
-                for x in range(w):
-                    out[base + x, c] = nxt[0, x]
+            yi = np.full(w, iy[row], dtype=np.int64)
+            yf = np.full(w, fy[row], dtype=np.float32)
+            run(rgb, row * w, w, ix, fx, yi, yf, grid, depth, wh, bh, wo, bo, act, nxt, z0, wz, out)
 
-    return residual
+    @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def points(rgb, ix, fx, iy, fy, grid, depth, wh, bh, wo, bo, out):
+        """Scattered pixels (``rgb`` ``(N, 3)``, each with its own cells), 256 at a time."""
+        n_all = rgb.shape[0]
+        size = 256
+        width = max(3 + grid.shape[0], wh.shape[2])
+        for chunk in nb.prange((n_all + size - 1) // size):
+            start = chunk * size
+            n = min(size, n_all - start)
+            act = np.empty((width, size), dtype=np.float32)
+            nxt = np.empty((max(wh.shape[2], 1), size), dtype=np.float32)
+            z0 = np.zeros(size, dtype=np.int64)
+            wz = np.zeros(size, dtype=np.float32)
+            run(rgb, start, n, ix[start:start + n], fx[start:start + n], iy[start:start + n], fy[start:start + n],
+                grid, depth, wh, bh, wo, bo, act, nxt, z0, wz, out)
+
+    return rows, points
 
 
-def _axes(placed: PlacedGrid, h: int, w: int):
-    """Per-column and per-row cell indices and weights: :meth:`PlacedGrid.xy`'s coordinates
-    (binary64, rounded to binary32 once) depend on the column alone in x and the row alone in y."""
-    o, half = np.asarray(placed.origin, np.float64), np.asarray(placed.half, np.float64)
-    xs = ((pixel_centres(w).numpy().astype(np.float64) + o[0]) / half[0]).astype(np.float32)
-    ys = ((pixel_centres(h).numpy().astype(np.float64) + o[1]) / half[1]).astype(np.float32)
-    cfg = placed.model.config
-    ix, fx = axis_weights(xs, cfg.width)
-    iy, fy = axis_weights(ys, cfg.height)
-    return ix, fx, iy, fy
+def _coords(placed: PlacedGrid, n: int, half: float, origin: float, cells: int, idx=None):
+    """The grid cells and weights of rows (or columns) ``idx`` (default all ``n``):
+    :meth:`PlacedGrid.xy`'s coordinates (binary64, rounded to binary32 once)."""
+    c = ((pixel_centres(n, idx).numpy().astype(np.float64) + origin) / half).astype(np.float32)
+    return axis_weights(c, cells)
 
 
-def grid_hdr10_planes(placed: PlacedGrid, planes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``planes`` (:class:`itmfilter.media.frames.Planes`, 4:2:0) of a grid shot's frame ->
-    (Y, Cb, Cr) uint16 HDR10 planes (module docstring)."""
-    y, cb, cr, bits, full = planes.y, planes.cb, planes.cr, planes.bits, planes.full_range
-    h, w = y.shape
+def _model_arrays(placed: PlacedGrid):
+    """The kernels' view of the model: ``grid`` ``(C, D, H, W)``, ``depth`` and the MLP as
+    input-major ``wh, bh, wo, bo`` (module docstring of :func:`_kernels`)."""
     model = placed.model
     cfg = model.config
-    rgb = sample_sdr(y, cb, cr, 1, bits=bits, full_range=full)
     grid = np.ascontiguousarray(model.grid if cfg.depth else model.grid[:, None], dtype=np.float32)
     layers, hidden = (cfg.layers, cfg.hidden) if cfg.hidden else (0, 1)
     wh = np.zeros((layers, max(3 + cfg.channels, hidden), hidden), np.float32)
@@ -136,9 +167,81 @@ def grid_hdr10_planes(placed: PlacedGrid, planes) -> tuple[np.ndarray, np.ndarra
         bh[k] = model.mlp[2 * k + 1]
     wo = np.asarray(model.mlp[-2], np.float32).T if cfg.hidden else np.zeros((1, 3), np.float32)
     bo = np.asarray(model.mlp[-1], np.float32) if cfg.hidden else np.zeros(3, np.float32)
-    resid = np.empty((h * w, 3), np.float32)
-    _residual_kernel()(rgb, *_axes(placed, h, w), grid, int(cfg.depth), wh, bh, np.ascontiguousarray(wo),
-                       np.ascontiguousarray(bo), resid)
+    return grid, int(cfg.depth), wh, bh, np.ascontiguousarray(wo), np.ascontiguousarray(bo)
+
+
+def residual_grid(placed: PlacedGrid, rgb: np.ndarray, h: int, w: int, rows=None, cols=None) -> np.ndarray:
+    """What the model adds to its polynomial on a grid of pixels of an ``h x w`` frame: SDR
+    ``rgb`` ``(A, B, 3)`` at rows ``rows`` and columns ``cols`` (default: all) -> ``(A * B, 3)``
+    float32, row-major."""
+    cfg = placed.model.config
+    ix, fx = _coords(placed, w, placed.half[0], placed.origin[0], cfg.width, cols)
+    iy, fy = _coords(placed, h, placed.half[1], placed.origin[1], cfg.height, rows)
+    a, b = rgb.shape[:2]
+    out = np.empty((a * b, 3), np.float32)
+    _kernels()[0](np.ascontiguousarray(rgb, dtype=np.float32).reshape(-1, 3), b, ix, fx, iy, fy,
+                  *_model_arrays(placed), out)
+    return out
+
+
+def residual_points(placed: PlacedGrid, rgb: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                    h: int, w: int) -> np.ndarray:
+    """What the model adds to its polynomial at ``N`` scattered pixels ``(rows, cols)`` of an
+    ``h x w`` frame with SDR ``rgb`` ``(N, 3)``: ``(N, 3)`` float32."""
+    cfg = placed.model.config
+    ix, fx = _coords(placed, w, placed.half[0], placed.origin[0], cfg.width, np.asarray(cols).ravel())
+    iy, fy = _coords(placed, h, placed.half[1], placed.origin[1], cfg.height, np.asarray(rows).ravel())
+    out = np.empty((ix.shape[0], 3), np.float32)
+    _kernels()[1](np.ascontiguousarray(rgb, dtype=np.float32).reshape(-1, 3), ix, fx, iy, fy,
+                  *_model_arrays(placed), out)
+    return out
+
+
+def grid_hdr10_planes(placed: PlacedGrid, planes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``planes`` (:class:`itmfilter.media.frames.Planes`, 4:2:0) of a grid shot's frame ->
+    (Y, Cb, Cr) uint16 HDR10 planes (module docstring)."""
+    y, cb, cr, bits, full = planes.y, planes.cb, planes.cr, planes.bits, planes.full_range
+    h, w = y.shape
+    rgb = sample_sdr(y, cb, cr, 1, bits=bits, full_range=full)
+    resid = residual_grid(placed, rgb, h, w)
     resid = np.ascontiguousarray(resid.T).reshape(3, h, w)
-    return prior_to_hdr10_planes(y, cb, cr, resid, np.asarray(model.mmr, np.float64), 1, bits=bits,
+    return prior_to_hdr10_planes(y, cb, cr, resid, np.asarray(placed.model.mmr, np.float64), 1, bits=bits,
                                  full_range=full, clip_prior=False)
+
+
+def _clipped_over_prior(mmr: np.ndarray, rgb: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """What the model adds to its polynomial once both are clipped to [0, 1], as a guided
+    rung fits it (:func:`itmfilter.render.ladder.guided_coefficients`): ``clip(p + raw) - clip(p)``."""
+    prior = _mmr_np(np.ascontiguousarray(rgb, dtype=np.float32).reshape(-1, 3)) @ np.asarray(mmr, np.float32)
+    return (np.clip(prior + raw.reshape(-1, 3), 0, 1) - np.clip(prior, 0, 1)).astype(np.float32)
+
+
+def grid_guided_planes(placed: PlacedGrid, planes, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A grid shot's frame through a guided rung (:mod:`itmfilter.render.ladder`): the model
+    runs on one pixel in ``step x step``, per-node affine transforms of the SDR carry it to
+    every pixel over the exact per-pixel polynomial, and the worst-fitted blocks (by their
+    samples and by the probes at the brightest blocks' brightest pixels) get the model
+    itself, as the network's guided rungs do. Needs 4:2:0 planes and numba."""
+    y, cb, cr, bits, full = planes.y, planes.cb, planes.cr, planes.bits, planes.full_range
+    h, w = y.shape
+    mmr = np.asarray(placed.model.mmr, np.float32)
+    rgb = sample_sdr(y, cb, cr, step, bits=bits, full_range=full)
+    a, b = rgb.shape[:2]
+    rows, cols = guided_samples(h, step), guided_samples(w, step)
+    resid = _clipped_over_prior(mmr, rgb, residual_grid(placed, rgb, h, w, rows, cols)).reshape(a, b, 3)
+    coef = guided_fit_fast(rgb, resid, h, w, step)
+    chosen, prows, pcols = probe_pixels_fast(y, step)
+    prgb = pixels_rgb(planes, prows, pcols)
+    probe_resid = _clipped_over_prior(mmr, prgb, residual_points(placed, prgb, prows, pcols, h, w))
+    probe = probe_scores(chosen, guided_point_error(torch.from_numpy(prgb), torch.from_numpy(probe_resid), coef,
+                                                    prows, pcols, h, w, step), h, w, step)
+    blocks = refine_blocks(guided_sample_error_fast(rgb, resid, coef, h, w, step), h, w, step, probe=probe)
+    index = refined = None
+    if blocks.any():
+        index, brows, bcols = refine_block_list(blocks, h, w, step)
+        k = brows.shape[0]
+        r = np.broadcast_to(brows[:, :, None], (k, step, step)).ravel()
+        c = np.broadcast_to(bcols[:, None, :], (k, step, step)).ravel()
+        refined = residual_points(placed, pixels_rgb(planes, r, c), r, c, h, w).reshape(k, step, step, 3)
+    return guided_to_hdr10_planes(y, cb, cr, coef, np.asarray(mmr, np.float64), step, bits=bits, full_range=full,
+                                  index=index, refined=refined)

@@ -134,6 +134,12 @@ one before it (the network on 1, 1/4, 1/16, 1/36, 1/64, 1/64 (no fit), 1/256 of 
 pixels). The plain ``half`` and ``quarter`` are not on it: the guided rung of the same
 network cost is better on both grades measured."""
 
+GRID_LADDER: tuple[str, ...] = ("full", "guided-quarter", "guided-sixth", "guided-eighth")
+"""The rungs of a grid shot's frames (format 1.4+), best first. A grid model costs a few
+hundred multiply-adds a pixel, so its ``guided-half`` (a fit per 4 x 4 pixels and probes in
+a fifth of the blocks) costs more than the model on every pixel, and the plain rungs
+have no road of their own (:func:`itmfilter.render.frame.grid_step`)."""
+
 
 def get_rung(rung: str | Rung) -> Rung:
     """The :class:`Rung` called ``rung`` (a Rung passes through)."""
@@ -424,22 +430,21 @@ def _lerp_index(n: int, step: int, nodes: int, device, idx: np.ndarray | None = 
 
 GUIDED_REFINE_SHARE = 0.03
 """Share of a guided rung's ``step x step`` blocks where the full network replaces the
-fitted transform: the blocks whose samples the transforms fit worst. Where a cell's colours
-are not affine in the guide (clipped highlights, sharp colour edges under a spatially varying
-grade) the error concentrates in few blocks. On the spatially varying grade against the
-master (``benchmarks/ladder_timing.py --quality``, docs/ladder-timing.md), 1080p:
-guided-eighth 40.94 -> 41.76 dB, guided-sixth 41.28 -> 41.99, guided-quarter 41.76 -> 42.41
-(the full network: 42.56); 640x360: guided-half 41.11 -> 41.73 (full: 42.13). Per share
-(``ladder_timing.py --refine-shares``), 1080p guided-sixth: 41.81 / 41.90 / 41.99 / 42.06 dB
-at 1 / 2 / 3 / 5 %: the first few per cent carry most of the gain. The global curve gains
-nothing and loses nothing (its error is below :data:`GUIDED_REFINE_TOL`)."""
+fitted transform: the blocks the transforms fit worst, by their samples and by their
+probes (:func:`probe_pixels`). Where a cell's colours are not affine in the guide (clipped
+highlights, sharp colour edges under a spatially varying grade) the error concentrates in
+few blocks. On the spatially varying grade against the master (``benchmarks/ladder_timing.py
+--refine-shares 0,0.01,0.02,0.03``, docs/ladder-timing.md), 1080p: guided-quarter 41.93 ->
+42.67 dB, guided-sixth 41.47 -> 42.62 (the full network: 42.77); 640x360: guided-half
+41.13 -> 42.22 (full: 42.20). The first per cent carries most of the gain (guided-sixth
+42.43 / 42.56 / 42.62 dB at 1 / 2 / 3 %). The global curve gains nothing and loses
+nothing (its error is below :data:`GUIDED_REFINE_TOL`)."""
 
 GUIDED_REFINE_SHARES = {8: 0.02}
 """Per-step exceptions to :data:`GUIDED_REFINE_SHARE`. ``guided-eighth`` (step 8), the rung that
 keeps 1080p24 on 2 cores, refines 2 %: its network samples only 1.6 % of the pixels, so 3 %
-more than tripled its network work; 2 % costs 0.08 dB (41.68 against 41.76 dB on the 1080p
-spatially varying grade, full network 42.56) and keeps the rung within the player's limit
-with a real track's network (``auto`` timed it at 27.2 ms: docs/playback-benchmark.md)."""
+more than tripled its network work; 41.05 -> 42.37 dB at 2 % on the 1080p spatially
+varying grade (3 %: 42.52; full network 42.77)."""
 
 GUIDED_REFINE_TOL = 1.0 / 1023
 """A block is refined only where its samples' fit error exceeds one 10-bit PQ code."""
@@ -841,8 +846,10 @@ class RungController:
     pixels).
     """
 
-    def __init__(self, rung: str, window: int = 24, max_drop_share: float = 0.1) -> None:
+    def __init__(self, rung: str, window: int = 24, max_drop_share: float = 0.1,
+                 ladder: tuple[str, ...] = LADDER) -> None:
         self.rung = get_rung(rung).name
+        self.ladder = ladder
         self.window = window
         self.max_drop_share = max_drop_share
         self.changes: list[tuple[int, str]] = []
@@ -856,21 +863,21 @@ class RungController:
             share = sum(self._recent) / len(self._recent)
             self._recent.clear()
             if share > self.max_drop_share:
-                slower = next_faster_rung(self.rung)
+                slower = next_faster_rung(self.rung, self.ladder)
                 if slower is not None:
                     self.rung = slower
                     self.changes.append((self._seen, self.rung))
         return self.rung
 
 
-def next_faster_rung(rung: str) -> str | None:
-    """The rung after ``rung`` on :data:`LADDER` (None at its end); from a rung off the
-    ladder, the first ladder rung whose network runs on fewer pixels."""
-    if rung in LADDER:
-        index = LADDER.index(rung)
-        return LADDER[index + 1] if index + 1 < len(LADDER) else None
+def next_faster_rung(rung: str, ladder: tuple[str, ...] = LADDER) -> str | None:
+    """The rung after ``rung`` on ``ladder`` (None at its end); from a rung off the ladder,
+    the first ladder rung whose network runs on fewer pixels."""
+    if rung in ladder:
+        index = ladder.index(rung)
+        return ladder[index + 1] if index + 1 < len(ladder) else None
     d = get_rung(rung).downscale
-    return next((name for name in LADDER if get_rung(name).downscale > d), None)
+    return next((name for name in ladder if get_rung(name).downscale > d), None)
 
 
 __all__ = [
@@ -887,6 +894,7 @@ __all__ = [
     "guided_nodes",
     "guided_samples",
     "next_faster_rung",
+    "GRID_LADDER",
     "RUNGS",
     "RUNG_NAMES",
     "Rung",
