@@ -313,6 +313,9 @@ def test_grid_encode_with_runs_keeps_the_cap_and_decodes_every_frame(two_shot_ma
     assert {p.coding for p in packets if p.kind == "delta"} <= {SHIFT_RUN_DELTA_CODING}
     nets = FrameNetworks(out)
     assert all(isinstance(nets(i), PlacedGrid) for i in range(FRAMES)) and nets.damaged == 0
+    from itmfilter.track.summary import summarise_track
+
+    assert summarise_track(out)["packets"]["missing"] == 0  # covered frames are not reported missing
 
 
 def test_runs_give_the_refinement_the_framing_at_16_kbps(two_shot_master, tmp_path):
