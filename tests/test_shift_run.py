@@ -308,6 +308,7 @@ def test_grid_encode_with_runs_keeps_the_cap_and_decodes_every_frame(two_shot_ma
     assert sum(sizes) <= kbps * 1000 / 8 * FRAMES / FPS
     assert check_rate(sizes, kbps, FPS, 1.0) == []
     assert report.worst_window_kbps <= 2 * kbps + 1e-9
+    assert not any("not kept" in n for n in report.notes)  # the encoder's own check agrees
     packets = [decode_packet(r) for r in track.packets.values()]
     assert len(packets) < FRAMES // 3 and report.packets.get("covered", 0) == FRAMES - len(packets)
     assert {p.coding for p in packets if p.kind == "delta"} <= {SHIFT_RUN_DELTA_CODING}

@@ -65,6 +65,7 @@ from itmfilter.encode.rate import (
     DEFAULT_BUFFER_SECONDS,
     PRIOR_KEY_BYTES,
     carried_sizes,
+    check_rate,
     final_header_bytes,
     plan_rate,
     run_frames_bytes,
@@ -543,6 +544,12 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
     if frames > len(order):
         kinds["covered"] = frames - len(order)  # frames without a packet that a run carries
     worst = window_bytes(sizes, max(1, round(float(fps))))
+    if options.max_kbps and rate is not None:  # the promise, checked on the bytes as carried
+        promised = max(options.max_kbps * 1000 / 8 * options.buffer_seconds, rate.buffer)
+        broken = check_rate(sizes, options.max_kbps, float(fps), buffer=promised)
+        if broken:
+            notes.append(f"--max-kbps {options.max_kbps:g} not kept: {broken[0]}"
+                         + (f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""))
     keys: dict[str, int] = {}
     for i in order:
         p = decode_packet(packets[i])
