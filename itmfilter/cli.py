@@ -114,6 +114,9 @@ def encode(
     grid_refine: Annotated[
         bool, typer.Option(help="Video, --model grid under --max-kbps: refine each shot's grid over the frames after its KEY (format 1.5; --no-grid-refine: the whole model in the KEY, 1.4).")
     ] = True,
+    shift_runs: Annotated[
+        bool, typer.Option(help="Video, --model grid: one packet carries up to 1 s of the pan's shifts and the frames it covers carry none (format 1.6; in SEI each sample costs ~28 bytes of framing, 5.4 kbit/s at 24 fps, which go to the grid's refinement instead). --no-shift-runs: a packet per frame (1.5).")
+    ] = True,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     engine: EngineOpt = "local",
@@ -144,7 +147,7 @@ def encode(
                 tm=tm, codec=codec, crf=crf, preset=preset, sidecar="auto" if sidecar == "embed" else sidecar,
                 strategy=strategy, first_steps=steps or VideoEncodeOptions.first_steps, refresh_ratio=refresh, key_seconds=key_seconds,
                 max_kbps=max_kbps or None, buffer_seconds=buffer_seconds, motion=motion, assume_hdr=assume_hdr, fps=fps, seed=seed,
-                adapt_batch=adapt_batch, model=model, grid_refine=grid_refine,
+                adapt_batch=adapt_batch, model=model, grid_refine=grid_refine, shift_runs=shift_runs,
             ),
             init_path=init,
             device=device,

@@ -299,6 +299,7 @@ def build_vectors() -> dict[str, bytes]:
     out.update(build_still_vectors())
     out.update(build_grid_track_vectors())
     out.update(build_progressive_grid_vectors())
+    out.update(build_shift_run_vectors())
 
     # KEY coding 3 (since 1.2): predicted from an initialisation. On the small config with
     # a given reference set; then the initialisation alone (every width 0).
@@ -772,6 +773,76 @@ def build_progressive_grid_vectors() -> dict[str, bytes]:
                         "placements": f"{stem}_placements.npy", "statuses": [r[1] for r in results],
                         "cells": [[r[0].model.config.width, r[0].model.config.height] for r in results]})
     out["grid_progressive_manifest.json"] = (json.dumps({"vectors": entries}, sort_keys=True, indent=1) + "\n").encode()
+    return out
+
+
+def build_shift_run_vectors() -> dict[str, bytes]:
+    """Format 1.6: 12 frames, two grid shots with shift runs (DELTA coding 5). Shot 0: a KEY
+    coding 5 (grid 4x3x4, C 4, MLP 8-8, the first 40 bytes of a one-record stream: the grid to
+    7x5), a run at 1 over 1-3 with the stream's next bytes, a run at 4 over 4-7 with the rest
+    (the record completes at 4), a run at 8 over 8-9 whose shifts are all zero (flags 0, no
+    pairs). Shot 1: a KEY coding 4 at 10, a run of one frame at 11. ``track_grid_runs.bin``
+    decodes in full; ``track_grid_runs_lost.bin`` lacks frame 4's packet: frames 4-7 are
+    missing (no packet, no run), the stream breaks, the 4x3 grid holds, the run at 8 applies
+    (concealed) and shot 1 decodes. Expected: placements, cells and the PQ of every frame on
+    ``track_grid_runs_sdr.npy`` (4x6); ``grid_runs_manifest.json``."""
+    from itmfilter.model.grid import GridConfig, pack_grid_refinement, refined_config
+    from itmfilter.track.codec import (
+        GRID_KEY_CODING,
+        PROGRESSIVE_GRID_KEY_CODING,
+        SHIFT_RUN_DELTA_CODING,
+        SHIFT_RUN_MINOR,
+        encode_grid_key,
+        encode_progressive_grid_key,
+        encode_shift_run,
+        refinement_record,
+    )
+
+    rng = np.random.default_rng(17)
+    h, w = 4, 6
+    sdr = (rng.integers(0, 256, (h, w, 3)) / 255).astype(np.float32)
+    cfg = GridConfig(width=4, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=6)
+    model = _random_grid_model(cfg, rng)
+    shape = refined_config(cfg)
+    steps = np.array([0.01, 0.02, 0.005, 0.015], np.float16)
+    codes = rng.integers(-20, 21, shape.grid_shape) * (rng.random(shape.grid_shape) < 0.25)
+    stream = refinement_record(pack_grid_refinement(steps, codes.astype(np.int8)))
+    assert len(stream) > 120, len(stream)
+    cut = 40 + (len(stream) - 40) // 2
+    other = _random_grid_model(GridConfig(width=3, height=2, depth=4, channels=4, hidden=8, layers=2, grid_bits=6), rng)
+    header = TrackHeader(config=SMALL, fps=(24, 1), frame_count=12, width=w, height=h, hdr10=HDR10, binding=BINDING,
+                         encoder={"tool": "make_vectors", "model": "grid"}, version=(1, SHIFT_RUN_MINOR))
+    packets = [
+        Packet(0, "key", 0, encode_progressive_grid_key(model, (-0.25, 0.0625), (1.25, 1.0625), stream[:40]),
+               PROGRESSIVE_GRID_KEY_CODING),
+        Packet(1, "delta", 0, encode_shift_run([(0.0421875, -0.0185185), (0.05, 0.0), (-0.125, 0.03125)],
+                                               stream[40:cut]), SHIFT_RUN_DELTA_CODING),
+        Packet(4, "delta", 0, encode_shift_run([(0.0625, 0.0), (0.0, 0.0), (0.03125, -0.0078125), (0.25, 0.0)],
+                                               stream[cut:]), SHIFT_RUN_DELTA_CODING),
+        Packet(8, "delta", 0, encode_shift_run([(0.0, 0.0), (0.0, 0.0)]), SHIFT_RUN_DELTA_CODING),
+        Packet(10, "key", 1, encode_grid_key(other, (0.125, -0.0625), (1.125, 1.0)), GRID_KEY_CODING),
+        Packet(11, "delta", 1, encode_shift_run([(-0.0390625, 0.015625)]), SHIFT_RUN_DELTA_CODING),
+    ]
+    out, entries = {"track_grid_runs_sdr.npy": _npy(sdr)}, []
+    for name, kept, what in (
+        ("track_grid_runs.bin", packets, "1.6: KEY coding 5 (grid 4x3x4, 40 stream bytes), shift runs at 1 (1-3, "
+         "stream bytes), 4 (4-7, the rest: the grid 7x5 from 4), 8 (8-9, all shifts zero); KEY coding 4 at 10 "
+         "(shot 1), a run of one at 11"),
+        ("track_grid_runs_lost.bin", [p for p in packets if p.frame != 4], "the same without frame 4's run: frames "
+         "4-7 missing, the stream broken (the 4x3 grid holds), the run at 8 concealed, shot 1 decodes"),
+    ):
+        blob = write_track_blob(header, [encode_packet(p, compact=True) for p in kept])
+        _, by_frame = read_track_blob(blob)
+        dec = TrackDecoder(header)
+        results = [dec.params_at(f, by_frame) for f in range(12)]
+        stem = name[:-4]
+        out[name] = blob
+        out[f"{stem}_expected.npy"] = _npy(np.stack([r[0].predict_pq(sdr) for r in results]))
+        out[f"{stem}_placements.npy"] = _npy(np.array([[*r[0].origin, *r[0].half] for r in results], np.float64))
+        entries.append({"file": name, "what": what, "sdr": "track_grid_runs_sdr.npy", "expected": f"{stem}_expected.npy",
+                        "placements": f"{stem}_placements.npy", "statuses": [r[1] for r in results],
+                        "cells": [[r[0].model.config.width, r[0].model.config.height] for r in results]})
+    out["grid_runs_manifest.json"] = (json.dumps({"vectors": entries}, sort_keys=True, indent=1) + "\n").encode()
     return out
 
 

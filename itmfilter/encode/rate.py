@@ -75,15 +75,30 @@ class RatePlan:
         return self.max_kbps * 1000 / 8 / self.fps
 
 
+def run_frames_bytes(frames: int, head_bytes: int, run_frames: int, framing: int = 0, shifts: bool = True) -> int:
+    """The least ``frames`` consecutive non-key frames of a grid shot cost as shift runs (DELTA
+    coding 5, sidecar/SPEC.md section 4) of at most ``run_frames`` frames, counted as the
+    budget counts them: each run one packet (``head_bytes``, the run's 2-byte head and, with
+    ``shifts``, 4 bytes a frame), each frame it covers ``-framing`` (the per-sample framing the
+    plan reserved for every frame, :data:`itmfilter.track.sei.SEI_FRAMING_RESERVE_BYTES` in SEI,
+    that a frame without a sample does not spend). Negative when the framing saved exceeds the
+    runs' bytes."""
+    if frames <= 0:
+        return 0
+    runs = -(-frames // max(1, run_frames))
+    return runs * (int(head_bytes) + 2) + (4 * frames if shifts else 0) - int(framing) * (frames - runs)
+
+
 def plan_rate(max_kbps: float, fps: float, segment_frames: Sequence[int], *, per_packet: int = 0,
               min_key_bytes: int = 0, header_bytes: int = 0, header_every_key: bool = False,
               buffer_seconds: float = DEFAULT_BUFFER_SECONDS, bare_key_bytes: int | None = None,
               head_bytes: int = PACKET_OVERHEAD_BYTES, key_head_bytes: int | None = None,
-              segment_headers: Sequence[int] | None = None) -> RatePlan:
+              segment_headers: Sequence[int] | None = None, nonkey_bytes=None) -> RatePlan:
     """Plan the bucket level at every segment boundary. Segment ``j`` (``segment_frames[j]``
     frames, opening with a KEY) costs at least its cheapest KEY (``min_key_bytes`` of payload
     plus the key's head, ``key_head_bytes``, default ``head_bytes``), the header bytes sent with
-    that KEY, and a head of ``head_bytes + per_packet`` bytes on every other frame; what it
+    that KEY, and a head of ``head_bytes + per_packet`` bytes on every other frame (or, when
+    given, ``nonkey_bytes(n - 1)`` for them all: shift runs, :func:`run_frames_bytes`); what it
     cannot pay from its own ``n * r`` is carried as a level the next segment repays.
 
     The header bytes of segment ``j`` are ``segment_headers[j]`` when given (the SEI carriage:
@@ -106,7 +121,8 @@ def plan_rate(max_kbps: float, fps: float, segment_frames: Sequence[int], *, per
     levels, level, over = [0.0], 0.0, 0.0
     for n, header in zip(segment_frames, segment_headers):
         over = max(over, level + header + min_key - r - buffer)  # this KEY must fit the bucket
-        level = max(0.0, level + min_key + head * (n - 1) + header - n * r)
+        rest = head * (n - 1) if nonkey_bytes is None else nonkey_bytes(n - 1)
+        level = max(0.0, level + min_key + rest + header - n * r)
         levels.append(level)
     shortfall = max(levels[-1], over)
     levels[-1] = 0.0

@@ -176,6 +176,10 @@ class SegmentJob:
     grid_steps: int = 600  # the grid fit's Adam steps (then 2/3 as many fine-tuning the MLP on the quantised grid)
     grid_fit_frames: int = 6  # frames of a segment pooled into its grid fit
     grid_refine: bool = False  # under a cap, a grid KEY may be followed by a refinement (format 1.5)
+    shift_runs: bool = False  # grid shots carry their shifts in runs (DELTA coding 5, format 1.6)
+    run_frames: int = 24  # the most frames one shift run covers (a lost run conceals at most these)
+    sample_framing: int = 0  # bytes the carriage adds to each sample, reserved per frame by the plan (SEI: 28)
+    run_buffer: float = 0.0  # shift runs: the buffer B of the cap itself (bytes), the framing included
 
     @property
     def key_interval(self) -> int:
@@ -388,12 +392,18 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     from itmfilter.colour.transfer import eotf_st2084
     from itmfilter.encode.gridkeys import estimated_bytes, fit_frames_of, fit_segment_grid, grid_geometry, ladder_from
     from itmfilter.model.grid import GridFitOptions, PlacedGrid
-    from itmfilter.track.codec import encode_grid_key
+    from itmfilter.track.codec import GRID_KEY_CODING, encode_grid_key
+    from itmfilter.track.format import Packet
 
     budget = segment_budget(job, segment)
+    if job.shift_runs and budget.limited:
+        # With runs the budget counts each sample's framing (the frames without one give their
+        # reserve back), so its level is the bucket of the carried bytes: B is the cap's own,
+        # not the one planned on the cap less the framing reserve.
+        budget.buffer = max(budget.buffer, job.run_buffer)
     budget.next_frame()
     extra = segment_header_bytes(job, segment)
-    key_max = budget.key_budget(segment.start, extra)
+    key_max = _run_key_budget(job, segment, budget, extra) if job.shift_runs else budget.key_budget(segment.start, extra)
     if key_max is not None and key_max <= 0:
         return None
     height, width = job.header.height, job.header.width
@@ -427,7 +437,12 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
         fit, centre, half = fit_segment_grid(picked, offsets, picks, config, options)
         origin = tuple(float(np.float32(v)) for v in offsets[0] - centre)
         candidate = encode_grid_key(fit.data, origin, tuple(float(v) for v in half))
-        if key_max is None or len(candidate) <= key_max:
+        if job.shift_runs and key_max is not None:  # the exact cost, SEI framing included
+            raw = encode_packet(Packet(segment.start, "key", segment.shot, candidate, GRID_KEY_CODING), compact=job.compact)
+            fits = _key_cost(job, raw, extra) <= _run_key_total(job, segment, budget, extra)
+        else:
+            fits = key_max is None or len(candidate) <= key_max
+        if fits:
             payload, placed = candidate, PlacedGrid(fit.model, origin, tuple(float(v) for v in half))
             break
         ratio = len(candidate) / estimate
@@ -440,6 +455,73 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     packets, _ = _grid_packets(job, segment, budget, extra, key_max, payload, stream, placed, offsets - centre,
                                use_motion, progress)
     return packets
+
+
+STREAM_RUN_FRAMES = 4
+"""Frames a refinement packet of a shot with shift runs covers while its stream lasts: the
+stream goes out every this many frames, each packet as large as the bucket then allows, so
+three in four frames pay no packet head nor SEI framing (about 35 bytes each at 16 kbit/s,
+where a frame's share of the cap is 83), for at most 3 frames of delay on a record's arrival."""
+
+
+def _run_head_bytes(job: SegmentJob, segment: Segment) -> int:
+    """The head the rate plan assumes for a non-key packet of this segment."""
+    if job.rate is not None:
+        return job.rate.head_bytes
+    return packet_heads(job.header, segment.shot + 1, job.compact)[0]
+
+
+def _key_framing(job: SegmentJob, nbytes: int) -> int:
+    """Bytes an SEI sample of ``nbytes`` may cost beyond the per-frame framing reserve: its
+    longer payloadSize and a margin for emulation prevention (0 outside SEI). With shift runs
+    no frame's unused reserve repays them, so they are counted."""
+    if not job.sample_framing:
+        return 0
+    return (nbytes + 16) // 255 + 2
+
+
+def _sample_surplus(job: SegmentJob, sample: bytes) -> int:
+    """Bytes ``sample``'s SEI NAL unit (HEVC's 2-byte NAL header, its 4-byte length, emulation
+    prevention included) costs beyond the per-frame framing reserve (0 outside SEI)."""
+    if not job.sample_framing:
+        return 0
+    from itmfilter.track.sei import sei_nal_bytes
+
+    return max(0, sei_nal_bytes(sample, "hevc") - len(sample) - job.sample_framing)
+
+
+def _run_key_total(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int) -> float | None:
+    """What the KEY of a grid segment with shift runs may cost in all (its packet, the header
+    sent with it and its SEI framing beyond the reserve; None: no cap): the segment's allowance
+    less what its later frames cost as bare runs (:func:`itmfilter.encode.rate.run_frames_bytes`,
+    the framing of the frames without a sample given back), within the bucket's room."""
+    if not budget.limited:
+        return None
+    from itmfilter.encode.rate import run_frames_bytes
+
+    rest = run_frames_bytes(segment.frames - 1, _run_head_bytes(job, segment), job.run_frames, job.sample_framing,
+                            shifts=job.motion and job.strategy == "warm")
+    return min(budget._allowance(segment.start) - rest, budget.room())
+
+
+def _run_key_budget(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int) -> int | None:
+    """:meth:`RateBudget.key_budget` for a grid segment with shift runs: the payload bytes
+    :func:`_run_key_total` leaves after the head, the header and an estimate of the framing
+    (the fitted KEY is then checked exactly, :func:`_key_cost`)."""
+    total = _run_key_total(job, segment, budget, extra)
+    if total is None:
+        return None
+    payload = total - extra - budget.key_head
+    return max(0, int(payload - _key_framing(job, int(payload) + extra + budget.key_head)))
+
+
+def _key_cost(job: SegmentJob, raw: bytes, extra: int) -> int:
+    """What a KEY packet ``raw`` costs the budget with ``extra`` header bytes before it: both,
+    and in SEI the framing beyond the reserve, emulation prevention in the packet counted
+    exactly and 2 bytes of it allowed in the header (whose final bytes are not known yet)."""
+    if not job.sample_framing:
+        return len(raw) + extra
+    return len(raw) + extra + _sample_surplus(job, b"\xff" * extra + raw) + (2 if extra else 0)
 
 
 def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int,
@@ -515,6 +597,9 @@ def _grid_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
     )
     from itmfilter.track.format import Packet
 
+    if job.shift_runs:
+        return _grid_run_packets(job, segment, budget, extra, key_max, payload, stream, placed, targets, use_motion,
+                                 progress)
     coding, sent = GRID_KEY_CODING, 0
     if stream:
         coding = PROGRESSIVE_GRID_KEY_CODING
@@ -557,6 +642,112 @@ def _grid_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
     return packets, delivered
 
 
+def _grid_run_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int | None,
+                      payload: bytes, stream: bytes, placed, targets: np.ndarray, use_motion: bool,
+                      progress: Callable[[int], None] | None) -> tuple[dict[int, bytes], list[int]]:
+    """:func:`_grid_packets` with shift runs (DELTA coding 5, format 1.6): after the KEY, one
+    packet every :data:`STREAM_RUN_FRAMES` frames while ``stream`` lasts (its next bytes, as many
+    as the segment's allowance and the bucket allow, and the shifts of the frames up to the next
+    one), then runs of ``job.run_frames`` frames carrying only the shifts; the frames a run
+    covers send nothing. The shifts are coding 3's closed-loop binary16 steps. The budget counts
+    every packet with its SEI framing beyond the reserve and gives a frame without a sample its
+    reserve back (``-job.sample_framing``), so the refinement gets the framing the runs save
+    while the bucket of the real carried bytes stays within ``B``."""
+    from itmfilter.encode.rate import run_frames_bytes
+    from itmfilter.track.codec import (
+        GRID_KEY_CODING,
+        HALF_MOTION_DELTA_CODING,
+        PROGRESSIVE_GRID_KEY_CODING,
+        SHIFT_RUN_DELTA_CODING,
+        carried_shift,
+        encode_shift_run,
+    )
+    from itmfilter.track.format import Packet
+
+    n = segment.frames
+    steps: list[tuple[float, float]] = [(0.0, 0.0)]
+    for k in range(1, n):  # the closed loop: each step is what the decoder's origin will have moved by
+        step = carried_shift((targets[k][0] - placed.origin[0], targets[k][1] - placed.origin[1]), HALF_MOTION_DELTA_CODING)
+        if not (use_motion and any(v != 0 for v in step)):
+            step = (0.0, 0.0)
+        placed = placed.moved(step)
+        steps.append(step)
+    framing, run = job.sample_framing, max(1, min(job.run_frames, 255))
+    plan_head = _run_head_bytes(job, segment)
+    r, buffer = budget.per_frame, budget.buffer
+    allowance = budget._allowance(segment.start) if budget.limited else 0.0
+
+    def rest_cost(frames: int) -> int:  # the least the frames after a packet and those it covers cost
+        return run_frames_bytes(frames, plan_head, run, framing, shifts=use_motion)
+
+    coding, sent = GRID_KEY_CODING, 0
+    key_total = _run_key_total(job, segment, budget, extra)
+    if stream:
+        coding, sent = PROGRESSIVE_GRID_KEY_CODING, min(len(stream), max(0, key_max - len(payload)))
+    while True:  # the stream's first bytes, as many as the KEY's exact cost allows
+        key = encode_packet(Packet(segment.start, "key", segment.shot, payload + stream[:sent], coding), compact=job.compact)
+        key_cost = _key_cost(job, key, extra)
+        if key_total is None or key_cost <= key_total or sent == 0:
+            break
+        sent = max(0, sent - max(1, int(np.ceil(key_cost - key_total))))
+    packets = {segment.start: key}
+    budget.key_sent(segment.start, key_cost, 0)
+    spent = float(key_cost)
+    delivered = [sent]
+    if progress is not None:
+        progress(1)
+    k = 1
+    while k < n:
+        left = n - k  # frames from k to the segment's end
+        index = segment.start + k
+
+        def bound(m: int) -> float:
+            """What a packet covering ``m`` frames may cost: within the segment's allowance with
+            the frames after it sent as bare runs, within ``B``, and able to drain to the level
+            planned at the segment's end."""
+            after = rest_cost(left - m)
+            total = allowance - spent + framing * (m - 1) - after
+            drain = budget.end_level + (left - 1) * r + framing * (m - 1) - after + r
+            return min(total, min(r + buffer, drain) - budget.level)
+
+        def packet(m: int, take: int) -> tuple[bytes, int]:
+            body = encode_shift_run(steps[k:k + m], stream[sent:sent + take])
+            raw = encode_packet(Packet(index, "delta", segment.shot, body, SHIFT_RUN_DELTA_CODING), compact=job.compact)
+            return raw, len(raw) + _sample_surplus(job, raw)
+
+        def stream_room(m: int) -> int:
+            """Stream bytes a packet covering ``m`` frames may carry (:func:`bound`), its SEI
+            framing beyond the reserve counted exactly."""
+            if not budget.limited:
+                return len(stream) - sent
+            limit = bound(m)
+            take = max(0, min(len(stream) - sent, int(limit - packet(m, 0)[1])))
+            while take > 0 and (cost := packet(m, take)[1]) > limit:
+                take = max(0, take - max(1, int(np.ceil(cost - limit))))
+            return take
+
+        m, take = min(run, left), 0
+        if sent < len(stream):
+            take = stream_room(m)
+            if take < len(stream) - sent:  # the stream does not end here: the next part in a few frames
+                m = min(STREAM_RUN_FRAMES, left)
+                take = stream_room(m)
+        raw, cost = packet(m, take)
+        packets[index] = raw
+        sent += take
+        budget.record(index, cost)
+        spent += cost
+        delivered.append(sent)
+        for j in range(1, m):  # the frames the run covers: no sample, their reserve given back
+            budget.record(index + j, -framing)
+            spent -= framing
+            delivered.append(sent)
+        if progress is not None:
+            progress(m)
+        k += m
+    return packets, delivered
+
+
 class SegmentStore:
     """Finished segments in an encode's work folder, one ``segment-XXXXX.bin`` each (JSON:
     the frame range and the packets as hex), written atomically; a file whose range does
@@ -577,7 +768,8 @@ class SegmentStore:
         if data.get("start") != segment.start or data.get("end") != segment.end:
             return None
         packets = {int(k): bytes.fromhex(v) for k, v in data["packets"].items()}
-        return packets if sorted(packets) == list(range(segment.start, segment.end)) else None
+        frames = sorted(packets)  # shift runs (DELTA coding 5) leave the frames they cover without a packet
+        return packets if frames and frames[0] == segment.start and frames[-1] < segment.end else None
 
     def save(self, segment: Segment, packets: dict[int, bytes]) -> None:
         data = {"start": segment.start, "end": segment.end, "packets": {str(i): packets[i].hex() for i in sorted(packets)}}

@@ -47,6 +47,7 @@ bits on the project's CPU), one set of kernel launches for many networks on a GP
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -64,8 +65,10 @@ from itmfilter.encode.rate import (
     DEFAULT_BUFFER_SECONDS,
     PRIOR_KEY_BYTES,
     carried_sizes,
+    check_rate,
     final_header_bytes,
     plan_rate,
+    run_frames_bytes,
     window_bytes,
 )
 from itmfilter.encode.segments import (
@@ -101,6 +104,8 @@ from itmfilter.track.codec import (
     GRID_MINOR,
     HALF_MOTION_SHIFT_BYTES,
     PROGRESSIVE_GRID_MINOR,
+    SHIFT_RUN_DELTA_CODING,
+    SHIFT_RUN_MINOR,
     TrackEncoder,
     carries_update,
     init_identity,
@@ -163,6 +168,7 @@ class VideoEncodeOptions:
     model: str = "mlp"  # "grid": one grid model per segment (format 1.4, KEY coding 4; encode/gridkeys.py)
     grid_steps: int = 600  # --model grid: the fit's Adam steps (docs/grid-video.md measured 600)
     grid_refine: bool = True  # --model grid under a cap: progressive shots (format 1.5, KEY coding 5; docs/grid-video.md)
+    shift_runs: bool = True  # --model grid: shifts in runs, one packet for up to 1 s of frames (format 1.6, DELTA coding 5)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -355,6 +361,8 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
     if options.model == "grid":  # a track with grid keys declares 1.4 (1.5 when its shots may be
         # progressive); an MLP track stays 1.3, byte for byte
         minor = PROGRESSIVE_GRID_MINOR if options.grid_refine and options.max_kbps else GRID_MINOR
+        if options.shift_runs:  # shift runs (DELTA coding 5): 1.6 whether or not the shots are progressive
+            minor = SHIFT_RUN_MINOR
         header = dataclasses.replace(header, version=(header.version[0], minor),
                                      encoder={**header.encoder, "model": "grid"})
     key_interval = max(1, round(options.key_seconds * float(fps)))
@@ -406,6 +414,12 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
     # In SEI the cap also pays each sample's NAL framing (the promise counts the bytes the
     # video stream grows by): the packets are planned against what is left.
     track_kbps = options.max_kbps
+    # Shift runs (grid shots, DELTA coding 5): one packet carries up to a second of shifts and
+    # the frames it covers send no sample; the plan counts what they cost and gives back the
+    # framing reserve of every frame without a sample (encode/segments.py).
+    runs = options.model == "grid" and options.shift_runs
+    run_frames = max(1, min(255, round(float(fps))))
+    sample_framing = SEI_FRAMING_RESERVE_BYTES if mode == "sei" else 0
     if options.max_kbps and mode == "sei":
         framing_kbps = SEI_FRAMING_RESERVE_BYTES * 8 * float(fps) / 1000
         track_kbps = options.max_kbps - framing_kbps
@@ -421,10 +435,14 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         plans = [(motion, PRIOR_KEY_BYTES), (False, PRIOR_KEY_BYTES), (False, bare)] if bare is not None \
             else [(motion, 0), (False, 0)]
         for plan_motion, floor in plans:
+            nonkey = None
+            if runs:  # a grid shot's frames after its KEY cost their shift runs, less the framing they skip
+                nonkey = functools.partial(run_frames_bytes, head_bytes=head, run_frames=run_frames,
+                                           framing=sample_framing, shifts=plan_motion)
             rate = plan_rate(track_kbps, float(fps), [s.frames for s in segments],
                              per_packet=HALF_MOTION_SHIFT_BYTES if plan_motion else 0, min_key_bytes=floor,
                              segment_headers=key_headers, head_bytes=head, key_head_bytes=key_head,
-                             buffer_seconds=options.buffer_seconds, bare_key_bytes=bare)
+                             buffer_seconds=options.buffer_seconds, bare_key_bytes=bare, nonkey_bytes=nonkey)
             if rate.shortfall <= 0:
                 break
         if motion and not plan_motion:
@@ -447,6 +465,8 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         assume_hdr=options.assume_hdr, init_path=os.fspath(init_path) if init_path else None, device=device,
         adapt_batch=options.adapt_batch, model=options.model, grid_steps=options.grid_steps,
         grid_refine=options.grid_refine and options.model == "grid",
+        shift_runs=runs, run_frames=run_frames, sample_framing=sample_framing,
+        run_buffer=(options.max_kbps or 0.0) * 1000 / 8 * options.buffer_seconds,
     )
     store = SegmentStore(work)
     desc = f"adapting ({options.strategy})"
@@ -471,6 +491,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
 
     # Pass 3: carriage.
     order = sorted(packets)
+    frames = max(survey.frame_count, order[-1] + 1)  # frames a shift run covers have no packet
     header_sizes = {0: len(header.to_bytes())}  # bytes sent before each frame's packet
     if mode == "json":
         _remux(sdr_path, output, inputs, None, None, None)
@@ -494,7 +515,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
 
         remux_with_sei(sdr_path, output, sample)
         codec = video_codec(output) or "h264"
-        sei_sizes = [sei_nal_bytes(b, codec) if (b := sample(i)) is not None else 0 for i in order]
+        sei_sizes = [sei_nal_bytes(b, codec) if (b := sample(i)) is not None else 0 for i in range(frames)]
     else:
         header_sizes = {0: len(header.to_compressed_bytes())}
         _remux(sdr_path, output, inputs, header, None, packets)
@@ -502,15 +523,33 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         notes.append(f"the final header ({max(header_sizes.values())} bytes) outgrew the {header_bytes} bytes "
                      "the rate plan reserved for it")
     shutil.rmtree(work, ignore_errors=True)
-    sizes = sei_sizes if mode == "sei" else carried_sizes([packets[i] for i in order], 0, header_sizes=header_sizes)
+    if mode == "sei":
+        sizes = sei_sizes
+    else:  # per frame, 0 where a shift run covers the frame
+        carried = carried_sizes([packets[i] for i in order], 0, header_sizes={order.index(i): b for i, b in header_sizes.items()
+                                                                            if i in packets})
+        sizes = [0] * frames
+        for i, b in zip(order, carried):
+            sizes[i] = b
     meta_bytes = sum(sizes)
-    seconds = len(order) / float(fps)
+    seconds = frames / float(fps)
     kinds: dict[str, int] = {}
     for i in order:
         p = decode_packet(packets[i])
-        kind = "shift" if p.kind == "delta" and not carries_update(p) else p.kind  # the pan alone
+        if p.kind == "delta" and p.coding == SHIFT_RUN_DELTA_CODING:
+            kind = "run" if not carries_update(p) else "run+stream"  # a shift run, or a refinement packet carrying one
+        else:
+            kind = "shift" if p.kind == "delta" and not carries_update(p) else p.kind  # the pan alone
         kinds[kind] = kinds.get(kind, 0) + 1
+    if frames > len(order):
+        kinds["covered"] = frames - len(order)  # frames without a packet that a run carries
     worst = window_bytes(sizes, max(1, round(float(fps))))
+    if options.max_kbps and rate is not None:  # the promise, checked on the bytes as carried
+        promised = max(options.max_kbps * 1000 / 8 * options.buffer_seconds, rate.buffer)
+        broken = check_rate(sizes, options.max_kbps, float(fps), buffer=promised)
+        if broken:
+            notes.append(f"--max-kbps {options.max_kbps:g} not kept: {broken[0]}"
+                         + (f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""))
     keys: dict[str, int] = {}
     for i in order:
         p = decode_packet(packets[i])

@@ -55,7 +55,13 @@ from itmfilter.track.format import (
     split_sample,
     track_from_json,
 )
-from itmfilter.track.sei import carries_sei, iter_sei_samples, read_sei, sei_nal_bytes, video_codec
+from itmfilter.track.sei import (
+    carries_sei,
+    iter_sei_samples,
+    presentation_indexes,
+    sei_nal_bytes,
+    video_codec,
+)
 
 CARRIAGE_MODES = ("auto", "sei", "track", "attachment", "json")
 
@@ -273,21 +279,24 @@ def carried_bytes(video: str | os.PathLike, track: LoadedTrack | None = None) ->
     them (sidecar/SPEC.md section 4): the whole SEI NAL unit with its 4-byte length or start
     code (sample, UUID, framing and emulation prevention), the whole data-track sample, or for
     an attachment or sidecar each packet plus the binary header on frame 0. Indexed by
-    presentation index."""
+    presentation index, over every frame of the video (0 for a frame without a sample: the
+    frames a shift run covers, DELTA coding 5, carry none, up to the last)."""
     track = track if track is not None else load_track(video, check_binding=False)
     if track is None:
         return []
     if track.where == "SEI":
         codec = video_codec(video) or "h264"
-        samples = read_sei(video)
-        count = max(samples, default=-1) + 1
+        shown = iter_sei_samples(video)
+        indexes = presentation_indexes(shown)
+        samples = {i: s.payloads[0] for s, i in zip(shown, indexes) if i is not None and s.payloads}
+        count = max((i for i in indexes if i is not None), default=-1) + 1
         return [sei_nal_bytes(samples[i], codec) if i in samples else 0 for i in range(count)]
     elif track.where == "data track":
         samples = read_data_track(video)
     else:
         samples = dict(track.packets)
         samples[0] = track.header.to_bytes() + samples.get(0, b"")
-    count = max(samples, default=-1) + 1
+    count = max(max(samples, default=-1) + 1, track.header.frame_count or 0)
     return [len(samples.get(i, b"")) for i in range(count)]
 
 

@@ -37,6 +37,11 @@
   then a grid refinement, :func:`itmfilter.model.grid.apply_grid_refinement`), each applied to
   the model as soon as its last byte arrives, so a grid too large for one KEY under a rate cap
   arrives over the shot's first frames while every frame renders with what has arrived.
+* DELTA coding 5 (``shift run``, since 1.6; grid shots only): the shifts of this frame and of
+  the next ``n - 1`` frames, which carry no packet (a ``u8`` count ``n``, a ``u8`` of flags,
+  then ``n`` binary16 pairs, or none when every shift is zero), then in a progressive shot the
+  refinement stream's next bytes. One packet, one SEI framing, for up to 255 frames: in SEI the
+  framing (~28 bytes a sample) cost more than the 4-byte shift it carried.
 * REPEAT: empty payload; the previous set again. Sent when every ``q`` of a delta is 0.
 
 Decoder arithmetic is IEEE binary32, multiply then add (no fused multiply-add):
@@ -78,6 +83,14 @@ PROGRESSIVE_GRID_KEY_CODING = KEY_CODINGS["grid-progressive"]
 GRID_REFINE_DELTA_CODING = 4
 """DELTA coding 4 (1.5): in a shot opened by KEY coding 5, a binary16 shift and the next bytes
 of the shot's refinement stream."""
+SHIFT_RUN_DELTA_CODING = 5
+"""DELTA coding 5 (1.6): in a grid shot, the shifts of this frame and the next ``n - 1`` (which
+carry no packet), then in a progressive shot the refinement stream's next bytes."""
+_RUN_HEAD = struct.Struct("<BB")  # frames covered (this one included), flags
+RUN_HEAD_BYTES = _RUN_HEAD.size
+RUN_SHIFTS_FLAG = 0x01
+"""Flag bit 0 of a shift run: the ``n`` binary16 pairs follow (clear: every shift is zero)."""
+MAX_RUN_FRAMES = 255
 _GRID_PLACEMENT = struct.Struct("<ffff")  # origin x, y; half-size x, y (binary32)
 _STREAM_LENGTH = struct.Struct("<I")  # a refinement record's length
 MAX_REFINE_RECORD_BYTES = 1 << 22
@@ -86,6 +99,8 @@ GRID_MINOR = 4
 """The format minor version a track with grid keys declares (a track without them keeps 3)."""
 PROGRESSIVE_GRID_MINOR = 5
 """The minor version of a track whose grid shots may be progressive (KEY coding 5, DELTA coding 4)."""
+SHIFT_RUN_MINOR = 6
+"""The minor version of a track whose grid shots carry their shifts in runs (DELTA coding 5)."""
 DEFAULT_KEY_STEP = 1 / 64
 """Relative step of an ``init`` key: ``step_t = key_step * max(rms(init_t), rms_floor)``.
 Measured on a 320x180 clip (200-step adaptation): 3.3 KB at 53.60 dB PQ-PSNR, where an int8
@@ -359,16 +374,80 @@ def decode_progressive_grid_key(payload: bytes) -> RefiningGrid:
     return state
 
 
+def encode_shift_run(shifts, stream: bytes = b"") -> bytes:
+    """DELTA coding 5's payload for the frames ``shifts`` covers (``(dx, dy)`` each, rounded to
+    nearest binary16 as coding 3's; the first is this packet's frame): the count, the flags, the
+    binary16 pairs (none when all are zero), then ``stream`` (a progressive shot's next bytes)."""
+    n = len(shifts)
+    if not 1 <= n <= MAX_RUN_FRAMES:
+        raise ValueError(f"a shift run covers 1 to {MAX_RUN_FRAMES} frames, not {n}")
+    pairs = [carried_shift(s, HALF_MOTION_DELTA_CODING) for s in shifts]
+    if not any(v != 0 for pair in pairs for v in pair):
+        return _RUN_HEAD.pack(n, 0) + bytes(stream)
+    return _RUN_HEAD.pack(n, RUN_SHIFTS_FLAG) + b"".join(_HALF_MOTION.pack(*p) for p in pairs) + bytes(stream)
+
+
+def shift_run_bytes(frames: int, shifts: bool = True) -> int:
+    """Payload bytes of a shift run over ``frames`` frames without stream bytes."""
+    return RUN_HEAD_BYTES + (HALF_MOTION_SHIFT_BYTES * frames if shifts else 0)
+
+
+def decode_shift_run(packet: Packet) -> tuple[tuple[tuple[float, float], ...], bytes]:
+    """The shifts a DELTA coding 5 carries (one per frame it covers, binary16 widened exactly)
+    and the bytes after them; :class:`TrackFormatError` if malformed."""
+    if len(packet.payload) < _RUN_HEAD.size:
+        raise TrackFormatError(f"shift run for frame {packet.frame} is shorter than its head")
+    n, flags = _RUN_HEAD.unpack_from(packet.payload)
+    if n == 0 or flags & ~RUN_SHIFTS_FLAG:
+        raise TrackFormatError(f"shift run for frame {packet.frame} covers {n} frames with flags {flags:#04x}")
+    if not flags & RUN_SHIFTS_FLAG:
+        return ((0.0, 0.0),) * n, packet.payload[_RUN_HEAD.size:]
+    end = _RUN_HEAD.size + _HALF_MOTION.size * n
+    if len(packet.payload) < end:
+        raise TrackFormatError(f"shift run for frame {packet.frame} is shorter than its {n} shifts")
+    shifts = tuple(tuple(float(np.float32(v)) for v in _HALF_MOTION.unpack_from(packet.payload, _RUN_HEAD.size + 4 * k))
+                   for k in range(n))
+    if not np.isfinite(shifts).all():
+        raise TrackFormatError(f"shift run for frame {packet.frame} has a non-finite shift")
+    return shifts, packet.payload[end:]
+
+
+def covered_frames(packets: dict[int, bytes]) -> set[int]:
+    """The frames without a packet that a good shift run (DELTA coding 5) before them covers
+    (sidecar/SPEC.md section 4): they are not missing. A run ends at the next frame with a packet."""
+    covered: set[int] = set()
+    for frame, raw in packets.items():
+        try:
+            packet = decode_packet(raw)
+            if packet.kind != "delta" or packet.coding != SHIFT_RUN_DELTA_CODING or packet.frame != frame:
+                continue
+            shifts, _ = decode_shift_run(packet)
+        except TrackFormatError:
+            continue
+        for f in range(frame + 1, frame + len(shifts)):
+            if f in packets:
+                break
+            covered.add(f)
+    return covered
+
+
 def grid_step(packet: Packet, placed):
     """The placement after ``packet`` in a grid shot: a REPEAT keeps it, a shift-only DELTA
-    coding 2/3 moves it, and in a progressive shot (``placed`` a :class:`RefiningGrid`) a
-    DELTA coding 4 moves it and feeds the refinement stream; anything else raises
-    :class:`TrackFormatError`."""
+    coding 2/3 moves it, a shift run (DELTA coding 5) moves it by its first shift, and in a
+    progressive shot (``placed`` a :class:`RefiningGrid`) a DELTA coding 4 or 5 also feeds the
+    refinement stream; anything else raises :class:`TrackFormatError`. The rest of a run's
+    shifts are the caller's (:func:`decode_shift_run`)."""
     if packet.kind == "repeat":
         if packet.payload:
             raise TrackFormatError(f"repeat packet for frame {packet.frame} carries a payload")
         return placed
     refining = isinstance(placed, RefiningGrid)
+    if packet.kind == "delta" and packet.coding == SHIFT_RUN_DELTA_CODING:
+        shifts, rest = decode_shift_run(packet)
+        if rest and not refining:
+            raise TrackFormatError(f"shift run for frame {packet.frame} carries stream bytes outside a progressive shot")
+        moved = placed.moved(shifts[0])
+        return moved.take(rest) if refining else moved
     if packet.kind == "delta" and packet.coding == GRID_REFINE_DELTA_CODING and refining:
         if len(packet.payload) <= _HALF_MOTION.size:
             raise TrackFormatError(f"grid refinement delta for frame {packet.frame} carries no stream bytes")
@@ -559,6 +638,11 @@ def carries_update(packet: Packet) -> bool:
         return True
     if packet.kind != "delta":
         return False
+    if packet.coding == SHIFT_RUN_DELTA_CODING:
+        try:
+            return bool(decode_shift_run(packet)[1])
+        except TrackFormatError:
+            return True
     return packet.coding not in _SHIFT_FORMS or len(packet.payload) > _SHIFT_FORMS[packet.coding].size
 
 
@@ -876,6 +960,7 @@ class _State:
     shot: int
     concealed: bool
     status: str
+    run: tuple = ()  # the shifts a shift run (DELTA coding 5) left for the frames after ``frame``
 
 
 class TrackDecoder:
@@ -984,6 +1069,11 @@ class TrackDecoder:
         return None
 
     def _step(self, state: _State, frame: int, packets, last: int) -> _State:
+        if state.run and frame not in packets:
+            # covered by a shift run: its shift, as a shift-alone packet would have moved it
+            params = state.params.moved(state.run[0])
+            status = "concealed" if state.concealed else "ok"
+            return _State(frame, params, state.shot, state.concealed, status, state.run[1:])
         p = self._parse(frame, packets)
         if isinstance(p, str):
             return _State(frame, _held(state.params), state.shot, True, p)
@@ -997,9 +1087,12 @@ class TrackDecoder:
             params = self._next_key_of_shot(frame + 1, p.shot, packets, last)
             if params is not None:
                 return _State(frame, params, p.shot, True, "concealed")
+        run = ()
         try:
             if _is_grid(state.params):
                 params = grid_step(p, state.params)
+                if p.kind == "delta" and p.coding == SHIFT_RUN_DELTA_CODING:
+                    run = decode_shift_run(p)[0][1:]
             else:
                 params = decode_payload(p, state.params, self._sizes, self._wide, self.header.config, self._init)
             if not _finite(params):
@@ -1008,7 +1101,7 @@ class TrackDecoder:
             self.problems[frame] = str(exc)
             return _State(frame, _held(state.params), state.shot, True, "damaged")
         concealed = state.concealed or p.shot != state.shot
-        return _State(frame, params, p.shot, concealed, "concealed" if concealed else "ok")
+        return _State(frame, params, p.shot, concealed, "concealed" if concealed else "ok", run)
 
     def params_interpolated(self, frame: int, packets_by_frame: dict[int, bytes],
                             max_gap: int = INTERPOLATE_MAX_GAP) -> tuple[np.ndarray, str]:
@@ -1025,8 +1118,10 @@ class TrackDecoder:
         playback stays one packet per frame: a second decoder runs ahead to the next update.
         """
         vec, status = self.params_at(frame, packets_by_frame)
+        if status != "ok" or _is_grid(vec):  # grid shots are placed, not blended (and may hold shift runs)
+            return vec, status
         p = self._parse(frame, packets_by_frame)
-        if status != "ok" or not isinstance(p, Packet) or p.kind != "repeat" or _is_grid(vec):
+        if not isinstance(p, Packet) or p.kind != "repeat":
             return vec, status
         first, last = self._span(packets_by_frame)
         a = frame - 1
@@ -1089,6 +1184,8 @@ class TrackDecoder:
             if cache is not None and cache.frame == s:
                 state = cache
                 break
+            if s not in packets:
+                continue  # absent (or covered by a shift run): the walk forward decides which
             p = self._parse(s, packets)
             if isinstance(p, Packet) and p.kind == "key":
                 params = self._key_params(p)
@@ -1097,8 +1194,9 @@ class TrackDecoder:
                     break
         if state is None:
             opening = self._parse(first, packets)
-            if isinstance(opening, Packet) and opening.kind != "key":
-                # A cut: the set the first packets apply to was never in this file.
+            if frame < first or (isinstance(opening, Packet) and opening.kind != "key"):
+                # A cut: the set the first packets apply to was never in this file (a frame
+                # before every packet was cut from a shift run, or lost its sample).
                 return np.zeros(self._n, np.float32), "awaiting_key"
             # The opening key was lost: start from the first good key anywhere, as if it
             # had been sent just before the first frame.
@@ -1125,6 +1223,14 @@ __all__ = [
     "GRID_KEY_CODING",
     "GRID_MINOR",
     "GRID_REFINE_DELTA_CODING",
+    "MAX_RUN_FRAMES",
+    "RUN_HEAD_BYTES",
+    "SHIFT_RUN_DELTA_CODING",
+    "SHIFT_RUN_MINOR",
+    "covered_frames",
+    "decode_shift_run",
+    "encode_shift_run",
+    "shift_run_bytes",
     "MAX_REFINE_RECORD_BYTES",
     "PROGRESSIVE_GRID_KEY_CODING",
     "PROGRESSIVE_GRID_MINOR",

@@ -47,7 +47,8 @@ VERSION_MINOR = 3
 """Minor bumps only add optional header fields or new codings behind their own code. A track
 writes the minor of its header (:attr:`TrackHeader.version`): 3 by default, 4 for a track
 holding grid keys (KEY coding 4), 5 for one whose grid shots may be progressive (KEY coding 5,
-DELTA coding 4), so tracks without them stay byte-identical to 1.3."""
+DELTA coding 4), 6 for one whose grid shots carry their shifts in runs (DELTA coding 5), so
+tracks without them stay byte-identical to 1.3."""
 
 HEADER_MAGIC = b"ITMT"
 COMPRESSED_HEADER_MAGIC = b"ITMZ"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from itmfilter.media.video import probe_video
 from itmfilter.track.carriage import load_track
+from itmfilter.track.codec import covered_frames
 from itmfilter.track.format import TrackFormatError, decode_packet, param_count
 
 LISTED = 10
@@ -69,7 +70,8 @@ def summarise_track(video: str | os.PathLike) -> dict:
         kinds[packet.kind] += 1
         shots.add(packet.shot)
     frames = header.frame_count or (max(track.packets) + 1 if track.packets else 0)
-    missing = [f for f in range(frames) if f not in track.packets]
+    covered = covered_frames(track.packets)  # frames a shift run carries (DELTA coding 5): not missing
+    missing = [f for f in range(frames) if f not in track.packets and f not in covered]
     header_bytes = len(header.to_bytes())
     total = packet_bytes + header_bytes
     seconds = frames * header.fps[1] / header.fps[0] if frames else 0.0
