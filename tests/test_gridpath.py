@@ -58,8 +58,8 @@ def test_grid_residual_points_match_the_rows():
     np.testing.assert_allclose(sub.reshape(rows_all[3::6, 3::6].shape), rows_all[3::6, 3::6], atol=1e-5)
     # the normative decoder's residual over its polynomial, at those pixels
     want = placed.predict_pq(rgb)
-    from itmfilter.model.grid import _mmr_np
-    prior = (_mmr_np(rgb.reshape(-1, 3)) @ placed.model.mmr).reshape(h, w, 3)
+    from itmfilter.model.grid import mmr_terms
+    prior = (mmr_terms(rgb.reshape(-1, 3)) @ placed.model.mmr).reshape(h, w, 3)
     ok = (prior + rows_all > 0.01) & (prior + rows_all < 0.99)  # away from the clip
     np.testing.assert_allclose((prior + rows_all)[ok], want[ok], atol=2e-5)
 
@@ -76,10 +76,10 @@ def test_grid_guided_rungs_follow_the_model(rung, monkeypatch):
     frame = _frame(61, 90, "yuv420p")
     full = hdr10_planes(frame, placed, "full", "cpu")
     got = hdr10_planes(frame, placed, rung, "cpu")
-    from itmfilter.model.grid import _mmr_np
+    from itmfilter.model.grid import mmr_terms
 
     rgb = sdr_frame_to_rgb(frame).astype(np.float32)
-    prior = pq_to_yuv420p10(np.clip(_mmr_np(rgb.reshape(-1, 3)) @ model.mmr, 0, 1).reshape(rgb.shape))
+    prior = pq_to_yuv420p10(np.clip(mmr_terms(rgb.reshape(-1, 3)) @ model.mmr, 0, 1).reshape(rgb.shape))
     diff = np.abs(got[0].astype(int) - full[0].astype(int)).mean()
     # an approximation, and a close one: this random model is far rougher than a fitted one
     assert 0 < diff < 0.25 * np.abs(prior[0].astype(int) - full[0].astype(int)).mean()

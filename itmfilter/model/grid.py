@@ -157,7 +157,9 @@ def grid_features(model: GridModel, sdr: np.ndarray, xy: np.ndarray) -> np.ndarr
     return out.T
 
 
-def _mmr_np(sdr: np.ndarray) -> np.ndarray:
+def mmr_terms(sdr: np.ndarray) -> np.ndarray:
+    """``(N, 22)`` third-order MMR terms of ``(N, 3)`` R'G'B' in float32 NumPy (the order of
+    :func:`itmfilter.model.net.mmr_features`): the decoder's polynomial is ``mmr_terms(s) @ mmr``."""
     r, g, b = sdr[:, 0], sdr[:, 1], sdr[:, 2]
     rg = r * g
     first = np.stack([r, g, b, rg, r * b, g * b, rg * b], axis=-1)
@@ -179,7 +181,7 @@ def predict_pq(model: GridModel, sdr: np.ndarray, *, xy: np.ndarray | None = Non
     relu = np.float32(0)
     for start in range(0, flat.shape[0], chunk):
         s, p = flat[start:start + chunk], xy[start:start + chunk]
-        pq = _mmr_np(s) @ model.mmr
+        pq = mmr_terms(s) @ model.mmr
         feats = grid_features(model, s, p)
         if model.config.hidden:
             act = np.concatenate([s, feats], axis=1)

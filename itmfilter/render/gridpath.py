@@ -23,7 +23,7 @@ import functools
 import numpy as np
 import torch
 
-from itmfilter.model.grid import PlacedGrid, _mmr_np, axis_weights
+from itmfilter.model.grid import PlacedGrid, axis_weights, mmr_terms
 from itmfilter.model.separable import pixel_centres
 from itmfilter.render.fastpath import (
     guided_fit_fast,
@@ -212,7 +212,7 @@ def grid_hdr10_planes(placed: PlacedGrid, planes) -> tuple[np.ndarray, np.ndarra
 def _clipped_over_prior(mmr: np.ndarray, rgb: np.ndarray, raw: np.ndarray) -> np.ndarray:
     """What the model adds to its polynomial once both are clipped to [0, 1], as a guided
     rung fits it (:func:`itmfilter.render.ladder.guided_coefficients`): ``clip(p + raw) - clip(p)``."""
-    prior = _mmr_np(np.ascontiguousarray(rgb, dtype=np.float32).reshape(-1, 3)) @ np.asarray(mmr, np.float32)
+    prior = mmr_terms(np.ascontiguousarray(rgb, dtype=np.float32).reshape(-1, 3)) @ np.asarray(mmr, np.float32)
     return (np.clip(prior + raw.reshape(-1, 3), 0, 1) - np.clip(prior, 0, 1)).astype(np.float32)
 
 
