@@ -769,18 +769,20 @@ def _block_argmax_kernel():
         """Per ``b x b`` block (``rows x cols`` of them, the edge ones cropped to the plane) its
         largest value and that pixel's row and column, the first in raster order among equals."""
         h, w = plane.shape
+        span = b * b
         for bi in nb.prange(rows):
             for bj in range(cols):
-                best = plane[bi * b, bj * b]
-                br, bc = bi * b, bj * b
+                # one branch-free maximum of value * b^2 + (b^2 - 1 - position): the largest
+                # value, and among equals the first in raster order
+                best = -1
                 for r in range(bi * b, min(h, bi * b + b)):
+                    base = (r - bi * b) * b - bj * b
                     for c in range(bj * b, min(w, bj * b + b)):
-                        if plane[r, c] > best:
-                            best = plane[r, c]
-                            br, bc = r, c
-                out_v[bi, bj] = best
-                out_r[bi, bj] = br
-                out_c[bi, bj] = bc
+                        best = max(best, np.int64(plane[r, c]) * span + (span - 1 - (base + c)))
+                pos = span - 1 - best % span
+                out_v[bi, bj] = best // span
+                out_r[bi, bj] = bi * b + pos // b
+                out_c[bi, bj] = bj * b + pos % b
 
     return block_argmax
 
