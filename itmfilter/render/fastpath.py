@@ -53,16 +53,15 @@ from itmfilter.render.ladder import (
     GUIDED_KNEE,
     GUIDED_RIDGE,
     GUIDED_SPLAT,
-    PROBE_SHARE,
     brightest_blocks,
     gain_map,
     gain_mode,
     guided_coefficients,
     guided_nodes,
-    guided_probe_error,
     guided_samples,
     node_lerp,
     probe_scores,
+    probe_share,
     refine_block_list,
     refine_blocks,
     residual_map,
@@ -631,6 +630,53 @@ def _fit_kernel():
     return fit, sample_error
 
 
+@functools.lru_cache(maxsize=1)
+def _probe_kernel():
+    import numba as nb
+
+    mmr3 = _helpers()[6]
+
+    @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def probe_error(rgb, raw, mmr, coef, y0, y1, wy, x0, x1, wx, knee, out):
+        """Each probe's largest absolute miss (:func:`itmfilter.render.ladder.guided_probe_error`):
+        ``raw`` ``(N, 3)`` what the network adds to its unclipped prior there; the miss is against
+        ``clip(prior + raw) - clip(prior)``, the prior the MMR3 polynomial ``mmr`` of ``rgb``."""
+        zero, one = np.float32(0.0), np.float32(1.0)
+        for n in nb.prange(rgb.shape[0]):
+            r, g, bl = rgb[n, 0], rgb[n, 1], rgb[n, 2]
+            p = mmr3(r, g, bl, mmr)
+            kv = max((np.float32(0.2126) * r + np.float32(0.7152) * g + np.float32(0.0722) * bl
+                      - np.float32(knee)) / np.float32(1.0 - knee), zero)
+            worst = zero
+            for ch in range(3):
+                pc = min(max(p[ch], zero), one)
+                target = min(max(p[ch] + raw[n, ch], zero), one) - pc
+                acc = zero
+                for k in range(5):
+                    f = r if k == 0 else (g if k == 1 else (bl if k == 2 else (kv if k == 3 else one)))
+                    top = coef[y0[n], x0[n], k, ch] + wx[n] * (coef[y0[n], x1[n], k, ch] - coef[y0[n], x0[n], k, ch])
+                    bot = coef[y1[n], x0[n], k, ch] + wx[n] * (coef[y1[n], x1[n], k, ch] - coef[y1[n], x0[n], k, ch])
+                    acc += f * (top + wy[n] * (bot - top))
+                worst = max(worst, abs(acc - target))
+            out[n] = worst
+
+    return probe_error
+
+
+def guided_probe_error_fast(rgb: np.ndarray, raw: np.ndarray, mmr: np.ndarray, coef: np.ndarray, rows: np.ndarray,
+                            cols: np.ndarray, h: int, w: int, step: int) -> np.ndarray:
+    """The probes' fit error in one numba pass (``raw``: the network's output less its unclipped
+    prior at the probes, ``mmr`` the prior's ``(22, 3)``): ``(N,)`` float32, the numbers of
+    :func:`itmfilter.render.ladder.guided_probe_error` without its torch ops on the player's
+    thread (tested)."""
+    gh, gw = coef.shape[:2]
+    out = np.empty(rows.shape[0], np.float32)
+    _probe_kernel()(np.ascontiguousarray(rgb, dtype=np.float32), np.ascontiguousarray(raw, dtype=np.float32),
+                    np.ascontiguousarray(mmr, dtype=np.float32), np.ascontiguousarray(coef, dtype=np.float32),
+                    *node_lerp(h, step, gh, rows), *node_lerp(w, step, gw, cols), float(GUIDED_KNEE), out)
+    return out
+
+
 def guided_sample_error_fast(rgb: np.ndarray, resid: np.ndarray, coef: np.ndarray, h: int, w: int,
                              step: int) -> np.ndarray:
     """:func:`itmfilter.render.ladder.guided_sample_error` in one numba pass: ``(A, B)`` float32."""
@@ -787,9 +833,12 @@ def _block_argmax_kernel():
     return block_argmax
 
 
-def probe_pixels_fast(y: np.ndarray, step: int, share: float = PROBE_SHARE) -> tuple[np.ndarray, ...]:
+def probe_pixels_fast(y: np.ndarray, step: int, share: float | None = None) -> tuple[np.ndarray, ...]:
     """:func:`itmfilter.render.ladder.probe_pixels` of the Y' plane, the blocks' maxima in one
     numba pass."""
+    share = probe_share(step) if share is None else share
+    if share <= 0:  # no probes at this step: no pass over the plane
+        return (np.zeros(0, np.int64),) * 3
     h, w = y.shape
     nbh, nbw = -(-h // step), -(-w // step)
     best = np.empty((nbh, nbw), np.float32)
@@ -902,8 +951,14 @@ def _guided_planes(net, planes, step: int, *, precision: str):
     dtype = resolve_precision(precision, cpu)
     # each block's brightest pixel: the network there against the fitted transform
     chosen, prows, pcols = probe_pixels_fast(y, step)
-    probe = probe_scores(chosen, guided_probe_error(net, torch.from_numpy(pixels_rgb(planes, prows, pcols)), prows,
-                                                    pcols, coef, h, w, step, dtype), h, w, step)
+    probe = None
+    if len(chosen):
+        prgb = pixels_rgb(planes, prows, pcols)
+        n = prows.shape[0]
+        raw = residual_on_blocks(net, torch.from_numpy(prgb).view(n, 1, 1, 3), torch.from_numpy(prows).view(n, 1),
+                                 torch.from_numpy(pcols).view(n, 1), h, w, dtype).reshape(n, 3).numpy()
+        probe = probe_scores(chosen, guided_probe_error_fast(prgb, raw, net.prior_mmr.detach().numpy(), coef, prows,
+                                                             pcols, h, w, step), h, w, step)
     blocks = refine_blocks(guided_sample_error_fast(rgb.numpy(), resid.numpy(), coef, h, w, step), h, w, step,
                            probe=probe)
     index = refined = None

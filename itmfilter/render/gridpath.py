@@ -21,12 +21,12 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import torch
 
 from itmfilter.model.grid import PlacedGrid, axis_weights, mmr_terms
 from itmfilter.model.separable import pixel_centres
 from itmfilter.render.fastpath import (
     guided_fit_fast,
+    guided_probe_error_fast,
     guided_sample_error_fast,
     guided_to_hdr10_planes,
     pixels_rgb,
@@ -35,7 +35,6 @@ from itmfilter.render.fastpath import (
     sample_sdr,
 )
 from itmfilter.render.ladder import (
-    guided_point_error,
     guided_samples,
     probe_scores,
     refine_block_list,
@@ -231,10 +230,12 @@ def grid_guided_planes(placed: PlacedGrid, planes, step: int) -> tuple[np.ndarra
     resid = _clipped_over_prior(mmr, rgb, residual_grid(placed, rgb, h, w, rows, cols)).reshape(a, b, 3)
     coef = guided_fit_fast(rgb, resid, h, w, step)
     chosen, prows, pcols = probe_pixels_fast(y, step)
-    prgb = pixels_rgb(planes, prows, pcols)
-    probe_resid = _clipped_over_prior(mmr, prgb, residual_points(placed, prgb, prows, pcols, h, w))
-    probe = probe_scores(chosen, guided_point_error(torch.from_numpy(prgb), torch.from_numpy(probe_resid), coef,
-                                                    prows, pcols, h, w, step), h, w, step)
+    probe = None
+    if len(chosen):
+        prgb = pixels_rgb(planes, prows, pcols)
+        raw = residual_points(placed, prgb, prows, pcols, h, w)
+        probe = probe_scores(chosen, guided_probe_error_fast(prgb, raw, mmr, coef, prows, pcols, h, w, step), h, w,
+                             step)
     blocks = refine_blocks(guided_sample_error_fast(rgb, resid, coef, h, w, step), h, w, step, probe=probe)
     index = refined = None
     if blocks.any():

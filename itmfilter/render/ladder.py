@@ -442,9 +442,11 @@ nothing (its error is below :data:`GUIDED_REFINE_TOL`)."""
 
 GUIDED_REFINE_SHARES = {8: 0.02}
 """Per-step exceptions to :data:`GUIDED_REFINE_SHARE`. ``guided-eighth`` (step 8), the rung that
-keeps 1080p24 on 2 cores, refines 2 %: its network samples only 1.6 % of the pixels, so 3 %
-more than tripled its network work; 41.05 -> 42.37 dB at 2 % on the 1080p spatially
-varying grade (3 %: 42.52; full network 42.77)."""
+keeps 1080p24 on 2 cores, refines 2 %, chosen by its samples alone (no probes:
+:data:`PROBE_SHARES`): each per cent of its blocks is the full network on ~21k pixels, ~5 ms
+a 1080p frame here, so 3 % more than tripled its network work. On the 1080p spatially varying
+grade 41.05 -> 41.83 dB at 2 % (full network 42.77; with probes it would be 42.37, at a cost
+the player cannot pay on these cores)."""
 
 GUIDED_REFINE_TOL = 1.0 / 1023
 """A block is refined only where its samples' fit error exceeds one 10-bit PQ code."""
@@ -475,7 +477,9 @@ def guided_point_error(rgb: torch.Tensor, resid: torch.Tensor, coef, rows: np.nd
     top = torch.lerp(coef[y0, x0], coef[y0, x1], wx.view(-1, 1, 1))
     bottom = torch.lerp(coef[y1, x0], coef[y1, x1], wx.view(-1, 1, 1))
     c = torch.lerp(top, bottom, wy.view(-1, 1, 1))  # (N, 5, 3)
-    pred = torch.einsum("nk,nkc->nc", guided_features(rgb.float().to(coef.device)), c)
+    # a product and a sum, not einsum: its batched matrix product of N tiny matrices left
+    # threads busy in the player afterwards (every rung slowed to ~10 fps until the end)
+    pred = (guided_features(rgb.float().to(coef.device))[:, :, None] * c).sum(dim=1)
     return (pred - resid.float().to(coef.device)).abs().amax(dim=-1)
 
 
@@ -484,8 +488,15 @@ PROBE_SHARE = 0.1
 10 %: the same refinement as 20 % or every block on the pictures measured (:func:`probe_pixels`)
 at half the network work of 20 % (a probe costs the network at one pixel)."""
 
+PROBE_SHARES = {8: 0.0}
+"""Per-step exceptions to :data:`PROBE_SHARE`. ``guided-eighth``, the rung that keeps 1080p24 on
+2 cores, has no probes: inside the player (decoder and mpv on the same cores) the probes' few
+thousand network evaluations cost ~6 ms a 1080p frame (filter 34 -> 28 frames/s at a 1 %
+refinement), and a real 10 s clip then dropped 2-3 frames a run where it dropped none; it keeps
+the samples' score and refines 2 % (:data:`GUIDED_REFINE_SHARES`)."""
 
-def probe_pixels(luma, h: int, w: int, step: int, share: float = PROBE_SHARE) -> tuple[np.ndarray, ...]:
+
+def probe_pixels(luma, h: int, w: int, step: int, share: float | None = None) -> tuple[np.ndarray, ...]:
     """Probes of the brightest ``share`` of the ``step x step`` blocks: ``(blocks, rows,
     cols)`` int64, the blocks' raster indices (of ``nbh * nbw``) and each one's pixel of the
     largest ``luma`` ``(H, W)`` (the SDR's Y' codes, or its R'G'B''s BT.709 luma), the
@@ -518,8 +529,13 @@ def probe_pixels(luma, h: int, w: int, step: int, share: float = PROBE_SHARE) ->
     bi, bj = np.meshgrid(np.arange(nbh), np.arange(nbw), indexing="ij")
     rows = (bi * step + flat.numpy() // step).ravel().astype(np.int64)
     cols = (bj * step + flat.numpy() % step).ravel().astype(np.int64)
-    chosen = brightest_blocks(best.numpy().ravel(), share)
+    chosen = brightest_blocks(best.numpy().ravel(), probe_share(step) if share is None else share)
     return chosen, rows[chosen], cols[chosen]
+
+
+def probe_share(step: int) -> float:
+    """The share of blocks probed at ``step`` (:data:`PROBE_SHARES`, else :data:`PROBE_SHARE`)."""
+    return PROBE_SHARES.get(step, PROBE_SHARE)
 
 
 def brightest_blocks(maxima: np.ndarray, share: float = PROBE_SHARE) -> np.ndarray:
@@ -527,6 +543,8 @@ def brightest_blocks(maxima: np.ndarray, share: float = PROBE_SHARE) -> np.ndarr
     ``(nbh * nbw,)``; one rule for the reference and the fused path, so both probe the
     same blocks."""
     maxima = np.asarray(maxima, dtype=np.float32)
+    if share <= 0:
+        return np.zeros(0, np.int64)
     k = int(min(maxima.size, max(1, round(share * maxima.size))))
     return np.sort(np.argpartition(-maxima, k - 1)[:k]).astype(np.int64)
 
@@ -646,9 +664,11 @@ def _apply_guided_rung(net, x, step, device, precision, encode_pq, y_plane=None)
     if y_plane is None:
         y_plane = x.clamp(0.0, 1.0) @ torch.tensor(_LUMA_709, device=device)
     chosen, prows, pcols = probe_pixels(y_plane, h, w, step)
-    pr, pc = torch.from_numpy(prows).to(device), torch.from_numpy(pcols).to(device)
-    probe = probe_scores(chosen, guided_probe_error(net, x[pr, pc].clamp(0.0, 1.0), prows, pcols, coef, h, w, step,
-                                                    dtype), h, w, step)
+    probe = None
+    if len(chosen):
+        pr, pc = torch.from_numpy(prows).to(device), torch.from_numpy(pcols).to(device)
+        probe = probe_scores(chosen, guided_probe_error(net, x[pr, pc].clamp(0.0, 1.0), prows, pcols, coef, h, w,
+                                                        step, dtype), h, w, step)
     blocks = refine_blocks(guided_sample_error(rgb_samples.cpu(), resid.cpu(), coef.cpu(), h, w, step), h, w, step,
                            probe=probe)
     if blocks.any():
