@@ -754,25 +754,31 @@ def build_progressive_grid_vectors() -> dict[str, bytes]:
         Packet(6, "delta", 0, shift(0.0625, 0.0, part(3)), GRID_REFINE_DELTA_CODING),
         Packet(7, "delta", 0, shift(0.25, 0.0), HALF_MOTION_DELTA_CODING),
     ]
-    out, entries = {"track_grid_progressive_sdr.npy": _npy(sdr)}, []
-    for name, kept, what in (
+    return _grid_track_vectors(header, sdr, "track_grid_progressive_sdr.npy", 8, "grid_progressive_manifest.json", (
         ("track_grid_progressive.bin", packets, "1.5: KEY coding 5 (grid 4x3x4, C 4, MLP 8-8, 40 stream bytes), "
          "DELTAs coding 4 (1, 2, 5, 6), shifts alone (3, 7), a REPEAT (4); the grid 7x5 from frame 2, 13x9 from 6"),
         ("track_grid_progressive_lost.bin", [p for p in packets if p.frame != 5], "the same without frame 5: "
          "missing, the stream broken (frame 6's shift applies, its bytes are ignored), the 7x5 grid holds"),
-    ):
+    ))
+
+def _grid_track_vectors(header, sdr, sdr_name: str, frames: int, manifest: str, variants) -> dict[str, bytes]:
+    """Each of ``variants`` (file name, its packets, what it shows) as a compact track blob with
+    the PQ of every frame on ``sdr``, the placements, the statuses and the grid sizes a decoder
+    must reach over ``frames`` frames, and the manifest listing them."""
+    out, entries = {sdr_name: _npy(sdr)}, []
+    for name, kept, what in variants:
         blob = write_track_blob(header, [encode_packet(p, compact=True) for p in kept])
         _, by_frame = read_track_blob(blob)
         dec = TrackDecoder(header)
-        results = [dec.params_at(f, by_frame) for f in range(8)]
+        results = [dec.params_at(f, by_frame) for f in range(frames)]
         stem = name[:-4]
         out[name] = blob
         out[f"{stem}_expected.npy"] = _npy(np.stack([r[0].predict_pq(sdr) for r in results]))
         out[f"{stem}_placements.npy"] = _npy(np.array([[*r[0].origin, *r[0].half] for r in results], np.float64))
-        entries.append({"file": name, "what": what, "sdr": "track_grid_progressive_sdr.npy", "expected": f"{stem}_expected.npy",
+        entries.append({"file": name, "what": what, "sdr": sdr_name, "expected": f"{stem}_expected.npy",
                         "placements": f"{stem}_placements.npy", "statuses": [r[1] for r in results],
                         "cells": [[r[0].model.config.width, r[0].model.config.height] for r in results]})
-    out["grid_progressive_manifest.json"] = (json.dumps({"vectors": entries}, sort_keys=True, indent=1) + "\n").encode()
+    out[manifest] = (json.dumps({"vectors": entries}, sort_keys=True, indent=1) + "\n").encode()
     return out
 
 
@@ -823,27 +829,13 @@ def build_shift_run_vectors() -> dict[str, bytes]:
         Packet(10, "key", 1, encode_grid_key(other, (0.125, -0.0625), (1.125, 1.0)), GRID_KEY_CODING),
         Packet(11, "delta", 1, encode_shift_run([(-0.0390625, 0.015625)]), SHIFT_RUN_DELTA_CODING),
     ]
-    out, entries = {"track_grid_runs_sdr.npy": _npy(sdr)}, []
-    for name, kept, what in (
+    return _grid_track_vectors(header, sdr, "track_grid_runs_sdr.npy", 12, "grid_runs_manifest.json", (
         ("track_grid_runs.bin", packets, "1.6: KEY coding 5 (grid 4x3x4, 40 stream bytes), shift runs at 1 (1-3, "
          "stream bytes), 4 (4-7, the rest: the grid 7x5 from 4), 8 (8-9, all shifts zero); KEY coding 4 at 10 "
          "(shot 1), a run of one at 11"),
         ("track_grid_runs_lost.bin", [p for p in packets if p.frame != 4], "the same without frame 4's run: frames "
          "4-7 missing, the stream broken (the 4x3 grid holds), the run at 8 concealed, shot 1 decodes"),
-    ):
-        blob = write_track_blob(header, [encode_packet(p, compact=True) for p in kept])
-        _, by_frame = read_track_blob(blob)
-        dec = TrackDecoder(header)
-        results = [dec.params_at(f, by_frame) for f in range(12)]
-        stem = name[:-4]
-        out[name] = blob
-        out[f"{stem}_expected.npy"] = _npy(np.stack([r[0].predict_pq(sdr) for r in results]))
-        out[f"{stem}_placements.npy"] = _npy(np.array([[*r[0].origin, *r[0].half] for r in results], np.float64))
-        entries.append({"file": name, "what": what, "sdr": "track_grid_runs_sdr.npy", "expected": f"{stem}_expected.npy",
-                        "placements": f"{stem}_placements.npy", "statuses": [r[1] for r in results],
-                        "cells": [[r[0].model.config.width, r[0].model.config.height] for r in results]})
-    out["grid_runs_manifest.json"] = (json.dumps({"vectors": entries}, sort_keys=True, indent=1) + "\n").encode()
-    return out
+    ))
 
 
 def _decode_all(header, packets) -> dict[int, np.ndarray]:
