@@ -516,6 +516,9 @@ def probe_pixels(luma, h: int, w: int, step: int, share: float | None = None) ->
     (brightest pixel against the sample) instead: 42.11 at 20 %; the darkest pixel as a
     second probe: +0.01 dB.
     """
+    share = probe_share(step) if share is None else share
+    if share <= 0:  # no probes at this step: no pass over the picture
+        return (np.zeros(0, np.int64),) * 3
     if isinstance(luma, torch.Tensor):
         lum = luma.detach().to(device="cpu", dtype=torch.float32)
     else:
@@ -529,7 +532,7 @@ def probe_pixels(luma, h: int, w: int, step: int, share: float | None = None) ->
     bi, bj = np.meshgrid(np.arange(nbh), np.arange(nbw), indexing="ij")
     rows = (bi * step + flat.numpy() // step).ravel().astype(np.int64)
     cols = (bj * step + flat.numpy() % step).ravel().astype(np.int64)
-    chosen = brightest_blocks(best.numpy().ravel(), probe_share(step) if share is None else share)
+    chosen = brightest_blocks(best.numpy().ravel(), share)
     return chosen, rows[chosen], cols[chosen]
 
 
@@ -661,7 +664,7 @@ def _apply_guided_rung(net, x, step, device, precision, encode_pq, y_plane=None)
         pq.add_(torch.einsum("nwk,nwkc->nwc", guided_features(sdr), c)).clamp_(0.0, 1.0)
         out[band] = pq
     dtype = resolve_precision(precision, device)
-    if y_plane is None:
+    if y_plane is None and probe_share(step) > 0:
         y_plane = x.clamp(0.0, 1.0) @ torch.tensor(_LUMA_709, device=device)
     chosen, prows, pcols = probe_pixels(y_plane, h, w, step)
     probe = None
