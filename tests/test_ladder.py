@@ -269,17 +269,24 @@ def test_brightest_blocks_takes_the_share_with_the_largest_maxima():
     assert ladder.brightest_blocks(maxima, 1.0).tolist() == list(range(10))
 
 
-def test_probe_error_is_the_transforms_miss_of_the_network_at_the_probe():
-    torch.manual_seed(0)
+def _probe_case(seed: int, h: int, w: int, step: int = 4):
+    """A network whose residual the transforms cannot follow everywhere, a random picture, its
+    guided transforms and a probe in every block: ``(net, rgb, coef, rows, cols)``."""
+    torch.manual_seed(seed)
     net = ITMNet(CONFIGS["default"]).eval()
-    for p in net.fusion[-1].parameters():  # a residual the transforms cannot follow everywhere
+    for p in net.fusion[-1].parameters():
         torch.nn.init.normal_(p, std=0.05)
-    rng = np.random.default_rng(4)
-    h, w, step = 24, 32, 4
+    rng = np.random.default_rng(seed + 4)
     rgb = torch.from_numpy(rng.random((h, w, 3)).astype(np.float32))
     ys, xs = ladder.guided_samples(h, step), ladder.guided_samples(w, step)
     coef = ladder.guided_coefficients(net, rgb[ys][:, xs], h, w, step, torch.device("cpu"), "fp32")
     _, rows, cols = ladder.probe_pixels(rgb @ torch.tensor([0.2126, 0.7152, 0.0722]), h, w, step, share=1.0)
+    return net, rgb, coef, rows, cols
+
+
+def test_probe_error_is_the_transforms_miss_of_the_network_at_the_probe():
+    h, w, step = 24, 32, 4
+    net, rgb, coef, rows, cols = _probe_case(0, h, w, step)
     got = ladder.guided_probe_error(net, rgb[rows, cols], rows, cols, coef, h, w, step, torch.float32)
     # the reference: the full rung's PQ less the guided transform's, at the probes
     full = torch.from_numpy(ladder.apply_rung(net, rgb.numpy(), "full", "cpu", "fp32"))[rows, cols]
@@ -287,6 +294,22 @@ def test_probe_error_is_the_transforms_miss_of_the_network_at_the_probe():
     want = ladder.guided_point_error(rgb[rows, cols], full - prior, coef, rows, cols, h, w, step)
     assert got.shape == (len(rows),) and float(got.max()) > 1e-3
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=2e-5)
+
+
+def test_guided_numba_probe_error_matches_the_torch_one():
+    pytest.importorskip("numba")
+    from itmfilter.render import fastpath
+
+    h, w, step = 30, 44, 4
+    net, rgb, coef, rows, cols = _probe_case(1, h, w, step)
+    pts = rgb[rows, cols]
+    want = ladder.guided_probe_error(net, pts, rows, cols, coef, h, w, step, torch.float32).numpy()
+    n = len(rows)
+    raw = ladder.residual_on_blocks(net, pts.view(n, 1, 1, 3), torch.from_numpy(rows).view(n, 1),
+                                    torch.from_numpy(cols).view(n, 1), h, w, torch.float32).reshape(n, 3).numpy()
+    got = fastpath.guided_probe_error_fast(pts.numpy(), raw, net.prior_mmr.numpy(), coef.numpy(), rows, cols, h, w, step)
+    assert want.max() > 1e-3
+    np.testing.assert_allclose(got, want, atol=2e-5)
 
 
 def test_guided_fit_recovers_an_affine_residual_exactly():

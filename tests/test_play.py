@@ -410,30 +410,6 @@ def test_probe_pixels_fast_matches_the_torch_ones():
                 assert all(np.array_equal(g, wv) for g, wv in zip(got, want))
 
 
-def test_guided_numba_probe_error_matches_the_torch_one():
-    pytest.importorskip("numba")
-    from itmfilter.render import fastpath, ladder
-
-    torch.manual_seed(1)
-    net = ITMNet(CONFIGS["default"]).eval()
-    for p in net.fusion[-1].parameters():  # a residual the transforms cannot follow everywhere
-        torch.nn.init.normal_(p, std=0.05)
-    rng = np.random.default_rng(8)
-    h, w, step = 30, 44, 4
-    rgb = torch.from_numpy(rng.random((h, w, 3)).astype(np.float32))
-    ys, xs = ladder.guided_samples(h, step), ladder.guided_samples(w, step)
-    coef = ladder.guided_coefficients(net, rgb[ys][:, xs], h, w, step, torch.device("cpu"), "fp32")
-    _, rows, cols = ladder.probe_pixels(rgb @ torch.tensor([0.2126, 0.7152, 0.0722]), h, w, step, share=1.0)
-    pts = rgb[rows, cols]
-    want = ladder.guided_probe_error(net, pts, rows, cols, coef, h, w, step, torch.float32).numpy()
-    n = len(rows)
-    raw = ladder.residual_on_blocks(net, pts.view(n, 1, 1, 3), torch.from_numpy(rows).view(n, 1),
-                                    torch.from_numpy(cols).view(n, 1), h, w, torch.float32).reshape(n, 3).numpy()
-    got = fastpath.guided_probe_error_fast(pts.numpy(), raw, net.prior_mmr.numpy(), coef.numpy(), rows, cols, h, w, step)
-    assert want.max() > 1e-3
-    np.testing.assert_allclose(got, want, atol=2e-5)
-
-
 def test_gain_mode_choice():
     from itmfilter.render.frame import choose_gain_mode
 
