@@ -117,6 +117,9 @@ def encode(
     shift_runs: Annotated[
         bool, typer.Option(help="Video, --model grid: one packet carries up to 1 s of the pan's shifts and the frames it covers carry none (format 1.6; in SEI each sample costs ~28 bytes of framing, 5.4 kbit/s at 24 fps, which go to the grid's refinement instead). --no-shift-runs: a packet per frame (1.5).")
     ] = True,
+    scene_residual: Annotated[
+        bool, typer.Option(help="Video, --model grid under --max-kbps: a shot's refinement may end in a scene residual, one low-resolution PQ correction image over the pan that every frame reads at its place (format 1.7; where the SDR clips, the detail a grid cannot see). --no-scene-residual: 1.6.")
+    ] = True,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     engine: EngineOpt = "local",
@@ -148,6 +151,7 @@ def encode(
                 strategy=strategy, first_steps=steps or VideoEncodeOptions.first_steps, refresh_ratio=refresh, key_seconds=key_seconds,
                 max_kbps=max_kbps or None, buffer_seconds=buffer_seconds, motion=motion, assume_hdr=assume_hdr, fps=fps, seed=seed,
                 adapt_batch=adapt_batch, model=model, grid_refine=grid_refine, shift_runs=shift_runs,
+                scene_residual=scene_residual,
             ),
             init_path=init,
             device=device,

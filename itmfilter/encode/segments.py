@@ -177,6 +177,7 @@ class SegmentJob:
     grid_fit_frames: int = 6  # frames of a segment pooled into its grid fit
     grid_refine: bool = False  # under a cap, a grid KEY may be followed by a refinement (format 1.5)
     shift_runs: bool = False  # grid shots carry their shifts in runs (DELTA coding 5, format 1.6)
+    scene_residual: bool = False  # a progressive grid shot's stream may end in a scene residual (format 1.7)
     run_frames: int = 24  # the most frames one shift run covers (a lost run conceals at most these)
     sample_framing: int = 0  # bytes the carriage adds to each sample, reserved per frame by the plan (SEI: 28)
     run_buffer: float = 0.0  # shift runs: the buffer B of the cap itself (bytes), the framing included
@@ -551,6 +552,7 @@ def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, ex
     pixels = score_pixels(picked, xy, options.seed)
     model, scores, records = placed.model, [model_score(placed.model, pixels)], []
     best = scores[0]
+    models = [model]
     refine = GridFitOptions(steps=max(1, options.steps // 2), seed=options.seed)
     use_motion = job.motion and job.strategy == "warm"
     for _ in range(MAX_REFINEMENTS):
@@ -574,7 +576,41 @@ def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, ex
             break
         records, model = chosen[0], chosen[1]
         scores.append(chosen[2])
+        models.append(model)
+    if job.scene_residual:
+        records = _choose_scene(job, segment, budget, extra, key_max, payload, placed, picked, picks, offsets, centre,
+                                half, records, models, scores, best, pixels)
     return b"".join(records)
+
+
+def _choose_scene(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int, payload: bytes,
+                  placed, picked, picks, offsets, centre, half, records: list[bytes], models: list, scores: list[float],
+                  best: float, pixels) -> list[bytes]:
+    """The refinement records with a scene residual (:mod:`itmfilter.model.scene`) appended
+    when one raises the segment's expected mean PU21-PSNR above ``best`` (the records alone):
+    tried after all the refinement records and, when there are some, in their place (the bytes
+    then go to the residual alone); each at every scale and quality of
+    :func:`itmfilter.encode.gridkeys.scene_options`."""
+    import copy
+
+    from itmfilter.encode.gridkeys import expected_score, model_score, scene_options
+    from itmfilter.track.codec import refinement_record
+
+    use_motion = job.motion and job.strategy == "warm"
+    chosen = records
+    for keep in sorted({len(records), 0}, reverse=True):
+        for data, model in scene_options(models[keep], picked, offsets, picks, centre, half):
+            candidate = records[:keep] + [refinement_record(data)]
+            _, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, b"".join(candidate),
+                                    placed, offsets - centre, use_motion, None)
+            ends = np.cumsum([len(r) for r in candidate])
+            arrivals = [next((k for k, v in enumerate(sent) if v >= e), None) for e in ends]
+            if arrivals[-1] is None:
+                continue
+            score = expected_score(segment.frames, arrivals, scores[:keep + 1] + [model_score(model, pixels)])
+            if score > best:
+                best, chosen = score, candidate
+    return chosen
 
 
 def _grid_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int | None,

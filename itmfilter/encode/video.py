@@ -104,6 +104,7 @@ from itmfilter.track.codec import (
     GRID_MINOR,
     HALF_MOTION_SHIFT_BYTES,
     PROGRESSIVE_GRID_MINOR,
+    SCENE_MINOR,
     SHIFT_RUN_DELTA_CODING,
     SHIFT_RUN_MINOR,
     TrackEncoder,
@@ -169,6 +170,7 @@ class VideoEncodeOptions:
     grid_steps: int = 600  # --model grid: the fit's Adam steps (docs/grid-video.md measured 600)
     grid_refine: bool = True  # --model grid under a cap: progressive shots (format 1.5, KEY coding 5; docs/grid-video.md)
     shift_runs: bool = True  # --model grid: shifts in runs, one packet for up to 1 s of frames (format 1.6, DELTA coding 5)
+    scene_residual: bool = True  # --model grid under a cap: a shot's stream may end in a scene residual (format 1.7)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -363,6 +365,8 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         minor = PROGRESSIVE_GRID_MINOR if options.grid_refine and options.max_kbps else GRID_MINOR
         if options.shift_runs:  # shift runs (DELTA coding 5): 1.6 whether or not the shots are progressive
             minor = SHIFT_RUN_MINOR
+        if options.scene_residual and options.grid_refine and options.max_kbps:
+            minor = SCENE_MINOR  # progressive shots that may end their stream with a scene residual
         header = dataclasses.replace(header, version=(header.version[0], minor),
                                      encoder={**header.encoder, "model": "grid"})
     key_interval = max(1, round(options.key_seconds * float(fps)))
@@ -466,6 +470,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         adapt_batch=options.adapt_batch, model=options.model, grid_steps=options.grid_steps,
         grid_refine=options.grid_refine and options.model == "grid",
         shift_runs=runs, run_frames=run_frames, sample_framing=sample_framing,
+        scene_residual=options.scene_residual and options.grid_refine and options.model == "grid",
         run_buffer=(options.max_kbps or 0.0) * 1000 / 8 * options.buffer_seconds,
     )
     store = SegmentStore(work)

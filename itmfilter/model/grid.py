@@ -114,6 +114,7 @@ class GridModel:
     mmr: np.ndarray          # (22, 3) float32
     grid: np.ndarray         # grid_shape float32
     mlp: list[np.ndarray]    # config.mlp_shapes(), float32
+    scene: object = None     # a video shot's scene residual (:class:`itmfilter.model.scene.SceneResidual`), or None
 
 
 # --- the decoder (float32 NumPy, fixed order) -----------------------------------------------
@@ -190,6 +191,8 @@ def predict_pq(model: GridModel, sdr: np.ndarray, *, xy: np.ndarray | None = Non
             pq = pq + (act @ model.mlp[-2].T + model.mlp[-1])
         else:
             pq = pq + feats[:, :3]
+        if model.scene is not None:  # a shot's scene residual, added before the clip
+            pq = pq + model.scene.sample(p)
         out[start:start + chunk] = np.clip(pq, np.float32(0), np.float32(1))
     return out.reshape(h, w, 3)
 
@@ -341,6 +344,10 @@ REFINE_KIND_2X = 1
 """Refinement kind 1: the grid at twice the spatial resolution (``2W - 1`` x ``2H - 1`` cells,
 the same luma bins and channels), as the coarse grid upsampled plus a coded residual; the
 polynomial and the MLP are unchanged."""
+REFINE_KIND_SCENE = 2
+"""Refinement kind 2: a scene residual (:mod:`itmfilter.model.scene`), a PQ correction image
+over the grid square added before the model's clip; it replaces any earlier one, and a later
+kind-1 refinement keeps it."""
 _REFINE_MAX_SIDE = 65535  # the model's u16 cell counts
 _REFINE_MAX_CELLS = 1 << 24  # a refined grid's values: a decoder never holds more
 
@@ -379,6 +386,13 @@ def apply_grid_refinement(model: GridModel, data: bytes) -> GridModel:
     ``upsample_grid(grid) + f32(code) * step_c`` (binary32, multiply then add); raises
     :class:`GridFormatError` on a malformed refinement."""
     cfg = model.config
+    if len(data) >= 1 and data[0] == REFINE_KIND_SCENE:
+        from itmfilter.model.scene import SceneFormatError, unpack_scene_residual
+
+        try:
+            return replace(model, scene=unpack_scene_residual(data))
+        except SceneFormatError as exc:
+            raise GridFormatError(str(exc)) from None
     if len(data) < 1 or data[0] != REFINE_KIND_2X:
         raise GridFormatError(f"unknown grid refinement kind {data[0] if data else None}")
     if 2 * max(cfg.width, cfg.height) - 1 > _REFINE_MAX_SIDE:
@@ -402,7 +416,7 @@ def apply_grid_refinement(model: GridModel, data: bytes) -> GridModel:
     codes = np.frombuffer(raw, np.int8).astype(np.float32).reshape(fine.grid_shape)
     shape = (c,) + (1,) * (codes.ndim - 1)
     grid = (upsample_grid(model.grid) + codes * steps.reshape(shape)).astype(np.float32)
-    return GridModel(fine, model.mmr, grid, model.mlp)
+    return GridModel(fine, model.mmr, grid, model.mlp, model.scene)
 
 
 def quantise_refinement(residual: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:

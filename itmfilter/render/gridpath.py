@@ -11,6 +11,7 @@ in three passes, within one 10-bit code of the normative decoder (tested):
    (:func:`itmfilter.model.grid.axis_weights` on :meth:`PlacedGrid.xy`'s coordinates), and
    the model's small MLP on them, a row at a time with the pixels innermost (torch's matrix
    products are slow at widths of 7 to 32);
+   then a shot's scene residual (:mod:`itmfilter.model.scene`) read at the same coordinates;
 3. the polynomial prior and the HDR10 coding per pixel
    (:func:`itmfilter.render.fastpath.prior_to_hdr10_planes`, unclipped prior as
    ``predict_pq``).
@@ -144,11 +145,15 @@ def _kernels():
     return rows, points
 
 
+def _axis(n: int, half: float, origin: float, idx=None) -> np.ndarray:
+    """The grid coordinates of rows (or columns) ``idx`` (default all ``n``):
+    :meth:`PlacedGrid.xy`'s (binary64, rounded to binary32 once)."""
+    return ((pixel_centres(n, idx).numpy().astype(np.float64) + origin) / half).astype(np.float32)
+
+
 def _coords(placed: PlacedGrid, n: int, half: float, origin: float, cells: int, idx=None):
-    """The grid cells and weights of rows (or columns) ``idx`` (default all ``n``):
-    :meth:`PlacedGrid.xy`'s coordinates (binary64, rounded to binary32 once)."""
-    c = ((pixel_centres(n, idx).numpy().astype(np.float64) + origin) / half).astype(np.float32)
-    return axis_weights(c, cells)
+    """The grid cells and weights of rows (or columns) ``idx`` (default all ``n``)."""
+    return axis_weights(_axis(n, half, origin, idx), cells)
 
 
 def _model_arrays(placed: PlacedGrid):
@@ -180,6 +185,10 @@ def residual_grid(placed: PlacedGrid, rgb: np.ndarray, h: int, w: int, rows=None
     out = np.empty((a * b, 3), np.float32)
     _kernels()[0](np.ascontiguousarray(rgb, dtype=np.float32).reshape(-1, 3), b, ix, fx, iy, fy,
                   *_model_arrays(placed), out)
+    scene = placed.model.scene
+    if scene is not None:  # the shot's scene residual, read at the same coordinates
+        out += scene.sample_axes(_axis(w, placed.half[0], placed.origin[0], cols),
+                                 _axis(h, placed.half[1], placed.origin[1], rows)).reshape(-1, 3)
     return out
 
 
@@ -193,6 +202,11 @@ def residual_points(placed: PlacedGrid, rgb: np.ndarray, rows: np.ndarray, cols:
     out = np.empty((ix.shape[0], 3), np.float32)
     _kernels()[1](np.ascontiguousarray(rgb, dtype=np.float32).reshape(-1, 3), ix, fx, iy, fy,
                   *_model_arrays(placed), out)
+    scene = placed.model.scene
+    if scene is not None:
+        xy = np.stack([_axis(w, placed.half[0], placed.origin[0], np.asarray(cols).ravel()),
+                       _axis(h, placed.half[1], placed.origin[1], np.asarray(rows).ravel())], axis=1)
+        out += scene.sample(xy)
     return out
 
 

@@ -101,6 +101,9 @@ PROGRESSIVE_GRID_MINOR = 5
 """The minor version of a track whose grid shots may be progressive (KEY coding 5, DELTA coding 4)."""
 SHIFT_RUN_MINOR = 6
 """The minor version of a track whose grid shots carry their shifts in runs (DELTA coding 5)."""
+SCENE_MINOR = 7
+"""The minor version of a track whose progressive grid shots may carry a scene residual
+(refinement record kind 2, :mod:`itmfilter.model.scene`)."""
 DEFAULT_KEY_STEP = 1 / 64
 """Relative step of an ``init`` key: ``step_t = key_step * max(rms(init_t), rms_floor)``.
 Measured on a 320x180 clip (200-step adaptation): 3.3 KB at 53.60 dB PQ-PSNR, where an int8
@@ -1226,6 +1229,7 @@ __all__ = [
     "MAX_RUN_FRAMES",
     "RUN_HEAD_BYTES",
     "SHIFT_RUN_DELTA_CODING",
+    "SCENE_MINOR",
     "SHIFT_RUN_MINOR",
     "covered_frames",
     "decode_shift_run",
