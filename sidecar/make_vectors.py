@@ -300,6 +300,7 @@ def build_vectors() -> dict[str, bytes]:
     out.update(build_grid_track_vectors())
     out.update(build_progressive_grid_vectors())
     out.update(build_shift_run_vectors())
+    out.update(build_scene_vectors())
 
     # KEY coding 3 (since 1.2): predicted from an initialisation. On the small config with
     # a given reference set; then the initialisation alone (every width 0).
@@ -835,6 +836,63 @@ def build_shift_run_vectors() -> dict[str, bytes]:
          "(shot 1), a run of one at 11"),
         ("track_grid_runs_lost.bin", [p for p in packets if p.frame != 4], "the same without frame 4's run: frames "
          "4-7 missing, the stream broken (the 4x3 grid holds), the run at 8 concealed, shot 1 decodes"),
+    ))
+
+
+def build_scene_vectors() -> dict[str, bytes]:
+    """Format 1.7: 8 frames of one progressive grid shot with shift runs whose stream holds a
+    kind-1 refinement (the grid 4x3 to 7x5) and then a scene residual (refinement record kind 2,
+    a 5x4 image over the grid square). A KEY coding 5 with the first 40 stream bytes, a run at 1
+    over 1-2 with the rest of the kind-1 record and part of the scene's, a run at 3 over 3-5
+    with the rest (the residual applies from frame 3), a run at 6 over 6-7. ``track_grid_scene.bin``
+    decodes in full; ``track_grid_scene_damaged.bin`` has the scene image's bytes spoilt: the run
+    at 3 is damaged (4-5, which it would cover, missing; the 7x5 model held without a residual),
+    the run at 6 applies (concealed). Expected: placements, cells and the PQ of every frame on
+    ``track_grid_scene_sdr.npy`` (6x8); ``grid_scene_manifest.json``. The AVIF bytes depend on
+    the encoder build; the expected pixels are what a reader must reach."""
+    from itmfilter.model.grid import GridConfig, pack_grid_refinement, refined_config
+    from itmfilter.model.scene import ScenePlan
+    from itmfilter.track.codec import (
+        PROGRESSIVE_GRID_KEY_CODING,
+        SCENE_MINOR,
+        SHIFT_RUN_DELTA_CODING,
+        encode_progressive_grid_key,
+        encode_shift_run,
+        refinement_record,
+    )
+
+    rng = np.random.default_rng(19)
+    h, w = 6, 8
+    sdr = (rng.integers(0, 256, (h, w, 3)) / 255).astype(np.float32)
+    cfg = GridConfig(width=4, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=6)
+    model = _random_grid_model(cfg, rng)
+    shape = refined_config(cfg)
+    steps = np.array([0.01, 0.02, 0.005, 0.015], np.float16)
+    codes = rng.integers(-20, 21, shape.grid_shape) * (rng.random(shape.grid_shape) < 0.25)
+    first = refinement_record(pack_grid_refinement(steps, codes.astype(np.int8)))
+    scene = ScenePlan(rng.normal(0, 0.05, (4, 5, 3))).code(60)
+    stream = first + refinement_record(scene)
+    cut = len(first) + 10
+    header = TrackHeader(config=SMALL, fps=(24, 1), frame_count=8, width=w, height=h, hdr10=HDR10, binding=BINDING,
+                         encoder={"tool": "make_vectors", "model": "grid"}, version=(1, SCENE_MINOR))
+
+    def packets(tail: bytes) -> list:
+        return [
+            Packet(0, "key", 0, encode_progressive_grid_key(model, (-0.25, 0.0625), (1.25, 1.0625), stream[:40]),
+                   PROGRESSIVE_GRID_KEY_CODING),
+            Packet(1, "delta", 0, encode_shift_run([(0.0421875, -0.0185185), (0.05, 0.0)], stream[40:cut]),
+                   SHIFT_RUN_DELTA_CODING),
+            Packet(3, "delta", 0, encode_shift_run([(-0.125, 0.03125), (0.0625, 0.0), (0.0, 0.0)], tail),
+                   SHIFT_RUN_DELTA_CODING),
+            Packet(6, "delta", 0, encode_shift_run([(0.25, 0.0), (0.03125, -0.0078125)]), SHIFT_RUN_DELTA_CODING),
+        ]
+
+    spoilt = stream[cut:-24] + bytes(24)  # the image's last bytes zeroed: it no longer decodes
+    return _grid_track_vectors(header, sdr, "track_grid_scene_sdr.npy", 8, "grid_scene_manifest.json", (
+        ("track_grid_scene.bin", packets(stream[cut:]), "1.7: KEY coding 5 (grid 4x3x4, 40 stream bytes), runs at "
+         "1 (1-2: the grid 7x5 from 1) and 3 (3-5: the scene residual, 5x4, from 3), a run at 6 (6-7)"),
+        ("track_grid_scene_damaged.bin", packets(spoilt), "the same with the scene image spoilt: the run at 3 "
+         "damaged, 4-5 missing, the 7x5 model held without a residual, the run at 6 applies (concealed)"),
     ))
 
 

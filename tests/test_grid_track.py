@@ -281,8 +281,8 @@ def test_grid_encode_transcode_round_trip_under_the_cap(master, tmp_path):
         assert sum(sizes) <= kbps * 1000 / 8 * FRAMES / FPS
         assert check_rate(sizes, kbps, FPS, 1.0) == []
         keys = [decode_packet(r) for r in track.packets.values() if decode_packet(r).kind == "key"]
-        if model == "grid":  # progressive under a cap with shift runs (1.6)
-            assert track.header.version == (1, 6) and sum(report.keys.values()) == len(SHOTS)
+        if model == "grid":  # progressive under a cap with shift runs and scene residuals (1.7)
+            assert track.header.version == (1, 7) and sum(report.keys.values()) == len(SHOTS)
             assert all(k.coding in (GRID_KEY_CODING, 5) for k in keys)
             # the pan travels in shift runs (DELTA coding 5): most frames carry no packet
             assert report.packets.get("covered", 0) > FRAMES // 2
@@ -365,7 +365,8 @@ def test_progressive_grid_beats_the_whole_model_key_at_16_kbps(master, tmp_path)
     for refine in (True, False):
         out = tmp_path / f"sdr-{refine}.mp4"
         encode_video(master, out, options=VideoEncodeOptions(max_kbps=kbps, model="grid", grid_refine=refine,
-                                                             shift_runs=False, **FAST), quiet=True)
+                                                             shift_runs=False, scene_residual=False, **FAST),
+                     quiet=True)
         track = load_track(out)
         sizes = carried_bytes(out, track)
         assert sum(sizes) <= kbps * 1000 / 8 * FRAMES / FPS and check_rate(sizes, kbps, FPS, 1.0) == []

@@ -188,3 +188,32 @@ def test_an_encode_under_a_cap_carries_scene_residuals_and_keeps_the_cap(two_sho
                                     for r, p, s in zip(ref, placed, sdrs)]))
     assert scenes[True] > 0 and scenes[False] == 0
     assert scores[True] >= scores[False] - 0.05, scores
+
+
+@pytest.mark.parametrize("name", ["track_grid_scene.bin", "track_grid_scene_damaged.bin"])
+def test_scene_vectors_decode_to_expected_pixels_cells_and_placements(name):
+    import json
+    from pathlib import Path
+
+    from itmfilter.track.codec import SCENE_MINOR, TrackDecoder
+    from itmfilter.track.format import read_track_blob
+
+    vectors = Path(__file__).resolve().parents[1] / "sidecar" / "vectors"
+    entry = {e["file"]: e for e in json.loads((vectors / "grid_scene_manifest.json").read_text())["vectors"]}[name]
+    header, packets = read_track_blob((vectors / name).read_bytes())
+    assert header.version == (1, SCENE_MINOR)
+    sdr, expected = np.load(vectors / entry["sdr"]), np.load(vectors / entry["expected"])
+    placements = np.load(vectors / entry["placements"])
+    dec = TrackDecoder(header)
+    for f in range(len(expected)):
+        placed, status = dec.params_at(f, packets)
+        assert isinstance(placed, PlacedGrid) and status == entry["statuses"][f], (f, status)
+        assert [placed.model.config.width, placed.model.config.height] == entry["cells"][f], f
+        assert np.array_equal(np.array([*placed.origin, *placed.half]), placements[f]), f
+        assert np.abs(placed.predict_pq(sdr) - expected[f]).max() <= 1e-6, f
+        # the residual applies from the frame whose packet completes it, and only in the good track
+        assert (placed.model.scene is not None) == (f >= 3 and not name.endswith("_damaged.bin")), f
+    if name.endswith("_damaged.bin"):
+        assert entry["statuses"][3:6] == ["damaged", "missing", "missing"]
+    else:
+        assert dec.problems == {}

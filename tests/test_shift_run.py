@@ -20,6 +20,7 @@ from itmfilter.track.codec import (
     HALF_MOTION_DELTA_CODING,
     PROGRESSIVE_GRID_KEY_CODING,
     SHIFT_RUN_DELTA_CODING,
+    SCENE_MINOR,
     SHIFT_RUN_MINOR,
     TrackDecoder,
     carries_update,
@@ -302,7 +303,7 @@ def test_grid_encode_with_runs_keeps_the_cap_and_decodes_every_frame(two_shot_ma
     report = encode_video(two_shot_master, out, options=VideoEncodeOptions(max_kbps=kbps, model="grid", sidecar=carriage,
                                                                            **FAST), quiet=True)
     track = load_track(out)
-    assert track.header.version == (1, SHIFT_RUN_MINOR)
+    assert track.header.version == (1, SCENE_MINOR)  # runs, and shots that may end in a scene residual
     sizes = carried_bytes(out, track)
     assert sum(sizes) == report.metadata_bytes
     assert sum(sizes) <= kbps * 1000 / 8 * FRAMES / FPS
@@ -334,7 +335,8 @@ def test_runs_give_the_refinement_the_framing_at_16_kbps(two_shot_master, tmp_pa
     cells, scores = {}, {}
     for runs in (True, False):
         out = tmp_path / f"sdr-{runs}.mp4"
-        encode_video(two_shot_master, out, options=VideoEncodeOptions(max_kbps=16.0, model="grid", shift_runs=runs, **FAST),
+        encode_video(two_shot_master, out, options=VideoEncodeOptions(max_kbps=16.0, model="grid", shift_runs=runs,
+                                                                      scene_residual=False, **FAST),
                      quiet=True)
         assert load_track(out).header.version == (1, SHIFT_RUN_MINOR if runs else 5)
         nets = FrameNetworks(out)
