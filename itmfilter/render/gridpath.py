@@ -142,7 +142,24 @@ def _kernels():
             run(rgb, start, n, ix[start:start + n], fx[start:start + n], iy[start:start + n], fy[start:start + n],
                 grid, depth, wh, bh, wo, bo, act, nxt, z0, wz, out)
 
-    return rows, points
+    @nb.njit(parallel=True, cache=True, nogil=True)
+    def scene_rows(values, ix, fx, iy, fy, out):
+        """Add a scene residual ``values`` ``(H, W, 3)`` read bilinearly to ``out`` ``(rows * w, 3)``
+        for the pixels of a grid of rows (cells ``iy, fy``) and columns (``ix, fx``): each row
+        of ``values`` along x first, then along y, binary32 (no fastmath: the normative order,
+        :meth:`itmfilter.model.scene.SceneResidual.sample_axes`)."""
+        w = ix.shape[0]
+        one = np.float32(1)
+        for row in nb.prange(iy.shape[0]):
+            j, b = iy[row], fy[row]
+            for col in range(w):
+                i, a = ix[col], fx[col]
+                for c in range(3):
+                    top = values[j, i, c] * (one - a) + values[j, i + 1, c] * a
+                    bottom = values[j + 1, i, c] * (one - a) + values[j + 1, i + 1, c] * a
+                    out[row * w + col, c] += top * (one - b) + bottom * b
+
+    return rows, points, scene_rows
 
 
 def _axis(n: int, half: float, origin: float, idx=None) -> np.ndarray:
@@ -187,8 +204,9 @@ def residual_grid(placed: PlacedGrid, rgb: np.ndarray, h: int, w: int, rows=None
                   *_model_arrays(placed), out)
     scene = placed.model.scene
     if scene is not None:  # the shot's scene residual, read at the same coordinates
-        out += scene.sample_axes(_axis(w, placed.half[0], placed.origin[0], cols),
-                                 _axis(h, placed.half[1], placed.origin[1], rows)).reshape(-1, 3)
+        sh, sw = scene.values.shape[:2]
+        _kernels()[2](scene.values, *axis_weights(_axis(w, placed.half[0], placed.origin[0], cols), sw),
+                      *axis_weights(_axis(h, placed.half[1], placed.origin[1], rows), sh), out)
     return out
 
 

@@ -37,6 +37,8 @@
   then a grid refinement, :func:`itmfilter.model.grid.apply_grid_refinement`), each applied to
   the model as soon as its last byte arrives, so a grid too large for one KEY under a rate cap
   arrives over the shot's first frames while every frame renders with what has arrived.
+  A record of kind 2 (since 1.7) is a *scene residual* (:mod:`itmfilter.model.scene`): a PQ
+  correction image over the grid's square that every later frame of the shot reads at its place.
 * DELTA coding 5 (``shift run``, since 1.6; grid shots only): the shifts of this frame and of
   the next ``n - 1`` frames, which carry no packet (a ``u8`` count ``n``, a ``u8`` of flags,
   then ``n`` binary16 pairs, or none when every shift is zero), then in a progressive shot the
