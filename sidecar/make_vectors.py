@@ -845,10 +845,10 @@ def build_scene_vectors() -> dict[str, bytes]:
     a 5x4 image over the grid square). A KEY coding 5 with the first 40 stream bytes, a run at 1
     over 1-2 with the rest of the kind-1 record and part of the scene's, a run at 3 over 3-5
     with the rest (the residual applies from frame 3), a run at 6 over 6-7. ``track_grid_scene.bin``
-    decodes in full; ``track_grid_scene_damaged.bin`` has the scene image's bytes spoilt: the run
+    decodes in full; ``track_grid_scene_damaged.bin`` has the scene record's width changed (6, its picture is 5 wide): the run
     at 3 is damaged (4-5, which it would cover, missing; the 7x5 model held without a residual),
     the run at 6 applies (concealed). Expected: placements, cells and the PQ of every frame on
-    ``track_grid_scene_sdr.npy`` (6x8); ``grid_scene_manifest.json``. The AVIF bytes depend on
+    ``track_grid_scene_sdr.npy`` (6x8); ``grid_scene_manifest.json``. The AV1 bytes depend on
     the encoder build; the expected pixels are what a reader must reach."""
     from itmfilter.model.grid import GridConfig, pack_grid_refinement, refined_config
     from itmfilter.model.scene import ScenePlan
@@ -872,7 +872,7 @@ def build_scene_vectors() -> dict[str, bytes]:
     first = refinement_record(pack_grid_refinement(steps, codes.astype(np.int8)))
     scene = ScenePlan(rng.normal(0, 0.05, (4, 5, 3))).code(60)
     stream = first + refinement_record(scene)
-    cut = len(first) + 10
+    cut = len(first) + 2  # the scene record opens in the run at 1, its head arrives in the run at 3
     header = TrackHeader(config=SMALL, fps=(24, 1), frame_count=8, width=w, height=h, hdr10=HDR10, binding=BINDING,
                          encoder={"tool": "make_vectors", "model": "grid"}, version=(1, SCENE_MINOR))
 
@@ -887,11 +887,12 @@ def build_scene_vectors() -> dict[str, bytes]:
             Packet(6, "delta", 0, encode_shift_run([(0.25, 0.0), (0.03125, -0.0078125)]), SHIFT_RUN_DELTA_CODING),
         ]
 
-    spoilt = stream[cut:-24] + bytes(24)  # the image's last bytes zeroed: it no longer decodes
+    # the record's head says 6 cells across, its picture has 5: damaged for every reader
+    spoilt = (first + refinement_record(scene[:1] + (6).to_bytes(2, "little") + scene[3:]))[cut:]
     return _grid_track_vectors(header, sdr, "track_grid_scene_sdr.npy", 8, "grid_scene_manifest.json", (
         ("track_grid_scene.bin", packets(stream[cut:]), "1.7: KEY coding 5 (grid 4x3x4, 40 stream bytes), runs at "
          "1 (1-2: the grid 7x5 from 1) and 3 (3-5: the scene residual, 5x4, from 3), a run at 6 (6-7)"),
-        ("track_grid_scene_damaged.bin", packets(spoilt), "the same with the scene image spoilt: the run at 3 "
+        ("track_grid_scene_damaged.bin", packets(spoilt), "the same with the scene record's width changed to 6 (its picture is 5 wide): the run at 3 "
          "damaged, 4-5 missing, the 7x5 model held without a residual, the run at 6 applies (concealed)"),
     ))
 

@@ -58,7 +58,11 @@ def test_record_round_trip_and_layout():
     (lambda d: d[:1] + struct.pack("<HH", 15, 9) + d[5:], "head says"),
     (lambda d: d[:5] + struct.pack("<ee", 1.0, -1.0) + d[9:], "inverted"),
     (lambda d: d[:5] + struct.pack("<ee", float("nan"), 1.0) + d[9:], "non-finite"),
-    (lambda d: d[:17] + b"\x00" * 40, "does not decode"),
+    (lambda d: d[:17] + b"\x00" * 40, "without a size"),
+    (lambda d: d[:17] + bytes([0x7A, 0]), "no AV1 sequence header"),  # a padding OBU alone
+    (lambda d: d[:-12], "does not decode"),
+    # the sequence header (after the temporal delimiter at 17) without its reduced still-picture flag
+    (lambda d: d[:21] + bytes([d[21] & ~0x08]) + d[22:], "not an AV1 still"),
 ])
 def test_damaged_records_are_refused(damage, says):
     data = ScenePlan(_smooth(9, 14)).code(50)

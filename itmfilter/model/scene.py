@@ -12,9 +12,13 @@ Decoding: a pixel at grid coordinates ``(x, y)`` (the same as the grid reads, cl
 square) reads the image bilinearly with its corners on the square's corners
 (:func:`itmfilter.model.grid.axis_weights`), and the model's PQ becomes
 ``clip(MMR3 + MLP + R(x, y), 0, 1)`` per channel: the correction is added before the model's
-clip. The image is ``lo_c + code * (hi_c - lo_c) / 255`` per channel (binary16 ``lo, hi``;
-binary32 arithmetic), the codes an 8-bit 4:4:4 AVIF still (AV1 decoding is bit-exact by
-specification, as for a still's residual layer, :mod:`itmfilter.model.residual`).
+clip. The image is ``lo_c + code_c * (hi_c - lo_c) / 255`` per channel (binary16 ``lo, hi``;
+binary32 arithmetic), the codes an 8-bit 4:4:4 AV1 still picture carried as its bare OBUs (no
+AVIF container: its ~270 bytes are 7 % of a 2 s shot at 16 kbit/s), decoded by dav1d through
+PyAV: AV1 decoding is exact by specification. The codes are the picture's R'G'B' by the
+BT.601 full-range matrix (ITU-R BT.601, as AVIF's default ``nclx`` matrix 6, the Y'CbCr an
+image coder decorrelates best), computed in binary32 by this reader, not rounded: a coder's
+own YUV-to-RGB step is not part of the format.
 
 Encoding (:func:`build_scene_residual`): every given frame's PQ difference master - model is
 splatted into the image's cells with the bilinear weights the decoder reads them with and
@@ -28,6 +32,7 @@ from __future__ import annotations
 import io
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -39,6 +44,9 @@ MAX_CELLS = 1 << 22
 """A scene image of more cells than this is damaged (a decoder never holds more)."""
 AVIF_SPEED = 6
 TAIL_PERCENT = 0.01
+KR, KB = 0.299, 0.114
+"""BT.601 luma weights of red and blue: the matrix between the codes and the coded Y'CbCr."""
+_OBU_SEQUENCE_HEADER = 1
 
 
 class SceneFormatError(ValueError):
@@ -157,15 +165,110 @@ class ScenePlan:
         self.codes = np.round((image - lo) / (hi - lo) * 255).clip(0, 255).astype(np.uint8)
 
     def code(self, quality: int) -> bytes:
-        """The record's bytes (kind 2) with the codes as AVIF 4:4:4 at ``quality`` (0-100)."""
-        buf = io.BytesIO()
-        from PIL import Image
-
-        Image.fromarray(self.codes, "RGB").save(buf, format="AVIF", quality=int(quality), speed=AVIF_SPEED,
-                                                subsampling="4:4:4")
+        """The record's bytes (kind 2): the head, then the codes as the OBUs of an 8-bit 4:4:4
+        AV1 still at ``quality`` (0-100; Pillow's libavif, the AVIF container stripped)."""
         h, w = self.codes.shape[:2]
         pairs = [float(v) for c in range(3) for v in (self.lo[c], self.hi[c])]
-        return _HEAD.pack(SCENE_KIND, w, h, *pairs) + buf.getvalue()
+        return _HEAD.pack(SCENE_KIND, w, h, *pairs) + _av1_still(self.codes, quality)
+
+
+def _av1_still(codes: np.ndarray, quality: int) -> bytes:
+    """The AV1 OBUs of ``codes`` ``(h, w, 3)`` uint8 as libavif codes them (via Pillow): the
+    item data of the AVIF file, after checking that it holds one still in BT.601 full range."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(codes, "RGB").save(buf, format="AVIF", quality=int(quality), speed=AVIF_SPEED,
+                                       subsampling="4:4:4")
+    data, pos, mdat, colr = buf.getvalue(), 0, None, None
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"mdat":
+            mdat = data[pos + 8:pos + size]
+        elif kind == b"meta":
+            at = data.find(b"colrnclx", pos, pos + size)
+            colr = data[at + 8:at + 15] if at >= 0 else None
+        pos += size
+    # nclx: primaries, transfer, matrix (u16 each), full-range flag: matrix 6 (BT.601), full range
+    if mdat is None or colr is None or struct.unpack(">H", colr[4:6])[0] != 6 or not colr[6] & 0x80:
+        raise RuntimeError("libavif did not code the scene image as one BT.601 full-range still")
+    return mdat
+
+
+def _leb128(data: bytes, pos: int) -> tuple[int, int]:
+    value = 0
+    for k in range(8):
+        if pos >= len(data):
+            raise SceneFormatError("scene image's OBUs are truncated")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << (7 * k)
+        if not byte & 0x80:
+            return value, pos
+    raise SceneFormatError("scene image has a malformed OBU size")
+
+
+def _still_size(obus: bytes) -> tuple[int, int]:
+    """The frame size an AV1 still's sequence header declares (``reduced_still_picture_header``
+    required: a still, not a stream), read before anything is decoded, so a hostile record
+    cannot make the decoder allocate a picture larger than its head allows."""
+    pos = 0
+    while pos < len(obus):
+        header = obus[pos]
+        kind, extension, has_size = (header >> 3) & 0xF, (header >> 2) & 1, (header >> 1) & 1
+        pos += 1 + extension
+        if not has_size:
+            raise SceneFormatError("scene image has an OBU without a size")
+        size, pos = _leb128(obus, pos)
+        body = obus[pos:pos + size]
+        pos += size
+        if kind != _OBU_SEQUENCE_HEADER:
+            continue
+        bits = int.from_bytes(body[:12].ljust(12, b"\0"), "big")
+        read = iter(range(95, -1, -1))
+
+        def take(n: int) -> int:
+            return sum(((bits >> next(read)) & 1) << (n - 1 - k) for k in range(n))
+
+        take(3)  # seq_profile
+        take(1)  # still_picture
+        if not take(1):
+            raise SceneFormatError("scene image is not an AV1 still (no reduced still-picture header)")
+        take(5)  # seq_level_idx
+        wbits, hbits = take(4) + 1, take(4) + 1
+        return take(wbits) + 1, take(hbits) + 1
+    raise SceneFormatError("scene image has no AV1 sequence header")
+
+
+@lru_cache(maxsize=1)
+def _matrix() -> tuple[np.float32, ...]:
+    """Y'CbCr (full range, Cb/Cr less 128) -> R'G'B' factors, binary32: R = Y + a Cr,
+    B = Y + b Cb, G = Y - c Cb - d Cr (ITU-R BT.601)."""
+    kg = 1 - KR - KB
+    return tuple(np.float32(v) for v in (2 * (1 - KR), 2 * (1 - KB), 2 * (1 - KB) * KB / kg, 2 * (1 - KR) * KR / kg))
+
+
+def _decode_still(obus: bytes, width: int, height: int) -> np.ndarray:
+    """The codes ``(height, width, 3)`` float32 (unrounded R'G'B', clipped to [0, 255]) of an AV1
+    4:4:4 8-bit still; :class:`SceneFormatError` if it is anything else or does not decode."""
+    import av
+
+    if _still_size(obus) != (width, height):
+        raise SceneFormatError(f"scene image is {'x'.join(map(str, _still_size(obus)))}, its head says {width}x{height}")
+    try:
+        ctx = av.CodecContext.create("libdav1d", "r")
+        frames = ctx.decode(av.Packet(obus)) + ctx.decode(None)
+    except (av.FFmpegError, ValueError) as exc:
+        raise SceneFormatError(f"scene image does not decode ({exc})") from None
+    if len(frames) != 1 or frames[0].format.name != "yuv444p" or (frames[0].width, frames[0].height) != (width, height):
+        raise SceneFormatError("scene image does not decode to one 8-bit 4:4:4 picture of its size")
+    f = frames[0]
+    y, cb, cr = (np.frombuffer(p, np.uint8).reshape(height, -1)[:, :width].astype(np.float32) for p in f.planes)
+    a, b, c, d = _matrix()
+    half = np.float32(128)
+    cb, cr = cb - half, cr - half
+    rgb = np.stack([y + a * cr, y - c * cb - d * cr, y + b * cb], -1)
+    return np.clip(rgb, np.float32(0), np.float32(255))
 
 
 def unpack_scene_residual(data: bytes) -> SceneResidual:
@@ -179,17 +282,7 @@ def unpack_scene_residual(data: bytes) -> SceneResidual:
     lohi = np.asarray(pairs, np.float32).reshape(3, 2)
     if not np.isfinite(lohi).all() or (lohi[:, 1] < lohi[:, 0]).any():
         raise SceneFormatError("scene residual has a non-finite or inverted range")
-    try:
-        from PIL import Image
-
-        img = Image.open(io.BytesIO(data[_HEAD.size:]))
-        if img.size != (w, h):
-            raise SceneFormatError(f"scene image is {img.size[0]}x{img.size[1]}, its head says {w}x{h}")
-        codes = np.asarray(img.convert("RGB"), np.float32)
-    except SceneFormatError:
-        raise
-    except Exception as exc:  # Pillow raises several kinds on a damaged image
-        raise SceneFormatError(f"scene image does not decode ({exc})") from None
+    codes = _decode_still(data[_HEAD.size:], w, h)
     step = (lohi[:, 1] - lohi[:, 0]) / np.float32(255)
     return SceneResidual(np.ascontiguousarray((lohi[:, 0] + codes * step).astype(np.float32)))
 
