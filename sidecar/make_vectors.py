@@ -841,8 +841,9 @@ def build_shift_run_vectors() -> dict[str, bytes]:
 
 def build_scene_vectors() -> dict[str, bytes]:
     """Format 1.7: 8 frames of one progressive grid shot with shift runs whose stream holds a
-    kind-1 refinement (the grid 4x3 to 7x5) and then a scene residual (refinement record kind 2,
-    a 5x4 image over the grid square). A KEY coding 5 with the first 40 stream bytes, a run at 1
+    zoom rate (record kind 3, -0.015 a frame: frame t reads at scale 1 - 0.015 t), a kind-1
+    refinement (the grid 4x3 to 7x5) and then a scene residual (record kind 2, a 5x4 image over
+    the grid square). A KEY coding 5 with the first 40 stream bytes, a run at 1
     over 1-2 with the rest of the kind-1 record and part of the scene's, a run at 3 over 3-5
     with the rest (the residual applies from frame 3), a run at 6 over 6-7. ``track_grid_scene.bin``
     decodes in full; ``track_grid_scene_damaged.bin`` has the scene record's width changed (6, its picture is 5 wide): the run
@@ -850,7 +851,7 @@ def build_scene_vectors() -> dict[str, bytes]:
     the run at 6 applies (concealed). Expected: placements, cells and the PQ of every frame on
     ``track_grid_scene_sdr.npy`` (6x8); ``grid_scene_manifest.json``. The AV1 bytes depend on
     the encoder build; the expected pixels are what a reader must reach."""
-    from itmfilter.model.grid import GridConfig, pack_grid_refinement, refined_config
+    from itmfilter.model.grid import GridConfig, pack_grid_refinement, pack_zoom, refined_config
     from itmfilter.model.scene import ScenePlan
     from itmfilter.track.codec import (
         PROGRESSIVE_GRID_KEY_CODING,
@@ -869,7 +870,8 @@ def build_scene_vectors() -> dict[str, bytes]:
     shape = refined_config(cfg)
     steps = np.array([0.01, 0.02, 0.005, 0.015], np.float16)
     codes = rng.integers(-20, 21, shape.grid_shape) * (rng.random(shape.grid_shape) < 0.25)
-    first = refinement_record(pack_grid_refinement(steps, codes.astype(np.int8)))
+    # the zoom record (kind 3) opens the stream, within the KEY; then the kind-1 refinement
+    first = refinement_record(pack_zoom(-0.015)) + refinement_record(pack_grid_refinement(steps, codes.astype(np.int8)))
     scene = ScenePlan(rng.normal(0, 0.05, (4, 5, 3))).code(60)
     stream = first + refinement_record(scene)
     cut = len(first) + 2  # the scene record opens in the run at 1, its head arrives in the run at 3
@@ -890,8 +892,8 @@ def build_scene_vectors() -> dict[str, bytes]:
     # the record's head says 6 cells across, its picture has 5: damaged for every reader
     spoilt = (first + refinement_record(scene[:1] + (6).to_bytes(2, "little") + scene[3:]))[cut:]
     return _grid_track_vectors(header, sdr, "track_grid_scene_sdr.npy", 8, "grid_scene_manifest.json", (
-        ("track_grid_scene.bin", packets(stream[cut:]), "1.7: KEY coding 5 (grid 4x3x4, 40 stream bytes), runs at "
-         "1 (1-2: the grid 7x5 from 1) and 3 (3-5: the scene residual, 5x4, from 3), a run at 6 (6-7)"),
+        ("track_grid_scene.bin", packets(stream[cut:]), "1.7: KEY coding 5 (grid 4x3x4, 40 stream bytes: the zoom "
+         "-0.015 a frame and the first bytes of the refinement), runs at 1 (1-2: the grid 7x5 from 1) and 3 (3-5: the scene residual, 5x4, from 3), a run at 6 (6-7)"),
         ("track_grid_scene_damaged.bin", packets(spoilt), "the same with the scene record's width changed to 6 (its picture is 5 wide): the run at 3 "
          "damaged, 4-5 missing, the 7x5 model held without a residual, the run at 6 applies (concealed)"),
     ))

@@ -215,9 +215,150 @@ def test_scene_vectors_decode_to_expected_pixels_cells_and_placements(name):
         assert [placed.model.config.width, placed.model.config.height] == entry["cells"][f], f
         assert np.array_equal(np.array([*placed.origin, *placed.half]), placements[f]), f
         assert np.abs(placed.predict_pq(sdr) - expected[f]).max() <= 1e-6, f
+        assert placed.age == f and placed.model.zoom == np.float32(-0.015), f  # the zoom rides in the KEY
         # the residual applies from the frame whose packet completes it, and only in the good track
         assert (placed.model.scene is not None) == (f >= 3 and not name.endswith("_damaged.bin")), f
     if name.endswith("_damaged.bin"):
         assert entry["statuses"][3:6] == ["damaged", "missing", "missing"]
     else:
         assert dec.problems == {}
+
+
+# --------------------------------------------------------------------------- zoom (record kind 3)
+
+
+def _zoom_frames(n: int, size: tuple[int, int], zoom_total: float, pan_px: float = 0.8, x0: float = 0.3):
+    """``n`` views of the sample panorama panning right and zooming in by ``zoom_total``."""
+    from itmfilter.data import sample_path
+    from itmfilter.data.testmedia import pan_view
+    from itmfilter.media.stills import read_hdr
+
+    pano = read_hdr(sample_path()).nits
+    h, w = pano.shape[:2]
+    for j in range(n):
+        height = h * 0.4 * (1 - zoom_total * j / (n - 1))
+        yield pan_view(pano, size, (w * x0 + pan_px * j, h * 0.5), height)
+
+
+@pytest.mark.parametrize("zoom_total", [0.0, 0.12])
+def test_the_zoom_search_finds_the_shots_zoom(zoom_total):
+    from itmfilter.encode.gridkeys import estimate_zoom
+    from itmfilter.encode.segments import _luma_thumb
+    from itmfilter.media.phasecorr import MotionEstimator
+    from itmfilter.track.motion import pixels_to_shift
+
+    n, size = 24, (256, 144)
+    motion, pos, offsets, thumbs = MotionEstimator(), np.zeros(2), [], []
+    for k, nits in enumerate(_zoom_frames(n, size, zoom_total)):
+        sdr = np.clip(nits / 203, 0, 1) ** (1 / 2.4)
+        pan = motion(sdr.astype(np.float32))
+        if pan is not None and k:
+            pos = pos + np.asarray(pixels_to_shift(pan, *size))
+        offsets.append(pos.copy())
+        thumbs.append(_luma_thumb(sdr.astype(np.float32)))
+    zoom, aligned = estimate_zoom(thumbs, np.asarray(offsets))
+    want = -zoom_total / (n - 1)  # the window shrinks: each pixel covers less of the scene
+    assert abs(zoom - want) <= 0.2 * abs(want) + 0.0003, (zoom, want)  # measured: -0.0059 for -0.0052
+    # the pan is level: the aligned offsets keep y still where the phase correlation drifted
+    assert np.abs(aligned[:, 1]).max() < 0.02, aligned[:, 1]  # measured 0.013 (1 px); the phase correlation 0.074
+
+
+def test_zoom_records_are_read_and_refused_as_the_spec_says():
+    from itmfilter.model.grid import MAX_ZOOM, pack_zoom
+
+    model = apply_grid_refinement(_model(), pack_zoom(-0.002))
+    assert model.zoom == np.float32(-0.002)
+    for bad in (pack_zoom(2 * MAX_ZOOM), pack_zoom(float("nan")), pack_zoom(0.001)[:4], pack_zoom(0.001) + b"\0"):
+        with pytest.raises(GridFormatError):
+            apply_grid_refinement(_model(), bad)
+    placed = PlacedGrid(model, origin=(0.1, 0.0), half=(1.2, 1.1), age=10)
+    assert placed.scale == 1.0 + float(np.float32(-0.002)) * 10
+    xy = placed.xy(4, 6)
+    from itmfilter.model.net import pixel_grid
+
+    want = (pixel_grid(4, 6).numpy().astype(np.float64) * placed.scale + [0.1, 0.0]) / [1.2, 1.1]
+    assert np.array_equal(xy, want.astype(np.float32))
+
+
+def test_a_zooming_shots_frames_age_through_every_packet_kind_and_the_fused_path_follows():
+    """KEY coding 5 whose stream opens with a zoom record: every later frame (a run, the frames
+    it covers, a REPEAT, a lost packet) is one frame older, its scale ``1 + z t``; the fused
+    path reads the zoomed coordinates as the normative decoder."""
+    pytest.importorskip("numba")
+    import av
+
+    from itmfilter.model.grid import pack_grid_model, pack_zoom
+    from itmfilter.render.frame import hdr10_planes, pq_to_yuv420p10, sdr_frame_to_rgb
+    from itmfilter.track.codec import (
+        PROGRESSIVE_GRID_KEY_CODING,
+        SCENE_MINOR,
+        SHIFT_RUN_DELTA_CODING,
+        TrackDecoder,
+        encode_progressive_grid_key,
+        encode_shift_run,
+        refinement_record,
+    )
+    from itmfilter.track.format import Packet, TrackHeader, encode_packet
+    from itmfilter.model.net import ModelConfig
+
+    cfg = GRID_SIZES["XS"]
+    rng = np.random.default_rng(2)
+    q = rng.integers(0, 1 << cfg.grid_bits, cfg.grid_shape).astype(np.uint8)
+    mlp = [(0.01, rng.integers(-127, 128, s).astype(np.int8)) for s in cfg.mlp_shapes()]
+    mmr = np.zeros((22, 3), np.float32)
+    mmr[0], mmr[1:4] = 0.05, np.eye(3, dtype=np.float32) * 0.45
+    model = pack_grid_model(cfg, mmr, q, np.full(cfg.channels, -0.3, np.float32), np.full(cfg.channels, 0.3, np.float32), mlp)
+    zoom = -0.004
+    key = encode_progressive_grid_key(model, (0.0, 0.0), (1.3, 1.2), refinement_record(pack_zoom(zoom)))
+    header = TrackHeader(config=ModelConfig(), fps=(24, 1), frame_count=8, width=78, height=45,
+                         version=(1, SCENE_MINOR), encoder={"model": "grid"})
+    packets = {0: encode_packet(Packet(0, "key", 0, key, PROGRESSIVE_GRID_KEY_CODING)),
+               1: encode_packet(Packet(1, "delta", 0, encode_shift_run([(0.01, 0.0), (0.01, 0.0)]), SHIFT_RUN_DELTA_CODING)),
+               3: encode_packet(Packet(3, "repeat", 0, b"")),
+               5: encode_packet(Packet(5, "delta", 0, encode_shift_run([(0.0, 0.01), (0.0, 0.0), (0.0, 0.0)]),
+                                       SHIFT_RUN_DELTA_CODING))}  # frame 4: lost
+    dec = TrackDecoder(header)
+    placed = [dec.params_at(f, packets)[0] for f in range(8)]
+    assert [p.age for p in placed] == list(range(8))
+    assert placed[7].scale == 1 + float(np.float32(zoom)) * 7 and placed[7].model.zoom == np.float32(zoom)
+    yy, xx = np.mgrid[0:45, 0:78]
+    img = np.stack([xx * 255 // 78, yy * 255 // 45, (xx + 2 * yy) * 255 // 168], -1).astype(np.uint8)
+    frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+    last = dataclasses.replace(placed[7], model=dataclasses.replace(
+        placed[7].model, scene=unpack_scene_residual(ScenePlan(_smooth(6, 9)).code(90))))
+    want = pq_to_yuv420p10(last.predict_pq(sdr_frame_to_rgb(frame).astype(np.float32)))
+    got = hdr10_planes(frame, last, "full", "cpu")
+    for g, e in zip(got, want):
+        d = np.abs(g.astype(int) - e.astype(int))
+        assert d.max() <= 1 and (d > 0).mean() < 0.05
+    unzoomed = pq_to_yuv420p10(dataclasses.replace(last, age=0).predict_pq(sdr_frame_to_rgb(frame).astype(np.float32)))
+    assert np.abs(unzoomed[0].astype(int) - want[0].astype(int)).mean() > 1  # the zoom moved the reads
+
+
+def test_an_encode_finds_a_shots_zoom_and_the_decoder_applies_it(tmp_path):
+    """A master whose first shot zooms in by 12 % and whose second only pans: under a cap the
+    first shot's KEY carries a zoom record of the right rate, the second none; every frame
+    decodes with its age and the cap holds."""
+    from itmfilter.data.testmedia import make_master_from_arrays
+    from itmfilter.encode.rate import check_rate
+    from itmfilter.encode.video import VideoEncodeOptions, encode_video
+    from itmfilter.track.carriage import carried_bytes, load_track
+    from itmfilter.track.provider import FrameNetworks
+
+    torch.set_num_threads(1)
+    n, size = 24, (192, 108)
+    frames = list(_zoom_frames(n, size, 0.12)) + [f * 1.6 for f in _zoom_frames(n, size, 0.0, pan_px=-0.8, x0=0.7)]
+    master = make_master_from_arrays(tmp_path / "zoom.mkv", frames, fps=24, codec="hevc", peak_nits=1000)
+    out = tmp_path / "sdr.mp4"
+    kbps = 32.0
+    encode_video(master, out, options=VideoEncodeOptions(max_kbps=kbps, model="grid", **FAST), quiet=True)
+    track = load_track(out)
+    sizes = carried_bytes(out, track)
+    assert check_rate(sizes, kbps, 24, 1.0) == []
+    nets = FrameNetworks(out)
+    placed = [nets(i) for i in range(2 * n)]
+    assert nets.damaged == 0
+    want = -0.12 / (n - 1)
+    assert abs(placed[0].model.zoom - want) <= 0.3 * abs(want), placed[0].model.zoom
+    assert [p.age for p in placed[:n]] == list(range(n)) and placed[n - 1].scale < 0.93
+    assert placed[n].model.zoom == 0 and placed[-1].scale == 1.0

@@ -36,6 +36,7 @@ import numpy as np
 from itmfilter.colour.transfer import eotf_st2084
 from itmfilter.model.grid import (
     GRID_SIZES,
+    MAX_ZOOM,
     GridConfig,
     GridFitOptions,
     GridModel,
@@ -86,15 +87,24 @@ compress better than the estimate says (M: 0.54 of raw measured, S: 0.63); the f
 bytes decide, and a miss is refitted one size down."""
 
 
-def grid_geometry(config: GridConfig, offsets: np.ndarray) -> tuple[GridConfig, np.ndarray, np.ndarray]:
+def frame_scales(count: int, zoom: float) -> np.ndarray:
+    """Each frame's scale in the scene, ``1 + zoom * t`` for ``t`` frames after the KEY, as the
+    decoder clamps it (:attr:`itmfilter.model.grid.PlacedGrid.scale`)."""
+    from itmfilter.model.grid import MAX_SCALE, MIN_SCALE
+
+    return np.clip(1.0 + float(np.float32(zoom)) * np.arange(count), MIN_SCALE, MAX_SCALE)
+
+
+def grid_geometry(config: GridConfig, offsets: np.ndarray, zoom: float = 0.0) -> tuple[GridConfig, np.ndarray, np.ndarray]:
     """The segment's grid and the map of scene coordinates onto it: ``offsets`` ``(n, 2)``
-    are the frames' accumulated shifts (pixel-grid units); returns the config with its cells
-    grown by the extent, ``centre`` and ``half`` (binary32 values, as the KEY carries them),
-    so that ``xy_grid = (p + o_t - centre) / half``."""
+    are the frames' accumulated shifts (pixel-grid units), ``zoom`` the shot's zoom rate;
+    returns the config with its cells grown by the extent, ``centre`` and ``half`` (binary32
+    values, as the KEY carries them), so that ``xy_grid = (p s_t + o_t - centre) / half``."""
     offsets = np.asarray(offsets, dtype=np.float64).reshape(-1, 2)
-    lo, hi = offsets.min(0), offsets.max(0)
+    scales = frame_scales(len(offsets), zoom)[:, None]
+    lo, hi = (offsets - scales).min(0), (offsets + scales).max(0)
     centre = ((lo + hi) / 2).astype(np.float32).astype(np.float64)
-    half = (1 + (hi - lo) / 2).astype(np.float32).astype(np.float64)
+    half = ((hi - lo) / 2).astype(np.float32).astype(np.float64)
     if config.width > 2 or config.height > 2:
         config = replace(config, width=int(round((config.width - 1) * half[0])) + 1,
                          height=int(round((config.height - 1) * half[1])) + 1)
@@ -111,10 +121,98 @@ def estimated_bytes(config: GridConfig) -> int:
     return int(fixed + _ESTIMATE_RATIO * (grid + mlp)) + 16
 
 
-def frame_xy(height: int, width: int, offset, centre, half) -> np.ndarray:
-    """``(H, W, 2)`` float32 grid coordinates of a frame at scene offset ``offset``."""
+def frame_xy(height: int, width: int, offset, centre, half, scale: float = 1.0) -> np.ndarray:
+    """``(H, W, 2)`` float32 grid coordinates of a frame at scene offset ``offset`` and ``scale``."""
     base = pixel_grid(height, width).numpy().astype(np.float64)
-    return ((base + np.asarray(offset, np.float64) - centre) / half).astype(np.float32)
+    return ((base * scale + np.asarray(offset, np.float64) - centre) / half).astype(np.float32)
+
+
+ZOOM_STARTS = (-0.006, -0.003, 0.0, 0.003, 0.006)
+"""Zoom rates the per-frame scale search starts from (a 2 s shot zooming by 15 %: ~0.003)."""
+ZOOM_GAIN = 0.2
+"""A zoom is kept only when it aligns the shot's frames this much (relative squared error)
+better than the pan alone, and changes the scale by at least :data:`MIN_ZOOM_CHANGE` over the
+shot: a pan alone fits a scale of ~1 % with a few % less error (resampling), a 12 % zoom 70 %
+less."""
+MIN_ZOOM_CHANGE = 0.02
+MIN_OVERLAP = 0.25
+"""Frames sharing less than this share of their pixels with the first are not aligned to it."""
+
+
+def _align(first, frame, scale: float, shift, fit_scale: bool) -> tuple[float, np.ndarray, float]:
+    """Least squares over the shared pixels: ``frame(p) ~ first(p s + t)`` on luma thumbnails
+    (torch tensors ``(1, 1, h, w)`` and ``(h, w)``), from ``scale, shift`` (pixel-grid units),
+    the scale held unless ``fit_scale``. Returns ``(s, t, mean squared error)``; an infinite
+    error when the frames share less than :data:`MIN_OVERLAP`."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = frame.shape
+    base = pixel_grid(h, w)
+    s = torch.tensor([float(scale)], requires_grad=fit_scale)
+    t = torch.tensor(np.asarray(shift, np.float32), requires_grad=True)
+    params = [t, s] if fit_scale else [t]
+    opt = torch.optim.LBFGS(params, lr=1, max_iter=40, line_search_fn="strong_wolfe")
+
+    def loss_of():
+        q = base * s + t
+        inside = (q.abs() <= 1).all(-1).float()
+        seen = F.grid_sample(first, q[None], mode="bilinear", align_corners=False)[0, 0]
+        return (((seen - frame) ** 2) * inside).sum() / inside.sum().clamp(min=1), inside.mean()
+
+    def closure():
+        opt.zero_grad()
+        loss, _ = loss_of()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        loss, overlap = loss_of()
+    if float(overlap) < MIN_OVERLAP or not torch.isfinite(loss):
+        return float(scale), np.asarray(shift, np.float64), float("inf")
+    return float(s.detach()), t.detach().numpy().astype(np.float64), float(loss)
+
+
+def estimate_zoom(thumbs: list[np.ndarray], offsets: np.ndarray) -> tuple[float, np.ndarray]:
+    """The shot's zoom rate and its frames' offsets aligned with it: ``(0, offsets)`` when no
+    zoom is clear. The phase correlation's translations (``offsets``, pixel-grid units) are
+    biased by a zoom (each frame's spectrum also stretches), so the middle and last frames are
+    aligned with the first by scale and translation together (:func:`_align`, least squares on
+    the luma thumbnails ``thumbs``, ``(h, w)`` float32 each), the rate fitted through their
+    scales, ``s_t = 1 + z t``, and, when it beats translation alone by :data:`ZOOM_GAIN`, every
+    frame's translation refitted at its scale (kept as measured where the refit fails)."""
+    import torch
+
+    n = len(thumbs)
+    offsets = np.asarray(offsets, np.float64)
+    if n < 3:
+        return 0.0, offsets
+    first = torch.from_numpy(np.ascontiguousarray(thumbs[0], np.float32))[None, None]
+    frames = [torch.from_numpy(np.ascontiguousarray(t, np.float32)) for t in thumbs]
+    rel = offsets - offsets[0]
+    ks = sorted({n // 4, n // 2, n - 1} - {0})
+    plain = [_align(first, frames[k], 1.0, rel[k], False) for k in ks]
+    zoomed = []
+    for k, start in zip(ks, plain):  # a coarse search over the scale, then scale and shift together
+        tries = [start] + [_align(first, frames[k], 1.0 + d * k, rel[k], False) for d in ZOOM_STARTS if d]
+        best = min(tries, key=lambda a: a[2])
+        zoomed.append(_align(first, frames[k], best[0], best[1], True))
+    if not all(np.isfinite(a[2]) and np.isfinite(b[2]) for a, b in zip(zoomed, plain)):
+        return 0.0, offsets
+    zoom = sum(k * (a[0] - 1) for k, a in zip(ks, zoomed)) / sum(k * k for k in ks)
+    zoom = float(np.float32(np.clip(zoom, -MAX_ZOOM, MAX_ZOOM)))
+    if sum(a[2] for a in zoomed) > (1 - ZOOM_GAIN) * sum(b[2] for b in plain) or abs(zoom) * (n - 1) < MIN_ZOOM_CHANGE:
+        return 0.0, offsets
+    scales = frame_scales(n, zoom)
+    out = rel.copy()
+    for k in range(1, n):  # tracked: from the last frame's aligned shift plus the measured step, or as measured
+        tries = [_align(first, frames[k], float(scales[k]), start, False)
+                 for start in (out[k - 1] + rel[k] - rel[k - 1], rel[k])]
+        _, t, err = min(tries, key=lambda a: a[2])
+        if np.isfinite(err):
+            out[k] = t
+    return zoom, offsets[0] + out
 
 
 def fit_frames_of(count: int, fit_frames: int) -> list[int]:
@@ -123,14 +221,15 @@ def fit_frames_of(count: int, fit_frames: int) -> list[int]:
 
 
 def fit_segment_grid(frames: list[tuple[np.ndarray, np.ndarray]], offsets: np.ndarray, picks: list[int],
-                     config: GridConfig, options: GridFitOptions):
+                     config: GridConfig, options: GridFitOptions, zoom: float = 0.0):
     """Fit one grid model to the picked frames (``frames[k] = (sdr, nits)`` for ``picks[k]``)
-    placed by ``offsets``; returns ``(fit, centre, half)`` (:class:`itmfilter.model.grid.GridFit`)."""
-    cfg, centre, half = grid_geometry(config, offsets)
+    placed by ``offsets`` and ``zoom``; returns ``(fit, centre, half)`` (:class:`itmfilter.model.grid.GridFit`)."""
+    cfg, centre, half = grid_geometry(config, offsets, zoom)
     h, w = frames[0][0].shape[:2]
+    scales = frame_scales(len(offsets), zoom)
     rgb = np.concatenate([s.reshape(-1, 3) for s, _ in frames])
     nits = np.concatenate([n.reshape(-1, 3) for _, n in frames])
-    xy = np.concatenate([frame_xy(h, w, offsets[k], centre, half).reshape(-1, 2) for k in picks])
+    xy = np.concatenate([frame_xy(h, w, offsets[k], centre, half, scales[k]).reshape(-1, 2) for k in picks])
     return fit_grid_model_pixels(rgb, nits, xy, cfg, options), centre, half
 
 
@@ -222,7 +321,7 @@ a cell of the finest scale still gets 4 of a frame's pixels, and the model runs 
 
 
 def scene_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]], offsets: np.ndarray,
-                  picks: list[int], centre, half, scales=SCENE_SCALES, qualities=SCENE_QUALITIES):
+                  picks: list[int], centre, half, scales=SCENE_SCALES, qualities=SCENE_QUALITIES, zoom: float = 0.0):
     """Scene residuals over ``model`` (:mod:`itmfilter.model.scene`) from the fit frames
     (``frames[k] = (sdr, nits)`` at ``picks[k]``, placed by ``offsets``): per scale, the image
     of the frames' PQ differences master - model, coded at each quality. Yields
@@ -234,8 +333,9 @@ def scene_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]],
     h, w = frames[0][0].shape[:2]
     sub = SCENE_SUBSAMPLE
     diffs, xys = [], []
+    frame_scale = frame_scales(len(offsets), zoom)
     for (sdr, nits), k in zip(frames, picks):
-        xy = frame_xy(h, w, offsets[k], centre, half)[::sub, ::sub]
+        xy = frame_xy(h, w, offsets[k], centre, half, frame_scale[k])[::sub, ::sub]
         pq = predict_pq(base, np.ascontiguousarray(sdr[::sub, ::sub]), xy=np.ascontiguousarray(xy))
         target = eotf_inverse_st2084(np.clip(nits[::sub, ::sub], 0, 10000)).astype(np.float32)
         diffs.append((target - pq).reshape(-1, 3))
@@ -251,5 +351,6 @@ def scene_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]],
 __all__ = ["DEFAULT_GRID", "ESTIMATE_SLACK", "GRID_LADDER", "MAX_REFINED_VALUES", "MAX_REFINEMENTS", "PLACEMENT_BYTES",
            "REFINE_FIT_FRACTIONS",
            "REFINE_STEPS", "SCENE_QUALITIES", "SCENE_SCALES", "SCENE_SUBSAMPLE", "SCORE_PIXELS",
-           "estimated_bytes", "expected_score", "fit_frames_of", "fit_segment_grid", "frame_xy", "grid_geometry",
+           "estimate_zoom", "estimated_bytes", "expected_score", "fit_frames_of", "fit_segment_grid", "frame_scales",
+           "frame_xy", "grid_geometry",
            "ladder_from", "model_score", "refinement_options", "scene_options", "score_pixels"]

@@ -35,7 +35,7 @@ import functools
 import json
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -391,9 +391,21 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     the cap's rate for one frame plus the buffer), which bounds the config more than the
     segment's length does: about 1.3 KB at 16 kbit/s in SEI with the default 1 s buffer."""
     from itmfilter.colour.transfer import eotf_st2084
-    from itmfilter.encode.gridkeys import estimated_bytes, fit_frames_of, fit_segment_grid, grid_geometry, ladder_from
-    from itmfilter.model.grid import GridFitOptions, PlacedGrid
-    from itmfilter.track.codec import GRID_KEY_CODING, encode_grid_key
+    from itmfilter.encode.gridkeys import (
+        estimate_zoom,
+        estimated_bytes,
+        fit_frames_of,
+        fit_segment_grid,
+        grid_geometry,
+        ladder_from,
+    )
+    from itmfilter.model.grid import GridFitOptions, PlacedGrid, pack_zoom
+    from itmfilter.track.codec import (
+        GRID_KEY_CODING,
+        PROGRESSIVE_GRID_KEY_CODING,
+        encode_grid_key,
+        refinement_record,
+    )
     from itmfilter.track.format import Packet
 
     budget = segment_budget(job, segment)
@@ -411,12 +423,15 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     use_motion = job.motion and job.strategy == "warm"
     picks = fit_frames_of(segment.frames, job.grid_fit_frames)
     estimate_motion = MotionEstimator()
-    offsets, picked, pos = [], [], np.zeros(2)
+    offsets, picked, pos, thumbs = [], [], np.zeros(2), []
+    progressive = job.grid_refine and key_max is not None and segment.frames > 1
     for k, (index, sdr, target) in enumerate(_frame_pairs(job, segment)):
         pan = estimate_motion(sdr) if use_motion else None
         if pan is not None and k > 0:
             pos = pos + np.asarray(pixels_to_shift(pan, width, height), dtype=np.float64)
         offsets.append(pos.copy())
+        if progressive and use_motion and job.scene_residual:
+            thumbs.append(_luma_thumb(sdr))
         if k in picks:
             picked.append((sdr, np.asarray(eotf_st2084(target), dtype=np.float32)))
     if len(offsets) != segment.frames:
@@ -424,6 +439,9 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
                        f"{segment.frames} (master and SDR must have the same frames)",
                        "check that the files are complete and readable from every worker")
     offsets = np.asarray(offsets)
+    # a zoom record (refinement kind 3) rides in the KEY: only where the KEY may carry a stream
+    zoom, offsets = estimate_zoom(thumbs, offsets) if thumbs else (0.0, offsets)
+    zoom_record = refinement_record(pack_zoom(zoom)) if zoom else b""
     steps = job.grid_steps
     options = GridFitOptions(steps=steps, finetune_steps=2 * steps // 3, seed=job.first.seed)
     payload = placed = None
@@ -431,31 +449,40 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     for name, config in ladder_from(key_max, offsets):
         if tries >= 3 and name != "P":  # each fit costs seconds; the polynomial plane, the floor, is always tried
             continue
-        estimate = estimated_bytes(grid_geometry(config, offsets)[0])
+        estimate = estimated_bytes(grid_geometry(config, offsets, zoom)[0]) + len(zoom_record)
         if key_max is not None and tries and estimate * ratio > key_max:
             continue  # the last miss says this one would miss too
         tries += 1
-        fit, centre, half = fit_segment_grid(picked, offsets, picks, config, options)
+        fit, centre, half = fit_segment_grid(picked, offsets, picks, config, options, zoom)
         origin = tuple(float(np.float32(v)) for v in offsets[0] - centre)
-        candidate = encode_grid_key(fit.data, origin, tuple(float(v) for v in half))
+        candidate = encode_grid_key(fit.data, origin, tuple(float(v) for v in half)) + zoom_record
+        coding = PROGRESSIVE_GRID_KEY_CODING if zoom_record else GRID_KEY_CODING
         if job.shift_runs and key_max is not None:  # the exact cost, SEI framing included
-            raw = encode_packet(Packet(segment.start, "key", segment.shot, candidate, GRID_KEY_CODING), compact=job.compact)
+            raw = encode_packet(Packet(segment.start, "key", segment.shot, candidate, coding), compact=job.compact)
             fits = _key_cost(job, raw, extra) <= _run_key_total(job, segment, budget, extra)
         else:
             fits = key_max is None or len(candidate) <= key_max
         if fits:
-            payload, placed = candidate, PlacedGrid(fit.model, origin, tuple(float(v) for v in half))
+            model = replace(fit.model, zoom=float(np.float32(zoom)))
+            payload, placed = candidate, PlacedGrid(model, origin, tuple(float(v) for v in half))
             break
         ratio = len(candidate) / estimate
     if payload is None:
         return None
     stream = b""
-    if job.grid_refine and key_max is not None and segment.frames > 1:
+    if progressive:
         stream = _choose_refinement(job, segment, budget, extra, key_max, payload, placed, picked, picks, offsets,
-                                    centre, half, options)
+                                    centre, half, options, bool(zoom_record))
     packets, _ = _grid_packets(job, segment, budget, extra, key_max, payload, stream, placed, offsets - centre,
-                               use_motion, progress)
+                               use_motion, progress, bool(zoom_record))
     return packets
+
+
+def _luma_thumb(sdr: np.ndarray, size: int = 4) -> np.ndarray:
+    """BT.709 luma of ``sdr`` ``(H, W, 3)`` averaged over ``size x size`` blocks (the zoom search's view)."""
+    h, w = (sdr.shape[0] // size) * size, (sdr.shape[1] // size) * size
+    y = sdr[:h, :w] @ np.asarray([0.2126, 0.7152, 0.0722], np.float32)
+    return y.reshape(h // size, size, w // size, size).mean((1, 3)).astype(np.float32)
 
 
 STREAM_RUN_FRAMES = 4
@@ -526,19 +553,22 @@ def _key_cost(job: SegmentJob, raw: bytes, extra: int) -> int:
 
 
 def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int,
-                       payload: bytes, placed, picked, picks, offsets, centre, half, options) -> bytes:
+                       payload: bytes, placed, picked, picks, offsets, centre, half, options,
+                       keyed: bool = False) -> bytes:
     """The refinement stream for a progressive grid segment (:mod:`itmfilter.encode.gridkeys`),
     or ``b""`` when no refinement beats the KEY's model alone by the segment's expected mean
     PU21-PSNR. Up to :data:`~itmfilter.encode.gridkeys.MAX_REFINEMENTS` records, chosen one
     after the other (each refines the model the previous one left, at the step that scores best
     given the records before it); each candidate's arrival frames are found by sending the
-    stream on a copy of the budget."""
+    stream on a copy of the budget. ``keyed``: the KEY's payload already ends in a stream
+    record (the shot's zoom), so it is a progressive KEY whatever follows."""
     import copy
 
     from itmfilter.encode.gridkeys import (
         MAX_REFINED_VALUES,
         MAX_REFINEMENTS,
         expected_score,
+        frame_scales,
         frame_xy,
         model_score,
         refinement_options,
@@ -548,7 +578,8 @@ def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, ex
     from itmfilter.track.codec import refinement_record
 
     height, width = job.header.height, job.header.width
-    xy = np.concatenate([frame_xy(height, width, offsets[k], centre, half).reshape(-1, 2) for k in picks])
+    scales = frame_scales(len(offsets), placed.model.zoom)
+    xy = np.concatenate([frame_xy(height, width, offsets[k], centre, half, scales[k]).reshape(-1, 2) for k in picks])
     pixels = score_pixels(picked, xy, options.seed)
     model, scores, records = placed.model, [model_score(placed.model, pixels)], []
     best = scores[0]
@@ -563,7 +594,7 @@ def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, ex
             candidate = records + [refinement_record(data)]
             stream = b"".join(candidate)
             _, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, stream, placed,
-                                    offsets - centre, use_motion, None)
+                                    offsets - centre, use_motion, None, keyed)
             ends = np.cumsum([len(r) for r in candidate])
             arrivals = [next((k for k, v in enumerate(sent) if v >= e), None) for e in ends]
             if arrivals[-1] is None:
@@ -579,13 +610,13 @@ def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, ex
         models.append(model)
     if job.scene_residual:
         records = _choose_scene(job, segment, budget, extra, key_max, payload, placed, picked, picks, offsets, centre,
-                                half, records, models, scores, best, pixels)
+                                half, records, models, scores, best, pixels, keyed)
     return b"".join(records)
 
 
 def _choose_scene(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int, payload: bytes,
                   placed, picked, picks, offsets, centre, half, records: list[bytes], models: list, scores: list[float],
-                  best: float, pixels) -> list[bytes]:
+                  best: float, pixels, keyed: bool = False) -> list[bytes]:
     """The refinement records with a scene residual (:mod:`itmfilter.model.scene`) appended
     when one raises the segment's expected mean PU21-PSNR above ``best`` (the records alone):
     tried after all the refinement records and, when there are some, in their place (the bytes
@@ -599,10 +630,10 @@ def _choose_scene(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
     use_motion = job.motion and job.strategy == "warm"
     chosen = records
     for keep in sorted({len(records), 0}, reverse=True):
-        for data, model in scene_options(models[keep], picked, offsets, picks, centre, half):
+        for data, model in scene_options(models[keep], picked, offsets, picks, centre, half, zoom=placed.model.zoom):
             candidate = records[:keep] + [refinement_record(data)]
             _, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, b"".join(candidate),
-                                    placed, offsets - centre, use_motion, None)
+                                    placed, offsets - centre, use_motion, None, keyed)
             ends = np.cumsum([len(r) for r in candidate])
             arrivals = [next((k for k, v in enumerate(sent) if v >= e), None) for e in ends]
             if arrivals[-1] is None:
@@ -615,13 +646,14 @@ def _choose_scene(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
 
 def _grid_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int | None,
                   payload: bytes, stream: bytes, placed, targets: np.ndarray, use_motion: bool,
-                  progress: Callable[[int], None] | None) -> tuple[dict[int, bytes], list[int]]:
+                  progress: Callable[[int], None] | None, keyed: bool = False) -> tuple[dict[int, bytes], list[int]]:
     """A grid segment's packets, accounted in ``budget``: the KEY (coding 4, or coding 5 with as
     much of ``stream`` as the KEY's budget holds), then per frame the binary16 step that brings
     the decoder's origin nearest ``targets[k]`` (closed loop) with, while ``stream`` lasts, its
     next bytes (DELTA coding 4, as many as the budget affords, the segment's tokens released at
     once) or else the step alone (DELTA coding 3) or a REPEAT. Returns the packets and the bytes
-    of the stream sent by the end of each frame (0-based in the segment)."""
+    of the stream sent by the end of each frame (0-based in the segment). ``keyed``: ``payload``
+    already ends in stream bytes (a zoom record), so the KEY is coding 5 even without ``stream``."""
     from itmfilter.track.codec import (
         GRID_KEY_CODING,
         GRID_REFINE_DELTA_CODING,
@@ -635,8 +667,8 @@ def _grid_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
 
     if job.shift_runs:
         return _grid_run_packets(job, segment, budget, extra, key_max, payload, stream, placed, targets, use_motion,
-                                 progress)
-    coding, sent = GRID_KEY_CODING, 0
+                                 progress, keyed)
+    coding, sent = PROGRESSIVE_GRID_KEY_CODING if keyed else GRID_KEY_CODING, 0
     if stream:
         coding = PROGRESSIVE_GRID_KEY_CODING
         sent = min(len(stream), max(0, key_max - len(payload)))
@@ -680,7 +712,7 @@ def _grid_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
 
 def _grid_run_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int | None,
                       payload: bytes, stream: bytes, placed, targets: np.ndarray, use_motion: bool,
-                      progress: Callable[[int], None] | None) -> tuple[dict[int, bytes], list[int]]:
+                      progress: Callable[[int], None] | None, keyed: bool = False) -> tuple[dict[int, bytes], list[int]]:
     """:func:`_grid_packets` with shift runs (DELTA coding 5, format 1.6): after the KEY, one
     packet every :data:`STREAM_RUN_FRAMES` frames while ``stream`` lasts (its next bytes, as many
     as the segment's allowance and the bucket allow, and the shifts of the frames up to the next
@@ -716,7 +748,7 @@ def _grid_run_packets(job: SegmentJob, segment: Segment, budget: RateBudget, ext
     def rest_cost(frames: int) -> int:  # the least the frames after a packet and those it covers cost
         return run_frames_bytes(frames, plan_head, run, framing, shifts=use_motion)
 
-    coding, sent = GRID_KEY_CODING, 0
+    coding, sent = PROGRESSIVE_GRID_KEY_CODING if keyed else GRID_KEY_CODING, 0
     key_total = _run_key_total(job, segment, budget, extra)
     if stream:
         coding, sent = PROGRESSIVE_GRID_KEY_CODING, min(len(stream), max(0, key_max - len(payload)))

@@ -115,6 +115,7 @@ class GridModel:
     grid: np.ndarray         # grid_shape float32
     mlp: list[np.ndarray]    # config.mlp_shapes(), float32
     scene: object = None     # a video shot's scene residual (:class:`itmfilter.model.scene.SceneResidual`), or None
+    zoom: float = 0.0        # a video shot's zoom rate: the picture's scale in the scene grows by this a frame
 
 
 # --- the decoder (float32 NumPy, fixed order) -----------------------------------------------
@@ -213,12 +214,23 @@ class PlacedGrid:
     model: GridModel
     origin: tuple[float, float]
     half: tuple[float, float]
+    age: int = 0  # frames since the shot's KEY: a zoom's scale grows with it
+
+    @property
+    def scale(self) -> float:
+        """The frame's scale in the scene: ``1 + zoom * age`` (binary64), clamped to
+        [:data:`MIN_SCALE`, :data:`MAX_SCALE`]; 1 without a zoom record."""
+        return min(max(1.0 + float(self.model.zoom) * self.age, MIN_SCALE), MAX_SCALE)
 
     def xy(self, height: int, width: int) -> np.ndarray:
-        """``(H, W, 2)`` float32 grid coordinates of the frame's pixels."""
+        """``(H, W, 2)`` float32 grid coordinates of the frame's pixels: ``(p s + origin) / half``."""
         base = pixel_grid(height, width).numpy().astype(np.float64)
         o, h = np.asarray(self.origin, np.float64), np.asarray(self.half, np.float64)
-        return ((base + o) / h).astype(np.float32)
+        return ((base * self.scale + o) / h).astype(np.float32)
+
+    def aged(self) -> "PlacedGrid":
+        """The placement one frame later (before that frame's own shift)."""
+        return replace(self, age=self.age + 1)
 
     def predict_pq(self, sdr: np.ndarray) -> np.ndarray:
         """SDR ``(H, W, 3)`` -> PQ ``(H, W, 3)`` float32, as :func:`predict_pq` at this placement."""
@@ -344,6 +356,13 @@ REFINE_KIND_2X = 1
 """Refinement kind 1: the grid at twice the spatial resolution (``2W - 1`` x ``2H - 1`` cells,
 the same luma bins and channels), as the coarse grid upsampled plus a coded residual; the
 polynomial and the MLP are unchanged."""
+MIN_SCALE, MAX_SCALE = 0.125, 8.0
+"""A zoomed frame's scale in the scene is clamped to this range."""
+REFINE_KIND_ZOOM = 3
+"""Refinement kind 3: the shot's zoom rate (binary32, ``|z| <= MAX_ZOOM``): frame ``t`` frames
+after the KEY reads the grid (and the scene residual) at ``(p (1 + z t) + origin) / half``, so a
+zoom about the picture's centre keeps each pixel on its place in the scene. Sent first, in the KEY."""
+MAX_ZOOM = 1.0 / 64
 REFINE_KIND_SCENE = 2
 """Refinement kind 2: a scene residual (:mod:`itmfilter.model.scene`), a PQ correction image
 over the grid square added before the model's clip; it replaces any earlier one, and a later
@@ -386,6 +405,13 @@ def apply_grid_refinement(model: GridModel, data: bytes) -> GridModel:
     ``upsample_grid(grid) + f32(code) * step_c`` (binary32, multiply then add); raises
     :class:`GridFormatError` on a malformed refinement."""
     cfg = model.config
+    if len(data) >= 1 and data[0] == REFINE_KIND_ZOOM:
+        if len(data) != 5:
+            raise GridFormatError(f"zoom record of {len(data)} bytes (5 expected)")
+        (zoom,) = struct.unpack_from("<f", data, 1)
+        if not (math.isfinite(zoom) and abs(zoom) <= MAX_ZOOM):
+            raise GridFormatError(f"zoom rate {zoom} is not finite or exceeds {MAX_ZOOM}")
+        return replace(model, zoom=zoom)
     if len(data) >= 1 and data[0] == REFINE_KIND_SCENE:
         from itmfilter.model.scene import SceneFormatError, unpack_scene_residual
 
@@ -416,7 +442,12 @@ def apply_grid_refinement(model: GridModel, data: bytes) -> GridModel:
     codes = np.frombuffer(raw, np.int8).astype(np.float32).reshape(fine.grid_shape)
     shape = (c,) + (1,) * (codes.ndim - 1)
     grid = (upsample_grid(model.grid) + codes * steps.reshape(shape)).astype(np.float32)
-    return GridModel(fine, model.mmr, grid, model.mlp, model.scene)
+    return GridModel(fine, model.mmr, grid, model.mlp, model.scene, model.zoom)
+
+
+def pack_zoom(zoom: float) -> bytes:
+    """A kind-3 record's bytes: the kind, then the zoom rate as binary32."""
+    return bytes([REFINE_KIND_ZOOM]) + struct.pack("<f", float(zoom))
 
 
 def quantise_refinement(residual: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:

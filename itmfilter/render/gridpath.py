@@ -162,15 +162,15 @@ def _kernels():
     return rows, points, scene_rows
 
 
-def _axis(n: int, half: float, origin: float, idx=None) -> np.ndarray:
-    """The grid coordinates of rows (or columns) ``idx`` (default all ``n``):
-    :meth:`PlacedGrid.xy`'s (binary64, rounded to binary32 once)."""
-    return ((pixel_centres(n, idx).numpy().astype(np.float64) + origin) / half).astype(np.float32)
+def _axis(n: int, half: float, origin: float, idx=None, scale: float = 1.0) -> np.ndarray:
+    """The grid coordinates of rows (or columns) ``idx`` (default all ``n``) of a frame at
+    ``scale`` in the scene: :meth:`PlacedGrid.xy`'s (binary64, rounded to binary32 once)."""
+    return ((pixel_centres(n, idx).numpy().astype(np.float64) * scale + origin) / half).astype(np.float32)
 
 
 def _coords(placed: PlacedGrid, n: int, half: float, origin: float, cells: int, idx=None):
     """The grid cells and weights of rows (or columns) ``idx`` (default all ``n``)."""
-    return axis_weights(_axis(n, half, origin, idx), cells)
+    return axis_weights(_axis(n, half, origin, idx, placed.scale), cells)
 
 
 def _model_arrays(placed: PlacedGrid):
@@ -205,8 +205,8 @@ def residual_grid(placed: PlacedGrid, rgb: np.ndarray, h: int, w: int, rows=None
     scene = placed.model.scene
     if scene is not None:  # the shot's scene residual, read at the same coordinates
         sh, sw = scene.values.shape[:2]
-        _kernels()[2](scene.values, *axis_weights(_axis(w, placed.half[0], placed.origin[0], cols), sw),
-                      *axis_weights(_axis(h, placed.half[1], placed.origin[1], rows), sh), out)
+        _kernels()[2](scene.values, *axis_weights(_axis(w, placed.half[0], placed.origin[0], cols, placed.scale), sw),
+                      *axis_weights(_axis(h, placed.half[1], placed.origin[1], rows, placed.scale), sh), out)
     return out
 
 
@@ -222,8 +222,8 @@ def residual_points(placed: PlacedGrid, rgb: np.ndarray, rows: np.ndarray, cols:
                   *_model_arrays(placed), out)
     scene = placed.model.scene
     if scene is not None:
-        xy = np.stack([_axis(w, placed.half[0], placed.origin[0], np.asarray(cols).ravel()),
-                       _axis(h, placed.half[1], placed.origin[1], np.asarray(rows).ravel())], axis=1)
+        xy = np.stack([_axis(w, placed.half[0], placed.origin[0], np.asarray(cols).ravel(), placed.scale),
+                       _axis(h, placed.half[1], placed.origin[1], np.asarray(rows).ravel(), placed.scale)], axis=1)
         out += scene.sample(xy)
     return out
 

@@ -335,6 +335,9 @@ class RefiningGrid:
     def moved(self, shift: tuple[float, float]) -> "RefiningGrid":
         return dataclasses.replace(self, placed=self.placed.moved(shift))
 
+    def aged(self) -> "RefiningGrid":
+        return dataclasses.replace(self, placed=self.placed.aged())
+
     def take(self, data: bytes) -> "RefiningGrid":
         """The state after the stream's next bytes ``data``: every record they complete is
         applied in order; :class:`TrackFormatError` on a malformed record."""
@@ -488,6 +491,11 @@ def _output(params):
 def _held(params):
     """The state kept over a lost or damaged packet."""
     return params.held() if isinstance(params, RefiningGrid) else params
+
+
+def _aged(params):
+    """A grid shot's state one frame on (its zoom's clock); an MLP set as it is."""
+    return params.aged() if _is_grid(params) else params
 
 
 class InitUnavailable(TrackFormatError):
@@ -1076,16 +1084,16 @@ class TrackDecoder:
     def _step(self, state: _State, frame: int, packets, last: int) -> _State:
         if state.run and frame not in packets:
             # covered by a shift run: its shift, as a shift-alone packet would have moved it
-            params = state.params.moved(state.run[0])
+            params = _aged(state.params).moved(state.run[0])
             status = "concealed" if state.concealed else "ok"
             return _State(frame, params, state.shot, state.concealed, status, state.run[1:])
         p = self._parse(frame, packets)
         if isinstance(p, str):
-            return _State(frame, _held(state.params), state.shot, True, p)
+            return _State(frame, _aged(_held(state.params)), state.shot, True, p)
         if p.kind == "key":
             params = self._key_params(p)
             if params is None:
-                return _State(frame, _held(state.params), state.shot, True, "damaged")
+                return _State(frame, _aged(_held(state.params)), state.shot, True, "damaged")
             return _State(frame, params, p.shot, False, "ok")
         if p.shot != state.shot:
             # The key opening this shot was lost; prefer a later key of the same shot.
@@ -1095,7 +1103,7 @@ class TrackDecoder:
         run = ()
         try:
             if _is_grid(state.params):
-                params = grid_step(p, state.params)
+                params = grid_step(p, _aged(state.params))
                 if p.kind == "delta" and p.coding == SHIFT_RUN_DELTA_CODING:
                     run = decode_shift_run(p)[0][1:]
             else:
@@ -1104,7 +1112,7 @@ class TrackDecoder:
                 raise TrackFormatError(f"{p.kind} for frame {frame} decodes to NaN or infinite weights")
         except TrackFormatError as exc:
             self.problems[frame] = str(exc)
-            return _State(frame, _held(state.params), state.shot, True, "damaged")
+            return _State(frame, _aged(_held(state.params)), state.shot, True, "damaged")
         concealed = state.concealed or p.shot != state.shot
         return _State(frame, params, p.shot, concealed, "concealed" if concealed else "ok", run)
 
