@@ -304,17 +304,17 @@ def refinement_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarr
     return out
 
 
-SCENE_SCALES = (4, 8, 16)
+SCENE_SCALES = (4, 6, 8, 12, 16)
 """Scene residual cell sizes tried (pixels of the scene a cell; :mod:`itmfilter.model.scene`).
 Measured on two 2 s shots of the 1080p benchmark clip (``local`` grade, S at 6 grid bits, 38.54
 and 31.95 dB alone, scored on frames the image was not built from): 1/4 at AVIF quality 20
 2.3 / 2.1 KB for +2.62 / +0.89 dB, 1/8 at quality 40 2.4 / 1.9 KB for +1.95 / +0.82, 1/16 at
 quality 40 1.1 / 1.0 KB for +1.09 / +0.55: at equal bytes the finer image at a lower quality wins."""
-SCENE_QUALITIES = (10, 20, 30, 40, 50, 60, 75)
+SCENE_QUALITIES = tuple(range(10, 95, 5))
 """AVIF qualities tried for a scene residual (0-100; 1/4 at quality 60 and 80 cost 5 and 10 times
-quality 20's bytes for +1.2 and +1.4 dB more on the first shot above). Steps of 10: with four
-(10, 20, 35, 55) the 1080p clip's 32 kbit/s encode spent 24.3 kbit/s, the next quality up not
-arriving in time."""
+quality 20's bytes for +1.2 and +1.4 dB more on the first shot above). Steps of 5 (the larger
+ones are skipped once one arrives too late): with four (10, 20, 35, 55) the 1080p clip's 32
+kbit/s encode spent 24.3 kbit/s, with steps of 10 24.1, the next quality up not arriving in time."""
 SCENE_SUBSAMPLE = 2
 """The scene image is built from every this-many-th pixel of each fit frame along each axis:
 a cell of the finest scale still gets 4 of a frame's pixels, and the model runs on a quarter."""
@@ -324,8 +324,9 @@ def scene_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]],
                   picks: list[int], centre, half, scales=SCENE_SCALES, qualities=SCENE_QUALITIES, zoom: float = 0.0):
     """Scene residuals over ``model`` (:mod:`itmfilter.model.scene`) from the fit frames
     (``frames[k] = (sdr, nits)`` at ``picks[k]``, placed by ``offsets``): per scale, the image
-    of the frames' PQ differences master - model, coded at each quality. Yields
-    ``(record bytes, model with the decoded residual)``."""
+    of the frames' PQ differences master - model, coded at each quality from the lowest. Yields
+    ``(record bytes, model with the decoded residual)``; ``send(True)`` after one says it came too
+    late (it does not arrive within the shot), which skips that scale's larger qualities."""
     from itmfilter.colour.transfer import eotf_inverse_st2084
     from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells, unpack_scene_residual
 
@@ -341,11 +342,13 @@ def scene_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]],
         diffs.append((target - pq).reshape(-1, 3))
         xys.append(xy.reshape(-1, 2))
     for scale in scales:
-        cells = scene_cells(w, h, half, scale)
-        plan = ScenePlan(build_scene_residual(diffs, xys, cells))
-        for quality in qualities:
+        plan = ScenePlan(build_scene_residual(diffs, xys, scene_cells(w, h, half, scale)))
+        for quality in sorted(qualities):
             data = plan.code(quality)
-            yield data, replace(model, scene=unpack_scene_residual(data))
+            too_late = yield data, replace(model, scene=unpack_scene_residual(data))
+            if too_late:  # the caller's signal: this one arrives too late, so would every larger one
+                yield None
+                break
 
 
 __all__ = ["DEFAULT_GRID", "ESTIMATE_SLACK", "GRID_LADDER", "MAX_REFINED_VALUES", "MAX_REFINEMENTS", "PLACEMENT_BYTES",

@@ -630,13 +630,15 @@ def _choose_scene(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
     use_motion = job.motion and job.strategy == "warm"
     chosen = records
     for keep in sorted({len(records), 0}, reverse=True):
-        for data, model in scene_options(models[keep], picked, offsets, picks, centre, half, zoom=placed.model.zoom):
+        options = scene_options(models[keep], picked, offsets, picks, centre, half, zoom=placed.model.zoom)
+        for data, model in options:
             candidate = records[:keep] + [refinement_record(data)]
             _, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, b"".join(candidate),
                                     placed, offsets - centre, use_motion, None, keyed)
             ends = np.cumsum([len(r) for r in candidate])
             arrivals = [next((k for k, v in enumerate(sent) if v >= e), None) for e in ends]
             if arrivals[-1] is None:
+                options.send(True)  # no larger quality at this scale arrives either
                 continue
             score = expected_score(segment.frames, arrivals, scores[:keep + 1] + [model_score(model, pixels)])
             if score > best:
