@@ -23,8 +23,10 @@ own YUV-to-RGB step is not part of the format.
 Encoding (:func:`build_scene_residual`): every given frame's PQ difference master - model is
 splatted into the image's cells with the bilinear weights the decoder reads them with and
 normalised (a weighted mean per cell), the cells no pixel reached filled from coarser means
-(push-pull), and the range clipped at the 0.01 % tails per channel so that a few outliers do
-not set a coarse step for all.
+(push-pull), then a few conjugate-gradient steps move it towards the least-squares image under
+the decoder's read (the splatted mean is blurred twice, by the splat and by the read), and the
+range is clipped at the 0.01 % tails per channel so that a few outliers do not set a coarse step
+for all.
 """
 
 from __future__ import annotations
@@ -122,10 +124,13 @@ def _push_pull(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return a * values + (1 - a) * up
 
 
-def build_scene_residual(diffs: list[np.ndarray], xys: list[np.ndarray], cells: tuple[int, int]) -> np.ndarray:
+def build_scene_residual(diffs: list[np.ndarray], xys: list[np.ndarray], cells: tuple[int, int],
+                         solve_steps: int = 0) -> np.ndarray:
     """The scene image (``(H, W, 3)`` float64, before coding) of the PQ differences ``diffs``
     (each ``(N, 3)``: master - model at pixels whose grid coordinates are ``xys``, ``(N, 2)``)
-    over ``cells = (W, H)``: bilinear splat, weighted mean, push-pull fill."""
+    over ``cells = (W, H)``: bilinear splat, weighted mean, push-pull fill; then, with
+    ``solve_steps``, that many conjugate-gradient steps towards the least-squares image under
+    the decoder's bilinear read (:func:`_least_squares`)."""
     from itmfilter.model.grid import axis_weights
 
     w, h = cells
@@ -145,8 +150,62 @@ def build_scene_residual(diffs: list[np.ndarray], xys: list[np.ndarray], cells: 
                 for c in range(3):
                     num[:, c] += np.bincount(idx, wt * d[:, c], minlength=h * w)
     mean = (num / np.maximum(den, 1e-12)[:, None]).reshape(h, w, 3)
-    weight = np.minimum(den / max(float(np.median(den[den > 0])) if (den > 0).any() else 1.0, 1e-12), 1.0)
-    return _push_pull(mean, weight.reshape(h, w))
+    typical = max(float(np.median(den[den > 0])) if (den > 0).any() else 1.0, 1e-12)
+    image = _push_pull(mean, np.minimum(den / typical, 1.0).reshape(h, w))
+    if solve_steps:
+        image = _least_squares(image, diffs, xys, cells, solve_steps, RIDGE * typical)
+    return image
+
+
+RIDGE = 0.02
+"""The least-squares image's pull towards the splatted one, per cell, as a share of a typical
+cell's bilinear weight: it keeps the cells few pixels reach from ringing."""
+
+
+def _least_squares(start: np.ndarray, diffs, xys, cells, steps: int, ridge: float) -> np.ndarray:
+    """Conjugate gradients on ``(A'A + ridge I) x = A' d + ridge start``, ``A`` the bilinear
+    read of every given pixel (four weights a row: gathers one way, index-adds the other), from
+    ``start``: the splatted mean blurs twice (splat, then read), the solved image is what the
+    read needs."""
+    import torch
+
+    from itmfilter.model.grid import axis_weights
+
+    w, h = cells
+    xy = np.concatenate([np.asarray(v, np.float32).reshape(-1, 2) for v in xys])
+    x0, fx = axis_weights(xy[:, 0], w)
+    y0, fy = axis_weights(xy[:, 1], h)
+    corners = [(torch.from_numpy((y0 + dy) * w + x0 + dx), torch.from_numpy((wy * wx).astype(np.float32))[:, None])
+               for dy, wy in ((0, 1 - fy), (1, fy)) for dx, wx in ((0, 1 - fx), (1, fx))]
+    d = torch.from_numpy(np.concatenate([np.asarray(v, np.float32).reshape(-1, 3) for v in diffs]))
+
+    def read(v):  # A v: every pixel's bilinear read of the image v (M, 3)
+        return sum(wt * v[idx] for idx, wt in corners)
+
+    def spread(r):  # A' r: each pixel's value back onto its four cells
+        out = torch.zeros(w * h, 3)
+        for idx, wt in corners:
+            out.index_add_(0, idx, wt * r)
+        return out
+
+    x = torch.from_numpy(start.reshape(-1, 3).astype(np.float32))
+    prior = x.clone()
+
+    def normal(v):
+        return spread(read(v)) + ridge * v
+
+    r = spread(d) + ridge * prior - normal(x)
+    p = r.clone()
+    rr = (r * r).sum(0)
+    for _ in range(steps):
+        ap = normal(p)
+        alpha = rr / (p * ap).sum(0).clamp(min=1e-30)
+        x = x + alpha * p
+        r = r - alpha * ap
+        new = (r * r).sum(0)
+        p = r + (new / rr.clamp(min=1e-30)) * p
+        rr = new
+    return x.numpy().astype(np.float64).reshape(h, w, 3)
 
 
 class ScenePlan:
