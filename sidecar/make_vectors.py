@@ -783,6 +783,23 @@ def _grid_track_vectors(header, sdr, sdr_name: str, frames: int, manifest: str, 
     return out
 
 
+def _coarse_shot(seed: int, h: int, w: int):
+    """A grid shot's parts for the 1.6 and 1.7 vectors, drawn in this order from
+    ``default_rng(seed)``: an ``h x w`` SDR picture, a 4x3x4 grid model (C 4, MLP 8-8, 6 grid
+    bits) and a kind-1 refinement of it with sparse codes. Returns ``(rng, sdr, model bytes,
+    refinement bytes)``; the caller goes on drawing from ``rng``."""
+    from itmfilter.model.grid import GridConfig, pack_grid_refinement, refined_config
+
+    rng = np.random.default_rng(seed)
+    sdr = (rng.integers(0, 256, (h, w, 3)) / 255).astype(np.float32)
+    cfg = GridConfig(width=4, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=6)
+    model = _random_grid_model(cfg, rng)
+    shape = refined_config(cfg)
+    steps = np.array([0.01, 0.02, 0.005, 0.015], np.float16)
+    codes = rng.integers(-20, 21, shape.grid_shape) * (rng.random(shape.grid_shape) < 0.25)
+    return rng, sdr, model, pack_grid_refinement(steps, codes.astype(np.int8))
+
+
 def build_shift_run_vectors() -> dict[str, bytes]:
     """Format 1.6: 12 frames, two grid shots with shift runs (DELTA coding 5). Shot 0: a KEY
     coding 5 (grid 4x3x4, C 4, MLP 8-8, the first 40 bytes of a one-record stream: the grid to
@@ -793,7 +810,7 @@ def build_shift_run_vectors() -> dict[str, bytes]:
     missing (no packet, no run), the stream breaks, the 4x3 grid holds, the run at 8 applies
     (concealed) and shot 1 decodes. Expected: placements, cells and the PQ of every frame on
     ``track_grid_runs_sdr.npy`` (4x6); ``grid_runs_manifest.json``."""
-    from itmfilter.model.grid import GridConfig, pack_grid_refinement, refined_config
+    from itmfilter.model.grid import GridConfig
     from itmfilter.track.codec import (
         GRID_KEY_CODING,
         PROGRESSIVE_GRID_KEY_CODING,
@@ -805,15 +822,9 @@ def build_shift_run_vectors() -> dict[str, bytes]:
         refinement_record,
     )
 
-    rng = np.random.default_rng(17)
-    h, w = 4, 6
-    sdr = (rng.integers(0, 256, (h, w, 3)) / 255).astype(np.float32)
-    cfg = GridConfig(width=4, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=6)
-    model = _random_grid_model(cfg, rng)
-    shape = refined_config(cfg)
-    steps = np.array([0.01, 0.02, 0.005, 0.015], np.float16)
-    codes = rng.integers(-20, 21, shape.grid_shape) * (rng.random(shape.grid_shape) < 0.25)
-    stream = refinement_record(pack_grid_refinement(steps, codes.astype(np.int8)))
+    rng, sdr, model, refinement = _coarse_shot(17, 4, 6)
+    h, w = sdr.shape[:2]
+    stream = refinement_record(refinement)
     assert len(stream) > 120, len(stream)
     cut = 40 + (len(stream) - 40) // 2
     other = _random_grid_model(GridConfig(width=3, height=2, depth=4, channels=4, hidden=8, layers=2, grid_bits=6), rng)
@@ -851,7 +862,7 @@ def build_scene_vectors() -> dict[str, bytes]:
     the run at 6 applies (concealed). Expected: placements, cells and the PQ of every frame on
     ``track_grid_scene_sdr.npy`` (6x8); ``grid_scene_manifest.json``. The AV1 bytes depend on
     the encoder build; the expected pixels are what a reader must reach."""
-    from itmfilter.model.grid import GridConfig, pack_grid_refinement, pack_zoom, refined_config
+    from itmfilter.model.grid import pack_zoom
     from itmfilter.model.scene import ScenePlan
     from itmfilter.track.codec import (
         PROGRESSIVE_GRID_KEY_CODING,
@@ -862,16 +873,10 @@ def build_scene_vectors() -> dict[str, bytes]:
         refinement_record,
     )
 
-    rng = np.random.default_rng(19)
-    h, w = 6, 8
-    sdr = (rng.integers(0, 256, (h, w, 3)) / 255).astype(np.float32)
-    cfg = GridConfig(width=4, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=6)
-    model = _random_grid_model(cfg, rng)
-    shape = refined_config(cfg)
-    steps = np.array([0.01, 0.02, 0.005, 0.015], np.float16)
-    codes = rng.integers(-20, 21, shape.grid_shape) * (rng.random(shape.grid_shape) < 0.25)
+    rng, sdr, model, refinement = _coarse_shot(19, 6, 8)
+    h, w = sdr.shape[:2]
     # the zoom record (kind 3) opens the stream, within the KEY; then the kind-1 refinement
-    first = refinement_record(pack_zoom(-0.015)) + refinement_record(pack_grid_refinement(steps, codes.astype(np.int8)))
+    first = refinement_record(pack_zoom(-0.015)) + refinement_record(refinement)
     scene = ScenePlan(rng.normal(0, 0.05, (4, 5, 3))).code(60)
     stream = first + refinement_record(scene)
     cut = len(first) + 2  # the scene record opens in the run at 1, its head arrives in the run at 3

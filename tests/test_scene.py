@@ -197,24 +197,14 @@ def test_an_encode_under_a_cap_carries_scene_residuals_and_keeps_the_cap(two_sho
 @pytest.mark.parametrize("name", ["track_grid_scene.bin", "track_grid_scene_damaged.bin"])
 def test_scene_vectors_decode_to_expected_pixels_cells_and_placements(name):
     import json
-    from pathlib import Path
 
-    from itmfilter.track.codec import SCENE_MINOR, TrackDecoder
-    from itmfilter.track.format import read_track_blob
+    from gridvectors import VECTORS, check_grid_vector
 
-    vectors = Path(__file__).resolve().parents[1] / "sidecar" / "vectors"
-    entry = {e["file"]: e for e in json.loads((vectors / "grid_scene_manifest.json").read_text())["vectors"]}[name]
-    header, packets = read_track_blob((vectors / name).read_bytes())
-    assert header.version == (1, SCENE_MINOR)
-    sdr, expected = np.load(vectors / entry["sdr"]), np.load(vectors / entry["expected"])
-    placements = np.load(vectors / entry["placements"])
-    dec = TrackDecoder(header)
-    for f in range(len(expected)):
-        placed, status = dec.params_at(f, packets)
-        assert isinstance(placed, PlacedGrid) and status == entry["statuses"][f], (f, status)
-        assert [placed.model.config.width, placed.model.config.height] == entry["cells"][f], f
-        assert np.array_equal(np.array([*placed.origin, *placed.half]), placements[f]), f
-        assert np.abs(placed.predict_pq(sdr) - expected[f]).max() <= 1e-6, f
+    from itmfilter.track.codec import SCENE_MINOR
+
+    dec, _, placed_all = check_grid_vector("grid_scene_manifest.json", name, SCENE_MINOR)
+    entry = {e["file"]: e for e in json.loads((VECTORS / "grid_scene_manifest.json").read_text())["vectors"]}[name]
+    for f, placed in enumerate(placed_all):
         assert placed.age == f and placed.model.zoom == np.float32(-0.015), f  # the zoom rides in the KEY
         # the residual applies from the frame whose packet completes it, and only in the good track
         assert (placed.model.scene is not None) == (f >= 3 and not name.endswith("_damaged.bin")), f

@@ -1,0 +1,141 @@
+"""The scene residual of one grid shot, per setting: bytes and PU21-PSNR on frames it was not built from.
+
+    python benchmarks/scene_residual.py --shot 0 --out docs/scene-residual/shot0.json
+    python benchmarks/scene_residual.py --shot 1 --zoom none,auto --solve-steps 0,6
+
+The clip is ``benchmarks/video_rate.py``'s at 1080p (a test-split master, 10 s at 24 fps, a
+cut every 2 s, the ``local`` grade's SDR; ``--work`` holds or receives them). One shot (the
+encoder's shot detector and phase correlation) gets the encoder's grid model (``--config``,
+fitted on 6 frames spread over it, at the zoom the encoder estimates or none), then the scene
+residual (:mod:`itmfilter.model.scene`) is built from those 6 frames as the encoder builds it
+(:func:`itmfilter.encode.gridkeys.scene_options`' steps: every 2nd pixel, splat, push-pull,
+``--solve-steps`` conjugate-gradient steps) at each ``--scales`` and coded at each
+``--qualities``; every 4th frame not among the 6 is then scored with the model alone (the
+decoder's ``predict_pq`` at each frame's placement and age) and with the decoded residual added
+to that and clipped (the decoder adds it before the model's clip: the same wherever the model's
+PQ is inside [0, 1]). One JSON line per setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+W, H, FPS = 1920, 1080, 24
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shot", type=int, default=0)
+    ap.add_argument("--config", default="S-6bit", help="a name of itmfilter.encode.gridkeys.GRID_LADDER")
+    ap.add_argument("--scales", default="4,8,16")
+    ap.add_argument("--qualities", default="10,20,30,40")
+    ap.add_argument("--solve-steps", default="6", help="comma separated: 0 is the splatted mean alone")
+    ap.add_argument("--zoom", default="auto", help="comma separated: auto (the encoder's estimate) and/or none")
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "rate1080")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None, help="also append the JSON lines here")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import video as video_bench  # benchmarks/video.py: the SDR pass
+
+    from itmfilter.colour.transfer import eotf_inverse_st2084, eotf_st2084
+    from itmfilter.data.testmedia import make_master
+    from itmfilter.encode.gridkeys import GRID_LADDER, estimate_zoom, fit_segment_grid, frame_scales, frame_xy
+    from itmfilter.encode.segments import _luma_thumb
+    from itmfilter.encode.shots import ShotDetector
+    from itmfilter.encode.video import VideoEncodeOptions
+    from itmfilter.media.phasecorr import MotionEstimator
+    from itmfilter.media.video import read_hdr_frames, read_sdr_frames
+    from itmfilter.model.grid import GridFitOptions, predict_pq
+    from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells, unpack_scene_residual
+    from itmfilter.quality.metrics import psnr_pu21
+    from itmfilter.track.motion import pixels_to_shift
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    master = args.work / f"master-{W}x{H}-10s-shot2.mkv"
+    if not master.exists():
+        make_master(master, seconds=10, fps=FPS, size=(W, H), codec="hevc", shot_seconds=2, split="test", quiet=True)
+    sdr_path = args.work / f"sdr-local-{master.stem}.mp4"
+    video_bench.make_sdr(master, sdr_path, "local")
+
+    detect, motion = ShotDetector(VideoEncodeOptions.shot_threshold), MotionEstimator()
+    shot, frames, offsets, thumbs, pos = -1, [], [], [], np.zeros(2)
+    for (i, nits), (_, sdr) in zip(read_hdr_frames(master), read_sdr_frames(sdr_path)):
+        if detect(nits):
+            shot += 1
+            motion.reset()
+            pos = np.zeros(2)
+        pan = motion(sdr)
+        if shot > args.shot:
+            break
+        if pan is not None and frames and shot == args.shot:
+            pos = pos + np.asarray(pixels_to_shift(pan, W, H), np.float64)
+        if shot == args.shot:
+            frames.append(i)
+            offsets.append(pos.copy())
+            thumbs.append(_luma_thumb(sdr))
+    n = len(frames)
+    picks = sorted(set(np.linspace(0, n - 1, 6).round().astype(int).tolist()))
+    evals = [k for k in range(2, n, 4) if k not in picks]
+    want = {frames[k] for k in picks + evals}
+    hdr = {i: x for i, x in read_hdr_frames(master) if i in want}
+    sdr = {i: x for i, x in read_sdr_frames(sdr_path) if i in want}
+    measured = np.asarray(offsets)
+    for zoom_mode in args.zoom.split(","):
+        zoom, offs = estimate_zoom(thumbs, measured) if zoom_mode == "auto" else (0.0, measured)
+        scales = frame_scales(n, zoom)
+        picked = [(sdr[frames[k]], hdr[frames[k]]) for k in picks]
+        t0 = time.perf_counter()
+        fit, centre, half = fit_segment_grid(picked, offs, picks, dict(GRID_LADDER)[args.config],
+                                             GridFitOptions(steps=600, finetune_steps=400), zoom)
+        model = replace(fit.model, zoom=float(np.float32(zoom)))
+
+        def xy_of(k):
+            return frame_xy(H, W, offs[k], centre, half, scales[k])
+
+        base = {k: predict_pq(model, sdr[frames[k]], xy=xy_of(k)) for k in evals}
+        alone = float(np.mean([psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(base[k]), np.float32)) for k in evals]))
+        head = {"shot": args.shot, "frames": n, "config": args.config, "model_bytes": len(fit.data), "zoom": zoom,
+                "zoom_mode": zoom_mode, "fit_s": round(time.perf_counter() - t0, 1), "model_pu21_psnr": alone}
+        print(json.dumps(head), flush=True)
+        diffs, xys = [], []
+        for k in picks:
+            xy = xy_of(k)[::2, ::2]
+            pq = predict_pq(model, np.ascontiguousarray(sdr[frames[k]][::2, ::2]), xy=np.ascontiguousarray(xy))
+            target = eotf_inverse_st2084(np.clip(hdr[frames[k]][::2, ::2], 0, 10000)).astype(np.float32)
+            diffs.append((target - pq).reshape(-1, 3))
+            xys.append(xy.reshape(-1, 2))
+        for steps in (int(v) for v in args.solve_steps.split(",")):
+            for scale in (int(v) for v in args.scales.split(",")):
+                plan = ScenePlan(build_scene_residual(diffs, xys, scene_cells(W, H, half, scale), steps))
+                for quality in (int(v) for v in args.qualities.split(",")):
+                    data = plan.code(quality)
+                    scene = unpack_scene_residual(data)
+                    score = []
+                    for k in evals:
+                        pq = np.clip(base[k] + scene.sample(xy_of(k).reshape(-1, 2)).reshape(H, W, 3), 0, 1)
+                        score.append(psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(pq), np.float32)))
+                    row = {**head, "solve_steps": steps, "scale": scale, "quality": quality, "bytes": len(data),
+                           "pu21_psnr": float(np.mean(score)), "gain_db": float(np.mean(score)) - alone}
+                    print(json.dumps(row), flush=True)
+                    if args.out:
+                        with args.out.open("a") as f:
+                            f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
