@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -218,6 +219,9 @@ def main() -> None:
             for cap in caps:
                 out = args.work / f"track-{curve}-{master.stem}-cap{cap:g}.mp4"
                 out.unlink(missing_ok=True)
+                # and what an interrupted run left beside it: the encoder would resume from it,
+                # whatever code wrote it (a benchmark measures this commit's encoder alone)
+                shutil.rmtree(out.parent / f".{out.name}.itm-work", ignore_errors=True)
                 t0 = time.perf_counter()
                 opts = VideoEncodeOptions(tm=curve, max_kbps=cap, buffer_seconds=args.buffer_seconds, model=args.model,
                                           grid_refine=not args.no_grid_refine)
@@ -318,7 +322,7 @@ def _tables(results: dict) -> list[str]:
         full = rows["refs"].get("per-frame full adaptation (float32, any rate)", {}).get("pu21_psnr")
         full = full if all("pu21_psnr_full_subset" in r for r in rows["mlp"]) else None
         lines.append(f"\n## {key}\n")
-        lines.append("| cap kbit/s | track kbit/s | worst 1 s kbit/s | PU21-PSNR | dE-ITP | vs full adaptation | best gain map at <= this rate | MLP - gain map | keys | packets |")
+        lines.append("| cap kbit/s | track kbit/s | worst 1 s kbit/s | PU21-PSNR | dE-ITP | vs full adaptation | best gain map at <= this rate | track - gain map | keys | packets |")
         lines.append("|---|---|---|---|---|---|---|---|---|---|")
         for r in rows["mlp"]:
             g = r.get("best_gain")
