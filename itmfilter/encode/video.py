@@ -215,7 +215,11 @@ def _job_key(master: Path, grade: Path | None, options: VideoEncodeOptions, init
 
     frames = exr_sequence(master)
     st = frames[-1].stat() if frames else master.stat()
-    parts = [str(master.resolve()), str(st.st_size), str(st.st_mtime_ns), json.dumps(asdict(options), sort_keys=True), init_tag]
+    from itmfilter import __version__
+
+    # the version too: a resumed run must not keep segments another release's encoder wrote
+    parts = [str(master.resolve()), str(st.st_size), str(st.st_mtime_ns), json.dumps(asdict(options), sort_keys=True), init_tag,
+             __version__]
     if grade:
         gs = grade.stat()
         parts += [str(grade.resolve()), str(gs.st_size), str(gs.st_mtime_ns)]
