@@ -174,6 +174,7 @@ def main() -> None:
                 if rows.get("full_frames"):
                     into["full_frames"] = rows["full_frames"]
         for rows in results.values():
+            rows["mlp"].sort(key=lambda r: r["cap"])  # runs split over caps read in cap order
             _compare(rows)
         head = [f"# Video rate-distortion ({args.size}, {args.seconds:g} s at {FPS} fps, test-split scenes)\n",
                 f"Command: `python {' '.join(sys.argv)}`\n", f"Machine: {machine()}\n"] + ([args.note + "\n"] if args.note else [])
