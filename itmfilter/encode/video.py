@@ -215,11 +215,14 @@ def _job_key(master: Path, grade: Path | None, options: VideoEncodeOptions, init
 
     frames = exr_sequence(master)
     st = frames[-1].stat() if frames else master.stat()
-    from itmfilter import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
-    # the version too: a resumed run must not keep segments another release's encoder wrote
+    try:  # the installed release too: a resumed run must not keep segments another release wrote
+        release = version("itmfilter")
+    except PackageNotFoundError:
+        release = "unknown"
     parts = [str(master.resolve()), str(st.st_size), str(st.st_mtime_ns), json.dumps(asdict(options), sort_keys=True), init_tag,
-             __version__]
+             release]
     if grade:
         gs = grade.stat()
         parts += [str(grade.resolve()), str(gs.st_size), str(gs.st_mtime_ns)]

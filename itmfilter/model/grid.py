@@ -39,6 +39,7 @@ from itmfilter.colour.tensor import eotf_inverse_st2084 as pq_encode_t
 from itmfilter.colour.tensor import eotf_st2084 as pq_decode_t
 from itmfilter.colour.transfer import eotf_st2084
 from itmfilter.model.net import MMR_TERMS, fit_mmr_prior, mmr_features, pixel_grid
+from itmfilter.model.scene import SceneFormatError, axis_weights, unpack_scene_residual
 
 GRID_MAGIC = b"G1"
 LUMA_BT709 = (0.2126, 0.7152, 0.0722)
@@ -125,15 +126,6 @@ def _luma(sdr: np.ndarray) -> np.ndarray:
     r, g, b = sdr[:, 0], sdr[:, 1], sdr[:, 2]
     y = np.float32(LUMA_BT709[0]) * r + np.float32(LUMA_BT709[1]) * g + np.float32(LUMA_BT709[2]) * b
     return np.clip(y, np.float32(0), np.float32(1))
-
-
-def axis_weights(coord: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lower cell index and weight of the upper one for a coordinate in [-1, 1] over ``cells``
-    samples, corners on the ends (``u = (coord + 1) / 2 * (cells - 1)``)."""
-    u = (coord + np.float32(1)) * np.float32(0.5) * np.float32(cells - 1)
-    u = np.clip(u, np.float32(0), np.float32(cells - 1))
-    i0 = np.minimum(np.floor(u).astype(np.int64), cells - 2)
-    return i0, (u - i0.astype(np.float32)).astype(np.float32)
 
 
 def grid_features(model: GridModel, sdr: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -413,8 +405,6 @@ def apply_grid_refinement(model: GridModel, data: bytes) -> GridModel:
             raise GridFormatError(f"zoom rate {zoom} is not finite or exceeds {MAX_ZOOM}")
         return replace(model, zoom=zoom)
     if len(data) >= 1 and data[0] == REFINE_KIND_SCENE:
-        from itmfilter.model.scene import SceneFormatError, unpack_scene_residual
-
         try:
             return replace(model, scene=unpack_scene_residual(data))
         except SceneFormatError as exc:

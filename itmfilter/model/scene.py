@@ -55,6 +55,16 @@ class SceneFormatError(ValueError):
     """Bytes that are not a valid scene residual; the message says what is wrong."""
 
 
+def axis_weights(coord: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower cell index and weight of the upper one for a coordinate in [-1, 1] over ``cells``
+    samples, corners on the ends (``u = (coord + 1) / 2 * (cells - 1)``): how a grid model
+    (:mod:`itmfilter.model.grid`, which imports it from here) and a scene residual are read."""
+    u = (coord + np.float32(1)) * np.float32(0.5) * np.float32(cells - 1)
+    u = np.clip(u, np.float32(0), np.float32(cells - 1))
+    i0 = np.minimum(np.floor(u).astype(np.int64), cells - 2)
+    return i0, (u - i0.astype(np.float32)).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class SceneResidual:
     """A decoded scene residual: ``values`` ``(H, W, 3)`` float32 PQ differences over the grid
@@ -65,8 +75,6 @@ class SceneResidual:
     def sample(self, xy: np.ndarray) -> np.ndarray:
         """``(N, 2)`` grid coordinates -> ``(N, 3)`` float32 corrections (bilinear, binary32:
         ``(v00 (1 - fx) + v01 fx) (1 - fy) + (v10 (1 - fx) + v11 fx) fy``)."""
-        from itmfilter.model.grid import axis_weights
-
         xy = np.asarray(xy, np.float32).reshape(-1, 2)
         h, w = self.values.shape[:2]
         x0, fx = axis_weights(xy[:, 0], w)
@@ -77,8 +85,6 @@ class SceneResidual:
         """The corrections on the grid of pixels with x coordinates ``xs`` ``(B,)`` and y
         coordinates ``ys`` ``(A,)``: ``(A, B, 3)`` float32, the same values as :meth:`sample`
         (rows interpolated along x first, then along y: the same binary32 operations)."""
-        from itmfilter.model.grid import axis_weights
-
         h, w = self.values.shape[:2]
         x0, fx = axis_weights(np.asarray(xs, np.float32), w)
         y0, fy = axis_weights(np.asarray(ys, np.float32), h)
@@ -131,8 +137,6 @@ def build_scene_residual(diffs: list[np.ndarray], xys: list[np.ndarray], cells: 
     over ``cells = (W, H)``: bilinear splat, weighted mean, push-pull fill; then, with
     ``solve_steps``, that many conjugate-gradient steps towards the least-squares image under
     the decoder's bilinear read (:func:`_least_squares`)."""
-    from itmfilter.model.grid import axis_weights
-
     w, h = cells
     num = np.zeros((h * w, 3))
     den = np.zeros(h * w)
@@ -168,8 +172,6 @@ def _least_squares(start: np.ndarray, diffs, xys, cells, steps: int, ridge: floa
     ``start``: the splatted mean blurs twice (splat, then read), the solved image is what the
     read needs."""
     import torch
-
-    from itmfilter.model.grid import axis_weights
 
     w, h = cells
     xy = np.concatenate([np.asarray(v, np.float32).reshape(-1, 2) for v in xys])
@@ -346,5 +348,5 @@ def unpack_scene_residual(data: bytes) -> SceneResidual:
     return SceneResidual(np.ascontiguousarray((lohi[:, 0] + codes * step).astype(np.float32)))
 
 
-__all__ = ["MAX_CELLS", "MAX_SIDE", "SCENE_KIND", "SceneFormatError", "ScenePlan", "SceneResidual",
+__all__ = ["MAX_CELLS", "MAX_SIDE", "SCENE_KIND", "SceneFormatError", "ScenePlan", "SceneResidual", "axis_weights",
            "build_scene_residual", "scene_cells", "unpack_scene_residual"]
