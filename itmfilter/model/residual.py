@@ -66,8 +66,9 @@ def sdr_placed(sdr: np.ndarray) -> np.ndarray:
     return (lin[..., 0:1] * m[:, 0] + lin[..., 1:2] * m[:, 1] + lin[..., 2:3] * m[:, 2]).astype(np.float32)
 
 
-def _push_pull(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Fill cells of weight 0 in ``(h, w, c)`` from coarser weighted means."""
+def push_pull(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Fill cells of weight 0 in ``(h, w, c)`` weighted means from coarser weighted means (a still's
+    residual layer and a video shot's scene residual, :mod:`itmfilter.model.scene`)."""
     if values.shape[0] <= 1 and values.shape[1] <= 1:
         return values / np.maximum(weights, 1e-12)[..., None]
     h, w = weights.shape
@@ -76,7 +77,7 @@ def _push_pull(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     wp = np.pad(weights, ((0, hh * 2 - h), (0, ww * 2 - w)))
     cv = vp.reshape(hh, 2, ww, 2, -1).sum((1, 3))
     cw = wp.reshape(hh, 2, ww, 2).sum((1, 3))
-    coarse = _push_pull(cv / np.maximum(cw, 1e-12)[..., None], np.minimum(cw, 1.0))
+    coarse = push_pull(cv / np.maximum(cw, 1e-12)[..., None], np.minimum(cw, 1.0))
     up = np.repeat(np.repeat(coarse, 2, 0), 2, 1)[:h, :w]
     a = np.minimum(weights, 1.0)[..., None]
     return a * values + (1 - a) * up
@@ -147,7 +148,7 @@ class ResidualPlan:
         valid = den > 0
         small = np.where(valid[..., None], num / np.maximum(den, 1e-12)[..., None], 0.0)
         if not self.empty:
-            small = _push_pull(small, valid.astype(np.float64))
+            small = push_pull(small, valid.astype(np.float64))
         if not 0.0 <= clip_percent < 50.0:
             raise ValueError(f"clip_percent {clip_percent} is outside [0, 50)")
         self.clip_percent = clip_percent

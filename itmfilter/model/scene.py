@@ -38,6 +38,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from itmfilter.model.residual import push_pull
+
 SCENE_KIND = 2
 """The refinement record kind of a scene residual (kind 1: the grid at twice the cells)."""
 _HEAD = struct.Struct("<BHH6e")  # kind, width, height, (lo, hi) per channel
@@ -114,22 +116,6 @@ def scene_cells(width: int, height: int, half: tuple[float, float], scale: int) 
             max(2, int(round(height * float(half[1]) / scale)) + 1))
 
 
-def _push_pull(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Fill the cells of weight 0 in ``(h, w, c)`` weighted means from coarser means."""
-    h, w = weights.shape
-    if h <= 1 and w <= 1:
-        return values
-    hh, ww = (h + 1) // 2, (w + 1) // 2
-    vp = np.pad(values * weights[..., None], ((0, hh * 2 - h), (0, ww * 2 - w), (0, 0)))
-    wp = np.pad(weights, ((0, hh * 2 - h), (0, ww * 2 - w)))
-    cw = wp.reshape(hh, 2, ww, 2).sum((1, 3))
-    cv = vp.reshape(hh, 2, ww, 2, -1).sum((1, 3)) / np.maximum(cw, 1e-12)[..., None]
-    coarse = _push_pull(cv, np.minimum(cw, 1.0))
-    up = np.repeat(np.repeat(coarse, 2, 0), 2, 1)[:h, :w]
-    a = np.minimum(weights, 1.0)[..., None]
-    return a * values + (1 - a) * up
-
-
 def build_scene_residual(diffs: list[np.ndarray], xys: list[np.ndarray], cells: tuple[int, int],
                          solve_steps: int = 0) -> np.ndarray:
     """The scene image (``(H, W, 3)`` float64, before coding) of the PQ differences ``diffs``
@@ -155,7 +141,7 @@ def build_scene_residual(diffs: list[np.ndarray], xys: list[np.ndarray], cells: 
                     num[:, c] += np.bincount(idx, wt * d[:, c], minlength=h * w)
     mean = (num / np.maximum(den, 1e-12)[:, None]).reshape(h, w, 3)
     typical = max(float(np.median(den[den > 0])) if (den > 0).any() else 1.0, 1e-12)
-    image = _push_pull(mean, np.minimum(den / typical, 1.0).reshape(h, w))
+    image = push_pull(mean, np.minimum(den / typical, 1.0).reshape(h, w))
     if solve_steps:
         image = _least_squares(image, diffs, xys, cells, solve_steps, RIDGE * typical)
     return image
