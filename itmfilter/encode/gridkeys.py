@@ -220,6 +220,14 @@ def fit_frames_of(count: int, fit_frames: int) -> list[int]:
     return sorted(set(np.linspace(0, count - 1, min(fit_frames, count)).round().astype(int).tolist()))
 
 
+def heldout_frames_of(picks: list[int]) -> list[int]:
+    """Positions halfway between consecutive fit frames (``picks``, ascending) that are not fit
+    frames themselves: where the encoder scores what it built from the fit frames (the scene
+    residual) on pixels it was not built from."""
+    mids = {(a + b) // 2 for a, b in zip(picks, picks[1:])}
+    return sorted(mids - set(picks))
+
+
 def fit_segment_grid(frames: list[tuple[np.ndarray, np.ndarray]], offsets: np.ndarray, picks: list[int],
                      config: GridConfig, options: GridFitOptions, zoom: float = 0.0):
     """Fit one grid model to the picked frames (``frames[k] = (sdr, nits)`` for ``picks[k]``)
@@ -304,12 +312,17 @@ def refinement_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarr
     return out
 
 
-SCENE_SCALES = (4, 6, 8, 12, 16)
+SCENE_SCALES = (2, 3, 4, 6, 8, 12, 16)
 """Scene residual cell sizes tried (pixels of the scene a cell; :mod:`itmfilter.model.scene`).
 Measured on two 2 s shots of the 1080p benchmark clip (``local`` grade, S at 6 grid bits, 38.54
 and 31.95 dB alone, scored on frames the image was not built from): 1/4 at AVIF quality 20
 2.3 / 2.1 KB for +2.62 / +0.89 dB, 1/8 at quality 40 2.4 / 1.9 KB for +1.95 / +0.82, 1/16 at
-quality 40 1.1 / 1.0 KB for +1.09 / +0.55: at equal bytes the finer image at a lower quality wins."""
+quality 40 1.1 / 1.0 KB for +1.09 / +0.55: at equal bytes the finer image at a lower quality wins.
+Finer still on the first shot (model 2923 B, 38.59 dB; residual bytes): 1/3 at quality 10 / 20 / 30
+1.5 / 2.4 / 3.8 KB for 41.43 / 41.91 / 42.35 dB against 1/4's 0.9 / 1.5 / 2.4 / 4.2 KB for
+40.60 / 41.18 / 41.67 / 42.09; 1/2 at quality 20 / 30 4.0 / 6.4 KB for 42.37 / 42.80
+(``benchmarks/scene_residual.py --scales 2,3``). The encoder scores them on frames between its
+fit frames (:func:`heldout_frames_of`), so a fine image that only fits its own frames loses."""
 SCENE_QUALITIES = tuple(range(10, 95, 5))
 """AVIF qualities tried for a scene residual (0-100; 1/4 at quality 60 and 80 cost 5 and 10 times
 quality 20's bytes for +1.2 and +1.4 dB more on the first shot above). Steps of 5 (the larger
@@ -360,5 +373,5 @@ __all__ = ["DEFAULT_GRID", "ESTIMATE_SLACK", "GRID_LADDER", "MAX_REFINED_VALUES"
            "REFINE_FIT_FRACTIONS",
            "REFINE_STEPS", "SCENE_QUALITIES", "SCENE_SCALES", "SCENE_SOLVE_STEPS", "SCENE_SUBSAMPLE", "SCORE_PIXELS",
            "estimate_zoom", "estimated_bytes", "expected_score", "fit_frames_of", "fit_segment_grid", "frame_scales",
-           "frame_xy", "grid_geometry",
+           "frame_xy", "grid_geometry", "heldout_frames_of",
            "ladder_from", "model_score", "refinement_options", "scene_options", "score_pixels"]

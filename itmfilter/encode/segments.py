@@ -392,11 +392,13 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     segment's length does: about 1.3 KB at 16 kbit/s in SEI with the default 1 s buffer."""
     from itmfilter.colour.transfer import eotf_st2084
     from itmfilter.encode.gridkeys import (
+        SCORE_PIXELS,
         estimate_zoom,
         estimated_bytes,
         fit_frames_of,
         fit_segment_grid,
         grid_geometry,
+        heldout_frames_of,
         ladder_from,
     )
     from itmfilter.model.grid import GridFitOptions, PlacedGrid, pack_zoom
@@ -423,8 +425,11 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     use_motion = job.motion and job.strategy == "warm"
     picks = fit_frames_of(segment.frames, job.grid_fit_frames)
     estimate_motion = MotionEstimator()
-    offsets, picked, pos, thumbs = [], [], np.zeros(2), []
+    offsets, picked, pos, thumbs, held = [], [], np.zeros(2), [], []
     progressive = job.grid_refine and key_max is not None and segment.frames > 1
+    # frames between the fit frames whose pixels score the scene residuals (built from the fit frames)
+    held_at = set(heldout_frames_of(picks)) if progressive and job.scene_residual else set()
+    rng = np.random.default_rng(job.first.seed)
     for k, (index, sdr, target) in enumerate(_frame_pairs(job, segment)):
         pan = estimate_motion(sdr) if use_motion else None
         if pan is not None and k > 0:
@@ -434,6 +439,8 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
             thumbs.append(_luma_thumb(sdr))
         if k in picks:
             picked.append((sdr, np.asarray(eotf_st2084(target), dtype=np.float32)))
+        elif k in held_at:
+            held.append(_sample_frame(k, sdr, target, SCORE_PIXELS // len(held_at), rng))
     if len(offsets) != segment.frames:
         raise ItmError(job.master, f"frames {segment.start}-{segment.end - 1}: decoded {len(offsets)} of "
                        f"{segment.frames} (master and SDR must have the same frames)",
@@ -472,7 +479,7 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     stream = b""
     if progressive:
         stream = _choose_refinement(job, segment, budget, extra, key_max, payload, placed, picked, picks, offsets,
-                                    centre, half, options, bool(zoom_record))
+                                    centre, half, options, bool(zoom_record), held)
     packets, _ = _grid_packets(job, segment, budget, extra, key_max, payload, stream, placed, offsets - centre,
                                use_motion, progress, bool(zoom_record))
     return packets
@@ -554,16 +561,15 @@ def _key_cost(job: SegmentJob, raw: bytes, extra: int) -> int:
 
 def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int,
                        payload: bytes, placed, picked, picks, offsets, centre, half, options,
-                       keyed: bool = False) -> bytes:
+                       keyed: bool = False, held=()) -> bytes:
     """The refinement stream for a progressive grid segment (:mod:`itmfilter.encode.gridkeys`),
     or ``b""`` when no refinement beats the KEY's model alone by the segment's expected mean
     PU21-PSNR. Up to :data:`~itmfilter.encode.gridkeys.MAX_REFINEMENTS` records, chosen one
     after the other (each refines the model the previous one left, at the step that scores best
     given the records before it); each candidate's arrival frames are found by sending the
     stream on a copy of the budget. ``keyed``: the KEY's payload already ends in a stream
-    record (the shot's zoom), so it is a progressive KEY whatever follows."""
-    import copy
-
+    record (the shot's zoom), so it is a progressive KEY whatever follows. ``held``: pixels of
+    frames between the fit frames (:func:`_sample_frame`) that score the scene residuals."""
     from itmfilter.encode.gridkeys import (
         MAX_REFINED_VALUES,
         MAX_REFINEMENTS,
@@ -592,11 +598,8 @@ def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, ex
         chosen = None
         for _, data, refined in refinement_options(model, picked, xy, refine):
             candidate = records + [refinement_record(data)]
-            stream = b"".join(candidate)
-            _, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, stream, placed,
-                                    offsets - centre, use_motion, None, keyed)
-            ends = np.cumsum([len(r) for r in candidate])
-            arrivals = [next((k for k, v in enumerate(sent) if v >= e), None) for e in ends]
+            arrivals = _arrivals(job, segment, budget, extra, key_max, payload, candidate, placed, offsets - centre,
+                                 use_motion, keyed)
             if arrivals[-1] is None:
                 continue
             refined_score = model_score(refined, pixels)
@@ -609,6 +612,11 @@ def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, ex
         scores.append(chosen[2])
         models.append(model)
     if job.scene_residual:
+        if held:  # the chain rescored on frames the residual is not built from, so both sides compare alike
+            pixels = _held_pixels(held, height, width, offsets, centre, half, scales)
+            scores = [model_score(m, pixels) for m in models]
+            best = expected_score(segment.frames, _arrivals(job, segment, budget, extra, key_max, payload, records,
+                                                            placed, offsets - centre, use_motion, keyed), scores)
         records = _choose_scene(job, segment, budget, extra, key_max, payload, placed, picked, picks, offsets, centre,
                                 half, records, models, scores, best, pixels, keyed)
     return b"".join(records)
@@ -622,8 +630,6 @@ def _choose_scene(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
     tried after all the refinement records and, when there are some, in their place (the bytes
     then go to the residual alone); each at every scale and quality of
     :func:`itmfilter.encode.gridkeys.scene_options`."""
-    import copy
-
     from itmfilter.encode.gridkeys import expected_score, model_score, scene_options
     from itmfilter.track.codec import refinement_record
 
@@ -633,10 +639,8 @@ def _choose_scene(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
         options = scene_options(models[keep], picked, offsets, picks, centre, half, zoom=placed.model.zoom)
         for data, model in options:
             candidate = records[:keep] + [refinement_record(data)]
-            _, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, b"".join(candidate),
-                                    placed, offsets - centre, use_motion, None, keyed)
-            ends = np.cumsum([len(r) for r in candidate])
-            arrivals = [next((k for k, v in enumerate(sent) if v >= e), None) for e in ends]
+            arrivals = _arrivals(job, segment, budget, extra, key_max, payload, candidate, placed, offsets - centre,
+                                 use_motion, keyed)
             if arrivals[-1] is None:
                 options.send(True)  # no larger quality at this scale arrives either
                 continue
@@ -644,6 +648,42 @@ def _choose_scene(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
             if score > best:
                 best, chosen = score, candidate
     return chosen
+
+
+def _arrivals(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int | None,
+              payload: bytes, records: list[bytes], placed, targets: np.ndarray, use_motion: bool,
+              keyed: bool = False) -> list[int | None]:
+    """The frame (0-based in the segment) by which each of ``records`` has arrived when they
+    follow the KEY's ``payload`` as its stream (sent on a copy of ``budget``); None for one that
+    does not arrive within the segment."""
+    import copy
+
+    if not records:
+        return []
+    _, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, b"".join(records),
+                            placed, targets, use_motion, None, keyed)
+    return [next((k for k, v in enumerate(sent) if v >= e), None) for e in np.cumsum([len(r) for r in records])]
+
+
+def _sample_frame(k: int, sdr: np.ndarray, target: np.ndarray, count: int, rng) -> tuple:
+    """``count`` random pixels of frame ``k`` (0-based in the segment) for scoring: ``(k, rows,
+    cols, sdr (N, 3), nits (N, 3))``, the master's PQ ``target`` turned into cd/m2."""
+    from itmfilter.colour.transfer import eotf_st2084
+
+    h, w = sdr.shape[:2]
+    pick = rng.choice(h * w, min(count, h * w), replace=False)
+    rows, cols = np.divmod(pick, w)
+    return k, rows, cols, sdr[rows, cols], np.asarray(eotf_st2084(target[rows, cols]), dtype=np.float32)
+
+
+def _held_pixels(held: list[tuple], height: int, width: int, offsets: np.ndarray, centre, half, scales) -> tuple:
+    """The pixels of :func:`_sample_frame` samples as :func:`itmfilter.encode.gridkeys.score_pixels`
+    gives them (``(N, 1, C)`` SDR, cd/m2 and grid coordinates at each frame's placement)."""
+    from itmfilter.encode.gridkeys import frame_xy
+
+    xy = [frame_xy(height, width, offsets[k], centre, half, scales[k])[rows, cols] for k, rows, cols, _, _ in held]
+    return (np.concatenate([s for *_, s, _ in held])[:, None], np.concatenate([n for *_, n in held])[:, None],
+            np.concatenate(xy)[:, None])
 
 
 def _grid_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int | None,
