@@ -120,6 +120,9 @@ def encode(
     scene_residual: Annotated[
         bool, typer.Option(help="Video, --model grid under --max-kbps: a shot's refinement may end in a scene residual, one low-resolution PQ correction image over the pan that every frame reads at its place (format 1.7; where the SDR clips, the detail a grid cannot see). --no-scene-residual: 1.6.")
     ] = True,
+    look_ahead: Annotated[
+        bool, typer.Option(help="Video, --model grid under --max-kbps: each shot's spare rate carries the next shot's refinement stream before its cut, so it serves all of that shot's frames (format 1.8; the rate promise is unchanged). --no-look-ahead: 1.7.")
+    ] = True,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     engine: EngineOpt = "local",
@@ -151,7 +154,7 @@ def encode(
                 strategy=strategy, first_steps=steps or VideoEncodeOptions.first_steps, refresh_ratio=refresh, key_seconds=key_seconds,
                 max_kbps=max_kbps or None, buffer_seconds=buffer_seconds, motion=motion, assume_hdr=assume_hdr, fps=fps, seed=seed,
                 adapt_batch=adapt_batch, model=model, grid_refine=grid_refine, shift_runs=shift_runs,
-                scene_residual=scene_residual,
+                scene_residual=scene_residual, look_ahead=look_ahead,
             ),
             init_path=init,
             device=device,

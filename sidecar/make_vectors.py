@@ -301,6 +301,7 @@ def build_vectors() -> dict[str, bytes]:
     out.update(build_progressive_grid_vectors())
     out.update(build_shift_run_vectors())
     out.update(build_scene_vectors())
+    out.update(build_ahead_vectors())
 
     # KEY coding 3 (since 1.2): predicted from an initialisation. On the small config with
     # a given reference set; then the initialisation alone (every width 0).
@@ -901,6 +902,63 @@ def build_scene_vectors() -> dict[str, bytes]:
          "-0.015 a frame and the first bytes of the refinement), runs at 1 (1-2: the grid 7x5 from 1) and 3 (3-5: the scene residual, 5x4, from 3), a run at 6 (6-7)"),
         ("track_grid_scene_damaged.bin", packets(spoilt), "the same with the scene record's width changed to 6 (its picture is 5 wide): the run at 3 "
          "damaged, 4-5 missing, the 7x5 model held without a residual, the run at 6 applies (concealed)"),
+    ))
+
+
+def build_ahead_vectors() -> dict[str, bytes]:
+    """Format 1.8 (the look-ahead): 10 frames, two grid shots with shift runs. Shot 0: a KEY
+    coding 5 (grid 4x3x4, no stream), a run at 1 over 1-3 (DELTA coding 5), then the lane: runs
+    at 4 (4-5) and 6 (6-7) of DELTA coding 6 whose bytes after the shifts are the first 30 and
+    the next bytes of shot 1's stream beyond its KEY's own. Shot 1: a KEY coding 6 at 8 (a 3x2x4
+    grid, the first 20 bytes of a one-record stream, the grid refined to 5x3; ``A`` = the
+    lane's bytes), a run at 9 (9, DELTA coding 5) with the rest: the record completes at 9.
+    ``track_grid_ahead.bin`` decodes in full; ``track_grid_ahead_lost.bin`` lacks frame 6's
+    lane packet: frames 6-7 missing, shot 1's ahead bytes incomplete, its stream broken at the
+    KEY (the 3x2 grid, frames 8-9 concealed). Expected: placements, cells and the PQ of every
+    frame on ``track_grid_ahead_sdr.npy`` (4x6); ``grid_ahead_manifest.json``."""
+    from itmfilter.model.grid import GridConfig, pack_grid_refinement, refined_config
+    from itmfilter.track.codec import (
+        AHEAD_GRID_KEY_CODING,
+        AHEAD_MINOR,
+        AHEAD_RUN_DELTA_CODING,
+        PROGRESSIVE_GRID_KEY_CODING,
+        SHIFT_RUN_DELTA_CODING,
+        encode_ahead_grid_key,
+        encode_progressive_grid_key,
+        encode_shift_run,
+        refinement_record,
+    )
+
+    rng, sdr, model, _ = _coarse_shot(23, 4, 6)
+    h, w = sdr.shape[:2]
+    cfg = GridConfig(width=3, height=2, depth=4, channels=4, hidden=8, layers=2, grid_bits=6)
+    other = _random_grid_model(cfg, rng)
+    shape = refined_config(cfg).grid_shape
+    codes = rng.integers(-20, 21, shape) * (rng.random(shape) < 0.3)
+    stream = refinement_record(pack_grid_refinement(np.array([0.01, 0.02, 0.005, 0.015], np.float16),
+                                                    codes.astype(np.int8)))
+    assert len(stream) > 80, len(stream)
+    ahead = stream[20:-10]
+    header = TrackHeader(config=SMALL, fps=(24, 1), frame_count=10, width=w, height=h, hdr10=HDR10, binding=BINDING,
+                         encoder={"tool": "make_vectors", "model": "grid"}, version=(1, AHEAD_MINOR))
+    packets = [
+        Packet(0, "key", 0, encode_progressive_grid_key(model, (-0.25, 0.0625), (1.25, 1.0625)),
+               PROGRESSIVE_GRID_KEY_CODING),
+        Packet(1, "delta", 0, encode_shift_run([(0.0421875, -0.0185185), (0.05, 0.0), (-0.125, 0.03125)]),
+               SHIFT_RUN_DELTA_CODING),
+        Packet(4, "delta", 0, encode_shift_run([(0.0625, 0.0), (0.0, 0.0)], ahead[:30]), AHEAD_RUN_DELTA_CODING),
+        Packet(6, "delta", 0, encode_shift_run([(0.03125, -0.0078125), (0.25, 0.0)], ahead[30:]),
+               AHEAD_RUN_DELTA_CODING),
+        Packet(8, "key", 1, encode_ahead_grid_key(len(ahead), encode_progressive_grid_key(
+            other, (0.125, -0.0625), (1.125, 1.0), stream[:20])), AHEAD_GRID_KEY_CODING),
+        Packet(9, "delta", 1, encode_shift_run([(-0.0390625, 0.015625)], stream[-10:]), SHIFT_RUN_DELTA_CODING),
+    ]
+    return _grid_track_vectors(header, sdr, "track_grid_ahead_sdr.npy", 10, "grid_ahead_manifest.json", (
+        ("track_grid_ahead.bin", packets, "1.8: shot 0 a KEY coding 5, a run at 1 (1-3), lane runs of DELTA coding 6 "
+         "at 4 (4-5) and 6 (6-7) carrying shot 1's ahead bytes; shot 1 a KEY coding 6 at 8 (grid 3x2x4, 20 stream "
+         "bytes, then the ahead bytes), a run at 9 with the rest: the grid 5x3 from 9"),
+        ("track_grid_ahead_lost.bin", [p for p in packets if p.frame != 6], "the same without frame 6's lane packet: "
+         "6-7 missing, shot 1's ahead bytes incomplete: its stream broken at the KEY (3x2 grid, 8-9 concealed)"),
     ))
 
 

@@ -15,12 +15,13 @@ import torch
 
 from itmfilter.model.grid import GridConfig, PlacedGrid
 from itmfilter.track.codec import (
+    AHEAD_MINOR,
+    AHEAD_RUN_DELTA_CODING,
     GRID_KEY_CODING,
     GRID_REFINE_DELTA_CODING,
     HALF_MOTION_DELTA_CODING,
     PROGRESSIVE_GRID_KEY_CODING,
     SHIFT_RUN_DELTA_CODING,
-    SCENE_MINOR,
     SHIFT_RUN_MINOR,
     TrackDecoder,
     carries_update,
@@ -294,7 +295,7 @@ def test_grid_encode_with_runs_keeps_the_cap_and_decodes_every_frame(two_shot_ma
     report = encode_video(two_shot_master, out, options=VideoEncodeOptions(max_kbps=kbps, model="grid", sidecar=carriage,
                                                                            **FAST), quiet=True)
     track = load_track(out)
-    assert track.header.version == (1, SCENE_MINOR)  # runs, and shots that may end in a scene residual
+    assert track.header.version == (1, AHEAD_MINOR)  # runs, scene residuals and the look-ahead
     sizes = carried_bytes(out, track)
     assert sum(sizes) == report.metadata_bytes
     assert sum(sizes) <= kbps * 1000 / 8 * FRAMES / FPS
@@ -303,7 +304,7 @@ def test_grid_encode_with_runs_keeps_the_cap_and_decodes_every_frame(two_shot_ma
     assert not any("not kept" in n for n in report.notes)  # the encoder's own check agrees
     packets = [decode_packet(r) for r in track.packets.values()]
     assert len(packets) < FRAMES // 3 and report.packets.get("covered", 0) == FRAMES - len(packets)
-    assert {p.coding for p in packets if p.kind == "delta"} <= {SHIFT_RUN_DELTA_CODING}
+    assert {p.coding for p in packets if p.kind == "delta"} <= {SHIFT_RUN_DELTA_CODING, AHEAD_RUN_DELTA_CODING}
     nets = FrameNetworks(out)
     assert all(isinstance(nets(i), PlacedGrid) for i in range(FRAMES)) and nets.damaged == 0
     from itmfilter.track.summary import summarise_track
@@ -327,7 +328,7 @@ def test_runs_give_the_refinement_the_framing_at_16_kbps(two_shot_master, tmp_pa
     for runs in (True, False):
         out = tmp_path / f"sdr-{runs}.mp4"
         encode_video(two_shot_master, out, options=VideoEncodeOptions(max_kbps=16.0, model="grid", shift_runs=runs,
-                                                                      scene_residual=False, **FAST),
+                                                                      scene_residual=False, look_ahead=False, **FAST),
                      quiet=True)
         assert load_track(out).header.version == (1, SHIFT_RUN_MINOR if runs else 5)
         nets = FrameNetworks(out)

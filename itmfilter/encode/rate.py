@@ -130,6 +130,51 @@ def plan_rate(max_kbps: float, fps: float, segment_frames: Sequence[int], *, per
                     int(head_bytes), key_head)
 
 
+AHEAD_MIN_BYTES = 64
+"""A segment is offered no ahead bytes below this (a few bytes gain nothing for their heads)."""
+AHEAD_SLACK = 0.02
+"""Share of a planned lane the receiving segment leaves unused (plus 16 bytes): the lane is
+simulated with incompressible placeholder bytes, and in SEI real bytes may need a little more
+emulation prevention than those did."""
+
+
+def plan_ahead(plan: RatePlan, segment_frames: Sequence[int], opens_shot: Sequence[bool], nonkey_bytes,
+               lane_packet_bytes: int, lane_frames: int) -> tuple[int, ...]:
+    """Ahead bytes per segment (the look-ahead, sidecar/SPEC.md section 4, DELTA coding 6):
+    segment ``j`` that opens a shot may receive, besides its KEY, up to ``aheads[j]`` bytes of
+    its refinement stream carried by the tail of segment ``j - 1`` (a lane of DELTA coding 6
+    packets), so they serve all of its frames instead of arriving over them. The lane is what
+    segment ``j - 1`` can send after the largest KEY its budget allows and the bare runs of its
+    other frames (``nonkey_bytes(n - 1)``), less the heads of the packets the lane travels in
+    (one per ``lane_frames`` frames, ``lane_packet_bytes`` each beyond a bare run's), at most
+    ``B``, less :data:`AHEAD_SLACK`; half of that where segment ``j - 1`` itself received
+    nothing ahead (the first shot), whose own later stream would otherwise get nothing. The rate promise is unchanged: the lane's bytes are counted
+    in the frames that carry them, so every window still holds (it is the sender's budget that
+    reserves them, :class:`RateBudget`'s ``lane``)."""
+    r, buffer = plan.per_frame, plan.buffer
+    aheads = [0] * len(segment_frames)
+    for j in range(1, len(segment_frames)):
+        if not opens_shot[j]:
+            continue
+        n = segment_frames[j - 1]
+        allowance = n * r + plan.levels[j] - plan.levels[j - 1]
+        rest = nonkey_bytes(n - 1)
+        key_cap = min(allowance - rest, r + buffer - plan.levels[j - 1])
+        packets = -(-(n - 1) // max(1, lane_frames))
+        spare = allowance - key_cap - rest - packets * lane_packet_bytes
+        if not aheads[j - 1]:  # a sender that received nothing ahead keeps half for its own stream
+            spare /= 2
+        ahead = int(min(buffer, spare) / (1 + AHEAD_SLACK)) - 17
+        aheads[j] = ahead if ahead >= AHEAD_MIN_BYTES else 0
+    return tuple(aheads)
+
+
+def lane_bytes(ahead: int) -> int:
+    """Bytes a sender reserves in its tail for a receiver planned ``ahead`` bytes
+    (:func:`plan_ahead`): those, :data:`AHEAD_SLACK` of them and 16 more."""
+    return 0 if ahead <= 0 else int(ahead + -(-ahead * AHEAD_SLACK // 1) + 16)
+
+
 class RateBudget:
     """One segment's budget under the cap (``max_kbps``; None/0: unlimited).
 

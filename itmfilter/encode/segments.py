@@ -31,6 +31,7 @@ rest. :func:`encode_segments_local` runs them in order in this process;
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -69,6 +70,7 @@ from itmfilter.track.codec import (
 from itmfilter.track.format import (
     TrackHeader,
     compact_head_bytes,
+    decode_packet,
     encode_packet,
     flatten_state,
     unflatten,
@@ -181,6 +183,7 @@ class SegmentJob:
     run_frames: int = 24  # the most frames one shift run covers (a lost run conceals at most these)
     sample_framing: int = 0  # bytes the carriage adds to each sample, reserved per frame by the plan (SEI: 28)
     run_buffer: float = 0.0  # shift runs: the buffer B of the cap itself (bytes), the framing included
+    aheads: tuple[int, ...] = ()  # ahead bytes each segment may receive (by index; rate.plan_ahead, format 1.8)
 
     @property
     def key_interval(self) -> int:
@@ -480,8 +483,18 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     if progressive:
         stream = _choose_refinement(job, segment, budget, extra, key_max, payload, placed, picked, picks, offsets,
                                     centre, half, options, bool(zoom_record), held)
-    packets, _ = _grid_packets(job, segment, budget, extra, key_max, payload, stream, placed, offsets - centre,
-                               use_motion, progress, bool(zoom_record))
+    lane = _ahead_plan(job, segment)[1] if budget.limited else 0
+    trial = copy.deepcopy(budget)
+    for own in (stream, b""):  # the lane reserved for the next shot must get through
+        packets, sent = _grid_packets(job, segment, copy.deepcopy(trial), extra, key_max, payload, own, placed,
+                                      offsets - centre, use_motion, None, bool(zoom_record))
+        if sent[-1] >= len(own) + lane:
+            break
+    else:
+        raise ItmError(job.master, f"frames {segment.start}-{segment.end - 1}: the look-ahead lane of {lane} bytes "
+                       "does not fit the segment's budget", "encode with --no-look-ahead and report this")
+    if progress is not None:
+        progress(segment.frames)
     return packets
 
 
@@ -656,13 +669,15 @@ def _arrivals(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int,
     """The frame (0-based in the segment) by which each of ``records`` has arrived when they
     follow the KEY's ``payload`` as its stream (sent on a copy of ``budget``); None for one that
     does not arrive within the segment."""
-    import copy
-
     if not records:
         return []
-    _, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, b"".join(records),
+    stream = b"".join(records)
+    _, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, stream,
                             placed, targets, use_motion, None, keyed)
-    return [next((k for k, v in enumerate(sent) if v >= e), None) for e in np.cumsum([len(r) for r in records])]
+    arrivals = [next((k for k, v in enumerate(sent) if v >= e), None) for e in np.cumsum([len(r) for r in records])]
+    if sent[-1] < len(stream) + (_ahead_plan(job, segment)[1] if budget.limited else 0):
+        arrivals[-1] = None  # the lane reserved for the next shot would not get through
+    return arrivals
 
 
 def _sample_frame(k: int, sdr: np.ndarray, target: np.ndarray, count: int, rng) -> tuple:
@@ -752,6 +767,69 @@ def _grid_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
     return packets, delivered
 
 
+def _ahead_plan(job: SegmentJob, segment: Segment) -> tuple[int, int]:
+    """``(ahead bytes this segment may receive, lane bytes its tail reserves for the next)``
+    (:func:`itmfilter.encode.rate.plan_ahead`); zeros without a look-ahead plan."""
+    from itmfilter.encode.rate import lane_bytes
+
+    if not (job.shift_runs and job.aheads):
+        return 0, 0
+    i = segment.index
+    ahead_in = job.aheads[i] if i < len(job.aheads) else 0
+    lane = lane_bytes(job.aheads[i + 1]) if i + 1 < len(job.aheads) else 0
+    return ahead_in, lane
+
+
+def _lane_placeholder(segment: Segment, lane: int) -> bytes:
+    """Incompressible stand-in bytes for the next segment's ahead bytes, which are not known
+    while this one is encoded (:func:`place_ahead` puts the real ones, never more, in their place)."""
+    return np.random.default_rng(segment.start).bytes(lane)
+
+
+def place_ahead(packets: dict[int, bytes], compact: bool = True) -> dict[int, bytes]:
+    """The track with every segment's ahead bytes moved into the lane the segment before it
+    reserved: a segment that received some ends its KEY (coding 6) with them
+    (:func:`_grid_run_packets`); here they go, in order, into the bytes after the shifts of the
+    previous shot's DELTA coding 6 packets (filled from the first, the rest emptied), and the
+    KEY keeps only its own payload. A lane with no receiver is emptied. Raises ``ValueError``
+    where a lane cannot hold what its receiver announces (the segments do not share one plan)."""
+    from itmfilter.track.codec import (
+        AHEAD_GRID_KEY_CODING,
+        AHEAD_RUN_DELTA_CODING,
+        decode_shift_run,
+        split_ahead_grid_key,
+    )
+    from itmfilter.track.format import Packet
+
+    out = dict(packets)
+    lanes: dict[int, list[tuple[int, Packet]]] = {}
+    keys: dict[int, Packet] = {}
+    for f in sorted(packets):
+        p = decode_packet(packets[f])
+        if p.kind == "delta" and p.coding == AHEAD_RUN_DELTA_CODING:
+            lanes.setdefault(p.shot, []).append((f, p))
+        elif p.kind == "key" and p.coding == AHEAD_GRID_KEY_CODING:
+            keys[p.shot] = p
+    for shot, lane in lanes.items():
+        key = keys.get(shot + 1)
+        ahead = b""
+        if key is not None:
+            count, _ = split_ahead_grid_key(key.payload)
+            ahead = key.payload[len(key.payload) - count:]
+            out[key.frame] = encode_packet(replace(key, payload=key.payload[:len(key.payload) - count]),
+                                           compact=compact)
+        at = 0
+        for f, p in lane:
+            shifts_end = len(p.payload) - len(decode_shift_run(p)[1])
+            room = len(p.payload) - shifts_end
+            part = ahead[at:at + room]
+            at += len(part)
+            out[f] = encode_packet(replace(p, payload=p.payload[:shifts_end] + part), compact=compact)
+        if at < len(ahead):
+            raise ValueError(f"shot {shot}'s lane holds {at} of the {len(ahead)} ahead bytes of the next shot's KEY")
+    return out
+
+
 def _grid_run_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int | None,
                       payload: bytes, stream: bytes, placed, targets: np.ndarray, use_motion: bool,
                       progress: Callable[[int], None] | None, keyed: bool = False) -> tuple[dict[int, bytes], list[int]]:
@@ -765,11 +843,14 @@ def _grid_run_packets(job: SegmentJob, segment: Segment, budget: RateBudget, ext
     while the bucket of the real carried bytes stays within ``B``."""
     from itmfilter.encode.rate import run_frames_bytes
     from itmfilter.track.codec import (
+        AHEAD_GRID_KEY_CODING,
+        AHEAD_RUN_DELTA_CODING,
         GRID_KEY_CODING,
         HALF_MOTION_DELTA_CODING,
         PROGRESSIVE_GRID_KEY_CODING,
         SHIFT_RUN_DELTA_CODING,
         carried_shift,
+        encode_ahead_grid_key,
         encode_shift_run,
     )
     from itmfilter.track.format import Packet
@@ -792,15 +873,31 @@ def _grid_run_packets(job: SegmentJob, segment: Segment, budget: RateBudget, ext
 
     coding, sent = PROGRESSIVE_GRID_KEY_CODING if keyed else GRID_KEY_CODING, 0
     key_total = _run_key_total(job, segment, budget, extra)
+    ahead_in, lane = _ahead_plan(job, segment) if budget.limited else (0, 0)
+    own = len(stream)  # the segment's own stream; the lane's stand-in bytes follow it
     if stream:
         coding, sent = PROGRESSIVE_GRID_KEY_CODING, min(len(stream), max(0, key_max - len(payload)))
     while True:  # the stream's first bytes, as many as the KEY's exact cost allows
-        key = encode_packet(Packet(segment.start, "key", segment.shot, payload + stream[:sent], coding), compact=job.compact)
+        ahead = min(ahead_in, own - sent)  # what the previous shot's lane brings after them
+        body = payload + stream[:sent]
+        if ahead > 0:
+            key = encode_packet(Packet(segment.start, "key", segment.shot, encode_ahead_grid_key(ahead, body),
+                                       AHEAD_GRID_KEY_CODING), compact=job.compact)
+        else:
+            key = encode_packet(Packet(segment.start, "key", segment.shot, body, coding), compact=job.compact)
         key_cost = _key_cost(job, key, extra)
         if key_total is None or key_cost <= key_total or sent == 0:
             break
         sent = max(0, sent - max(1, int(np.ceil(key_cost - key_total))))
-    packets = {segment.start: key}
+    if ahead > 0:  # carried by the KEY until place_ahead moves them into the previous shot's lane
+        packets = {segment.start: encode_packet(Packet(segment.start, "key", segment.shot,
+                                                       encode_ahead_grid_key(ahead, body) + stream[sent:sent + ahead],
+                                                       AHEAD_GRID_KEY_CODING), compact=job.compact)}
+        sent += ahead
+    else:
+        packets = {segment.start: key}
+    if lane:
+        stream = stream + _lane_placeholder(segment, lane)
     budget.key_sent(segment.start, key_cost, 0)
     spent = float(key_cost)
     delivered = [sent]
@@ -822,7 +919,8 @@ def _grid_run_packets(job: SegmentJob, segment: Segment, budget: RateBudget, ext
 
         def packet(m: int, take: int) -> tuple[bytes, int]:
             body = encode_shift_run(steps[k:k + m], stream[sent:sent + take])
-            raw = encode_packet(Packet(index, "delta", segment.shot, body, SHIFT_RUN_DELTA_CODING), compact=job.compact)
+            run_coding = AHEAD_RUN_DELTA_CODING if lane and sent >= own else SHIFT_RUN_DELTA_CODING
+            raw = encode_packet(Packet(index, "delta", segment.shot, body, run_coding), compact=job.compact)
             return raw, len(raw) + _sample_surplus(job, raw)
 
         def stream_room(m: int) -> int:
@@ -831,7 +929,8 @@ def _grid_run_packets(job: SegmentJob, segment: Segment, budget: RateBudget, ext
             if not budget.limited:
                 return len(stream) - sent
             limit = bound(m)
-            take = max(0, min(len(stream) - sent, int(limit - packet(m, 0)[1])))
+            end = own if sent < own else len(stream)  # a packet carries the own stream or the lane, not both
+            take = max(0, min(end - sent, int(limit - packet(m, 0)[1])))
             while take > 0 and (cost := packet(m, take)[1]) > limit:
                 take = max(0, take - max(1, int(np.ceil(cost - limit))))
             return take
@@ -839,9 +938,14 @@ def _grid_run_packets(job: SegmentJob, segment: Segment, budget: RateBudget, ext
         m, take = min(run, left), 0
         if sent < len(stream):
             take = stream_room(m)
-            if take < len(stream) - sent:  # the stream does not end here: the next part in a few frames
+            if sent + take < len(stream):  # the stream does not end here: the next part in a few frames
                 m = min(STREAM_RUN_FRAMES, left)
                 take = stream_room(m)
+        if budget.limited and take == 0:
+            # a bare run's shifts cost 4 bytes a frame: right after a KEY that filled the bucket
+            # a shorter run fits where a second's worth (more than a frame's share) would not
+            while m > 1 and packet(m, 0)[1] > bound(m):
+                m = max(1, m // 2)
         raw, cost = packet(m, take)
         packets[index] = raw
         sent += take

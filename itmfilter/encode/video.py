@@ -67,15 +67,18 @@ from itmfilter.encode.rate import (
     carried_sizes,
     check_rate,
     final_header_bytes,
+    plan_ahead,
     plan_rate,
     run_frames_bytes,
     window_bytes,
 )
 from itmfilter.encode.segments import (
+    STREAM_RUN_FRAMES,
     SegmentJob,
     SegmentStore,
     encode_segments_local,
     packet_heads,
+    place_ahead,
     plan_segments,
     survey_master,
 )
@@ -101,14 +104,18 @@ from itmfilter.track.carriage import (
     stream_binding,
 )
 from itmfilter.track.codec import (
+    AHEAD_MINOR,
+    AHEAD_RUN_DELTA_CODING,
     GRID_MINOR,
     HALF_MOTION_SHIFT_BYTES,
     PROGRESSIVE_GRID_MINOR,
+    RUN_HEAD_BYTES,
     SCENE_MINOR,
     SHIFT_RUN_DELTA_CODING,
     SHIFT_RUN_MINOR,
     TrackEncoder,
     carries_update,
+    decode_shift_run,
     init_identity,
     init_reference,
     key_form,
@@ -171,6 +178,7 @@ class VideoEncodeOptions:
     grid_refine: bool = True  # --model grid under a cap: progressive shots (format 1.5, KEY coding 5; docs/grid-video.md)
     shift_runs: bool = True  # --model grid: shifts in runs, one packet for up to 1 s of frames (format 1.6, DELTA coding 5)
     scene_residual: bool = True  # --model grid under a cap: a shot's stream may end in a scene residual (format 1.7)
+    look_ahead: bool = True  # --model grid under a cap: a shot's spare rate carries the next shot's stream (format 1.8)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -374,6 +382,8 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
             minor = SHIFT_RUN_MINOR
         if options.scene_residual and options.grid_refine and options.max_kbps:
             minor = SCENE_MINOR  # progressive shots that may end their stream with a scene residual
+        if _looks_ahead(options):
+            minor = AHEAD_MINOR  # a shot's tail may carry the next shot's stream (KEY and DELTA coding 6)
         header = dataclasses.replace(header, version=(header.version[0], minor),
                                      encoder={**header.encoder, "model": "grid"})
     key_interval = max(1, round(options.key_seconds * float(fps)))
@@ -421,7 +431,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         full_headers, other = frozenset(starts[:1]), 0
         key_headers = tuple(header_bytes if j == 0 else 0 for j in range(len(starts)))
     head, key_head = packet_heads(header, len(survey.shot_starts) or 1)
-    motion, rate = options.motion, None
+    motion, rate, aheads = options.motion, None, ()
     # In SEI the cap also pays each sample's NAL framing (the promise counts the bytes the
     # video stream grows by): the packets are planned against what is left.
     track_kbps = options.max_kbps
@@ -456,6 +466,11 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
                              buffer_seconds=options.buffer_seconds, bare_key_bytes=bare, nonkey_bytes=nonkey)
             if rate.shortfall <= 0:
                 break
+        if rate.shortfall <= 0 and runs and _looks_ahead(options):
+            # the look-ahead (format 1.8): what each shot's tail can carry of the next shot's stream
+            lane_head = head + RUN_HEAD_BYTES + sample_framing + 4  # a lane packet beyond a bare run: head, framing
+            aheads = plan_ahead(rate, [s.frames for s in segments], [s.opens_shot for s in segments], nonkey,
+                                lane_head, STREAM_RUN_FRAMES)
         if motion and not plan_motion:
             notes.append(f"--max-kbps {options.max_kbps:g} leaves no room for motion shifts: motion off")
         motion = plan_motion
@@ -479,6 +494,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         shift_runs=runs, run_frames=run_frames, sample_framing=sample_framing,
         scene_residual=options.scene_residual and options.grid_refine and options.model == "grid",
         run_buffer=(options.max_kbps or 0.0) * 1000 / 8 * options.buffer_seconds,
+        aheads=aheads,
     )
     store = SegmentStore(work)
     desc = f"adapting ({options.strategy})"
@@ -492,6 +508,8 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         packets, resumed = encode_segments_local(job, segments, store, quiet=quiet, desc=desc)
     if not packets:
         raise ItmError(master, "no frames could be decoded", "check the master")
+    if aheads:  # each shot's ahead bytes, carried by its KEY so far, into the lane of the shot before
+        packets = place_ahead(packets, compact=job.compact)
     shot = len(survey.shot_starts) - 1
 
     max_cll, max_fall = survey.max_cll, survey.max_fall
@@ -548,7 +566,9 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
     kinds: dict[str, int] = {}
     for i in order:
         p = decode_packet(packets[i])
-        if p.kind == "delta" and p.coding == SHIFT_RUN_DELTA_CODING:
+        if p.kind == "delta" and p.coding == AHEAD_RUN_DELTA_CODING:
+            kind = "run+ahead" if decode_shift_run(p)[1] else "run"  # carrying the next shot's stream
+        elif p.kind == "delta" and p.coding == SHIFT_RUN_DELTA_CODING:
             kind = "run" if not carries_update(p) else "run+stream"  # a shift run, or a refinement packet carrying one
         else:
             kind = "shift" if p.kind == "delta" and not carries_update(p) else p.kind  # the pan alone
@@ -608,3 +628,10 @@ def _remux(sdr_path: Path, output: Path, inputs, header, attachment, packets) ->
 def _mux_data(dst, stream, frame: int, header, packets) -> None:
 
     mux_data(dst, stream, frame, pack_sample(packets[frame], header if frame == 0 else None, compressed=True))
+
+
+def _looks_ahead(options: VideoEncodeOptions) -> bool:
+    """Whether an encode with ``options`` plans a look-ahead (format 1.8): progressive grid
+    shots with shift runs under a cap."""
+    return bool(options.model == "grid" and options.look_ahead and options.grid_refine and options.shift_runs
+                and options.max_kbps and options.strategy != "frame")

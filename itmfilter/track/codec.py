@@ -78,16 +78,29 @@ from .format import (
     tensor_sizes,
 )
 
-KEY_CODINGS = {"fp16": 1, "int8": 2, "init": 3, "grid": 4, "grid-progressive": 5}
+KEY_CODINGS = {"fp16": 1, "int8": 2, "init": 3, "grid": 4, "grid-progressive": 5, "grid-ahead": 6}
 INIT_KEY_CODING = KEY_CODINGS["init"]
 GRID_KEY_CODING = KEY_CODINGS["grid"]
 PROGRESSIVE_GRID_KEY_CODING = KEY_CODINGS["grid-progressive"]
+AHEAD_GRID_KEY_CODING = KEY_CODINGS["grid-ahead"]
+"""KEY coding 6 (1.8): a ``u32`` count ``A``, then coding 5's payload; the shot's refinement
+stream continues after the KEY's own bytes with the ``A`` ahead bytes the previous shot's
+tail carried (DELTA coding 6), then the later packets' bytes."""
+GRID_KEY_CODINGS = (KEY_CODINGS["grid"], KEY_CODINGS["grid-progressive"], KEY_CODINGS["grid-ahead"])
 GRID_REFINE_DELTA_CODING = 4
 """DELTA coding 4 (1.5): in a shot opened by KEY coding 5, a binary16 shift and the next bytes
 of the shot's refinement stream."""
 SHIFT_RUN_DELTA_CODING = 5
 """DELTA coding 5 (1.6): in a grid shot, the shifts of this frame and the next ``n - 1`` (which
 carry no packet), then in a progressive shot the refinement stream's next bytes."""
+AHEAD_RUN_DELTA_CODING = 6
+"""DELTA coding 6 (1.8): a shift run laid out as coding 5's whose bytes after the shifts are
+ahead bytes: the next shot's refinement stream, sent before its KEY (the look-ahead: a shot's
+spare rate carries the next shot's stream, which then serves all of its frames)."""
+RUN_CODINGS = (SHIFT_RUN_DELTA_CODING, AHEAD_RUN_DELTA_CODING)
+_AHEAD_COUNT = struct.Struct("<I")  # KEY coding 6: the ahead bytes the shot's stream continues with
+MAX_AHEAD_BYTES = 1 << 22
+"""More ahead bytes than this make a KEY coding 6 damaged (a decoder never gathers more)."""
 _RUN_HEAD = struct.Struct("<BB")  # frames covered (this one included), flags
 RUN_HEAD_BYTES = _RUN_HEAD.size
 RUN_SHIFTS_FLAG = 0x01
@@ -106,6 +119,8 @@ SHIFT_RUN_MINOR = 6
 SCENE_MINOR = 7
 """The minor version of a track whose progressive grid shots may carry a scene residual
 (refinement record kind 2, :mod:`itmfilter.model.scene`)."""
+AHEAD_MINOR = 8
+"""The minor version of a track whose grid shots may receive ahead bytes (KEY and DELTA coding 6)."""
 DEFAULT_KEY_STEP = 1 / 64
 """Relative step of an ``init`` key: ``step_t = key_step * max(rms(init_t), rms_floor)``.
 Measured on a 320x180 clip (200-step adaptation): 3.3 KB at 53.60 dB PQ-PSNR, where an int8
@@ -244,7 +259,7 @@ def decode_key_payload(coding: int, payload: bytes, sizes: list[int], wide=None,
     ``init``: the flat parameters of the track's initialisation (:func:`init_reference`),
     needed by coding 3; :class:`InitUnavailable` without it."""
     n, t = sum(sizes), len(sizes)
-    if coding in (GRID_KEY_CODING, PROGRESSIVE_GRID_KEY_CODING):
+    if coding in GRID_KEY_CODINGS:
         raise TrackFormatError("a grid key codes a grid model, not a weight set (decode_grid_key)")
     if coding == INIT_KEY_CODING:
         if init is None:
@@ -382,6 +397,50 @@ def decode_progressive_grid_key(payload: bytes) -> RefiningGrid:
     return state
 
 
+def encode_ahead_grid_key(ahead: int, progressive_payload: bytes) -> bytes:
+    """KEY coding 6's payload: the count of ahead bytes, then coding 5's payload."""
+    if not 0 < ahead <= MAX_AHEAD_BYTES:
+        raise ValueError(f"a KEY coding 6 continues with 1 to {MAX_AHEAD_BYTES} ahead bytes, not {ahead}")
+    return _AHEAD_COUNT.pack(ahead) + bytes(progressive_payload)
+
+
+def split_ahead_grid_key(payload: bytes) -> tuple[int, bytes]:
+    """KEY coding 6's payload -> (ahead byte count, coding 5's payload); :class:`TrackFormatError`
+    if malformed."""
+    if len(payload) < _AHEAD_COUNT.size:
+        raise TrackFormatError("grid key coding 6 is shorter than its ahead count")
+    (ahead,) = _AHEAD_COUNT.unpack_from(payload)
+    if not 0 < ahead <= MAX_AHEAD_BYTES:
+        raise TrackFormatError(f"grid key coding 6 announces {ahead} ahead bytes (1-{MAX_AHEAD_BYTES} allowed)")
+    return ahead, payload[_AHEAD_COUNT.size:]
+
+
+def gather_ahead(key: Packet, packets: dict[int, bytes], frames: list[int]) -> bytes | None:
+    """The ahead bytes KEY coding 6 ``key`` continues its stream with: the bytes after the
+    shifts of the DELTA coding 6 packets of the shot before it (shot id one less) that come
+    last before it (``frames``: the frames of ``packets``, ascending), in frame order; None
+    when they are not the count the KEY announces (a packet lost, damaged or cut away)."""
+    ahead, _ = split_ahead_grid_key(key.payload)
+    if key.shot == 0:
+        return None
+    parts, total = [], 0
+    for f in reversed(frames[:bisect.bisect_left(frames, key.frame)]):
+        try:
+            p = decode_packet(packets[f])
+            if p.kind != "delta" or p.coding != AHEAD_RUN_DELTA_CODING or p.shot != key.shot - 1 or p.frame != f:
+                break
+            part = decode_shift_run(p)[1]
+        except TrackFormatError:
+            break
+        parts.append(part)
+        total += len(part)
+        if total >= ahead:
+            break
+    if total != ahead:
+        return None
+    return b"".join(reversed(parts))
+
+
 def encode_shift_run(shifts, stream: bytes = b"") -> bytes:
     """DELTA coding 5's payload for the frames ``shifts`` covers (``(dx, dy)`` each, rounded to
     nearest binary16 as coding 3's; the first is this packet's frame): the count, the flags, the
@@ -427,7 +486,7 @@ def covered_frames(packets: dict[int, bytes]) -> set[int]:
     for frame, raw in packets.items():
         try:
             packet = decode_packet(raw)
-            if packet.kind != "delta" or packet.coding != SHIFT_RUN_DELTA_CODING or packet.frame != frame:
+            if packet.kind != "delta" or packet.coding not in RUN_CODINGS or packet.frame != frame:
                 continue
             shifts, _ = decode_shift_run(packet)
         except TrackFormatError:
@@ -450,6 +509,11 @@ def grid_step(packet: Packet, placed):
             raise TrackFormatError(f"repeat packet for frame {packet.frame} carries a payload")
         return placed
     refining = isinstance(placed, RefiningGrid)
+    if packet.kind == "delta" and packet.coding == AHEAD_RUN_DELTA_CODING:
+        shifts, rest = decode_shift_run(packet)  # the rest is the next shot's (:func:`gather_ahead`)
+        if len(rest) > MAX_AHEAD_BYTES:
+            raise TrackFormatError(f"shift run for frame {packet.frame} carries more than {MAX_AHEAD_BYTES} ahead bytes")
+        return placed.moved(shifts[0])
     if packet.kind == "delta" and packet.coding == SHIFT_RUN_DELTA_CODING:
         shifts, rest = decode_shift_run(packet)
         if rest and not refining:
@@ -469,6 +533,11 @@ def grid_step(packet: Packet, placed):
         raise TrackFormatError(f"motion delta for frame {packet.frame} has a non-finite shift")
     moved = placed.moved(shift)
     return moved.take(packet.payload[form.size:]) if refining else moved
+
+
+def _ahead_lost(params) -> bool:
+    """A KEY coding 6 decoded without its ahead bytes (its stream is held broken from the start)."""
+    return isinstance(params, RefiningGrid) and params.broken
 
 
 def _is_grid(params) -> bool:
@@ -651,6 +720,8 @@ def carries_update(packet: Packet) -> bool:
         return True
     if packet.kind != "delta":
         return False
+    if packet.coding == AHEAD_RUN_DELTA_CODING:
+        return False  # its bytes are the next shot's
     if packet.coding == SHIFT_RUN_DELTA_CODING:
         try:
             return bool(decode_shift_run(packet)[1])
@@ -1038,9 +1109,19 @@ class TrackDecoder:
         no other key are ``unavailable`` (a player falls back to blind mode)."""
         return bool(self.header.init) and self._init is None
 
-    def _key_params(self, packet: Packet) -> np.ndarray | None:
-        if packet.coding in (GRID_KEY_CODING, PROGRESSIVE_GRID_KEY_CODING):
+    def _key_params(self, packet: Packet, packets: dict[int, bytes]) -> np.ndarray | None:
+        if packet.coding in GRID_KEY_CODINGS:
             try:
+                if packet.coding == AHEAD_GRID_KEY_CODING:
+                    state = decode_progressive_grid_key(split_ahead_grid_key(packet.payload)[1])
+                    ahead = gather_ahead(packet, packets, self._frames(packets))
+                    if ahead is None:  # the stream cannot go on past the KEY's own bytes
+                        self.problems[packet.frame] = "grid key's ahead bytes are incomplete (a packet before it lost or damaged)"
+                        return state.held()
+                    state = state.take(ahead)
+                    if not state.finite():
+                        raise TrackFormatError("grid key's refinement has a non-finite value")
+                    return state
                 if packet.coding == PROGRESSIVE_GRID_KEY_CODING:
                     return decode_progressive_grid_key(packet.payload)
                 return decode_grid_key(packet.payload)
@@ -1076,7 +1157,7 @@ class TrackDecoder:
             if p.shot > shot:
                 return None  # the shot ended without another key
             if p.kind == "key" and p.shot == shot:
-                params = self._key_params(p)
+                params = self._key_params(p, packets)
                 if params is not None:
                     return params
         return None
@@ -1091,10 +1172,11 @@ class TrackDecoder:
         if isinstance(p, str):
             return _State(frame, _aged(_held(state.params)), state.shot, True, p)
         if p.kind == "key":
-            params = self._key_params(p)
+            params = self._key_params(p, packets)
             if params is None:
                 return _State(frame, _aged(_held(state.params)), state.shot, True, "damaged")
-            return _State(frame, params, p.shot, False, "ok")
+            broken = _ahead_lost(params)
+            return _State(frame, params, p.shot, broken, "concealed" if broken else "ok")
         if p.shot != state.shot:
             # The key opening this shot was lost; prefer a later key of the same shot.
             params = self._next_key_of_shot(frame + 1, p.shot, packets, last)
@@ -1104,7 +1186,7 @@ class TrackDecoder:
         try:
             if _is_grid(state.params):
                 params = grid_step(p, _aged(state.params))
-                if p.kind == "delta" and p.coding == SHIFT_RUN_DELTA_CODING:
+                if p.kind == "delta" and p.coding in RUN_CODINGS:
                     run = decode_shift_run(p)[0][1:]
             else:
                 params = decode_payload(p, state.params, self._sizes, self._wide, self.header.config, self._init)
@@ -1201,9 +1283,10 @@ class TrackDecoder:
                 continue  # absent (or covered by a shift run): the walk forward decides which
             p = self._parse(s, packets)
             if isinstance(p, Packet) and p.kind == "key":
-                params = self._key_params(p)
+                params = self._key_params(p, packets)
                 if params is not None:
-                    state = _State(s, params, p.shot, False, "ok")
+                    broken = _ahead_lost(params)
+                    state = _State(s, params, p.shot, broken, "concealed" if broken else "ok")
                     break
         if state is None:
             opening = self._parse(first, packets)
@@ -1217,7 +1300,7 @@ class TrackDecoder:
             for f in self._frames(packets):
                 p = self._parse(f, packets)
                 if isinstance(p, Packet) and p.kind == "key":
-                    params, shot = self._key_params(p), p.shot
+                    params, shot = self._key_params(p, packets), p.shot
                     if params is not None:
                         break
             if params is None:
