@@ -109,8 +109,8 @@ def encode(
         int, typer.Option(help="Video: full adaptations (keys; every frame with --strategy frame) run this many at once as a batch of networks (e.g. 16 on a GPU; the same weights up to rounding).")
     ] = 1,
     model: Annotated[
-        str, typer.Option(help="Video: mlp (per-frame MLP weight sets, default) or grid (one grid model per shot placed by the pan; format 1.4, docs/grid-video.md).")
-    ] = "mlp",
+        str, typer.Option(help="Video: auto (default: grid under --max-kbps, mlp without a cap), grid (one grid model per shot placed by the pan, refined, with a scene residual; docs/grid-video.md) or mlp (per-frame MLP weight sets, the paper's method).")
+    ] = "auto",
     grid_refine: Annotated[
         bool, typer.Option(help="Video, --model grid under --max-kbps: refine each shot's grid over the frames after its KEY (format 1.5; --no-grid-refine: the whole model in the KEY, 1.4).")
     ] = True,

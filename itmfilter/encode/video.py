@@ -134,7 +134,13 @@ from itmfilter.track.format import (
 from itmfilter.track.sei import SEI_FRAMING_RESERVE_BYTES, remux_with_sei, sei_nal_bytes, video_codec
 
 STRATEGIES = ("warm", "frame")
-MODELS = ("mlp", "grid")
+MODELS = ("auto", "mlp", "grid")
+"""``auto`` (the default): ``grid`` under a rate cap with the ``warm`` strategy, where one grid
+model per shot with its refinements, scene residual and look-ahead is ahead of the per-frame
+MLP track at every measured cap (docs/video-rate.md, docs/video-rate-1080p.md: 3-8 dB on a
+spatially varying grade, and within 0.5 dB of per-frame full adaptation on a global curve at
+16 kbit/s where the MLP track is 0.7-1.0 dB below it); ``mlp`` without a cap (per-frame
+adaptation at any rate, the paper's method) or with ``--strategy frame``."""
 """``--model``: ``mlp`` (per-frame MLP weight sets, format 1.3) or ``grid`` (one grid model
 per segment placed by the pan, format 1.4; under a cap progressive, format 1.5: the KEY's model
 refined over the next frames; an MLP key where no grid config fits the budget)."""
@@ -173,7 +179,7 @@ class VideoEncodeOptions:
     fps: float = 24.0  # frame rate of an EXR-sequence master (video files carry their own)
     seed: int = 0
     adapt_batch: int = 1  # full adaptations run this many at once (keys of the next segments; every frame of "frame")
-    model: str = "mlp"  # "grid": one grid model per segment (format 1.4, KEY coding 4; encode/gridkeys.py)
+    model: str = "auto"  # "grid" under a cap, else "mlp" (MODELS); "grid": one grid model per shot (encode/gridkeys.py)
     grid_steps: int = 600  # --model grid: the fit's Adam steps (docs/grid-video.md measured 600)
     grid_refine: bool = True  # --model grid under a cap: progressive shots (format 1.5, KEY coding 5; docs/grid-video.md)
     shift_runs: bool = True  # --model grid: shifts in runs, one packet for up to 1 s of frames (format 1.6, DELTA coding 5)
@@ -183,6 +189,8 @@ class VideoEncodeOptions:
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ItmError(None, f"unknown --model {self.model!r}", f"use one of {', '.join(MODELS)}")
+        if self.model == "auto":  # resolved here, so every later reader sees mlp or grid
+            object.__setattr__(self, "model", "grid" if self.max_kbps and self.strategy == "warm" else "mlp")
         if self.model == "grid" and self.strategy != "warm":
             raise ItmError(None, "--model grid codes one model per shot", "leave --strategy at warm")
         if isinstance(self.grid_steps, bool) or not isinstance(self.grid_steps, int) or not 1 <= self.grid_steps <= 100000:
