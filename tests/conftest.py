@@ -32,7 +32,7 @@ def weighted_clip(tmp_path_factory) -> Path:
     master = make_master_from_arrays(d / "master.mkv", _pan(), fps=CLIP_FPS, codec="hevc", peak_nits=1000)
     sdr = d / "sdr.mp4"
     encode_video(master, sdr, options=VideoEncodeOptions(first_steps=60, warm_steps=5, preset="ultrafast", crf=12,
-                                                         sidecar="track"), quiet=True)
+                                                         sidecar="track", model="mlp"), quiet=True)
     return sdr
 
 

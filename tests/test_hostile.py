@@ -116,7 +116,7 @@ def _master_frames(n=N, w=W, h=H):
         yield np.ascontiguousarray(pano[:, 2 * i : 2 * i + w]).astype(np.float32)
 
 
-FAST = dict(first_steps=30, warm_steps=4, preset="ultrafast", key_seconds=0.125)
+FAST = dict(first_steps=30, warm_steps=4, preset="ultrafast", key_seconds=0.125, model="mlp")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ from itmfilter.encode.video import VideoEncodeOptions, encode_video  # noqa: E40
 from itmfilter.track.carriage import load_track  # noqa: E402
 
 W, H, N, CUT = 96, 54, 36, 20
-OPTS = VideoEncodeOptions(first_steps=40, warm_steps=5, preset="ultrafast", key_seconds=0.5)  # 12-frame segments
+OPTS = VideoEncodeOptions(first_steps=40, warm_steps=5, preset="ultrafast", key_seconds=0.5,
+                          model="mlp")  # 12-frame segments
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -33,7 +33,7 @@ def master(tmp_path_factory):
     return path
 
 
-FAST = VideoEncodeOptions(first_steps=40, warm_steps=5, preset="ultrafast", key_seconds=0.25)
+FAST = VideoEncodeOptions(first_steps=40, warm_steps=5, preset="ultrafast", key_seconds=0.25, model="mlp")
 
 
 @pytest.mark.parametrize("ext,sidecar,carriage", [

@@ -14,7 +14,7 @@ from itmfilter.track.sei import sei_nal_bytes
 
 SIZE, FPS, FRAMES = (96, 54), 24, 72
 SHOTS = (24, 48)  # a 1 s shot, then a 2 s shot
-FAST = dict(first_steps=30, warm_steps=5, preset="ultrafast", refresh_ratio=1.0)
+FAST = dict(first_steps=30, warm_steps=5, preset="ultrafast", refresh_ratio=1.0, model="mlp")
 
 
 @pytest.fixture(scope="module")

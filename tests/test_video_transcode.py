@@ -32,7 +32,8 @@ def encoded(tmp_path_factory):
     master = d / "master.mkv"
     make_master_from_arrays(master, _frames(), fps=24, codec="hevc", peak_nits=1000)
     sdr = d / "sdr.mp4"
-    encode_video(master, sdr, options=VideoEncodeOptions(first_steps=120, warm_steps=10, preset="ultrafast", crf=12), quiet=True)
+    encode_video(master, sdr, options=VideoEncodeOptions(first_steps=120, warm_steps=10, preset="ultrafast", crf=12,
+                                                         model="mlp"), quiet=True)
     return master, sdr
 
 
