@@ -143,7 +143,8 @@ def main() -> None:
     ap.add_argument("--buffer-seconds", type=float, default=1.0)
     ap.add_argument("--eval-every", type=int, default=4)
     ap.add_argument("--gain-scales", default="4,8,16", help="multiples of 4")
-    ap.add_argument("--gain-crfs", default="20,30,40,51")
+    ap.add_argument("--gain-crfs", default="20,22,25,27,30,33,35,37,40,45,51",
+                    help="steps of 2-3 near the front: steps of 10 left 20-60 kbit/s at 1080p without a gain-map track")
     ap.add_argument("--gain-codecs", default="libx264,libx265")
     ap.add_argument("--gain-channels", default="1,3")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "rate")
