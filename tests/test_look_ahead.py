@@ -87,6 +87,9 @@ def test_the_driver_moves_a_receivers_ahead_bytes_into_the_senders_lane():
     short[5] = _run(5, 0, AHEAD_RUN_DELTA_CODING, b"\xbb" * 10)
     with pytest.raises(ValueError, match="lane holds"):
         place_ahead(short)
+    orphan = {f: b for f, b in packets.items() if f not in (3, 5, 7)}  # the sender coded without a lane
+    with pytest.raises(ValueError, match="has no lane"):
+        place_ahead(orphan)
 
 
 def test_a_key_coding_6_is_refused_as_the_spec_says():

@@ -827,6 +827,9 @@ def place_ahead(packets: dict[int, bytes], compact: bool = True) -> dict[int, by
             out[f] = encode_packet(replace(p, payload=p.payload[:shifts_end] + part), compact=compact)
         if at < len(ahead):
             raise ValueError(f"shot {shot}'s lane holds {at} of the {len(ahead)} ahead bytes of the next shot's KEY")
+    orphans = sorted(shot for shot in keys if shot - 1 not in lanes)
+    if orphans:
+        raise ValueError(f"shot {orphans[0]}'s KEY announces ahead bytes but shot {orphans[0] - 1} has no lane")
     return out
 
 

@@ -517,7 +517,11 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
     if not packets:
         raise ItmError(master, "no frames could be decoded", "check the master")
     if aheads:  # each shot's ahead bytes, carried by its KEY so far, into the lane of the shot before
-        packets = place_ahead(packets, compact=job.compact)
+        try:
+            packets = place_ahead(packets, compact=job.compact)
+        except ValueError as exc:  # a sender that fell back to MLP keys has no lane
+            raise ItmError(master, f"the look-ahead could not be carried: {exc}",
+                           "encode with --no-look-ahead (format 1.7)") from None
     shot = len(survey.shot_starts) - 1
 
     max_cll, max_fall = survey.max_cll, survey.max_fall
