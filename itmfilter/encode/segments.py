@@ -484,9 +484,8 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
         stream = _choose_refinement(job, segment, budget, extra, key_max, payload, placed, picked, picks, offsets,
                                     centre, half, options, bool(zoom_record), held)
     lane = _ahead_plan(job, segment)[1] if budget.limited else 0
-    trial = copy.deepcopy(budget)
     for own in (stream, b""):  # the lane reserved for the next shot must get through
-        packets, sent = _grid_packets(job, segment, copy.deepcopy(trial), extra, key_max, payload, own, placed,
+        packets, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, own, placed,
                                       offsets - centre, use_motion, None, bool(zoom_record))
         if sent[-1] >= len(own) + lane:
             break
