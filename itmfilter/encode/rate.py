@@ -148,9 +148,10 @@ def plan_ahead(plan: RatePlan, segment_frames: Sequence[int], opens_shot: Sequen
     other frames (``nonkey_bytes(n - 1)``), less the heads of the packets the lane travels in
     (one per ``lane_frames`` frames, ``lane_packet_bytes`` each beyond a bare run's), at most
     ``B``, less :data:`AHEAD_SLACK`; half of that where segment ``j - 1`` itself received
-    nothing ahead (the first shot), whose own later stream would otherwise get nothing. The rate promise is unchanged: the lane's bytes are counted
-    in the frames that carry them, so every window still holds (it is the sender's budget that
-    reserves them, :class:`RateBudget`'s ``lane``)."""
+    nothing ahead (the first shot), whose own later stream would otherwise get nothing. The
+    rate promise is unchanged: the lane's bytes are counted in the frames that carry them, so
+    every window still holds (the sender reserves them in its tail,
+    :func:`itmfilter.encode.segments._grid_run_packets`, :func:`lane_bytes` of them)."""
     r, buffer = plan.per_frame, plan.buffer
     aheads = [0] * len(segment_frames)
     for j in range(1, len(segment_frames)):

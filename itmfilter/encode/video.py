@@ -646,4 +646,4 @@ def _looks_ahead(options: VideoEncodeOptions) -> bool:
     """Whether an encode with ``options`` plans a look-ahead (format 1.8): progressive grid
     shots with shift runs under a cap."""
     return bool(options.model == "grid" and options.look_ahead and options.grid_refine and options.shift_runs
-                and options.max_kbps and options.strategy != "frame")
+                and options.max_kbps)  # a grid model implies the warm strategy (VideoEncodeOptions refuses frame)
