@@ -353,3 +353,39 @@ def test_an_encode_finds_a_shots_zoom_and_the_decoder_applies_it(tmp_path):
     assert abs(placed[0].model.zoom - want) <= 0.3 * abs(want), placed[0].model.zoom
     assert [p.age for p in placed[:n]] == list(range(n)) and placed[n - 1].scale < 0.93
     assert placed[n].model.zoom == 0 and placed[-1].scale == 1.0
+
+
+@pytest.mark.parametrize("rung", ["guided-quarter", "guided-eighth"])
+def test_guided_rungs_read_a_residual_finer_than_their_nodes_at_every_pixel(rung, monkeypatch):
+    """A residual with detail between a guided rung's nodes: the rung adds it per pixel, so it
+    misses the model with the residual by about what it misses the model without; and where
+    every block is refined it is the model (within a code)."""
+    pytest.importorskip("numba")
+    import av
+
+    from itmfilter.render import gridpath, ladder
+    from itmfilter.render.frame import hdr10_planes, pq_to_yuv420p10, sdr_frame_to_rgb
+
+    h, w = 61, 90
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx * 255 // w, yy * 255 // h, (xx + 2 * yy) * 255 // (w + 2 * h)], -1).astype(np.uint8)
+    frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+    rng = np.random.default_rng(11)
+    fine = (rng.normal(0, 0.04, (18, 26, 3)) + _smooth(18, 26)).astype(np.float32)  # ~4 px a cell
+    scene = unpack_scene_residual(ScenePlan(fine).code(100))
+    model = _model()  # its output scaled to what a fitted model adds (this one clips 70 % of pixels to 0)
+    model = dataclasses.replace(model, mlp=[*model.mlp[:-2], model.mlp[-2] * 0.1, model.mlp[-1] * 0.1 + 0.05])
+    placed = PlacedGrid(dataclasses.replace(model, scene=scene), origin=(0.37, -0.21), half=(1.6, 1.3))
+    plain = PlacedGrid(model, origin=(0.37, -0.21), half=(1.6, 1.3))
+    rgb = sdr_frame_to_rgb(frame).astype(np.float32)
+    want = pq_to_yuv420p10(placed.predict_pq(rgb))[0].astype(int)
+    want_plain = pq_to_yuv420p10(plain.predict_pq(rgb))[0].astype(int)
+    assert np.abs(want - want_plain).mean() > 5  # the residual matters, and it is not smooth
+    miss = np.abs(hdr10_planes(frame, placed, rung, "cpu")[0].astype(int) - want).mean()
+    miss_plain = np.abs(hdr10_planes(frame, plain, rung, "cpu")[0].astype(int) - want_plain).mean()
+    assert miss < 1.5 * miss_plain + 0.5, (miss, miss_plain)
+    monkeypatch.setattr(gridpath, "refine_blocks", lambda *a, **k: ladder.refine_blocks(*a, **{**k, "share": 1.0, "tol": -1.0}))
+    every = hdr10_planes(frame, placed, rung, "cpu")
+    for g, f in zip(every, pq_to_yuv420p10(placed.predict_pq(rgb))):
+        d = np.abs(g.astype(int) - f.astype(int))
+        assert d.max() <= 1 and (d > 0).mean() < 0.05

@@ -397,20 +397,21 @@ def _guided_kernels():
                 out[a, b, 2] = bl
 
     @nb.njit(inline="always", cache=True)
-    def guided_codes(r, g, b, p0, p1, p2, a, d, wy, x, k0, k1, k2, kn, inv_kn, conv):
+    def guided_codes(r, g, b, p0, p1, p2, a, d, wy, x, k0, k1, k2, kn, inv_kn, conv, s):
         """One pixel's HDR10 codes through its lerped transform (rows ``a``, ``d`` of the
-        column-interpolated node transforms, ``wy`` between them) over the prior ``p``."""
+        column-interpolated node transforms, ``wy`` between them) over the prior ``p``, plus
+        the offset ``s[:, x]`` (a grid shot's scene residual on this row; zeros without one)."""
         f32 = np.float32
         kv = max((k0 * r + k1 * g + k2 * b - kn) * inv_kn, f32(0.0))
         e0 = (r * (a[0, x] + wy * (d[0, x] - a[0, x])) + g * (a[3, x] + wy * (d[3, x] - a[3, x]))
               + b * (a[6, x] + wy * (d[6, x] - a[6, x])) + kv * (a[9, x] + wy * (d[9, x] - a[9, x]))
-              + (a[12, x] + wy * (d[12, x] - a[12, x])))
+              + (a[12, x] + wy * (d[12, x] - a[12, x])) + s[0, x])
         e1 = (r * (a[1, x] + wy * (d[1, x] - a[1, x])) + g * (a[4, x] + wy * (d[4, x] - a[4, x]))
               + b * (a[7, x] + wy * (d[7, x] - a[7, x])) + kv * (a[10, x] + wy * (d[10, x] - a[10, x]))
-              + (a[13, x] + wy * (d[13, x] - a[13, x])))
+              + (a[13, x] + wy * (d[13, x] - a[13, x])) + s[1, x])
         e2 = (r * (a[2, x] + wy * (d[2, x] - a[2, x])) + g * (a[5, x] + wy * (d[5, x] - a[5, x]))
               + b * (a[8, x] + wy * (d[8, x] - a[8, x])) + kv * (a[11, x] + wy * (d[11, x] - a[11, x]))
-              + (a[14, x] + wy * (d[14, x] - a[14, x])))
+              + (a[14, x] + wy * (d[14, x] - a[14, x])) + s[2, x])
         # the prior clipped to [0, 1] before the transform's residual (as ladder's reference)
         q0 = min(max(min(max(p0, f32(0.0)), f32(1.0)) + e0, f32(0.0)), f32(1.0))
         q1 = min(max(min(max(p1, f32(0.0)), f32(1.0)) + e1, f32(0.0)), f32(1.0))
@@ -438,7 +439,7 @@ def _guided_kernels():
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def kernel(y_in, cb_in, cr_in, coef, mmr, ry0, rwy, cx0, cwx, knee, index, step, ref, conv, in_off_c, inv_gc,
-               y_out, cb_out, cr_out):
+               sval, six, sfx, siy, sfy, y_out, cb_out, cr_out):
         h, w = y_in.shape
         cw = cb_in.shape[1]
         gh, gw = coef.shape[1], coef.shape[2]  # coef: (15, gh, gw), feature-major
@@ -448,6 +449,7 @@ def _guided_kernels():
         kn = f32(knee)
         inv_kn = f32(1.0 / (1.0 - knee))
         cx1 = np.minimum(cx0 + 1, gw - 1)
+        has_offset = sval.shape[0] > 1
         # every node row's transforms interpolated to every column once (gh x 15 x w): the
         # per-pixel work is then two contiguous rows and a lerp, no gather
         hrows = np.empty((gh, 15, w), dtype=np.float32)
@@ -463,11 +465,20 @@ def _guided_kernels():
             cr_row = np.empty(cw, dtype=np.float32)
             cb_full = np.empty(w, dtype=np.float32)
             cr_full = np.empty(w, dtype=np.float32)
+            srow = np.zeros((3, w), dtype=np.float32)
             for dr in range(2):
                 row = 2 * pair + dr
                 if row >= h:
                     row = h - 1
                 chroma_row(cb_in, cr_in, row, in_off_c, inv_gc, cb_row, cr_row, cb_full, cr_full)
+                if has_offset:  # this row of the offset field, bilinear: along x, then y
+                    sj, sb = siy[row], sfy[row]
+                    for x in range(w):
+                        si, sa = six[x], sfx[x]
+                        for ch in range(3):
+                            top = sval[sj, si, ch] * (f32(1.0) - sa) + sval[sj, si + 1, ch] * sa
+                            bottom = sval[sj + 1, si, ch] * (f32(1.0) - sa) + sval[sj + 1, si + 1, ch] * sa
+                            srow[ch, x] = top * (f32(1.0) - sb) + bottom * sb
                 # this row's transforms: the two node rows around it (already interpolated
                 # to every column), lerped
                 g0 = min(ry0[row], gh - 1)
@@ -478,7 +489,7 @@ def _guided_kernels():
                 for x in range(w):
                     r, g, b = sdr_rgb(y_in[row, x], cb_full[x], cr_full[x], conv)
                     p0, p1, p2 = mmr3(r, g, b, c)
-                    yc, cbc, crc = guided_codes(r, g, b, p0, p1, p2, a, d, wy, x, k0, k1, k2, kn, inv_kn, conv)
+                    yc, cbc, crc = guided_codes(r, g, b, p0, p1, p2, a, d, wy, x, k0, k1, k2, kn, inv_kn, conv, srow)
                     if 2 * pair + dr < h:
                         y_out[row, x] = yc
                     cb_acc[x] += cbc
@@ -496,7 +507,7 @@ def _guided_kernels():
                         j = x - bj * step
                         r, g, b = sdr_rgb(y_in[row, x], cb_full[x], cr_full[x], conv)
                         p0, p1, p2 = mmr3(r, g, b, c)
-                        _, cbo, cro = guided_codes(r, g, b, p0, p1, p2, a, d, wy, x, k0, k1, k2, kn, inv_kn, conv)
+                        _, cbo, cro = guided_codes(r, g, b, p0, p1, p2, a, d, wy, x, k0, k1, k2, kn, inv_kn, conv, srow)
                         yc, cbc, crc = hdr_codes(min(max(p0 + ref[blk, i, j, 0], f32(0.0)), f32(1.0)),
                                                  min(max(p1 + ref[blk, i, j, 1], f32(0.0)), f32(1.0)),
                                                  min(max(p2 + ref[blk, i, j, 2], f32(0.0)), f32(1.0)), conv)
@@ -637,10 +648,11 @@ def _probe_kernel():
     mmr3 = _helpers()[6]
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    def probe_error(rgb, raw, mmr, coef, y0, y1, wy, x0, x1, wx, knee, out):
+    def probe_error(rgb, raw, off, mmr, coef, y0, y1, wy, x0, x1, wx, knee, out):
         """Each probe's largest absolute miss (:func:`itmfilter.render.ladder.guided_probe_error`):
         ``raw`` ``(N, 3)`` what the network adds to its unclipped prior there; the miss is against
-        ``clip(prior + raw) - clip(prior)``, the prior the MMR3 polynomial ``mmr`` of ``rgb``."""
+        ``clip(prior + raw) - clip(prior) - off``, the prior the MMR3 polynomial ``mmr`` of ``rgb``
+        (``off`` ``(N, 3)``: the offset the rung adds after its transform, zeros without one)."""
         zero, one = np.float32(0.0), np.float32(1.0)
         for n in nb.prange(rgb.shape[0]):
             r, g, bl = rgb[n, 0], rgb[n, 1], rgb[n, 2]
@@ -650,7 +662,7 @@ def _probe_kernel():
             worst = zero
             for ch in range(3):
                 pc = min(max(p[ch], zero), one)
-                target = min(max(p[ch] + raw[n, ch], zero), one) - pc
+                target = min(max(p[ch] + raw[n, ch], zero), one) - pc - off[n, ch]
                 acc = zero
                 for k in range(5):
                     f = r if k == 0 else (g if k == 1 else (bl if k == 2 else (kv if k == 3 else one)))
@@ -664,14 +676,16 @@ def _probe_kernel():
 
 
 def guided_probe_error_fast(rgb: np.ndarray, raw: np.ndarray, mmr: np.ndarray, coef: np.ndarray, rows: np.ndarray,
-                            cols: np.ndarray, h: int, w: int, step: int) -> np.ndarray:
+                            cols: np.ndarray, h: int, w: int, step: int, offset: np.ndarray | None = None) -> np.ndarray:
     """The probes' fit error in one numba pass (``raw``: the network's output less its unclipped
     prior at the probes, ``mmr`` the prior's ``(22, 3)``): ``(N,)`` float32, the numbers of
     :func:`itmfilter.render.ladder.guided_probe_error` without its torch ops on the player's
-    thread (tested)."""
+    thread (tested). ``offset`` ``(N, 3)``: what the rung adds after its transform at the
+    probes (:func:`guided_to_hdr10_planes`' ``offset``), taken off the target."""
     gh, gw = coef.shape[:2]
     out = np.empty(rows.shape[0], np.float32)
-    _probe_kernel()(np.ascontiguousarray(rgb, dtype=np.float32), np.ascontiguousarray(raw, dtype=np.float32),
+    off = np.zeros((rows.shape[0], 3), np.float32) if offset is None else np.ascontiguousarray(offset, np.float32)
+    _probe_kernel()(np.ascontiguousarray(rgb, dtype=np.float32), np.ascontiguousarray(raw, dtype=np.float32), off,
                     np.ascontiguousarray(mmr, dtype=np.float32), np.ascontiguousarray(coef, dtype=np.float32),
                     *node_lerp(h, step, gh, rows), *node_lerp(w, step, gw, cols), float(GUIDED_KNEE), out)
     return out
@@ -715,13 +729,19 @@ def sample_sdr(y, cb, cr, step: int, *, bits: int = 8, full_range: bool = False)
 
 def guided_to_hdr10_planes(y, cb, cr, coef: np.ndarray, mmr: np.ndarray, step: int, *, bits: int = 8,
                            full_range: bool = False, index: np.ndarray | None = None,
-                           refined: np.ndarray | None = None):
+                           refined: np.ndarray | None = None, offset=None):
     """SDR 4:2:0 planes + a guided rung's ``(gh, gw, 5, 3)`` transforms
     (:func:`itmfilter.render.ladder.guided_coefficients`) over the MMR prior ``mmr``
     ``(22, 3)`` -> (Y, Cb, Cr) uint16 HDR10 planes: PQ = clip(clip(prior(SDR)) +
     guided_features(SDR) @ bilinear transform), per pixel. ``index`` and ``refined``
     (:func:`itmfilter.render.ladder.refine_block_list`, the full network's residual
-    ``(K, step, step, 3)`` on the listed blocks): there PQ = clip(prior(SDR) + refined)."""
+    ``(K, step, step, 3)`` on the listed blocks): there PQ = clip(prior(SDR) + refined).
+    ``offset``: ``(values, ix, fx, iy, fy)``, a field ``values`` ``(SH, SW, 3)`` read
+    bilinearly at every pixel (cells and weights per column ``ix, fx`` ``(W,)`` and per row
+    ``iy, fy`` ``(H,)``, :func:`itmfilter.model.grid.axis_weights`) and added to the
+    transform's residual before the clip: a grid shot's scene residual, which a transform
+    fitted at one pixel in ``step x step`` cannot carry (the refined blocks' ``refined``
+    already holds it)."""
     conv, off_c, inv_gc = _conversion(bits, full_range)
     h, w = y.shape
     ry0, rwy, gh = guided_nodes(h, step)
@@ -735,12 +755,24 @@ def guided_to_hdr10_planes(y, cb, cr, coef: np.ndarray, mmr: np.ndarray, step: i
     elif index.shape != nb_shape or refined is None or refined.shape[1:] != (step, step, 3) \
             or int(index.max(initial=-1)) >= refined.shape[0]:
         raise ValueError(f"expected a {nb_shape} block index and (K, {step}, {step}, 3) refined residuals")
+    if offset is None:
+        offset = (np.zeros((1, 2, 3), np.float32), np.zeros(w, np.int64), np.zeros(w, np.float32),
+                  np.zeros(h, np.int64), np.zeros(h, np.float32))
+    else:
+        values, ix, fx, iy, fy = offset
+        if values.ndim != 3 or values.shape[2] != 3 or min(values.shape[:2]) < 2 or ix.shape != (w,) \
+                or iy.shape != (h,) or fx.shape != (w,) or fy.shape != (h,) \
+                or int(ix.max()) >= values.shape[1] - 1 or int(iy.max()) >= values.shape[0] - 1:
+            raise ValueError(f"expected an (SH >= 2, SW >= 2, 3) offset field with {w} column and {h} row cells")
+        offset = (np.ascontiguousarray(values, dtype=np.float32), np.ascontiguousarray(ix, dtype=np.int64),
+                  np.ascontiguousarray(fx, dtype=np.float32), np.ascontiguousarray(iy, dtype=np.int64),
+                  np.ascontiguousarray(fy, dtype=np.float32))
     y_out, cb_out, cr_out = _outputs(h, w)
     _guided_kernels()[1](np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
                          planes, np.ascontiguousarray(mmr, dtype=np.float64),
                          ry0, rwy, cx0, cwx, float(GUIDED_KNEE), np.ascontiguousarray(index, dtype=np.int32),
                          int(step), np.ascontiguousarray(refined, dtype=np.float32), conv, off_c, inv_gc,
-                         y_out, cb_out, cr_out)
+                         *offset, y_out, cb_out, cr_out)
     return y_out, cb_out, cr_out
 
 

@@ -202,11 +202,32 @@ def residual_grid(placed: PlacedGrid, rgb: np.ndarray, h: int, w: int, rows=None
     out = np.empty((a * b, 3), np.float32)
     _kernels()[0](np.ascontiguousarray(rgb, dtype=np.float32).reshape(-1, 3), b, ix, fx, iy, fy,
                   *_model_arrays(placed), out)
+    axes = scene_axes(placed, h, w, rows, cols)
+    if axes is not None:  # the shot's scene residual, read at the same coordinates
+        _kernels()[2](*axes, out)
+    return out
+
+
+def scene_axes(placed: PlacedGrid, h: int, w: int, rows=None, cols=None):
+    """A shot's scene residual as :func:`itmfilter.render.fastpath.guided_to_hdr10_planes`
+    reads it: ``(values, ix, fx, iy, fy)`` for rows ``rows`` and columns ``cols`` (default
+    all) of an ``h x w`` frame, or None for a model without one."""
     scene = placed.model.scene
-    if scene is not None:  # the shot's scene residual, read at the same coordinates
-        sh, sw = scene.values.shape[:2]
-        _kernels()[2](scene.values, *axis_weights(_axis(w, placed.half[0], placed.origin[0], cols, placed.scale), sw),
-                      *axis_weights(_axis(h, placed.half[1], placed.origin[1], rows, placed.scale), sh), out)
+    if scene is None:
+        return None
+    sh, sw = scene.values.shape[:2]
+    ix, fx = axis_weights(_axis(w, placed.half[0], placed.origin[0], cols, placed.scale), sw)
+    iy, fy = axis_weights(_axis(h, placed.half[1], placed.origin[1], rows, placed.scale), sh)
+    return scene.values, ix, fx, iy, fy
+
+
+def scene_grid(placed: PlacedGrid, h: int, w: int, rows=None, cols=None) -> np.ndarray | None:
+    """The scene residual alone on a grid of pixels (:func:`residual_grid`'s layout), or None."""
+    axes = scene_axes(placed, h, w, rows, cols)
+    if axes is None:
+        return None
+    out = np.zeros((axes[3].shape[0] * axes[1].shape[0], 3), np.float32)
+    _kernels()[2](*axes, out)
     return out
 
 
@@ -222,10 +243,14 @@ def residual_points(placed: PlacedGrid, rgb: np.ndarray, rows: np.ndarray, cols:
                   *_model_arrays(placed), out)
     scene = placed.model.scene
     if scene is not None:
-        xy = np.stack([_axis(w, placed.half[0], placed.origin[0], np.asarray(cols).ravel(), placed.scale),
-                       _axis(h, placed.half[1], placed.origin[1], np.asarray(rows).ravel(), placed.scale)], axis=1)
-        out += scene.sample(xy)
+        out += scene.sample(_points_xy(placed, rows, cols, h, w))
     return out
+
+
+def _points_xy(placed: PlacedGrid, rows, cols, h: int, w: int) -> np.ndarray:
+    """``(N, 2)`` grid coordinates of scattered pixels ``(rows, cols)`` of an ``h x w`` frame."""
+    return np.stack([_axis(w, placed.half[0], placed.origin[0], np.asarray(cols).ravel(), placed.scale),
+                     _axis(h, placed.half[1], placed.origin[1], np.asarray(rows).ravel(), placed.scale)], axis=1)
 
 
 def grid_hdr10_planes(placed: PlacedGrid, planes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -240,11 +265,17 @@ def grid_hdr10_planes(placed: PlacedGrid, planes) -> tuple[np.ndarray, np.ndarra
                                  full_range=full, clip_prior=False)
 
 
-def _clipped_over_prior(mmr: np.ndarray, rgb: np.ndarray, raw: np.ndarray) -> np.ndarray:
+def _clipped_over_prior(mmr: np.ndarray, rgb: np.ndarray, raw: np.ndarray, offset=None) -> np.ndarray:
     """What the model adds to its polynomial once both are clipped to [0, 1], as a guided
-    rung fits it (:func:`itmfilter.render.ladder.guided_coefficients`): ``clip(p + raw) - clip(p)``."""
+    rung fits it (:func:`itmfilter.render.ladder.guided_coefficients`): ``clip(p + raw) - clip(p)``,
+    less ``offset`` (the scene residual the rung adds at every pixel after its transform), so
+    that the rung's ``clip(clip(p) + fit + offset)`` is the model's ``clip(p + raw)`` where the
+    fit is exact."""
     prior = mmr_terms(np.ascontiguousarray(rgb, dtype=np.float32).reshape(-1, 3)) @ np.asarray(mmr, np.float32)
-    return (np.clip(prior + raw.reshape(-1, 3), 0, 1) - np.clip(prior, 0, 1)).astype(np.float32)
+    out = np.clip(prior + raw.reshape(-1, 3), 0, 1) - np.clip(prior, 0, 1)
+    if offset is not None:
+        out -= offset.reshape(-1, 3)
+    return out.astype(np.float32)
 
 
 def grid_guided_planes(placed: PlacedGrid, planes, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -252,22 +283,26 @@ def grid_guided_planes(placed: PlacedGrid, planes, step: int) -> tuple[np.ndarra
     runs on one pixel in ``step x step``, per-node affine transforms of the SDR carry it to
     every pixel over the exact per-pixel polynomial, and the worst-fitted blocks (by their
     samples and by the probes at the brightest blocks' brightest pixels) get the model
-    itself, as the network's guided rungs do. Needs 4:2:0 planes and numba."""
+    itself, as the network's guided rungs do. A shot's scene residual is a field finer than
+    the transforms' nodes: it is read at every pixel and added after the transform, which is
+    fitted to what the model adds beside it. Needs 4:2:0 planes and numba."""
     y, cb, cr, bits, full = planes.y, planes.cb, planes.cr, planes.bits, planes.full_range
     h, w = y.shape
     mmr = np.asarray(placed.model.mmr, np.float32)
     rgb = sample_sdr(y, cb, cr, step, bits=bits, full_range=full)
     a, b = rgb.shape[:2]
     rows, cols = guided_samples(h, step), guided_samples(w, step)
-    resid = _clipped_over_prior(mmr, rgb, residual_grid(placed, rgb, h, w, rows, cols)).reshape(a, b, 3)
+    resid = _clipped_over_prior(mmr, rgb, residual_grid(placed, rgb, h, w, rows, cols),
+                                scene_grid(placed, h, w, rows, cols)).reshape(a, b, 3)
     coef = guided_fit_fast(rgb, resid, h, w, step)
     chosen, prows, pcols = probe_pixels_fast(y, step)
     probe = None
     if len(chosen):
         prgb = pixels_rgb(planes, prows, pcols)
         raw = residual_points(placed, prgb, prows, pcols, h, w)
-        probe = probe_scores(chosen, guided_probe_error_fast(prgb, raw, mmr, coef, prows, pcols, h, w, step), h, w,
-                             step)
+        off = None if placed.model.scene is None else placed.model.scene.sample(_points_xy(placed, prows, pcols, h, w))
+        probe = probe_scores(chosen, guided_probe_error_fast(prgb, raw, mmr, coef, prows, pcols, h, w, step, off),
+                             h, w, step)
     blocks = refine_blocks(guided_sample_error_fast(rgb, resid, coef, h, w, step), h, w, step, probe=probe)
     index = refined = None
     if blocks.any():
@@ -277,4 +312,4 @@ def grid_guided_planes(placed: PlacedGrid, planes, step: int) -> tuple[np.ndarra
         c = np.broadcast_to(bcols[:, None, :], (k, step, step)).ravel()
         refined = residual_points(placed, pixels_rgb(planes, r, c), r, c, h, w).reshape(k, step, step, 3)
     return guided_to_hdr10_planes(y, cb, cr, coef, np.asarray(mmr, np.float64), step, bits=bits, full_range=full,
-                                  index=index, refined=refined)
+                                  index=index, refined=refined, offset=scene_axes(placed, h, w))
