@@ -14,6 +14,7 @@ import torch
 from itmfilter.model.grid import GRID_SIZES, GridFormatError, GridModel, PlacedGrid, apply_grid_refinement, predict_pq
 from itmfilter.model.scene import (
     SCENE_KIND,
+    WINDOW_KIND,
     SceneFormatError,
     ScenePlan,
     SceneResidual,
@@ -73,6 +74,48 @@ def test_damaged_records_are_refused(damage, says):
             apply_grid_refinement(_model(), bytes([9]))
 
 
+def test_a_windowed_record_kind_4_spans_its_window_and_replaces_an_earlier_residual():
+    img = _smooth(9, 14)
+    window = (0.25, -0.5, 0.5, 0.375)  # centre x, y; half-size x, y (exact in binary32)
+    data = ScenePlan(img).code(95, window=window)
+    assert data[0] == WINDOW_KIND and struct.unpack_from("<4f", data, 1) == window
+    assert data[17:] == ScenePlan(img).code(95)[1:]  # then a kind-2 record's body
+    scene = unpack_scene_residual(data)
+    assert scene.window == window and np.array_equal(scene.values, unpack_scene_residual(ScenePlan(img).code(95)).values)
+    # the image's corners on the window's corners; outside it, the edge (clipped as the grid)
+    pts = np.array([[-0.25, -0.875], [0.75, -0.125], [0.25, -0.5], [2.0, 0.9]], np.float32)
+    got = scene.sample(pts)
+    v = scene.values
+    assert np.array_equal(got[0], v[0, 0]) and np.array_equal(got[1], v[-1, -1]) and np.array_equal(got[3], v[-1, -1])
+    np.testing.assert_allclose(got[2], SceneResidual(v).sample(np.zeros((1, 2), np.float32))[0])
+    rng = np.random.default_rng(2)
+    xs, ys = rng.uniform(-1, 1, 19).astype(np.float32), rng.uniform(-1, 1, 13).astype(np.float32)
+    assert np.array_equal(scene.sample_axes(xs, ys), scene.sample(np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)).reshape(13, 19, 3))
+    # through the refinement stream: it replaces a kind-2 residual, and a kind-2 replaces it
+    whole = apply_grid_refinement(_model(), ScenePlan(_smooth(5, 6)).code(60))
+    piece = apply_grid_refinement(whole, data)
+    assert piece.scene.window == window and piece.scene.values.shape == (9, 14, 3)
+    assert apply_grid_refinement(piece, ScenePlan(_smooth(5, 6)).code(60)).scene.window is None
+
+
+@pytest.mark.parametrize("window,says", [
+    ((0.0, 0.0, 0.0, 1.0), "half-size"),
+    ((0.0, 0.0, 1.0, -1.0), "half-size"),
+    ((float("nan"), 0.0, 1.0, 1.0), "not finite"),
+    ((5.0, 0.0, 1.0, 1.0), "exceeds"),
+    ((0.0, 0.0, 1.0, float("inf")), "not finite"),
+])
+def test_damaged_windows_are_refused(window, says):
+    data = ScenePlan(_smooth(9, 14)).code(50, window=(0.0, 0.0, 1.0, 1.0))
+    bad = data[:1] + struct.pack("<4f", *window) + data[17:]
+    with pytest.raises(SceneFormatError, match=says):
+        unpack_scene_residual(bad)
+    with pytest.raises(GridFormatError):
+        apply_grid_refinement(_model(), bad)
+    with pytest.raises(SceneFormatError, match="truncated"):
+        unpack_scene_residual(data[:25])
+
+
 def test_sampling_is_bilinear_with_corners_on_the_square_and_both_forms_agree():
     values = np.arange(2 * 3 * 3, dtype=np.float32).reshape(2, 3, 3)
     scene = SceneResidual(values)
@@ -108,7 +151,8 @@ def test_the_decoder_adds_the_residual_before_the_clip_and_a_refinement_keeps_it
     assert other.scene.values.shape == (5, 6, 3)
 
 
-def test_the_fused_grid_paths_read_the_residual_as_the_normative_decoder():
+@pytest.mark.parametrize("window", [None, (0.3, -0.2, 0.6, 0.7)])
+def test_the_fused_grid_paths_read_the_residual_as_the_normative_decoder(window):
     pytest.importorskip("numba")
     import av
 
@@ -118,7 +162,7 @@ def test_the_fused_grid_paths_read_the_residual_as_the_normative_decoder():
     yy, xx = np.mgrid[0:h, 0:w]
     img = np.stack([xx * 255 // w, yy * 255 // h, (xx + 2 * yy) * 255 // (w + 2 * h)], -1).astype(np.uint8)
     frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
-    scene = unpack_scene_residual(ScenePlan(_smooth(6, 9) * 2).code(90))
+    scene = unpack_scene_residual(ScenePlan(_smooth(6, 9) * 2).code(90, window=window))
     placed = PlacedGrid(dataclasses.replace(_model(), scene=scene), origin=(0.37, -0.21), half=(1.6, 1.3))
     plain = PlacedGrid(_model(), origin=(0.37, -0.21), half=(1.6, 1.3))
     want = pq_to_yuv420p10(placed.predict_pq(sdr_frame_to_rgb(frame).astype(np.float32)))

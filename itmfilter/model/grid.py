@@ -359,6 +359,10 @@ REFINE_KIND_SCENE = 2
 """Refinement kind 2: a scene residual (:mod:`itmfilter.model.scene`), a PQ correction image
 over the grid square added before the model's clip; it replaces any earlier one, and a later
 kind-1 refinement keeps it."""
+REFINE_KIND_SCENE_WINDOW = 4
+"""Refinement kind 4 (format 1.9): a scene residual over a window of the grid square
+(:data:`itmfilter.model.scene.WINDOW_KIND`): a piece of a long shot's residual, covering
+what the frames after it see; it replaces any earlier scene residual, as kind 2 does."""
 _REFINE_MAX_SIDE = 65535  # the model's u16 cell counts
 _REFINE_MAX_CELLS = 1 << 24  # a refined grid's values: a decoder never holds more
 
@@ -404,7 +408,7 @@ def apply_grid_refinement(model: GridModel, data: bytes) -> GridModel:
         if not (math.isfinite(zoom) and abs(zoom) <= MAX_ZOOM):
             raise GridFormatError(f"zoom rate {zoom} is not finite or exceeds {MAX_ZOOM}")
         return replace(model, zoom=zoom)
-    if len(data) >= 1 and data[0] == REFINE_KIND_SCENE:
+    if len(data) >= 1 and data[0] in (REFINE_KIND_SCENE, REFINE_KIND_SCENE_WINDOW):
         try:
             return replace(model, scene=unpack_scene_residual(data))
         except SceneFormatError as exc:

@@ -42,7 +42,15 @@ from itmfilter.model.residual import push_pull
 
 SCENE_KIND = 2
 """The refinement record kind of a scene residual (kind 1: the grid at twice the cells)."""
+WINDOW_KIND = 4
+"""The refinement record kind of a *windowed* scene residual (format 1.9): the window, then a
+kind-2 record's body; its image spans the window instead of the grid's whole square."""
 _HEAD = struct.Struct("<BHH6e")  # kind, width, height, (lo, hi) per channel
+_WINDOW = struct.Struct("<B4f")  # kind 4, then the window's centre x, y and half-size x, y (binary32)
+MAX_WINDOW = 4.0
+"""A window whose centre or half-size exceeds this (grid units) is damaged; half-sizes must
+also exceed :data:`MIN_WINDOW`."""
+MIN_WINDOW = 2.0 ** -10
 MAX_SIDE = 4096
 MAX_CELLS = 1 << 22
 """A scene image of more cells than this is damaged (a decoder never holds more)."""
@@ -70,26 +78,40 @@ def axis_weights(coord: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]
 @dataclass(frozen=True)
 class SceneResidual:
     """A decoded scene residual: ``values`` ``(H, W, 3)`` float32 PQ differences over the grid
-    square, ``H, W >= 2``."""
+    square, ``H, W >= 2``; or, with ``window`` ``(cx, cy, hx, hy)`` (binary32, kind 4), over
+    that rectangle of the square: a grid coordinate ``x`` reads the image at
+    ``f32(f32(x - cx) / hx)`` (likewise ``y``), so the image's corners lie on the window's."""
 
     values: np.ndarray
+    window: tuple[float, float, float, float] | None = None
+
+    def local(self, coord: np.ndarray, axis: int) -> np.ndarray:
+        """Grid coordinates along ``axis`` (0: x, 1: y) -> the image's own ``[-1, 1]``
+        coordinates (the identity without a window)."""
+        coord = np.asarray(coord, np.float32)
+        if self.window is None:
+            return coord
+        centre, half = np.float32(self.window[axis]), np.float32(self.window[2 + axis])
+        return ((coord - centre) / half).astype(np.float32)
+
+    def weights(self, coord: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`axis_weights` of grid coordinates along ``axis`` over the image's cells."""
+        return axis_weights(self.local(coord, axis), self.values.shape[1 - axis])
 
     def sample(self, xy: np.ndarray) -> np.ndarray:
         """``(N, 2)`` grid coordinates -> ``(N, 3)`` float32 corrections (bilinear, binary32:
         ``(v00 (1 - fx) + v01 fx) (1 - fy) + (v10 (1 - fx) + v11 fx) fy``)."""
         xy = np.asarray(xy, np.float32).reshape(-1, 2)
-        h, w = self.values.shape[:2]
-        x0, fx = axis_weights(xy[:, 0], w)
-        y0, fy = axis_weights(xy[:, 1], h)
+        x0, fx = self.weights(xy[:, 0], 0)
+        y0, fy = self.weights(xy[:, 1], 1)
         return _bilinear(self.values, y0, fy, x0, fx)
 
     def sample_axes(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """The corrections on the grid of pixels with x coordinates ``xs`` ``(B,)`` and y
         coordinates ``ys`` ``(A,)``: ``(A, B, 3)`` float32, the same values as :meth:`sample`
         (rows interpolated along x first, then along y: the same binary32 operations)."""
-        h, w = self.values.shape[:2]
-        x0, fx = axis_weights(np.asarray(xs, np.float32), w)
-        y0, fy = axis_weights(np.asarray(ys, np.float32), h)
+        x0, fx = self.weights(xs, 0)
+        y0, fy = self.weights(ys, 1)
         one = np.float32(1)
         fx3 = fx[None, :, None]
         rows = self.values[:, x0] * (one - fx3) + self.values[:, x0 + 1] * fx3  # (H, B, 3)
@@ -211,12 +233,16 @@ class ScenePlan:
         self.lo, self.hi = lo, hi
         self.codes = np.round((image - lo) / (hi - lo) * 255).clip(0, 255).astype(np.uint8)
 
-    def code(self, quality: int) -> bytes:
+    def code(self, quality: int, window: tuple[float, float, float, float] | None = None) -> bytes:
         """The record's bytes (kind 2): the head, then the codes as the OBUs of an 8-bit 4:4:4
-        AV1 still at ``quality`` (0-100; Pillow's libavif, the AVIF container stripped)."""
+        AV1 still at ``quality`` (0-100; Pillow's libavif, the AVIF container stripped). With
+        ``window`` ``(cx, cy, hx, hy)`` (grid units), kind 4: the window, then that body."""
         h, w = self.codes.shape[:2]
         pairs = [float(v) for c in range(3) for v in (self.lo[c], self.hi[c])]
-        return _HEAD.pack(SCENE_KIND, w, h, *pairs) + _av1_still(self.codes, quality)
+        body = _HEAD.pack(SCENE_KIND, w, h, *pairs) + _av1_still(self.codes, quality)
+        if window is None:
+            return body
+        return _WINDOW.pack(WINDOW_KIND, *(float(v) for v in window)) + body[1:]
 
 
 def _av1_still(codes: np.ndarray, quality: int) -> bytes:
@@ -319,10 +345,20 @@ def _decode_still(obus: bytes, width: int, height: int) -> np.ndarray:
 
 
 def unpack_scene_residual(data: bytes) -> SceneResidual:
-    """A kind-2 record's bytes -> :class:`SceneResidual`; :class:`SceneFormatError` when they
-    are not one (the head, the range, the image's size and decoding are checked)."""
+    """A kind-2 or kind-4 record's bytes -> :class:`SceneResidual`; :class:`SceneFormatError`
+    when they are not one (the window, the head, the range, the image's size and decoding are
+    checked)."""
+    if len(data) > _WINDOW.size and data[0] == WINDOW_KIND:
+        _, *window = _WINDOW.unpack_from(data)
+        window = tuple(float(np.float32(v)) for v in window)
+        if not (all(np.isfinite(window)) and all(abs(v) <= MAX_WINDOW for v in window)
+                and min(window[2:]) >= MIN_WINDOW):
+            raise SceneFormatError(f"scene residual window {window} is not finite, exceeds {MAX_WINDOW} "
+                                   f"or has a half-size below {MIN_WINDOW}")
+        inner = unpack_scene_residual(bytes([SCENE_KIND]) + data[_WINDOW.size:])
+        return SceneResidual(inner.values, window)
     if len(data) <= _HEAD.size or data[0] != SCENE_KIND:
-        raise SceneFormatError("scene residual is truncated or not kind 2")
+        raise SceneFormatError("scene residual is truncated or not kind 2 or 4")
     _, w, h, *pairs = _HEAD.unpack_from(data)
     if not (2 <= w <= MAX_SIDE and 2 <= h <= MAX_SIDE and w * h <= MAX_CELLS):
         raise SceneFormatError(f"scene residual of {w}x{h} cells (2-{MAX_SIDE} a side, {MAX_CELLS} in all)")
@@ -334,5 +370,5 @@ def unpack_scene_residual(data: bytes) -> SceneResidual:
     return SceneResidual(np.ascontiguousarray((lohi[:, 0] + codes * step).astype(np.float32)))
 
 
-__all__ = ["MAX_CELLS", "MAX_SIDE", "SCENE_KIND", "SceneFormatError", "ScenePlan", "SceneResidual", "axis_weights",
+__all__ = ["MAX_CELLS", "MAX_SIDE", "MAX_WINDOW", "MIN_WINDOW", "SCENE_KIND", "WINDOW_KIND", "SceneFormatError", "ScenePlan", "SceneResidual", "axis_weights",
            "build_scene_residual", "scene_cells", "unpack_scene_residual"]

@@ -215,9 +215,8 @@ def scene_axes(placed: PlacedGrid, h: int, w: int, rows=None, cols=None):
     scene = placed.model.scene
     if scene is None:
         return None
-    sh, sw = scene.values.shape[:2]
-    ix, fx = axis_weights(_axis(w, placed.half[0], placed.origin[0], cols, placed.scale), sw)
-    iy, fy = axis_weights(_axis(h, placed.half[1], placed.origin[1], rows, placed.scale), sh)
+    ix, fx = scene.weights(_axis(w, placed.half[0], placed.origin[0], cols, placed.scale), 0)
+    iy, fy = scene.weights(_axis(h, placed.half[1], placed.origin[1], rows, placed.scale), 1)
     return scene.values, ix, fx, iy, fy
 
 
