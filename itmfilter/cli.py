@@ -123,6 +123,9 @@ def encode(
     look_ahead: Annotated[
         bool, typer.Option(help="Video, --model grid under --max-kbps: each shot's spare rate carries the next shot's refinement stream before its cut, so it serves all of that shot's frames (format 1.8; the rate promise is unchanged). --no-look-ahead: 1.7.")
     ] = True,
+    scene_pieces: Annotated[
+        bool, typer.Option(help="Video, --model grid under --max-kbps, with the look-ahead: a shot's scene residual may come in two pieces, each over the part of the pan its frames see, the second replacing the first mid-shot (format 1.9; chosen per shot where it scores better). --no-scene-pieces: 1.8.")
+    ] = True,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     engine: EngineOpt = "local",
@@ -154,7 +157,7 @@ def encode(
                 strategy=strategy, first_steps=steps or VideoEncodeOptions.first_steps, refresh_ratio=refresh, key_seconds=key_seconds,
                 max_kbps=max_kbps or None, buffer_seconds=buffer_seconds, motion=motion, assume_hdr=assume_hdr, fps=fps, seed=seed,
                 adapt_batch=adapt_batch, model=model, grid_refine=grid_refine, shift_runs=shift_runs,
-                scene_residual=scene_residual, look_ahead=look_ahead,
+                scene_residual=scene_residual, look_ahead=look_ahead, scene_pieces=scene_pieces,
             ),
             init_path=init,
             device=device,

@@ -302,6 +302,7 @@ def build_vectors() -> dict[str, bytes]:
     out.update(build_shift_run_vectors())
     out.update(build_scene_vectors())
     out.update(build_ahead_vectors())
+    out.update(build_window_vectors())
 
     # KEY coding 3 (since 1.2): predicted from an initialisation. On the small config with
     # a given reference set; then the initialisation alone (every width 0).
@@ -902,6 +903,60 @@ def build_scene_vectors() -> dict[str, bytes]:
          "-0.015 a frame and the first bytes of the refinement), runs at 1 (1-2: the grid 7x5 from 1) and 3 (3-5: the scene residual, 5x4, from 3), a run at 6 (6-7)"),
         ("track_grid_scene_damaged.bin", packets(spoilt), "the same with the scene record's width changed to 6 (its picture is 5 wide): the run at 3 "
          "damaged, 4-5 missing, the 7x5 model held without a residual, the run at 6 applies (concealed)"),
+    ))
+
+
+def build_window_vectors() -> dict[str, bytes]:
+    """Format 1.9: 8 frames of one progressive grid shot with shift runs whose stream holds a
+    kind-1 refinement (the grid 4x3 to 7x5), then a scene residual in two windowed pieces
+    (record kind 4): a 5x4 image over the window centred (-0.5, 0) of half-size (0.5, 1) (the
+    left half of the square), then a 4x4 image over (0.375, 0.125), half-size (0.625, 0.875).
+    A KEY coding 5 with the first 40 stream bytes, a run at 1 over 1-2 with the rest of the
+    kind-1 record and all of the first piece (applies from 1), a run at 3 over 3-5 with the
+    second piece (it replaces the first from 3), a run at 6 over 6-7.
+    ``track_grid_window.bin`` decodes in full; ``track_grid_window_damaged.bin`` has the second
+    piece's half-size x set to 0: the run at 3 is damaged (4-5 missing, the first piece held),
+    the run at 6 applies (concealed). Expected: placements, cells and the PQ of every frame on
+    ``track_grid_window_sdr.npy`` (6x8); ``grid_window_manifest.json``."""
+    import struct
+
+    from itmfilter.model.scene import ScenePlan
+    from itmfilter.track.codec import (
+        PROGRESSIVE_GRID_KEY_CODING,
+        SHIFT_RUN_DELTA_CODING,
+        WINDOW_MINOR,
+        encode_progressive_grid_key,
+        encode_shift_run,
+        refinement_record,
+    )
+
+    rng, sdr, model, refinement = _coarse_shot(23, 6, 8)
+    h, w = sdr.shape[:2]
+    left = ScenePlan(rng.normal(0, 0.05, (4, 5, 3))).code(60, window=(-0.5, 0.0, 0.5, 1.0))
+    right = ScenePlan(rng.normal(0, 0.05, (4, 4, 3))).code(60, window=(0.375, 0.125, 0.625, 0.875))
+    first = refinement_record(refinement) + refinement_record(left)
+    header = TrackHeader(config=SMALL, fps=(24, 1), frame_count=8, width=w, height=h, hdr10=HDR10, binding=BINDING,
+                         encoder={"tool": "make_vectors", "model": "grid"}, version=(1, WINDOW_MINOR))
+
+    def packets(second: bytes) -> list:
+        stream = first + refinement_record(second)
+        return [
+            Packet(0, "key", 0, encode_progressive_grid_key(model, (-0.25, 0.0625), (1.25, 1.0625), stream[:40]),
+                   PROGRESSIVE_GRID_KEY_CODING),
+            Packet(1, "delta", 0, encode_shift_run([(0.0421875, -0.0185185), (0.05, 0.0)], stream[40:len(first)]),
+                   SHIFT_RUN_DELTA_CODING),
+            Packet(3, "delta", 0, encode_shift_run([(-0.125, 0.03125), (0.0625, 0.0), (0.0, 0.0)],
+                                                   stream[len(first):]), SHIFT_RUN_DELTA_CODING),
+            Packet(6, "delta", 0, encode_shift_run([(0.25, 0.0), (0.03125, -0.0078125)]), SHIFT_RUN_DELTA_CODING),
+        ]
+
+    spoilt = right[:9] + struct.pack("<f", 0.0) + right[13:]  # the half-size x (offset 9) of the second piece
+    return _grid_track_vectors(header, sdr, "track_grid_window_sdr.npy", 8, "grid_window_manifest.json", (
+        ("track_grid_window.bin", packets(right), "1.9: KEY coding 5 (grid 4x3x4, 40 stream bytes), a run at 1 (1-2: "
+         "the grid 7x5 and the first piece, a 5x4 image over the square's left half, from 1), a run at 3 (3-5: the "
+         "second piece, 4x4 over (0.375, 0.125) +- (0.625, 0.875), replacing the first from 3), a run at 6 (6-7)"),
+        ("track_grid_window_damaged.bin", packets(spoilt), "the same with the second piece's half-size x 0: the run "
+         "at 3 damaged, 4-5 missing, the first piece held, the run at 6 applies (concealed)"),
     ))
 
 

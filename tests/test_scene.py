@@ -259,32 +259,56 @@ def test_scene_vectors_decode_to_expected_pixels_cells_and_placements(name):
         assert dec.problems == {}
 
 
+@pytest.mark.parametrize("name", ["track_grid_window.bin", "track_grid_window_damaged.bin"])
+def test_window_vectors_decode_to_expected_pixels_cells_and_placements(name):
+    from gridvectors import check_grid_vector
+
+    from itmfilter.track.codec import WINDOW_MINOR
+
+    dec, _, placed_all = check_grid_vector("grid_window_manifest.json", name, WINDOW_MINOR)
+    windows = [None if p.model.scene is None else p.model.scene.window for p in placed_all]
+    second = (-0.5, 0.0, 0.5, 1.0) if name.endswith("_damaged.bin") else (0.375, 0.125, 0.625, 0.875)
+    assert windows == [None] + [(-0.5, 0.0, 0.5, 1.0)] * 2 + [second] * 5
+    if name.endswith("_damaged.bin"):
+        assert [dec.params_at(f, _)[1] for f in range(3, 8)] == ["damaged", "missing", "missing", "concealed",
+                                                                 "concealed"]
+    else:
+        assert dec.problems == {}
+
+
 # --------------------------------------------------------------------------- zoom (record kind 3)
 
 
-def _zoom_frames(n: int, size: tuple[int, int], zoom_total: float, pan_px: float = 0.8, x0: float = 0.3):
-    """``n`` views of the sample panorama panning right and zooming in by ``zoom_total``."""
+def _zoom_frames(n: int, size: tuple[int, int], zoom_total: float, pan_px: float = 0.8, x0: float = 0.3,
+                 pan_widths: float | None = None):
+    """``n`` views of the sample panorama panning right and zooming in by ``zoom_total``;
+    ``pan_widths``: the pan over the shot in frame widths instead of ``pan_px`` a frame."""
     from itmfilter.data import sample_path
     from itmfilter.data.testmedia import pan_view
     from itmfilter.media.stills import read_hdr
 
     pano = read_hdr(sample_path()).nits
     h, w = pano.shape[:2]
+    if pan_widths is not None:
+        pan_px = pan_widths * h * 0.4 * size[0] / size[1] / (n - 1)
     for j in range(n):
         height = h * 0.4 * (1 - zoom_total * j / (n - 1))
         yield pan_view(pano, size, (w * x0 + pan_px * j, h * 0.5), height)
 
 
-@pytest.mark.parametrize("zoom_total", [0.0, 0.12])
-def test_the_zoom_search_finds_the_shots_zoom(zoom_total):
+@pytest.mark.parametrize("zoom_total,n,pan_widths", [(0.0, 24, None), (0.12, 24, None), (0.12, 48, 1.6),
+                                                     (0.0, 48, 1.6)])
+def test_the_zoom_search_finds_the_shots_zoom(zoom_total, n, pan_widths):
+    """Also over a long pan whose last frame shares nothing with its first (1.6 frame widths):
+    the frames are aligned link by link."""
     from itmfilter.encode.gridkeys import estimate_zoom
     from itmfilter.encode.segments import _luma_thumb
     from itmfilter.media.phasecorr import MotionEstimator
     from itmfilter.track.motion import pixels_to_shift
 
-    n, size = 24, (256, 144)
+    size = (256, 144)
     motion, pos, offsets, thumbs = MotionEstimator(), np.zeros(2), [], []
-    for k, nits in enumerate(_zoom_frames(n, size, zoom_total)):
+    for k, nits in enumerate(_zoom_frames(n, size, zoom_total, pan_widths=pan_widths)):
         sdr = np.clip(nits / 203, 0, 1) ** (1 / 2.4)
         pan = motion(sdr.astype(np.float32))
         if pan is not None and k:
@@ -295,7 +319,10 @@ def test_the_zoom_search_finds_the_shots_zoom(zoom_total):
     want = -zoom_total / (n - 1)  # the window shrinks: each pixel covers less of the scene
     assert abs(zoom - want) <= 0.2 * abs(want) + 0.0003, (zoom, want)  # measured: -0.0059 for -0.0052
     # the pan is level: the aligned offsets keep y still where the phase correlation drifted
-    assert np.abs(aligned[:, 1]).max() < 0.02, aligned[:, 1]  # measured 0.013 (1 px); the phase correlation 0.074
+    if pan_widths is None:
+        assert np.abs(aligned[:, 1]).max() < 0.02, aligned[:, 1]  # measured 0.013 (1 px); the phase correlation 0.074
+    else:  # a fast pan on 64x36 thumbnails: some refits are refused and keep the correlation's offsets
+        assert np.abs(aligned[:, 1]).max() <= np.abs(np.asarray(offsets)[:, 1]).max() + 0.005
 
 
 def test_zoom_records_are_read_and_refused_as_the_spec_says():
@@ -433,3 +460,23 @@ def test_guided_rungs_read_a_residual_finer_than_their_nodes_at_every_pixel(rung
     for g, f in zip(every, pq_to_yuv420p10(placed.predict_pq(rgb))):
         d = np.abs(g.astype(int) - f.astype(int))
         assert d.max() <= 1 and (d > 0).mean() < 0.05
+
+
+def test_a_pieces_window_holds_its_frames_and_no_more_of_the_pan():
+    """:func:`frames_window`: the smallest rectangle of the grid square holding the frames'
+    pixels (each frame spans ``(offset -+ scale - centre) / half``), in binary32 values."""
+    from itmfilter.encode.gridkeys import frame_scales, frames_window, grid_geometry
+
+    offsets = np.stack([np.linspace(0, 3.0, 48), np.linspace(0, -0.5, 48)], 1)  # a pan right and up
+    _, centre, half = grid_geometry(GRID_SIZES["XS"], offsets)
+    scales = frame_scales(48, 0.0)
+    whole = frames_window(offsets, centre, half, scales, 0, 48)
+    np.testing.assert_allclose(whole, (0, 0, 1, 1), atol=1e-6)  # every frame: the square
+    cx, cy, hx, hy = first = frames_window(offsets, centre, half, scales, 0, 24)
+    assert all(v == float(np.float32(v)) for v in first)
+    lo_x, hi_x = (offsets[:24, 0].min() - 1 - centre[0]) / half[0], (offsets[:24, 0].max() + 1 - centre[0]) / half[0]
+    assert cx - hx == pytest.approx(lo_x, abs=1e-6) and cx + hx == pytest.approx(hi_x, abs=1e-6)
+    assert hx < 0.7 and hy == pytest.approx(1 - (0.5 * 24 / 47) / 2 / half[1], abs=0.05)
+    # a zoom's frames: smaller scales, a smaller window
+    zoomed = frames_window(offsets, centre, half, frame_scales(48, -0.005), 24, 48)
+    assert zoomed[2] < frames_window(offsets, centre, half, scales, 24, 48)[2]

@@ -174,44 +174,82 @@ def _align(first, frame, scale: float, shift, fit_scale: bool) -> tuple[float, n
     return float(s.detach()), t.detach().numpy().astype(np.float64), float(loss)
 
 
+CHAIN_STEP = 0.8
+"""The largest move (pixel-grid units, a frame spans 2 along each axis) between two frames
+:func:`estimate_zoom` aligns with each other: a long pan's last frame may share nothing with
+its first, so the frames are aligned link by link, each link's frames sharing >= 36 % of
+their pixels (before the zoom)."""
+
+
+REFIT_TOLERANCE = 0.15
+"""A frame's translation refitted at its zoomed scale is kept only within this (pixel-grid
+units, 7.5 % of the frame) of the phase correlation's: the least squares on thumbnails can
+settle on a far minimum (a repeated texture, a flat sky) that the correlation does not."""
+
+
+def _chain(rel: np.ndarray, n: int) -> list[int]:
+    """Anchor frames ``0 = a_0 < a_1 < ... = n - 1`` for :func:`estimate_zoom`: each the farthest
+    frame after the last within :data:`CHAIN_STEP` of it along both axes (by the measured
+    translations ``rel``) and at most a quarter of the shot after it (so every shot has at least
+    three links to fit its rate through, as frames ``n/4, n/2, n - 1`` had)."""
+    anchors, limit = [0], max(1, n // 4)
+    while anchors[-1] < n - 1:
+        a = anchors[-1]
+        b = a + 1
+        while b + 1 < n and b + 1 - a <= limit and np.abs(rel[b + 1] - rel[a]).max() <= CHAIN_STEP:
+            b += 1
+        anchors.append(b)
+    return anchors
+
+
 def estimate_zoom(thumbs: list[np.ndarray], offsets: np.ndarray) -> tuple[float, np.ndarray]:
     """The shot's zoom rate and its frames' offsets aligned with it: ``(0, offsets)`` when no
     zoom is clear. The phase correlation's translations (``offsets``, pixel-grid units) are
-    biased by a zoom (each frame's spectrum also stretches), so the middle and last frames are
-    aligned with the first by scale and translation together (:func:`_align`, least squares on
-    the luma thumbnails ``thumbs``, ``(h, w)`` float32 each), the rate fitted through their
-    scales, ``s_t = 1 + z t``, and, when it beats translation alone by :data:`ZOOM_GAIN`, every
-    frame's translation refitted at its scale (kept as measured where the refit fails)."""
+    biased by a zoom (each frame's spectrum also stretches), so a chain of anchor frames
+    (:func:`_chain`) is aligned link by link by scale and translation together (:func:`_align`,
+    least squares on the luma thumbnails ``thumbs``, ``(h, w)`` float32 each), the rate
+    ``s_t = 1 + z t`` taken as the median of the links' rates, and, when it
+    beats translation alone by :data:`ZOOM_GAIN`, every frame's translation refitted at its
+    scale against the last anchor before it (kept as measured where the refit fails)."""
     import torch
 
     n = len(thumbs)
     offsets = np.asarray(offsets, np.float64)
     if n < 3:
         return 0.0, offsets
-    first = torch.from_numpy(np.ascontiguousarray(thumbs[0], np.float32))[None, None]
     frames = [torch.from_numpy(np.ascontiguousarray(t, np.float32)) for t in thumbs]
     rel = offsets - offsets[0]
-    ks = sorted({n // 4, n // 2, n - 1} - {0})
-    plain = [_align(first, frames[k], 1.0, rel[k], False) for k in ks]
-    zoomed = []
-    for k, start in zip(ks, plain):  # a coarse search over the scale, then scale and shift together
-        tries = [start] + [_align(first, frames[k], 1.0 + d * k, rel[k], False) for d in ZOOM_STARTS if d]
-        best = min(tries, key=lambda a: a[2])
-        zoomed.append(_align(first, frames[k], best[0], best[1], True))
-    if not all(np.isfinite(a[2]) and np.isfinite(b[2]) for a, b in zip(zoomed, plain)):
-        return 0.0, offsets
-    zoom = sum(k * (a[0] - 1) for k, a in zip(ks, zoomed)) / sum(k * k for k in ks)
-    zoom = float(np.float32(np.clip(zoom, -MAX_ZOOM, MAX_ZOOM)))
+    anchors = _chain(rel, n)
+    plain, zoomed, rates = [], [], []
+    scale = 1.0
+    for a, b in zip(anchors, anchors[1:]):
+        ref = frames[a][None, None]
+        start = _align(ref, frames[b], 1.0, rel[b] - rel[a], False)
+        # a coarse search over the link's scale, then scale and shift together
+        tries = [start] + [_align(ref, frames[b], 1.0 + d * (b - a), rel[b] - rel[a], False) for d in ZOOM_STARTS if d]
+        best = min(tries, key=lambda r: r[2])
+        link = _align(ref, frames[b], best[0], best[1], True)
+        if not (np.isfinite(start[2]) and np.isfinite(link[2])):
+            return 0.0, offsets
+        plain.append(start)
+        zoomed.append(link)
+        rates.append(scale * (link[0] - 1) / (b - a))  # the scale's change a frame over the link
+        scale *= link[0]
+    # the median of the links' rates: one link fitted on a poor overlap does not set the shot's
+    zoom = float(np.float32(np.clip(np.median(rates), -MAX_ZOOM, MAX_ZOOM)))
     if sum(a[2] for a in zoomed) > (1 - ZOOM_GAIN) * sum(b[2] for b in plain) or abs(zoom) * (n - 1) < MIN_ZOOM_CHANGE:
         return 0.0, offsets
     scales = frame_scales(n, zoom)
     out = rel.copy()
     for k in range(1, n):  # tracked: from the last frame's aligned shift plus the measured step, or as measured
-        tries = [_align(first, frames[k], float(scales[k]), start, False)
+        a = max(x for x in anchors if x < k)
+        ref, s_a = frames[a][None, None], float(scales[a])
+        # frame k(p) ~ anchor(p s_rel + t_rel), the anchor at scene (q s_a + out[a]): scene = p s_k + (t_rel s_a + out[a])
+        tries = [_align(ref, frames[k], float(scales[k]) / s_a, (start - out[a]) / s_a, False)
                  for start in (out[k - 1] + rel[k] - rel[k - 1], rel[k])]
-        _, t, err = min(tries, key=lambda a: a[2])
-        if np.isfinite(err):
-            out[k] = t
+        _, t, err = min(tries, key=lambda r: r[2])
+        if np.isfinite(err) and np.abs(t * s_a + out[a] - rel[k]).max() <= REFIT_TOLERANCE:
+            out[k] = t * s_a + out[a]
     return zoom, offsets[0] + out
 
 
@@ -369,9 +407,85 @@ def scene_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]],
                 break
 
 
+SCENE_PIECE_MARGIN = 2
+"""Frames each side of a piece's range its window also covers (a piece of a long shot's scene
+residual, refinement kind 4): the next piece's arrival moves by a frame or two with its size."""
+
+
+def frames_window(offsets: np.ndarray, centre, half, scales: np.ndarray, first: int, end: int):
+    """The window (``(cx, cy, hx, hy)``, grid units, binary32 values) that holds every pixel of
+    frames ``first`` to ``end - 1`` of a shot placed by ``offsets``, ``centre``, ``half`` and
+    the frames' ``scales``: frame ``k`` spans ``(offset_k -+ s_k - centre) / half`` per axis."""
+    ks = np.arange(max(0, first), min(len(offsets), end))
+    off = np.asarray(offsets, np.float64)[ks]
+    s = np.asarray(scales, np.float64)[ks, None]
+    lo = ((off - s - np.asarray(centre, np.float64)) / np.asarray(half, np.float64)).min(0)
+    hi = ((off + s - np.asarray(centre, np.float64)) / np.asarray(half, np.float64)).max(0)
+    lo, hi = np.maximum(lo, -1.0), np.minimum(hi, 1.0)  # the grid's square holds every frame
+    c, h = (lo + hi) / 2, np.maximum((hi - lo) / 2, 2.0 ** -8)
+    return tuple(float(np.float32(v)) for v in (c[0], c[1], h[0], h[1]))
+
+
+def scene_piece_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]], offsets: np.ndarray,
+                        picks: list[int], centre, half, split: int, scales=SCENE_SCALES,
+                        qualities=SCENE_QUALITIES, zoom: float = 0.0):
+    """A shot's scene residual in two pieces (refinement kind 4) over ``model``: the first over
+    the window of frames ``0`` to ``split`` (:func:`frames_window`, with
+    :data:`SCENE_PIECE_MARGIN`), built from the fit frames up to the first at or after
+    ``split``; the second over the window of the frames from ``split`` on, from the fit frames
+    from the last at or before ``split``. Each window holds the same cells per scene pixel as
+    a whole-shot residual at that scale, on a smaller extent, so each piece costs about the
+    bytes of its share of the pan. Per scale and quality (both pieces alike) yields
+    ``(first record, second record, model with the first, model with the second)``;
+    ``send(True)`` says the pair arrives too late (the scale's larger qualities are skipped)."""
+    from itmfilter.colour.transfer import eotf_inverse_st2084
+    from itmfilter.model.scene import ScenePlan, SceneResidual, build_scene_residual, scene_cells, unpack_scene_residual
+
+    base = replace(model, scene=None)
+    h, w = frames[0][0].shape[:2]
+    sub = SCENE_SUBSAMPLE
+    n = len(offsets)
+    frame_scale = frame_scales(n, zoom)
+    diffs, xys = [], []
+    for (sdr, nits), k in zip(frames, picks):
+        xy = frame_xy(h, w, offsets[k], centre, half, frame_scale[k])[::sub, ::sub]
+        pq = predict_pq(base, np.ascontiguousarray(sdr[::sub, ::sub]), xy=np.ascontiguousarray(xy))
+        target = eotf_inverse_st2084(np.clip(nits[::sub, ::sub], 0, 10000)).astype(np.float32)
+        diffs.append((target - pq).reshape(-1, 3))
+        xys.append(xy.reshape(-1, 2))
+    after = min((k for k in picks if k >= split), default=picks[-1])
+    before = max((k for k in picks if k <= split), default=picks[0])
+    pieces = []
+    for first, end, use in ((0, split + SCENE_PIECE_MARGIN, [k <= after for k in picks]),
+                            (split - SCENE_PIECE_MARGIN, n, [k >= before for k in picks])):
+        window = frames_window(offsets, centre, half, frame_scale, first, end)
+        reader = SceneResidual(np.zeros((2, 2, 3), np.float32), window)
+        local_d, local_xy = [], []
+        for d, xy, keep in zip(diffs, xys, use):
+            if not keep:
+                continue
+            loc = np.stack([reader.local(xy[:, 0], 0), reader.local(xy[:, 1], 1)], 1)
+            inside = (np.abs(loc) <= 1).all(1)  # the window's own pixels (outside it, its edge is read)
+            local_d.append(d[inside])
+            local_xy.append(loc[inside])
+        pieces.append((window, local_d, local_xy))
+    for scale in scales:
+        plans = [(window, ScenePlan(build_scene_residual(d, xy, scene_cells(w, h, (window[2] * half[0],
+                                                                                   window[3] * half[1]), scale),
+                                                         SCENE_SOLVE_STEPS)))
+                 for window, d, xy in pieces]
+        for quality in sorted(qualities):
+            first, second = (plan.code(quality, window=window) for window, plan in plans)
+            too_late = yield (first, second, replace(model, scene=unpack_scene_residual(first)),
+                              replace(model, scene=unpack_scene_residual(second)))
+            if too_late:
+                yield None
+                break
+
+
 __all__ = ["DEFAULT_GRID", "ESTIMATE_SLACK", "GRID_LADDER", "MAX_REFINED_VALUES", "MAX_REFINEMENTS", "PLACEMENT_BYTES",
            "REFINE_FIT_FRACTIONS",
-           "REFINE_STEPS", "SCENE_QUALITIES", "SCENE_SCALES", "SCENE_SOLVE_STEPS", "SCENE_SUBSAMPLE", "SCORE_PIXELS",
-           "estimate_zoom", "estimated_bytes", "expected_score", "fit_frames_of", "fit_segment_grid", "frame_scales",
-           "frame_xy", "grid_geometry", "heldout_frames_of",
-           "ladder_from", "model_score", "refinement_options", "scene_options", "score_pixels"]
+           "REFINE_STEPS", "SCENE_QUALITIES", "SCENE_PIECE_MARGIN", "SCENE_SCALES", "SCENE_SOLVE_STEPS", "SCENE_SUBSAMPLE", "SCORE_PIXELS",
+           "CHAIN_STEP", "REFIT_TOLERANCE", "estimate_zoom", "estimated_bytes", "expected_score", "fit_frames_of", "fit_segment_grid", "frame_scales",
+           "frame_xy", "frames_window", "grid_geometry", "heldout_frames_of",
+           "ladder_from", "model_score", "refinement_options", "scene_options", "scene_piece_options", "score_pixels"]

@@ -180,6 +180,7 @@ class SegmentJob:
     grid_refine: bool = False  # under a cap, a grid KEY may be followed by a refinement (format 1.5)
     shift_runs: bool = False  # grid shots carry their shifts in runs (DELTA coding 5, format 1.6)
     scene_residual: bool = False  # a progressive grid shot's stream may end in a scene residual (format 1.7)
+    scene_pieces: bool = False  # ... or in two windowed pieces of one (refinement kind 4, format 1.9)
     run_frames: int = 24  # the most frames one shift run covers (a lost run conceals at most these)
     sample_framing: int = 0  # bytes the carriage adds to each sample, reserved per frame by the plan (SEI: 28)
     run_buffer: float = 0.0  # shift runs: the buffer B of the cap itself (bytes), the framing included
@@ -631,7 +632,78 @@ def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, ex
                                                             placed, offsets - centre, use_motion, keyed), scores)
         records = _choose_scene(job, segment, budget, extra, key_max, payload, placed, picked, picks, offsets, centre,
                                 half, records, models, scores, best, pixels, keyed)
+        if job.scene_pieces and held:
+            records = _choose_pieces(job, segment, budget, extra, key_max, payload, placed, picked, picks, offsets,
+                                     centre, half, records, models,
+                                     [(k, _held_pixels([item], height, width, offsets, centre, half, scales))
+                                      for item in held for k in [item[0]]], keyed)
     return b"".join(records)
+
+
+MIN_PIECE_FRAMES = 24
+"""Shots shorter than this keep one scene residual (a second piece could not pay for itself)."""
+
+
+def _choose_pieces(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int,
+                   payload: bytes, placed, picked, picks, offsets, centre, half, records: list[bytes],
+                   models: list, held: list[tuple[int, tuple]], keyed: bool = False) -> list[bytes]:
+    """``records`` (the chain and maybe a whole-shot scene residual, :func:`_choose_scene`), or
+    the chain followed by a scene residual in two windowed pieces (refinement kind 4,
+    :func:`itmfilter.encode.gridkeys.scene_piece_options`) when those score better. Both sides
+    are scored frame by frame on the held-out frames ``held`` (``(k, pixels)``): each held frame
+    counts with the model the decoder holds there (the record arrived last by that frame), so a
+    piece that arrives early for the first half of a pan and one for the second half compete
+    with one image over the whole pan arriving once."""
+    from itmfilter.encode.gridkeys import model_score, scene_piece_options
+    from itmfilter.track.codec import refinement_record
+
+    if segment.frames < MIN_PIECE_FRAMES or len(picks) < 4 or len(held) < 2:
+        return records
+    use_motion = job.motion and job.strategy == "warm"
+    cache: dict[int, list[float]] = {}
+
+    def frame_scores(model) -> list[float]:
+        if id(model) not in cache:
+            cache[id(model)] = [model_score(model, pixels) for _, pixels in held]
+        return cache[id(model)]
+
+    def expected(arrivals: list[int], chain: list) -> float:
+        """Mean over the held frames of the score of the model each holds (``chain[j]`` from
+        ``arrivals[j - 1]`` on)."""
+        total = 0.0
+        for n, (k, _) in enumerate(held):
+            j = sum(1 for a in arrivals if a <= k)
+            total += frame_scores(chain[j])[n]
+        return total / len(held)
+
+    def arrivals_of(candidate: list[bytes]):
+        return _arrivals(job, segment, budget, extra, key_max, payload, candidate, placed, offsets - centre,
+                         use_motion, keyed)
+
+    # the records as chosen: the chain's first ``keep``, then maybe one whole-shot residual (in
+    # the rest's place, :func:`_choose_scene`); its model rebuilt from its bytes
+    from itmfilter.model.grid import REFINE_KIND_SCENE, apply_grid_refinement
+
+    if records and records[-1][4] == REFINE_KIND_SCENE:
+        keep = len(records) - 1
+        chain = models[:keep + 1] + [apply_grid_refinement(models[keep], records[-1][4:])]
+    else:
+        keep = len(records)
+        chain = models[:keep + 1]
+    best, chosen = expected(arrivals_of(records), chain), records
+    split = segment.frames // 2
+    options = scene_piece_options(models[keep], picked, offsets, picks, centre, half, split,
+                                  zoom=placed.model.zoom)
+    for first, second, with_first, with_second in options:
+        candidate = records[:keep] + [refinement_record(first), refinement_record(second)]
+        arrivals = arrivals_of(candidate)
+        if arrivals[-1] is None:
+            options.send(True)
+            continue
+        score = expected(arrivals, models[:keep + 1] + [with_first, with_second])
+        if score > best:
+            best, chosen = score, candidate
+    return chosen
 
 
 def _choose_scene(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int, payload: bytes,

@@ -113,6 +113,7 @@ from itmfilter.track.codec import (
     SCENE_MINOR,
     SHIFT_RUN_DELTA_CODING,
     SHIFT_RUN_MINOR,
+    WINDOW_MINOR,
     TrackEncoder,
     carries_update,
     decode_shift_run,
@@ -185,6 +186,7 @@ class VideoEncodeOptions:
     shift_runs: bool = True  # --model grid: shifts in runs, one packet for up to 1 s of frames (format 1.6, DELTA coding 5)
     scene_residual: bool = True  # --model grid under a cap: a shot's stream may end in a scene residual (format 1.7)
     look_ahead: bool = True  # --model grid under a cap: a shot's spare rate carries the next shot's stream (format 1.8)
+    scene_pieces: bool = True  # --model grid under a cap: a shot's scene residual may come in two windowed pieces (1.9)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -392,6 +394,8 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
             minor = SCENE_MINOR  # progressive shots that may end their stream with a scene residual
         if _looks_ahead(options):
             minor = AHEAD_MINOR  # a shot's tail may carry the next shot's stream (KEY and DELTA coding 6)
+            if options.scene_pieces and options.scene_residual:
+                minor = WINDOW_MINOR  # a shot's scene residual may come in windowed pieces (kind 4)
         header = dataclasses.replace(header, version=(header.version[0], minor),
                                      encoder={**header.encoder, "model": "grid"})
     key_interval = max(1, round(options.key_seconds * float(fps)))
@@ -501,6 +505,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         grid_refine=options.grid_refine and options.model == "grid",
         shift_runs=runs, run_frames=run_frames, sample_framing=sample_framing,
         scene_residual=options.scene_residual and options.grid_refine and options.model == "grid",
+        scene_pieces=bool(options.scene_pieces and options.scene_residual and _looks_ahead(options)),
         run_buffer=(options.max_kbps or 0.0) * 1000 / 8 * options.buffer_seconds,
         aheads=aheads,
     )

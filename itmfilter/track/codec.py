@@ -121,6 +121,9 @@ SCENE_MINOR = 7
 (refinement record kind 2, :mod:`itmfilter.model.scene`)."""
 AHEAD_MINOR = 8
 """The minor version of a track whose grid shots may receive ahead bytes (KEY and DELTA coding 6)."""
+WINDOW_MINOR = 9
+"""The minor version of a track whose grid shots' scene residuals may come in windowed pieces
+(refinement record kind 4, :data:`itmfilter.model.scene.WINDOW_KIND`)."""
 DEFAULT_KEY_STEP = 1 / 64
 """Relative step of an ``init`` key: ``step_t = key_step * max(rms(init_t), rms_floor)``.
 Measured on a 320x180 clip (200-step adaptation): 3.3 KB at 53.60 dB PQ-PSNR, where an int8
@@ -1323,6 +1326,7 @@ __all__ = [
     "RUN_HEAD_BYTES",
     "SHIFT_RUN_DELTA_CODING",
     "SCENE_MINOR",
+    "WINDOW_MINOR",
     "SHIFT_RUN_MINOR",
     "covered_frames",
     "decode_shift_run",
