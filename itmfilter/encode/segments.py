@@ -660,20 +660,21 @@ def _choose_pieces(job: SegmentJob, segment: Segment, budget: RateBudget, extra:
     if segment.frames < MIN_PIECE_FRAMES or len(picks) < 4 or len(held) < 2:
         return records
     use_motion = job.motion and job.strategy == "warm"
-    cache: dict[int, list[float]] = {}
+    cache: dict[int, list[float]] = {}  # the chain's models' scores (they outlive the search)
 
-    def frame_scores(model) -> list[float]:
-        if id(model) not in cache:
-            cache[id(model)] = [model_score(model, pixels) for _, pixels in held]
-        return cache[id(model)]
-
-    def expected(arrivals: list[int], chain: list) -> float:
+    def expected(arrivals: list[int], chain: list, cached: int) -> float:
         """Mean over the held frames of the score of the model each holds (``chain[j]`` from
-        ``arrivals[j - 1]`` on)."""
+        ``arrivals[j - 1]`` on); the first ``cached`` of ``chain`` are kept alive by the caller,
+        so their scores are kept by ``id`` (a candidate's are not: its id may be reused)."""
         total = 0.0
-        for n, (k, _) in enumerate(held):
+        for n, (k, pixels) in enumerate(held):
             j = sum(1 for a in arrivals if a <= k)
-            total += frame_scores(chain[j])[n]
+            if j < cached:
+                if id(chain[j]) not in cache:
+                    cache[id(chain[j])] = [model_score(chain[j], p) for _, p in held]
+                total += cache[id(chain[j])][n]
+            else:
+                total += model_score(chain[j], pixels)
         return total / len(held)
 
     def arrivals_of(candidate: list[bytes]):
@@ -690,7 +691,7 @@ def _choose_pieces(job: SegmentJob, segment: Segment, budget: RateBudget, extra:
     else:
         keep = len(records)
         chain = models[:keep + 1]
-    best, chosen = expected(arrivals_of(records), chain), records
+    best, chosen = expected(arrivals_of(records), chain, len(chain)), records
     split = segment.frames // 2
     options = scene_piece_options(models[keep], picked, offsets, picks, centre, half, split,
                                   zoom=placed.model.zoom)
@@ -700,7 +701,7 @@ def _choose_pieces(job: SegmentJob, segment: Segment, budget: RateBudget, extra:
         if arrivals[-1] is None:
             options.send(True)
             continue
-        score = expected(arrivals, models[:keep + 1] + [with_first, with_second])
+        score = expected(arrivals, models[:keep + 1] + [with_first, with_second], keep + 1)
         if score > best:
             best, chosen = score, candidate
     return chosen
