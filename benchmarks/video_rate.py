@@ -156,8 +156,8 @@ def main() -> None:
     ap.add_argument("--merge", type=Path, nargs="*", default=None,
                     help="write --out from these result .json files (runs split by curve or shot length) and exit")
     ap.add_argument("--model", default="mlp", help="encode --model: mlp (default) or grid")
-    ap.add_argument("--no-scene-pieces", action="store_true",
-                    help="grid track: one scene residual a shot (format 1.8), not two windowed pieces")
+    ap.add_argument("--scene-pieces", action="store_true",
+                    help="grid track: a shot's scene residual may come in two windowed pieces (format 1.9)")
     ap.add_argument("--no-look-ahead", action="store_true",
                     help="with --model grid: no shot's tail carries the next shot's stream (format 1.7)")
     ap.add_argument("--no-grid-refine", action="store_true",
@@ -231,7 +231,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 opts = VideoEncodeOptions(tm=curve, max_kbps=cap, buffer_seconds=args.buffer_seconds, model=args.model,
                                           grid_refine=not args.no_grid_refine, look_ahead=not args.no_look_ahead,
-                                          scene_pieces=not args.no_scene_pieces)
+                                          scene_pieces=args.scene_pieces)
                 report = encode_video(master, out, grade=sdr_plain, options=opts, device=str(device), quiet=True)
                 secs = time.perf_counter() - t0
                 recon = {i: nits for i, _, nits in video_bench.reconstruct_clip(out, args.eval_every)}

@@ -186,7 +186,7 @@ class VideoEncodeOptions:
     shift_runs: bool = True  # --model grid: shifts in runs, one packet for up to 1 s of frames (format 1.6, DELTA coding 5)
     scene_residual: bool = True  # --model grid under a cap: a shot's stream may end in a scene residual (format 1.7)
     look_ahead: bool = True  # --model grid under a cap: a shot's spare rate carries the next shot's stream (format 1.8)
-    scene_pieces: bool = True  # --model grid under a cap: a shot's scene residual may come in two windowed pieces (1.9)
+    scene_pieces: bool = False  # --model grid under a cap: a shot's scene residual may come in two windowed pieces (1.9)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
