@@ -201,42 +201,51 @@ def test_the_encoders_image_recovers_a_smooth_field_over_a_pan():
 FAST = dict(tm="local", grid_steps=150, first_steps=30, warm_steps=5, preset="ultrafast", crf=12)
 
 
-def test_an_encode_under_a_cap_carries_scene_residuals_and_keeps_the_cap(two_shot_master, tmp_path):
-    """``--model grid`` under a cap (format 1.7): the shots whose stream ends in a scene residual
-    decode it (the placed models hold it), the cap holds, and ``--no-scene-residual`` writes a
-    1.6 track that scores no better."""
+def _capped_encodes(master, tmp_path, kbps: float, variants: dict) -> dict:
+    """Encode ``master`` under ``kbps`` once per ``variants`` entry (name -> VideoEncodeOptions
+    fields beside FAST); each checked for the cap over the file and every 1 s window and for a
+    clean decode. Returns name -> (track header version, placed models per frame, mean PU21-PSNR)."""
     from itmfilter.colour.transfer import eotf_st2084
     from itmfilter.encode.rate import check_rate
     from itmfilter.encode.video import VideoEncodeOptions, encode_video
     from itmfilter.media.video import read_hdr_frames, read_sdr_frames
     from itmfilter.quality.metrics import psnr_pu21
     from itmfilter.track.carriage import carried_bytes, load_track
-    from itmfilter.track.codec import SCENE_MINOR, SHIFT_RUN_MINOR
     from itmfilter.track.provider import FrameNetworks
 
     torch.set_num_threads(1)
-    ref = [n for _, n in read_hdr_frames(two_shot_master)]
-    scores, scenes = {}, {}
-    for on in (True, False):
-        out = tmp_path / f"sdr-{on}.mp4"
-        kbps = 32.0
-        report = encode_video(two_shot_master, out, options=VideoEncodeOptions(max_kbps=kbps, model="grid",
-                                                                               scene_residual=on, look_ahead=False,
-                                                                               **FAST), quiet=True)
+    ref = [n for _, n in read_hdr_frames(master)]
+    results = {}
+    for name, fields in variants.items():
+        out = tmp_path / f"sdr-{name}.mp4"
+        report = encode_video(master, out, options=VideoEncodeOptions(max_kbps=kbps, model="grid", **fields, **FAST),
+                              quiet=True)
         track = load_track(out)
-        assert track.header.version == (1, SCENE_MINOR if on else SHIFT_RUN_MINOR)
         sizes = carried_bytes(out, track)
         assert sum(sizes) <= kbps * 1000 / 8 * len(ref) / 24 and check_rate(sizes, kbps, 24, 1.0) == []
         assert report.worst_window_kbps <= 2 * kbps + 1e-9
         nets = FrameNetworks(out)
         placed = [nets(i) for i in range(len(ref))]
         assert nets.damaged == 0
-        scenes[on] = sum(p.model.scene is not None for p in placed)
         sdrs = [s for _, s in read_sdr_frames(out)]
-        scores[on] = float(np.mean([psnr_pu21(r, np.asarray(eotf_st2084(p.predict_pq(s)), np.float32))
-                                    for r, p, s in zip(ref, placed, sdrs)]))
-    assert scenes[True] > 0 and scenes[False] == 0
-    assert scores[True] >= scores[False] - 0.05, scores
+        score = float(np.mean([psnr_pu21(r, np.asarray(eotf_st2084(p.predict_pq(s)), np.float32))
+                               for r, p, s in zip(ref, placed, sdrs)]))
+        results[name] = (track.header.version, placed, score)
+    return results
+
+
+def test_an_encode_under_a_cap_carries_scene_residuals_and_keeps_the_cap(two_shot_master, tmp_path):
+    """``--model grid`` under a cap (format 1.7): the shots whose stream ends in a scene residual
+    decode it (the placed models hold it), the cap holds, and ``--no-scene-residual`` writes a
+    1.6 track that scores no better."""
+    from itmfilter.track.codec import SCENE_MINOR, SHIFT_RUN_MINOR
+
+    got = _capped_encodes(two_shot_master, tmp_path, 32.0, {"on": dict(scene_residual=True, look_ahead=False),
+                                                            "off": dict(scene_residual=False, look_ahead=False)})
+    assert got["on"][0] == (1, SCENE_MINOR) and got["off"][0] == (1, SHIFT_RUN_MINOR)
+    scenes = {k: sum(p.model.scene is not None for p in v[1]) for k, v in got.items()}
+    assert scenes["on"] > 0 and scenes["off"] == 0
+    assert got["on"][2] >= got["off"][2] - 0.05, got
 
 
 def test_an_encode_with_scene_pieces_declares_1_9_keeps_the_cap_and_decodes(two_shot_master, tmp_path):
@@ -244,36 +253,14 @@ def test_an_encode_with_scene_pieces_declares_1_9_keeps_the_cap_and_decodes(two_
     windowed pieces (whichever its held-out frames score better), the cap kept, every packet
     decoded, within 0.1 dB of the default (1.8; the pieces' estimate is an estimate: on this
     96x54 clip they cost 0.05 dB)."""
-    from itmfilter.colour.transfer import eotf_st2084
-    from itmfilter.encode.rate import check_rate
-    from itmfilter.encode.video import VideoEncodeOptions, encode_video
-    from itmfilter.media.video import read_hdr_frames, read_sdr_frames
-    from itmfilter.quality.metrics import psnr_pu21
-    from itmfilter.track.carriage import carried_bytes, load_track
     from itmfilter.track.codec import AHEAD_MINOR, WINDOW_MINOR
-    from itmfilter.track.provider import FrameNetworks
 
-    torch.set_num_threads(1)
-    ref = [n for _, n in read_hdr_frames(two_shot_master)]
-    scores, windows = {}, {}
-    for on in (True, False):
-        out = tmp_path / f"sdr-{on}.mp4"
-        kbps = 32.0
-        encode_video(two_shot_master, out, options=VideoEncodeOptions(max_kbps=kbps, model="grid", scene_pieces=on,
-                                                                      **FAST), quiet=True)
-        track = load_track(out)
-        assert track.header.version == (1, WINDOW_MINOR if on else AHEAD_MINOR)
-        sizes = carried_bytes(out, track)
-        assert sum(sizes) <= kbps * 1000 / 8 * len(ref) / 24 and check_rate(sizes, kbps, 24, 1.0) == []
-        nets = FrameNetworks(out)
-        placed = [nets(i) for i in range(len(ref))]
-        assert nets.damaged == 0
-        windows[on] = {p.model.scene.window for p in placed if p.model.scene is not None and p.model.scene.window}
-        sdrs = [s for _, s in read_sdr_frames(out)]
-        scores[on] = float(np.mean([psnr_pu21(r, np.asarray(eotf_st2084(p.predict_pq(s)), np.float32))
-                                    for r, p, s in zip(ref, placed, sdrs)]))
-    assert windows[False] == set() and len(windows[True]) in (0, 2)  # none, or the 2 s shot's two pieces
-    assert scores[True] >= scores[False] - 0.1, scores
+    got = _capped_encodes(two_shot_master, tmp_path, 32.0, {"on": dict(scene_pieces=True), "off": {}})
+    assert got["on"][0] == (1, WINDOW_MINOR) and got["off"][0] == (1, AHEAD_MINOR)
+    windows = {k: {p.model.scene.window for p in v[1] if p.model.scene is not None and p.model.scene.window}
+               for k, v in got.items()}
+    assert windows["off"] == set() and len(windows["on"]) in (0, 2)  # none, or the 2 s shot's two pieces
+    assert got["on"][2] >= got["off"][2] - 0.1, got
 
 
 @pytest.mark.parametrize("name", ["track_grid_scene.bin", "track_grid_scene_damaged.bin"])

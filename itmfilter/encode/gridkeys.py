@@ -376,6 +376,25 @@ SCENE_SUBSAMPLE = 2
 a cell of the finest scale still gets 4 of a frame's pixels, and the model runs on a quarter."""
 
 
+def _scene_diffs(model: GridModel, frames, offsets, picks, centre, half, frame_scale):
+    """The fit frames' PQ differences master - ``model`` (without its scene residual) at every
+    :data:`SCENE_SUBSAMPLE`-th pixel each way, and those pixels' grid coordinates: ``(diffs,
+    xys)``, lists of ``(N, 3)`` and ``(N, 2)`` float32, a fit frame each."""
+    from itmfilter.colour.transfer import eotf_inverse_st2084
+
+    base = replace(model, scene=None)
+    h, w = frames[0][0].shape[:2]
+    sub = SCENE_SUBSAMPLE
+    diffs, xys = [], []
+    for (sdr, nits), k in zip(frames, picks):
+        xy = frame_xy(h, w, offsets[k], centre, half, frame_scale[k])[::sub, ::sub]
+        pq = predict_pq(base, np.ascontiguousarray(sdr[::sub, ::sub]), xy=np.ascontiguousarray(xy))
+        target = eotf_inverse_st2084(np.clip(nits[::sub, ::sub], 0, 10000)).astype(np.float32)
+        diffs.append((target - pq).reshape(-1, 3))
+        xys.append(xy.reshape(-1, 2))
+    return diffs, xys
+
+
 def scene_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]], offsets: np.ndarray,
                   picks: list[int], centre, half, scales=SCENE_SCALES, qualities=SCENE_QUALITIES, zoom: float = 0.0):
     """Scene residuals over ``model`` (:mod:`itmfilter.model.scene`) from the fit frames
@@ -383,20 +402,10 @@ def scene_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]],
     of the frames' PQ differences master - model, coded at each quality from the lowest. Yields
     ``(record bytes, model with the decoded residual)``; ``send(True)`` after one says it came too
     late (it does not arrive within the shot), which skips that scale's larger qualities."""
-    from itmfilter.colour.transfer import eotf_inverse_st2084
     from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells, unpack_scene_residual
 
-    base = replace(model, scene=None)
     h, w = frames[0][0].shape[:2]
-    sub = SCENE_SUBSAMPLE
-    diffs, xys = [], []
-    frame_scale = frame_scales(len(offsets), zoom)
-    for (sdr, nits), k in zip(frames, picks):
-        xy = frame_xy(h, w, offsets[k], centre, half, frame_scale[k])[::sub, ::sub]
-        pq = predict_pq(base, np.ascontiguousarray(sdr[::sub, ::sub]), xy=np.ascontiguousarray(xy))
-        target = eotf_inverse_st2084(np.clip(nits[::sub, ::sub], 0, 10000)).astype(np.float32)
-        diffs.append((target - pq).reshape(-1, 3))
-        xys.append(xy.reshape(-1, 2))
+    diffs, xys = _scene_diffs(model, frames, offsets, picks, centre, half, frame_scales(len(offsets), zoom))
     for scale in scales:
         plan = ScenePlan(build_scene_residual(diffs, xys, scene_cells(w, h, half, scale), SCENE_SOLVE_STEPS))
         for quality in sorted(qualities):
@@ -438,21 +447,12 @@ def scene_piece_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndar
     bytes of its share of the pan. Per scale and quality (both pieces alike) yields
     ``(first record, second record, model with the first, model with the second)``;
     ``send(True)`` says the pair arrives too late (the scale's larger qualities are skipped)."""
-    from itmfilter.colour.transfer import eotf_inverse_st2084
     from itmfilter.model.scene import ScenePlan, SceneResidual, build_scene_residual, scene_cells, unpack_scene_residual
 
-    base = replace(model, scene=None)
     h, w = frames[0][0].shape[:2]
-    sub = SCENE_SUBSAMPLE
     n = len(offsets)
     frame_scale = frame_scales(n, zoom)
-    diffs, xys = [], []
-    for (sdr, nits), k in zip(frames, picks):
-        xy = frame_xy(h, w, offsets[k], centre, half, frame_scale[k])[::sub, ::sub]
-        pq = predict_pq(base, np.ascontiguousarray(sdr[::sub, ::sub]), xy=np.ascontiguousarray(xy))
-        target = eotf_inverse_st2084(np.clip(nits[::sub, ::sub], 0, 10000)).astype(np.float32)
-        diffs.append((target - pq).reshape(-1, 3))
-        xys.append(xy.reshape(-1, 2))
+    diffs, xys = _scene_diffs(model, frames, offsets, picks, centre, half, frame_scale)
     after = min((k for k in picks if k >= split), default=picks[-1])
     before = max((k for k in picks if k <= split), default=picks[0])
     pieces = []
