@@ -111,3 +111,15 @@ def test_a_grid_tracks_controller_steps_down_its_own_ladder():
     control = RungController("full", window=4, ladder=GRID_LADDER)
     rungs = [control.frame_done(True) for _ in range(12)]
     assert rungs[3] == "guided-quarter" and rungs[7] == "guided-sixth" and rungs[11] == "guided-eighth"
+
+
+def test_the_fused_paths_pixel_centres_are_the_normative_ones():
+    """The player's NumPy pixel centres: bit for bit those of :func:`pixel_centres` (torch)."""
+    from itmfilter.model.separable import pixel_centres
+    from itmfilter.render.gridpath import _all_centres, _centres
+
+    for n in (1, 2, 45, 78, 360, 1080, 1920, 2160, 3840):
+        want = pixel_centres(n).numpy()
+        assert np.array_equal(_all_centres(n), want) and _all_centres(n).dtype == np.float32
+        idx = np.arange(0, n, 7)
+        assert np.array_equal(_centres(n, idx), pixel_centres(n, idx).numpy())

@@ -439,7 +439,7 @@ def _guided_kernels():
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def kernel(y_in, cb_in, cr_in, coef, mmr, ry0, rwy, cx0, cwx, knee, index, step, ref, conv, in_off_c, inv_gc,
-               sval, six, sfx, siy, sfy, y_out, cb_out, cr_out):
+               shs, siy, sfy, y_out, cb_out, cr_out):
         h, w = y_in.shape
         cw = cb_in.shape[1]
         gh, gw = coef.shape[1], coef.shape[2]  # coef: (15, gh, gw), feature-major
@@ -449,7 +449,7 @@ def _guided_kernels():
         kn = f32(knee)
         inv_kn = f32(1.0 / (1.0 - knee))
         cx1 = np.minimum(cx0 + 1, gw - 1)
-        has_offset = sval.shape[0] > 1
+        has_offset = shs.shape[0] > 1
         # every node row's transforms interpolated to every column once (gh x 15 x w): the
         # per-pixel work is then two contiguous rows and a lerp, no gather
         hrows = np.empty((gh, 15, w), dtype=np.float32)
@@ -471,14 +471,12 @@ def _guided_kernels():
                 if row >= h:
                     row = h - 1
                 chroma_row(cb_in, cr_in, row, in_off_c, inv_gc, cb_row, cr_row, cb_full, cr_full)
-                if has_offset:  # this row of the offset field, bilinear: along x, then y
+                if has_offset:  # this row of the offset field: its two field rows (already read
+                    # along x at every column, ``shs``) lerped, contiguous
                     sj, sb = siy[row], sfy[row]
-                    for x in range(w):
-                        si, sa = six[x], sfx[x]
-                        for ch in range(3):
-                            top = sval[sj, si, ch] * (f32(1.0) - sa) + sval[sj, si + 1, ch] * sa
-                            bottom = sval[sj + 1, si, ch] * (f32(1.0) - sa) + sval[sj + 1, si + 1, ch] * sa
-                            srow[ch, x] = top * (f32(1.0) - sb) + bottom * sb
+                    for ch in range(3):
+                        for x in range(w):
+                            srow[ch, x] = shs[sj, ch, x] * (f32(1.0) - sb) + shs[sj + 1, ch, x] * sb
                 # this row's transforms: the two node rows around it (already interpolated
                 # to every column), lerped
                 g0 = min(ry0[row], gh - 1)
@@ -517,7 +515,19 @@ def _guided_kernels():
                         cr_acc[x] += crc - cro
             chroma_out(cb_acc, cr_acc, pair, cb_out, cr_out)
 
-    return sample, kernel, pixels
+    @nb.njit(parallel=True, cache=True, nogil=True)
+    def field_rows(values, first, ix, fx, out):
+        """Rows ``first, first + 1, ...`` of a field ``values`` ``(SH, SW, 3)`` read along x at
+        every column (cells ``ix``, weights ``fx``): ``out`` ``(R, 3, W)``, channel-major."""
+        f32 = np.float32
+        for r in nb.prange(out.shape[0]):
+            j = first + r
+            for x in range(ix.shape[0]):
+                i, a = ix[x], fx[x]
+                for ch in range(3):
+                    out[r, ch, x] = values[j, i, ch] * (f32(1.0) - a) + values[j, i + 1, ch] * a
+
+    return sample, kernel, pixels, field_rows
 
 
 @functools.lru_cache(maxsize=1)
@@ -756,17 +766,20 @@ def guided_to_hdr10_planes(y, cb, cr, coef: np.ndarray, mmr: np.ndarray, step: i
             or int(index.max(initial=-1)) >= refined.shape[0]:
         raise ValueError(f"expected a {nb_shape} block index and (K, {step}, {step}, 3) refined residuals")
     if offset is None:
-        offset = (np.zeros((1, 2, 3), np.float32), np.zeros(w, np.int64), np.zeros(w, np.float32),
-                  np.zeros(h, np.int64), np.zeros(h, np.float32))
+        offset = (np.zeros((1, 3, 1), np.float32), np.zeros(h, np.int64), np.zeros(h, np.float32))
     else:
         values, ix, fx, iy, fy = offset
         if values.ndim != 3 or values.shape[2] != 3 or min(values.shape[:2]) < 2 or ix.shape != (w,) \
-                or iy.shape != (h,) or fx.shape != (w,) or fy.shape != (h,) \
+                or iy.shape != (h,) or fx.shape != (w,) or fy.shape != (h,) or int(min(ix.min(), iy.min())) < 0 \
                 or int(ix.max()) >= values.shape[1] - 1 or int(iy.max()) >= values.shape[0] - 1:
             raise ValueError(f"expected an (SH >= 2, SW >= 2, 3) offset field with {w} column and {h} row cells")
-        offset = (np.ascontiguousarray(values, dtype=np.float32), np.ascontiguousarray(ix, dtype=np.int64),
-                  np.ascontiguousarray(fx, dtype=np.float32), np.ascontiguousarray(iy, dtype=np.int64),
-                  np.ascontiguousarray(fy, dtype=np.float32))
+        # the field rows the frame reads, along x at every column, once (they are fewer than
+        # the frame's rows, and the per-pixel read is then a contiguous lerp of two of them)
+        first, last = int(iy.min()), int(iy.max()) + 1
+        rows = np.empty((last - first + 1, 3, w), np.float32)
+        _guided_kernels()[3](np.ascontiguousarray(values, dtype=np.float32), first,
+                             np.ascontiguousarray(ix, dtype=np.int64), np.ascontiguousarray(fx, dtype=np.float32), rows)
+        offset = (rows, np.ascontiguousarray(iy - first, dtype=np.int64), np.ascontiguousarray(fy, dtype=np.float32))
     y_out, cb_out, cr_out = _outputs(h, w)
     _guided_kernels()[1](np.ascontiguousarray(y), np.ascontiguousarray(cb), np.ascontiguousarray(cr),
                          planes, np.ascontiguousarray(mmr, dtype=np.float64),

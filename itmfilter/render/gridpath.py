@@ -24,7 +24,6 @@ import functools
 import numpy as np
 
 from itmfilter.model.grid import PlacedGrid, axis_weights, mmr_terms
-from itmfilter.model.separable import pixel_centres
 from itmfilter.render.fastpath import (
     guided_fit_fast,
     guided_probe_error_fast,
@@ -162,10 +161,25 @@ def _kernels():
     return rows, points, scene_rows
 
 
+@functools.lru_cache(maxsize=8)
+def _all_centres(n: int) -> np.ndarray:
+    out = _centres(n, np.arange(n))
+    out.flags.writeable = False
+    return out
+
+
+def _centres(n: int, idx) -> np.ndarray:
+    """:func:`itmfilter.model.separable.pixel_centres` in NumPy (the same binary32 operations:
+    ``(i + 0.5) / n * 2 - 1``), without a tensor's overhead on the player's thread."""
+    f32 = np.float32
+    return (np.asarray(idx).astype(f32) + f32(0.5)) / f32(n) * f32(2) - f32(1)
+
+
 def _axis(n: int, half: float, origin: float, idx=None, scale: float = 1.0) -> np.ndarray:
     """The grid coordinates of rows (or columns) ``idx`` (default all ``n``) of a frame at
     ``scale`` in the scene: :meth:`PlacedGrid.xy`'s (binary64, rounded to binary32 once)."""
-    return ((pixel_centres(n, idx).numpy().astype(np.float64) * scale + origin) / half).astype(np.float32)
+    centres = _all_centres(n) if idx is None else _centres(n, idx)
+    return ((centres.astype(np.float64) * scale + origin) / half).astype(np.float32)
 
 
 def _coords(placed: PlacedGrid, n: int, half: float, origin: float, cells: int, idx=None):
@@ -191,10 +205,11 @@ def _model_arrays(placed: PlacedGrid):
     return grid, int(cfg.depth), wh, bh, np.ascontiguousarray(wo), np.ascontiguousarray(bo)
 
 
-def residual_grid(placed: PlacedGrid, rgb: np.ndarray, h: int, w: int, rows=None, cols=None) -> np.ndarray:
+def residual_grid(placed: PlacedGrid, rgb: np.ndarray, h: int, w: int, rows=None, cols=None,
+                  scene: bool = True) -> np.ndarray:
     """What the model adds to its polynomial on a grid of pixels of an ``h x w`` frame: SDR
     ``rgb`` ``(A, B, 3)`` at rows ``rows`` and columns ``cols`` (default: all) -> ``(A * B, 3)``
-    float32, row-major."""
+    float32, row-major; without the shot's scene residual if not ``scene``."""
     cfg = placed.model.config
     ix, fx = _coords(placed, w, placed.half[0], placed.origin[0], cfg.width, cols)
     iy, fy = _coords(placed, h, placed.half[1], placed.origin[1], cfg.height, rows)
@@ -202,7 +217,7 @@ def residual_grid(placed: PlacedGrid, rgb: np.ndarray, h: int, w: int, rows=None
     out = np.empty((a * b, 3), np.float32)
     _kernels()[0](np.ascontiguousarray(rgb, dtype=np.float32).reshape(-1, 3), b, ix, fx, iy, fy,
                   *_model_arrays(placed), out)
-    axes = scene_axes(placed, h, w, rows, cols)
+    axes = scene_axes(placed, h, w, rows, cols) if scene else None
     if axes is not None:  # the shot's scene residual, read at the same coordinates
         _kernels()[2](*axes, out)
     return out
@@ -291,8 +306,11 @@ def grid_guided_planes(placed: PlacedGrid, planes, step: int) -> tuple[np.ndarra
     rgb = sample_sdr(y, cb, cr, step, bits=bits, full_range=full)
     a, b = rgb.shape[:2]
     rows, cols = guided_samples(h, step), guided_samples(w, step)
-    resid = _clipped_over_prior(mmr, rgb, residual_grid(placed, rgb, h, w, rows, cols),
-                                scene_grid(placed, h, w, rows, cols)).reshape(a, b, 3)
+    raw = residual_grid(placed, rgb, h, w, rows, cols, scene=False)
+    field = scene_grid(placed, h, w, rows, cols)
+    if field is not None:
+        raw += field  # as residual_grid adds it (the same binary32 sum), read once
+    resid = _clipped_over_prior(mmr, rgb, raw, field).reshape(a, b, 3)
     coef = guided_fit_fast(rgb, resid, h, w, step)
     chosen, prows, pcols = probe_pixels_fast(y, step)
     probe = None
