@@ -515,17 +515,19 @@ def _guided_kernels():
                         cr_acc[x] += crc - cro
             chroma_out(cb_acc, cr_acc, pair, cb_out, cr_out)
 
-    @nb.njit(parallel=True, cache=True, nogil=True)
+    @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def field_rows(values, first, ix, fx, out):
-        """Rows ``first, first + 1, ...`` of a field ``values`` ``(SH, SW, 3)`` read along x at
-        every column (cells ``ix``, weights ``fx``): ``out`` ``(R, 3, W)``, channel-major."""
+        """Rows ``first, first + 1, ...`` of a field ``values`` ``(3, SH, SW)`` (channel-major)
+        read along x at every column (cells ``ix``, weights ``fx``): ``out`` ``(R, 3, W)``."""
         f32 = np.float32
         for r in nb.prange(out.shape[0]):
             j = first + r
-            for x in range(ix.shape[0]):
-                i, a = ix[x], fx[x]
-                for ch in range(3):
-                    out[r, ch, x] = values[j, i, ch] * (f32(1.0) - a) + values[j, i + 1, ch] * a
+            for ch in range(3):
+                src = values[ch, j]
+                dst = out[r, ch]
+                for x in range(ix.shape[0]):
+                    i, a = ix[x], fx[x]
+                    dst[x] = src[i] * (f32(1.0) - a) + src[i + 1] * a
 
     return sample, kernel, pixels, field_rows
 
@@ -737,6 +739,17 @@ def sample_sdr(y, cb, cr, step: int, *, bits: int = 8, full_range: bool = False)
     return out
 
 
+_CHANNEL_MAJOR: list = [None, None]  # the last field and its (3, SH, SW) copy
+
+
+def _channel_major(values: np.ndarray) -> np.ndarray:
+    """``(SH, SW, 3)`` -> ``(3, SH, SW)`` float32, once per field: a shot's frames share one
+    (the last one is held, by identity, with its copy)."""
+    if _CHANNEL_MAJOR[0] is not values:
+        _CHANNEL_MAJOR[:] = [values, np.ascontiguousarray(np.moveaxis(values, -1, 0), dtype=np.float32)]
+    return _CHANNEL_MAJOR[1]
+
+
 def guided_to_hdr10_planes(y, cb, cr, coef: np.ndarray, mmr: np.ndarray, step: int, *, bits: int = 8,
                            full_range: bool = False, index: np.ndarray | None = None,
                            refined: np.ndarray | None = None, offset=None):
@@ -777,7 +790,7 @@ def guided_to_hdr10_planes(y, cb, cr, coef: np.ndarray, mmr: np.ndarray, step: i
         # the frame's rows, and the per-pixel read is then a contiguous lerp of two of them)
         first, last = int(iy.min()), int(iy.max()) + 1
         rows = np.empty((last - first + 1, 3, w), np.float32)
-        _guided_kernels()[3](np.ascontiguousarray(values, dtype=np.float32), first,
+        _guided_kernels()[3](_channel_major(values), first,
                              np.ascontiguousarray(ix, dtype=np.int64), np.ascontiguousarray(fx, dtype=np.float32), rows)
         offset = (rows, np.ascontiguousarray(iy - first, dtype=np.int64), np.ascontiguousarray(fy, dtype=np.float32))
     y_out, cb_out, cr_out = _outputs(h, w)

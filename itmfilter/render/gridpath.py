@@ -158,7 +158,20 @@ def _kernels():
                     bottom = values[j + 1, i, c] * (one - a) + values[j + 1, i + 1, c] * a
                     out[row * w + col, c] += top * (one - b) + bottom * b
 
-    return rows, points, scene_rows
+    @nb.njit(parallel=True, cache=True, nogil=True)
+    def scene_points(values, ix, fx, iy, fy, out):
+        """Add a scene residual ``values`` ``(H, W, 3)`` read bilinearly to ``out`` ``(N, 3)`` at
+        ``N`` scattered pixels (cells ``ix, fx`` across, ``iy, fy`` down, one each a pixel), in
+        :func:`scene_rows`' binary32 order (no fastmath)."""
+        one = np.float32(1)
+        for n in nb.prange(ix.shape[0]):
+            i, a, j, b = ix[n], fx[n], iy[n], fy[n]
+            for c in range(3):
+                top = values[j, i, c] * (one - a) + values[j, i + 1, c] * a
+                bottom = values[j + 1, i, c] * (one - a) + values[j + 1, i + 1, c] * a
+                out[n, c] += top * (one - b) + bottom * b
+
+    return rows, points, scene_rows, scene_points
 
 
 @functools.lru_cache(maxsize=8)
@@ -246,25 +259,36 @@ def scene_grid(placed: PlacedGrid, h: int, w: int, rows=None, cols=None) -> np.n
 
 
 def residual_points(placed: PlacedGrid, rgb: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                    h: int, w: int) -> np.ndarray:
+                    h: int, w: int, scene: bool = True) -> np.ndarray:
     """What the model adds to its polynomial at ``N`` scattered pixels ``(rows, cols)`` of an
-    ``h x w`` frame with SDR ``rgb`` ``(N, 3)``: ``(N, 3)`` float32."""
+    ``h x w`` frame with SDR ``rgb`` ``(N, 3)``: ``(N, 3)`` float32; without the shot's scene
+    residual if not ``scene``."""
     cfg = placed.model.config
     ix, fx = _coords(placed, w, placed.half[0], placed.origin[0], cfg.width, np.asarray(cols).ravel())
     iy, fy = _coords(placed, h, placed.half[1], placed.origin[1], cfg.height, np.asarray(rows).ravel())
     out = np.empty((ix.shape[0], 3), np.float32)
     _kernels()[1](np.ascontiguousarray(rgb, dtype=np.float32).reshape(-1, 3), ix, fx, iy, fy,
                   *_model_arrays(placed), out)
-    scene = placed.model.scene
-    if scene is not None:
-        out += scene.sample(_points_xy(placed, rows, cols, h, w))
+    field = scene_points(placed, rows, cols, h, w) if scene else None
+    if field is not None:
+        out += field
     return out
 
 
-def _points_xy(placed: PlacedGrid, rows, cols, h: int, w: int) -> np.ndarray:
-    """``(N, 2)`` grid coordinates of scattered pixels ``(rows, cols)`` of an ``h x w`` frame."""
-    return np.stack([_axis(w, placed.half[0], placed.origin[0], np.asarray(cols).ravel(), placed.scale),
-                     _axis(h, placed.half[1], placed.origin[1], np.asarray(rows).ravel(), placed.scale)], axis=1)
+def scene_points(placed: PlacedGrid, rows, cols, h: int, w: int) -> np.ndarray | None:
+    """The shot's scene residual alone at ``N`` scattered pixels ``(rows, cols)`` of an ``h x w``
+    frame, ``(N, 3)`` float32 (:meth:`itmfilter.model.scene.SceneResidual.sample`'s values), or
+    None for a model without one."""
+    scene = placed.model.scene
+    if scene is None:
+        return None
+    rows, cols = np.asarray(rows).ravel(), np.asarray(cols).ravel()
+    ix, fx = scene.weights(_axis(w, placed.half[0], placed.origin[0], cols, placed.scale), 0)
+    iy, fy = scene.weights(_axis(h, placed.half[1], placed.origin[1], rows, placed.scale), 1)
+    out = np.zeros((ix.shape[0], 3), np.float32)
+    _kernels()[3](np.ascontiguousarray(scene.values, dtype=np.float32), ix, fx, iy, fy, out)
+    return out
+
 
 
 def grid_hdr10_planes(placed: PlacedGrid, planes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -316,8 +340,10 @@ def grid_guided_planes(placed: PlacedGrid, planes, step: int) -> tuple[np.ndarra
     probe = None
     if len(chosen):
         prgb = pixels_rgb(planes, prows, pcols)
-        raw = residual_points(placed, prgb, prows, pcols, h, w)
-        off = None if placed.model.scene is None else placed.model.scene.sample(_points_xy(placed, prows, pcols, h, w))
+        raw = residual_points(placed, prgb, prows, pcols, h, w, scene=False)
+        off = scene_points(placed, prows, pcols, h, w)
+        if off is not None:
+            raw += off
         probe = probe_scores(chosen, guided_probe_error_fast(prgb, raw, mmr, coef, prows, pcols, h, w, step, off),
                              h, w, step)
     blocks = refine_blocks(guided_sample_error_fast(rgb, resid, coef, h, w, step), h, w, step, probe=probe)
