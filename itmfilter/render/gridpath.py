@@ -279,16 +279,12 @@ def scene_points(placed: PlacedGrid, rows, cols, h: int, w: int) -> np.ndarray |
     """The shot's scene residual alone at ``N`` scattered pixels ``(rows, cols)`` of an ``h x w``
     frame, ``(N, 3)`` float32 (:meth:`itmfilter.model.scene.SceneResidual.sample`'s values), or
     None for a model without one."""
-    scene = placed.model.scene
-    if scene is None:
+    axes = scene_axes(placed, h, w, np.asarray(rows).ravel(), np.asarray(cols).ravel())
+    if axes is None:
         return None
-    rows, cols = np.asarray(rows).ravel(), np.asarray(cols).ravel()
-    ix, fx = scene.weights(_axis(w, placed.half[0], placed.origin[0], cols, placed.scale), 0)
-    iy, fy = scene.weights(_axis(h, placed.half[1], placed.origin[1], rows, placed.scale), 1)
-    out = np.zeros((ix.shape[0], 3), np.float32)
-    _kernels()[3](np.ascontiguousarray(scene.values, dtype=np.float32), ix, fx, iy, fy, out)
+    out = np.zeros((axes[1].shape[0], 3), np.float32)
+    _kernels()[3](*axes, out)  # one (row, column) pair a pixel
     return out
-
 
 
 def grid_hdr10_planes(placed: PlacedGrid, planes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
