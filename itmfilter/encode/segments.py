@@ -635,8 +635,8 @@ def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, ex
         if job.scene_pieces and held:
             records = _choose_pieces(job, segment, budget, extra, key_max, payload, placed, picked, picks, offsets,
                                      centre, half, records, models,
-                                     [(k, _held_pixels([item], height, width, offsets, centre, half, scales))
-                                      for item in held for k in [item[0]]], keyed)
+                                     [(item[0], _held_pixels([item], height, width, offsets, centre, half, scales))
+                                      for item in held], keyed)
     return b"".join(records)
 
 
@@ -660,22 +660,14 @@ def _choose_pieces(job: SegmentJob, segment: Segment, budget: RateBudget, extra:
     if segment.frames < MIN_PIECE_FRAMES or len(picks) < 4 or len(held) < 2:
         return records
     use_motion = job.motion and job.strategy == "warm"
-    cache: dict[int, list[float]] = {}  # the chain's models' scores (they outlive the search)
 
-    def expected(arrivals: list[int], chain: list, cached: int) -> float:
-        """Mean over the held frames of the score of the model each holds (``chain[j]`` from
-        ``arrivals[j - 1]`` on); the first ``cached`` of ``chain`` are kept alive by the caller,
-        so their scores are kept by ``id`` (a candidate's are not: its id may be reused)."""
-        total = 0.0
-        for n, (k, pixels) in enumerate(held):
-            j = sum(1 for a in arrivals if a <= k)
-            if j < cached:
-                if id(chain[j]) not in cache:
-                    cache[id(chain[j])] = [model_score(chain[j], p) for _, p in held]
-                total += cache[id(chain[j])][n]
-            else:
-                total += model_score(chain[j], pixels)
-        return total / len(held)
+    def frame_scores(model) -> list[float]:
+        return [model_score(model, pixels) for _, pixels in held]
+
+    def expected(arrivals: list[int], scores: list[list[float]]) -> float:
+        """Mean over the held frames of the score of the model each holds (``scores[j]``, per
+        held frame, of the model after ``j`` records: record ``j - 1`` arrived by that frame)."""
+        return sum(scores[sum(1 for a in arrivals if a <= k)][n] for n, (k, _) in enumerate(held)) / len(held)
 
     def arrivals_of(candidate: list[bytes]):
         return _arrivals(job, segment, budget, extra, key_max, payload, candidate, placed, offsets - centre,
@@ -691,7 +683,8 @@ def _choose_pieces(job: SegmentJob, segment: Segment, budget: RateBudget, extra:
     else:
         keep = len(records)
         chain = models[:keep + 1]
-    best, chosen = expected(arrivals_of(records), chain, len(chain)), records
+    chain_scores = [frame_scores(m) for m in chain]
+    best, chosen = expected(arrivals_of(records), chain_scores), records
     split = segment.frames // 2
     options = scene_piece_options(models[keep], picked, offsets, picks, centre, half, split,
                                   zoom=placed.model.zoom)
@@ -701,7 +694,7 @@ def _choose_pieces(job: SegmentJob, segment: Segment, budget: RateBudget, extra:
         if arrivals[-1] is None:
             options.send(True)
             continue
-        score = expected(arrivals, models[:keep + 1] + [with_first, with_second], keep + 1)
+        score = expected(arrivals, chain_scores[:keep + 1] + [frame_scores(with_first), frame_scores(with_second)])
         if score > best:
             best, chosen = score, candidate
     return chosen
