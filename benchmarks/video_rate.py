@@ -56,39 +56,45 @@ def _score(master: dict, recon: dict) -> dict:
             "delta_e_itp": statistics.mean(delta_e_itp(master[i], recon[i]) for i in keys)}
 
 
-def gain_frames(master_path: Path, sdr_path: Path, scored: set[int]) -> tuple[dict, dict, tuple[int, int]]:
+def gain_frames(master_path: Path, sdr_path: Path, scored: set[int], base: int = 4,
+                channels: tuple[int, ...] = (1, 3)) -> tuple[dict, dict, tuple[int, int]]:
     """Every frame's log2 gain of the master over the SDR placed at 203 cd/m2, block-averaged
-    at 1/4 resolution: ``{1: [(h/4, w/4, 1)...], 3: [(h/4, w/4, 3)...]}`` (luminance, per
-    channel), the placed SDR of the scored frames, and the full size (h, w). Computed once
-    per clip and grade; coarser scales average these blocks further."""
-    gains: dict = {1: [], 3: []}
+    at 1/``base`` resolution: ``{1: [(h/base, w/base, 1)...], 3: [(h/base, w/base, 3)...]}``
+    (luminance, per channel), the placed SDR of the scored frames, and the full size (h, w).
+    Computed once per clip and grade; coarser scales (multiples of ``base``) average these
+    blocks further. ``base`` is the finest scale swept: 1/4 holds ~0.4 GB of gains for 10 s
+    of 1080p, 1/2 four times that, 1/1 sixteen."""
+    gains: dict = {ch: [] for ch in channels}
     placed, size = {}, (0, 0)
     for (_, nits), (i, sdr) in zip(read_hdr_frames(master_path), read_sdr_frames(sdr_path)):
         h, w = nits.shape[:2]
         size = (h, w)
-        base = baselines.sdr_placed_bt2408(sdr)
+        sdr_base = baselines.sdr_placed_bt2408(sdr)
         if i in scored:
-            placed[i] = base
-        g1 = np.log2((luminance(nits, primaries="bt2020") + 0.5) / (luminance(base, primaries="bt2020") + 0.5))[..., None]
-        g3 = np.log2((np.maximum(nits, 0) + 0.5) / (np.maximum(base, 0) + 0.5))
-        for ch, g in ((1, g1), (3, g3)):
-            gh, gw = -(-h // 4), -(-w // 4)  # edge blocks padded by replication
-            g = np.pad(g, ((0, gh * 4 - h), (0, gw * 4 - w), (0, 0)), mode="edge")
-            gains[ch].append(g.reshape(gh, 4, gw, 4, ch).mean(axis=(1, 3)).astype(np.float32))
+            placed[i] = sdr_base
+        for ch in channels:
+            if ch == 1:
+                g = np.log2((luminance(nits, primaries="bt2020") + 0.5) / (luminance(sdr_base, primaries="bt2020") + 0.5))[..., None]
+            else:
+                g = np.log2((np.maximum(nits, 0) + 0.5) / (np.maximum(sdr_base, 0) + 0.5))
+            gh, gw = -(-h // base), -(-w // base)  # edge blocks padded by replication
+            g = np.pad(g, ((0, gh * base - h), (0, gw * base - w), (0, 0)), mode="edge")
+            gains[ch].append(g.reshape(gh, base, gw, base, ch).mean(axis=(1, 3)).astype(np.float32))
     return gains, placed, size
 
 
 def gainmap_track(gains: dict, placed: dict, size: tuple[int, int], scale: int, channels: int,
-                  codec: str, crf: int, work: Path) -> tuple[float, dict]:
-    """Code every frame's log2 gain at 1/``scale`` (from :func:`gain_frames`) as an 8-bit
-    4:2:0 video at 24 fps; (kbit/s of its coded packets, reconstructions of the scored frames)."""
+                  codec: str, crf: int, work: Path, base: int = 4) -> tuple[float, dict]:
+    """Code every frame's log2 gain at 1/``scale`` (from :func:`gain_frames` at 1/``base``) as
+    an 8-bit 4:2:0 video at 24 fps; (kbit/s of its coded packets, reconstructions of the
+    scored frames)."""
     import av
     import torch
     import torch.nn.functional as F
 
     h, w = size
     path = work / f"gain-{scale}-{channels}ch-{codec}-crf{crf}.mp4"
-    f = scale // 4
+    f = scale // base
     frames = gains[channels]
     qh, qw = frames[0].shape[:2]
     gh, gw = -(-qh // (2 * f)) * 2, -(-qw // (2 * f)) * 2  # ceil, even: the edge blocks are padded
@@ -142,7 +148,8 @@ def main() -> None:
     ap.add_argument("--curves", default="bt2446a,local")
     ap.add_argument("--buffer-seconds", type=float, default=1.0)
     ap.add_argument("--eval-every", type=int, default=4)
-    ap.add_argument("--gain-scales", default="4,8,16", help="multiples of 4")
+    ap.add_argument("--gain-scales", default="4,8,16",
+                    help="1/scale resolutions, multiples of the smallest (1 and 2 hold 16x and 4x the memory of 4)")
     ap.add_argument("--gain-crfs", default="20,22,25,27,30,33,35,37,40,45,51",
                     help="steps of 2-3 near the front: steps of 10 left 20-60 kbit/s at 1080p without a gain-map track")
     ap.add_argument("--gain-codecs", default="libx264,libx265")
@@ -257,12 +264,18 @@ def main() -> None:
                     for i in sdr_frames}
             rows["refs"]["per-frame MMR3 polynomial"] = dict(_score(master_frames, poly), kbit_s=8 * 264 * FPS / 1000)
             print("poly", _score(master_frames, poly), flush=True)
-            gains, placed, full_size = gain_frames(master, sdr_plain, set(master_frames))
+            scales = [int(v) for v in args.gain_scales.split(",")]
+            chans = tuple(int(v) for v in args.gain_channels.split(","))
+            base = min(scales)
+            if any(s % base for s in scales):
+                raise SystemExit(f"--gain-scales {args.gain_scales}: each must be a multiple of the smallest")
+            gains, placed, full_size = gain_frames(master, sdr_plain, set(master_frames), base=base, channels=chans)
             for codec in args.gain_codecs.split(","):
-                for scale in (int(v) for v in args.gain_scales.split(",")):
-                    for ch in (int(v) for v in args.gain_channels.split(",")):
+                for scale in scales:
+                    for ch in chans:
                         for crf in (int(v) for v in args.gain_crfs.split(",")):
-                            kbps, recon = gainmap_track(gains, placed, full_size, scale, ch, codec, crf, args.work)
+                            kbps, recon = gainmap_track(gains, placed, full_size, scale, ch, codec, crf, args.work,
+                                                        base=base)
                             g = {"codec": codec, "scale": scale, "channels": ch, "crf": crf, "kbit_s": kbps,
                                  **_score(master_frames, recon)}
                             rows["gain"].append(g)
