@@ -123,3 +123,24 @@ def test_the_fused_paths_pixel_centres_are_the_normative_ones():
         assert np.array_equal(_all_centres(n), want) and _all_centres(n).dtype == np.float32
         idx = np.arange(0, n, 7)
         assert np.array_equal(_centres(n, idx), pixel_centres(n, idx).numpy())
+
+
+def test_a_frame_renders_with_one_blas_thread_and_leaves_the_callers_setting():
+    """render.threads: NumPy's BLAS at one thread inside the limit (its spinning pool took the
+    numba passes' cores), the caller's count after it and after a whole frame."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from itmfilter.render.threads import one_blas_thread
+
+    def counts():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    assert counts(), "threadpoolctl finds no BLAS: the limit would do nothing"
+    model = _model(GRID_SIZES["XS"], seed=3)
+    placed = PlacedGrid(model, origin=(0.1, 0.2), half=(1.2, 1.1))
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        outside = counts()
+        with one_blas_thread():
+            assert counts() == [1] * len(outside)
+        assert counts() == outside
+        hdr10_planes(_frame(48, 80, "yuv420p"), placed, "guided-half", "cpu")
+        assert counts() == outside

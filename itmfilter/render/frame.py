@@ -34,6 +34,7 @@ from itmfilter.render.ladder import (
     get_rung,
     time_rungs,
 )
+from itmfilter.render.threads import one_blas_thread
 
 
 def sdr_frame_to_rgb(frame) -> np.ndarray:
@@ -120,7 +121,13 @@ def hdr10_planes(frame, net, rung: str, device, precision: str = "auto", *,
     All give the same codes up to 1 (rare half-code ties; the fused path's low-resolution
     input averages Y'CbCr before the clip to [0, 1]); tested. ``gain``: how a rung below
     ``full`` carries the network to full resolution (:func:`itmfilter.render.ladder.gain_mode`).
+    Every path runs with one BLAS thread (:mod:`itmfilter.render.threads`).
     """
+    with one_blas_thread():
+        return _hdr10_planes(frame, net, rung, device, precision, path=path, gain=gain, tensors=tensors)
+
+
+def _hdr10_planes(frame, net, rung: str, device, precision: str, *, path: str, gain: str, tensors: bool):
     device = torch.device(device)
     planes = code_planes(frame)
     if planes is not None and planes.subsampling != "420":
