@@ -103,6 +103,20 @@ def test_auto_rung_walks_a_grid_shots_ladder():
     assert set(timings) <= {"full", "guided-quarter", "guided-sixth", "guided-eighth"}
     rung, timings = auto_rung(placed, frame, 100000.0, "cpu", "auto")  # an impossible rate: the cheapest
     assert rung == "guided-eighth"
+    # a rate between: the choice is the best rung within GRID_RUNG_HEADROOM of the period by the
+    # timings it returns (a grid rung slows more in play than its timing shows), not 0.9 of it
+    from itmfilter.render import ladder
+
+    rung, timings = auto_rung(placed, frame, 24.0, "cpu", "auto")
+    cheapest = min(timings.values())
+    fps = ladder.GRID_RUNG_HEADROOM / (1.2 * cheapest)  # the cheapest fits, with a margin
+    rung, timings = auto_rung(placed, frame, fps, "cpu", "auto")
+    fits = [n for n, t in timings.items() if t <= ladder.GRID_RUNG_HEADROOM / fps]
+    if fits:
+        assert ladder.RUNG_NAMES.index(rung) == min(ladder.RUNG_NAMES.index(n) for n in fits)
+    else:  # the machine slowed between the two timings: none fits, the cheapest
+        assert rung == min(timings, key=timings.get)
+    assert ladder.GRID_RUNG_HEADROOM < ladder.RUNG_HEADROOM
 
 
 def test_a_grid_tracks_controller_steps_down_its_own_ladder():

@@ -27,7 +27,9 @@ from itmfilter.model.net import pixel_grid
 from itmfilter.render import fastpath
 from itmfilter.render.ladder import (
     GRID_LADDER,
+    GRID_RUNG_HEADROOM,
     LADDER,
+    RUNG_HEADROOM,
     apply_rung,
     apply_rung_tensor,
     choose_rung,
@@ -242,24 +244,25 @@ def auto_rung(net, frame, fps: float, device, precision, gain: str = "auto") -> 
     """Time the rungs of :data:`~itmfilter.render.ladder.LADDER` on the first frame, through
     the same per-frame path the producer uses (decode excluded: it runs ahead in its own
     thread), and pick the best whose time fits :func:`~itmfilter.render.ladder.choose_rung`'s
-    share of the frame period (the rest is left to the decoder and mpv on the same cores).
+    share of the frame period (the rest is left to the decoder and mpv on the same cores;
+    :data:`~itmfilter.render.ladder.GRID_RUNG_HEADROOM` for a grid shot's ladder).
     Rungs are timed cheapest first and the timing stops at the first rung that takes over
     twice the period (the better ones are slower still). Each rung's time is the fastest
     of three runs: a rung's cost is what it takes when it has the cores, and a moment of
     other load while timing must not push the choice down the ladder (sustained load is
     :class:`~itmfilter.render.ladder.RungController`'s job). The first call of each rung is
     untimed: it also warms the filter up (JIT cache, allocations)."""
-    names = list(reversed(LADDER))
+    names, headroom = list(reversed(LADDER)), RUNG_HEADROOM
     if isinstance(net, PlacedGrid):
         # a grid frame's ladder: full and the guided rungs (grid_step), where they can run fused
         planes = code_planes(frame)
         if planes is None or planes.subsampling != "420" or not fastpath.available() or \
                 torch.device(device).type != "cpu":
             return "full", {}
-        names = list(reversed(GRID_LADDER))
+        names, headroom = list(reversed(GRID_LADDER)), GRID_RUNG_HEADROOM
     timings = time_rungs(lambda rung: hdr10_frame(frame, net, rung, device, precision, gain=gain),
                          names, repeats=3, give_up_s=2.0 / fps, statistic=min)
-    return choose_rung(1.0 / fps, timings), timings
+    return choose_rung(1.0 / fps, timings, headroom), timings
 
 
 __all__ = ["HDR10_TAGS", "auto_rung", "choose_gain_mode", "grid_step", "hdr10_frame", "hdr10_planes", "tag_hdr10", "pq_to_yuv420p10", "sdr_frame_to_rgb", "yuv420p10_frame"]

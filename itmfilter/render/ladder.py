@@ -841,6 +841,17 @@ its own thread and mpv shows raw frames, so the filter can use most of the perio
 had left both unused). :class:`RungController` still steps down when frames drop."""
 
 
+GRID_RUNG_HEADROOM = 0.6
+""":data:`RUNG_HEADROOM` for a grid shot's ladder (:data:`GRID_LADDER`). Its rungs are numba
+passes on every core from end to end, so the decoder, the pipe to mpv and mpv itself, on the
+same cores while playing, slow them more than the first frame's timing shows: at 1080p24 on
+the 2-core machine (``docs/playback-benchmark.md``), ``guided-sixth`` timed 25.7 ms ran at
+34.5 ms a frame in play (83 % of the period) and dropped 3-5 frames in 2 of 4 runs before the
+controller stepped down; ``guided-eighth`` timed 16.6 ms ran at 24-29 ms and dropped none in
+6 runs. In play they cost 1.35-1.75 times their timing, so 0.9 of the period in play is about
+0.6 in the timing. The network's ladder keeps 0.9: its torch passes measured within 1.1 times."""
+
+
 def choose_rung(frame_budget_s: float, timings: dict[str, float], headroom: float = RUNG_HEADROOM) -> str:
     """The best rung (in :data:`RUNGS` order) whose measured time fits ``headroom`` of the frame period.
 
