@@ -456,6 +456,7 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     steps = job.grid_steps
     options = GridFitOptions(steps=steps, finetune_steps=2 * steps // 3, seed=job.first.seed)
     payload = placed = None
+    lane = _ahead_plan(job, segment)[1] if budget.limited else 0
     tries, ratio = 0, 1.0  # fitted / estimated bytes of the last miss: this content's compressibility
     for name, config in ladder_from(key_max, offsets):
         if tries >= 3 and name != "P":  # each fit costs seconds; the polynomial plane, the floor, is always tried
@@ -473,9 +474,19 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
             fits = _key_cost(job, raw, extra) <= _run_key_total(job, segment, budget, extra)
         else:
             fits = key_max is None or len(candidate) <= key_max
+        model = replace(fit.model, zoom=float(np.float32(zoom)))
+        trial = PlacedGrid(model, origin, tuple(float(v) for v in half))
+        if fits and lane:
+            # the lane this shot's tail owes the next one (planned for every segment before any is
+            # encoded) must get through after this KEY; the plan's bound on the KEY can differ from
+            # the exact cost by the framing, so a KEY that leaves too little takes the next smaller
+            # model (a 1080p 128 kbit/s encode fell 128 bytes short of a 15,250-byte lane)
+            _, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, candidate, b"", trial,
+                                    offsets - centre, use_motion, None, bool(zoom_record))
+            if sent[-1] < lane:
+                continue
         if fits:
-            model = replace(fit.model, zoom=float(np.float32(zoom)))
-            payload, placed = candidate, PlacedGrid(model, origin, tuple(float(v) for v in half))
+            payload, placed = candidate, trial
             break
         ratio = len(candidate) / estimate
     if payload is None:
@@ -484,7 +495,6 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     if progressive:
         stream = _choose_refinement(job, segment, budget, extra, key_max, payload, placed, picked, picks, offsets,
                                     centre, half, options, bool(zoom_record), held)
-    lane = _ahead_plan(job, segment)[1] if budget.limited else 0
     for own in (stream, b""):  # the lane reserved for the next shot must get through
         packets, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, own, placed,
                                       offsets - centre, use_motion, None, bool(zoom_record))
