@@ -158,3 +158,21 @@ def test_a_frame_renders_with_one_blas_thread_and_leaves_the_callers_setting():
         assert counts() == outside
         hdr10_planes(_frame(48, 80, "yuv420p"), placed, "guided-half", "cpu")
         assert counts() == outside
+
+
+def test_the_cached_kernels_hold_no_jitted_helper_in_their_closure():
+    """numba keys a cached kernel by its closure's pickled contents, and a dispatcher pickles
+    differently in every process: a kernel holding one recompiled on every start (~35 s before
+    `play` showed its first 1080p frame). Helpers are module globals instead."""
+    pytest.importorskip("numba")
+    from numba.core.registry import CPUDispatcher
+
+    from itmfilter.render import fastpath, gridpath
+
+    factories = [getattr(fastpath, n) for n in dir(fastpath) if n.startswith("_") and n.endswith(("kernel", "kernels"))]
+    factories.append(gridpath._kernels)
+    kernels = [k for f in factories for k in (f() if isinstance(f(), tuple) else (f(),)) if hasattr(k, "py_func")]
+    assert len(kernels) >= 12
+    for k in kernels:
+        held = [c.cell_contents for c in (k.py_func.__closure__ or ())]
+        assert not any(isinstance(v, CPUDispatcher) for v in held), k.py_func.__qualname__

@@ -90,6 +90,11 @@ def _helpers():
     """numba helpers shared by both kernels (inlined into them)."""
     import numba as nb
 
+    # module globals, not closure cells: numba keys a cached kernel by its closure's pickled
+    # contents, and a dispatcher pickles differently in every process, so a kernel holding
+    # jitted helpers in its closure recompiled on every start (~35 s before the first frame)
+    global columns, chroma_source_rows, chroma_at, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3
+
     @nb.njit(inline="always", cache=True)
     def columns(w, gw, inv_d):
         """Bilinear (align_corners=False) source columns and weights of the low-res map."""
@@ -212,7 +217,7 @@ def _helpers():
 def _kernel():
     import numba as nb
 
-    columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3, _, _ = _helpers()
+    _helpers()  # the helpers as module globals (see there)
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def kernel(y_in, cb_in, cr_in, gain, d, k, conv, in_off_c, inv_gc, mat, gamma_lut, pq_lut,
@@ -278,7 +283,7 @@ def _kernel():
 def _prior_kernel():
     import numba as nb
 
-    columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3, _, _ = _helpers()
+    _helpers()  # the helpers as module globals (see there)
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def kernel(y_in, cb_in, cr_in, resid, coef, d, clip_prior, conv, in_off_c, inv_gc, y_out, cb_out, cr_out):
@@ -374,7 +379,8 @@ def prior_to_hdr10_planes(y, cb, cr, resid: np.ndarray, coef: np.ndarray, downsc
 def _guided_kernels():
     import numba as nb
 
-    columns, chroma_row, map_row, chroma_out, sdr_rgb, hdr_codes, mmr3, chroma_source_rows, chroma_at = _helpers()
+    global guided_codes  # a module global, not a closure cell (see _helpers)
+    _helpers()  # the helpers as module globals (see there)
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def sample(y_in, cb_in, cr_in, rows, cols, conv, in_off_c, inv_gc, out):
@@ -536,6 +542,8 @@ def _guided_kernels():
 def _fit_kernel():
     import numba as nb
 
+    global _solve  # a module global, not a closure cell (see _helpers)
+
     @nb.njit(inline="always", cache=True)
     def _solve(gram, rhs, slope_ridge, anchor, prior, low, yv, x):
         """x = (gram + diag(slope_ridge on the slopes) + anchor I)^-1 (rhs + anchor prior), by
@@ -657,7 +665,7 @@ def _fit_kernel():
 def _probe_kernel():
     import numba as nb
 
-    mmr3 = _helpers()[6]
+    _helpers()  # the helpers as module globals (see there)
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def probe_error(rgb, raw, off, mmr, coef, y0, y1, wy, x0, x1, wx, knee, out):

@@ -46,8 +46,12 @@ from itmfilter.render.ladder import (
 def _kernels():
     import numba as nb
 
+    # a module global, not a closure cell: numba keys a cached kernel by its closure's pickled
+    # contents, and a dispatcher pickles differently in every process (recompiled on every start)
+    global _run_grid
+
     @nb.njit(inline="always", fastmath=True, cache=True)
-    def run(rgb, start, n, xi, xf, yi, yf, grid, depth, wh, bh, wo, bo, act, nxt, z0, wz, out):
+    def _run_grid(rgb, start, n, xi, xf, yi, yf, grid, depth, wh, bh, wo, bo, act, nxt, z0, wz, out):
         """``out[start + t]`` for ``t < n``: what the model adds to its polynomial at pixel
         ``start + t`` of ``rgb`` ``(N, 3)``: its MLP of ``[R', G', B', F(x, y, luma)]``, the
         pixel's grid cell and weights ``xi[t], xf[t]`` across and ``yi[t], yf[t]`` down
@@ -123,7 +127,7 @@ def _kernels():
             wz = np.zeros(w, dtype=np.float32)
             yi = np.full(w, iy[row], dtype=np.int64)
             yf = np.full(w, fy[row], dtype=np.float32)
-            run(rgb, row * w, w, ix, fx, yi, yf, grid, depth, wh, bh, wo, bo, act, nxt, z0, wz, out)
+            _run_grid(rgb, row * w, w, ix, fx, yi, yf, grid, depth, wh, bh, wo, bo, act, nxt, z0, wz, out)
 
     @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def points(rgb, ix, fx, iy, fy, grid, depth, wh, bh, wo, bo, out):
@@ -138,7 +142,7 @@ def _kernels():
             nxt = np.empty((max(wh.shape[2], 1), size), dtype=np.float32)
             z0 = np.zeros(size, dtype=np.int64)
             wz = np.zeros(size, dtype=np.float32)
-            run(rgb, start, n, ix[start:start + n], fx[start:start + n], iy[start:start + n], fy[start:start + n],
+            _run_grid(rgb, start, n, ix[start:start + n], fx[start:start + n], iy[start:start + n], fy[start:start + n],
                 grid, depth, wh, bh, wo, bo, act, nxt, z0, wz, out)
 
     @nb.njit(parallel=True, cache=True, nogil=True)
