@@ -55,7 +55,7 @@ from itmfilter.model.grid import PlacedGrid
 from itmfilter.model.net import resolve_device
 from itmfilter.player.producer import PlayStats, Session, open_decoder
 from itmfilter.render import fastpath
-from itmfilter.render.frame import auto_rung, choose_gain_mode, hdr10_frame
+from itmfilter.render.frame import auto_rung, choose_gain_mode, hdr10_frame, warm_grid_rungs
 from itmfilter.render.ladder import GAIN_MODES, GRID_LADDER, LADDER, gain_mode, get_rung
 from itmfilter.track.provider import WeightsProvider, blind_provider
 
@@ -394,6 +394,8 @@ def _hdr_session(path: Path, provider: WeightsProvider, device, precision: str, 
         # Filter the first frame once before the clock starts: the first call loads the
         # fused kernel and allocates; in real time its delay would make the next frames late.
         hdr10_frame(first, net0, chosen, device, precision, gain=gain)
+    if isinstance(net0, PlacedGrid):  # the kernels a shot's scene residual needs, and the fastest rung's
+        warm_grid_rungs(net0, first, (chosen, GRID_LADDER[-1]), device, precision)
     session = Session(path, provider, device, precision, chosen, realtime, with_audio=True,
                       ladder=GRID_LADDER if isinstance(net0, PlacedGrid) else LADDER)
     session.gain = gain

@@ -265,4 +265,21 @@ def auto_rung(net, frame, fps: float, device, precision, gain: str = "auto") -> 
     return choose_rung(1.0 / fps, timings, headroom), timings
 
 
-__all__ = ["HDR10_TAGS", "auto_rung", "choose_gain_mode", "grid_step", "hdr10_frame", "hdr10_planes", "tag_hdr10", "pq_to_yuv420p10", "sdr_frame_to_rgb", "yuv420p10_frame"]
+def warm_grid_rungs(net: PlacedGrid, frame, rungs, device, precision: str = "auto") -> None:
+    """Render ``frame`` once at each of ``rungs`` through ``net`` with a scene residual (zeros,
+    where the shot has none yet): the scene field's numba kernels compile, or load from numba's
+    cache, before a player's clock starts. A shot's first frames usually come before its residual
+    does, so the first frame alone does not reach them, and on a cold cache their compile (~2 s)
+    stalled 1080p playback mid-clip (27-85 frames dropped in the first run after an install)."""
+    from dataclasses import replace
+
+    from itmfilter.model.scene import SceneResidual
+
+    if net.model.scene is None:
+        net = PlacedGrid(replace(net.model, scene=SceneResidual(np.zeros((4, 4, 3), np.float32))),
+                         net.origin, net.half, net.age)
+    for rung in dict.fromkeys(rungs):
+        hdr10_planes(frame, net, rung, device, precision)
+
+
+__all__ = ["HDR10_TAGS", "auto_rung", "warm_grid_rungs", "choose_gain_mode", "grid_step", "hdr10_frame", "hdr10_planes", "tag_hdr10", "pq_to_yuv420p10", "sdr_frame_to_rgb", "yuv420p10_frame"]
