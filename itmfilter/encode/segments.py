@@ -474,18 +474,18 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
             fits = _key_cost(job, raw, extra) <= _run_key_total(job, segment, budget, extra)
         else:
             fits = key_max is None or len(candidate) <= key_max
-        model = replace(fit.model, zoom=float(np.float32(zoom)))
-        trial = PlacedGrid(model, origin, tuple(float(v) for v in half))
-        if fits and lane:
-            # the lane this shot's tail owes the next one (planned for every segment before any is
-            # encoded) must get through after this KEY; the plan's bound on the KEY can differ from
-            # the exact cost by the framing, so a KEY that leaves too little takes the next smaller
-            # model (a 1080p 128 kbit/s encode fell 128 bytes short of a 15,250-byte lane)
-            _, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, candidate, b"", trial,
-                                    offsets - centre, use_motion, None, bool(zoom_record))
-            if sent[-1] < lane:
-                continue
         if fits:
+            model = replace(fit.model, zoom=float(np.float32(zoom)))
+            trial = PlacedGrid(model, origin, tuple(float(v) for v in half))
+            if lane:
+                # the lane this shot's tail owes the next one (planned for every segment before any
+                # is encoded) must get through after this KEY; the plan's bound on the KEY can differ
+                # from the exact cost by the framing, so a KEY that leaves too little takes the next
+                # smaller model (a 1080p 128 kbit/s encode fell 128 bytes short of a 15,250-byte lane)
+                _, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, candidate, b"", trial,
+                                        offsets - centre, use_motion, None, bool(zoom_record))
+                if sent[-1] < lane:
+                    continue
             payload, placed = candidate, trial
             break
         ratio = len(candidate) / estimate
