@@ -38,10 +38,12 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="append the table here")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args()
 
     import av
     from stills import machine
+    from tqdm import tqdm
 
     from itmfilter.media.frames import code_planes
     from itmfilter.model.grid import PlacedGrid
@@ -72,14 +74,18 @@ def main() -> None:
     arms = {"player": player, "blas-free": blas_free}
     times: dict = {}
     load0 = open("/proc/loadavg").read().split()[:3]
+    rungs = args.rungs.split(",")
+    bar = tqdm(total=(args.repeats + 1) * len(rungs) * len(arms) * len(frames), unit="frame", disable=args.quiet)
     for rep in range(args.repeats + 1):  # the first round compiles and warms: not counted
-        for rung in args.rungs.split(","):
+        for rung in rungs:
             for name, fn in arms.items():
                 for i, frame, planes in frames:
                     t = time.perf_counter()
                     fn(rung, i, frame, planes)
                     if rep:
                         times.setdefault((rung, name), []).append(1e3 * (time.perf_counter() - t))
+                    bar.update(1)
+    bar.close()
     load1 = open("/proc/loadavg").read().split()[:3]
     lines = [f"\n`python benchmarks/frame_cost.py --track {args.track.name} --rungs {args.rungs}` "
              f"({w}x{h}, {len(frames)} frames x {args.repeats}; {machine()}; load average {' '.join(load0)} at start, "
