@@ -28,6 +28,11 @@ on the values).
   here; ``fused vs fp32 torch`` is the largest code difference of the kernel against the
   torch path in fp32 on the same planes (a check that the GPU build computes what the
   interpreter tests check).
+- ``grid``: a grid track's shot (format 1.8: :func:`grid_shot`, the largest model size with a
+  scene residual), one frame's 8-bit planes on the device to its HDR10 planes on the device
+  through :mod:`itmfilter.render.gridtensor`, synchronised, median of ``--kernel-repeats``;
+  its largest code difference against the CPU's fused numba path on the same planes; and
+  ``grid`` in the filter table: the player's per-frame path on the pan clip with that shot.
 - ``reconstruct ms``: :func:`itmfilter.model.inference.predict_pq`, full network on every
   pixel, host->device copy of the float SDR excluded, synchronised, median of 10.
 - ``filter``: what ``itmfilter play --hdr`` does per frame (``full@triton`` and
@@ -239,6 +244,47 @@ def kernel_timings(net, sdr: np.ndarray, device, shapes, repeats: int) -> dict:
     return out
 
 
+def grid_shot(h: int, w: int, seed: int = 0):
+    """A format 1.8 grid shot's placed model of the largest size the encoder sends (``M``: a
+    32x16x8 bilateral grid of 4 channels, a 32-wide MLP) with a scene residual at 1/4 of the
+    frame, placed as a pan's frame. Its values are random: the path's cost does not depend on
+    them (no branch on a value)."""
+    from itmfilter.model.grid import GRID_SIZES, GridModel, PlacedGrid
+    from itmfilter.model.scene import SceneResidual
+
+    rng = np.random.default_rng(seed)
+    cfg = GRID_SIZES["M"]
+    mmr = np.zeros((22, 3), np.float32)
+    mmr[0], mmr[1:4] = 0.05, np.eye(3, dtype=np.float32) * 0.45
+    model = GridModel(cfg, mmr, rng.normal(0, 0.3, cfg.grid_shape).astype(np.float32),
+                      [rng.normal(0, 0.3, s).astype(np.float32) for s in cfg.mlp_shapes()],
+                      scene=SceneResidual(rng.normal(0, 0.01, (max(2, h // 4), max(2, w // 3), 3)).astype(np.float32)))
+    return PlacedGrid(model, origin=(0.1, 0.0), half=(1.3, 1.05))
+
+
+def grid_timings(sdr: np.ndarray, device, repeats: int) -> dict:
+    """A grid shot's frame, planes to planes on the device (:mod:`itmfilter.render.gridtensor`),
+    and its largest code difference against the CPU's fused numba path on the same planes."""
+    from itmfilter.render.gridtensor import grid_planes_tensor
+
+    h, w, _ = sdr.shape
+    placed = grid_shot(h, w)
+    planes = sdr_planes(sdr, device)
+    out = {"grid_ms": 1000 * median_time(lambda: grid_planes_tensor(placed, *planes, bits=8), device, repeats)}
+    try:
+        from itmfilter.media.frames import Planes
+        from itmfilter.render.gridpath import grid_hdr10_planes
+
+        host = [p.cpu().numpy() for p in planes]
+        ref = grid_hdr10_planes(placed, Planes(*host, bits=8, full_range=False, subsampling="420"))
+        got = grid_planes_tensor(placed, *planes, bits=8)
+        out["grid_vs_cpu_max_code_diff"] = max(int(np.abs(g.cpu().numpy().astype(int) - r.astype(int)).max())
+                                               for g, r in zip(got, ref))
+    except Exception as exc:  # numba missing on the device machine: the timing stands alone
+        out["grid_vs_cpu_max_code_diff"] = f"not checked ({type(exc).__name__}: {exc})"
+    return out
+
+
 def transcode_timing(clip: Path, out: Path, device, hwaccel: str, path: str = "auto") -> dict:
     """frames/s of a transcode's main pass (module docstring), and its notes. ``path``:
     ``auto`` as transcode picks it (``triton`` in a dry run: the GPU's path, interpreted)."""
@@ -355,6 +401,8 @@ def main() -> None:
         entry["init_pu21"] = psnr_pu21(master, reconstruct_nits(init, sdr, device=device))
         entry["kernel"] = kernel_timings(net, sdr, device, args.shapes.split(","), args.kernel_repeats)
         print(size, "kernel", json.dumps(entry["kernel"]), flush=True)
+        entry["grid"] = grid_timings(sdr, device, args.kernel_repeats)
+        print(size, "grid", json.dumps(entry["grid"]), flush=True)
         x = torch.from_numpy(sdr).to(device)
         for precision in ("fp32", "bf16"):
             entry[f"reconstruct_ms_{precision}"] = 1000 * median_time(
@@ -366,6 +414,8 @@ def main() -> None:
                 (r, r, "auto") for r in rungs]:
             fps, ms = filter_clip(clip, net, rung, device, path)
             entry[f"filter_{name}"] = {"fps": fps, "filter_ms": ms}
+        fps, ms = filter_clip(clip, grid_shot(h, w), "full", device, "auto")  # a grid track's shot
+        entry["filter_grid"] = {"fps": fps, "filter_ms": ms}
         for hwaccel in ("none", "cuda"):
             try:
                 entry[f"transcode_{hwaccel}"] = transcode_timing(clip, args.work / f"transcode-{w}x{h}.mkv", device,
@@ -408,7 +458,13 @@ def main() -> None:
         cells += [f"{k['torch_ms']:.2f}", f"{k['floor_ms']:.3f} ({k['copy_GBps']:.0f} GB/s copy)",
                   str(k["fused_vs_fp32_max_code_diff"])]
         lines.append(f"| {size} | " + " | ".join(cells) + " |")
-    names = ["full@triton", "full@torch"] + rungs
+    lines.append("\n## A grid shot's frame (format 1.8, size M with a scene residual; planes to planes on the device)\n")
+    lines.append("| size | torch path ms | max code diff against the CPU's fused path |")
+    lines.append("|---|---|---|")
+    for size, e in results.items():
+        g = e["grid"]
+        lines.append(f"| {size} | {g['grid_ms']:.2f} | {g['grid_vs_cpu_max_code_diff']} |")
+    names = ["full@triton", "full@torch"] + rungs + ["grid"]
     lines.append("\n## Adaptation, reconstruction, player filter (decode + filter + mux, end to end)\n")
     lines.append("| size | adapt s (PU21 dB; init alone) | reconstruct ms fp32 / bf16 | "
                  + " | ".join(f"{n}: fps, filter ms" for n in names) + " |")

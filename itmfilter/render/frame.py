@@ -6,6 +6,9 @@ paths give the same codes up to 1 (tested): ``triton`` (the full network as one 
 kernel, :mod:`itmfilter.render.triton_kernel`), ``torch`` (the frame stays on the device from
 planes to planes), ``fused`` (:mod:`itmfilter.render.fastpath`, one multi-threaded CPU pass)
 and ``exact`` (the float64 numpy conversions around :func:`itmfilter.render.ladder.apply_rung`).
+A grid shot's frame (:class:`itmfilter.model.grid.PlacedGrid`) takes
+:mod:`itmfilter.render.gridtensor` on CUDA (or with ``path="torch"``),
+:mod:`itmfilter.render.gridpath` on a CPU, or the normative decoder.
 """
 
 from __future__ import annotations
@@ -135,9 +138,17 @@ def _hdr10_planes(frame, net, rung: str, device, precision: str, *, path: str, g
     if planes is not None and planes.subsampling != "420":
         planes = None
     if isinstance(net, PlacedGrid):
-        # a grid shot's frame (format 1.4+): fused on a CPU (render.gridpath), the whole model
-        # per pixel (within one code of the normative decoder) or a guided rung; else the
-        # normative decoder, whatever the rung
+        # a grid shot's frame (format 1.4+): on CUDA (or with path "torch") the whole model in
+        # torch on the device, every rung (render.gridtensor); fused on a CPU (render.gridpath),
+        # the whole model per pixel (within one code of the normative decoder) or a guided rung;
+        # else the normative decoder, whatever the rung
+        if planes is not None and (path == "torch" or (path == "auto" and device.type == "cuda")):
+            from itmfilter.render.gridtensor import grid_planes_tensor
+
+            y, cb, cr = _torch_planes(planes, device)
+            out = [p.to(dtype=torch.int16) for p in grid_planes_tensor(net, y, cb, cr, bits=planes.bits,
+                                                                       full_range=planes.full_range)]
+            return out if tensors else [p.cpu().numpy().view(np.uint16) for p in out]
         if path in ("auto", "fused") and planes is not None and fastpath.available():
             from itmfilter.render.gridpath import grid_guided_planes, grid_hdr10_planes
 
