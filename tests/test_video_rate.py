@@ -103,6 +103,26 @@ def test_plan_carries_a_segment_deficit_into_the_next_and_budgets_follow_it():
     assert tiny.shortfall > 0  # 20.8 B a frame cannot pay 24-byte heads
 
 
+def test_a_shift_run_plan_lets_a_key_borrow_the_caps_own_buffer():
+    """A 1080p24 grid track at 8 kbit/s in SEI: the packets are planned on the cap less the
+    framing reserve (2.62 kbit/s, B 328 B), but the segments borrow from the cap's own B
+    (1,000 B). A first KEY of 265 B with its 595-byte header does not fit the smaller bucket,
+    and a plan that checked it there dropped the motion shifts of the whole track."""
+    from functools import partial
+
+    from itmfilter.encode.rate import run_frames_bytes
+
+    shots = [48] * 5
+    nonkey = partial(run_frames_bytes, head_bytes=7, run_frames=24, framing=28, shifts=True)
+    args = dict(per_packet=4, min_key_bytes=256, segment_headers=(595, 8, 595, 8, 595), head_bytes=7,
+                key_head_bytes=9, bare_key_bytes=17, nonkey_bytes=nonkey)
+    assert plan_rate(2.624, 24.0, shots, **args).shortfall > 0
+    plan = plan_rate(2.624, 24.0, shots, key_buffer=1000.0, **args)
+    assert plan.shortfall <= 0 and plan.levels == (0.0,) * 6
+    assert plan.buffer == plan_rate(2.624, 24.0, shots, **args).buffer  # the lanes' bucket is unchanged
+    assert plan_rate(2.624, 24.0, shots, key_buffer=800.0, **args).shortfall > 0  # 595 + 265 - 13.7 > 800
+
+
 def test_budget_keeps_the_bucket_within_the_buffer():
     b = RateBudget(16.0, 24.0, {48}, 96, 48)  # one 48-frame segment, B = 2000 B
     assert b.key_budget(0) == int(min(48 * b.per_frame - 47 * 24, b.per_frame + b.buffer)) - 24

@@ -93,7 +93,8 @@ def plan_rate(max_kbps: float, fps: float, segment_frames: Sequence[int], *, per
               min_key_bytes: int = 0, header_bytes: int = 0, header_every_key: bool = False,
               buffer_seconds: float = DEFAULT_BUFFER_SECONDS, bare_key_bytes: int | None = None,
               head_bytes: int = PACKET_OVERHEAD_BYTES, key_head_bytes: int | None = None,
-              segment_headers: Sequence[int] | None = None, nonkey_bytes=None) -> RatePlan:
+              segment_headers: Sequence[int] | None = None, nonkey_bytes=None,
+              key_buffer: float | None = None) -> RatePlan:
     """Plan the bucket level at every segment boundary. Segment ``j`` (``segment_frames[j]``
     frames, opening with a KEY) costs at least its cheapest KEY (``min_key_bytes`` of payload
     plus the key's head, ``key_head_bytes``, default ``head_bytes``), the header bytes sent with
@@ -106,7 +107,9 @@ def plan_rate(max_kbps: float, fps: float, segment_frames: Sequence[int], *, per
     the first segment or, ``header_every_key``, on all. ``B`` is raised, if need be, to hold the
     largest header and the barest KEY (``bare_key_bytes``, default ``min_key_bytes``: the
     initialisation alone) in one frame; a plan where some KEY's cheapest form does not fit
-    what the bucket holds at its start is infeasible too."""
+    what the bucket holds at its start is infeasible too. ``key_buffer``: a larger bucket that
+    KEYs may borrow from (bytes; shift-run tracks in SEI, whose segments count the carried
+    bytes against the cap's own ``B``, :mod:`itmfilter.encode.segments`), for that check only."""
     r = max_kbps * 1000 / 8 / fps
     key_head = head_bytes if key_head_bytes is None else int(key_head_bytes)
     min_key = key_head + int(min_key_bytes)
@@ -120,7 +123,7 @@ def plan_rate(max_kbps: float, fps: float, segment_frames: Sequence[int], *, per
     buffer = max(max_kbps * 1000 / 8 * float(buffer_seconds), largest + bare - r)
     levels, level, over = [0.0], 0.0, 0.0
     for n, header in zip(segment_frames, segment_headers):
-        over = max(over, level + header + min_key - r - buffer)  # this KEY must fit the bucket
+        over = max(over, level + header + min_key - r - max(buffer, key_buffer or 0.0))  # this KEY must fit the bucket
         rest = head * (n - 1) if nonkey_bytes is None else nonkey_bytes(n - 1)
         level = max(0.0, level + min_key + rest + header - n * r)
         levels.append(level)

@@ -465,13 +465,13 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         # first: a refitted prior with the pan followed, a refitted prior without motion shifts,
         # the initialisation alone.
         bare = encoder.min_key_bytes()
-        # With shift runs the plan's bucket is of the carried bytes less the framing reserve
-        # each frame gives back, so its buffer is the cap's own B (as the segments' budgets,
-        # ``run_buffer``): every window of n frames then carries at most n r' + B of packets and
-        # n times the reserve of framing, n r + B. Planned on the cap less the framing instead,
-        # B shrank with it (328 B for 1,000 at 8 kbit/s in SEI) and a first KEY with its header
-        # no longer fitted, so the plan dropped the motion shifts at 8 kbit/s.
-        plan_buffer_s = options.buffer_seconds * (options.max_kbps / track_kbps if runs else 1.0)
+        # With shift runs a KEY borrows from the cap's own buffer B (the segments' budgets hold
+        # the carried bytes less the framing reserve each frame gives back, ``run_buffer``): the
+        # plan checks that each KEY fits that, not the B of the cap less the framing (328 B for
+        # 1,000 at 8 kbit/s in SEI, where a first KEY with its header did not fit and the plan
+        # dropped the motion shifts for the whole track). The plan's own buffer, which sizes
+        # the look-ahead lanes, is unchanged.
+        key_buffer = (options.max_kbps or 0.0) * 1000 / 8 * options.buffer_seconds if runs else None
         plans = [(motion, PRIOR_KEY_BYTES), (False, PRIOR_KEY_BYTES), (False, bare)] if bare is not None \
             else [(motion, 0), (False, 0)]
         for plan_motion, floor in plans:
@@ -482,7 +482,8 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
             rate = plan_rate(track_kbps, float(fps), [s.frames for s in segments],
                              per_packet=HALF_MOTION_SHIFT_BYTES if plan_motion else 0, min_key_bytes=floor,
                              segment_headers=key_headers, head_bytes=head, key_head_bytes=key_head,
-                             buffer_seconds=plan_buffer_s, bare_key_bytes=bare, nonkey_bytes=nonkey)
+                             buffer_seconds=options.buffer_seconds, bare_key_bytes=bare, nonkey_bytes=nonkey,
+                             key_buffer=key_buffer)
             if rate.shortfall <= 0:
                 break
         if rate.shortfall <= 0 and runs and _looks_ahead(options):
