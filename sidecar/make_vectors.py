@@ -449,12 +449,24 @@ def _header_with_json(header, edit) -> bytes:
 def _header_vectors(header, out: dict) -> tuple[list[dict], list[dict]]:
     """Header version cases (SPEC 8) and binding cases (SPEC 6) against track.bin's header."""
     out["header_json_minor0.bin"] = _header_with_json(header, lambda d: d.update(version=[1, 0]))
+    # 1.10: the same header declared 1.10, compressed against header dictionary 1 (flag bit 0);
+    # and that form with flag bit 1 set (CRC valid), which no reader knows
+    ten = dataclasses.replace(header, version=(1, 10))
+    out["header_dictionary.bin"] = ten.to_compressed_bytes()
+    odd = bytearray(out["header_dictionary.bin"][:-4])
+    odd[6] |= 0x02
+    out["header_dictionary_flags.bin"] = bytes(odd) + struct.pack("<I", zlib.crc32(bytes(odd)))
     out["header_json_major2.bin"] = _header_with_json(header, lambda d: d.update(version=[2, 0]))
     headers = [
         {"file": "header_compressed.bin", "what": "track.bin's header in the compressed form (1.3): the same "
          "header", "same_as": "track.bin", "header_id": header.header_id},
         {"file": "header_ref.bin", "what": "a header reference (1.3) naming track.bin's header",
          "header_id": header.header_id},
+        {"file": "header_dictionary.bin", "what": "track.bin's header declared 1.10, compressed against header "
+         "dictionary 1 (1.10, flags 0x0001)", "same_as": "track.bin", "version": [1, 10],
+         "dictionary": "itmfilter/assets/header-dictionary-1.json", "header_id": ten.header_id},
+        {"file": "header_dictionary_flags.bin", "what": "header_dictionary.bin with flag bit 1 set (CRC valid): "
+         "refused", "error_contains": "unknown flags"},
         {"file": "header_json_minor0.bin", "what": "binary header 1.1 whose JSON says [1, 0]: accepted, "
          "the JSON's version is the header's", "version": [1, 0]},
         {"file": "header_json_major2.bin", "what": "binary header 1.1 whose JSON says [2, 0]: refused",

@@ -248,15 +248,15 @@ def test_an_encode_under_a_cap_carries_scene_residuals_and_keeps_the_cap(two_sho
     assert got["on"][2] >= got["off"][2] - 0.05, got
 
 
-def test_an_encode_with_scene_pieces_declares_1_9_keeps_the_cap_and_decodes(two_shot_master, tmp_path):
-    """``--scene-pieces`` under a cap (format 1.9): each shot's residual whole or in two
+def test_an_encode_with_scene_pieces_declares_1_10_keeps_the_cap_and_decodes(two_shot_master, tmp_path):
+    """``--scene-pieces`` under a cap (format 1.9, declared as 1.10 with the header dictionary): each shot's residual whole or in two
     windowed pieces (whichever its held-out frames score better), the cap kept, every packet
     decoded, within 0.1 dB of the default (1.8; the pieces' estimate is an estimate: on this
     96x54 clip they cost 0.05 dB)."""
-    from itmfilter.track.codec import AHEAD_MINOR, WINDOW_MINOR
+    from itmfilter.track.format import HEADER_DICTIONARY_MINOR
 
     got = _capped_encodes(two_shot_master, tmp_path, 32.0, {"on": dict(scene_pieces=True), "off": {}})
-    assert got["on"][0] == (1, WINDOW_MINOR) and got["off"][0] == (1, AHEAD_MINOR)
+    assert got["on"][0] == got["off"][0] == (1, HEADER_DICTIONARY_MINOR)  # 1.9's windows and 1.10's header
     windows = {k: {p.model.scene.window for p in v[1] if p.model.scene is not None and p.model.scene.window}
                for k, v in got.items()}
     assert windows["off"] == set() and len(windows["on"]) in (0, 2)  # none, or the 2 s shot's two pieces

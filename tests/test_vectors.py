@@ -9,6 +9,7 @@ tests/test_track.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -122,6 +123,18 @@ def test_header_and_binding_vectors():
                 TrackHeader.from_bytes(raw)
         elif raw[:4] == b"ITMR":  # a header reference (1.3): "ITMR" and the header id
             assert len(raw) == 8 and struct.unpack("<I", raw[4:])[0] == entry["header_id"] == header.header_id
+        elif "dictionary" in entry:  # 1.10: compressed against header dictionary 1 (flag bit 0)
+            want = dataclasses.replace(header, version=tuple(entry["version"]))
+            assert raw[:4] == b"ITMZ" and struct.unpack("<H", raw[6:8])[0] == 1
+            got = TrackHeader.from_bytes(raw)
+            assert got == want and got.header_id == entry["header_id"]
+            # decoded from the spec's words alone: zstd with the dictionary's bytes as raw content
+            zdict = zstandard.ZstdCompressionDict((SIDECAR.parent / entry["dictionary"]).read_bytes(),
+                                                  dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+            assert zlib.crc32(zstandard.ZstdDecompressor(dict_data=zdict).decompress(raw[12:-4])) == entry["header_id"]
+            with pytest.raises(zstandard.ZstdError):  # and not without it
+                zstandard.ZstdDecompressor().decompress(raw[12:-4])
+            assert len(raw) < len(header.to_compressed_bytes()) - 300
         elif "same_as" in entry:  # the compressed form (1.3) of track.bin's header
             assert raw[:4] == b"ITMZ" and len(raw) < len(header.to_bytes())
             got = TrackHeader.from_bytes(raw)
@@ -315,3 +328,19 @@ def test_schema_accepts_every_named_config():
     schema = json.loads((SIDECAR / "schema.json").read_text())
     for config in CONFIGS.values():
         jsonschema.validate(track_to_json(TrackHeader(config, (24, 1), 0, 64, 36), []), schema)
+
+
+def test_the_spec_prints_header_dictionary_1_byte_for_byte():
+    """SPEC section 2 prints the dictionary a 1.10 header is compressed against, and its SHA-256:
+    both must be the installed bytes (a decoder written from the spec alone needs them)."""
+    import hashlib
+    import re
+
+    from itmfilter.track.format import HEADER_DICTIONARY_SHA256, header_dictionary
+
+    data = header_dictionary()
+    spec = (SIDECAR / "SPEC.md").read_text()
+    assert hashlib.sha256(data).hexdigest() == HEADER_DICTIONARY_SHA256 and HEADER_DICTIONARY_SHA256 in spec
+    blocks = re.findall(r"```\n(\{\"binding\".*?)\n```", spec)
+    assert blocks == [data.decode("utf-8")] and not data.endswith(b"\n")
+    assert re.search(rf"the {len(data)} bytes\s+below", spec)

@@ -18,11 +18,13 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import io
 import json
 import struct
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -283,13 +285,17 @@ class TrackHeader:
         return zlib.crc32(_canonical_json(self.to_json_dict()))
 
     def to_compressed_bytes(self) -> bytes:
-        """The compressed form (1.3): ``"ITMZ"``, major, minor, 2 reserved, u32 length ``L``,
+        """The compressed form (1.3): ``"ITMZ"``, major, minor, u16 flags, u32 length ``L``,
         the canonical JSON as one zstd frame (level 19, content size declared, no checksum) of
         ``L`` bytes, CRC-32 of all before it. About 0.55x of :meth:`to_bytes` (507 of 898 bytes
-        for a 640x360 track's header)."""
-        body = zstandard.ZstdCompressor(level=19, write_checksum=False, write_content_size=True).compress(
-            _canonical_json(self.to_json_dict()))
-        head = COMPRESSED_HEADER_MAGIC + struct.pack("<BBHI", VERSION_MAJOR, self.version[1], 0, len(body)) + body
+        for a 640x360 track's header). A header of minor :data:`HEADER_DICTIONARY_MINOR` or
+        later is compressed against :func:`header_dictionary` (flag bit 0): ~20-60 bytes of
+        zstd frame instead of ~540, which a carriage that repeats the header (SEI) pays on
+        every KEY that carries it."""
+        dictionary = self.version[1] >= HEADER_DICTIONARY_MINOR
+        body = _header_compressor(dictionary).compress(_canonical_json(self.to_json_dict()))
+        flags = HEADER_FLAG_DICTIONARY if dictionary else 0
+        head = COMPRESSED_HEADER_MAGIC + struct.pack("<BBHI", VERSION_MAJOR, self.version[1], flags, len(body)) + body
         return head + struct.pack("<I", zlib.crc32(head))
 
     def reference(self) -> "HeaderRef":
@@ -302,7 +308,7 @@ class TrackHeader:
         data = bytes(data)
         if len(data) < 16 or data[:4] not in (HEADER_MAGIC, COMPRESSED_HEADER_MAGIC):
             raise TrackFormatError("not an itmfilter track header (bad magic; expected b'ITMT' or b'ITMZ')")
-        major, _minor, _reserved, length = struct.unpack("<BBHI", data[4:12])
+        major, _minor, flags, length = struct.unpack("<BBHI", data[4:12])
         if length > MAX_HEADER_BYTES:
             raise TrackFormatError(f"track header claims {length} bytes of JSON, at most {MAX_HEADER_BYTES} are accepted")
         if len(data) != 16 + length:
@@ -316,12 +322,47 @@ class TrackHeader:
             raise _version_error("track header", major)
         body = data[12:-4]
         if data[:4] == COMPRESSED_HEADER_MAGIC:
-            body = decompress_bounded(body, MAX_HEADER_BYTES, "compressed track header")
+            if flags & ~HEADER_FLAG_DICTIONARY:
+                raise TrackFormatError(f"compressed track header has unknown flags {flags:#06x} "
+                                       f"(this reader knows bit 0, the header dictionary of 1.{HEADER_DICTIONARY_MINOR})")
+            body = decompress_bounded(body, MAX_HEADER_BYTES, "compressed track header",
+                                      dictionary=header_dictionary() if flags & HEADER_FLAG_DICTIONARY else None)
         try:
             obj = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise TrackFormatError(f"track header JSON is invalid: {exc}") from None
         return cls.from_json_dict(obj)
+
+
+HEADER_DICTIONARY_MINOR = 10
+"""From this minor on the compressed header (``"ITMZ"``) is compressed against
+:func:`header_dictionary` and says so with flag bit 0 (sidecar/SPEC.md section 2)."""
+HEADER_FLAG_DICTIONARY = 0x0001
+HEADER_DICTIONARY_SHA256 = "add342d3132afd9f845d31ce0806f0e74c9da2b7c6d526decdbcbaab0b8e497e"
+"""SHA-256 of the 905 bytes of header dictionary 1 (``itmfilter/assets/header-dictionary-1.json``,
+printed in full in sidecar/SPEC.md section 2): checked when it is loaded."""
+
+
+@functools.lru_cache(maxsize=1)
+def header_dictionary() -> bytes:
+    """Header dictionary 1: the canonical JSON of a 1080p24 grid track's header (UTF-8, no
+    newline), the raw content that a 1.10 compressed header's zstd frame refers to. A typical
+    header then costs ~20-60 bytes of frame: its fields' names and most values are there."""
+    data = (Path(__file__).resolve().parent.parent / "assets" / "header-dictionary-1.json").read_bytes()
+    if hashlib.sha256(data).hexdigest() != HEADER_DICTIONARY_SHA256:
+        raise TrackFormatError("the installed header dictionary is damaged (SHA-256 mismatch); reinstall itmfilter")
+    return data
+
+
+@functools.lru_cache(maxsize=2)
+def _raw_dictionary(data: bytes):
+    return zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+
+
+def _header_compressor(dictionary: bool):
+    """A new compressor each time (one is not safe to share between threads)."""
+    return zstandard.ZstdCompressor(level=19, write_checksum=False, write_content_size=True, write_dict_id=False,
+                                    dict_data=_raw_dictionary(header_dictionary()) if dictionary else None)
 
 
 @dataclass(frozen=True)
@@ -338,10 +379,11 @@ class HeaderRef:
         return header.header_id == self.header_id
 
 
-def decompress_bounded(payload: bytes, limit: int, what: str = "payload") -> bytes:
+def decompress_bounded(payload: bytes, limit: int, what: str = "payload", dictionary: bytes | None = None) -> bytes:
     """The zstd frame ``payload`` decompressed, never more than ``limit`` bytes: a frame
     declaring more is refused before anything is allocated, and the bytes are streamed with
-    a hard cap (:class:`TrackFormatError` naming ``what``)."""
+    a hard cap (:class:`TrackFormatError` naming ``what``). ``dictionary``: raw content the
+    frame was compressed against (zstd's raw-content dictionary, no dictionary id)."""
     try:
         declared = zstandard.frame_content_size(payload)
     except zstandard.ZstdError:
@@ -349,7 +391,8 @@ def decompress_bounded(payload: bytes, limit: int, what: str = "payload") -> byt
     if declared > limit:
         raise TrackFormatError(f"{what} declares {declared} decompressed bytes, at most {limit} allowed")
     try:
-        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(payload)) as reader:
+        dctx = zstandard.ZstdDecompressor(dict_data=None if dictionary is None else _raw_dictionary(dictionary))
+        with dctx.stream_reader(io.BytesIO(payload)) as reader:
             raw = reader.read(limit + 1)
     except zstandard.ZstdError as exc:
         raise TrackFormatError(f"{what} does not decompress: {exc}") from None
