@@ -25,11 +25,22 @@ from itmfilter.track.carriage import carried_bytes, load_track, sei_header_frame
 from itmfilter.track.codec import (  # noqa: E402
     DEFAULT_KEY_INTERVAL,
     HALF_MOTION_SHIFT_BYTES,
+    RUN_CODINGS,
+    decode_shift_run,
     shift_bytes,
 )
 from itmfilter.track.format import HEADER_REF_BYTES, decode_packet, encode_packet  # noqa: E402
 
 PARTS = ("heads", "shifts", "weights", "headers")
+
+
+def motion_bytes(packet) -> int:
+    """Bytes of ``packet``'s payload that are motion: a DELTA coding 2/3's shift, or a shift
+    run's head and binary16 pairs (DELTA coding 5/6; what follows them is stream or ahead
+    bytes, counted as weights)."""
+    if packet.kind == "delta" and packet.coding in RUN_CODINGS:
+        return len(packet.payload) - len(decode_shift_run(packet)[1])
+    return shift_bytes(packet)
 
 
 def breakdown(video: Path) -> dict:
@@ -39,13 +50,16 @@ def breakdown(video: Path) -> dict:
         raise SystemExit(f"{video}: no weight track")
     sizes = carried_bytes(video, track)
     frames = sorted(track.packets)
+    # Rates are over the video's frames, not the samples: a shift run's packet covers up
+    # to 255 frames that carry none.
+    shown = max(len(sizes), track.header.frame_count or 0, frames[-1] + 1 if frames else 0)
     now = dict.fromkeys(PARTS, 0)
     new = dict.fromkeys(PARTS, 0)
     keys = []
     for i in frames:
         raw = track.packets[i]
         p = decode_packet(raw)
-        shift = shift_bytes(p)
+        shift = motion_bytes(p)
         for out, size in ((now, len(raw)), (new, len(encode_packet(p, compact=True)))):
             out["heads"] += size - len(p.payload)
             out["shifts"] += shift
@@ -60,9 +74,12 @@ def breakdown(video: Path) -> dict:
         new["headers"] = sum(whole if k in full else HEADER_REF_BYTES for k in keys)
     else:
         new["headers"] = whole if track.where == "data track" else len(track.header.to_bytes())
-    half = dict(new, shifts=sum(HALF_MOTION_SHIFT_BYTES for i in frames if shift_bytes(decode_packet(track.packets[i]))))
+    # Coding 2 (binary32) shifts re-counted at binary16; runs and coding 3 are binary16 already.
+    half = dict(new, shifts=sum(HALF_MOTION_SHIFT_BYTES if shift_bytes(p) else motion_bytes(p)
+                                for p in (decode_packet(track.packets[i]) for i in frames)))
     fps = track.header.fps[0] / track.header.fps[1]
-    return {"video": video.name, "where": track.where, "frames": len(frames), "fps": fps, "keys": len(keys),
+    return {"video": video.name, "where": track.where, "frames": shown, "samples": len(frames), "fps": fps,
+            "keys": len(keys),
             "binary_header": len(track.header.to_bytes()), "compressed_header": whole, "as_carried": now,
             "format_1_3": new, "format_1_3_half_shift": half}
 

@@ -5,6 +5,7 @@ per-frame shifts alone, a lost run, seeking, old tracks, and real encodes under 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import struct
 from pathlib import Path
@@ -20,6 +21,7 @@ from itmfilter.track.codec import (
     GRID_REFINE_DELTA_CODING,
     HALF_MOTION_DELTA_CODING,
     PROGRESSIVE_GRID_KEY_CODING,
+    RUN_CODINGS,
     SHIFT_RUN_DELTA_CODING,
     SHIFT_RUN_MINOR,
     TrackDecoder,
@@ -42,7 +44,8 @@ from itmfilter.track.format import (
     write_track_blob,
 )
 
-VECTORS = Path(__file__).resolve().parents[1] / "sidecar" / "vectors"
+ROOT = Path(__file__).resolve().parents[1]
+VECTORS = ROOT / "sidecar" / "vectors"
 
 
 def _entries() -> dict[str, dict]:
@@ -310,6 +313,16 @@ def test_grid_encode_with_runs_keeps_the_cap_and_decodes_every_frame(two_shot_ma
     from itmfilter.track.summary import summarise_track
 
     assert summarise_track(out)["packets"]["missing"] == 0  # covered frames are not reported missing
+
+    # benchmarks/track_overhead.py counts the run's covered frames and its shifts as motion.
+    spec = importlib.util.spec_from_file_location("track_overhead", ROOT / "benchmarks" / "track_overhead.py")
+    overhead = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(overhead)
+    parts = overhead.breakdown(out)
+    assert parts["frames"] == FRAMES and parts["samples"] == len(packets)
+    assert sum(parts["as_carried"].values()) == sum(sizes)
+    runs = [p for p in packets if p.kind == "delta" and p.coding in RUN_CODINGS]
+    assert parts["as_carried"]["shifts"] == sum(len(p.payload) - len(decode_shift_run(p)[1]) for p in runs) > 0
 
 
 def test_runs_give_the_refinement_the_framing_at_16_kbps(two_shot_master, tmp_path):
