@@ -1,37 +1,20 @@
 """A grid shot's fused CPU path (itmfilter.render.gridpath) against the normative decoder."""
 
-import av
 import numpy as np
 import pytest
+from gridcases import ramp_frame, random_model
 
-from itmfilter.model.grid import GRID_SIZES, GridConfig, GridModel, PlacedGrid
+from itmfilter.model.grid import GRID_SIZES, PlacedGrid
 from itmfilter.render.frame import hdr10_planes, pq_to_yuv420p10, sdr_frame_to_rgb
-
-
-def _model(config: GridConfig, seed: int) -> GridModel:
-    rng = np.random.default_rng(seed)
-    mmr = np.zeros((22, 3), np.float32)
-    mmr[0] = 0.05
-    mmr[1:4] = np.eye(3, dtype=np.float32) * 0.45  # a plausible polynomial: PQ ~ 0.05 + 0.45 R'G'B'
-    grid = rng.normal(0, 0.3 if config.hidden else 0.05, config.grid_shape).astype(np.float32)
-    mlp = [rng.normal(0, 0.3, shape).astype(np.float32) for shape in config.mlp_shapes()]
-    return GridModel(config, mmr, grid, mlp)
-
-
-def _frame(h, w, fmt):
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = np.stack([xx * 255 // w, yy * 255 // h, (xx + 2 * yy) * 255 // (w + 2 * h)], -1).astype(np.uint8)
-    img[(yy // 5 + xx // 7) % 4 == 0] = 250  # near-white patches: the luma axis of the grid
-    return av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=fmt)
 
 
 @pytest.mark.parametrize("size", ["P", "XS", "S"])
 @pytest.mark.parametrize("fmt", ["yuv420p", "yuv420p10le"])
 def test_fused_grid_frame_matches_the_normative_decoder(size, fmt):
     pytest.importorskip("numba")
-    model = _model(GRID_SIZES[size], seed=len(size))
+    model = random_model(GRID_SIZES[size], seed=len(size))
     placed = PlacedGrid(model, origin=(0.37, -0.21), half=(1.6, 1.3))  # a shot that pans
-    frame = _frame(45, 78, fmt)
+    frame = ramp_frame(45, 78, fmt)
     want = pq_to_yuv420p10(placed.predict_pq(sdr_frame_to_rgb(frame).astype(np.float32)))
     exact = hdr10_planes(frame, placed, "full", "cpu", path="exact")
     got = hdr10_planes(frame, placed, "full", "cpu")
@@ -46,7 +29,7 @@ def test_grid_residual_points_match_the_rows():
     pytest.importorskip("numba")
     from itmfilter.render import gridpath
 
-    placed = PlacedGrid(_model(GRID_SIZES["S"], 5), origin=(0.2, -0.1), half=(1.3, 1.2))
+    placed = PlacedGrid(random_model(GRID_SIZES["S"], 5), origin=(0.2, -0.1), half=(1.3, 1.2))
     rng = np.random.default_rng(0)
     h, w = 37, 53
     rgb = rng.random((h, w, 3)).astype(np.float32)
@@ -71,9 +54,9 @@ def test_grid_guided_rungs_follow_the_model(rung, monkeypatch):
     pytest.importorskip("numba")
     from itmfilter.render import gridpath, ladder
 
-    model = _model(GRID_SIZES["XS"], seed=7)
+    model = random_model(GRID_SIZES["XS"], seed=7)
     placed = PlacedGrid(model, origin=(0.37, -0.21), half=(1.6, 1.3))
-    frame = _frame(61, 90, "yuv420p")
+    frame = ramp_frame(61, 90, "yuv420p")
     full = hdr10_planes(frame, placed, "full", "cpu")
     got = hdr10_planes(frame, placed, rung, "cpu")
     from itmfilter.model.grid import mmr_terms
@@ -96,8 +79,8 @@ def test_auto_rung_walks_a_grid_shots_ladder():
     pytest.importorskip("numba")
     from itmfilter.render.frame import auto_rung
 
-    placed = PlacedGrid(_model(GRID_SIZES["S"], 2), origin=(0.1, 0.0), half=(1.2, 1.1))
-    frame = _frame(90, 160, "yuv420p")
+    placed = PlacedGrid(random_model(GRID_SIZES["S"], 2), origin=(0.1, 0.0), half=(1.2, 1.1))
+    frame = ramp_frame(90, 160, "yuv420p")
     rung, timings = auto_rung(placed, frame, 24.0, "cpu", "auto")
     assert rung == "full" and "full" in timings  # a small frame: the model on every pixel keeps up
     assert set(timings) <= {"full", "guided-quarter", "guided-sixth", "guided-eighth"}
@@ -149,14 +132,14 @@ def test_a_frame_renders_with_one_blas_thread_and_leaves_the_callers_setting():
         return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
 
     assert counts(), "threadpoolctl finds no BLAS: the limit would do nothing"
-    model = _model(GRID_SIZES["XS"], seed=3)
+    model = random_model(GRID_SIZES["XS"], seed=3)
     placed = PlacedGrid(model, origin=(0.1, 0.2), half=(1.2, 1.1))
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         outside = counts()
         with one_blas_thread():
             assert counts() == [1] * len(outside)
         assert counts() == outside
-        hdr10_planes(_frame(48, 80, "yuv420p"), placed, "guided-half", "cpu")
+        hdr10_planes(ramp_frame(48, 80, "yuv420p"), placed, "guided-half", "cpu")
         assert counts() == outside
 
 

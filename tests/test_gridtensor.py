@@ -3,34 +3,17 @@ normative decoder, run here on the CPU: the same formulas, so the same codes wit
 
 import dataclasses
 
-import av
 import numpy as np
 import pytest
 import torch
+from gridcases import ramp_frame, random_model
 
 from itmfilter.media.frames import code_planes
-from itmfilter.model.grid import GRID_SIZES, GridConfig, GridModel, PlacedGrid
+from itmfilter.model.grid import GRID_SIZES, PlacedGrid
 from itmfilter.model.scene import ScenePlan, unpack_scene_residual
 from itmfilter.render import gridtensor
 from itmfilter.render.frame import hdr10_planes, pq_to_yuv420p10, sdr_frame_to_rgb
 from itmfilter.render.gridtensor import grid_planes_tensor
-
-
-def _model(config: GridConfig, seed: int) -> GridModel:
-    rng = np.random.default_rng(seed)
-    mmr = np.zeros((22, 3), np.float32)
-    mmr[0] = 0.05
-    mmr[1:4] = np.eye(3, dtype=np.float32) * 0.45
-    grid = rng.normal(0, 0.3 if config.hidden else 0.05, config.grid_shape).astype(np.float32)
-    mlp = [rng.normal(0, 0.3, shape).astype(np.float32) for shape in config.mlp_shapes()]
-    return GridModel(config, mmr, grid, mlp)
-
-
-def _frame(h, w, fmt):
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = np.stack([xx * 255 // w, yy * 255 // h, (xx + 2 * yy) * 255 // (w + 2 * h)], -1).astype(np.uint8)
-    img[(yy // 5 + xx // 7) % 4 == 0] = 250  # near-white patches: the luma axis of the grid
-    return av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=fmt)
 
 
 def _scene(window=None):
@@ -53,9 +36,9 @@ def _close(got, want):
 @pytest.mark.parametrize("size", ["P", "XS", "S", "M"])
 @pytest.mark.parametrize("fmt", ["yuv420p", "yuv420p10le"])
 def test_the_torch_grid_path_matches_the_normative_decoder(size, fmt):
-    model = _model(GRID_SIZES[size], seed=len(size))
+    model = random_model(GRID_SIZES[size], seed=len(size))
     placed = PlacedGrid(model, origin=(0.37, -0.21), half=(1.6, 1.3))  # a shot that pans
-    frame = _frame(45, 78, fmt)  # odd height: the last chroma row covers one luma row
+    frame = ramp_frame(45, 78, fmt)  # odd height: the last chroma row covers one luma row
     want = _normative(placed, frame)
     got = hdr10_planes(frame, placed, "full", "cpu", path="torch")
     _close(got, want)
@@ -64,10 +47,10 @@ def test_the_torch_grid_path_matches_the_normative_decoder(size, fmt):
 
 @pytest.mark.parametrize("window", [None, (0.3, -0.2, 0.6, 0.7)])
 def test_the_torch_grid_path_reads_a_zooming_shots_scene_residual(window):
-    model = dataclasses.replace(_model(GRID_SIZES["XS"], 3), scene=_scene(window), zoom=0.01)
+    model = dataclasses.replace(random_model(GRID_SIZES["XS"], 3), scene=_scene(window), zoom=0.01)
     placed = PlacedGrid(model, origin=(0.37, -0.21), half=(1.6, 1.3), age=7)  # scale 1.07
-    plain = PlacedGrid(_model(GRID_SIZES["XS"], 3), origin=(0.37, -0.21), half=(1.6, 1.3))
-    frame = _frame(45, 78, "yuv420p")
+    plain = PlacedGrid(random_model(GRID_SIZES["XS"], 3), origin=(0.37, -0.21), half=(1.6, 1.3))
+    frame = ramp_frame(45, 78, "yuv420p")
     want, without = _normative(placed, frame), _normative(plain, frame)
     assert np.abs(want[0].astype(int) - without[0].astype(int)).mean() > 5  # the residual matters here
     unzoomed = _normative(dataclasses.replace(placed, age=0), frame)
@@ -78,8 +61,8 @@ def test_the_torch_grid_path_reads_a_zooming_shots_scene_residual(window):
 def test_bands_of_rows_give_the_whole_frames_codes(monkeypatch):
     """The frame is computed in bands of rows (bounded memory): a band of 3 rows, which splits
     chroma row pairs and scene rows, gives the same codes as one band."""
-    placed = PlacedGrid(dataclasses.replace(_model(GRID_SIZES["S"], 2), scene=_scene()), (0.1, 0.2), (1.2, 1.1))
-    frame = _frame(37, 50, "yuv420p")
+    placed = PlacedGrid(dataclasses.replace(random_model(GRID_SIZES["S"], 2), scene=_scene()), (0.1, 0.2), (1.2, 1.1))
+    frame = ramp_frame(37, 50, "yuv420p")
     planes = code_planes(frame)
     tensors = [torch.from_numpy(np.ascontiguousarray(p)) for p in (planes.y, planes.cb, planes.cr)]
     whole = grid_planes_tensor(placed, *tensors)
@@ -90,8 +73,8 @@ def test_bands_of_rows_give_the_whole_frames_codes(monkeypatch):
 
 
 def test_the_torch_path_returns_tensors_on_the_frames_device():
-    placed = PlacedGrid(_model(GRID_SIZES["XS"], 1), (0.0, 0.0), (1.0, 1.0))
-    frame = _frame(16, 24, "yuv420p")
+    placed = PlacedGrid(random_model(GRID_SIZES["XS"], 1), (0.0, 0.0), (1.0, 1.0))
+    frame = ramp_frame(16, 24, "yuv420p")
     out = hdr10_planes(frame, placed, "full", "cpu", path="torch", tensors=True)
     assert [tuple(t.shape) for t in out] == [(16, 24), (8, 12), (8, 12)]
     assert all(t.dtype == torch.int16 and t.device.type == "cpu" for t in out)
@@ -101,8 +84,8 @@ def test_the_torch_path_returns_tensors_on_the_frames_device():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_on_cuda_a_grid_frame_renders_on_the_device_by_default():
-    placed = PlacedGrid(dataclasses.replace(_model(GRID_SIZES["M"], 4), scene=_scene()), (0.37, -0.21), (1.6, 1.3))
-    frame = _frame(45, 78, "yuv420p")
+    placed = PlacedGrid(dataclasses.replace(random_model(GRID_SIZES["M"], 4), scene=_scene()), (0.37, -0.21), (1.6, 1.3))
+    frame = ramp_frame(45, 78, "yuv420p")
     out = hdr10_planes(frame, placed, "guided-eighth", "cuda", tensors=True)
     assert all(t.device.type == "cuda" for t in out)
     _close([t.cpu().numpy().view(np.uint16) for t in out], _normative(placed, frame))
