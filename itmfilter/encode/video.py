@@ -104,7 +104,6 @@ from itmfilter.track.carriage import (
     stream_binding,
 )
 from itmfilter.track.codec import (
-    AHEAD_MINOR,
     AHEAD_RUN_DELTA_CODING,
     GRID_MINOR,
     HALF_MOTION_SHIFT_BYTES,
@@ -113,7 +112,6 @@ from itmfilter.track.codec import (
     SCENE_MINOR,
     SHIFT_RUN_DELTA_CODING,
     SHIFT_RUN_MINOR,
-    WINDOW_MINOR,
     TrackEncoder,
     carries_update,
     decode_shift_run,
@@ -394,11 +392,10 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         if options.scene_residual and options.grid_refine and options.max_kbps:
             minor = SCENE_MINOR  # progressive shots that may end their stream with a scene residual
         if _looks_ahead(options):
-            minor = AHEAD_MINOR  # a shot's tail may carry the next shot's stream (KEY and DELTA coding 6)
-            if options.scene_pieces and options.scene_residual:
-                minor = WINDOW_MINOR  # a shot's scene residual may come in windowed pieces (kind 4)
-            # and its compressed header is compressed against the header dictionary (1.10): ~50
-            # bytes where it was ~560, on every KEY that carries it in SEI
+            # a shot's tail may carry the next shot's stream (1.8, KEY and DELTA coding 6), its
+            # scene residual may come in windowed pieces (1.9, refinement kind 4, with
+            # --scene-pieces), and its compressed header is compressed against the header
+            # dictionary (1.10): ~50 bytes where it was ~560, on every KEY that carries it in SEI
             minor = HEADER_DICTIONARY_MINOR
         header = dataclasses.replace(header, version=(header.version[0], minor),
                                      encoder={**header.encoder, "model": "grid"})
