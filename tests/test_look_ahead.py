@@ -184,3 +184,62 @@ def test_ahead_vectors_decode_to_expected_pixels_cells_and_placements(name):
     for f in (9, 8, 5, 9):
         again, _ = fresh.params_at(f, packets)
         assert again.model.config == placed[f].model.config and again.origin == placed[f].origin
+
+
+@pytest.fixture(scope="module")
+def long_first_master(tmp_path_factory):
+    """The two-shot clip with its shots swapped: a 2 s shot then a 1 s one, so the first shot's
+    tail has room for a lane the second shot, whose stream fits its own KEY at 128 kbit/s, does
+    not need."""
+    from conftest import _two_shot_frames
+
+    from itmfilter.data.testmedia import make_master_from_arrays
+
+    frames = list(_two_shot_frames())
+    path = tmp_path_factory.mktemp("long-first") / "master.mkv"
+    make_master_from_arrays(path, frames[24:] + frames[:24], fps=24, codec="hevc", peak_nits=1000)
+    return path
+
+
+def test_a_lane_its_receiver_leaves_unused_goes_back_to_the_sender(long_first_master, tmp_path, monkeypatch):
+    """The look-ahead's second pass (``release_unused_lanes``): the plan gives the second shot a
+    lane it does not take, so the first shot is encoded again with the lane cut to what the
+    second shot's KEY announces; the file keeps the cap and every window, decodes every frame,
+    and the first shot, no longer holding bytes back, scores no worse than it did."""
+    from itmfilter.colour.transfer import eotf_st2084
+    from itmfilter.encode import video
+    from itmfilter.encode.rate import check_rate
+    from itmfilter.media.video import read_hdr_frames, read_sdr_frames
+    from itmfilter.quality.metrics import psnr_pu21
+    from itmfilter.track.carriage import carried_bytes, load_track
+    from itmfilter.track.provider import FrameNetworks
+
+    torch.set_num_threads(1)
+    real, seen = video.release_unused_lanes, []
+
+    def observed(job, segments, packets, quiet=False):  # the real pass, its plan and result kept
+        out, aheads = real(job, segments, packets, quiet=quiet)
+        seen.append((job.aheads, aheads))
+        return out, aheads
+
+    kbps, scores = 128.0, {}
+    ref = [n for _, n in read_hdr_frames(long_first_master)]
+    for second_pass in (False, True):
+        monkeypatch.setattr(video, "release_unused_lanes",
+                            observed if second_pass else lambda job, segments, packets, quiet=False: (packets, job.aheads))
+        out = tmp_path / f"sdr-{second_pass}.mp4"
+        report = video.encode_video(long_first_master, out,
+                                    options=video.VideoEncodeOptions(max_kbps=kbps, model="grid", **FAST), quiet=True)
+        track = load_track(out)
+        sizes = carried_bytes(out, track)
+        assert sum(sizes) <= kbps * 1000 / 8 * len(sizes) / 24 and check_rate(sizes, kbps, 24, 1.0) == []
+        assert not report.notes and report.worst_window_kbps <= 2 * kbps + 1e-9
+        nets = FrameNetworks(out)
+        recon = [np.asarray(eotf_st2084(nets(i).predict_pq(sdr)), np.float32) for i, sdr in read_sdr_frames(out)]
+        assert nets.damaged == 0
+        scores[second_pass] = np.mean([psnr_pu21(ref[i], recon[i]) for i in range(48)])  # the first shot
+        keys = [decode_packet(b) for b in track.packets.values() if decode_packet(b).kind == "key"]
+    (planned, final), = seen
+    announced = split_ahead_grid_key(keys[1].payload)[0] if keys[1].coding == AHEAD_GRID_KEY_CODING else 0
+    assert lane_bytes(planned[1]) - lane_bytes(final[1]) >= 256 and final[1] == announced
+    assert scores[True] >= scores[False] - 0.05, scores

@@ -861,6 +861,52 @@ def _lane_placeholder(segment: Segment, lane: int) -> bytes:
     return np.random.default_rng(segment.start).bytes(lane)
 
 
+LANE_RELEASE_BYTES = 256
+"""A sender is encoded again when its receiver left at least this many bytes of the lane unused."""
+
+
+def release_unused_lanes(job: SegmentJob, segments: list[Segment], packets: dict[int, bytes], *,
+                         quiet: bool = False) -> tuple[dict[int, bytes], tuple[int, ...]]:
+    """The look-ahead's second pass: every shot's tail reserved the lane the plan gave the next
+    shot (:func:`itmfilter.encode.rate.plan_ahead`) before that shot was encoded, but a receiver
+    whose stream fits its own KEY takes none of it (at 64 kbit/s at 1080p three lanes of four went
+    unused, and their senders had no room left for their own scene residual). Here, from the last
+    shot back, a receiver's ahead bytes are read from its KEY (coding 6; none otherwise); where the
+    lane reserved for it is :data:`LANE_RELEASE_BYTES` or more larger than what they need, the plan
+    is cut to them and the sender is encoded again with the smaller lane. Going backwards keeps it
+    consistent: a sender encoded again may take more or less of its own lane, which is still the
+    planned one when its own sender is looked at. Returns the packets and the aheads now in force
+    (a pure function of ``job``, ``segments`` and the first pass's packets, whatever the engine)."""
+    from itmfilter.encode.rate import lane_bytes
+    from itmfilter.track.codec import AHEAD_GRID_KEY_CODING, split_ahead_grid_key
+
+    aheads = list(job.aheads)
+    if not (job.shift_runs and aheads):
+        return packets, tuple(aheads)
+    by_index = {s.index: s for s in segments}
+    out = dict(packets)
+    receivers = [s for s in segments if 0 < s.index < len(aheads) and aheads[s.index] > 0 and s.index - 1 in by_index]
+    with progress_bar(sum(by_index[s.index - 1].frames for s in receivers) or None, unit="frame",
+                      desc="look-ahead lanes", quiet=quiet) as bar:
+        for receiver in reversed(receivers):
+            sender = by_index[receiver.index - 1]
+            used = 0
+            key = out.get(receiver.start)
+            if key is not None:
+                p = decode_packet(key)
+                if p.kind == "key" and p.coding == AHEAD_GRID_KEY_CODING:
+                    used = split_ahead_grid_key(p.payload)[0]
+            if lane_bytes(aheads[receiver.index]) - lane_bytes(used) < LANE_RELEASE_BYTES:
+                bar.update(sender.frames)
+                continue
+            aheads[receiver.index] = used
+            redone = encode_segment(replace(job, aheads=tuple(aheads)), sender, progress=bar.update)
+            for f in [f for f in out if sender.start <= f < sender.end]:
+                del out[f]
+            out.update(redone)
+    return out, tuple(aheads)
+
+
 def place_ahead(packets: dict[int, bytes], compact: bool = True) -> dict[int, bytes]:
     """The track with every segment's ahead bytes moved into the lane the segment before it
     reserved: a segment that received some ends its KEY (coding 6) with them

@@ -80,6 +80,7 @@ from itmfilter.encode.segments import (
     packet_heads,
     place_ahead,
     plan_segments,
+    release_unused_lanes,
     survey_master,
 )
 from itmfilter.errors import ItmError
@@ -530,7 +531,10 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         packets, resumed = encode_segments_local(job, segments, store, quiet=quiet, desc=desc)
     if not packets:
         raise ItmError(master, "no frames could be decoded", "check the master")
-    if aheads:  # each shot's ahead bytes, carried by its KEY so far, into the lane of the shot before
+    if aheads:
+        # a lane its receiver did not take is given back to its sender, which is encoded again
+        packets, aheads = release_unused_lanes(job, segments, packets, quiet=quiet)
+        # each shot's ahead bytes, carried by its KEY so far, into the lane of the shot before
         try:
             packets = place_ahead(packets, compact=job.compact)
         except ValueError as exc:  # a sender that fell back to MLP keys has no lane
