@@ -204,42 +204,35 @@ def long_first_master(tmp_path_factory):
 def test_a_lane_its_receiver_leaves_unused_goes_back_to_the_sender(long_first_master, tmp_path, monkeypatch):
     """The look-ahead's second pass (``release_unused_lanes``): the plan gives the second shot a
     lane it does not take, so the first shot is encoded again with the lane cut to what the
-    second shot's KEY announces; the file keeps the cap and every window, decodes every frame,
-    and the first shot, no longer holding bytes back, scores no worse than it did."""
-    from itmfilter.colour.transfer import eotf_st2084
+    second shot's KEY announces; the file keeps the cap and every window and decodes every frame.
+    (What it gains: the 1080p rate benchmark, docs/video-rate-1080p.md.)"""
     from itmfilter.encode import video
     from itmfilter.encode.rate import check_rate
-    from itmfilter.media.video import read_hdr_frames, read_sdr_frames
-    from itmfilter.quality.metrics import psnr_pu21
     from itmfilter.track.carriage import carried_bytes, load_track
     from itmfilter.track.provider import FrameNetworks
 
     torch.set_num_threads(1)
     real, seen = video.release_unused_lanes, []
 
-    def observed(job, segments, packets, quiet=False):  # the real pass, its plan and result kept
+    def observed(job, segments, packets, quiet=False):  # the real pass; its input and result kept
         out, aheads = real(job, segments, packets, quiet=quiet)
-        seen.append((job.aheads, aheads))
+        seen.append((job.aheads, aheads, packets, out))
         return out, aheads
 
-    kbps, scores = 128.0, {}
-    ref = [n for _, n in read_hdr_frames(long_first_master)]
-    for second_pass in (False, True):
-        monkeypatch.setattr(video, "release_unused_lanes",
-                            observed if second_pass else lambda job, segments, packets, quiet=False: (packets, job.aheads))
-        out = tmp_path / f"sdr-{second_pass}.mp4"
-        report = video.encode_video(long_first_master, out,
-                                    options=video.VideoEncodeOptions(max_kbps=kbps, model="grid", **FAST), quiet=True)
-        track = load_track(out)
-        sizes = carried_bytes(out, track)
-        assert sum(sizes) <= kbps * 1000 / 8 * len(sizes) / 24 and check_rate(sizes, kbps, 24, 1.0) == []
-        assert not report.notes and report.worst_window_kbps <= 2 * kbps + 1e-9
-        nets = FrameNetworks(out)
-        recon = [np.asarray(eotf_st2084(nets(i).predict_pq(sdr)), np.float32) for i, sdr in read_sdr_frames(out)]
-        assert nets.damaged == 0
-        scores[second_pass] = np.mean([psnr_pu21(ref[i], recon[i]) for i in range(48)])  # the first shot
-        keys = [decode_packet(b) for b in track.packets.values() if decode_packet(b).kind == "key"]
-    (planned, final), = seen
+    monkeypatch.setattr(video, "release_unused_lanes", observed)
+    kbps, out = 128.0, tmp_path / "sdr.mp4"
+    report = video.encode_video(long_first_master, out, options=video.VideoEncodeOptions(max_kbps=kbps, model="grid",
+                                                                                         **FAST), quiet=True)
+    (planned, final, first, second), = seen
+    track = load_track(out)
+    keys = [p for p in (decode_packet(b) for b in track.packets.values()) if p.kind == "key"]
     announced = split_ahead_grid_key(keys[1].payload)[0] if keys[1].coding == AHEAD_GRID_KEY_CODING else 0
     assert lane_bytes(planned[1]) - lane_bytes(final[1]) >= 256 and final[1] == announced
-    assert scores[True] >= scores[False] - 0.05, scores
+    first_shot = [f for f in set(first) | set(second) if f < keys[1].frame]
+    assert any(first.get(f) != second.get(f) for f in first_shot)  # the sender was encoded again
+    assert all(first[f] == second[f] for f in first if f >= keys[1].frame)  # the receiver as it was
+    sizes = carried_bytes(out, track)
+    assert sum(sizes) <= kbps * 1000 / 8 * len(sizes) / 24 and check_rate(sizes, kbps, 24, 1.0) == []
+    assert not report.notes and report.worst_window_kbps <= 2 * kbps + 1e-9
+    nets = FrameNetworks(out)
+    assert all(nets(i) is not None for i in range(len(sizes))) and nets.damaged == 0
