@@ -35,6 +35,7 @@ from itmfilter.colour.transfer import eotf_inverse_st2084  # noqa: E402
 from itmfilter.model.adapt import RECIPE_200x8192, AdaptOptions, adapt, adapt_batch  # noqa: E402
 from itmfilter.model.initial import load_init  # noqa: E402
 from itmfilter.model.net import resolve_device  # noqa: E402
+from report import write_report  # noqa: E402  (benchmarks/report.py, beside this script)
 
 
 def pan_frames(w: int, h: int, n: int, panoramas: Path | None):
@@ -98,10 +99,7 @@ def main() -> None:
             print(row, flush=True)
             lines.append(row)
     lines.append(f"\nLoad average after: {os.getloadavg()[0]:.1f}.")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from report import write_report  # benchmarks/report.py, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 WORKER = """
@@ -123,10 +125,7 @@ def main() -> None:
         lines.append(f"| {r['policy']} | {'yes' if r['competing'] else 'no'} | {r['load_before']} | "
                      f"{statistics.median(r['adapt_s']):.2f} {r['adapt_s']} | "
                      f"{statistics.median(r['reconstruct_bf16_s']):.2f} {r['reconstruct_bf16_s']} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

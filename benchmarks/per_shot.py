@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from report import write_report  # noqa: E402  (benchmarks/report.py, beside this script)
+
 from itmfilter.media.video import read_hdr_frames  # noqa: E402
 from itmfilter.quality.metrics import psnr_pu21  # noqa: E402
 from itmfilter.track.carriage import carried_bytes  # noqa: E402
@@ -84,10 +86,7 @@ def main() -> None:
     for name, kbps, scores in rows:
         lines.append(f"| {name} | {kbps:.2f} | " + " | ".join(f"{s:.2f}" for s in scores)
                      + f" | {statistics.mean(scores):.2f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from itmfilter.data.testmedia import make_master_from_arrays  # noqa: E402
 from itmfilter.encode import segments as seg  # noqa: E402
 from itmfilter.encode.video import VideoEncodeOptions, encode_video  # noqa: E402
 from itmfilter.track.carriage import load_track  # noqa: E402
+from report import write_report  # noqa: E402  (benchmarks/report.py, beside this script)
 
 
 def frames(w, h, n, cut):
@@ -217,10 +218,7 @@ def main():
         f" ({pass1 / 3600:.1f} h, serial) dominates once the segment phase is shorter than it."
         " Distributing pass 1 (SDR encode by chunks, the pre-pass by ranges) is the next step.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

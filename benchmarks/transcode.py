@@ -31,6 +31,7 @@ from itmfilter.media.video import probe_video, read_hdr_frames, read_sdr_frames 
 from itmfilter.encode.video import VideoEncodeOptions, encode_video  # noqa: E402
 from itmfilter.transcode.video import FrameNetworks, TranscodeJob, transcode_one  # noqa: E402
 from video import score  # noqa: E402  (the video benchmark's PU21 / dE-ITP / flicker over scored frames)
+from report import write_report  # noqa: E402  (benchmarks/report.py, beside this script)
 
 
 def ffprobe_tags(path: Path) -> str:
@@ -107,10 +108,7 @@ def main() -> None:
     ]
     for name, s in rows:
         lines.append(f"| {name} | {s['pu21_psnr']:.2f} | {s['delta_e_itp']:.2f} | {s['flicker']:.3f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from itmfilter.model.net import ITMNet  # noqa: E402
 from itmfilter.model.inference import reconstruct_nits  # noqa: E402
 from itmfilter.track.codec import TrackDecoder  # noqa: E402
 from itmfilter.track.format import unflatten  # noqa: E402
+from report import write_report  # noqa: E402  (benchmarks/report.py, beside this script)
 
 
 def main() -> None:
@@ -63,10 +64,7 @@ def main() -> None:
             lines.append(f"| {curve} | s{k} ({path.name}) | {kbps:.1f} | {a['pu21_psnr']:.2f} / {b['pu21_psnr']:.2f} | "
                          f"{a['delta_e_itp']:.2f} / {b['delta_e_itp']:.2f} | {a['flicker']:.3f} / {b['flicker']:.3f} |")
             print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":
