@@ -869,8 +869,9 @@ def release_unused_lanes(job: SegmentJob, segments: list[Segment], packets: dict
                          quiet: bool = False) -> tuple[dict[int, bytes], tuple[int, ...]]:
     """The look-ahead's second pass: every shot's tail reserved the lane the plan gave the next
     shot (:func:`itmfilter.encode.rate.plan_ahead`) before that shot was encoded, but a receiver
-    whose stream fits its own KEY takes none of it (at 64 kbit/s at 1080p three lanes of four went
-    unused, and their senders had no room left for their own scene residual). Here, from the last
+    whose stream fits its own KEY takes none of it (at 64 kbit/s at 1080p the KEYs of shots 2, 3
+    and 4 announced no ahead bytes, and their senders had held the reservation back from their own
+    scene residual). Here, from the last
     shot back, a receiver's ahead bytes are read from its KEY (coding 6; none otherwise); where the
     lane reserved for it is :data:`LANE_RELEASE_BYTES` or more larger than what they need, the plan
     is cut to them and the sender is encoded again with the smaller lane. Going backwards keeps it
