@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from itmfilter.errors import ItmError
-from itmfilter.render.ladder import apply_rung
 from itmfilter.model.net import CONFIGS, ITMNet
 from itmfilter.player.mpv import play
 from itmfilter.render.frame import pq_to_yuv420p10, sdr_frame_to_rgb, yuv420p10_frame
+from itmfilter.render.ladder import apply_rung
 
 pytest.importorskip("mpv")
 
@@ -229,8 +229,8 @@ def test_fused_cpu_path_matches_the_exact_path(fmt, rung, size):
     """The CPU player's fused numba pass against the exact numpy/torch path: the same
     picture to within codec noise (codes within 2, mostly equal), odd sizes included."""
     pytest.importorskip("numba")
-    from itmfilter.quality.metrics import psnr_pu21
     from itmfilter.colour.tensor import eotf_st2084 as pq_decode
+    from itmfilter.quality.metrics import psnr_pu21
 
     yy, xx = np.mgrid[0:size[0], 0:size[1]]
     img = np.stack([(xx * 7) % 256, (yy * 5) % 256, (xx * yy) % 256], -1).astype(np.uint8)
@@ -575,3 +575,27 @@ def test_fused_path_leaves_torch_threads_as_the_caller_set_them():
                          env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "1"
+
+
+def test_a_failed_outputs_late_fatal_line_does_not_fail_the_next_attempt():
+    """mpv logs a video output's failure as a vo/ error, then cplayer's fatal "video_out"
+    line and "No video or audio streams selected". libmpv delivers log messages after the
+    end-file queued with them, so the fallback can begin before the fatal lines arrive:
+    they belong to the failed attempt and must not end the fallback."""
+    from itmfilter.player.mpv import _MpvLog
+
+    log = _MpvLog()
+    log("error", "vo/gpu-next", "Failed initializing any suitable GPU context!")
+    assert log.vo_reason and not log.vo_failed  # the end-file came here
+    log.new_attempt()  # the fallback starts
+    log("fatal", "cplayer", "Error opening/initializing the selected video_out (--vo) device.")
+    log("fatal", "cplayer", "No video or audio streams selected.")
+    assert not log.vo_failed and log.vo_reason is None
+    # the fallback's own failure is still seen
+    log("error", "vo/gpu-next", "Failed initializing any suitable GPU context!")
+    log("fatal", "cplayer", "Error opening/initializing the selected video_out (--vo) device.")
+    assert log.vo_failed
+    # a failure seen whole before the next attempt leaves nothing stale
+    log.new_attempt()
+    log("fatal", "cplayer", "Error opening/initializing the selected video_out (--vo) device.")
+    assert log.vo_failed

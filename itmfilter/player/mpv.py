@@ -38,6 +38,7 @@ import functools
 import os
 import sys
 import threading
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,10 +154,18 @@ class _MpvLog:
         self.lines: collections.deque[str] = collections.deque(maxlen=16)
         self.vo_reason: str | None = None
         self.vo_failed = False
+        self.stale = False  # the last attempt's fatal lines may still come
 
     def __call__(self, level: str, prefix: str, text: str) -> None:
         text = text.strip()
         if not text:
+            return
+        if self.stale and prefix == "cplayer" and level == "fatal":
+            # the failed attempt's own ending, delivered after the next attempt began
+            # (libmpv delivers log messages after the events queued with them, and its
+            # event thread lags behind a busy filter): it says nothing of this attempt
+            if "video_out" in text:
+                self.stale = False
             return
         self.lines.append(f"{prefix}: {text}")
         if prefix.startswith("vo/") and level in ("error", "fatal"):
@@ -165,6 +174,8 @@ class _MpvLog:
             self.vo_failed = True
 
     def new_attempt(self) -> None:
+        # a failure seen only by its vo/ error has its fatal cplayer line still to come
+        self.stale = self.vo_reason is not None and not self.vo_failed
         self.vo_reason, self.vo_failed = None, False
         self.lines.clear()
 
@@ -479,11 +490,11 @@ def _wait(player, seen: _Observed, log: _MpvLog) -> str:
     if seen.shutdown or seen.end_reason in _MPV_END_QUIT:
         return "quit"
     if seen.end_reason in _MPV_END_ERROR:
-        # libmpv queues log messages apart from events: give the log a moment to catch up
-        for _ in range(20):
-            if log.vo_failed:
-                break
-            seen.ended.wait(0.025)
+        # libmpv queues log messages apart from events: give the log a moment to catch
+        # up, longer where a vo/ error says the output's fatal line is on its way
+        deadline = time.monotonic() + (5.0 if log.vo_reason and not seen.vo_ready else 0.5)
+        while not log.vo_failed and time.monotonic() < deadline:
+            time.sleep(0.025)  # (seen.ended is set: waiting on it would not wait)
         return "vo-failed" if (log.vo_failed or (log.vo_reason and not seen.vo_ready)) else "error"
     return "eof"
 
