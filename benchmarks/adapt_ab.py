@@ -26,12 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from itmfilter.model.adapt import RECIPE_200x8192, AdaptOptions, _ManualStep, adapt  # noqa: E402
-from itmfilter.colour.transfer import eotf_inverse_st2084  # noqa: E402
-from itmfilter.model.optim import Adam  # noqa: E402
-from itmfilter.colour.tonecurves import get_curve  # noqa: E402
-from itmfilter.model.initial import STILLS_INIT, load_init  # noqa: E402
 from stills import machine, pictures, quantise_sdr  # noqa: E402
+
+from itmfilter.colour.tonecurves import get_curve  # noqa: E402
+from itmfilter.colour.transfer import eotf_inverse_st2084  # noqa: E402
+from itmfilter.model.adapt import AdaptOptions, RECIPE_200x8192, _ManualStep, adapt  # noqa: E402
+from itmfilter.model.initial import STILLS_INIT, load_init  # noqa: E402
+from itmfilter.model.optim import Adam  # noqa: E402
 
 
 def picture_1080p():

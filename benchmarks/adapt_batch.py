@@ -31,11 +31,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from gpu import machine, panorama, resized, sync, to_sdr  # noqa: E402
+from report import write_report  # noqa: E402  (benchmarks/report.py, beside this script)
+
 from itmfilter.colour.transfer import eotf_inverse_st2084  # noqa: E402
-from itmfilter.model.adapt import RECIPE_200x8192, AdaptOptions, adapt, adapt_batch  # noqa: E402
+from itmfilter.model.adapt import AdaptOptions, RECIPE_200x8192, adapt, adapt_batch  # noqa: E402
 from itmfilter.model.initial import load_init  # noqa: E402
 from itmfilter.model.net import resolve_device  # noqa: E402
-from report import write_report  # noqa: E402  (benchmarks/report.py, beside this script)
 
 
 def pan_frames(w: int, h: int, n: int, panoramas: Path | None):

@@ -86,14 +86,13 @@ if "--dry-run" in sys.argv:
     # before anything imports triton: its standard library is built interpreted or compiled then
     os.environ["TRITON_INTERPRET"] = "1"
 
-from itmfilter.model.adapt import AdaptOptions, adapt  # noqa: E402
-from itmfilter.colour.transfer import eotf_inverse_st2084  # noqa: E402
-from itmfilter.render.ladder import RUNG_NAMES  # noqa: E402
-from itmfilter.quality.metrics import psnr_pu21  # noqa: E402
-from itmfilter.model.net import resolve_device  # noqa: E402
-from itmfilter.model.inference import predict_pq, reconstruct_nits  # noqa: E402
 from itmfilter.colour.tonecurves import get_curve  # noqa: E402
+from itmfilter.colour.transfer import eotf_inverse_st2084  # noqa: E402
+from itmfilter.model.adapt import AdaptOptions, adapt  # noqa: E402
+from itmfilter.model.inference import predict_pq, reconstruct_nits  # noqa: E402
 from itmfilter.model.initial import load_init  # noqa: E402
+from itmfilter.model.net import resolve_device  # noqa: E402
+from itmfilter.quality.metrics import psnr_pu21  # noqa: E402
 
 
 def machine(device: torch.device) -> str:

@@ -11,7 +11,6 @@ leave-one-curve-out inits for Table 3. ``table`` evaluates them on the test spli
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,16 +24,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from itmfilter.model.adapt import AdaptOptions, adapt  # noqa: E402
+from itmfilter.colour.tonecurves import curve_names, get_curve  # noqa: E402
 from itmfilter.colour.transfer import eotf_inverse_st2084  # noqa: E402
 from itmfilter.data.fetch import fetch_scenes, split_scenes  # noqa: E402
-from itmfilter.quality.evaluation import baseline_rows  # noqa: E402
-from itmfilter.model.metatrain import MetaOptions, make_pairs, meta_train  # noqa: E402
-from itmfilter.quality.metrics import evaluate  # noqa: E402
-from itmfilter.model.net import CONFIGS, ITMNet  # noqa: E402
+from itmfilter.model.adapt import AdaptOptions, adapt  # noqa: E402
 from itmfilter.model.inference import reconstruct_nits  # noqa: E402
-from itmfilter.colour.tonecurves import curve_names, get_curve  # noqa: E402
 from itmfilter.model.initial import load_init, save_init  # noqa: E402
+from itmfilter.model.metatrain import MetaOptions, make_pairs, meta_train  # noqa: E402
+from itmfilter.model.net import CONFIGS, ITMNet  # noqa: E402
+from itmfilter.quality.evaluation import baseline_rows  # noqa: E402
+from itmfilter.quality.metrics import evaluate  # noqa: E402
 
 STEPS = (0, 10, 25, 50, 100, 200)
 HELD_OUT = ("youtube", "local")

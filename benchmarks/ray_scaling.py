@@ -25,11 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from report import write_report  # noqa: E402  (benchmarks/report.py, beside this script)
+
 from itmfilter.data.testmedia import make_master_from_arrays  # noqa: E402
 from itmfilter.encode import segments as seg  # noqa: E402
 from itmfilter.encode.video import VideoEncodeOptions, encode_video  # noqa: E402
 from itmfilter.track.carriage import load_track  # noqa: E402
-from report import write_report  # noqa: E402  (benchmarks/report.py, beside this script)
 
 
 def frames(w, h, n, cut):

@@ -34,7 +34,6 @@ from itmfilter.encode.video import VideoEncodeOptions, encode_video  # noqa: E40
 from itmfilter.media.video import SdrWriter, read_hdr_frames  # noqa: E402
 from itmfilter.quality.metrics import psnr_pu21  # noqa: E402
 from itmfilter.track.carriage import load_track  # noqa: E402
-from itmfilter.track.provider import FrameNetworks  # noqa: E402
 from itmfilter.transcode.video import TranscodeJob, transcode_one  # noqa: E402
 
 

@@ -15,13 +15,13 @@ resolution; plus the MLP's fp32 weights to measure the fp16 cost.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 import json
 import platform
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +30,16 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from itmfilter.model.adapt import AdaptOptions, adapt  # noqa: E402
+from itmfilter.colour.tonecurves import curve_names, get_curve  # noqa: E402
 from itmfilter.colour.transfer import eotf_inverse_st2084  # noqa: E402
 from itmfilter.data.fetch import fetch_scenes, split_scenes  # noqa: E402
+from itmfilter.model.adapt import AdaptOptions, adapt  # noqa: E402
+from itmfilter.model.inference import predict_pq, reconstruct_nits  # noqa: E402
+from itmfilter.model.initial import STILLS_INIT, load_init  # noqa: E402
+from itmfilter.model.net import CONFIGS, ITMNet  # noqa: E402
+from itmfilter.model.weightset import WeightSet, decode, encode  # noqa: E402
 from itmfilter.quality.evaluation import Row, baseline_rows  # noqa: E402
 from itmfilter.quality.metrics import evaluate  # noqa: E402
-from itmfilter.model.net import CONFIGS, ITMNet, ModelConfig  # noqa: E402
-from itmfilter.model.inference import predict_pq, reconstruct_nits  # noqa: E402
-from itmfilter.colour.tonecurves import curve_names, get_curve  # noqa: E402
-from itmfilter.model.weightset import WeightSet, decode, encode  # noqa: E402
-from itmfilter.model.initial import STILLS_INIT, load_init  # noqa: E402
 
 
 def cpu_model() -> str:

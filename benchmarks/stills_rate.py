@@ -47,7 +47,10 @@ from itmfilter.model.inference import reconstruct_nits  # noqa: E402
 from itmfilter.model.initial import STILLS_INIT, load_init  # noqa: E402
 from itmfilter.model.weightset import GridStill, WeightSet, decode, decode_still, encode  # noqa: E402
 from itmfilter.quality.baselines import (  # noqa: E402
-    GAINMAP_OFFSET_NITS, decode_gainmap, gainmap_nbytes, sdr_placed_bt2408,
+    GAINMAP_OFFSET_NITS,
+    decode_gainmap,
+    gainmap_nbytes,
+    sdr_placed_bt2408,
 )
 from itmfilter.quality.metrics import delta_e_itp, luminance_bt2020, psnr_pu21  # noqa: E402
 

@@ -26,12 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from itmfilter.quality import baselines  # noqa: E402
-from itmfilter.media.video import probe_video, read_hdr_frames, read_sdr_frames  # noqa: E402
-from itmfilter.encode.video import VideoEncodeOptions, encode_video  # noqa: E402
-from itmfilter.transcode.video import FrameNetworks, TranscodeJob, transcode_one  # noqa: E402
-from video import score  # noqa: E402  (the video benchmark's PU21 / dE-ITP / flicker over scored frames)
 from report import write_report  # noqa: E402  (benchmarks/report.py, beside this script)
+from video import score  # noqa: E402  (the video benchmark's PU21 / dE-ITP / flicker over scored frames)
+
+from itmfilter.encode.video import VideoEncodeOptions, encode_video  # noqa: E402
+from itmfilter.media.video import probe_video, read_hdr_frames, read_sdr_frames  # noqa: E402
+from itmfilter.quality import baselines  # noqa: E402
+from itmfilter.transcode.video import FrameNetworks, TranscodeJob, transcode_one  # noqa: E402
 
 
 def ffprobe_tags(path: Path) -> str:
@@ -77,8 +78,8 @@ def main() -> None:
     master = {i: n for i, n in read_hdr_frames(args.master) if i % args.every == 0}
     decoded = {i: n for i, n in read_hdr_frames(hdr10) if i % args.every == 0}
     nets = FrameNetworks(sdr)
-    from itmfilter.model.net import resolve_device
     from itmfilter.model.inference import reconstruct_nits
+    from itmfilter.model.net import resolve_device
 
     device = resolve_device(args.device)
     direct, poly = {}, {}

@@ -28,16 +28,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from itmfilter.colour.transfer import eotf_st2084  # noqa: E402
-from itmfilter.quality import baselines  # noqa: E402
-from itmfilter.track.carriage import load_track  # noqa: E402
 from itmfilter.data.testmedia import make_master  # noqa: E402
+from itmfilter.encode.video import VideoEncodeOptions, encode_video  # noqa: E402
 from itmfilter.media.video import SdrWriter, probe_video, read_hdr_frames, read_sdr_frames  # noqa: E402
-from itmfilter.quality.metrics import delta_e_itp, flicker_relative, psnr_pu21  # noqa: E402
-from itmfilter.model.net import ITMNet  # noqa: E402
 from itmfilter.model.inference import reconstruct_nits  # noqa: E402
+from itmfilter.model.net import ITMNet  # noqa: E402
+from itmfilter.quality import baselines  # noqa: E402
+from itmfilter.quality.metrics import delta_e_itp, flicker_relative, psnr_pu21  # noqa: E402
+from itmfilter.track.carriage import load_track  # noqa: E402
 from itmfilter.track.codec import TrackDecoder  # noqa: E402
 from itmfilter.track.format import unflatten  # noqa: E402
-from itmfilter.encode.video import VideoEncodeOptions, encode_video  # noqa: E402
 
 DEVICE = "cpu"  # set from --device in main()
 

@@ -16,13 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from itmfilter.track.carriage import load_track  # noqa: E402
+from report import write_report  # noqa: E402  (benchmarks/report.py, beside this script)
+
 from itmfilter.media.video import read_hdr_frames, read_sdr_frames  # noqa: E402
-from itmfilter.model.net import ITMNet  # noqa: E402
 from itmfilter.model.inference import reconstruct_nits  # noqa: E402
+from itmfilter.model.net import ITMNet  # noqa: E402
+from itmfilter.track.carriage import load_track  # noqa: E402
 from itmfilter.track.codec import TrackDecoder  # noqa: E402
 from itmfilter.track.format import unflatten  # noqa: E402
-from report import write_report  # noqa: E402  (benchmarks/report.py, beside this script)
 
 
 def main() -> None:

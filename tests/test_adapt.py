@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from itmfilter.model.adapt import AdaptOptions, _draw, adapt
-from itmfilter.model.net import CONFIGS, ITMNet
 from itmfilter.model.inference import predict_pq
+from itmfilter.model.net import CONFIGS, ITMNet
 
 
 def _pair(h=48, w=64):
@@ -138,6 +138,7 @@ def test_schedule_scales_with_steps_and_decays_late():
 def test_hand_written_backward_gives_autograds_bits(prior):
     """The default engine's hand-written step and autograd adapt to the same weights, bit for bit."""
     import hashlib
+
     import torch
 
     from itmfilter.model.net import CONFIGS, ITMNet

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from itmfilter.quality import baselines as bl
 from itmfilter.colour import tonecurves as tc
 from itmfilter.colour.transfer import eotf_inverse_st2084, eotf_st2084
+from itmfilter.quality import baselines as bl
 
 
 def _synthetic_master(height: int = 96, width: int = 128) -> np.ndarray:

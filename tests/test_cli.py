@@ -45,8 +45,8 @@ def test_encode_transcode_eval(encoded, tmp_path):
 
 
 def test_grade_pixels_kept_and_wrong_size_refused(tmp_path):
-    from itmfilter.media.stills import read_hdr
     from itmfilter.colour.tonecurves import get_curve
+    from itmfilter.media.stills import read_hdr
 
     nits = read_hdr(sample_path()).nits
     grade = tmp_path / "grade.png"
@@ -126,10 +126,10 @@ def test_mismatched_sidecar_refused(encoded, tmp_path):
 def test_stills_carry_the_stills_network(encoded):
     """Stills are adapted from the wider stills initialisation (8 Fourier bands, 48
     coordinate features); the weights carry that config, so any decoder rebuilds it."""
-    from itmfilter.model.net import CONFIGS
-    from itmfilter.track.stills import find_weights
-    from itmfilter.model.weightset import decode
     from itmfilter.model.initial import STILLS_INIT, load_init
+    from itmfilter.model.net import CONFIGS
+    from itmfilter.model.weightset import decode
+    from itmfilter.track.stills import find_weights
 
     _, sdr_png = encoded
     sdr, bits = read_sdr(sdr_png)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from itmfilter.colour.ycbcr import rgb_to_ycbcr, subsample_chroma, upsample_chroma, ycbcr_to_rgb
 from itmfilter.colour.tensor import planes420_to_rgb, rgb_to_planes420
+from itmfilter.colour.ycbcr import rgb_to_ycbcr, subsample_chroma, upsample_chroma, ycbcr_to_rgb
 
 
 @pytest.mark.parametrize("shape", [(2, 2), (5, 3), (7, 9), (36, 64), (135, 240)])

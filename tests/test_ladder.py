@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from itmfilter.render import ladder
-from itmfilter.quality.metrics import psnr_pu21
 from itmfilter.colour.tensor import eotf_st2084 as pq_decode
-from itmfilter.model.net import CONFIGS, ITMNet
 from itmfilter.model.inference import predict_pq
+from itmfilter.model.net import CONFIGS, ITMNet
+from itmfilter.quality.metrics import psnr_pu21
+from itmfilter.render import ladder
 
 
 def _smooth_sdr(h: int = 96, w: int = 160) -> np.ndarray:

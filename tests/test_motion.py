@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from itmfilter.media.phasecorr import MotionEstimator
 from itmfilter.data.testmedia import pan_view
+from itmfilter.media.phasecorr import MotionEstimator
 from itmfilter.model.net import CONFIGS, ITMNet, ModelConfig, pixel_grid
 from itmfilter.track import TrackDecoder, TrackEncoder, TrackHeader
 from itmfilter.track.codec import MOTION_DELTA_CODING, carries_update

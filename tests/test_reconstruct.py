@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from itmfilter.model.net import ITMNet, pixel_grid
 from itmfilter.model.inference import predict_pq, reconstruct_nits, resolve_precision
+from itmfilter.model.net import ITMNet, pixel_grid
 
 
 def _net():

@@ -14,11 +14,24 @@ from itmfilter.data import sample_path
 from itmfilter.encode.still_rate import choose_payload, highest_fitting
 from itmfilter.errors import ItmError
 from itmfilter.media.stills import read_hdr, read_png_chunks
-from itmfilter.model.grid import GRID_SIZES, GridFitOptions, GridFormatError, fit_grid_model, predict_nits, unpack_grid_model
+from itmfilter.model.grid import (
+    GRID_SIZES,
+    GridFitOptions,
+    GridFormatError,
+    fit_grid_model,
+    predict_nits,
+    unpack_grid_model,
+)
 from itmfilter.model.initial import STILLS_INIT, load_init
 from itmfilter.model.residual import BASE_SDR_PLACED, ResidualPlan, apply_residual, upsample_bilinear
 from itmfilter.model.weightset import (
-    GridStill, WeightFormatError, WeightSet, decode, decode_still, encode, encode_grid_still,
+    GridStill,
+    WeightFormatError,
+    WeightSet,
+    decode,
+    decode_still,
+    encode,
+    encode_grid_still,
 )
 from itmfilter.quality.metrics import psnr_pu21
 
@@ -78,8 +91,8 @@ def test_residual_layer_improves_and_only_touches_the_mask(pair):
 
 
 def test_pq_domain_layer_decodes_to_the_master_and_is_flagged(pair):
-    from itmfilter.model.residual import DOMAIN_PQ, HEAD, ResidualFormatError, describe_residual, residual_base
     from itmfilter.colour.transfer import eotf_inverse_st2084
+    from itmfilter.model.residual import DOMAIN_PQ, HEAD, ResidualFormatError, describe_residual, residual_base
 
     sdr, nits = pair
     log2 = ResidualPlan(sdr, None, nits, 0, 1, 3, base=BASE_SDR_PLACED).code(90)

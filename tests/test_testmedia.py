@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from itmfilter.colour.transfer import eotf_inverse_st2084
-from itmfilter.errors import ItmError
 from itmfilter.data.testmedia import camera_frames, make_master, make_master_from_arrays, pan_view
+from itmfilter.errors import ItmError
 from itmfilter.media.video import probe_video, read_hdr_frames
 
 SIZE = (128, 72)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from itmfilter.data.testmedia import make_master_from_arrays
+from itmfilter.encode.video import VideoEncodeOptions, encode_video
 from itmfilter.media.video import read_hdr_frames
 from itmfilter.quality.metrics import psnr_pu21
-from itmfilter.encode.video import VideoEncodeOptions, encode_video
 from itmfilter.transcode.video import plan_jobs, summary_table, transcode_many
 
 W, H, N = 96, 64, 8
@@ -38,8 +38,8 @@ def encoded(tmp_path_factory):
 
 
 def test_hdr10_output_tags_pixels_and_quality(encoded, tmp_path):
-    from itmfilter.quality import baselines
     from itmfilter.media.video import read_sdr_frames
+    from itmfilter.quality import baselines
 
     master, sdr = encoded
     out = tmp_path / "hdr10.mkv"
