@@ -385,3 +385,42 @@ def test_progressive_grid_beats_the_whole_model_key_at_16_kbps(master, tmp_path)
         scores[refine] = float(np.mean([psnr_pu21(r, np.asarray(eotf_st2084(p.predict_pq(s)), np.float32))
                                         for r, p, s in zip(ref, placed, sdrs)]))
     assert scores[True] > scores[False] + 1.0, scores
+
+
+def test_a_key_that_crowds_out_its_stream_competes_with_the_next_smaller_one(master, tmp_path, monkeypatch):
+    """Where the largest grid KEY that fits leaves its segment's stream little room
+    (``RIVAL_ROOM_SHARE``, here forced so every progressive segment has a rival), the next
+    smaller config is fitted too, each gets its refinements and scene residual, and the KEY coded
+    is the one whose stream scores higher by ``_stream_score``; the cap holds."""
+    from itmfilter.encode import segments
+    from itmfilter.encode.rate import check_rate
+    from itmfilter.encode.video import VideoEncodeOptions, encode_video
+    from itmfilter.track.carriage import carried_bytes, load_track
+    from itmfilter.track.codec import AHEAD_GRID_KEY_CODING, split_ahead_grid_key
+    from itmfilter.track.provider import FrameNetworks
+
+    torch.set_num_threads(1)
+    real, scored = segments._stream_score, {}
+
+    def observed(job, segment, budget, extra, key_max, payload, *args, **kwargs):  # the real judge, its verdicts kept
+        score = real(job, segment, budget, extra, key_max, payload, *args, **kwargs)
+        scored.setdefault(segment.start, {})[payload] = score  # a second pass replaces the first's
+        return score
+
+    monkeypatch.setattr(segments, "_stream_score", observed)
+    monkeypatch.setattr(segments, "RIVAL_ROOM_SHARE", 1e9)
+    kbps, out = 64.0, tmp_path / "sdr.mp4"
+    report = encode_video(master, out, options=VideoEncodeOptions(max_kbps=kbps, model="grid", **FAST), quiet=True)
+    track = load_track(out)
+    keys = {p.frame: p for p in (decode_packet(b) for b in track.packets.values()) if p.kind == "key"}
+    assert sorted(scored) == sorted(keys) and all(len(v) == 2 for v in scored.values()), scored
+    for frame, verdicts in scored.items():
+        key = keys[frame]
+        payload = split_ahead_grid_key(key.payload)[1] if key.coding == AHEAD_GRID_KEY_CODING else key.payload
+        chosen = [p for p in verdicts if payload.startswith(p)]
+        assert len(chosen) == 1 and verdicts[chosen[0]] == max(verdicts.values()), (frame, verdicts)
+    sizes = carried_bytes(out, track)
+    assert sum(sizes) <= kbps * 1000 / 8 * FRAMES / FPS and check_rate(sizes, kbps, FPS, 1.0) == []
+    assert not report.notes
+    nets = FrameNetworks(out)
+    assert all(isinstance(nets(i), PlacedGrid) for i in range(FRAMES)) and nets.damaged == 0

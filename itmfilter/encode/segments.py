@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -76,6 +77,8 @@ from itmfilter.track.format import (
     unflatten,
 )
 from itmfilter.track.motion import pixels_to_shift
+
+_log = logging.getLogger(__name__)  # the grid KEY's choices, for benchmarks (INFO)
 
 
 @dataclass(frozen=True)
@@ -455,7 +458,7 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     zoom_record = refinement_record(pack_zoom(zoom)) if zoom else b""
     steps = job.grid_steps
     options = GridFitOptions(steps=steps, finetune_steps=2 * steps // 3, seed=job.first.seed)
-    payload = placed = None
+    found = []  # the KEYs that fit, largest first: (payload, placed, centre, half)
     lane = _ahead_plan(job, segment)[1] if budget.limited else 0
     tries, ratio = 0, 1.0  # fitted / estimated bytes of the last miss: this content's compressibility
     for name, config in ladder_from(key_max, offsets):
@@ -477,7 +480,8 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
         if fits:
             model = replace(fit.model, zoom=float(np.float32(zoom)))
             trial = PlacedGrid(model, origin, tuple(float(v) for v in half))
-            if lane:
+            room = None
+            if lane or progressive:
                 # the lane this shot's tail owes the next one (planned for every segment before any
                 # is encoded) must get through after this KEY; the plan's bound on the KEY can differ
                 # from the exact cost by the framing, so a KEY that leaves too little takes the next
@@ -486,15 +490,32 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
                                         offsets - centre, use_motion, None, bool(zoom_record))
                 if sent[-1] < lane:
                     continue
-            payload, placed = candidate, trial
-            break
+                room = sent[-1] - lane  # what the segment's own stream may still carry
+            found.append((candidate, trial, centre, half))
+            if room is not None:
+                _log.info("frames %d-%d: config %s, KEY %d B, room %d B", segment.start, segment.end - 1, name,
+                          len(candidate), room)
+            if not (progressive and len(found) == 1 and room < RIVAL_ROOM_SHARE * len(candidate)):
+                break
+            continue  # a KEY that crowds out its own stream: the next smaller one competes
         ratio = len(candidate) / estimate
-    if payload is None:
+    if not found:
         return None
-    stream = b""
-    if progressive:
-        stream = _choose_refinement(job, segment, budget, extra, key_max, payload, placed, picked, picks, offsets,
-                                    centre, half, options, bool(zoom_record), held)
+    stream, best = b"", None
+    for payload_k, placed_k, centre_k, half_k in found:
+        stream_k = b""
+        if progressive:
+            stream_k = _choose_refinement(job, segment, budget, extra, key_max, payload_k, placed_k, picked, picks,
+                                          offsets, centre_k, half_k, options, bool(zoom_record), held)
+        if len(found) > 1:
+            score = _stream_score(job, segment, budget, extra, key_max, payload_k, placed_k, stream_k, picked, picks,
+                                  offsets, centre_k, half_k, options.seed, held, bool(zoom_record))
+            _log.info("frames %d-%d: KEY %d B, stream %d B, expected %.2f dB", segment.start, segment.end - 1,
+                      len(payload_k), len(stream_k), score)
+            if best is not None and score <= best:
+                continue
+            best = score
+        payload, placed, centre, stream = payload_k, placed_k, centre_k, stream_k
     for own in (stream, b""):  # the lane reserved for the next shot must get through
         packets, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, own, placed,
                                       offsets - centre, use_motion, None, bool(zoom_record))
@@ -580,6 +601,50 @@ def _key_cost(job: SegmentJob, raw: bytes, extra: int) -> int:
     if not job.sample_framing:
         return len(raw) + extra
     return len(raw) + extra + _sample_surplus(job, b"\xff" * extra + raw) + (2 if extra else 0)
+
+
+RIVAL_ROOM_SHARE = 0.25
+"""A grid KEY that leaves its segment's own stream less room than this share of its bytes
+competes with the next smaller config that fits: each gets its refinements and scene residual
+(:func:`_choose_refinement`) and the better by :func:`_stream_score` is coded. Where the room is
+larger the largest KEY is kept without a rival fit (at 1080p, 2 s shots, 16-64 kbit/s the KEY's
+room was as large as the KEY or larger; at 128 kbit/s one shot's largest KEY left 385 bytes for its
+scene residual)."""
+
+
+def _stream_score(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int | None,
+                  payload: bytes, placed, stream: bytes, picked, picks, offsets, centre, half, seed: int,
+                  held=(), keyed: bool = False) -> float:
+    """The segment's expected mean PU21-PSNR with the KEY ``payload`` and its ``stream``: each
+    frame scored with the model the decoder holds there (the records arrived by then), on the
+    held-out frames' pixels (``held``, :func:`_sample_frame`) or else on the fit frames' pixels;
+    the common judge of two KEY configs."""
+    from itmfilter.encode.gridkeys import expected_score, frame_scales, frame_xy, model_score, score_pixels
+    from itmfilter.model.grid import apply_grid_refinement
+
+    records, rest = [], stream
+    while rest:  # the stream's records: u32 length, then the refinement
+        size = int.from_bytes(rest[:4], "little") + 4
+        records.append(rest[:size])
+        rest = rest[size:]
+    models = [placed.model]
+    for record in records:
+        models.append(apply_grid_refinement(models[-1], record[4:]))
+    use_motion = job.motion and job.strategy == "warm"
+    arrivals = _arrivals(job, segment, budget, extra, key_max, payload, records, placed, offsets - centre,
+                         use_motion, keyed)
+    arrivals = [segment.frames if a is None else a for a in arrivals]
+    height, width = job.header.height, job.header.width
+    scales = frame_scales(len(offsets), placed.model.zoom)
+    if held:
+        total = 0.0
+        for item in held:
+            pixels = _held_pixels([item], height, width, offsets, centre, half, scales)
+            total += model_score(models[sum(1 for a in arrivals if a <= item[0])], pixels)
+        return total / len(held)
+    xy = np.concatenate([frame_xy(height, width, offsets[k], centre, half, scales[k]).reshape(-1, 2) for k in picks])
+    pixels = score_pixels(picked, xy, seed)
+    return expected_score(segment.frames, arrivals, [model_score(m, pixels) for m in models])
 
 
 def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int,
