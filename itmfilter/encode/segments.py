@@ -490,7 +490,11 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
                                         offsets - centre, use_motion, None, bool(zoom_record))
                 if sent[-1] < lane:
                     continue
-                room = sent[-1] - lane  # what the segment's own stream may still carry
+                if progressive:  # what the segment's own stream may carry: a stream it cannot finish, sent
+                    probe = _lane_placeholder(segment, int(budget._allowance(segment.start)))
+                    _, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, candidate, probe,
+                                            trial, offsets - centre, use_motion, None, bool(zoom_record))
+                    room = sent[-1] - lane
             found.append((candidate, trial, centre, half))
             if room is not None:
                 _log.info("frames %d-%d: config %s, KEY %d B, room %d B", segment.start, segment.end - 1, name,
