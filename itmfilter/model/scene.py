@@ -55,6 +55,8 @@ MAX_SIDE = 4096
 MAX_CELLS = 1 << 22
 """A scene image of more cells than this is damaged (a decoder never holds more)."""
 AVIF_SPEED = 6
+AVIF_ADVANCED: dict[str, str] | None = None
+"""libaom options for the scene image's coder (Pillow's ``advanced``); None: libavif's defaults."""
 TAIL_PERCENT = 0.01
 KR, KB = 0.299, 0.114
 """BT.601 luma weights of red and blue: the matrix between the codes and the coded Y'CbCr."""
@@ -251,8 +253,9 @@ def _av1_still(codes: np.ndarray, quality: int) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
+    extra = {"advanced": AVIF_ADVANCED} if AVIF_ADVANCED else {}
     Image.fromarray(codes, "RGB").save(buf, format="AVIF", quality=int(quality), speed=AVIF_SPEED,
-                                       subsampling="4:4:4")
+                                       subsampling="4:4:4", **extra)
     data, pos, mdat, colr = buf.getvalue(), 0, None, None
     while pos + 8 <= len(data):
         size, kind = struct.unpack_from(">I4s", data, pos)
