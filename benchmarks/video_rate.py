@@ -25,6 +25,7 @@ weight track's measured whole-file rate.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import statistics
@@ -84,21 +85,23 @@ def gain_frames(master_path: Path, sdr_path: Path, scored: set[int], base: int =
 
 
 def gainmap_track(gains: dict, placed: dict, size: tuple[int, int], scale: int, channels: int,
-                  codec: str, crf: int, work: Path, base: int = 4) -> tuple[float, dict]:
+                  codec: str, crf: int, work: Path, base: int = 4, tune: str = "none") -> tuple[float, dict]:
     """Code every frame's log2 gain at 1/``scale`` (from :func:`gain_frames` at 1/``base``) as
-    an 8-bit 4:2:0 video at 24 fps; (kbit/s of its coded packets, reconstructions of the
-    scored frames)."""
+    an 8-bit 4:2:0 video at 24 fps, with the coder's ``tune`` (``none``: its default, which for
+    x264 and x265 spends bits on psycho-visual detail that PSNR does not reward; ``psnr``,
+    ``ssim``); (kbit/s of its coded packets, reconstructions of the scored frames)."""
     import av
     import torch
     import torch.nn.functional as F
 
     h, w = size
-    path = work / f"gain-{scale}-{channels}ch-{codec}-crf{crf}.mp4"
+    path = work / f"gain-{scale}-{channels}ch-{codec}-crf{crf}-{tune}.mp4"
     f = scale // base
     frames = gains[channels]
     qh, qw = frames[0].shape[:2]
     gh, gw = -(-qh // (2 * f)) * 2, -(-qw // (2 * f)) * 2  # ceil, even: the edge blocks are padded
-    with SdrWriter(path, gw, gh, FPS, codec=codec, crf=crf, preset="medium") as writer:
+    with SdrWriter(path, gw, gh, FPS, codec=codec, crf=crf, preset="medium",
+                   codec_options=None if tune == "none" else {"tune": tune}) as writer:
         for g in frames:
             g = np.pad(g, ((0, gh * f - qh), (0, gw * f - qw), (0, 0)), mode="edge")
             small = g.reshape(gh, f, gw, f, channels).mean(axis=(1, 3))
@@ -154,6 +157,8 @@ def main() -> None:
                     help="steps of 2-3 near the front: steps of 10 left 20-60 kbit/s at 1080p without a gain-map track")
     ap.add_argument("--gain-codecs", default="libx264,libx265")
     ap.add_argument("--gain-channels", default="1,3")
+    ap.add_argument("--gain-tunes", default="none",
+                    help="the gain map coder's tune, comma separated: none (its default), psnr, ssim")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "rate")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--device", default="cpu")
@@ -273,11 +278,12 @@ def main() -> None:
             for codec in args.gain_codecs.split(","):
                 for scale in scales:
                     for ch in chans:
-                        for crf in (int(v) for v in args.gain_crfs.split(",")):
+                        for crf, tune in itertools.product((int(v) for v in args.gain_crfs.split(",")),
+                                                           args.gain_tunes.split(",")):
                             kbps, recon = gainmap_track(gains, placed, full_size, scale, ch, codec, crf, args.work,
-                                                        base=base)
+                                                        base=base, tune=tune)
                             g = {"codec": codec, "scale": scale, "channels": ch, "crf": crf, "kbit_s": kbps,
-                                 **_score(master_frames, recon)}
+                                 **({"tune": tune} if tune != "none" else {}), **_score(master_frames, recon)}
                             rows["gain"].append(g)
                             print(g, flush=True)
             _compare(rows)
@@ -333,7 +339,9 @@ def _load_results(path: Path) -> dict:
 def _gain_label(g: dict | None) -> str:
     if g is None:
         return "none fits"
-    return f"{g['pu21_psnr']:.2f} dB at {g['kbit_s']:.1f} kbit/s (1/{g['scale']}, {g['channels']} ch, {g['codec']} crf {g['crf']})"
+    tune = f" tune {g['tune']}" if g.get("tune") else ""
+    return (f"{g['pu21_psnr']:.2f} dB at {g['kbit_s']:.1f} kbit/s (1/{g['scale']}, {g['channels']} ch, "
+            f"{g['codec']} crf {g['crf']}{tune})")
 
 
 def _tables(results: dict) -> list[str]:
