@@ -166,7 +166,8 @@ def main() -> None:
                     help="per-frame full adaptation on every n-th frame (a multiple of --eval-every; it is slow)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--merge", type=Path, nargs="*", default=None,
-                    help="write --out from these result .json files (runs split by curve or shot length) and exit")
+                    help="write --out from these result .json files (runs split by curve, shot length or cap; "
+                         "a later file's row for a cap replaces an earlier one's) and exit")
     ap.add_argument("--model", default="mlp", help="encode --model: mlp (default) or grid")
     ap.add_argument("--scene-pieces", action="store_true",
                     help="grid track: a shot's scene residual may come in two windowed pieces (format 1.9)")
@@ -191,7 +192,9 @@ def main() -> None:
                 if rows.get("full_frames"):
                     into["full_frames"] = rows["full_frames"]
         for rows in results.values():
-            rows["mlp"].sort(key=lambda r: r["cap"])  # runs split over caps read in cap order
+            # runs split over caps read in cap order; a later file's row for a cap replaces an
+            # earlier one (a re-run of that cap with a newer encoder)
+            rows["mlp"] = sorted({r["cap"]: r for r in rows["mlp"]}.values(), key=lambda r: r["cap"])
             _compare(rows)
         head = [f"# Video rate-distortion ({args.size}, {args.seconds:g} s at {FPS} fps, test-split scenes)\n",
                 f"Command: `python {' '.join(sys.argv)}`\n", f"Machine: {machine()}\n"] + ([args.note + "\n"] if args.note else [])

@@ -187,3 +187,28 @@ def test_too_low_cap_is_refused_with_the_minimum(master, tmp_path, kbps, carriag
     with pytest.raises(ItmError, match=says):
         encode_video(master, out, options=VideoEncodeOptions(max_kbps=kbps, sidecar=carriage, **FAST), quiet=True)
     assert not out.exists()
+
+
+def test_rate_benchmark_merge_keeps_the_later_run_of_a_cap(tmp_path):
+    """``benchmarks/video_rate.py --merge``: a cap re-run with a newer encoder replaces the
+    older row (files are read in order), other caps and the gain maps are kept, and the best
+    gain map is chosen for the new row's rate."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    gain = [{"codec": "libx265", "scale": 4, "channels": 3, "crf": c, "kbit_s": k, "pu21_psnr": q, "delta_e_itp": 2.0}
+            for c, k, q in ((30, 20.0, 38.0), (25, 40.0, 40.0))]
+    row = dict(worst_1s_kbit_s=1.0, delta_e_itp=2.0, keys={}, packets={}, notes=[])
+    old = {"2s shots, local": {"mlp": [dict(row, cap=16.0, kbit_s=14.0, pu21_psnr=39.0),
+                                        dict(row, cap=32.0, kbit_s=25.0, pu21_psnr=41.0)], "gain": gain, "refs": {}}}
+    new = {"2s shots, local": {"mlp": [dict(row, cap=32.0, kbit_s=30.0, pu21_psnr=41.5)], "gain": [], "refs": {}}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    subprocess.run([sys.executable, str(root / "benchmarks" / "video_rate.py"), "--merge", str(tmp_path / "old.json"),
+                    str(tmp_path / "new.json"), "--out", str(tmp_path / "m.md")], check=True, capture_output=True)
+    rows = json.loads((tmp_path / "m.json").read_text())["2s shots, local"]["mlp"]
+    assert [(r["cap"], r["kbit_s"]) for r in rows] == [(16.0, 14.0), (32.0, 30.0)]
+    assert rows[1]["best_gain"]["kbit_s"] == 20.0 and "+3.50" in (tmp_path / "m.md").read_text()
