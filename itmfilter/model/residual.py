@@ -37,6 +37,8 @@ from itmfilter.colour.transfer import SDR_WHITE_NITS_BT2408, eotf_inverse_st2084
 RESIDUAL_OFFSET_NITS = 203.0 / 64.0
 CODEC_AVIF = 2
 AVIF_SPEED = 6
+AVIF_ADVANCED: dict[str, str] | None = None
+"""libaom options for the gain image's coder (Pillow's ``advanced``); None: libavif's defaults."""
 AVIF_QUALITY_RANGE = (10, 100)
 HEAD = struct.Struct("<BBBBBee")
 BASE_MODEL = 0
@@ -165,12 +167,13 @@ class ResidualPlan:
     def code(self, quality: int) -> bytes:
         """The layer's bytes with the gain image as AVIF at ``quality`` (10-100)."""
         buf = io.BytesIO()
+        extra = {"advanced": AVIF_ADVANCED} if AVIF_ADVANCED else {}
         if self.channels == 1:
             Image.fromarray(self.codes[..., 0], "L").save(buf, format="AVIF", quality=quality, speed=AVIF_SPEED,
-                                                          subsampling="4:0:0")
+                                                          subsampling="4:0:0", **extra)
         else:
             Image.fromarray(self.codes, "RGB").save(buf, format="AVIF", quality=quality, speed=AVIF_SPEED,
-                                                    subsampling="4:4:4")
+                                                    subsampling="4:4:4", **extra)
         base = self.base | (DOMAIN_PQ if self.domain == "pq" else 0)
         head = HEAD.pack(CODEC_AVIF, self.scale, self.channels, self.threshold_code, base, self.gmin, self.gmax)
         return head + buf.getvalue()
