@@ -336,8 +336,8 @@ def test_grid_falls_back_to_mlp_keys_where_no_grid_fits(master, tmp_path):
     grid_frame = next(i for i in range(FRAMES) if isinstance(nets(i), PlacedGrid))
     frame = frames[grid_frame]
     want = pq_to_yuv420p10(nets(grid_frame).predict_pq(sdr_frame_to_rgb(frame)))
-    got = weights.planes(frame, index=grid_frame)
-    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    got = weights.planes(frame, index=grid_frame)  # the player's fused path, as the API documents it
+    assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(got, want))
     exact = hdr10_planes(frame, nets(grid_frame), "eighth", "cpu", path="exact")  # any rung: the model
     assert all(np.array_equal(a, b) for a, b in zip(exact, want))
     fused = hdr10_planes(frame, nets(grid_frame), "full", "cpu")
