@@ -507,19 +507,19 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
         return None
     stream, best = b"", None
     for payload_k, placed_k, centre_k, half_k in found:
-        stream_k = b""
+        records_k = []
         if progressive:
-            stream_k = _choose_refinement(job, segment, budget, extra, key_max, payload_k, placed_k, picked, picks,
-                                          offsets, centre_k, half_k, options, bool(zoom_record), held)
+            records_k = _choose_refinement(job, segment, budget, extra, key_max, payload_k, placed_k, picked, picks,
+                                           offsets, centre_k, half_k, options, bool(zoom_record), held)
         if len(found) > 1:
-            score = _stream_score(job, segment, budget, extra, key_max, payload_k, placed_k, stream_k, picked, picks,
-                                  offsets, centre_k, half_k, options.seed, held, bool(zoom_record))
+            score = _stream_score(job, segment, budget, extra, key_max, payload_k, placed_k, records_k, picked,
+                                  picks, offsets, centre_k, half_k, options.seed, held, bool(zoom_record))
             _log.info("frames %d-%d: KEY %d B, stream %d B, expected %.2f dB", segment.start, segment.end - 1,
-                      len(payload_k), len(stream_k), score)
+                      len(payload_k), sum(map(len, records_k)), score)
             if best is not None and score <= best:
                 continue
             best = score
-        payload, placed, centre, stream = payload_k, placed_k, centre_k, stream_k
+        payload, placed, centre, stream = payload_k, placed_k, centre_k, b"".join(records_k)
     for own in (stream, b""):  # the lane reserved for the next shot must get through
         packets, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, own, placed,
                                       offsets - centre, use_motion, None, bool(zoom_record))
@@ -617,20 +617,16 @@ scene residual)."""
 
 
 def _stream_score(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int | None,
-                  payload: bytes, placed, stream: bytes, picked, picks, offsets, centre, half, seed: int,
+                  payload: bytes, placed, records: list[bytes], picked, picks, offsets, centre, half, seed: int,
                   held=(), keyed: bool = False) -> float:
-    """The segment's expected mean PU21-PSNR with the KEY ``payload`` and its ``stream``: each
-    frame scored with the model the decoder holds there (the records arrived by then), on the
-    held-out frames' pixels (``held``, :func:`_sample_frame`) or else on the fit frames' pixels;
-    the common judge of two KEY configs."""
+    """The segment's expected mean PU21-PSNR with the KEY ``payload`` and its stream's
+    ``records`` (as :func:`_choose_refinement` returns them): each frame scored with the model
+    the decoder holds there (the records arrived by then), on the held-out frames' pixels
+    (``held``, :func:`_sample_frame`) or else on the fit frames' pixels; the common judge of
+    two KEY configs."""
     from itmfilter.encode.gridkeys import expected_score, frame_scales, frame_xy, model_score, score_pixels
     from itmfilter.model.grid import apply_grid_refinement
 
-    records, rest = [], stream
-    while rest:  # the stream's records: u32 length, then the refinement
-        size = int.from_bytes(rest[:4], "little") + 4
-        records.append(rest[:size])
-        rest = rest[size:]
     models = [placed.model]
     for record in records:
         models.append(apply_grid_refinement(models[-1], record[4:]))
@@ -653,9 +649,10 @@ def _stream_score(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
 
 def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int,
                        payload: bytes, placed, picked, picks, offsets, centre, half, options,
-                       keyed: bool = False, held=()) -> bytes:
-    """The refinement stream for a progressive grid segment (:mod:`itmfilter.encode.gridkeys`),
-    or ``b""`` when no refinement beats the KEY's model alone by the segment's expected mean
+                       keyed: bool = False, held=()) -> list[bytes]:
+    """The refinement stream's records for a progressive grid segment
+    (:mod:`itmfilter.encode.gridkeys`; each a u32 length and its refinement, the stream is their
+    concatenation), or ``[]`` when no refinement beats the KEY's model alone by the segment's expected mean
     PU21-PSNR. Up to :data:`~itmfilter.encode.gridkeys.MAX_REFINEMENTS` records, chosen one
     after the other (each refines the model the previous one left, at the step that scores best
     given the records before it); each candidate's arrival frames are found by sending the
@@ -716,7 +713,7 @@ def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, ex
                                      centre, half, records, models,
                                      [(item[0], _held_pixels([item], height, width, offsets, centre, half, scales))
                                       for item in held], keyed)
-    return b"".join(records)
+    return records
 
 
 MIN_PIECE_FRAMES = 24
