@@ -382,9 +382,17 @@ def _eetf_inverse_2390(e2: np.ndarray, ks: float, max_lum: float) -> np.ndarray:
     u = np.linspace(0.0, 1.0, 8193)
     t = 1.0 - (1.0 - u) ** 2
     e1_tab = ks + t * (1.0 - ks)
-    e2_tab = _hermite_2390(e1_tab, ks, max_lum)
+    e2_tab = np.minimum(np.maximum.accumulate(_hermite_2390(e1_tab, ks, max_lum)), max_lum)
+    e2_tab[-1] = max_lum  # the spline's end (T = 1) is maxLum; rounding can put it an ulp off
+    # Near T = 1 the flat spline rounds to equal values: np.interp's result on repeated
+    # sample points is not specified, so each run of equal values keeps its last point, and
+    # maxLum maps back to the master peak (T = 1).
+    last = np.append(np.diff(e2_tab) > 0.0, True)
+    # The spline's flat top turns a few ulps into ~1e-5 in PQ (1e-14 below maxLum gave 999.86 for
+    # 1000 cd/m2: NumPy's array and scalar powers round differently), so within 1e-12 is maxLum.
     e2c = np.clip(e2, 0.0, max_lum)
-    knee = np.interp(e2c, e2_tab, e1_tab).astype(e2.dtype, copy=False)
+    e2c = np.where(e2c >= max_lum - 1e-12, max_lum, e2c)
+    knee = np.interp(e2c, e2_tab[last], e1_tab[last]).astype(e2.dtype, copy=False)
     return np.where(e2c < ks, e2c, knee)
 
 
