@@ -177,6 +177,10 @@ def main() -> None:
                     help="with --model grid: the whole grid model in each KEY (format 1.4), no progressive shots")
     ap.add_argument("--skip-refs", action="store_true",
                     help="encode and score the caps only (no full adaptation, polynomial or gain-map sweep)")
+    ap.add_argument("--grid-steps", type=int, default=0,
+                    help="with --model grid: the KEY fit's Adam steps (0: the encoder's default)")
+    ap.add_argument("--split", default="test", choices=("test", "val"),
+                    help="the scenes the masters are made from: test (reported) or val (for choosing settings)")
     ap.add_argument("--note", default="", help="a line added under the machine line (e.g. how the runs were split)")
     args = ap.parse_args()
     if args.merge:
@@ -217,7 +221,7 @@ def main() -> None:
     w, h = (int(v) for v in args.size.split("x"))
     caps = [float(c) for c in args.caps.split(",") if c]  # none: the references alone
     args.work.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Video rate-distortion ({w}x{h}, {args.seconds:g} s at {FPS} fps, test-split scenes)\n",
+    lines = [f"# Video rate-distortion ({w}x{h}, {args.seconds:g} s at {FPS} fps, {args.split}-split scenes)\n",
              f"Command: `python {' '.join(sys.argv)}`\n", f"Machine: {machine()}\n",
              f"Scored on every {args.eval_every}th frame. Track kbit/s: whole weight track (header included) over the "
              f"clip; worst 1 s: its costliest window of {FPS} frames. Buffer {args.buffer_seconds:g} s. "
@@ -225,10 +229,11 @@ def main() -> None:
              f"{args.full_every}th frame.\n"]
     results: dict = {}
     for shot_s in (float(s) for s in args.shots.split(",")):
-        master = args.work / f"master-{w}x{h}-{args.seconds:g}s-shot{shot_s:g}.mkv"
+        tag = "" if args.split == "test" else f"-{args.split}"
+        master = args.work / f"master-{w}x{h}-{args.seconds:g}s-shot{shot_s:g}{tag}.mkv"
         if not master.exists():
             make_master(master, seconds=args.seconds, fps=FPS, size=(w, h), codec="hevc", shot_seconds=shot_s,
-                        split="test", quiet=True)
+                        split=args.split, quiet=True)
         master_frames = {i: n for i, n in read_hdr_frames(master) if i % args.eval_every == 0}
         for curve in args.curves.split(","):
             key = f"{shot_s:g}s shots, {curve}"
@@ -246,7 +251,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 opts = VideoEncodeOptions(tm=curve, max_kbps=cap, buffer_seconds=args.buffer_seconds, model=args.model,
                                           grid_refine=not args.no_grid_refine, look_ahead=not args.no_look_ahead,
-                                          scene_pieces=args.scene_pieces)
+                                          scene_pieces=args.scene_pieces,
+                                          **({"grid_steps": args.grid_steps} if args.grid_steps else {}))
                 report = encode_video(master, out, grade=sdr_plain, options=opts, device=str(device), quiet=True)
                 secs = time.perf_counter() - t0
                 recon = {i: nits for i, _, nits in video_bench.reconstruct_clip(out, args.eval_every)}
@@ -366,10 +372,10 @@ def _tables(results: dict) -> list[str]:
             lines.append(f"| {name} | {rate} | | {ref['pu21_psnr']:.2f} | {ref['delta_e_itp']:.2f} | | | | | |")
         front = _front(rows["gain"])
         lines.append("\nGain-map tracks on the rate-quality front (each better than every cheaper one):\n")
-        lines.append("| kbit/s | PU21-PSNR | dE-ITP | scale | channels | codec | CRF |\n|---|---|---|---|---|---|---|")
+        lines.append("| kbit/s | PU21-PSNR | dE-ITP | scale | channels | codec | CRF | tune |\n|---|---|---|---|---|---|---|---|")
         for g in front:
             lines.append(f"| {g['kbit_s']:.1f} | {g['pu21_psnr']:.2f} | {g['delta_e_itp']:.2f} | 1/{g['scale']} | "
-                         f"{g['channels']} | {g['codec']} | {g['crf']} |")
+                         f"{g['channels']} | {g['codec']} | {g['crf']} | {g.get('tune') or 'none'} |")
     return lines
 
 
