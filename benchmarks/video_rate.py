@@ -177,8 +177,8 @@ def main() -> None:
                     help="with --model grid: the whole grid model in each KEY (format 1.4), no progressive shots")
     ap.add_argument("--skip-refs", action="store_true",
                     help="encode and score the caps only (no full adaptation, polynomial or gain-map sweep)")
-    ap.add_argument("--grid-steps", type=int, default=0,
-                    help="with --model grid: the KEY fit's Adam steps (0: the encoder's default)")
+    ap.add_argument("--grid-steps", type=int, default=VideoEncodeOptions.grid_steps,
+                    help="with --model grid: the KEY fit's Adam steps (default: the encoder's)")
     ap.add_argument("--split", default="test", choices=("test", "val"),
                     help="the scenes the masters are made from: test (reported) or val (for choosing settings)")
     ap.add_argument("--note", default="", help="a line added under the machine line (e.g. how the runs were split)")
@@ -251,8 +251,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 opts = VideoEncodeOptions(tm=curve, max_kbps=cap, buffer_seconds=args.buffer_seconds, model=args.model,
                                           grid_refine=not args.no_grid_refine, look_ahead=not args.no_look_ahead,
-                                          scene_pieces=args.scene_pieces,
-                                          **({"grid_steps": args.grid_steps} if args.grid_steps else {}))
+                                          scene_pieces=args.scene_pieces, grid_steps=args.grid_steps)
                 report = encode_video(master, out, grade=sdr_plain, options=opts, device=str(device), quiet=True)
                 secs = time.perf_counter() - t0
                 recon = {i: nits for i, _, nits in video_bench.reconstruct_clip(out, args.eval_every)}

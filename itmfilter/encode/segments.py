@@ -178,7 +178,9 @@ class SegmentJob:
     device: str = "auto"
     adapt_batch: int = 1  # frames adapted fully at once (adapt_batch): keys of many segments, frames of "frame"
     model: str = "mlp"  # "grid": one grid model per segment (KEY coding 4, format 1.4; encode/gridkeys.py)
-    grid_steps: int = 1800  # the grid fit's Adam steps (then 2/3 as many fine-tuning the MLP on the quantised grid)
+    # the grid fit's Adam steps (then 2/3 as many fine-tuning the MLP on the quantised grid); 600
+    # left the fit short of convergence (itmfilter.encode.still_rate.STILL_FIT)
+    grid_steps: int = 1800
     grid_fit_frames: int = 6  # frames of a segment pooled into its grid fit
     grid_refine: bool = False  # under a cap, a grid KEY may be followed by a refinement (format 1.5)
     shift_runs: bool = False  # grid shots carry their shifts in runs (DELTA coding 5, format 1.6)

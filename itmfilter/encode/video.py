@@ -181,7 +181,7 @@ class VideoEncodeOptions:
     seed: int = 0
     adapt_batch: int = 1  # full adaptations run this many at once (keys of the next segments; every frame of "frame")
     model: str = "auto"  # "grid" under a cap, else "mlp" (MODELS); "grid": one grid model per shot (encode/gridkeys.py)
-    grid_steps: int = 1800  # --model grid: the fit's Adam steps (600 left the fit short of convergence: itmfilter.encode.still_rate.STILL_FIT)
+    grid_steps: int = SegmentJob.grid_steps  # --model grid: the fit's Adam steps (the segment job's default)
     grid_refine: bool = True  # --model grid under a cap: progressive shots (format 1.5, KEY coding 5; docs/grid-video.md)
     shift_runs: bool = True  # --model grid: shifts in runs, one packet for up to 1 s of frames (format 1.6, DELTA coding 5)
     scene_residual: bool = True  # --model grid under a cap: a shot's stream may end in a scene residual (format 1.7)
