@@ -11,7 +11,7 @@ Candidates, each coded, decoded exactly as a reader will and scored against the 
 * ``polynomial+res-t0``: the polynomial with a gain layer everywhere over it (below 3 KB,
   where no grid model is tried);
 * ``grid-<size>`` alone, and with a residual layer everywhere (``t0``) or only where the SDR's
-  largest channel code is >= 242 (``t242``): two model sizes per budget (:func:`grid_sizes_for`);
+  largest channel code is >= 242 (``t242``): up to three model sizes per budget (:func:`grid_sizes_for`);
 * ``mlp``: today's adapted MLP weight set (version 1), only when its size fits.
 
 The residual image's AVIF quality is the highest that fits the room left (an interpolating
@@ -84,27 +84,34 @@ split (``local``, 1024x512) the model alone scored +1.7 to +3.9 dB (``bridge``) 
 
 
 def grid_size_for(max_bytes: int) -> str | None:
-    """The one grid size tried at a budget (the model takes at most about half of it on
-    1024x512 pictures; chosen on the val split, docs/stills-rate.md); None below 3 KB."""
+    """The grid size a budget is centred on (with the roughness penalty of
+    :class:`itmfilter.model.grid.GridFitOptions` an M model is ~5 KB, an L ~7-12 KB on 1024x512
+    pictures); None below 3 KB."""
     if max_bytes < 3072:
         return None
     if max_bytes < 6144:
         return "XS"
-    if max_bytes < 14336:
+    if max_bytes < 12288:
         return "S"
-    return "M"
+    if max_bytes < 24576:
+        return "M"
+    return "L"
 
 
 def grid_sizes_for(max_bytes: int) -> tuple[str, ...]:
-    """The grid sizes tried at a budget: :func:`grid_size_for`'s and the next smaller one,
-    whose model leaves the residual layer more room (an M model is ~12 KB of a 16 KB budget
-    on some pictures, an S ~5 KB; which pays differs from picture to picture)."""
+    """The grid sizes tried at a budget: :func:`grid_size_for`'s and its neighbours, one smaller
+    and one larger (below 6 KB only the smaller). A model that takes more of the budget leaves
+    the residual layer less room; which split pays differs from picture to picture (on the val
+    split at 8 KB S won on one picture and M on the other, at 32 KB L and M likewise)."""
     size = grid_size_for(max_bytes)
     if size is None:
         return ()
-    order = ("XS", "S", "M")
+    order = ("XS", "S", "M", "L")
     i = order.index(size)
-    return (size,) if i == 0 else (size, order[i - 1])
+    tried = [size] + ([order[i - 1]] if i else [])
+    if size != "XS" and i + 1 < len(order):
+        tried.append(order[i + 1])
+    return tuple(tried)
 
 
 def residual_scales_for(room: int, pixels: int) -> tuple[int, ...]:

@@ -104,6 +104,7 @@ GRID_SIZES = {
     "XS": GridConfig(width=8, height=4, depth=8, channels=4, hidden=16, layers=2),
     "S": GridConfig(width=16, height=8, depth=8, channels=4, hidden=16, layers=2),
     "M": GridConfig(width=32, height=16, depth=8, channels=4, hidden=32, layers=2),
+    "L": GridConfig(width=64, height=32, depth=8, channels=4, hidden=32, layers=2),
 }
 
 
@@ -504,7 +505,16 @@ class _GridNet(nn.Module):
 @dataclass(frozen=True)
 class GridFitOptions:
     """Adam on ``batch`` random pixels for ``steps``, cosine learning rates (MLP, grid), then
-    ``finetune_steps`` of the MLP alone on the quantised grid (at 0.3x the rates)."""
+    ``finetune_steps`` of the MLP alone on the quantised grid (at 0.3x the rates).
+
+    ``roughness``: weight of the grid's roughness in the loss, the mean absolute difference
+    of neighbouring cells along each axis (a refinement: of its residual over the coarse
+    grid). The codes are delta-coded and zstd-compressed, so a grid whose neighbours agree
+    costs fewer bytes; the penalty also pulls cells no pixel reaches (half of a bilateral
+    grid's, which otherwise stay 0 beside fitted neighbours) to their neighbours' values.
+    On the stills' val split (``local``, 1024x512, 1800 steps) 3e-4 cut an M model from
+    8.6 / 8.0 KB to 4.7 / 5.6 KB at -0.35 / +0.12 dB, an S from 3.2 / 2.9 KB to 1.8 / 2.1 KB at
+    +0.17 / +0.07 dB; 1e-3 and 3e-3 cut more and lost up to 2.5 dB."""
 
     steps: int = 600
     batch: int = 4096
@@ -512,6 +522,7 @@ class GridFitOptions:
     lr_grid: float = 2e-2
     finetune_steps: int = 400
     seed: int = 0
+    roughness: float = 3e-4
 
 
 def _cosine(step: int, steps: int, lr: float, final: float = 0.05) -> float:
@@ -537,11 +548,22 @@ def _train(net: _GridNet, rgb, coords, prior, tgt_pu, opts: GridFitOptions, *, g
         idx = torch.randint(0, n, (opts.batch,), generator=gen)
         out = net(rgb[idx], coords[idx], prior[idx], grid_fixed)
         loss = (_pu21_t(pq_decode_t(out.clamp(0, 1))) - tgt_pu[idx]).pow(2).mean() * 1e-4
+        if opts.roughness and grid_fixed is None:
+            loss = loss + opts.roughness * _roughness(net.grid)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if progress is not None:
             progress(1)
+
+
+def _roughness(grid: torch.Tensor) -> torch.Tensor:
+    """Sum over the spatial (and luma) axes of ``(1, C, [D,] H, W)`` of the mean absolute
+    difference between neighbouring cells."""
+    total = grid.new_zeros(())
+    for axis in range(2, grid.dim()):
+        total = total + torch.diff(grid, dim=axis).abs().mean()
+    return total
 
 
 @dataclass
@@ -623,7 +645,8 @@ def fit_grid_refinement(model: GridModel, sdr: np.ndarray, hdr_nits: np.ndarray,
             lin.bias.data.copy_(torch.from_numpy(model.mlp[2 * k + 1]))
         for p in net.mlp.parameters():
             p.requires_grad_(False)
-        net.grid.data.copy_(torch.from_numpy(base)[None])
+        base_t = torch.from_numpy(base)[None]
+        net.grid.data.copy_(base_t)
         coords = net.coords(rgb, xy)
         prior = mmr_features(rgb) @ net.mmr
         tgt_pu = _pu21_t(tgt)
@@ -635,6 +658,8 @@ def fit_grid_refinement(model: GridModel, sdr: np.ndarray, hdr_nits: np.ndarray,
             idx = torch.randint(0, rgb.shape[0], (options.batch,), generator=gen)
             out = net(rgb[idx], coords[idx], prior[idx])
             loss = (_pu21_t(pq_decode_t(out.clamp(0, 1))) - tgt_pu[idx]).pow(2).mean() * 1e-4
+            if options.roughness:
+                loss = loss + options.roughness * _roughness(net.grid - base_t)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
