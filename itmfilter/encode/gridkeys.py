@@ -29,6 +29,7 @@ scores); the packets are made in :func:`itmfilter.encode.segments.encode_segment
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -51,6 +52,7 @@ from itmfilter.model.net import MMR_TERMS, pixel_grid
 from itmfilter.quality.metrics import psnr_pu21
 
 GRID_LADDER: tuple[tuple[str, GridConfig], ...] = (
+    ("M-48x24", replace(GRID_SIZES["M"], width=48, height=24)),
     ("M", GRID_SIZES["M"]),
     ("S-24x12", replace(GRID_SIZES["S"], width=24, height=12)),
     ("S", GRID_SIZES["S"]),
@@ -64,26 +66,37 @@ GRID_LADDER: tuple[tuple[str, GridConfig], ...] = (
     ("P", GRID_SIZES["P"]),
 )
 """Configs by decreasing size (per frame of picture: a pan grows the grid). All but the last
-three were measured in docs/grid-video.md (M 38.09 dB at 47.5 kbit/s, S 24x12 37.81 at 28.8, S
+three and the first were measured in docs/grid-video.md (M 38.09 dB at 47.5 kbit/s, S 24x12 37.81 at 28.8, S
 37.18 at 17.1, S 6 bits 37.15 at 15.3, S 5 bits 36.85 at 13.4, XS 35.85 at 8.9 on the
 ``local`` grade); ``XXS`` (~0.8-1 KB), ``XXXS`` (~0.75 KB with a pan, 4x2 cells on one frame:
 a KEY that also carries the ~0.6 KB track header at 16 kbit/s) and ``XXXS-d4`` (4 luma bins,
 ~0.65 KB; on the benchmark clip's first shot 34.97 and 33.81 dB) bridge XS (~1.5 KB) and
 ``P`` (the polynomial and a 2x2 offset plane, ~0.3 KB), the floor: at 16 kbit/s in SEI a 2 s
-shot's KEY may cost ~1.3 KB. A refinement (progressive shots) doubles the coarse grid's cells."""
+shot's KEY may cost ~1.3 KB. A refinement (progressive shots) doubles the coarse grid's cells.
+``M-48x24`` (2.25 times M's cells) heads the ladder since the fit's roughness penalty
+(:class:`itmfilter.model.grid.GridFitOptions`) roughly halved what a grid's codes cost: at the
+higher caps a KEY has room for it."""
 
 DEFAULT_GRID = "S-6bit"
 """The config without a rate cap: 37.15 dB at 15.3 kbit/s in docs/grid-video.md, within
 0.03 dB of S at 7 bits for 1.9 kbit/s less."""
 
 PLACEMENT_BYTES = 16  # KEY coding 4's placement: four binary32
-_ESTIMATE_RATIO = 0.65  # zstd on the grid's delta-coded planes and the int8 MLP: measured 0.6-0.7
-# (slightly optimistic on purpose: a model that comes out too large is refitted one size down)
+def estimate_ratio(raw: float) -> float:
+    """Expected compressed / raw bytes of a grid's delta-coded codes and int8 MLP (zstd), by raw
+    size: 0.65 up to 2 KB raw, 0.35 from 16 KB, linear in log2 between. With the fit's roughness
+    penalty an M model (15.7 KB raw) measured 0.28-0.34 on stills, an S (4 KB) 0.37-0.45, while
+    the small grids of a small picture keep the 0.6-0.7 measured without it (a ratio of 0.5 for
+    all made the 2 s shot of the 96x54 test clip try three large configs that missed and code no
+    grid at all). Slightly optimistic on purpose: a model that comes out too large is refitted
+    one size down."""
+    t = min(max(math.log2(max(raw, 1.0) / 2048.0) / 3.0, 0.0), 1.0)
+    return 0.65 - 0.30 * t
 
 
 ESTIMATE_SLACK = 1.2
 """A config is tried when its estimate is within this factor of the budget: large grids
-compress better than the estimate says (M: 0.54 of raw measured, S: 0.63); the fit's actual
+may compress better than the estimate says (M: 0.28-0.34 of raw measured on stills); the fit's actual
 bytes decide, and a miss is refitted one size down."""
 
 
@@ -113,12 +126,12 @@ def grid_geometry(config: GridConfig, offsets: np.ndarray, zoom: float = 0.0) ->
 
 def estimated_bytes(config: GridConfig) -> int:
     """A KEY coding 4 payload's expected size: placement, the model's fixed fields, and the
-    compressed grid codes and int8 MLP (``_ESTIMATE_RATIO`` of their raw size at the grid's bits)."""
+    compressed grid codes and int8 MLP (:func:`estimate_ratio` of their raw size at the grid's bits)."""
     shapes = config.mlp_shapes()
     fixed = PLACEMENT_BYTES + 12 + 4 * MMR_TERMS * 3 + 4 * config.channels + 4 * len(shapes) + 4
     grid = int(np.prod(config.grid_shape)) * config.grid_bits / 8
     mlp = sum(int(np.prod(s)) for s in shapes)
-    return int(fixed + _ESTIMATE_RATIO * (grid + mlp)) + 16
+    return int(fixed + estimate_ratio(grid + mlp) * (grid + mlp)) + 16
 
 
 def frame_xy(height: int, width: int, offset, centre, half, scale: float = 1.0) -> np.ndarray:
