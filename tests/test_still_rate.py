@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from itmfilter.cli import app
 from itmfilter.colour.tonecurves import get_curve
 from itmfilter.data import sample_path
-from itmfilter.encode.still_rate import choose_payload, highest_fitting
+from itmfilter.encode.still_rate import choose_payload, grid_sizes_for, highest_fitting
 from itmfilter.errors import ItmError
 from itmfilter.media.stills import read_hdr, read_png_chunks
 from itmfilter.model.grid import (
@@ -233,3 +233,16 @@ def test_still_vectors_regenerate_and_decode():
         expected = np.load(vec / entry["expected"])
         got = decode_still(raw).reconstruct_nits(sdr)
         assert got.dtype == np.float32 and np.array_equal(got, expected), entry["file"]
+
+
+def test_grid_sizes_tried_centre_on_the_budget_with_a_neighbour_each_side():
+    assert grid_sizes_for(2048) == ()
+    assert grid_sizes_for(4096) == ("XS",)
+    assert grid_sizes_for(8192) == ("S", "XS", "M")
+    assert grid_sizes_for(16384) == ("M", "S", "L")
+    assert grid_sizes_for(32768) == ("L", "M")
+    assert all(size in GRID_SIZES for b in (4096, 8192, 16384, 32768, 1 << 20) for size in grid_sizes_for(b))
+    # every size tried is an existing grid size and the sizes grow with the budget
+    order = list(GRID_SIZES)
+    assert [order.index(grid_sizes_for(b)[0]) for b in (4096, 8192, 16384, 32768)] == sorted(
+        order.index(grid_sizes_for(b)[0]) for b in (4096, 8192, 16384, 32768))
