@@ -82,6 +82,8 @@ DEFAULT_GRID = "S-6bit"
 0.03 dB of S at 7 bits for 1.9 kbit/s less."""
 
 PLACEMENT_BYTES = 16  # KEY coding 4's placement: four binary32
+
+
 def estimate_ratio(raw: float) -> float:
     """Expected compressed / raw bytes of a grid's delta-coded codes and int8 MLP (zstd), by raw
     size: 0.65 up to 2 KB raw, 0.35 from 16 KB, linear in log2 between. With the fit's roughness

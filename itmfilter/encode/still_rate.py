@@ -49,6 +49,7 @@ from itmfilter.model.weightset import encode_grid_still, grid_still_overhead
 from itmfilter.quality.metrics import psnr_pu21
 
 HIGHLIGHT_CODE = 242  # round(0.95 * 255): the residual's second setting, clipped highlights only
+RESIDUAL_THRESHOLDS = (0, HIGHLIGHT_CODE)  # where a grid model's residual layer applies (SDR codes)
 RESIDUAL_CLIPS = (0.0, 0.02)  # the gain image's range: min/max, or the 0.02-99.98 % percentiles
 
 
@@ -108,10 +109,9 @@ def grid_sizes_for(max_bytes: int) -> tuple[str, ...]:
         return ()
     order = ("XS", "S", "M", "L")
     i = order.index(size)
-    tried = [size] + ([order[i - 1]] if i else [])
-    if size != "XS" and i + 1 < len(order):
-        tried.append(order[i + 1])
-    return tuple(tried)
+    if i == 0:
+        return (size,)
+    return (size, order[i - 1]) + order[i + 1:i + 2]
 
 
 def residual_scales_for(room: int, pixels: int) -> tuple[int, ...]:
@@ -247,7 +247,7 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
             clock("decode grid", t0)
             candidates.append(Candidate(f"grid-{size}", encode_grid_still(fit.data), _score(hdr, nits)))
             say(f"grid {size} + residual")
-            for threshold in (0, HIGHLIGHT_CODE):
+            for threshold in RESIDUAL_THRESHOLDS:
                 with_residual(f"grid-{size}", fit.data, nits, threshold)
 
     if mlp is not None and mlp_bytes is not None and mlp_bytes <= max_bytes:
