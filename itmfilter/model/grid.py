@@ -547,14 +547,22 @@ def _train(net: _GridNet, rgb, coords, prior, tgt_pu, opts: GridFitOptions, *, g
             g["lr"] = _cosine(step, steps, g["base"])
         idx = torch.randint(0, n, (opts.batch,), generator=gen)
         out = net(rgb[idx], coords[idx], prior[idx], grid_fixed)
-        loss = (_pu21_t(pq_decode_t(out.clamp(0, 1))) - tgt_pu[idx]).pow(2).mean() * 1e-4
-        if opts.roughness and grid_fixed is None:
-            loss = loss + opts.roughness * _roughness(net.grid)
+        loss = _loss(out, tgt_pu[idx], net.grid if grid_fixed is None else None, opts.roughness)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if progress is not None:
             progress(1)
+
+
+def _loss(out: torch.Tensor, target_pu: torch.Tensor, rough: torch.Tensor | None, weight: float) -> torch.Tensor:
+    """The fits' loss: MSE in PU21 units of the clipped PQ output (scaled by 1e-4), plus
+    ``weight`` x :func:`_roughness` of ``rough`` (the grid being fitted, or a refinement's
+    residual over its coarse grid; None: no penalty)."""
+    loss = (_pu21_t(pq_decode_t(out.clamp(0, 1))) - target_pu).pow(2).mean() * 1e-4
+    if weight and rough is not None:
+        loss = loss + weight * _roughness(rough)
+    return loss
 
 
 def _roughness(grid: torch.Tensor) -> torch.Tensor:
@@ -657,9 +665,7 @@ def fit_grid_refinement(model: GridModel, sdr: np.ndarray, hdr_nits: np.ndarray,
                 g["lr"] = _cosine(step, options.steps, options.lr_grid)
             idx = torch.randint(0, rgb.shape[0], (options.batch,), generator=gen)
             out = net(rgb[idx], coords[idx], prior[idx])
-            loss = (_pu21_t(pq_decode_t(out.clamp(0, 1))) - tgt_pu[idx]).pow(2).mean() * 1e-4
-            if options.roughness:
-                loss = loss + options.roughness * _roughness(net.grid - base_t)
+            loss = _loss(out, tgt_pu[idx], net.grid - base_t, options.roughness)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
