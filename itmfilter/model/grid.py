@@ -523,6 +523,13 @@ class GridFitOptions:
     finetune_steps: int = 400
     seed: int = 0
     roughness: float = 3e-4
+    clipped_weight: float = 1.0
+    """Weight in the loss of the pixels whose SDR is clipped (largest channel code >=
+    :data:`CLIPPED_CODE`), the others 1; the mean is not renormalised, so where clipped pixels
+    carried most of the error the roughness penalty weighs relatively more. Below 1 for a model
+    a residual layer will follow (stills): there the SDR holds nothing of the master, the
+    residual must carry it whatever the model does, and the model's capacity goes further on
+    the pixels where it is the whole answer (:data:`itmfilter.encode.still_rate.STILL_FIT`)."""
 
 
 def _cosine(step: int, steps: int, lr: float, final: float = 0.05) -> float:
@@ -532,6 +539,7 @@ def _cosine(step: int, steps: int, lr: float, final: float = 0.05) -> float:
 def _train(net: _GridNet, rgb, coords, prior, tgt_pu, opts: GridFitOptions, *, grid_fixed=None,
            steps: int, lr_scale: float = 1.0, progress=None) -> None:
     gen = torch.Generator().manual_seed(opts.seed + (0 if grid_fixed is None else 1))
+    weight = _pixel_weight(rgb, opts.clipped_weight)
     groups = [{"params": list(net.mlp.parameters()), "base": opts.lr_mlp * lr_scale}]
     if grid_fixed is None:
         groups.append({"params": [net.grid], "base": opts.lr_grid * lr_scale})
@@ -547,7 +555,8 @@ def _train(net: _GridNet, rgb, coords, prior, tgt_pu, opts: GridFitOptions, *, g
             g["lr"] = _cosine(step, steps, g["base"])
         idx = torch.randint(0, n, (opts.batch,), generator=gen)
         out = net(rgb[idx], coords[idx], prior[idx], grid_fixed)
-        loss = _loss(out, tgt_pu[idx], net.grid if grid_fixed is None else None, opts.roughness)
+        loss = _loss(out, tgt_pu[idx], net.grid if grid_fixed is None else None, opts.roughness,
+                     None if weight is None else weight[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -555,11 +564,34 @@ def _train(net: _GridNet, rgb, coords, prior, tgt_pu, opts: GridFitOptions, *, g
             progress(1)
 
 
-def _loss(out: torch.Tensor, target_pu: torch.Tensor, rough: torch.Tensor | None, weight: float) -> torch.Tensor:
-    """The fits' loss: MSE in PU21 units of the clipped PQ output (scaled by 1e-4), plus
-    ``weight`` x :func:`_roughness` of ``rough`` (the grid being fitted, or a refinement's
-    residual over its coarse grid; None: no penalty)."""
-    loss = (_pu21_t(pq_decode_t(out.clamp(0, 1))) - target_pu).pow(2).mean() * 1e-4
+CLIPPED_CODE = 250
+"""An SDR pixel whose largest channel, as an 8-bit code, is at or above this is clipped (for
+:attr:`GridFitOptions.clipped_weight`)."""
+_PQ_FLOOR = 1e-6
+"""The loss reads the PQ output clamped to ``[_PQ_FLOOR, 1]``, not ``[0, 1]``: the ST 2084 EOTF's
+``x^(1/m2)`` has an infinite slope at 0, and an output at or below 0 (whose PU21 is clamped at
+0.005 cd/m2 and passes no gradient) made its gradient 0 x inf = NaN and the whole fit NaN. The
+floor is 1e-9 cd/m2, so the loss's value is unchanged (PU21 reads anything below 0.005 as 0.005)."""
+
+
+def _pixel_weight(rgb: torch.Tensor, clipped_weight: float) -> torch.Tensor | None:
+    """Per-pixel loss weights for :attr:`GridFitOptions.clipped_weight` (None: all 1)."""
+    if clipped_weight == 1.0:
+        return None
+    clipped = (rgb.max(1).values * 255).round() >= CLIPPED_CODE
+    return torch.where(clipped, torch.tensor(float(clipped_weight)), torch.tensor(1.0))
+
+
+def _loss(out: torch.Tensor, target_pu: torch.Tensor, rough: torch.Tensor | None, weight: float,
+          pixel_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The fits' loss: MSE in PU21 units of the clipped PQ output (scaled by 1e-4; each
+    pixel's squared error times ``pixel_weight`` where given), plus ``weight`` x
+    :func:`_roughness` of ``rough`` (the grid being fitted, or a refinement's residual over its
+    coarse grid; None: no penalty)."""
+    err = (_pu21_t(pq_decode_t(out.clamp(_PQ_FLOOR, 1))) - target_pu).pow(2)
+    if pixel_weight is not None:
+        err = err * pixel_weight[:, None]
+    loss = err.mean() * 1e-4
     if weight and rough is not None:
         loss = loss + weight * _roughness(rough)
     return loss
