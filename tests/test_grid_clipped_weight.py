@@ -8,6 +8,7 @@ import torch
 
 from itmfilter.colour.tonecurves import get_curve
 from itmfilter.data import sample_path
+from itmfilter.encode.still_rate import STILL_FIT
 from itmfilter.media.stills import read_hdr
 from itmfilter.model.grid import CLIPPED_CODE, GRID_SIZES, GridFitOptions, _loss, fit_grid_model, predict_nits
 from itmfilter.quality.metrics import pu21_encode
@@ -33,6 +34,10 @@ def test_the_loss_gradient_is_finite_at_and_below_black():
     _loss(out, target, None, 0.0).backward()
     assert torch.isfinite(out.grad).all(), out.grad
     assert (out.grad[2] != 0).all()
+
+
+def test_stills_weigh_clipped_pixels_down():
+    assert STILL_FIT.clipped_weight < 1 and GridFitOptions().clipped_weight == 1
 
 
 def test_a_lower_clipped_weight_fits_the_unclipped_pixels_better(pair):
