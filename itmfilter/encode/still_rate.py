@@ -84,7 +84,7 @@ split (``local``, 1024x512) the model alone scored +1.7 to +3.9 dB (``bridge``) 
 (3600 steps: within 0.2 dB of 1800 at twice the fit time).
 
 Clipped SDR pixels weigh 0.1 in the fit (``GridFitOptions.clipped_weight``). Where the SDR clips
-it holds nothing of the master, and 66-98 % of an M model's squared PU21 error lies there
+it holds nothing of the master, and 70-98 % of an M model's squared PU21 error lies there
 (``benchmarks/clipped_error.py``); the residual layer carries that detail whatever the model
 does, so the model is fitted for the pixels where it is the whole answer. The payload at 8 / 16 /
 32 KB, ``local``, 1024x512, against weight 1: val split +0.42 / +0.46 / +0.16 dB (``bridge``),
