@@ -8,7 +8,7 @@ import torch
 
 from itmfilter.colour.tonecurves import get_curve
 from itmfilter.data import sample_path
-from itmfilter.encode.still_rate import STILL_FIT
+from itmfilter.encode.still_rate import STILL_FIT, choose_payload
 from itmfilter.media.stills import read_hdr
 from itmfilter.model.grid import CLIPPED_CODE, GRID_SIZES, GridFitOptions, _loss, fit_grid_model, predict_nits
 from itmfilter.quality.metrics import pu21_encode
@@ -50,3 +50,14 @@ def test_a_lower_clipped_weight_fits_the_unclipped_pixels_better(pair):
     # the model's capacity moves to where it is the whole answer, away from where it cannot be
     assert _mse(nits, out[0.1], ~clipped) < 0.8 * _mse(nits, out[1.0], ~clipped)
     assert _mse(nits, out[0.1], clipped) > _mse(nits, out[1.0], clipped)
+
+
+def test_stills_also_try_the_budgets_own_size_at_weight_1(pair):
+    # weight 0.1 loses a little where the model is near exact off the clipped pixels (a global
+    # curve): the budget's own grid size is fitted at weight 1 too, and the better payload wins
+    sdr, nits = pair
+    fast = GridFitOptions(steps=60, batch=1024, finetune_steps=30, clipped_weight=0.1)
+    names = {c.name.split("+")[0] for c in choose_payload(sdr, nits, 4096, fit_options=fast).candidates}
+    assert {"grid-XS", "grid-XS-w1"} <= names, names
+    names = {c.name.split("+")[0] for c in choose_payload(sdr, nits, 4096, fit_options=dataclasses.replace(fast, clipped_weight=1.0)).candidates}
+    assert "grid-XS" in names and not any(n.endswith("-w1") for n in names), names
