@@ -571,7 +571,7 @@ _PQ_FLOOR = 1e-6
 """The loss reads the PQ output clamped to ``[_PQ_FLOOR, 1]``, not ``[0, 1]``: the ST 2084 EOTF's
 ``x^(1/m2)`` has an infinite slope at 0, and an output at or below 0 (whose PU21 is clamped at
 0.005 cd/m2 and passes no gradient) made its gradient 0 x inf = NaN and the whole fit NaN. The
-floor is 1e-9 cd/m2, so the loss's value is unchanged (PU21 reads anything below 0.005 as 0.005)."""
+floor is about 2e-15 cd/m2, so the loss's value is unchanged (PU21 reads anything below 0.005 as 0.005)."""
 
 
 def _pixel_weight(rgb: torch.Tensor, clipped_weight: float) -> torch.Tensor | None:
