@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
@@ -30,6 +31,7 @@ from stills_rate import commit, machine, pictures, sdr_of  # noqa: E402
 
 from itmfilter.encode.still_rate import STILL_FIT  # noqa: E402
 from itmfilter.model.grid import CLIPPED_CODE, GRID_SIZES, fit_grid_model, predict_nits  # noqa: E402
+from itmfilter.model.residual import highlight_mask  # noqa: E402
 from itmfilter.quality.metrics import pu21_encode  # noqa: E402
 
 
@@ -45,15 +47,17 @@ def main() -> None:
     ap.add_argument("--grid", default="M", choices=sorted(GRID_SIZES))
     ap.add_argument("--weights", type=float, nargs="+", default=[1.0, 0.1])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     w, h = (int(v) for v in args.size.split("x"))
     print(f"Machine: {machine()}, commit {commit()}; grid {args.grid}, `{args.curve}` grade, {args.split} split, {w}x{h}\n")
     print("| picture | clipped pixels | weight | bytes | PU21-PSNR | unclipped | clipped | error share in clipped |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, hdr in pictures(args.split, (w, h)):
+    pics = pictures(args.split, (w, h))
+    for name, hdr in tqdm(pics, unit="picture", disable=args.quiet, file=sys.stderr):
         sdr = sdr_of(hdr, args.curve)
-        clipped = np.round(sdr.max(-1) * 255) >= CLIPPED_CODE
+        clipped = highlight_mask(sdr, CLIPPED_CODE)
         ref = pu21_encode(np.clip(hdr, 0, 1e4).astype(np.float64))
         for weight in args.weights:
             fit = fit_grid_model(sdr, hdr, GRID_SIZES[args.grid], dataclasses.replace(STILL_FIT, clipped_weight=weight))
