@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from itmfilter.colour.tonecurves import get_curve  # noqa: E402
 from itmfilter.colour.transfer import eotf_inverse_st2084  # noqa: E402
 from itmfilter.data.fetch import fetch_scenes, split_scenes  # noqa: E402
-from itmfilter.encode.still_rate import choose_payload, highest_fitting  # noqa: E402
+from itmfilter.encode.still_rate import POLISH_CLIPS, choose_payload, highest_fitting  # noqa: E402
 from itmfilter.model.adapt import AdaptOptions, adapt  # noqa: E402
 from itmfilter.model.inference import reconstruct_nits  # noqa: E402
 from itmfilter.model.initial import STILLS_INIT, load_init  # noqa: E402
@@ -106,7 +106,7 @@ class GainmapSweep:
         placed = sdr_placed_bt2408(sdr).astype(np.float64)
         h = hdr.astype(np.float64)
         k = GAINMAP_OFFSET_NITS
-        self.planes = {}
+        self.planes, self.smalls = {}, {}
         for ch in (1, 3):
             num, den = (luminance_bt2020(h)[..., None], luminance_bt2020(placed)[..., None]) if ch == 1 else (h, placed)
             gain = np.log2((np.maximum(num, 0) + k) / (np.maximum(den, 0) + k)).astype(np.float32)
@@ -114,15 +114,23 @@ class GainmapSweep:
                 sw, sh = max(1, math.ceil(gain.shape[1] / sc)), max(1, math.ceil(gain.shape[0] / sc))
                 small = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(gain[..., c]), "F").resize(
                     (sw, sh), Image.Resampling.BOX)) for c in range(ch)], -1)
+                self.smalls[(sc, ch)] = small
                 for clip in CLIPS:  # the range: min/max, or percentiles (as the encoder's residual)
-                    lo, hi = float(np.percentile(small, clip)), float(np.percentile(small, 100 - clip))
-                    hi = max(hi, lo + 1e-6)
-                    q = np.round((small - lo) / (hi - lo) * 255).clip(0, 255).astype(np.uint8)
-                    params = {"gain_min_log2": lo, "gain_max_log2": hi, "gamma": 1.0, "offset_sdr_nits": float(k),
-                              "offset_hdr_nits": float(k), "sdr_white_nits": 203.0, "channels": ch, "scale": sc}
-                    self.planes[(sc, ch, clip)] = (q, params)
+                    self.planes[(sc, ch, clip)] = self._plane(sc, ch, clip)
         self.codes: dict = {}
         self.scores: dict = {}
+
+    def _plane(self, sc: int, ch: int, clip) -> tuple[np.ndarray, dict]:
+        """The 8-bit gain image and its metadata; ``clip`` a percentage for both tails or a
+        ``(low, high)`` pair, as the encoder's residual range (``ResidualPlan``)."""
+        small, k = self.smalls[(sc, ch)], GAINMAP_OFFSET_NITS
+        low, high = clip if isinstance(clip, tuple) else (clip, clip)
+        lo, hi = float(np.percentile(small, low)), float(np.percentile(small, 100 - high))
+        hi = max(hi, lo + 1e-6)
+        q = np.round((small - lo) / (hi - lo) * 255).clip(0, 255).astype(np.uint8)
+        params = {"gain_min_log2": lo, "gain_max_log2": hi, "gamma": 1.0, "offset_sdr_nits": float(k),
+                  "offset_hdr_nits": float(k), "sdr_white_nits": 203.0, "channels": ch, "scale": sc}
+        return q, params
 
     @staticmethod
     def _code(q: np.ndarray, codec: str, quality: int) -> bytes:
@@ -144,27 +152,54 @@ class GainmapSweep:
         return decode_gainmap(self.sdr, buf.getvalue(), params)
 
     def best(self, budget: int) -> dict | None:
+        """The best over every codec and plane; then, as the encoder polishes its best residual
+        (``itmfilter.encode.still_rate.choose_payload``), the best setting again at the encoder's
+        further ranges, symmetric and then each tail on its own around the best one."""
+        best = self._best(budget, [(c, key) for c in QUALITY for key in self.planes])
+        if best is None:
+            return None
+        codec, sc, ch, _ = best["key"]
+        best = max(best, self._best(budget, [(codec, self._add(sc, ch, c)) for c in POLISH_CLIPS]) or best,
+                   key=lambda b: b["pu21"])
+        clip = best["key"][3]
+        c = max(clip) if isinstance(clip, tuple) else clip
+        pairs = sorted({(c / 4, c), (c, c / 4), (c * 4, c), (c, c * 4)} if c else {(0.0, 0.005), (0.005, 0.0)})
+        best = max(best, self._best(budget, [(codec, self._add(sc, ch, p)) for p in pairs]) or best,
+                   key=lambda b: b["pu21"])
+        best.pop("key")
+        return best
+
+    def _add(self, sc: int, ch: int, clip) -> tuple:
+        if (sc, ch, clip) not in self.planes:
+            self.planes[(sc, ch, clip)] = self._plane(sc, ch, clip)
+        return (sc, ch, clip)
+
+    def _best(self, budget: int, settings: list) -> dict | None:
         best = None
-        for codec, (lo, hi) in QUALITY.items():
-            for (sc, ch, clip), (q, params) in self.planes.items():
-                meta = gainmap_nbytes(b"", params)
-                cache = self.codes.setdefault((codec, sc, ch, clip), {})
+        for codec, (sc, ch, clip) in settings:
+            lo, hi = QUALITY[codec]
+            q, params = self.planes[(sc, ch, clip)]
+            meta = gainmap_nbytes(b"", params)
+            cache = self.codes.setdefault((codec, sc, ch, clip), {})
 
-                def code(quality, q=q, codec=codec, cache=cache):
-                    if quality not in cache:
-                        cache[quality] = self._code(q, codec, quality)
-                    return cache[quality]
+            def code(quality, q=q, codec=codec, cache=cache):
+                if quality not in cache:
+                    cache[quality] = self._code(q, codec, quality)
+                return cache[quality]
 
-                hit = highest_fitting(code, budget - meta, lo, hi)
-                if hit is None:
-                    continue
-                key = (codec, sc, ch, clip, hit[0])
-                if key not in self.scores:
-                    nits = self._decode(hit[1], params)
-                    self.scores[key] = (psnr_pu21(self.hdr, nits), delta_e_itp(self.hdr, nits))
-                pu, de = self.scores[key]
-                if best is None or pu > best["pu21"]:
-                    best = {"pu21": pu, "de_itp": de, "bytes": len(hit[1]) + meta, "what": f"{codec} 1/{sc} {ch}ch q{hit[0]}" + (f" clip {clip:g}%" if clip else "")}
+            hit = highest_fitting(code, budget - meta, lo, hi)
+            if hit is None:
+                continue
+            key = (codec, sc, ch, clip, hit[0])
+            if key not in self.scores:
+                nits = self._decode(hit[1], params)
+                self.scores[key] = (psnr_pu21(self.hdr, nits), delta_e_itp(self.hdr, nits))
+            pu, de = self.scores[key]
+            if best is None or pu > best["pu21"]:
+                what = f"{codec} 1/{sc} {ch}ch q{hit[0]}"
+                what += f" clip {clip[0]:g}/{clip[1]:g}%" if isinstance(clip, tuple) else f" clip {clip:g}%" if clip else ""
+                best = {"pu21": pu, "de_itp": de, "bytes": len(hit[1]) + meta, "what": what,
+                        "key": (codec, sc, ch, clip)}
         return best
 
 
@@ -176,6 +211,8 @@ def run(args) -> None:
     size = tuple(int(v) for v in args.size.split("x"))
     init, _ = load_init(name=STILLS_INIT)
     for name, hdr in pictures(args.split, size):
+        if args.pictures and name not in args.pictures:
+            continue
         for curve in args.curves:
             todo = [b for b in args.budgets if (args.split, name, curve, b) not in done]
             if not todo:
@@ -345,6 +382,7 @@ def main() -> None:
     r.add_argument("--size", default="1024x512")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--json", required=True)
+    r.add_argument("--pictures", nargs="+", help="only these pictures of the split (to run it in parallel lanes)")
     p = sub.add_parser("report")
     p.add_argument("json")
     p.add_argument("--out")

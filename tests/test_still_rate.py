@@ -130,6 +130,13 @@ def test_residual_range_clip_narrows_the_step_and_keeps_minmax_by_default(pair):
     assert psnr_pu21(spiky, b) > psnr_pu21(spiky, a) + 1
     with pytest.raises(ValueError, match="clip_percent"):
         ResidualPlan(sdr, model, spiky, 0, 1, clip_percent=50)
+    # a pair clips each tail on its own: the high tail only keeps the minimum and drops the spike
+    high = ResidualPlan(sdr, model, spiky, 0, 1, clip_percent=(0.0, 0.02))
+    low = ResidualPlan(sdr, model, spiky, 0, 1, clip_percent=(0.02, 0.0))
+    assert high.gmin == full.gmin and high.gmax == clipped.gmax
+    assert low.gmax == full.gmax and low.gmin == clipped.gmin
+    with pytest.raises(ValueError, match="clip_percent"):
+        ResidualPlan(sdr, model, spiky, 0, 1, clip_percent=(0.0, 50.0))
 
 
 def test_version2_payload_and_version1_still_read(pair):
@@ -187,6 +194,30 @@ def test_choose_payload_within_budget_and_never_below_polynomial(pair):
     assert choice.best.pu21 > poly + 3
     with pytest.raises(ItmError, match="below the smallest payload"):
         choose_payload(sdr, nits, 200)
+
+
+def test_polish_retries_the_best_residual_with_more_ranges_and_the_other_domain(pair):
+    sdr, nits = pair
+    cache: dict = {}
+    plain = choose_payload(sdr, nits, 4096, fit_options=FAST, cache=cache, polish=False)
+    polished = choose_payload(sdr, nits, 4096, fit_options=FAST, cache=cache)
+    first = plain.best
+    assert first.residual is not None, first.name  # a residual layer pays on this picture at 4 KB
+    plain_names = {c.name for c in plain.candidates}
+    assert plain_names <= {c.name for c in polished.candidates}  # the stages before are unchanged
+    extra = [c for c in polished.candidates if c.name not in plain_names]
+    assert extra, "no polish candidate"
+    name, _, _, threshold, base, domain, scale, _ = first.residual
+    for c in extra:  # all from the best residual's model, threshold and scale
+        assert c.residual[0] == name and c.residual[3] == threshold and c.residual[6] == scale, c.name
+    labels = {c.name for c in extra}
+    if base == BASE_SDR_PLACED:
+        assert any("-c0.005" in x for x in labels) and any("-c0.05" in x for x in labels), labels
+    else:  # over a model the other domain is tried at every range
+        assert any("-pq" in x for x in labels) == (domain == "log2"), labels
+        assert {c.residual[5] for c in extra} == {"log2", "pq"}, labels
+    assert polished.best.pu21 >= first.pu21
+    assert len(polished.best.payload) <= 4096
 
 
 def test_cli_max_bytes(tmp_path):

@@ -17,8 +17,12 @@ Candidates, each coded, decoded exactly as a reader will and scored against the 
 The residual image's AVIF quality is the highest that fits the room left (an interpolating
 search over 10-100 on coded sizes, a handful of encodes); each residual is tried with its
 8-bit range spanning the gains' minimum to maximum and their 0.02-99.98 % percentiles
-(:class:`itmfilter.model.residual.ResidualPlan`'s ``clip_percent``), the better one kept. A budget below the polynomial's
-size is an error. The budget counts the payload bytes (the ``itMf`` chunk's data, the
+(:class:`itmfilter.model.residual.ResidualPlan`'s ``clip_percent``), the better one kept. A last
+stage (``polish``) takes the best candidate's residual picture (same model, threshold and scale)
+through more ranges (:data:`POLISH_CLIPS`), over a model also in the other domain, and then with
+each tail clipped on its own around the best range: which range pays differs from picture to
+picture by up to 0.9 dB, and each range moves the coded size against the AVIF quality's coarse
+steps. A budget below the polynomial's size is an error. The budget counts the payload bytes (the ``itMf`` chunk's data, the
 sidecar's decoded ``weights``), not the PNG chunk's own 12 bytes nor the ``itMj`` info chunk.
 """
 
@@ -51,6 +55,11 @@ from itmfilter.quality.metrics import psnr_pu21
 HIGHLIGHT_CODE = 242  # round(0.95 * 255): the residual's second setting, clipped highlights only
 RESIDUAL_THRESHOLDS = (0, HIGHLIGHT_CODE)  # where a grid model's residual layer applies (SDR codes)
 RESIDUAL_CLIPS = (0.0, 0.02)  # the gain image's range: min/max, or the 0.02-99.98 % percentiles
+POLISH_CLIPS = (0.001, 0.002, 0.005, 0.01, 0.05)
+"""Ranges tried only for the best residual found (:func:`choose_payload`'s last stage)."""
+POLISH_OTHER_CLIPS = (0.0, 0.005, 0.02)
+"""Ranges tried there over the model in the other domain."""
+ASYMMETRIC_POLISH = True
 
 
 @dataclass
@@ -61,6 +70,7 @@ class Candidate:
     payload: bytes
     pu21: float
     note: str = ""
+    residual: tuple | None = None  # how its residual layer was made, for the last stage (with_residual's arguments)
 
 
 @dataclass
@@ -181,13 +191,14 @@ def _score(hdr: np.ndarray, nits: np.ndarray) -> float:
 def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Callable[[], bytes] | None = None,
                    mlp_bytes: int | None = None, fit_options: GridFitOptions = STILL_FIT,
                    progress: Callable[[str], None] | None = None, path=None,
-                   cache: dict | None = None) -> RateChoice:
+                   cache: dict | None = None, polish: bool = True) -> RateChoice:
     """The best still payload of at most ``max_bytes`` (see the module docstring).
 
     ``sdr``: ``(H, W, 3)`` BT.709 R'G'B' [0, 1] as stored; ``hdr``: ``(H, W, 3)`` BT.2020 cd/m2.
     ``mlp``: makes today's MLP payload (called only when ``mlp_bytes`` fits). ``progress(stage)``
     is called as each stage starts. ``cache``: a dict kept across calls on the same picture
-    pair (fits, decodes and the MLP are reused across budgets; benchmarks). Raises
+    pair (fits, decodes and the MLP are reused across budgets; benchmarks). ``polish``: the last
+    stage (more ranges and the other domain for the best residual). Raises
     :class:`ItmError` when not even the polynomial fits.
     """
     cache = {} if cache is None else cache
@@ -216,11 +227,13 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
     clock("fit+decode polynomial", t0)
 
     def with_residual(name: str, model_data: bytes, model_nits: np.ndarray | None, threshold: int,
-                      base: int = BASE_MODEL, domain: str = "log2") -> None:
+                      base: int = BASE_MODEL, domain: str = "log2", scales: tuple[int, ...] | None = None,
+                      clips: tuple[float, ...] = RESIDUAL_CLIPS) -> None:
         room = max_bytes - overhead - len(model_data)
         if room <= 200:
             return
-        for scale, clip in ((s, c) for s in residual_scales_for(room, h * w) for c in RESIDUAL_CLIPS):
+        scales = residual_scales_for(room, h * w) if scales is None else scales
+        for scale, clip in ((s, c) for s in scales for c in clips):
             t0 = time.perf_counter()
             plan = ResidualPlan(sdr, model_nits, hdr, threshold, scale, base=base, clip_percent=clip, domain=domain)
             if plan.empty:
@@ -232,9 +245,11 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
             t0 = time.perf_counter()
             nits = apply_residual(sdr, model_nits, hit[1])
             label = name if base == BASE_SDR_PLACED else f"{name}+res-t{threshold}"
-            label += f"-c{clip:g}" if clip else ""
+            label += "" if base == BASE_SDR_PLACED or domain == "log2" else f"-{domain}"
+            label += f"-c{clip[0]:g}_{clip[1]:g}" if isinstance(clip, tuple) else f"-c{clip:g}" if clip else ""
             candidates.append(Candidate(label, encode_grid_still(model_data, hit[1]),
-                                        _score(hdr, nits), f"AVIF q{hit[0]} 1/{scale}, {len(hit[1])} B"))
+                                        _score(hdr, nits), f"AVIF q{hit[0]} 1/{scale}, {len(hit[1])} B",
+                                        (name, model_data, model_nits, threshold, base, domain, scale, clip)))
             clock("residual score", t0)
 
     say("gain map")
@@ -275,6 +290,26 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
             candidates.append(Candidate("mlp", blob, _score(hdr, nits)))
         clock("mlp", t0)
 
-    fitting = [c for c in candidates if len(c.payload) <= max_bytes]
-    best = max(fitting, key=lambda c: (c.pu21, -len(c.payload)))
+    def best_fitting() -> Candidate:
+        fitting = [c for c in candidates if len(c.payload) <= max_bytes]
+        return max(fitting, key=lambda c: (c.pu21, -len(c.payload)))
+
+    best = best_fitting()
+    if polish and best.residual is not None:
+        # The last stage tries the best residual's picture with more ranges, and over a model in
+        # the other domain: each choice moves the coded size against the AVIF quality's coarse
+        # steps and the step of the 8-bit gain, and the better one differs from picture to picture.
+        say("residual polish")
+        name, model_data, model_nits, threshold, base, domain, scale, _ = best.residual
+        with_residual(name, model_data, model_nits, threshold, base, domain, (scale,), POLISH_CLIPS)
+        if base == BASE_MODEL:
+            other = "pq" if domain == "log2" else "log2"
+            with_residual(name, model_data, model_nits, threshold, base, other, (scale,), POLISH_OTHER_CLIPS)
+        best = best_fitting()
+        if ASYMMETRIC_POLISH:  # then each tail on its own around the best range
+            name, model_data, model_nits, threshold, base, domain, scale, clip = best.residual
+            c = clip if not isinstance(clip, tuple) else max(clip)
+            pairs = tuple(sorted({(c / 4, c), (c, c / 4), (c * 4, c), (c, c * 4)} if c else {(0.0, 0.005), (0.005, 0.0)}))
+            with_residual(name, model_data, model_nits, threshold, base, domain, (scale,), pairs)
+            best = best_fitting()
     return RateChoice(best, candidates, time.perf_counter() - t_start, time.process_time() - cpu_start, timings)

@@ -122,10 +122,11 @@ class ResidualPlan:
     maximum; the few cells outside are clipped to it. Over a good model most gains lie near 0
     and a handful of outliers would otherwise set a coarse step for all of them (0.02 % gained
     up to 2 dB at 16-32 KB on the val split; larger percentages clip highlights that matter).
+    A pair ``(low, high)`` clips the two tails by different percentages.
     An encoder choice only: the range travels in the header either way."""
 
     def __init__(self, sdr: np.ndarray, model_nits: np.ndarray, hdr_nits: np.ndarray, threshold_code: int,
-                 scale: int, channels: int = 3, base: int = BASE_MODEL, clip_percent: float = 0.0,
+                 scale: int, channels: int = 3, base: int = BASE_MODEL, clip_percent: float | tuple[float, float] = 0.0,
                  domain: str = "log2") -> None:
         if scale not in (1, 2, 4, 8) or channels not in (1, 3) or not 0 <= threshold_code <= 255:
             raise ValueError(f"bad residual setting t{threshold_code} 1/{scale} {channels}ch")
@@ -155,12 +156,13 @@ class ResidualPlan:
         small = np.where(valid[..., None], num / np.maximum(den, 1e-12)[..., None], 0.0)
         if not self.empty:
             small = push_pull(small, valid.astype(np.float64))
-        if not 0.0 <= clip_percent < 50.0:
+        low, high = clip_percent if isinstance(clip_percent, tuple) else (clip_percent, clip_percent)
+        if not (0.0 <= low < 50.0 and 0.0 <= high < 50.0):
             raise ValueError(f"clip_percent {clip_percent} is outside [0, 50)")
         self.clip_percent = clip_percent
         cells = small[valid]
-        lo = float(np.percentile(cells, clip_percent)) if valid.any() else 0.0
-        hi = float(np.percentile(cells, 100.0 - clip_percent)) if valid.any() else 0.0
+        lo = float(np.percentile(cells, low)) if valid.any() else 0.0
+        hi = float(np.percentile(cells, 100.0 - high)) if valid.any() else 0.0
         # the range travels as fp16: round it now so encoder and decoder agree
         self.gmin = float(np.float16(lo))
         self.gmax = float(np.float16(max(hi, lo + 1e-3)))
