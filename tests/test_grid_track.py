@@ -424,3 +424,29 @@ def test_a_key_that_crowds_out_its_stream_competes_with_the_next_smaller_one(mas
     assert not report.notes
     nets = FrameNetworks(out)
     assert all(isinstance(nets(i), PlacedGrid) for i in range(FRAMES)) and nets.damaged == 0
+
+
+def test_a_key_that_leaves_no_run_draining_in_time_does_not_break_the_window_at_the_next_key(two_shot_master, tmp_path,
+                                                                                             monkeypatch):
+    """The KEY of a grid segment with shift runs is sized by an estimate of the bare runs after it
+    (``_run_key_total``, ``run_frames_bytes``), which can be a few bytes short of their packets.
+    Where such a KEY carries its whole stream, no run length then drains the bucket to the level
+    the next segment starts from, and halving the run down to one frame sent a packet, with its
+    head and SEI framing, on every frame: here (the scene residual's range at its 0.1 % tails,
+    which makes the 1 s shot's progressive KEY carry a 1.5 KB stream) 23 packets of 36 bytes and
+    636 B over ``n r + B`` at the next KEY. The encoder now sends the longest run the bucket holds:
+    the file keeps the cap and every window."""
+    from itmfilter.encode.rate import check_rate
+    from itmfilter.encode.video import VideoEncodeOptions, encode_video
+    from itmfilter.model import scene
+    from itmfilter.track.carriage import carried_bytes, load_track
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(scene, "TAIL_PERCENT", 0.1)
+    kbps, out = 32.0, tmp_path / "sdr.mp4"
+    fast = dict(tm="local", grid_steps=150, first_steps=30, warm_steps=5, preset="ultrafast", crf=12)
+    encode_video(two_shot_master, out, options=VideoEncodeOptions(max_kbps=kbps, model="grid", **fast), quiet=True)
+    sizes = carried_bytes(out, load_track(out))
+    assert check_rate(sizes, kbps, 24, 1.0) == [], sizes[:30]
+    assert sum(sizes) <= kbps * 1000 / 8 * len(sizes) / 24
+    assert sum(1 for v in sizes[1:24] if v) <= 2, sizes[:24]  # the shot's frames after its KEY: one run or two

@@ -1139,6 +1139,16 @@ def _grid_run_packets(job: SegmentJob, segment: Segment, budget: RateBudget, ext
             # a shorter run fits where a second's worth (more than a frame's share) would not
             while m > 1 and packet(m, 0)[1] > bound(m):
                 m = max(1, m // 2)
+            if packet(m, 0)[1] > bound(m):
+                # No length drains the bucket to the level the next segment is planned from (the
+                # KEY's estimate of the bare runs after it, run_frames_bytes, can be a few bytes
+                # short of their packets). Halving on would make it worse: every short packet
+                # pays a head and SEI framing, and one frame's packet after another (seen: 23
+                # bytes of framing a frame after a 1 s shot's KEY, 580 B over n*r + B at the next
+                # KEY). The longest run the bucket holds keeps the miss to those few bytes.
+                m = min(run, left)
+                while m > 1 and packet(m, 0)[1] > r + buffer - budget.level:
+                    m = max(1, m // 2)
         raw, cost = packet(m, take)
         packets[index] = raw
         sent += take
