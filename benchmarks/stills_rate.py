@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from itmfilter.colour.tonecurves import get_curve  # noqa: E402
 from itmfilter.colour.transfer import eotf_inverse_st2084  # noqa: E402
 from itmfilter.data.fetch import fetch_scenes, split_scenes  # noqa: E402
-from itmfilter.encode.still_rate import POLISH_CLIPS, choose_payload, highest_fitting  # noqa: E402
+from itmfilter.encode.still_rate import POLISH_CLIPS, choose_payload, highest_fitting, one_sided_clips  # noqa: E402
 from itmfilter.model.adapt import AdaptOptions, adapt  # noqa: E402
 from itmfilter.model.inference import reconstruct_nits  # noqa: E402
 from itmfilter.model.initial import STILLS_INIT, load_init  # noqa: E402
@@ -161,9 +161,7 @@ class GainmapSweep:
         codec, sc, ch, _ = best["key"]
         best = max(best, self._best(budget, [(codec, self._add(sc, ch, c)) for c in POLISH_CLIPS]) or best,
                    key=lambda b: b["pu21"])
-        clip = best["key"][3]
-        c = max(clip) if isinstance(clip, tuple) else clip
-        pairs = sorted({(c / 4, c), (c, c / 4), (c * 4, c), (c, c * 4)} if c else {(0.0, 0.005), (0.005, 0.0)})
+        pairs = one_sided_clips(best["key"][3])
         best = max(best, self._best(budget, [(codec, self._add(sc, ch, p)) for p in pairs]) or best,
                    key=lambda b: b["pu21"])
         best.pop("key")

@@ -1144,8 +1144,8 @@ def _grid_run_packets(job: SegmentJob, segment: Segment, budget: RateBudget, ext
                 # KEY's estimate of the bare runs after it, run_frames_bytes, can be a few bytes
                 # short of their packets). Halving on would make it worse: every short packet
                 # pays a head and SEI framing, and one frame's packet after another (seen: 23
-                # bytes of framing a frame after a 1 s shot's KEY, 580 B over n*r + B at the next
-                # KEY). The longest run the bucket holds keeps the miss to those few bytes.
+                # packets of 36 B after a 1 s shot's KEY, 636 B over n*r + B at the next KEY).
+                # The longest run the bucket holds keeps the miss to those few bytes.
                 m = min(run, left)
                 while m > 1 and packet(m, 0)[1] > r + buffer - budget.level:
                     m = max(1, m // 2)

@@ -59,7 +59,14 @@ POLISH_CLIPS = (0.001, 0.002, 0.005, 0.01, 0.05)
 """Ranges tried only for the best residual found (:func:`choose_payload`'s last stage)."""
 POLISH_OTHER_CLIPS = (0.0, 0.005, 0.02)
 """Ranges tried there over the model in the other domain."""
-ASYMMETRIC_POLISH = True
+
+
+def one_sided_clips(clip: float) -> tuple[tuple[float, float], ...]:
+    """``(low, high)`` tail pairs around a range clipped at ``clip`` % each side: one tail a
+    quarter or four times the other (the min/max range: either tail at 0.005 %), tried last."""
+    if not clip:
+        return ((0.0, 0.005), (0.005, 0.0))
+    return tuple(sorted({(clip / 4, clip), (clip, clip / 4), (clip * 4, clip), (clip, clip * 4)}))
 
 
 @dataclass
@@ -306,10 +313,8 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
             other = "pq" if domain == "log2" else "log2"
             with_residual(name, model_data, model_nits, threshold, base, other, (scale,), POLISH_OTHER_CLIPS)
         best = best_fitting()
-        if ASYMMETRIC_POLISH:  # then each tail on its own around the best range
-            name, model_data, model_nits, threshold, base, domain, scale, clip = best.residual
-            c = clip if not isinstance(clip, tuple) else max(clip)
-            pairs = tuple(sorted({(c / 4, c), (c, c / 4), (c * 4, c), (c, c * 4)} if c else {(0.0, 0.005), (0.005, 0.0)}))
-            with_residual(name, model_data, model_nits, threshold, base, domain, (scale,), pairs)
-            best = best_fitting()
+        # then each tail on its own around the best range
+        name, model_data, model_nits, threshold, base, domain, scale, clip = best.residual
+        with_residual(name, model_data, model_nits, threshold, base, domain, (scale,), one_sided_clips(clip))
+        best = best_fitting()
     return RateChoice(best, candidates, time.perf_counter() - t_start, time.process_time() - cpu_start, timings)
