@@ -235,7 +235,7 @@ def choose_payload(sdr: np.ndarray, hdr: np.ndarray, max_bytes: int, *, mlp: Cal
 
     def with_residual(name: str, model_data: bytes, model_nits: np.ndarray | None, threshold: int,
                       base: int = BASE_MODEL, domain: str = "log2", scales: tuple[int, ...] | None = None,
-                      clips: tuple[float, ...] = RESIDUAL_CLIPS) -> None:
+                      clips: tuple[float | tuple[float, float], ...] = RESIDUAL_CLIPS) -> None:
         room = max_bytes - overhead - len(model_data)
         if room <= 200:
             return
