@@ -31,7 +31,8 @@ from itmfilter.errors import ItmError
 from itmfilter.limits import MAX_FRAMES, MIN_PICTURE_SIDE, picture_size_problem
 from itmfilter.media.video import Hdr10Writer
 
-__all__ = ["make_master", "make_master_from_arrays", "camera_frames", "pan_view", "MASTER_CODECS"]
+__all__ = ["make_master", "make_master_from_arrays", "camera_frames", "camera_shots", "camera_centre", "camera_height", "pan_view",
+           "MASTER_CODECS"]
 
 #: make_master codec name -> (Hdr10Writer codec, file suffixes it may be written to)
 MASTER_CODECS = {"hevc": ("libx265", (".mp4", ".mov", ".mkv")), "prores": ("prores_ks", (".mov", ".mkv"))}
@@ -99,30 +100,50 @@ def camera_frames(
         raise ItmError(None, "no scenes to film", "pass at least one panorama")
     out_w, out_h = int(size[0]), int(size[1])
     frames_per_shot = max(1, int(round(shot_seconds * float(fps))))
-    rng = np.random.default_rng(seed)
-    shot = None
+    shots = camera_shots(panoramas, n_frames, size, shot_seconds * float(fps), seed, zoom)
     for i in range(int(n_frames)):
         k, j = divmod(i, frames_per_shot)
-        if j == 0:
-            pano = panoramas[k % len(panoramas)]
-            pano_h, pano_w = pano.shape[:2]
-            height0 = 0.5 * pano_h
-            width0 = height0 * out_w / out_h
-            if width0 > pano_w:  # very wide output: fit the width instead
-                height0 = pano_w * out_h / out_w
-            shot = {
-                "pano": pano,
-                "x": rng.uniform(0, pano_w),
-                "y": pano_h * rng.uniform(0.45, 0.55),
-                "speed": rng.uniform(0.15, 0.3) * height0 * out_w / out_h * rng.choice([-1.0, 1.0]),
-                "height": height0,
-                "zoom": rng.uniform(0.0, 0.15) if (zoom and k % 2 == 1) else 0.0,
-            }
-        t = j / float(fps)
-        progress = j / max(1, frames_per_shot - 1)
-        window_height = shot["height"] * (1.0 - shot["zoom"] * progress)
-        frame = pan_view(shot["pano"], (out_w, out_h), (shot["x"] + shot["speed"] * t, shot["y"]), window_height)
+        shot = shots[k]
+        frame = pan_view(shot["pano"], (out_w, out_h), camera_centre(shot, j, fps), camera_height(shot, j, frames_per_shot))
         yield np.minimum(frame, np.float32(peak_nits), out=frame)
+
+
+def camera_shots(panoramas: Sequence[np.ndarray], n_frames: int, size: tuple[int, int], shot_frames: float,
+                 seed: int = 0, zoom: bool = True) -> list[dict]:
+    """The camera of each shot :func:`camera_frames` films (the same draws, in order): dicts of
+    ``pano``, the start centre ``x``, ``y`` (panorama pixels), ``speed`` (panorama pixels a
+    second), the start window ``height`` and the ``zoom`` (share of the height lost by the
+    shot's last frame). Also the ground truth of benchmarks that measure motion."""
+    out_w, out_h = int(size[0]), int(size[1])
+    frames_per_shot = max(1, int(round(shot_frames)))
+    rng = np.random.default_rng(seed)
+    shots = []
+    for k in range(-(-int(n_frames) // frames_per_shot)):
+        pano = panoramas[k % len(panoramas)]
+        pano_h, pano_w = pano.shape[:2]
+        height0 = 0.5 * pano_h
+        width0 = height0 * out_w / out_h
+        if width0 > pano_w:  # very wide output: fit the width instead
+            height0 = pano_w * out_h / out_w
+        shots.append({
+            "pano": pano,
+            "x": rng.uniform(0, pano_w),
+            "y": pano_h * rng.uniform(0.45, 0.55),
+            "speed": rng.uniform(0.15, 0.3) * height0 * out_w / out_h * rng.choice([-1.0, 1.0]),
+            "height": height0,
+            "zoom": rng.uniform(0.0, 0.15) if (zoom and k % 2 == 1) else 0.0,
+        })
+    return shots
+
+
+def camera_centre(shot: dict, j: int, fps: float) -> tuple[float, float]:
+    """Frame ``j`` of ``shot``'s window centre, panorama pixels."""
+    return (shot["x"] + shot["speed"] * (j / float(fps)), shot["y"])
+
+
+def camera_height(shot: dict, j: int, frames_per_shot: int) -> float:
+    """Frame ``j`` of ``shot``'s window height, panorama pixels (it shrinks linearly by the zoom)."""
+    return shot["height"] * (1.0 - shot["zoom"] * (j / max(1, frames_per_shot - 1)))
 
 
 def _check_out(out_path, codec: str) -> Path:
