@@ -72,9 +72,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     import torch
+    from stills import machine
 
     from itmfilter.data.testmedia import _load_scenes, camera_shots
-    from stills import machine
 
     torch.set_num_threads(1)
     w, h = (int(v) for v in args.size.split("x"))
