@@ -45,6 +45,10 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "rate1080")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="also append the JSON lines here")
+    ap.add_argument("--split", default="test", choices=("test", "val"), help="the clip's scenes")
+    ap.add_argument("--residual-frames", default="6",
+                    help="comma separated: frames spread over the shot the residual is built from (the model's 6 "
+                         "are always the model's); each is scored on the same frames, none of them built from")
     args = ap.parse_args()
 
     import torch
@@ -61,14 +65,15 @@ def main() -> None:
     from itmfilter.media.phasecorr import MotionEstimator
     from itmfilter.media.video import read_hdr_frames, read_sdr_frames
     from itmfilter.model.grid import GridFitOptions, predict_pq
-    from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells, unpack_scene_residual
     from itmfilter.quality.metrics import psnr_pu21
     from itmfilter.track.motion import pixels_to_shift
 
     args.work.mkdir(parents=True, exist_ok=True)
-    master = args.work / f"master-{W}x{H}-10s-shot2.mkv"
+    tag = "" if args.split == "test" else f"-{args.split}"
+    master = args.work / f"master-{W}x{H}-10s-shot2{tag}.mkv"
     if not master.exists():
-        make_master(master, seconds=10, fps=FPS, size=(W, H), codec="hevc", shot_seconds=2, split="test", quiet=True)
+        make_master(master, seconds=10, fps=FPS, size=(W, H), codec="hevc", shot_seconds=2, split=args.split,
+                    quiet=True)
     sdr_path = args.work / f"sdr-local-{master.stem}.mp4"
     video_bench.make_sdr(master, sdr_path, "local")
 
@@ -90,8 +95,13 @@ def main() -> None:
             thumbs.append(_luma_thumb(sdr))
     n = len(frames)
     picks = sorted(set(np.linspace(0, n - 1, 6).round().astype(int).tolist()))
-    evals = [k for k in range(2, n, 4) if k not in picks]
-    want = {frames[k] for k in picks + evals}
+    builds = {r: sorted(set(np.linspace(0, n - 1, r).round().astype(int).tolist()))
+              for r in (int(v) for v in args.residual_frames.split(","))}
+    built = set(picks).union(*builds.values())
+    evals = [k for k in range(2, n, 4) if k not in built]
+    if not evals:
+        raise SystemExit("--residual-frames leaves no frame to score on")
+    want = {frames[k] for k in sorted(built) + evals}
     hdr = {i: x for i, x in read_hdr_frames(master) if i in want}
     sdr = {i: x for i, x in read_sdr_frames(sdr_path) if i in want}
     measured = np.asarray(offsets)
@@ -112,29 +122,40 @@ def main() -> None:
         head = {"shot": args.shot, "frames": n, "config": args.config, "model_bytes": len(fit.data), "zoom": zoom,
                 "zoom_mode": zoom_mode, "fit_s": round(time.perf_counter() - t0, 1), "model_pu21_psnr": alone}
         print(json.dumps(head), flush=True)
-        diffs, xys = [], []
-        for k in picks:
-            xy = xy_of(k)[::2, ::2]
-            pq = predict_pq(model, np.ascontiguousarray(sdr[frames[k]][::2, ::2]), xy=np.ascontiguousarray(xy))
-            target = eotf_inverse_st2084(np.clip(hdr[frames[k]][::2, ::2], 0, 10000)).astype(np.float32)
-            diffs.append((target - pq).reshape(-1, 3))
-            xys.append(xy.reshape(-1, 2))
-        for steps in (int(v) for v in args.solve_steps.split(",")):
-            for scale in (int(v) for v in args.scales.split(",")):
-                plan = ScenePlan(build_scene_residual(diffs, xys, scene_cells(W, H, half, scale), steps))
-                for quality in (int(v) for v in args.qualities.split(",")):
-                    data = plan.code(quality)
-                    scene = unpack_scene_residual(data)
-                    score = []
-                    for k in evals:
-                        pq = np.clip(base[k] + scene.sample(xy_of(k).reshape(-1, 2)).reshape(H, W, 3), 0, 1)
-                        score.append(psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(pq), np.float32)))
-                    row = {**head, "solve_steps": steps, "scale": scale, "quality": quality, "bytes": len(data),
-                           "pu21_psnr": float(np.mean(score)), "gain_db": float(np.mean(score)) - alone}
-                    print(json.dumps(row), flush=True)
-                    if args.out:
-                        with args.out.open("a") as f:
-                            f.write(json.dumps(row) + "\n")
+        for count, build in builds.items():
+            diffs, xys = [], []
+            for k in build:
+                xy = xy_of(k)[::2, ::2]
+                pq = predict_pq(model, np.ascontiguousarray(sdr[frames[k]][::2, ::2]), xy=np.ascontiguousarray(xy))
+                target = eotf_inverse_st2084(np.clip(hdr[frames[k]][::2, ::2], 0, 10000)).astype(np.float32)
+                diffs.append((target - pq).reshape(-1, 3))
+                xys.append(xy.reshape(-1, 2))
+            _residuals(args, dict(head, residual_frames=count), diffs, xys, half, evals, base, hdr, frames, xy_of)
+
+
+def _residuals(args, head, diffs, xys, half, evals, base, hdr, frames, xy_of) -> None:
+    """Each --solve-steps, --scales and --qualities residual from ``diffs`` at ``xys``, scored on ``evals``."""
+    from itmfilter.colour.transfer import eotf_st2084
+    from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells, unpack_scene_residual
+    from itmfilter.quality.metrics import psnr_pu21
+
+    alone = head["model_pu21_psnr"]
+    for steps in (int(v) for v in args.solve_steps.split(",")):
+        for scale in (int(v) for v in args.scales.split(",")):
+            plan = ScenePlan(build_scene_residual(diffs, xys, scene_cells(W, H, half, scale), steps))
+            for quality in (int(v) for v in args.qualities.split(",")):
+                data = plan.code(quality)
+                scene = unpack_scene_residual(data)
+                score = []
+                for k in evals:
+                    pq = np.clip(base[k] + scene.sample(xy_of(k).reshape(-1, 2)).reshape(H, W, 3), 0, 1)
+                    score.append(psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(pq), np.float32)))
+                row = {**head, "solve_steps": steps, "scale": scale, "quality": quality, "bytes": len(data),
+                       "pu21_psnr": float(np.mean(score)), "gain_db": float(np.mean(score)) - alone}
+                print(json.dumps(row), flush=True)
+                if args.out:
+                    with args.out.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":
