@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shlex
 import shutil
 import statistics
 import sys
@@ -201,7 +202,7 @@ def main() -> None:
             rows["mlp"] = sorted({r["cap"]: r for r in rows["mlp"]}.values(), key=lambda r: r["cap"])
             _compare(rows)
         head = [f"# Video rate-distortion ({args.size}, {args.seconds:g} s at {FPS} fps, test-split scenes)\n",
-                f"Command: `python {' '.join(sys.argv)}`\n", f"Machine: {machine()}\n"] + ([args.note + "\n"] if args.note else [])
+                f"Command: `python {shlex.join(sys.argv)}`\n", f"Machine: {machine()}\n"] + ([args.note + "\n"] if args.note else [])
         args.out.write_text("\n".join(head + _tables(results)) + "\n")
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
         _plot(results, args.out.with_suffix(".svg"), args.size)
@@ -222,7 +223,7 @@ def main() -> None:
     caps = [float(c) for c in args.caps.split(",") if c]  # none: the references alone
     args.work.mkdir(parents=True, exist_ok=True)
     lines = [f"# Video rate-distortion ({w}x{h}, {args.seconds:g} s at {FPS} fps, {args.split}-split scenes)\n",
-             f"Command: `python {' '.join(sys.argv)}`\n", f"Machine: {machine()}\n",
+             f"Command: `python {shlex.join(sys.argv)}`\n", f"Machine: {machine()}\n",
              f"Scored on every {args.eval_every}th frame. Track kbit/s: whole weight track (header included) over the "
              f"clip; worst 1 s: its costliest window of {FPS} frames. Buffer {args.buffer_seconds:g} s. "
              f"\"vs full adaptation\": the track's PU21-PSNR minus per-frame full adaptation's, both on every "
