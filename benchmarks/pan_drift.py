@@ -15,6 +15,7 @@ mean error is removed (a constant error moves the whole scene and costs nothing)
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -82,7 +83,7 @@ def main() -> None:
     shots = camera_shots(_load_scenes(None, args.split, args.seed, True, None), frames * args.count, (w, h), frames,
                          args.seed)
     print(f"# Placement error against the camera ({w}x{h}, {args.shots:g} s shots, {args.split} split)\n")
-    print(f"Command: `python {' '.join(sys.argv)}`\n\nMachine: {machine()}\n")
+    print(f"Command: `python {shlex.join(sys.argv)}`\n\nMachine: {machine()}\n")
     print("| shot | camera zoom | zoom found | correlation: px at 12 / 24 / last | RMS | y max | "
           "**placed**: px at 12 / 24 / last | **RMS** | y max | s |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -31,8 +31,8 @@ from itmfilter.errors import ItmError
 from itmfilter.limits import MAX_FRAMES, MIN_PICTURE_SIDE, picture_size_problem
 from itmfilter.media.video import Hdr10Writer
 
-__all__ = ["make_master", "make_master_from_arrays", "camera_frames", "camera_shots", "camera_centre", "camera_height", "pan_view",
-           "MASTER_CODECS"]
+__all__ = ["make_master", "make_master_from_arrays", "camera_frames", "camera_shots", "camera_centre", "camera_height",
+           "pan_view", "MASTER_CODECS"]
 
 #: make_master codec name -> (Hdr10Writer codec, file suffixes it may be written to)
 MASTER_CODECS = {"hevc": ("libx265", (".mp4", ".mov", ".mkv")), "prores": ("prores_ks", (".mov", ".mkv"))}
