@@ -100,7 +100,7 @@ def camera_frames(
         raise ItmError(None, "no scenes to film", "pass at least one panorama")
     out_w, out_h = int(size[0]), int(size[1])
     frames_per_shot = max(1, int(round(shot_seconds * float(fps))))
-    shots = camera_shots(panoramas, n_frames, size, shot_seconds * float(fps), seed, zoom)
+    shots = camera_shots(panoramas, n_frames, size, frames_per_shot, seed, zoom)
     for i in range(int(n_frames)):
         k, j = divmod(i, frames_per_shot)
         shot = shots[k]
@@ -108,14 +108,14 @@ def camera_frames(
         yield np.minimum(frame, np.float32(peak_nits), out=frame)
 
 
-def camera_shots(panoramas: Sequence[np.ndarray], n_frames: int, size: tuple[int, int], shot_frames: float,
+def camera_shots(panoramas: Sequence[np.ndarray], n_frames: int, size: tuple[int, int], shot_frames: int,
                  seed: int = 0, zoom: bool = True) -> list[dict]:
     """The camera of each shot :func:`camera_frames` films (the same draws, in order): dicts of
     ``pano``, the start centre ``x``, ``y`` (panorama pixels), ``speed`` (panorama pixels a
     second), the start window ``height`` and the ``zoom`` (share of the height lost by the
     shot's last frame). Also the ground truth of benchmarks that measure motion."""
     out_w, out_h = int(size[0]), int(size[1])
-    frames_per_shot = max(1, int(round(shot_frames)))
+    frames_per_shot = max(1, int(shot_frames))
     rng = np.random.default_rng(seed)
     shots = []
     for k in range(-(-int(n_frames) // frames_per_shot)):
