@@ -74,7 +74,7 @@ def main() -> None:
             raise SystemExit(f"--gains {args.gains}: each scale must be a multiple of the smallest")
         gains, placed, size = gain_frames(master, sdr, set(ref), base=base, channels=(3,))
         for scale, crf in settings:
-            kbps, recon = gainmap_track(gains, placed, size, scale, 3, "libx265", crf, args.work, base=base)
+            kbps, recon, _ = gainmap_track(gains, placed, size, scale, 3, "libx265", crf, args.work, base=base)
             rows.append((f"gain map 1/{scale}, CRF {crf}", kbps,
                          per_shot({i: psnr_pu21(ref[i], recon[i]) for i in recon}, shot_frames)))
             print(rows[-1], flush=True)

@@ -109,7 +109,8 @@ def gainmap_track(gains: dict, placed: dict, size: tuple[int, int], scale: int, 
             v = np.clip((small - LO) / (HI - LO), 0, 1)
             writer.write(np.repeat(v, 3, axis=-1) if channels == 1 else v)
     with av.open(str(path)) as c:
-        nbytes = sum(p.size for p in c.demux(c.streams.video[0]) if p.size)
+        sizes = [p.size for p in c.demux(c.streams.video[0]) if p.size]  # decode order: as a stream delivers them
+    nbytes = sum(sizes)
     recon = {}
     for i, frame in read_sdr_frames(path):
         if i not in placed:
@@ -122,7 +123,18 @@ def gainmap_track(gains: dict, placed: dict, size: tuple[int, int], scale: int, 
         up = up.transpose(1, 2, 0)[:h, :w]
         recon[i] = placed[i] * 2.0 ** up
     path.unlink()
-    return 8 * nbytes / 1000 / (len(frames) / FPS), recon
+    return 8 * nbytes / 1000 / (len(frames) / FPS), recon, worst_window_kbps(sizes)
+
+
+def worst_window_kbps(sizes: list[int], fps: int = FPS) -> float:
+    """kbit/s of the costliest ``fps`` consecutive packets (one frame each, in decode order): a
+    gain-map track's worst 1 s window, the figure the weight track's report gives for its own
+    (a CRF-coded track has no buffer bound: its keys at the cuts set this)."""
+    if not sizes:
+        return 0.0
+    n = min(fps, len(sizes))
+    sums = np.convolve(np.asarray(sizes, np.float64), np.ones(n), mode="valid")
+    return float(8 * sums.max() / 1000 / (n / fps))
 
 
 def full_adaptation(sdr_frames: dict, master: dict, device) -> dict:
@@ -289,9 +301,10 @@ def main() -> None:
                     for ch in chans:
                         for crf, tune in itertools.product((int(v) for v in args.gain_crfs.split(",")),
                                                            args.gain_tunes.split(",")):
-                            kbps, recon = gainmap_track(gains, placed, full_size, scale, ch, codec, crf, args.work,
-                                                        base=base, tune=tune)
+                            kbps, recon, worst = gainmap_track(gains, placed, full_size, scale, ch, codec, crf,
+                                                               args.work, base=base, tune=tune)
                             g = {"codec": codec, "scale": scale, "channels": ch, "crf": crf, "kbit_s": kbps,
+                                 "worst_1s_kbit_s": worst,
                                  **({"tune": tune} if tune != "none" else {}), **_score(master_frames, recon)}
                             rows["gain"].append(g)
                             print(g, flush=True)
@@ -372,10 +385,12 @@ def _tables(results: dict) -> list[str]:
             lines.append(f"| {name} | {rate} | | {ref['pu21_psnr']:.2f} | {ref['delta_e_itp']:.2f} | | | | | |")
         front = _front(rows["gain"])
         lines.append("\nGain-map tracks on the rate-quality front (each better than every cheaper one):\n")
-        lines.append("| kbit/s | PU21-PSNR | dE-ITP | scale | channels | codec | CRF | tune |\n|---|---|---|---|---|---|---|---|")
+        lines.append("| kbit/s | worst 1 s kbit/s | PU21-PSNR | dE-ITP | scale | channels | codec | CRF | tune |\n"
+                     "|---|---|---|---|---|---|---|---|---|")
         for g in front:
-            lines.append(f"| {g['kbit_s']:.1f} | {g['pu21_psnr']:.2f} | {g['delta_e_itp']:.2f} | 1/{g['scale']} | "
-                         f"{g['channels']} | {g['codec']} | {g['crf']} | {g.get('tune') or 'none'} |")
+            worst = f"{g['worst_1s_kbit_s']:.1f}" if "worst_1s_kbit_s" in g else ""
+            lines.append(f"| {g['kbit_s']:.1f} | {worst} | {g['pu21_psnr']:.2f} | {g['delta_e_itp']:.2f} | "
+                         f"1/{g['scale']} | {g['channels']} | {g['codec']} | {g['crf']} | {g.get('tune') or 'none'} |")
     return lines
 
 

@@ -212,3 +212,18 @@ def test_rate_benchmark_merge_keeps_the_later_run_of_a_cap(tmp_path):
     rows = json.loads((tmp_path / "m.json").read_text())["2s shots, local"]["mlp"]
     assert [(r["cap"], r["kbit_s"]) for r in rows] == [(16.0, 14.0), (32.0, 30.0)]
     assert rows[1]["best_gain"]["kbit_s"] == 20.0 and "+3.50" in (tmp_path / "m.md").read_text()
+
+
+def test_rate_benchmark_finds_a_gain_map_tracks_costliest_second():
+    """``benchmarks/video_rate.py``'s worst 1 s window of a gain-map track: the costliest 24
+    packets in decode order, a key at a cut included, as the weight track's report counts its own."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from video_rate import worst_window_kbps
+
+    sizes = [100] * 48 + [5000] + [100] * 47  # 4 s at 24 fps, a 5,000-byte key at the second cut
+    assert worst_window_kbps(sizes) == pytest.approx(8 * (5000 + 23 * 100) / 1000)
+    assert worst_window_kbps([100] * 12) == pytest.approx(8 * 100 * 24 / 1000)  # shorter than 1 s: its rate
+    assert worst_window_kbps([]) == 0.0
