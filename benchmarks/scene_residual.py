@@ -46,6 +46,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="also append the JSON lines here")
     ap.add_argument("--split", default="test", choices=("test", "val"), help="the clip's scenes")
+    ap.add_argument("--avif-speed", type=int, default=None,
+                    help="libaom speed of the residual's coder (default: itmfilter.model.scene.AVIF_SPEED)")
     ap.add_argument("--residual-frames", default="6",
                     help="comma separated: frames spread over the shot the residual is built from (the model's 6 "
                          "are always the model's); each is scored on the same frames, none of them built from")
@@ -54,6 +56,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.avif_speed is not None:
+        import itmfilter.model.scene as scene_module
+
+        scene_module.AVIF_SPEED = args.avif_speed
     import video as video_bench  # benchmarks/video.py: the SDR pass
 
     from itmfilter.colour.transfer import eotf_inverse_st2084, eotf_st2084
