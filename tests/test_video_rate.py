@@ -227,3 +227,19 @@ def test_rate_benchmark_finds_a_gain_map_tracks_costliest_second():
     assert worst_window_kbps(sizes) == pytest.approx(8 * (5000 + 23 * 100) / 1000)
     assert worst_window_kbps([100] * 12) == pytest.approx(8 * 100 * 24 / 1000)  # shorter than 1 s: its rate
     assert worst_window_kbps([]) == 0.0
+
+
+def test_rate_benchmark_reads_the_gain_map_front_between_its_points():
+    """``benchmarks/video_rate.py``'s interpolated margin: the front (each map better than every
+    cheaper one) read in log rate between the points around a track's rate; a map off the front
+    is not used, and a rate outside the front has no reading."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from video_rate import front_at
+
+    gains = [{"kbit_s": k, "pu21_psnr": q} for k, q in ((20.0, 38.0), (30.0, 37.0), (40.0, 40.0))]
+    assert front_at(gains, 800 ** 0.5) == pytest.approx(39.0)  # halfway in log rate from 20 to 40
+    assert front_at(gains, 20.0) == pytest.approx(38.0)
+    assert front_at(gains, 10.0) is None and front_at(gains, 50.0) is None
