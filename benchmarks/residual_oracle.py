@@ -49,45 +49,17 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    import video as video_bench  # benchmarks/video.py: the SDR pass
+    from scene_residual import clip, shot_frames  # benchmarks/scene_residual.py: the clip and the shot's frames
 
     from itmfilter.colour.transfer import eotf_inverse_st2084, eotf_st2084
-    from itmfilter.data.testmedia import make_master
     from itmfilter.encode.gridkeys import GRID_LADDER, estimate_zoom, fit_segment_grid, frame_scales, frame_xy
-    from itmfilter.encode.segments import _luma_thumb
-    from itmfilter.encode.shots import ShotDetector
-    from itmfilter.encode.video import VideoEncodeOptions
-    from itmfilter.media.phasecorr import MotionEstimator
     from itmfilter.media.video import read_hdr_frames, read_sdr_frames
     from itmfilter.model.grid import GridFitOptions, predict_pq
     from itmfilter.model.scene import SceneResidual, build_scene_residual, scene_cells
     from itmfilter.quality.metrics import psnr_pu21
-    from itmfilter.track.motion import pixels_to_shift
 
-    args.work.mkdir(parents=True, exist_ok=True)
-    master = args.work / f"master-{W}x{H}-10s-shot2.mkv"
-    if not master.exists():
-        make_master(master, seconds=10, fps=FPS, size=(W, H), codec="hevc", shot_seconds=2, split="test",
-                    quiet=True)
-    sdr_path = args.work / f"sdr-local-{master.stem}.mp4"
-    video_bench.make_sdr(master, sdr_path, "local")
-
-    detect, motion = ShotDetector(VideoEncodeOptions.shot_threshold), MotionEstimator()
-    shot, frames, offsets, thumbs, pos = -1, [], [], [], np.zeros(2)
-    for (i, nits), (_, sdr) in zip(read_hdr_frames(master), read_sdr_frames(sdr_path)):
-        if detect(nits):
-            shot += 1
-            motion.reset()
-            pos = np.zeros(2)
-        pan = motion(sdr)
-        if shot > args.shot:
-            break
-        if pan is not None and frames and shot == args.shot:
-            pos = pos + np.asarray(pixels_to_shift(pan, W, H), np.float64)
-        if shot == args.shot:
-            frames.append(i)
-            offsets.append(pos.copy())
-            thumbs.append(_luma_thumb(sdr))
+    master, sdr_path = clip(args.work)
+    frames, offsets, thumbs = shot_frames(master, sdr_path, args.shot)
     n = len(frames)
     picks = sorted(set(np.linspace(0, n - 1, 6).round().astype(int).tolist()))
     dense = list(range(0, n, 2))

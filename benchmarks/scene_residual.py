@@ -34,6 +34,53 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 W, H, FPS = 1920, 1080, 24
 
 
+def clip(work: Path, split: str = "test") -> tuple[Path, Path]:
+    """``benchmarks/video_rate.py``'s 1080p clip in ``work`` (made when missing): the master and
+    its ``local`` grade's SDR."""
+    import video as video_bench  # benchmarks/video.py: the SDR pass
+
+    from itmfilter.data.testmedia import make_master
+
+    work.mkdir(parents=True, exist_ok=True)
+    tag = "" if split == "test" else f"-{split}"
+    master = work / f"master-{W}x{H}-10s-shot2{tag}.mkv"
+    if not master.exists():
+        make_master(master, seconds=10, fps=FPS, size=(W, H), codec="hevc", shot_seconds=2, split=split, quiet=True)
+    sdr_path = work / f"sdr-local-{master.stem}.mp4"
+    video_bench.make_sdr(master, sdr_path, "local")
+    return master, sdr_path
+
+
+def shot_frames(master: Path, sdr_path: Path, shot: int) -> tuple[list[int], list[np.ndarray], list[np.ndarray]]:
+    """Shot ``shot`` as the encoder sees it (its shot detector and phase correlation): the
+    frames' indices, their accumulated offsets since the shot's first frame (pixel-grid units)
+    and their luma thumbnails (the zoom search's view)."""
+    from itmfilter.encode.segments import _luma_thumb
+    from itmfilter.encode.shots import ShotDetector
+    from itmfilter.encode.video import VideoEncodeOptions
+    from itmfilter.media.phasecorr import MotionEstimator
+    from itmfilter.media.video import read_hdr_frames, read_sdr_frames
+    from itmfilter.track.motion import pixels_to_shift
+
+    detect, motion = ShotDetector(VideoEncodeOptions.shot_threshold), MotionEstimator()
+    current, frames, offsets, thumbs, pos = -1, [], [], [], np.zeros(2)
+    for (i, nits), (_, sdr) in zip(read_hdr_frames(master), read_sdr_frames(sdr_path)):
+        if detect(nits):
+            current += 1
+            motion.reset()
+            pos = np.zeros(2)
+        pan = motion(sdr)
+        if current > shot:
+            break
+        if pan is not None and frames and current == shot:
+            pos = pos + np.asarray(pixels_to_shift(pan, W, H), np.float64)
+        if current == shot:
+            frames.append(i)
+            offsets.append(pos.copy())
+            thumbs.append(_luma_thumb(sdr))
+    return frames, offsets, thumbs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shot", type=int, default=0)
@@ -60,45 +107,14 @@ def main() -> None:
         import itmfilter.model.scene as scene_module
 
         scene_module.AVIF_SPEED = args.avif_speed
-    import video as video_bench  # benchmarks/video.py: the SDR pass
-
     from itmfilter.colour.transfer import eotf_inverse_st2084, eotf_st2084
-    from itmfilter.data.testmedia import make_master
     from itmfilter.encode.gridkeys import GRID_LADDER, estimate_zoom, fit_segment_grid, frame_scales, frame_xy
-    from itmfilter.encode.segments import _luma_thumb
-    from itmfilter.encode.shots import ShotDetector
-    from itmfilter.encode.video import VideoEncodeOptions
-    from itmfilter.media.phasecorr import MotionEstimator
     from itmfilter.media.video import read_hdr_frames, read_sdr_frames
     from itmfilter.model.grid import GridFitOptions, predict_pq
     from itmfilter.quality.metrics import psnr_pu21
-    from itmfilter.track.motion import pixels_to_shift
 
-    args.work.mkdir(parents=True, exist_ok=True)
-    tag = "" if args.split == "test" else f"-{args.split}"
-    master = args.work / f"master-{W}x{H}-10s-shot2{tag}.mkv"
-    if not master.exists():
-        make_master(master, seconds=10, fps=FPS, size=(W, H), codec="hevc", shot_seconds=2, split=args.split,
-                    quiet=True)
-    sdr_path = args.work / f"sdr-local-{master.stem}.mp4"
-    video_bench.make_sdr(master, sdr_path, "local")
-
-    detect, motion = ShotDetector(VideoEncodeOptions.shot_threshold), MotionEstimator()
-    shot, frames, offsets, thumbs, pos = -1, [], [], [], np.zeros(2)
-    for (i, nits), (_, sdr) in zip(read_hdr_frames(master), read_sdr_frames(sdr_path)):
-        if detect(nits):
-            shot += 1
-            motion.reset()
-            pos = np.zeros(2)
-        pan = motion(sdr)
-        if shot > args.shot:
-            break
-        if pan is not None and frames and shot == args.shot:
-            pos = pos + np.asarray(pixels_to_shift(pan, W, H), np.float64)
-        if shot == args.shot:
-            frames.append(i)
-            offsets.append(pos.copy())
-            thumbs.append(_luma_thumb(sdr))
+    master, sdr_path = clip(args.work, args.split)
+    frames, offsets, thumbs = shot_frames(master, sdr_path, args.shot)
     n = len(frames)
     picks = sorted(set(np.linspace(0, n - 1, 6).round().astype(int).tolist()))
     builds = {r: sorted(set(np.linspace(0, n - 1, r).round().astype(int).tolist()))

@@ -327,7 +327,6 @@ def _compare(rows: dict) -> None:
     for row in rows["mlp"]:
         fits = [g for g in rows["gain"] if g["kbit_s"] <= row["kbit_s"]]
         row["best_gain"] = max(fits, key=lambda g: g["pu21_psnr"]) if fits else None
-        row["gain_front_at_rate"] = front_at(rows["gain"], row["kbit_s"])
         if sub:
             per_frame = {int(k): v for k, v in row["per_frame"].items()}
             row["pu21_psnr_full_subset"] = statistics.mean(per_frame[i] for i in sub)
@@ -343,7 +342,7 @@ def front_at(gains: list[dict], kbps: float) -> float | None:
     front = _front(gains)
     for a, b in zip(front, front[1:]):
         if a["kbit_s"] <= kbps <= b["kbit_s"]:
-            t = math.log(kbps / a["kbit_s"]) / math.log(b["kbit_s"] / a["kbit_s"]) if b["kbit_s"] > a["kbit_s"] else 0.0
+            t = math.log(kbps / a["kbit_s"]) / math.log(b["kbit_s"] / a["kbit_s"]) if b["kbit_s"] > a["kbit_s"] else 1.0
             return a["pu21_psnr"] + t * (b["pu21_psnr"] - a["pu21_psnr"])
     return None
 
