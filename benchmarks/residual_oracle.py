@@ -52,7 +52,15 @@ def main() -> None:
     from scene_residual import clip, shot_frames  # benchmarks/scene_residual.py: the clip and the shot's frames
 
     from itmfilter.colour.transfer import eotf_inverse_st2084, eotf_st2084
-    from itmfilter.encode.gridkeys import GRID_LADDER, estimate_zoom, fit_segment_grid, frame_scales, frame_xy
+    from itmfilter.encode.gridkeys import (
+        GRID_LADDER,
+        SCENE_SOLVE_STEPS,
+        _scene_diffs,
+        estimate_zoom,
+        fit_segment_grid,
+        frame_scales,
+        frame_xy,
+    )
     from itmfilter.media.video import read_hdr_frames, read_sdr_frames
     from itmfilter.model.grid import GridFitOptions, predict_pq
     from itmfilter.model.scene import SceneResidual, build_scene_residual, scene_cells
@@ -82,17 +90,15 @@ def main() -> None:
     def target(k):
         return eotf_inverse_st2084(np.clip(hdr[frames[k]], 0, 10000)).astype(np.float32)
 
-    base = {k: predict_pq(model, sdr[frames[k]], xy=xy_of(k)) for k in sorted(set(evals) | set(dense) | set(picks))}
+    base = {k: predict_pq(model, sdr[frames[k]], xy=xy_of(k)) for k in evals}
 
     def score(k, pq):
         return psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(np.clip(pq, 0, 1)), np.float32))
 
-    def static(build, scale):
-        diffs, xys = [], []
-        for k in build:  # every 2nd pixel, as the encoder builds it
-            diffs.append((target(k) - base[k])[::2, ::2].reshape(-1, 3))
-            xys.append(xy_of(k)[::2, ::2].reshape(-1, 2))
-        image = build_scene_residual(diffs, xys, scene_cells(W, H, half, scale), 6)
+    def static(build, scale):  # as the encoder builds it
+        diffs, xys = _scene_diffs(model, [(sdr[frames[k]], hdr[frames[k]]) for k in build], offs, build, centre, half,
+                                  scales)
+        image = build_scene_residual(diffs, xys, scene_cells(W, H, half, scale), SCENE_SOLVE_STEPS)
         return SceneResidual(np.ascontiguousarray(np.asarray(image, np.float32)))
 
     def with_static(k, residual):

@@ -107,8 +107,15 @@ def main() -> None:
         import itmfilter.model.scene as scene_module
 
         scene_module.AVIF_SPEED = args.avif_speed
-    from itmfilter.colour.transfer import eotf_inverse_st2084, eotf_st2084
-    from itmfilter.encode.gridkeys import GRID_LADDER, estimate_zoom, fit_segment_grid, frame_scales, frame_xy
+    from itmfilter.colour.transfer import eotf_st2084
+    from itmfilter.encode.gridkeys import (
+        GRID_LADDER,
+        _scene_diffs,
+        estimate_zoom,
+        fit_segment_grid,
+        frame_scales,
+        frame_xy,
+    )
     from itmfilter.media.video import read_hdr_frames, read_sdr_frames
     from itmfilter.model.grid import GridFitOptions, predict_pq
     from itmfilter.quality.metrics import psnr_pu21
@@ -145,13 +152,8 @@ def main() -> None:
                 "zoom_mode": zoom_mode, "fit_s": round(time.perf_counter() - t0, 1), "model_pu21_psnr": alone}
         print(json.dumps(head), flush=True)
         for count, build in builds.items():
-            diffs, xys = [], []
-            for k in build:
-                xy = xy_of(k)[::2, ::2]
-                pq = predict_pq(model, np.ascontiguousarray(sdr[frames[k]][::2, ::2]), xy=np.ascontiguousarray(xy))
-                target = eotf_inverse_st2084(np.clip(hdr[frames[k]][::2, ::2], 0, 10000)).astype(np.float32)
-                diffs.append((target - pq).reshape(-1, 3))
-                xys.append(xy.reshape(-1, 2))
+            diffs, xys = _scene_diffs(model, [(sdr[frames[k]], hdr[frames[k]]) for k in build], offs, build, centre,
+                                      half, scales)
             _residuals(args, dict(head, residual_frames=count), diffs, xys, half, evals, base, hdr, frames, xy_of)
 
 
