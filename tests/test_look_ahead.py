@@ -236,3 +236,41 @@ def test_a_lane_its_receiver_leaves_unused_goes_back_to_the_sender(long_first_ma
     assert not report.notes and report.worst_window_kbps <= 2 * kbps + 1e-9
     nets = FrameNetworks(out)
     assert all(nets(i) is not None for i in range(len(sizes))) and nets.damaged == 0
+
+
+def test_a_key_may_leave_its_whole_stream_to_the_ahead_bytes(ahead_encode):
+    """The encoder may put a receiver's first stream bytes in the ahead bytes instead of its KEY
+    (where the KEY's bytes would keep the lane it owes the next shot from getting through): a KEY
+    coding 6 that carries only its model, its stream's first bytes moved to the front of the
+    lane, decodes to the same frames."""
+    from itmfilter.media.video import read_sdr_frames
+    from itmfilter.model.grid import grid_model_length
+    from itmfilter.track.carriage import load_track
+    from itmfilter.track.codec import _GRID_PLACEMENT, TrackDecoder
+
+    out, _ = ahead_encode
+    track = load_track(out)
+    second = next(f for f, b in track.packets.items() if decode_packet(b).kind == "key" and f > 0)
+    key = decode_packet(track.packets[second])
+    count, body = split_ahead_grid_key(key.payload)
+    end = _GRID_PLACEMENT.size + grid_model_length(body[_GRID_PLACEMENT.size:])
+    own = body[end:]
+    assert own, "the KEY carries stream bytes of its own"
+    lane = sorted(f for f, b in track.packets.items()
+                  if (p := decode_packet(b)).coding == AHEAD_RUN_DELTA_CODING and decode_shift_run(p)[1])
+    moved = dict(track.packets)
+    moved[second] = encode_packet(Packet(key.frame, "key", key.shot, encode_ahead_grid_key(count + len(own), body[:end]),
+                                         AHEAD_GRID_KEY_CODING), compact=True)
+    first = decode_packet(track.packets[lane[0]])
+    shifts, rest = decode_shift_run(first)
+    moved[lane[0]] = encode_packet(Packet(first.frame, "delta", first.shot, encode_shift_run(shifts, own + rest),
+                                          AHEAD_RUN_DELTA_CODING), compact=True)
+    sdr = dict(read_sdr_frames(out))
+
+    def frames(packets):
+        dec = TrackDecoder(track.header)
+        return [dec.params_at(i, packets) for i in range(second, len(sdr))]
+
+    for (a, sa), (b, sb) in zip(frames(track.packets), frames(moved)):
+        assert sa == sb == "ok"
+        np.testing.assert_array_equal(a.predict_pq(sdr[second][::4, ::4]), b.predict_pq(sdr[second][::4, ::4]))

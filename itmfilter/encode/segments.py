@@ -523,8 +523,8 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
             best = score
         payload, placed, centre, stream = payload_k, placed_k, centre_k, b"".join(records_k)
     for own in (stream, b""):  # the lane reserved for the next shot must get through
-        packets, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, own, placed,
-                                      offsets - centre, use_motion, None, bool(zoom_record))
+        packets, sent = _stream_packets(job, segment, budget, extra, key_max, payload, own, placed, offsets - centre,
+                                        use_motion, bool(zoom_record))
         if sent[-1] >= len(own) + lane:
             break
     else:
@@ -790,7 +790,7 @@ def _choose_scene(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
     from itmfilter.track.codec import refinement_record
 
     use_motion = job.motion and job.strategy == "warm"
-    chosen = records
+    chosen, alone, when = records, best, None
     for keep in sorted({len(records), 0}, reverse=True):
         options = scene_options(models[keep], picked, offsets, picks, centre, half, zoom=placed.model.zoom)
         for data, model in options:
@@ -801,8 +801,13 @@ def _choose_scene(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
                 options.send(True)  # no larger quality at this scale arrives either
                 continue
             score = expected_score(segment.frames, arrivals, scores[:keep + 1] + [model_score(model, pixels)])
+            _log.debug("frames %d-%d: scene %d B after %d records, arrives %s, expected %.3f dB", segment.start,
+                       segment.end - 1, len(data), keep, arrivals, score)
             if score > best:
-                best, chosen = score, candidate
+                best, chosen, when = score, candidate, arrivals
+    _log.info("frames %d-%d: KEY %d B, stream %d B (%s), arrives %s, expected %.3f dB (%.3f without a scene "
+              "residual)", segment.start, segment.end - 1, len(payload), sum(map(len, chosen)),
+              "scene residual" if when is not None else "no scene residual", when, best, alone)
     return chosen
 
 
@@ -815,12 +820,36 @@ def _arrivals(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int,
     if not records:
         return []
     stream = b"".join(records)
-    _, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, stream,
-                            placed, targets, use_motion, None, keyed)
+    _, sent = _stream_packets(job, segment, budget, extra, key_max, payload, stream, placed, targets, use_motion,
+                              keyed)
     arrivals = [next((k for k, v in enumerate(sent) if v >= e), None) for e in np.cumsum([len(r) for r in records])]
     if sent[-1] < len(stream) + (_ahead_plan(job, segment)[1] if budget.limited else 0):
         arrivals[-1] = None  # the lane reserved for the next shot would not get through
     return arrivals
+
+
+def _stream_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int | None,
+                    payload: bytes, stream: bytes, placed, targets: np.ndarray, use_motion: bool,
+                    keyed: bool = False) -> tuple[dict[int, bytes], list[int]]:
+    """:func:`_grid_packets` on a copy of ``budget``, the stream's first bytes in the KEY; or,
+    where the lane this segment's tail owes the next shot then does not get through and the
+    previous shot's lane brings ahead bytes, with the stream's first bytes in those instead
+    (``ahead_first``). Ahead bytes are carried, and paid for, in the previous shot's tail, while
+    bytes in the KEY raise its cost and leave the bucket fuller for the frames after it: at
+    1080p, 64 kbit/s, a zoom shot's M KEY (7,331 B of 8,254 allowed) left its tail 7,179 B for a
+    7,327-byte lane once its stream passed the KEY's own 923 spare bytes, so every stream larger
+    than that was refused (39.05 dB expected with a 798-byte residual), though 3,700 ahead bytes
+    were there to carry one (a 4,521-byte residual, 41.88 dB, where the lane was smaller)."""
+    packets, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, stream, placed,
+                                  targets, use_motion, None, keyed)
+    if stream and budget.limited:
+        ahead_in, lane = _ahead_plan(job, segment)
+        if ahead_in > 0 and sent[-1] < len(stream) + lane:
+            retry = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, payload, stream, placed,
+                                  targets, use_motion, None, keyed, ahead_first=True)
+            if retry[1][-1] >= len(stream) + lane:
+                return retry
+    return packets, sent
 
 
 def _sample_frame(k: int, sdr: np.ndarray, target: np.ndarray, count: int, rng) -> tuple:
@@ -846,14 +875,17 @@ def _held_pixels(held: list[tuple], height: int, width: int, offsets: np.ndarray
 
 def _grid_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int | None,
                   payload: bytes, stream: bytes, placed, targets: np.ndarray, use_motion: bool,
-                  progress: Callable[[int], None] | None, keyed: bool = False) -> tuple[dict[int, bytes], list[int]]:
+                  progress: Callable[[int], None] | None, keyed: bool = False,
+                  ahead_first: bool = False) -> tuple[dict[int, bytes], list[int]]:
     """A grid segment's packets, accounted in ``budget``: the KEY (coding 4, or coding 5 with as
     much of ``stream`` as the KEY's budget holds), then per frame the binary16 step that brings
     the decoder's origin nearest ``targets[k]`` (closed loop) with, while ``stream`` lasts, its
     next bytes (DELTA coding 4, as many as the budget affords, the segment's tokens released at
     once) or else the step alone (DELTA coding 3) or a REPEAT. Returns the packets and the bytes
     of the stream sent by the end of each frame (0-based in the segment). ``keyed``: ``payload``
-    already ends in stream bytes (a zoom record), so the KEY is coding 5 even without ``stream``."""
+    already ends in stream bytes (a zoom record), so the KEY is coding 5 even without ``stream``.
+    ``ahead_first`` (shift runs only): the stream's first bytes go in the ahead bytes the previous
+    shot's lane brings and the KEY carries only what they leave (:func:`_stream_packets`)."""
     from itmfilter.track.codec import (
         GRID_KEY_CODING,
         GRID_REFINE_DELTA_CODING,
@@ -867,7 +899,7 @@ def _grid_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
 
     if job.shift_runs:
         return _grid_run_packets(job, segment, budget, extra, key_max, payload, stream, placed, targets, use_motion,
-                                 progress, keyed)
+                                 progress, keyed, ahead_first)
     coding, sent = PROGRESSIVE_GRID_KEY_CODING if keyed else GRID_KEY_CODING, 0
     if stream:
         coding = PROGRESSIVE_GRID_KEY_CODING
@@ -1025,7 +1057,8 @@ def place_ahead(packets: dict[int, bytes], compact: bool = True) -> dict[int, by
 
 def _grid_run_packets(job: SegmentJob, segment: Segment, budget: RateBudget, extra: int, key_max: int | None,
                       payload: bytes, stream: bytes, placed, targets: np.ndarray, use_motion: bool,
-                      progress: Callable[[int], None] | None, keyed: bool = False) -> tuple[dict[int, bytes], list[int]]:
+                      progress: Callable[[int], None] | None, keyed: bool = False,
+                      ahead_first: bool = False) -> tuple[dict[int, bytes], list[int]]:
     """:func:`_grid_packets` with shift runs (DELTA coding 5, format 1.6): after the KEY, one
     packet every :data:`STREAM_RUN_FRAMES` frames while ``stream`` lasts (its next bytes, as many
     as the segment's allowance and the bucket allow, and the shifts of the frames up to the next
@@ -1069,7 +1102,9 @@ def _grid_run_packets(job: SegmentJob, segment: Segment, budget: RateBudget, ext
     ahead_in, lane = _ahead_plan(job, segment) if budget.limited else (0, 0)
     own = len(stream)  # the segment's own stream; the lane's stand-in bytes follow it
     if stream:
-        coding, sent = PROGRESSIVE_GRID_KEY_CODING, min(len(stream), max(0, key_max - len(payload)))
+        # the KEY carries the stream's first bytes, or with ahead_first only what the ahead bytes leave
+        first = len(stream) - min(ahead_in, len(stream)) if ahead_first else len(stream)
+        coding, sent = PROGRESSIVE_GRID_KEY_CODING, min(first, max(0, key_max - len(payload)))
     while True:  # the stream's first bytes, as many as the KEY's exact cost allows
         ahead = min(ahead_in, own - sent)  # what the previous shot's lane brings after them
         body = payload + stream[:sent]
