@@ -15,6 +15,7 @@ A decoder conforms when, for every entry of ``manifest.json``, it reproduces ``e
 from __future__ import annotations
 
 import binascii
+import contextlib
 import dataclasses
 import io
 import json
@@ -27,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from itmfilter.model.initial import load_init, shipped_init_path
 from itmfilter.model.net import CONFIGS, ModelConfig
 from itmfilter.track import (
     Packet,
@@ -38,15 +40,14 @@ from itmfilter.track import (
     track_to_json,
     write_track_blob,
 )
-from itmfilter.model.initial import load_init, shipped_init_path
 from itmfilter.track.codec import (
     DELTA_CODING,
     HALF_MOTION_DELTA_CODING,
     INIT_KEY_CODING,
     MOTION_DELTA_CODING,
-    encode_init_key_payload,
     decode_payload,
     encode_delta_payload,
+    encode_init_key_payload,
     encode_key_payload,
     encode_motion_payload,
     quantise_delta,
@@ -92,6 +93,22 @@ def _npy(arr: np.ndarray) -> bytes:
 
 def _recrc(raw: bytes) -> bytes:
     return raw[:-4] + struct.pack("<I", zlib.crc32(raw[:-4]))
+
+
+VECTOR_AVIF_SPEED = 6
+"""libaom's speed for the vectors' scene images: the speed they were made at, so that a change
+of the encoder's speed (a choice of the encoder, not of the format) leaves them byte for byte."""
+
+
+@contextlib.contextmanager
+def _vector_avif_speed():
+    from itmfilter.model import scene
+
+    kept, scene.AVIF_SPEED = scene.AVIF_SPEED, VECTOR_AVIF_SPEED
+    try:
+        yield
+    finally:
+        scene.AVIF_SPEED = kept
 
 
 def build_vectors() -> dict[str, bytes]:
@@ -891,7 +908,8 @@ def build_scene_vectors() -> dict[str, bytes]:
     h, w = sdr.shape[:2]
     # the zoom record (kind 3) opens the stream, within the KEY; then the kind-1 refinement
     first = refinement_record(pack_zoom(-0.015)) + refinement_record(refinement)
-    scene = ScenePlan(rng.normal(0, 0.05, (4, 5, 3))).code(60)
+    with _vector_avif_speed():
+        scene = ScenePlan(rng.normal(0, 0.05, (4, 5, 3))).code(60)
     stream = first + refinement_record(scene)
     cut = len(first) + 2  # the scene record opens in the run at 1, its head arrives in the run at 3
     header = TrackHeader(config=SMALL, fps=(24, 1), frame_count=8, width=w, height=h, hdr10=HDR10, binding=BINDING,
@@ -944,8 +962,9 @@ def build_window_vectors() -> dict[str, bytes]:
 
     rng, sdr, model, refinement = _coarse_shot(23, 6, 8)
     h, w = sdr.shape[:2]
-    left = ScenePlan(rng.normal(0, 0.05, (4, 5, 3))).code(60, window=(-0.5, 0.0, 0.5, 1.0))
-    right = ScenePlan(rng.normal(0, 0.05, (4, 4, 3))).code(60, window=(0.375, 0.125, 0.625, 0.875))
+    with _vector_avif_speed():
+        left = ScenePlan(rng.normal(0, 0.05, (4, 5, 3))).code(60, window=(-0.5, 0.0, 0.5, 1.0))
+        right = ScenePlan(rng.normal(0, 0.05, (4, 4, 3))).code(60, window=(0.375, 0.125, 0.625, 0.875))
     first = refinement_record(refinement) + refinement_record(left)
     header = TrackHeader(config=SMALL, fps=(24, 1), frame_count=8, width=w, height=h, hdr10=HDR10, binding=BINDING,
                          encoder={"tool": "make_vectors", "model": "grid"}, version=(1, WINDOW_MINOR))

@@ -54,17 +54,16 @@ MIN_WINDOW = 2.0 ** -10
 MAX_SIDE = 4096
 MAX_CELLS = 1 << 22
 """A scene image of more cells than this is damaged (a decoder never holds more)."""
-AVIF_SPEED = 6
-"""libaom's speed for the scene image (0 slowest, 10 fastest). Speed 5 codes better images: on
-the 1080p clip's third shot (``benchmarks/scene_residual.py --shot 2 --config S-6bit --scales
-2,3,4 --qualities 20,30,40 --avif-speed N``) each speed-5 image scores +0.03 to +0.14 dB
+AVIF_SPEED = 5
+"""libaom's speed for the scene image (0 slowest, 10 fastest). Speed 5 codes better images than
+6: on the 1080p clip's third shot (``benchmarks/scene_residual.py --shot 2 --config S-6bit
+--scales 2,3,4 --qualities 20,30,40 --avif-speed N``) each speed-5 image scores +0.03 to +0.14 dB
 PU21-PSNR (mean +0.09) above speed 6's best over the three scales at its bytes (interpolated in
-log bytes); 4 adds 0.02-0.04 more, 3 scores below 5; a synthetic 1473x541 image codes in ~0.45 s,
-not ~0.09 (4: ~0.65, 3: ~0.96). Through the encoder it is not yet a gain: the 1080p rate
-benchmark's 2 s shots gave +0.07 / +0.08 dB at the 16 / 32 kbit/s caps but -0.45 dB at 64, where
-the zoom shot no longer took the look-ahead bytes reserved for it (2 ahead KEYs, not 3; 41.46 ->
-38.75 dB on that shot; ``docs/video-rate-1080p.md``, the reading on speed 5). 6 stays until that
-choice is made robust."""
+log bytes); 4 adds 0.02-0.04 more, 3 scores below 5. A synthetic 1473x541 image codes in ~0.45 s
+at 5, ~0.09 at 6 (4: ~0.65, 3: ~0.96). Through the encoder (the 1080p rate benchmark's 2 s shots,
+``docs/video-rate-1080p.md``, the reading on speed 5) it gives +0.03 / +0.07 / +0.08 / +0.11 dB
+at the 8 / 16 / 32 / 64 kbit/s caps, once a receiver's stream may start in its ahead bytes (before
+that, one image's bytes could tip the zoom shot's stream out of its lane)."""
 AVIF_ADVANCED: dict[str, str] | None = {"tune": "ssim"}
 """libaom options for the scene image's coder (Pillow's ``advanced``; None: libavif's defaults).
 ``tune=ssim``: on the 1080p clip's first shot (``benchmarks/scene_residual.py --shot 0 --scales
