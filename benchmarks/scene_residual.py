@@ -95,6 +95,10 @@ def main() -> None:
     ap.add_argument("--split", default="test", choices=("test", "val"), help="the clip's scenes")
     ap.add_argument("--avif-speed", type=int, default=None,
                     help="libaom speed of the residual's coder (default: itmfilter.model.scene.AVIF_SPEED)")
+    ap.add_argument("--avif-advanced", default=None,
+                    help="libaom options of the residual's coder to compare, variants separated by ';', each "
+                         "'key=value,key=value' or 'none' (libavif's defaults); default: "
+                         "itmfilter.model.scene.AVIF_ADVANCED alone")
     ap.add_argument("--residual-frames", default="6",
                     help="comma separated: frames spread over the shot the residual is built from (the model's 6 "
                          "are always the model's); each is scored on the same frames, none of them built from")
@@ -159,22 +163,32 @@ def main() -> None:
 
 def _residuals(args, head, diffs, xys, half, evals, base, hdr, frames, xy_of) -> None:
     """Each --solve-steps, --scales and --qualities residual from ``diffs`` at ``xys``, scored on ``evals``."""
+    import itmfilter.model.scene as scene_module
     from itmfilter.colour.transfer import eotf_st2084
     from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells, unpack_scene_residual
     from itmfilter.quality.metrics import psnr_pu21
 
     alone = head["model_pu21_psnr"]
+    variants = [None] if args.avif_advanced is None else [
+        None if v.strip() == "none" else dict(kv.split("=", 1) for kv in v.split(","))
+        for v in args.avif_advanced.split(";")]
+    kept = scene_module.AVIF_ADVANCED
     for steps in (int(v) for v in args.solve_steps.split(",")):
         for scale in (int(v) for v in args.scales.split(",")):
             plan = ScenePlan(build_scene_residual(diffs, xys, scene_cells(W, H, half, scale), steps))
-            for quality in (int(v) for v in args.qualities.split(",")):
+            for quality, variant in ((int(q), v) for q in args.qualities.split(",") for v in variants):
+                if args.avif_advanced is not None:
+                    scene_module.AVIF_ADVANCED = variant
                 data = plan.code(quality)
+                scene_module.AVIF_ADVANCED = kept
                 scene = unpack_scene_residual(data)
                 score = []
                 for k in evals:
                     pq = np.clip(base[k] + scene.sample(xy_of(k).reshape(-1, 2)).reshape(H, W, 3), 0, 1)
                     score.append(psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(pq), np.float32)))
-                row = {**head, "solve_steps": steps, "scale": scale, "quality": quality, "bytes": len(data),
+                row = {**head, "solve_steps": steps, "scale": scale, "quality": quality,
+                       "avif_speed": scene_module.AVIF_SPEED, "avif_advanced": variant if args.avif_advanced is not None
+                       else kept, "bytes": len(data),
                        "pu21_psnr": float(np.mean(score)), "gain_db": float(np.mean(score)) - alone}
                 print(json.dumps(row), flush=True)
                 if args.out:
