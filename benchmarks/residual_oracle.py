@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,20 +48,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from scene_residual import clip, shot_frames  # benchmarks/scene_residual.py: the clip and the shot's frames
+    from scene_residual import ShotFit, clip, shot_frames  # benchmarks/scene_residual.py: the clip, the shot, its fit
 
     from itmfilter.colour.transfer import eotf_inverse_st2084, eotf_st2084
-    from itmfilter.encode.gridkeys import (
-        GRID_LADDER,
-        SCENE_SOLVE_STEPS,
-        _scene_diffs,
-        estimate_zoom,
-        fit_segment_grid,
-        frame_scales,
-        frame_xy,
-    )
+    from itmfilter.encode.gridkeys import SCENE_SOLVE_STEPS, estimate_zoom
     from itmfilter.media.video import read_hdr_frames, read_sdr_frames
-    from itmfilter.model.grid import GridFitOptions, predict_pq
+    from itmfilter.model.grid import predict_pq
     from itmfilter.model.scene import SceneResidual, build_scene_residual, scene_cells
     from itmfilter.quality.metrics import psnr_pu21
 
@@ -76,16 +67,10 @@ def main() -> None:
     hdr = {i: x for i, x in read_hdr_frames(master) if i in want}
     sdr = {i: x for i, x in read_sdr_frames(sdr_path) if i in want}
     zoom, offs = estimate_zoom(thumbs, np.asarray(offsets))
-    scales = frame_scales(n, zoom)
-    picked = [(sdr[frames[k]], hdr[frames[k]]) for k in picks]
-    fit, centre, half = fit_segment_grid(picked, offs, picks, dict(GRID_LADDER)[args.config],
-                                         GridFitOptions(steps=600, finetune_steps=400), zoom)
-    model = replace(fit.model, zoom=float(np.float32(zoom)))
+    shot = ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, picks, args.config, zoom)
+    fit, model, half, xy_of = shot.fit, shot.model, shot.half, shot.xy
     print(json.dumps({"shot": args.shot, "frames": n, "zoom": zoom, "model_bytes": len(fit.data),
                       "config": args.config, "scored": evals}), flush=True)
-
-    def xy_of(k):
-        return frame_xy(H, W, offs[k], centre, half, scales[k])
 
     def target(k):
         return eotf_inverse_st2084(np.clip(hdr[frames[k]], 0, 10000)).astype(np.float32)
@@ -96,8 +81,7 @@ def main() -> None:
         return psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(np.clip(pq, 0, 1)), np.float32))
 
     def static(build, scale):  # as the encoder builds it
-        diffs, xys = _scene_diffs(model, [(sdr[frames[k]], hdr[frames[k]]) for k in build], offs, build, centre, half,
-                                  scales)
+        diffs, xys = shot.diffs([(sdr[frames[k]], hdr[frames[k]]) for k in build], build)
         image = build_scene_residual(diffs, xys, scene_cells(W, H, half, scale), SCENE_SOLVE_STEPS)
         return SceneResidual(np.ascontiguousarray(np.asarray(image, np.float32)))
 

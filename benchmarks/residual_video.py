@@ -24,7 +24,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,22 +85,13 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from scene_residual import clip, shot_frames  # benchmarks/scene_residual.py
+    from scene_residual import ShotFit, clip, shot_frames  # benchmarks/scene_residual.py
     from video_rate import gainmap_track  # benchmarks/video_rate.py: the competitor
 
     from itmfilter.colour.transfer import eotf_inverse_st2084, eotf_st2084
-    from itmfilter.encode.gridkeys import (
-        GRID_LADDER,
-        SCENE_SOLVE_STEPS,
-        _scene_diffs,
-        estimate_zoom,
-        fit_frames_of,
-        fit_segment_grid,
-        frame_scales,
-        frame_xy,
-    )
+    from itmfilter.encode.gridkeys import SCENE_SOLVE_STEPS, estimate_zoom, fit_frames_of
     from itmfilter.media.video import read_hdr_frames, read_sdr_frames
-    from itmfilter.model.grid import GridFitOptions, predict_pq
+    from itmfilter.model.grid import predict_pq
     from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells, unpack_scene_residual
     from itmfilter.quality import baselines
     from itmfilter.quality.metrics import psnr_pu21
@@ -127,13 +117,11 @@ def main() -> None:
         elif i > frames[-1]:
             break
     zoom, offs = estimate_zoom(thumbs, np.asarray(offsets))
-    scales = frame_scales(n, zoom)
     t0 = time.perf_counter()
-    fit, centre, half = fit_segment_grid([(sdr[k], hdr[k]) for k in picks], offs, picks, dict(GRID_LADDER)[args.config],
-                                         GridFitOptions(steps=600, finetune_steps=400), zoom)
-    model = replace(fit.model, zoom=float(np.float32(zoom)))
-    xy = {k: frame_xy(H, W, offs[k], centre, half, scales[k]) for k in range(n)}
-    base = {k: predict_pq(model, sdr[k], xy=xy[k]) for k in range(n)}
+    shot = ShotFit([(sdr[k], hdr[k]) for k in picks], offs, picks, args.config, zoom)
+    fit, half = shot.fit, shot.half
+    xy = {k: shot.xy(k) for k in range(n)}
+    base = {k: predict_pq(shot.model, sdr[k], xy=xy[k]) for k in range(n)}
     target = {k: eotf_inverse_st2084(np.clip(hdr[k], 0, 10000)).astype(np.float32) for k in range(n)}
 
     def score(k, pq):
@@ -178,7 +166,7 @@ def main() -> None:
             scene_bytes, pred = 0, base
         else:
             s, q = (int(v) for v in spec.split(":"))
-            diffs, xys = _scene_diffs(model, [(sdr[k], hdr[k]) for k in picks], offs, picks, centre, half, scales)
+            diffs, xys = shot.diffs([(sdr[k], hdr[k]) for k in picks], picks)
             data = ScenePlan(build_scene_residual(diffs, xys, scene_cells(W, H, half, s), SCENE_SOLVE_STEPS)).code(q)
             scene = unpack_scene_residual(data)
             scene_bytes = len(data)

@@ -81,6 +81,37 @@ def shot_frames(master: Path, sdr_path: Path, shot: int) -> tuple[list[int], lis
     return frames, offsets, thumbs
 
 
+class ShotFit:
+    """The encoder's grid model of one shot, fitted on ``picked`` (``(sdr, nits)`` of the shot's
+    frames ``picks``) with the frames placed by ``offsets`` (pixel-grid units, after the zoom
+    search) at ``zoom`` a frame: :func:`itmfilter.encode.gridkeys.fit_segment_grid` at the
+    encoder's steps and the rung ``config`` of its ladder. ``fit`` (its bytes in ``fit.data``),
+    ``model`` (with the zoom), ``centre``, ``half`` and ``scales`` (each frame's) as the encoder's
+    scene residual reads them."""
+
+    def __init__(self, picked, offsets: np.ndarray, picks: list[int], config: str, zoom: float):
+        from itmfilter.encode.gridkeys import GRID_LADDER, fit_segment_grid, frame_scales
+        from itmfilter.model.grid import GridFitOptions
+
+        self.offsets, self.scales = offsets, frame_scales(len(offsets), zoom)
+        self.fit, self.centre, self.half = fit_segment_grid(picked, offsets, picks, dict(GRID_LADDER)[config],
+                                                            GridFitOptions(steps=600, finetune_steps=400), zoom)
+        self.model = replace(self.fit.model, zoom=float(np.float32(zoom)))
+
+    def xy(self, k: int) -> np.ndarray:
+        """Frame ``k``'s grid coordinates ``(H, W, 2)`` as the decoder places it."""
+        from itmfilter.encode.gridkeys import frame_xy
+
+        return frame_xy(H, W, self.offsets[k], self.centre, self.half, self.scales[k])
+
+    def diffs(self, pairs, ks: list[int]):
+        """The scene residual's input from frames ``ks`` (``pairs``: their ``(sdr, nits)``), as the
+        encoder builds it: :func:`itmfilter.encode.gridkeys._scene_diffs`."""
+        from itmfilter.encode.gridkeys import _scene_diffs
+
+        return _scene_diffs(self.model, pairs, self.offsets, ks, self.centre, self.half, self.scales)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shot", type=int, default=0)
@@ -112,16 +143,9 @@ def main() -> None:
 
         scene_module.AVIF_SPEED = args.avif_speed
     from itmfilter.colour.transfer import eotf_st2084
-    from itmfilter.encode.gridkeys import (
-        GRID_LADDER,
-        _scene_diffs,
-        estimate_zoom,
-        fit_segment_grid,
-        frame_scales,
-        frame_xy,
-    )
+    from itmfilter.encode.gridkeys import estimate_zoom
     from itmfilter.media.video import read_hdr_frames, read_sdr_frames
-    from itmfilter.model.grid import GridFitOptions, predict_pq
+    from itmfilter.model.grid import predict_pq
     from itmfilter.quality.metrics import psnr_pu21
 
     master, sdr_path = clip(args.work, args.split)
@@ -140,25 +164,17 @@ def main() -> None:
     measured = np.asarray(offsets)
     for zoom_mode in args.zoom.split(","):
         zoom, offs = estimate_zoom(thumbs, measured) if zoom_mode == "auto" else (0.0, measured)
-        scales = frame_scales(n, zoom)
-        picked = [(sdr[frames[k]], hdr[frames[k]]) for k in picks]
         t0 = time.perf_counter()
-        fit, centre, half = fit_segment_grid(picked, offs, picks, dict(GRID_LADDER)[args.config],
-                                             GridFitOptions(steps=600, finetune_steps=400), zoom)
-        model = replace(fit.model, zoom=float(np.float32(zoom)))
-
-        def xy_of(k):
-            return frame_xy(H, W, offs[k], centre, half, scales[k])
-
-        base = {k: predict_pq(model, sdr[frames[k]], xy=xy_of(k)) for k in evals}
+        shot = ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, picks, args.config, zoom)
+        fit, xy_of = shot.fit, shot.xy
+        base = {k: predict_pq(shot.model, sdr[frames[k]], xy=xy_of(k)) for k in evals}
         alone = float(np.mean([psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(base[k]), np.float32)) for k in evals]))
         head = {"shot": args.shot, "frames": n, "config": args.config, "model_bytes": len(fit.data), "zoom": zoom,
                 "zoom_mode": zoom_mode, "fit_s": round(time.perf_counter() - t0, 1), "model_pu21_psnr": alone}
         print(json.dumps(head), flush=True)
         for count, build in builds.items():
-            diffs, xys = _scene_diffs(model, [(sdr[frames[k]], hdr[frames[k]]) for k in build], offs, build, centre,
-                                      half, scales)
-            _residuals(args, dict(head, residual_frames=count), diffs, xys, half, evals, base, hdr, frames, xy_of)
+            diffs, xys = shot.diffs([(sdr[frames[k]], hdr[frames[k]]) for k in build], build)
+            _residuals(args, dict(head, residual_frames=count), diffs, xys, shot.half, evals, base, hdr, frames, xy_of)
 
 
 def _residuals(args, head, diffs, xys, half, evals, base, hdr, frames, xy_of) -> None:
