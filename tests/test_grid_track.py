@@ -282,8 +282,8 @@ def test_grid_encode_transcode_round_trip_under_the_cap(master, tmp_path):
         assert check_rate(sizes, kbps, FPS, 1.0) == []
         keys = [decode_packet(r) for r in track.packets.values() if decode_packet(r).kind == "key"]
         if model == "grid":  # progressive under a cap, shift runs, scene residuals, the look-ahead (1.8),
-            # the header compressed against the header dictionary (1.10)
-            assert track.header.version == (1, 10) and sum(report.keys.values()) == len(SHOTS)
+            # the header compressed against the header dictionary (1.10), binary16 model fields (1.11)
+            assert track.header.version == (1, 11) and sum(report.keys.values()) == len(SHOTS)
             assert all(k.coding in (GRID_KEY_CODING, 5, 6) for k in keys)
             # the pan travels in shift runs (DELTA coding 5): most frames carry no packet
             assert report.packets.get("covered", 0) > FRAMES // 2

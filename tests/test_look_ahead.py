@@ -116,11 +116,12 @@ def ahead_encode(two_shot_master, tmp_path_factory):
 def test_an_encode_under_a_cap_sends_the_second_shots_stream_ahead_and_keeps_the_cap(two_shot_master, ahead_encode):
     from itmfilter.encode.rate import check_rate
     from itmfilter.track.carriage import carried_bytes, load_track
-    from itmfilter.track.format import HEADER_DICTIONARY_MINOR
+    from itmfilter.track.codec import COMPACT_MODEL_MINOR
 
     out, report = ahead_encode
     track = load_track(out)
-    assert track.header.version == (1, HEADER_DICTIONARY_MINOR)  # the look-ahead (1.8) with 1.10's header
+    # the look-ahead (1.8) with 1.10's header and 1.11's binary16 model fields
+    assert track.header.version == (1, COMPACT_MODEL_MINOR)
     packets = {f: decode_packet(b) for f, b in track.packets.items()}
     keys = [p for p in packets.values() if p.kind == "key"]
     assert [p.coding == AHEAD_GRID_KEY_CODING for p in keys] == [False, True]

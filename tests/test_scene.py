@@ -253,10 +253,10 @@ def test_an_encode_with_scene_pieces_declares_1_10_keeps_the_cap_and_decodes(two
     windowed pieces (whichever its held-out frames score better), the cap kept, every packet
     decoded, within 0.1 dB of the default (1.8; the pieces' estimate is an estimate: on this
     96x54 clip they cost 0.05 dB)."""
-    from itmfilter.track.format import HEADER_DICTIONARY_MINOR
+    from itmfilter.track.codec import COMPACT_MODEL_MINOR
 
     got = _capped_encodes(two_shot_master, tmp_path, 32.0, {"on": dict(scene_pieces=True), "off": {}})
-    assert got["on"][0] == got["off"][0] == (1, HEADER_DICTIONARY_MINOR)  # 1.9's windows and 1.10's header
+    assert got["on"][0] == got["off"][0] == (1, COMPACT_MODEL_MINOR)  # 1.9's windows, 1.10's header, 1.11's models
     windows = {k: {p.model.scene.window for p in v[1] if p.model.scene is not None and p.model.scene.window}
                for k, v in got.items()}
     assert windows["off"] == set() and len(windows["on"]) in (0, 2)  # none, or the 2 s shot's two pieces

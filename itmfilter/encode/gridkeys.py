@@ -126,11 +126,14 @@ def grid_geometry(config: GridConfig, offsets: np.ndarray, zoom: float = 0.0) ->
     return config, centre, half
 
 
-def estimated_bytes(config: GridConfig) -> int:
-    """A KEY coding 4 payload's expected size: placement, the model's fixed fields, and the
-    compressed grid codes and int8 MLP (:func:`estimate_ratio` of their raw size at the grid's bits)."""
+def estimated_bytes(config: GridConfig, compact: bool = False) -> int:
+    """A KEY coding 4 payload's expected size: placement, the model's fixed fields (``compact``:
+    the layout of format 1.11, binary16 fields and a second frame length), and the compressed
+    grid codes and int8 MLP (:func:`estimate_ratio` of their raw size at the grid's bits)."""
     shapes = config.mlp_shapes()
-    fixed = PLACEMENT_BYTES + 12 + 4 * MMR_TERMS * 3 + 4 * config.channels + 4 * len(shapes) + 4
+    real = 2 if compact else 4
+    fixed = PLACEMENT_BYTES + 12 + real * MMR_TERMS * 3 + 4 * config.channels + real * len(shapes) + 4
+    fixed += 4 if compact else 0
     grid = int(np.prod(config.grid_shape)) * config.grid_bits / 8
     mlp = sum(int(np.prod(s)) for s in shapes)
     return int(fixed + estimate_ratio(grid + mlp) * (grid + mlp)) + 16
@@ -305,14 +308,15 @@ def fit_segment_grid(frames: list[tuple[np.ndarray, np.ndarray]], offsets: np.nd
     return fit_grid_model_pixels(rgb, nits, xy, cfg, options), centre, half
 
 
-def ladder_from(key_max: int | None, offsets: np.ndarray) -> list[tuple[str, GridConfig]]:
+def ladder_from(key_max: int | None, offsets: np.ndarray, compact: bool = False) -> list[tuple[str, GridConfig]]:
     """The configs to try, best first: the default without a cap, else every config of the
-    ladder whose estimate (grown by the pan) is within :data:`ESTIMATE_SLACK` of ``key_max``
-    payload bytes (the caller keeps the first whose fitted bytes fit)."""
+    ladder whose estimate (grown by the pan; ``compact`` as :func:`estimated_bytes`) is within
+    :data:`ESTIMATE_SLACK` of ``key_max`` payload bytes (the caller keeps the first whose fitted
+    bytes fit)."""
     if key_max is None:
         return [(DEFAULT_GRID, dict(GRID_LADDER)[DEFAULT_GRID])]
     return [(name, cfg) for name, cfg in GRID_LADDER
-            if estimated_bytes(grid_geometry(cfg, offsets)[0]) <= ESTIMATE_SLACK * key_max]
+            if estimated_bytes(grid_geometry(cfg, offsets)[0], compact) <= ESTIMATE_SLACK * key_max]
 
 
 REFINE_STEPS = (0.25, 0.35, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0)

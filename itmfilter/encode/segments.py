@@ -62,6 +62,7 @@ from itmfilter.model.initial import load_init
 from itmfilter.model.net import resolve_device
 from itmfilter.progress import progress_bar
 from itmfilter.track.codec import (
+    COMPACT_MODEL_MINOR,
     HALF_MOTION_SHIFT_BYTES,
     MOTION_SHIFT_BYTES,
     TrackEncoder,
@@ -459,14 +460,16 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     zoom, offsets = estimate_zoom(thumbs, offsets) if thumbs else (0.0, offsets)
     zoom_record = refinement_record(pack_zoom(zoom)) if zoom else b""
     steps = job.grid_steps
-    options = GridFitOptions(steps=steps, finetune_steps=2 * steps // 3, seed=job.first.seed)
+    # a track of format 1.11 or later packs its models in the compact layout
+    options = GridFitOptions(steps=steps, finetune_steps=2 * steps // 3, seed=job.first.seed,
+                             compact=job.header.version[1] >= COMPACT_MODEL_MINOR)
     found = []  # the KEYs that fit, largest first: (payload, placed, centre, half)
     lane = _ahead_plan(job, segment)[1] if budget.limited else 0
     tries, ratio = 0, 1.0  # fitted / estimated bytes of the last miss: this content's compressibility
-    for name, config in ladder_from(key_max, offsets):
+    for name, config in ladder_from(key_max, offsets, options.compact):
         if tries >= 3 and name != "P":  # each fit costs seconds; the polynomial plane, the floor, is always tried
             continue
-        estimate = estimated_bytes(grid_geometry(config, offsets, zoom)[0]) + len(zoom_record)
+        estimate = estimated_bytes(grid_geometry(config, offsets, zoom)[0], options.compact) + len(zoom_record)
         if key_max is not None and tries and estimate * ratio > key_max:
             continue  # the last miss says this one would miss too
         tries += 1

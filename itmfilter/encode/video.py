@@ -106,6 +106,7 @@ from itmfilter.track.carriage import (
 )
 from itmfilter.track.codec import (
     AHEAD_RUN_DELTA_CODING,
+    COMPACT_MODEL_MINOR,
     GRID_MINOR,
     HALF_MOTION_SHIFT_BYTES,
     PROGRESSIVE_GRID_MINOR,
@@ -121,7 +122,6 @@ from itmfilter.track.codec import (
     key_form,
 )
 from itmfilter.track.format import (
-    HEADER_DICTIONARY_MINOR,
     HEADER_REF_BYTES,
     MKV_ATTACHMENT_MIMETYPE,
     MKV_ATTACHMENT_NAME,
@@ -396,8 +396,10 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
             # a shot's tail may carry the next shot's stream (1.8, KEY and DELTA coding 6), its
             # scene residual may come in windowed pieces (1.9, refinement kind 4, with
             # --scene-pieces), and its compressed header is compressed against the header
-            # dictionary (1.10): ~50 bytes where it was ~560, on every KEY that carries it in SEI
-            minor = HEADER_DICTIONARY_MINOR
+            # dictionary (1.10): ~50 bytes where it was ~560, on every KEY that carries it in SEI;
+            # its grid models take the compact layout (1.11: binary16 fields, the grid and the
+            # MLP in two zstd frames): ~400 bytes less on a KEY of an M model
+            minor = COMPACT_MODEL_MINOR
         header = dataclasses.replace(header, version=(header.version[0], minor),
                                      encoder={**header.encoder, "model": "grid"})
     key_interval = max(1, round(options.key_seconds * float(fps)))

@@ -264,20 +264,46 @@ def _dequantise_grid(q: np.ndarray, lo: np.ndarray, hi: np.ndarray, bits: int) -
     return (lo.reshape(shape) + q.astype(np.float32) * step).astype(np.float32)
 
 
+DELTA_ROWS_FLAG = 0x01
+"""Grid model flag bit 0: each row of grid codes stored as its first code, then differences mod 256."""
+COMPACT_FLAG = 0x02
+"""Grid model flag bit 1 (track format 1.11), the compact layout: the polynomial's 66
+coefficients and the MLP tensors' scales as binary16 (132 + 2T bytes, not 264 + 4T), and the
+grid codes and the MLP's int8 tensors each in a zstd frame of its own, so each gets its own
+entropy tables. The fit rounds the polynomial before it fits the grid and the MLP over it, so
+they absorb the rounding (at most 0.0017 PQ on a fitted shot's polynomial over the whole SDR
+cube). On the 1080p benchmark clip's M models the two frames cost 224-304 bytes less than one
+(``benchmarks/grid_entropy.py``), so ~370-450 bytes less a KEY of 7-11 KB in all."""
+KNOWN_FLAGS = DELTA_ROWS_FLAG | COMPACT_FLAG
+
+
 def pack_grid_model(config: GridConfig, mmr: np.ndarray, q: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                    mlp: list[tuple[float, np.ndarray]]) -> bytes:
+                    mlp: list[tuple[float, np.ndarray]], compact: bool = False) -> bytes:
     """The model's bytes (``sidecar/SPEC.md`` section 11.2) from quantised parts: grid codes
-    ``q`` (uint8, grid_shape) with per-channel ``lo``/``hi``, MLP tensors as (scale, int8)."""
+    ``q`` (uint8, grid_shape) with per-channel ``lo``/``hi``, MLP tensors as (scale, int8).
+    ``compact``: the layout of :data:`COMPACT_FLAG` (the caller has rounded the polynomial and
+    the scales to binary16, or accepts the rounding)."""
     planes = q.reshape(-1, q.shape[-1]).astype(np.int16)
     planes = np.concatenate([planes[:, :1], np.diff(planes, axis=1) % 256], 1).astype(np.uint8)
-    raw = planes.tobytes() + b"".join(m.astype(np.int8).tobytes() for _, m in mlp)
-    z = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
+    tensors = b"".join(m.astype(np.int8).tobytes() for _, m in mlp)
+    zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    flags = DELTA_ROWS_FLAG | (COMPACT_FLAG if compact else 0)
     head = GRID_MAGIC + struct.pack("<HHBBBBBB", config.width, config.height, config.depth, config.channels,
-                                    config.hidden, config.layers, config.grid_bits, 1)
-    body = np.asarray(mmr, dtype="<f4").tobytes()
+                                    config.hidden, config.layers, config.grid_bits, flags)
+    body = np.asarray(mmr, dtype="<f2" if compact else "<f4").tobytes()
     body += b"".join(struct.pack("<ee", float(a), float(b)) for a, b in zip(lo, hi))
-    body += b"".join(struct.pack("<f", float(s)) for s, _ in mlp)
-    return head + body + struct.pack("<I", len(z)) + z
+    body += b"".join(struct.pack("<e" if compact else "<f", float(s)) for s, _ in mlp)
+    if not compact:
+        z = zstd.compress(planes.tobytes() + tensors)
+        return head + body + struct.pack("<I", len(z)) + z
+    z_grid, z_mlp = zstd.compress(planes.tobytes()), zstd.compress(tensors) if tensors else b""
+    return head + body + struct.pack("<I", len(z_grid)) + z_grid + struct.pack("<I", len(z_mlp)) + z_mlp
+
+
+def _field_bytes(cfg: GridConfig, flags: int) -> int:
+    """Bytes of the fixed fields after the 12-byte head: the polynomial, lo/hi, the scales."""
+    width = 2 if flags & COMPACT_FLAG else 4
+    return width * MMR_TERMS * 3 + 4 * cfg.channels + width * len(cfg.mlp_shapes())
 
 
 def _read_head(data: bytes) -> tuple[GridConfig, int]:
@@ -285,24 +311,51 @@ def _read_head(data: bytes) -> tuple[GridConfig, int]:
     if len(data) < 12 or data[:2] != GRID_MAGIC:
         raise GridFormatError("not a grid model (bad magic)")
     width, height, depth, channels, hidden, layers, bits, flags = struct.unpack("<HHBBBBBB", data[2:12])
+    if flags & ~KNOWN_FLAGS:
+        raise GridFormatError(f"grid model flags 0x{flags:02x} hold bits this reader does not know "
+                              f"(it knows 0x{KNOWN_FLAGS:02x}): a newer format; upgrade itmfilter")
     try:
         return GridConfig(width, height, depth, channels, hidden, layers, bits), flags
     except ValueError as exc:
         raise GridFormatError(str(exc)) from None
 
 
+def _frames(data: bytes, cfg: GridConfig, flags: int) -> tuple[list[tuple[int, int]], int]:
+    """The zstd frames of the grid model opening ``data`` as ``(start, length)`` (one; two in
+    the compact layout: the grid's, then the MLP's, of length 0 without an MLP) and the model's
+    end. Raises :class:`GridFormatError` when ``data`` is too short to hold them."""
+    pos = 12 + _field_bytes(cfg, flags)
+    frames = []
+    for _ in range(2 if flags & COMPACT_FLAG else 1):
+        if len(data) < pos + 4:
+            raise GridFormatError("grid model is truncated")
+        (zlen,) = struct.unpack("<I", data[pos:pos + 4])
+        if len(data) < pos + 4 + zlen:
+            raise GridFormatError("grid model is truncated")
+        frames.append((pos + 4, zlen))
+        pos += 4 + zlen
+    return frames, pos
+
+
 def grid_model_length(data: bytes) -> int:
     """Bytes of the grid model (:func:`pack_grid_model`) that opens ``data``: its fixed fields,
-    the config's scale count, and the zstd frame its length field gives. Raises
+    the config's scale count, and the zstd frames their length fields give. Raises
     :class:`GridFormatError` when ``data`` is too short to say or to hold it."""
-    cfg, _ = _read_head(data)
-    pos = 12 + 4 * MMR_TERMS * 3 + 4 * cfg.channels + 4 * len(cfg.mlp_shapes())
-    if len(data) < pos + 4:
-        raise GridFormatError("grid model is truncated")
-    (zlen,) = struct.unpack("<I", data[pos:pos + 4])
-    if len(data) < pos + 4 + zlen:
-        raise GridFormatError("grid model is truncated")
-    return pos + 4 + zlen
+    cfg, flags = _read_head(data)
+    return _frames(data, cfg, flags)[1]
+
+
+def _inflate(data: bytes, start: int, length: int, size: int, what: str) -> bytes:
+    """The zstd frame at ``data[start:start + length]``, which must hold exactly ``size`` bytes."""
+    if not length and not size:  # the compact layout's MLP frame of a model without an MLP
+        return b""
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(data[start:start + length], max_output_size=1 << 26)
+    except zstandard.ZstdError as exc:
+        raise GridFormatError(f"grid model {what} does not decompress ({exc})") from None
+    if len(raw) != size:
+        raise GridFormatError(f"grid model {what} holds {len(raw)} bytes, the config needs {size}")
+    return raw
 
 
 def unpack_grid_model(data: bytes) -> GridModel:
@@ -310,29 +363,24 @@ def unpack_grid_model(data: bytes) -> GridModel:
     cfg, flags = _read_head(data)
     channels = cfg.channels
     shapes = cfg.mlp_shapes()
+    frames, end = _frames(data, cfg, flags)
+    if end != len(data):
+        raise GridFormatError("grid model length does not match its contents")
     pos = 12
-    need = pos + 4 * MMR_TERMS * 3 + 4 * channels + 4 * len(shapes) + 4
-    if len(data) < need:
-        raise GridFormatError("grid model is truncated")
-    mmr = np.frombuffer(data, "<f4", MMR_TERMS * 3, pos).astype(np.float32).reshape(MMR_TERMS, 3)
-    pos += 4 * MMR_TERMS * 3
+    real = "<f2" if flags & COMPACT_FLAG else "<f4"  # binary16 -> binary32 is exact
+    mmr = np.frombuffer(data, real, MMR_TERMS * 3, pos).astype(np.float32).reshape(MMR_TERMS, 3)
+    pos += np.dtype(real).itemsize * MMR_TERMS * 3
     lohi = np.frombuffer(data, "<f2", 2 * channels, pos).astype(np.float32).reshape(channels, 2)
     pos += 4 * channels
-    scales = np.frombuffer(data, "<f4", len(shapes), pos).astype(np.float32)
-    pos += 4 * len(shapes)
-    (zlen,) = struct.unpack("<I", data[pos:pos + 4])
-    if pos + 4 + zlen != len(data):
-        raise GridFormatError("grid model length does not match its contents")
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(data[pos + 4:], max_output_size=1 << 26)
-    except zstandard.ZstdError as exc:
-        raise GridFormatError(f"grid model payload does not decompress ({exc})") from None
+    scales = np.frombuffer(data, real, len(shapes), pos).astype(np.float32)
     n = int(np.prod(cfg.grid_shape))
-    total = n + sum(int(np.prod(s)) for s in shapes)
-    if len(raw) != total:
-        raise GridFormatError(f"grid model payload holds {len(raw)} bytes, the config needs {total}")
+    weights = sum(int(np.prod(s)) for s in shapes)
+    if flags & COMPACT_FLAG:
+        raw = _inflate(data, *frames[0], n, "grid") + _inflate(data, *frames[1], weights, "MLP")
+    else:
+        raw = _inflate(data, *frames[0], n + weights, "payload")
     planes = np.frombuffer(raw, np.uint8, n).reshape(-1, cfg.width)
-    if flags & 1:
+    if flags & DELTA_ROWS_FLAG:
         planes = (np.cumsum(planes.astype(np.int64), axis=1) % 256).astype(np.uint8)
     grid = _dequantise_grid(planes.reshape(cfg.grid_shape), lohi[:, 0], lohi[:, 1], cfg.grid_bits)
     mlp, off = [], n
@@ -530,6 +578,9 @@ class GridFitOptions:
     a residual layer will follow (stills): there the SDR holds nothing of the master, the
     residual must carry it whatever the model does, and the model's capacity goes further on
     the pixels where it is the whole answer (:data:`itmfilter.encode.still_rate.STILL_FIT`)."""
+    compact: bool = False
+    """Pack the model in the compact layout (:data:`COMPACT_FLAG`, track format 1.11): the
+    polynomial is rounded to binary16 before the grid and the MLP are fitted over it."""
 
 
 def _cosine(step: int, steps: int, lr: float, final: float = 0.05) -> float:
@@ -645,6 +696,8 @@ def fit_grid_model_pixels(sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray,
         gen = torch.Generator().manual_seed(options.seed)
         sample = torch.randperm(rgb.shape[0], generator=gen)[: 1 << 18]
         mmr = fit_mmr_prior(rgb[sample], pq_encode_t(tgt[sample]))
+        if options.compact:  # what the decoder will read; the grid and the MLP fit over it
+            mmr = mmr.half().float()
         net = _GridNet(config, mmr)
         coords = net.coords(rgb, xy)
         prior = mmr_features(rgb) @ net.mmr
@@ -659,8 +712,10 @@ def fit_grid_model_pixels(sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray,
         for t in net.mlp.state_dict().values():
             a = t.detach().numpy()
             scale = np.float32(max(float(np.abs(a).max()), 1e-12) / 127.0)
+            if options.compact:  # the scale the decoder reads (binary16: at least 2**-24)
+                scale = np.float32(np.float16(max(float(scale), 2.0 ** -24)))
             mlp.append((float(scale), np.round(a / scale).clip(-127, 127).astype(np.int8)))
-    data = pack_grid_model(config, mmr.numpy(), q, lo, hi, mlp)
+    data = pack_grid_model(config, mmr.numpy(), q, lo, hi, mlp, compact=options.compact)
     return GridFit(data, unpack_grid_model(data), time.perf_counter() - t0)
 
 

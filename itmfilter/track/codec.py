@@ -124,6 +124,9 @@ AHEAD_MINOR = 8
 WINDOW_MINOR = 9
 """The minor version of a track whose grid shots' scene residuals may come in windowed pieces
 (refinement record kind 4, :data:`itmfilter.model.scene.WINDOW_KIND`)."""
+COMPACT_MODEL_MINOR = 11
+"""The minor version of a track whose grid models may take the compact layout (binary16 fields,
+two zstd frames: grid model flag bit 1, :data:`itmfilter.model.grid.COMPACT_FLAG`)."""
 DEFAULT_KEY_STEP = 1 / 64
 """Relative step of an ``init`` key: ``step_t = key_step * max(rms(init_t), rms_floor)``.
 Measured on a 320x180 clip (200-step adaptation): 3.3 KB at 53.60 dB PQ-PSNR, where an int8
@@ -1321,6 +1324,7 @@ __all__ = [
     "INIT_KEY_CODING",
     "GRID_KEY_CODING",
     "GRID_MINOR",
+    "COMPACT_MODEL_MINOR",
     "GRID_REFINE_DELTA_CODING",
     "MAX_RUN_FRAMES",
     "RUN_HEAD_BYTES",
