@@ -1,0 +1,173 @@
+"""Would a better entropy coder shrink a grid KEY? Bytes of real grid models, coded as the format
+codes them and as a context-adaptive arithmetic coder would.
+
+    python benchmarks/grid_entropy.py --shots 0,1,2 --configs M,M-48x24 --out docs/grid-entropy.jsonl
+
+The clip and shots are ``benchmarks/scene_residual.py``'s (the 1080p benchmark clip, ``--work``).
+Each shot's grid model is fitted as the encoder fits it (:class:`scene_residual.ShotFit`), then
+its bytes (``sidecar/SPEC.md`` section 11.2: fixed fields, then one zstd frame of the grid codes,
+delta-coded along each row, and the int8 MLP) are taken apart:
+
+* ``zstd``: the frame as coded; ``zstd_grid`` and ``zstd_mlp`` each part alone;
+* per predictor of a code from its decoded neighbours (``left``, the format's; ``med``, LOCO-I's
+  median of left, up and up-left; ``plane``, left + up - up-left; ``avg3``, the mean of left, up
+  and the previous luma bin), the residual's order-0 entropy and the ideal code length of an
+  adaptive arithmetic coder (frequency counts that adapt as it goes, the bits a range coder
+  spends within a fraction of a percent) with no context, with a context of the neighbours'
+  gradient (6 classes), and with that and the channel;
+* ``reached``: the fraction of grid cells any pixel of any frame of the shot reads (a bilinear
+  corner), and ``zstd_unreached_left``: the frame's bytes with every unreached cell's code set to
+  its left neighbour's (what the decoder never reads can be anything).
+
+One JSON line per shot and config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def adaptive_bytes(symbols: np.ndarray, contexts: np.ndarray, alphabet: int, inc: int = 24) -> float:
+    """Ideal code length in bytes of ``symbols`` under adaptive frequency counts per context
+    (each count starts at 1 and grows by ``inc`` when its symbol is coded; a context's counts
+    halve past 2**16, as a range coder's must)."""
+    counts = np.ones((int(contexts.max()) + 1, alphabet), np.float64)
+    total = counts.sum(1)
+    bits = 0.0
+    for s, c in zip(symbols.tolist(), contexts.tolist()):
+        bits -= math.log2(counts[c, s] / total[c])
+        counts[c, s] += inc
+        total[c] += inc
+        if total[c] > 1 << 16:
+            counts[c] = np.maximum(counts[c] // 2, 1)
+            total[c] = counts[c].sum()
+    return bits / 8
+
+
+def _before(a: np.ndarray, axis: int, fill: np.ndarray) -> np.ndarray:
+    """``a``'s previous element along ``axis``; ``fill``'s where there is none."""
+    out = np.roll(a, 1, axis).copy()
+    first = [slice(None)] * a.ndim
+    first[axis] = 0
+    out[tuple(first)] = fill[tuple(first)]
+    return out
+
+
+def predictors(q: np.ndarray, bits: int) -> dict[str, np.ndarray]:
+    """Predictions of each code of ``q`` ``(C, D, H, W)`` from codes before it in raster order."""
+    top = (1 << bits) - 1
+    left = _before(q, 3, np.full_like(q, (top + 1) // 2))
+    up = _before(q, 2, left)
+    upleft = _before(left, 2, left)
+    bin_before = _before(q, 1, left)
+    lo, hi = np.minimum(left, up), np.maximum(left, up)
+    return {
+        "left": left,
+        "med": np.where(upleft >= hi, lo, np.where(upleft <= lo, hi, left + up - upleft)),
+        "plane": np.clip(left + up - upleft, 0, top),
+        "avg3": (left + up + bin_before + 1) // 3,
+    }, np.minimum(np.floor(np.log2(np.abs(left - upleft) + np.abs(up - upleft) + np.abs(bin_before - left) + 1)), 5
+                  ).astype(np.int64)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shots", default="0,1,2")
+    ap.add_argument("--configs", default="M", help="names of itmfilter.encode.gridkeys.GRID_LADDER, comma separated")
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "rate1080")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None, help="also append the JSON lines here")
+    args = ap.parse_args()
+
+    import torch
+    import zstandard
+    from scene_residual import ShotFit, clip, shot_frames  # benchmarks/scene_residual.py
+
+    from itmfilter.encode.gridkeys import estimate_zoom
+    from itmfilter.media.video import read_hdr_frames, read_sdr_frames
+    from itmfilter.model.grid import MMR_TERMS, ZSTD_LEVEL, _luma, _read_head, axis_weights
+
+    torch.set_num_threads(args.threads)
+
+    def zstd(data: bytes) -> int:
+        return len(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data))
+
+    def rows_coded(q: np.ndarray) -> bytes:  # the format's delta coding along each row
+        p = q.reshape(-1, q.shape[-1]).astype(np.int16)
+        return np.concatenate([p[:, :1], np.diff(p, axis=1) % 256], 1).astype(np.uint8).tobytes()
+
+    master, sdr_path = clip(args.work)
+    for shot in (int(v) for v in args.shots.split(",")):
+        frames, offsets, thumbs = shot_frames(master, sdr_path, shot)
+        n = len(frames)
+        picks = sorted(set(np.linspace(0, n - 1, 6).round().astype(int).tolist()))
+        sdr = {i: x for i, x in read_sdr_frames(sdr_path) if i in set(frames)}
+        hdr = {i: x for i, x in read_hdr_frames(master) if i in {frames[k] for k in picks}}
+        zoom, offs = estimate_zoom(thumbs, np.asarray(offsets))
+        for config in args.configs.split(","):
+            fit = ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, picks, config, zoom)
+            data = fit.fit.data
+            cfg, _ = _read_head(data)
+            if cfg.depth == 0:
+                raise SystemExit(f"{config}: a 2D grid; this probe reads bilateral grids")
+            pos = 12 + 4 * MMR_TERMS * 3 + 4 * cfg.channels + 4 * len(cfg.mlp_shapes())
+            (zlen,) = struct.unpack("<I", data[pos:pos + 4])
+            raw = zstandard.ZstdDecompressor().decompress(data[pos + 4:], max_output_size=1 << 26)
+            cells = int(np.prod(cfg.grid_shape))
+            deltas = np.frombuffer(raw[:cells], np.uint8).reshape(-1, cfg.grid_shape[-1]).astype(np.int64)
+            q = (np.cumsum(deltas, 1) % 256).reshape(cfg.grid_shape)
+            mlp = raw[cells:]
+            row = {"shot": shot, "config": config, "grid_shape": list(cfg.grid_shape), "bits": cfg.grid_bits,
+                   "model_bytes": len(data), "fixed_bytes": pos + 4, "zstd": zlen, "zstd_grid": zstd(raw[:cells]),
+                   "zstd_mlp": zstd(mlp), "mlp_bytes": len(mlp)}
+            alphabet = 1 << cfg.grid_bits
+            preds, ctx = predictors(q, cfg.grid_bits)
+            channel = np.broadcast_to(np.arange(cfg.channels)[:, None, None, None], q.shape)
+            for name, p in preds.items():
+                r = ((q - p) % alphabet).ravel()
+                h = np.bincount(r, minlength=alphabet) / r.size
+                row[f"{name}_order0"] = round(float(-(h[h > 0] * np.log2(h[h > 0])).sum() * r.size / 8))
+                row[f"{name}_adaptive"] = round(adaptive_bytes(r, np.zeros_like(r), alphabet))
+                row[f"{name}_context"] = round(adaptive_bytes(r, ctx.ravel(), alphabet))
+                row[f"{name}_context_channel"] = round(adaptive_bytes(r, (ctx * cfg.channels + channel).ravel(),
+                                                                      alphabet))
+            _, d, h, w = cfg.grid_shape
+            reached = np.zeros((d, h, w), bool)
+            for k in range(n):
+                s = sdr[frames[k]].reshape(-1, 3)
+                xy = fit.xy(k).reshape(-1, 2)
+                ix, _ = axis_weights(xy[:, 0], w)
+                iy, _ = axis_weights(xy[:, 1], h)
+                iz, _ = axis_weights(_luma(s) * np.float32(2) - 1, d)
+                for dz in (0, 1):
+                    for dy in (0, 1):
+                        for dx in (0, 1):
+                            reached[iz + dz, iy + dy, ix + dx] = True
+            filled = q.copy()
+            for x in range(1, w):
+                gap = ~reached[:, :, x]
+                filled[:, gap, x] = filled[:, gap, x - 1]
+            for x in range(w - 2, -1, -1):  # a row's leading unreached cells take the first reached one's
+                gap = ~reached[:, :, : x + 1].any(axis=2)
+                filled[:, gap, x] = filled[:, gap, x + 1]
+            row["reached"] = round(float(reached.mean()), 4)
+            row["zstd_unreached_left"] = zstd(rows_coded(filled) + mlp)
+            print(json.dumps(row), flush=True)
+            if args.out:
+                with args.out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
