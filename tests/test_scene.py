@@ -248,8 +248,8 @@ def test_an_encode_under_a_cap_carries_scene_residuals_and_keeps_the_cap(two_sho
     assert got["on"][2] >= got["off"][2] - 0.05, got
 
 
-def test_an_encode_with_scene_pieces_declares_1_10_keeps_the_cap_and_decodes(two_shot_master, tmp_path):
-    """``--scene-pieces`` under a cap (format 1.9, declared as 1.10 with the header dictionary): each shot's residual whole or in two
+def test_an_encode_with_scene_pieces_declares_1_11_keeps_the_cap_and_decodes(two_shot_master, tmp_path):
+    """``--scene-pieces`` under a cap (format 1.9, declared as 1.11 with the header dictionary and the compact models): each shot's residual whole or in two
     windowed pieces (whichever its held-out frames score better), the cap kept, every packet
     decoded, within 0.1 dB of the default (1.8; the pieces' estimate is an estimate: on this
     96x54 clip they cost 0.05 dB)."""
@@ -259,7 +259,9 @@ def test_an_encode_with_scene_pieces_declares_1_10_keeps_the_cap_and_decodes(two
     assert got["on"][0] == got["off"][0] == (1, COMPACT_MODEL_MINOR)  # 1.9's windows, 1.10's header, 1.11's models
     windows = {k: {p.model.scene.window for p in v[1] if p.model.scene is not None and p.model.scene.window}
                for k, v in got.items()}
-    assert windows["off"] == set() and len(windows["on"]) in (0, 2)  # none, or the 2 s shot's two pieces
+    # none, the 2 s shot's two pieces, or only the second where both complete on one frame (the
+    # second then replaces the first before any frame reads it; with 1.11's smaller KEYs they can)
+    assert windows["off"] == set() and len(windows["on"]) in (0, 1, 2)
     assert got["on"][2] >= got["off"][2] - 0.1, got
 
 
