@@ -25,7 +25,6 @@ One JSON line per shot and config.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import struct
 import sys
@@ -92,7 +91,7 @@ def main() -> None:
 
     import torch
     import zstandard
-    from scene_residual import ShotFit, clip, shot_frames  # benchmarks/scene_residual.py
+    from scene_residual import ShotFit, clip, emit, shot_frames  # benchmarks/scene_residual.py
 
     from itmfilter.encode.gridkeys import estimate_zoom
     from itmfilter.media.video import read_hdr_frames, read_sdr_frames
@@ -163,10 +162,7 @@ def main() -> None:
                 filled[:, gap, x] = filled[:, gap, x + 1]
             row["reached"] = round(float(reached.mean()), 4)
             row["zstd_unreached_left"] = zstd(rows_coded(filled) + mlp)
-            print(json.dumps(row), flush=True)
-            if args.out:
-                with args.out.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+            emit(row, args.out)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,14 @@ def shot_frames(master: Path, sdr_path: Path, shot: int) -> tuple[list[int], lis
     return frames, offsets, thumbs
 
 
+def emit(row: dict, out: Path | None) -> None:
+    """Print ``row`` as one JSON line, and append it to ``out`` when given."""
+    print(json.dumps(row), flush=True)
+    if out:
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 class ShotFit:
     """The encoder's grid model of one shot, fitted on ``picked`` (``(sdr, nits)`` of the shot's
     frames ``picks``) with the frames placed by ``offsets`` (pixel-grid units, after the zoom
@@ -206,10 +214,7 @@ def _residuals(args, head, diffs, xys, half, evals, base, hdr, frames, xy_of) ->
                        "avif_speed": scene_module.AVIF_SPEED, "avif_advanced": variant if args.avif_advanced is not None
                        else kept, "bytes": len(data),
                        "pu21_psnr": float(np.mean(score)), "gain_db": float(np.mean(score)) - alone}
-                print(json.dumps(row), flush=True)
-                if args.out:
-                    with args.out.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
+                emit(row, args.out)
 
 
 if __name__ == "__main__":

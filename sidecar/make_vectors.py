@@ -685,9 +685,10 @@ def build_still_vectors() -> dict[str, bytes]:
     return out
 
 
-def _random_grid_model(cfg, rng: np.random.Generator) -> bytes:
+def _random_grid_model(cfg, rng: np.random.Generator, compact: bool = False, mlp_scale: float = 0.01) -> bytes:
     """A grid model of ``cfg`` drawn from ``rng`` (a plausible polynomial, a random grid and
-    int8 MLP), packed: the grid vectors' model."""
+    int8 MLP of scale ``mlp_scale``), packed (``compact``: in format 1.11's compact layout): the
+    grid vectors' model."""
     from itmfilter.model.grid import pack_grid_model
 
     mmr = rng.normal(0, 0.01, (22, 3)).astype(np.float32)
@@ -695,8 +696,8 @@ def _random_grid_model(cfg, rng: np.random.Generator) -> bytes:
     mmr[1:4] += np.eye(3, dtype=np.float32) * 0.45
     q = rng.integers(0, 1 << cfg.grid_bits, cfg.grid_shape).astype(np.uint8)
     lo, hi = np.full(cfg.channels, -0.25, np.float32), np.full(cfg.channels, 0.25, np.float32)
-    mlp = [(float(np.float32(0.01)), rng.integers(-127, 128, shape).astype(np.int8)) for shape in cfg.mlp_shapes()]
-    return pack_grid_model(cfg, mmr, q, lo, hi, mlp)
+    mlp = [(float(np.float32(mlp_scale)), rng.integers(-127, 128, shape).astype(np.int8)) for shape in cfg.mlp_shapes()]
+    return pack_grid_model(cfg, mmr, q, lo, hi, mlp, compact=compact)
 
 
 def build_grid_track_vectors() -> dict[str, bytes]:
@@ -746,20 +747,14 @@ def build_compact_grid_vectors() -> dict[str, bytes]:
     codes and the MLP in two zstd frames), then shifts (1, 2, 4) and a
     REPEAT (3). Expected: each frame's placement, cells and the PQ a decoder produces on
     ``track_grid_compact_sdr.npy``; ``grid_compact_manifest.json``."""
-    from itmfilter.model.grid import GridConfig, pack_grid_model
+    from itmfilter.model.grid import GridConfig
     from itmfilter.track.codec import COMPACT_MODEL_MINOR, GRID_KEY_CODING, encode_grid_key
 
     rng = np.random.default_rng(17)
     h, w = 6, 8
     sdr = (rng.integers(0, 256, (h, w, 3)) / 255).astype(np.float32)
-    cfg = GridConfig(width=5, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=6)
-    mmr = rng.normal(0, 0.01, (22, 3)).astype(np.float32)
-    mmr[0] += 0.1
-    mmr[1:4] += np.eye(3, dtype=np.float32) * 0.45
-    q = rng.integers(0, 1 << cfg.grid_bits, cfg.grid_shape).astype(np.uint8)
-    lo, hi = np.full(cfg.channels, -0.25, np.float32), np.full(cfg.channels, 0.25, np.float32)
-    mlp = [(float(np.float32(0.0123)), rng.integers(-127, 128, shape).astype(np.int8)) for shape in cfg.mlp_shapes()]
-    model = pack_grid_model(cfg, mmr, q, lo, hi, mlp, compact=True)
+    model = _random_grid_model(GridConfig(width=5, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=6),
+                               rng, compact=True, mlp_scale=0.0013)  # outputs inside (0, 1): no clip hides them
     header = TrackHeader(config=SMALL, fps=(24, 1), frame_count=5, width=w, height=h, hdr10=HDR10, binding=BINDING,
                          encoder={"tool": "make_vectors", "model": "grid"}, version=(1, COMPACT_MODEL_MINOR))
     shift = lambda dx, dy: encode_motion_payload((dx, dy), None, HALF_MOTION_DELTA_CODING)  # noqa: E731
@@ -770,21 +765,10 @@ def build_compact_grid_vectors() -> dict[str, bytes]:
         Packet(3, "repeat", 0, b""),
         Packet(4, "delta", 0, shift(-0.25, 0.0), HALF_MOTION_DELTA_CODING),
     ]
-    blob = write_track_blob(header, [encode_packet(p, compact=True) for p in packets])
-    _, by_frame = read_track_blob(blob)
-    dec = TrackDecoder(header)
-    results = [dec.params_at(f, by_frame) for f in range(5)]
-    out = {"track_grid_compact.bin": blob, "track_grid_compact_sdr.npy": _npy(sdr),
-           "track_grid_compact_expected.npy": _npy(np.stack([r[0].predict_pq(sdr) for r in results])),
-           "track_grid_compact_placements.npy": _npy(np.array([[*r[0].origin, *r[0].half] for r in results], np.float64))}
-    entry = {"file": "track_grid_compact.bin", "what": "1.11: a grid KEY (5x3x4, C 4, MLP 8-8, 6 bits) whose model "
-             "takes the compact layout (flag bits 0x03: binary16 polynomial and MLP scales, two zstd frames), then "
-             "shifts and a REPEAT",
-             "sdr": "track_grid_compact_sdr.npy", "expected": "track_grid_compact_expected.npy",
-             "placements": "track_grid_compact_placements.npy", "statuses": [r[1] for r in results],
-             "cells": [[r[0].model.config.width, r[0].model.config.height] for r in results]}
-    out["grid_compact_manifest.json"] = (json.dumps({"vectors": [entry]}, sort_keys=True, indent=1) + "\n").encode()
-    return out
+    what = ("1.11: a grid KEY (5x3x4, C 4, MLP 8-8, 6 bits) whose model takes the compact layout (flag bits "
+            "0x03: binary16 polynomial and MLP scales, two zstd frames), then shifts and a REPEAT")
+    return _grid_track_vectors(header, sdr, "track_grid_compact_sdr.npy", 5, "grid_compact_manifest.json",
+                               [("track_grid_compact.bin", packets, what)])
 
 
 def build_progressive_grid_vectors() -> dict[str, bytes]:

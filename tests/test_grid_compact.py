@@ -4,6 +4,8 @@ save, an exact decode, the fit absorbing the rounding, and the vector a reader m
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -91,4 +93,9 @@ def test_a_compact_fit_is_as_good_as_a_full_one_and_smaller():
 def test_compact_vector_decodes_to_expected_pixels_cells_and_placements():
     from gridvectors import check_grid_vector
 
-    check_grid_vector("grid_compact_manifest.json", "track_grid_compact.bin", COMPACT_MODEL_MINOR)
+    _, _, placed = check_grid_vector("grid_compact_manifest.json", "track_grid_compact.bin", COMPACT_MODEL_MINOR)
+    # the model's binary16 polynomial and scales decide the pixels: most lie inside (0, 1), where
+    # no clip hides them
+    expected = np.load(Path(__file__).resolve().parents[1] / "sidecar" / "vectors" / "track_grid_compact_expected.npy")
+    assert np.mean((expected > 0) & (expected < 1)) > 0.9
+    assert all(np.array_equal(p.model.mmr, p.model.mmr.astype(np.float16).astype(np.float32)) for p in placed)
