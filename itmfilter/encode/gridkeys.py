@@ -44,11 +44,12 @@ from itmfilter.model.grid import (
     apply_grid_refinement,
     fit_grid_model_pixels,
     fit_grid_refinement,
+    fixed_bytes,
     pack_grid_refinement,
     predict_pq,
     quantise_refinement,
 )
-from itmfilter.model.net import MMR_TERMS, pixel_grid
+from itmfilter.model.net import pixel_grid
 from itmfilter.quality.metrics import psnr_pu21
 
 GRID_LADDER: tuple[tuple[str, GridConfig], ...] = (
@@ -131,9 +132,7 @@ def estimated_bytes(config: GridConfig, compact: bool = False) -> int:
     the layout of format 1.11, binary16 fields and a second frame length), and the compressed
     grid codes and int8 MLP (:func:`estimate_ratio` of their raw size at the grid's bits)."""
     shapes = config.mlp_shapes()
-    real = 2 if compact else 4
-    fixed = PLACEMENT_BYTES + 12 + real * MMR_TERMS * 3 + 4 * config.channels + real * len(shapes) + 4
-    fixed += 4 if compact else 0
+    fixed = PLACEMENT_BYTES + fixed_bytes(config, compact)
     grid = int(np.prod(config.grid_shape)) * config.grid_bits / 8
     mlp = sum(int(np.prod(s)) for s in shapes)
     return int(fixed + estimate_ratio(grid + mlp) * (grid + mlp)) + 16

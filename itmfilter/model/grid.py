@@ -272,8 +272,9 @@ coefficients and the MLP tensors' scales as binary16 (132 + 2T bytes, not 264 + 
 grid codes and the MLP's int8 tensors each in a zstd frame of its own, so each gets its own
 entropy tables. The fit rounds the polynomial before it fits the grid and the MLP over it, so
 they absorb the rounding (at most 0.0017 PQ on a fitted shot's polynomial over the whole SDR
-cube). On the 1080p benchmark clip's M models the two frames cost 224-304 bytes less than one
-(``benchmarks/grid_entropy.py``), so ~370-450 bytes less a KEY of 7-11 KB in all."""
+cube). On the 1080p benchmark clip's M and M-48x24 models the two frames cost 220-381 bytes less
+than one (``benchmarks/grid_entropy.py``, ``docs/grid-entropy.md``), so 364-525 bytes less a KEY
+of 7-19 KB in all."""
 KNOWN_FLAGS = DELTA_ROWS_FLAG | COMPACT_FLAG
 
 
@@ -304,6 +305,12 @@ def _field_bytes(cfg: GridConfig, flags: int) -> int:
     """Bytes of the fixed fields after the 12-byte head: the polynomial, lo/hi, the scales."""
     width = 2 if flags & COMPACT_FLAG else 4
     return width * MMR_TERMS * 3 + 4 * cfg.channels + width * len(cfg.mlp_shapes())
+
+
+def fixed_bytes(cfg: GridConfig, compact: bool = False) -> int:
+    """Bytes of a packed model of ``cfg`` besides its zstd frames' contents: the head, the fixed
+    fields and the frames' length fields (one; two in the compact layout)."""
+    return 12 + _field_bytes(cfg, COMPACT_FLAG if compact else 0) + (8 if compact else 4)
 
 
 def _read_head(data: bytes) -> tuple[GridConfig, int]:
