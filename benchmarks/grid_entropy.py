@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import struct
 import sys
 from pathlib import Path
 
@@ -95,7 +94,7 @@ def main() -> None:
 
     from itmfilter.encode.gridkeys import estimate_zoom
     from itmfilter.media.video import read_hdr_frames, read_sdr_frames
-    from itmfilter.model.grid import MMR_TERMS, ZSTD_LEVEL, _luma, _read_head, axis_weights
+    from itmfilter.model.grid import ZSTD_LEVEL, _frames, _luma, _read_head, axis_weights
 
     torch.set_num_threads(args.threads)
 
@@ -117,18 +116,17 @@ def main() -> None:
         for config in args.configs.split(","):
             fit = ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, picks, config, zoom)
             data = fit.fit.data
-            cfg, _ = _read_head(data)
+            cfg, flags = _read_head(data)
             if cfg.depth == 0:
                 raise SystemExit(f"{config}: a 2D grid; this probe reads bilateral grids")
-            pos = 12 + 4 * MMR_TERMS * 3 + 4 * cfg.channels + 4 * len(cfg.mlp_shapes())
-            (zlen,) = struct.unpack("<I", data[pos:pos + 4])
-            raw = zstandard.ZstdDecompressor().decompress(data[pos + 4:], max_output_size=1 << 26)
+            ((start, zlen),), _ = _frames(data, cfg, flags)  # the one frame of the layout before 1.11
+            raw = zstandard.ZstdDecompressor().decompress(data[start:start + zlen], max_output_size=1 << 26)
             cells = int(np.prod(cfg.grid_shape))
             deltas = np.frombuffer(raw[:cells], np.uint8).reshape(-1, cfg.grid_shape[-1]).astype(np.int64)
             q = (np.cumsum(deltas, 1) % 256).reshape(cfg.grid_shape)
             mlp = raw[cells:]
             row = {"shot": shot, "config": config, "grid_shape": list(cfg.grid_shape), "bits": cfg.grid_bits,
-                   "model_bytes": len(data), "fixed_bytes": pos + 4, "zstd": zlen, "zstd_grid": zstd(raw[:cells]),
+                   "model_bytes": len(data), "fixed_bytes": start, "zstd": zlen, "zstd_grid": zstd(raw[:cells]),
                    "zstd_mlp": zstd(mlp), "mlp_bytes": len(mlp)}
             alphabet = 1 << cfg.grid_bits
             preds, ctx = predictors(q, cfg.grid_bits)
