@@ -112,12 +112,16 @@ class ShotFit:
 
         return frame_xy(H, W, self.offsets[k], self.centre, self.half, self.scales[k])
 
-    def diffs(self, pairs, ks: list[int]):
-        """The scene residual's input from frames ``ks`` (``pairs``: their ``(sdr, nits)``), as the
-        encoder builds it: :func:`itmfilter.encode.gridkeys._scene_diffs`."""
-        from itmfilter.encode.gridkeys import _scene_diffs
+    def diffs(self, pairs, ks: list[int], sub: int | None = None, scale: int = 4):
+        """The scene residual's input from frames ``ks`` (``pairs``: their ``(sdr, nits)``), flat,
+        as the encoder builds it for a ``scale`` (:func:`itmfilter.encode.gridkeys._scene_inputs`),
+        or from every ``sub``-th pixel."""
+        from itmfilter.encode.gridkeys import _scene_diffs, _scene_inputs
 
-        return _scene_diffs(self.model, pairs, self.offsets, ks, self.centre, self.half, self.scales)
+        if sub is None:
+            return _scene_inputs(self.model, pairs, self.offsets, ks, self.centre, self.half, self.scales, [scale])[scale]
+        diffs, xys = _scene_diffs(self.model, pairs, self.offsets, ks, self.centre, self.half, self.scales, sub)
+        return [d.reshape(-1, 3) for d in diffs], [xy.reshape(-1, 2) for xy in xys]
 
 
 def main() -> None:
@@ -132,6 +136,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="also append the JSON lines here")
     ap.add_argument("--split", default="test", choices=("test", "val"), help="the clip's scenes")
+    ap.add_argument("--subsample", default="auto",
+                    help="comma separated: the residual is built from every N-th pixel each way; auto: as the "
+                         "encoder does (every pixel up to gridkeys.SCENE_EVERY_PIXEL, then every 2nd)")
     ap.add_argument("--avif-speed", type=int, default=None,
                     help="libaom speed of the residual's coder (default: itmfilter.model.scene.AVIF_SPEED)")
     ap.add_argument("--avif-advanced", default=None,
@@ -180,13 +187,16 @@ def main() -> None:
         head = {"shot": args.shot, "frames": n, "config": args.config, "model_bytes": len(fit.data), "zoom": zoom,
                 "zoom_mode": zoom_mode, "fit_s": round(time.perf_counter() - t0, 1), "model_pu21_psnr": alone}
         print(json.dumps(head), flush=True)
-        for count, build in builds.items():
-            diffs, xys = shot.diffs([(sdr[frames[k]], hdr[frames[k]]) for k in build], build)
-            _residuals(args, dict(head, residual_frames=count), diffs, xys, shot.half, evals, base, hdr, frames, xy_of)
+        for (count, build), sub in ((b, None if s == "auto" else int(s)) for b in builds.items()
+                                    for s in args.subsample.split(",")):
+            pairs = [(sdr[frames[k]], hdr[frames[k]]) for k in build]
+            _residuals(args, dict(head, residual_frames=count, subsample=sub or "auto"),
+                       lambda scale, p=pairs, b=build, s=sub: shot.diffs(p, b, s, scale), shot.half, evals, base, hdr, frames, xy_of)
 
 
-def _residuals(args, head, diffs, xys, half, evals, base, hdr, frames, xy_of) -> None:
-    """Each --solve-steps, --scales and --qualities residual from ``diffs`` at ``xys``, scored on ``evals``."""
+def _residuals(args, head, inputs, half, evals, base, hdr, frames, xy_of) -> None:
+    """Each --solve-steps, --scales and --qualities residual from ``inputs(scale)`` (flat diffs
+    and their grid coordinates), scored on ``evals``."""
     import itmfilter.model.scene as scene_module
     from itmfilter.colour.transfer import eotf_st2084
     from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells, unpack_scene_residual
@@ -199,7 +209,7 @@ def _residuals(args, head, diffs, xys, half, evals, base, hdr, frames, xy_of) ->
     kept = scene_module.AVIF_ADVANCED
     for steps in (int(v) for v in args.solve_steps.split(",")):
         for scale in (int(v) for v in args.scales.split(",")):
-            plan = ScenePlan(build_scene_residual(diffs, xys, scene_cells(W, H, half, scale), steps))
+            plan = ScenePlan(build_scene_residual(*inputs(scale), scene_cells(W, H, half, scale), steps))
             for quality, variant in ((int(q), v) for q in args.qualities.split(",") for v in variants):
                 if args.avif_advanced is not None:
                     scene_module.AVIF_ADVANCED = variant

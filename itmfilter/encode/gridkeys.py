@@ -401,27 +401,48 @@ decoder's bilinear read (:func:`itmfilter.model.scene.build_scene_residual`). Me
 1080p clip's first shot (held-out frames): at equal bytes +0.3 to +0.4 dB over the splatted
 mean (1/4 at quality 30: 2384 B for 41.67 dB against 3062 B for 41.51), ~4 s a scale here."""
 SCENE_SUBSAMPLE = 2
-"""The scene image is built from every this-many-th pixel of each fit frame along each axis:
-a cell of the finest scale still gets 4 of a frame's pixels, and the model runs on a quarter."""
+"""The scene image of a scale coarser than :data:`SCENE_EVERY_PIXEL` is built from every
+this-many-th pixel of each fit frame along each axis: a cell still gets 4 or more of a frame's
+pixels, and its solve reads a quarter of them."""
+SCENE_EVERY_PIXEL = 3
+"""Scene images of this scale and finer (1/2, 1/3) are built from every pixel of the fit frames:
+at every 2nd pixel a cell of 1/2 gets one sample of a frame, an aliased view of what the decoder
+reads through the cell's bilinear weights. Measured on the 1080p clip's zoom shot (M) and a pan
+(S at 6 grid bits), ``benchmarks/scene_residual.py --shot N --scales 2,3 --subsample 2,1``
+(``docs/scene-residual.md``): at equal bytes +0.05 to +0.4 dB PU21-PSNR, the most at 1/2 and the
+higher qualities (the pan at 1/2, quality 40: 9,580 B for 42.48 dB against 10,552 B for 42.18)."""
 
 
-def _scene_diffs(model: GridModel, frames, offsets, picks, centre, half, frame_scale):
+def _scene_diffs(model: GridModel, frames, offsets, picks, centre, half, frame_scale, sub: int = 1):
     """The fit frames' PQ differences master - ``model`` (without its scene residual) at every
-    :data:`SCENE_SUBSAMPLE`-th pixel each way, and those pixels' grid coordinates: ``(diffs,
-    xys)``, lists of ``(N, 3)`` and ``(N, 2)`` float32, a fit frame each."""
+    ``sub``-th pixel each way, and those pixels' grid coordinates: ``(diffs, xys)``, lists of
+    ``(h, w, 3)`` and ``(h, w, 2)`` float32 pictures, a fit frame each."""
     from itmfilter.colour.transfer import eotf_inverse_st2084
 
     base = replace(model, scene=None)
     h, w = frames[0][0].shape[:2]
-    sub = SCENE_SUBSAMPLE
     diffs, xys = [], []
     for (sdr, nits), k in zip(frames, picks):
-        xy = frame_xy(h, w, offsets[k], centre, half, frame_scale[k])[::sub, ::sub]
-        pq = predict_pq(base, np.ascontiguousarray(sdr[::sub, ::sub]), xy=np.ascontiguousarray(xy))
+        xy = np.ascontiguousarray(frame_xy(h, w, offsets[k], centre, half, frame_scale[k])[::sub, ::sub])
+        pq = predict_pq(base, np.ascontiguousarray(sdr[::sub, ::sub]), xy=xy)
         target = eotf_inverse_st2084(np.clip(nits[::sub, ::sub], 0, 10000)).astype(np.float32)
-        diffs.append((target - pq).reshape(-1, 3))
-        xys.append(xy.reshape(-1, 2))
+        diffs.append(target - pq)
+        xys.append(xy)
     return diffs, xys
+
+
+def _scene_inputs(model: GridModel, frames, offsets, picks, centre, half, frame_scale, scales):
+    """Per scale, the flat ``(diffs, xys)`` its scene image is built from: every pixel up to
+    :data:`SCENE_EVERY_PIXEL`, every :data:`SCENE_SUBSAMPLE`-th coarser (the model runs once,
+    on the finest pixels any scale needs)."""
+    steps = {s: 1 if s <= SCENE_EVERY_PIXEL else SCENE_SUBSAMPLE for s in scales}
+    base = min(steps.values(), default=SCENE_SUBSAMPLE)
+    diffs, xys = _scene_diffs(model, frames, offsets, picks, centre, half, frame_scale, base)
+    out = {}
+    for scale, step in steps.items():
+        k = step // base
+        out[scale] = ([d[::k, ::k].reshape(-1, 3) for d in diffs], [xy[::k, ::k].reshape(-1, 2) for xy in xys])
+    return out
 
 
 def scene_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]], offsets: np.ndarray,
@@ -434,8 +455,9 @@ def scene_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]],
     from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells, unpack_scene_residual
 
     h, w = frames[0][0].shape[:2]
-    diffs, xys = _scene_diffs(model, frames, offsets, picks, centre, half, frame_scales(len(offsets), zoom))
+    inputs = _scene_inputs(model, frames, offsets, picks, centre, half, frame_scales(len(offsets), zoom), scales)
     for scale in scales:
+        diffs, xys = inputs[scale]
         plan = ScenePlan(build_scene_residual(diffs, xys, scene_cells(w, h, half, scale), SCENE_SOLVE_STEPS))
         for quality in sorted(qualities):
             data = plan.code(quality)
@@ -481,13 +503,14 @@ def scene_piece_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndar
     h, w = frames[0][0].shape[:2]
     n = len(offsets)
     frame_scale = frame_scales(n, zoom)
-    diffs, xys = _scene_diffs(model, frames, offsets, picks, centre, half, frame_scale)
+    inputs = _scene_inputs(model, frames, offsets, picks, centre, half, frame_scale, scales)
     after = min((k for k in picks if k >= split), default=picks[-1])
     before = max((k for k in picks if k <= split), default=picks[0])
-    pieces = []
-    for first, end, use in ((0, split + SCENE_PIECE_MARGIN, [k <= after for k in picks]),
-                            (split - SCENE_PIECE_MARGIN, n, [k >= before for k in picks])):
-        window = frames_window(offsets, centre, half, frame_scale, first, end)
+    windows = [(frames_window(offsets, centre, half, frame_scale, first, end), use)
+               for first, end, use in ((0, split + SCENE_PIECE_MARGIN, [k <= after for k in picks]),
+                                       (split - SCENE_PIECE_MARGIN, n, [k >= before for k in picks]))]
+
+    def piece(window, use, diffs, xys):
         reader = SceneResidual(np.zeros((2, 2, 3), np.float32), window)
         local_d, local_xy = [], []
         for d, xy, keep in zip(diffs, xys, use):
@@ -497,12 +520,14 @@ def scene_piece_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndar
             inside = (np.abs(loc) <= 1).all(1)  # the window's own pixels (outside it, its edge is read)
             local_d.append(d[inside])
             local_xy.append(loc[inside])
-        pieces.append((window, local_d, local_xy))
+        return local_d, local_xy
+
     for scale in scales:
-        plans = [(window, ScenePlan(build_scene_residual(d, xy, scene_cells(w, h, (window[2] * half[0],
-                                                                                   window[3] * half[1]), scale),
-                                                         SCENE_SOLVE_STEPS)))
-                 for window, d, xy in pieces]
+        plans = []
+        for window, use in windows:
+            d, xy = piece(window, use, *inputs[scale])
+            cells = scene_cells(w, h, (window[2] * half[0], window[3] * half[1]), scale)
+            plans.append((window, ScenePlan(build_scene_residual(d, xy, cells, SCENE_SOLVE_STEPS))))
         for quality in sorted(qualities):
             first, second = (plan.code(quality, window=window) for window, plan in plans)
             too_late = yield (first, second, replace(model, scene=unpack_scene_residual(first)),
@@ -514,7 +539,7 @@ def scene_piece_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndar
 
 __all__ = ["DEFAULT_GRID", "ESTIMATE_SLACK", "GRID_LADDER", "MAX_REFINED_VALUES", "MAX_REFINEMENTS", "PLACEMENT_BYTES",
            "REFINE_FIT_FRACTIONS",
-           "REFINE_STEPS", "SCENE_QUALITIES", "SCENE_PIECE_MARGIN", "SCENE_SCALES", "SCENE_SOLVE_STEPS", "SCENE_SUBSAMPLE", "SCORE_PIXELS",
+           "REFINE_STEPS", "SCENE_QUALITIES", "SCENE_PIECE_MARGIN", "SCENE_SCALES", "SCENE_EVERY_PIXEL", "SCENE_SOLVE_STEPS", "SCENE_SUBSAMPLE", "SCORE_PIXELS",
            "CHAIN_STEP", "REFIT_TOLERANCE", "estimate_zoom", "estimated_bytes", "expected_score", "fit_frames_of", "fit_segment_grid", "frame_scales",
            "frame_xy", "frames_window", "grid_geometry", "heldout_frames_of",
            "ladder_from", "model_score", "refinement_options", "scene_options", "scene_piece_options", "score_pixels"]
