@@ -99,3 +99,34 @@ def test_compact_vector_decodes_to_expected_pixels_cells_and_placements():
     expected = np.load(Path(__file__).resolve().parents[1] / "sidecar" / "vectors" / "track_grid_compact_expected.npy")
     assert np.mean((expected > 0) & (expected < 1)) > 0.9
     assert all(np.array_equal(p.model.mmr, p.model.mmr.astype(np.float16).astype(np.float32)) for p in placed)
+
+
+def test_stills_pack_their_grid_models_compact_and_keep_a_binary32_polynomial_floor():
+    """Still payload 2.2: ``--max-bytes`` packs each fitted grid model in the compact layout, the
+    polynomial floor without it (alone, nothing fitted after it absorbs binary16 rounding); the
+    reader decodes either, and the 2.2 vector holds a compact model whose pixels lie inside (0, 1)."""
+    import dataclasses
+    import json
+
+    from itmfilter.colour.transfer import eotf_inverse_st2084
+    from itmfilter.encode.still_rate import STILL_FIT, choose_payload
+    from itmfilter.model.weightset import GridStill, decode_still
+
+    nits = read_hdr(sample_path()).nits[:96, :160].astype(np.float32)
+    sdr = (np.round(np.clip(get_curve("local").forward(nits), 0, 1) * 255) / 255).astype(np.float32)
+    fast = dataclasses.replace(STILL_FIT, steps=60, batch=1024, finetune_steps=30)
+    choice = choose_payload(sdr, np.ascontiguousarray(nits), 4096, fit_options=fast, polish=False)
+    flags = {c.name: decode_still(c.payload).model_data[11] for c in choice.candidates
+             if isinstance(decode_still(c.payload), GridStill) and decode_still(c.payload).model_data}
+    assert flags["polynomial"] & COMPACT_FLAG == 0
+    grids = {k: v for k, v in flags.items() if k.startswith("grid-")}
+    assert grids and all(v & COMPACT_FLAG for v in grids.values()), flags
+    vectors = Path(__file__).resolve().parents[1] / "sidecar" / "vectors"
+    entry = next(e for e in json.loads((vectors / "still_manifest.json").read_text())["vectors"]
+                 if e["file"] == "still_grid_compact.bin")
+    still = decode_still((vectors / entry["file"]).read_bytes())
+    assert still.model_data[11] & COMPACT_FLAG
+    got = still.reconstruct_nits(np.load(vectors / entry["sdr"]))
+    assert np.array_equal(got, np.load(vectors / entry["expected"]))
+    pq = eotf_inverse_st2084(got)
+    assert np.mean((pq > 0) & (pq < 1)) > 0.9

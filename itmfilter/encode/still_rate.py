@@ -91,7 +91,7 @@ class RateChoice:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-STILL_FIT = GridFitOptions(steps=1800, finetune_steps=1200, clipped_weight=0.1)
+STILL_FIT = GridFitOptions(steps=1800, finetune_steps=1200, clipped_weight=0.1, compact=True)
 """The grid fit of a still under ``--max-bytes``: 1800 Adam steps, then 1200 on the quantised
 grid. Three times the 600 + 400 both grid fits ran before, which left them short of convergence
 (the video KEY's fit now runs as many, ``VideoEncodeOptions.grid_steps``): on the val
@@ -110,7 +110,12 @@ rows (best +1.40, worst -0.47: ``forest_slope`` at 8 KB; 9 rows unchanged, where
 map wins either way). 0.3 gave +0.19 and 0.03 +0.11 on the four train pictures where 0.1 gave
 +0.27. Where the model is near exact off the clipped pixels (a global curve: ``bt2446a`` on val
 -0.14 dB mean at 4 / 16 / 64 KB) weight 1 wins, so :func:`choose_payload` also fits the
-budget's own grid size at weight 1 (one fit more) and keeps the better payload."""
+budget's own grid size at weight 1 (one fit more) and keeps the better payload.
+
+The grid models are packed in the compact layout (``compact``; still payload 2.2, SPEC 11.1):
+binary16 polynomial and MLP scales, the grid and the MLP in zstd frames of their own, ~140-500
+bytes less a model, which the residual layer gets. The polynomial floor (``polynomial``) keeps
+binary32 coefficients: alone, nothing fitted after it makes up for their rounding."""
 
 
 def grid_size_for(max_bytes: int) -> str | None:
