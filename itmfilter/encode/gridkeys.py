@@ -409,8 +409,9 @@ SCENE_EVERY_PIXEL = 3
 at every 2nd pixel a cell of 1/2 gets one sample of a frame, an aliased view of what the decoder
 reads through the cell's bilinear weights. Measured on the 1080p clip's zoom shot (M) and a pan
 (S at 6 grid bits), ``benchmarks/scene_residual.py --shot N --scales 2,3 --subsample 2,1``
-(``docs/scene-residual.md``): at equal bytes +0.05 to +0.4 dB PU21-PSNR, the most at 1/2 and the
-higher qualities (the pan at 1/2, quality 40: 9,580 B for 42.48 dB against 10,552 B for 42.18)."""
+(``docs/scene-residual.md``): at equal bytes (interpolated in log bytes) -0.09 to +0.42 dB
+PU21-PSNR, above on 12 of 14 points, the most at 1/2 and the higher qualities (the pan at 1/2,
+quality 40: 9,580 B for 42.48 dB against 10,552 B for 42.18)."""
 
 
 def _scene_diffs(model: GridModel, frames, offsets, picks, centre, half, frame_scale, sub: int = 1):

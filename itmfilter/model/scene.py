@@ -162,26 +162,31 @@ def build_scene_residual(diffs: list[np.ndarray], xys: list[np.ndarray], cells: 
     ``solve_steps``, that many conjugate-gradient steps towards the least-squares image under
     the decoder's bilinear read (:func:`_least_squares`)."""
     w, h = cells
-    num = np.zeros((h * w, 3))
+    num = np.zeros((h * w, 3))  # A'd: each pixel's difference spread onto its four cells
     den = np.zeros(h * w)
+    bands: dict[int, np.ndarray] = {}  # A'A: its nine diagonals, by cell offset
     for diff, xy in zip(diffs, xys):
         xy = np.asarray(xy, np.float32).reshape(-1, 2)
         d = np.asarray(diff, np.float64).reshape(-1, 3)
         x0, fx = axis_weights(xy[:, 0], w)
         y0, fy = axis_weights(xy[:, 1], h)
         fx, fy = fx.astype(np.float64), fy.astype(np.float64)
-        for dy, wy in ((0, 1 - fy), (1, fy)):
-            for dx, wx in ((0, 1 - fx), (1, fx)):
-                idx = (y0 + dy) * w + x0 + dx
-                wt = wy * wx
-                den += np.bincount(idx, wt, minlength=h * w)
-                for c in range(3):
-                    num[:, c] += np.bincount(idx, wt * d[:, c], minlength=h * w)
+        base = y0 * w + x0
+        corners = [(dy * w + dx, wy * wx) for dy, wy in ((0, 1 - fy), (1, fy)) for dx, wx in ((0, 1 - fx), (1, fx))]
+        for at, wt in corners:
+            idx = base + at
+            den += np.bincount(idx, wt, minlength=h * w)
+            for c in range(3):
+                num[:, c] += np.bincount(idx, wt * d[:, c], minlength=h * w)
+            if solve_steps:
+                for other, wo in corners:
+                    band = bands.setdefault(other - at, np.zeros(h * w))
+                    band += np.bincount(idx, wt * wo, minlength=h * w)
     mean = (num / np.maximum(den, 1e-12)[:, None]).reshape(h, w, 3)
     typical = max(float(np.median(den[den > 0])) if (den > 0).any() else 1.0, 1e-12)
     image = push_pull(mean, np.minimum(den / typical, 1.0).reshape(h, w))
     if solve_steps:
-        image = _least_squares(image, diffs, xys, cells, solve_steps, RIDGE * typical)
+        image = _least_squares(image, bands, num, solve_steps, RIDGE * typical)
     return image
 
 
@@ -190,48 +195,40 @@ RIDGE = 0.02
 cell's bilinear weight: it keeps the cells few pixels reach from ringing."""
 
 
-def _least_squares(start: np.ndarray, diffs, xys, cells, steps: int, ridge: float) -> np.ndarray:
-    """Conjugate gradients on ``(A'A + ridge I) x = A' d + ridge start``, ``A`` the bilinear
-    read of every given pixel (four weights a row: gathers one way, index-adds the other), from
-    ``start``: the splatted mean blurs twice (splat, then read), the solved image is what the
-    read needs."""
-    import torch
+def _least_squares(start: np.ndarray, bands: dict[int, np.ndarray], spread: np.ndarray, steps: int,
+                   ridge: float) -> np.ndarray:
+    """Conjugate gradients on ``(A'A + ridge I) x = A'd + ridge start`` from ``start``, ``A`` the
+    bilinear read of every given pixel: the splatted mean blurs twice (splat, then read), the
+    solved image is what the read needs. ``A'A`` comes as its nine diagonals (``bands[o][c]``:
+    the sum over pixels of the weights they give cells ``c`` and ``c + o``) and ``A'd`` as
+    ``spread`` (``(cells, 3)``), both summed over the pixels once, so a step costs the cells,
+    not the pixels (binary64)."""
+    h, w = start.shape[:2]
+    m = h * w
+    pad = w + 1
+    diagonals = [(o, b[:, None]) for o, b in bands.items()]
 
-    w, h = cells
-    xy = np.concatenate([np.asarray(v, np.float32).reshape(-1, 2) for v in xys])
-    x0, fx = axis_weights(xy[:, 0], w)
-    y0, fy = axis_weights(xy[:, 1], h)
-    corners = [(torch.from_numpy((y0 + dy) * w + x0 + dx), torch.from_numpy((wy * wx).astype(np.float32))[:, None])
-               for dy, wy in ((0, 1 - fy), (1, fy)) for dx, wx in ((0, 1 - fx), (1, fx))]
-    d = torch.from_numpy(np.concatenate([np.asarray(v, np.float32).reshape(-1, 3) for v in diffs]))
-
-    def read(v):  # A v: every pixel's bilinear read of the image v (M, 3)
-        return sum(wt * v[idx] for idx, wt in corners)
-
-    def spread(r):  # A' r: each pixel's value back onto its four cells
-        out = torch.zeros(w * h, 3)
-        for idx, wt in corners:
-            out.index_add_(0, idx, wt * r)
+    def normal(v):  # (A'A + ridge I) v
+        padded = np.zeros((m + 2 * pad, 3))
+        padded[pad:pad + m] = v
+        out = ridge * v
+        for o, b in diagonals:
+            out = out + b * padded[pad + o:pad + o + m]
         return out
 
-    x = torch.from_numpy(start.reshape(-1, 3).astype(np.float32))
-    prior = x.clone()
-
-    def normal(v):
-        return spread(read(v)) + ridge * v
-
-    r = spread(d) + ridge * prior - normal(x)
-    p = r.clone()
+    x = start.reshape(-1, 3).astype(np.float64)
+    r = spread + ridge * x - normal(x)
+    p = r.copy()
     rr = (r * r).sum(0)
     for _ in range(steps):
         ap = normal(p)
-        alpha = rr / (p * ap).sum(0).clamp(min=1e-30)
+        alpha = rr / np.maximum((p * ap).sum(0), 1e-30)
         x = x + alpha * p
         r = r - alpha * ap
         new = (r * r).sum(0)
-        p = r + (new / rr.clamp(min=1e-30)) * p
+        p = r + (new / np.maximum(rr, 1e-30)) * p
         rr = new
-    return x.numpy().astype(np.float64).reshape(h, w, 3)
+    return x.reshape(h, w, 3)
 
 
 class ScenePlan:
