@@ -670,13 +670,13 @@ def build_still_vectors() -> dict[str, bytes]:
         "still_gainmap_pq.bin": (encode_grid_still(b"", gain_pq),
                                  "no model: a 3-channel PQ-difference layer at 1/2 over the placed SDR (base byte 0x11)"),
     }
-    # Payload 2.2: a grid model in the compact layout (flag bit 1, SPEC 11.2), drawn from its own
+    # A grid model in the compact layout (flag bit 1, SPEC 11.2), drawn from its own
     # generator so that the vectors above keep their bytes; its MLP scale is small enough that
     # most pixels decode inside (0, 1), where the binary16 fields' arithmetic shows.
     compact = _random_grid_model(GridConfig(width=4, height=3, depth=4, channels=4, hidden=8, layers=2, grid_bits=7),
                                  np.random.default_rng(22), compact=True, mlp_scale=0.002)
     payloads["still_grid_compact.bin"] = (encode_grid_still(compact),
-                                          "payload 2.2: bilateral grid 4x3x4, C 4, MLP 8-8 in the compact layout")
+                                          "bilateral grid 4x3x4, C 4, MLP 8-8 in the compact layout (flag bit 1)")
     out = {"still_sdr.npy": _npy(sdr)}
     entries = []
     for name, (data, what) in payloads.items():
