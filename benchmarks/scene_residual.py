@@ -116,10 +116,11 @@ class ShotFit:
         """The scene residual's input from frames ``ks`` (``pairs``: their ``(sdr, nits)``), flat,
         as the encoder builds it for a ``scale`` (:func:`itmfilter.encode.gridkeys._scene_inputs`),
         or from every ``sub``-th pixel."""
-        from itmfilter.encode.gridkeys import _scene_diffs, _scene_inputs
+        from itmfilter.encode.gridkeys import _scene_diffs, _scene_inputs, _scene_step
 
         if sub is None:
-            return _scene_inputs(self.model, pairs, self.offsets, ks, self.centre, self.half, self.scales, [scale])[scale]
+            return _scene_inputs(self.model, pairs, self.offsets, ks, self.centre, self.half, self.scales,
+                                 [scale])[_scene_step(scale)]
         diffs, xys = _scene_diffs(self.model, pairs, self.offsets, ks, self.centre, self.half, self.scales, sub)
         return [d.reshape(-1, 3) for d in diffs], [xy.reshape(-1, 2) for xy in xys]
 

@@ -432,18 +432,20 @@ def _scene_diffs(model: GridModel, frames, offsets, picks, centre, half, frame_s
     return diffs, xys
 
 
+def _scene_step(scale: int) -> int:
+    """Every how-many-th pixel each way a scene image of ``scale`` is built from."""
+    return 1 if scale <= SCENE_EVERY_PIXEL else SCENE_SUBSAMPLE
+
+
 def _scene_inputs(model: GridModel, frames, offsets, picks, centre, half, frame_scale, scales):
-    """Per scale, the flat ``(diffs, xys)`` its scene image is built from: every pixel up to
-    :data:`SCENE_EVERY_PIXEL`, every :data:`SCENE_SUBSAMPLE`-th coarser (the model runs once,
-    on the finest pixels any scale needs)."""
-    steps = {s: 1 if s <= SCENE_EVERY_PIXEL else SCENE_SUBSAMPLE for s in scales}
-    base = min(steps.values(), default=SCENE_SUBSAMPLE)
+    """Per :func:`_scene_step` the ``scales`` need, the flat ``(diffs, xys)`` their scene
+    images are built from: every pixel up to :data:`SCENE_EVERY_PIXEL`, every
+    :data:`SCENE_SUBSAMPLE`-th coarser (the model runs once, on the finest pixels any needs)."""
+    steps = {_scene_step(s) for s in scales}
+    base = min(steps, default=SCENE_SUBSAMPLE)
     diffs, xys = _scene_diffs(model, frames, offsets, picks, centre, half, frame_scale, base)
-    out = {}
-    for scale, step in steps.items():
-        k = step // base
-        out[scale] = ([d[::k, ::k].reshape(-1, 3) for d in diffs], [xy[::k, ::k].reshape(-1, 2) for xy in xys])
-    return out
+    return {step: ([d[::step // base, ::step // base].reshape(-1, 3) for d in diffs],
+                   [xy[::step // base, ::step // base].reshape(-1, 2) for xy in xys]) for step in steps}
 
 
 def scene_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]], offsets: np.ndarray,
@@ -458,7 +460,7 @@ def scene_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]],
     h, w = frames[0][0].shape[:2]
     inputs = _scene_inputs(model, frames, offsets, picks, centre, half, frame_scales(len(offsets), zoom), scales)
     for scale in scales:
-        diffs, xys = inputs[scale]
+        diffs, xys = inputs[_scene_step(scale)]
         plan = ScenePlan(build_scene_residual(diffs, xys, scene_cells(w, h, half, scale), SCENE_SOLVE_STEPS))
         for quality in sorted(qualities):
             data = plan.code(quality)
@@ -523,10 +525,10 @@ def scene_piece_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndar
             local_xy.append(loc[inside])
         return local_d, local_xy
 
+    pieces = {step: [piece(window, use, *inp) for window, use in windows] for step, inp in inputs.items()}
     for scale in scales:
         plans = []
-        for window, use in windows:
-            d, xy = piece(window, use, *inputs[scale])
+        for (window, _), (d, xy) in zip(windows, pieces[_scene_step(scale)]):
             cells = scene_cells(w, h, (window[2] * half[0], window[3] * half[1]), scale)
             plans.append((window, ScenePlan(build_scene_residual(d, xy, cells, SCENE_SOLVE_STEPS))))
         for quality in sorted(qualities):
