@@ -97,13 +97,14 @@ class ShotFit:
     ``model`` (with the zoom), ``centre``, ``half`` and ``scales`` (each frame's) as the encoder's
     scene residual reads them."""
 
-    def __init__(self, picked, offsets: np.ndarray, picks: list[int], config: str, zoom: float):
+    def __init__(self, picked, offsets: np.ndarray, picks: list[int], config: str, zoom: float, steps: int = 600,
+                 compact: bool = False):
         from itmfilter.encode.gridkeys import GRID_LADDER, fit_segment_grid, frame_scales
         from itmfilter.model.grid import GridFitOptions
 
         self.offsets, self.scales = offsets, frame_scales(len(offsets), zoom)
         self.fit, self.centre, self.half = fit_segment_grid(picked, offsets, picks, dict(GRID_LADDER)[config],
-                                                            GridFitOptions(steps=600, finetune_steps=400), zoom)
+                                                            GridFitOptions(steps=steps, finetune_steps=2 * steps // 3, compact=compact), zoom)
         self.model = replace(self.fit.model, zoom=float(np.float32(zoom)))
 
     def xy(self, k: int) -> np.ndarray:
@@ -135,6 +136,9 @@ def main() -> None:
     ap.add_argument("--zoom", default="auto", help="comma separated: auto (the encoder's estimate) and/or none")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "rate1080")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--grid-steps", type=int, default=600,
+                    help="the model fit's Adam steps (the encoder's: VideoEncodeOptions.grid_steps, 1800)")
+    ap.add_argument("--compact", action="store_true", help="fit and pack the model in format 1.11's compact layout")
     ap.add_argument("--out", type=Path, default=None, help="also append the JSON lines here")
     ap.add_argument("--split", default="test", choices=("test", "val"), help="the clip's scenes")
     ap.add_argument("--subsample", default="auto",
@@ -181,7 +185,7 @@ def main() -> None:
     for zoom_mode in args.zoom.split(","):
         zoom, offs = estimate_zoom(thumbs, measured) if zoom_mode == "auto" else (0.0, measured)
         t0 = time.perf_counter()
-        shot = ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, picks, args.config, zoom)
+        shot = ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, picks, args.config, zoom, args.grid_steps, args.compact)
         fit, xy_of = shot.fit, shot.xy
         base = {k: predict_pq(shot.model, sdr[frames[k]], xy=xy_of(k)) for k in evals}
         alone = float(np.mean([psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(base[k]), np.float32)) for k in evals]))
