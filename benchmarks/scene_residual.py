@@ -103,8 +103,9 @@ class ShotFit:
         from itmfilter.model.grid import GridFitOptions
 
         self.offsets, self.scales = offsets, frame_scales(len(offsets), zoom)
+        options = GridFitOptions(steps=steps, finetune_steps=2 * steps // 3, compact=compact)
         self.fit, self.centre, self.half = fit_segment_grid(picked, offsets, picks, dict(GRID_LADDER)[config],
-                                                            GridFitOptions(steps=steps, finetune_steps=2 * steps // 3, compact=compact), zoom)
+                                                            options, zoom)
         self.model = replace(self.fit.model, zoom=float(np.float32(zoom)))
 
     def xy(self, k: int) -> np.ndarray:
@@ -185,7 +186,8 @@ def main() -> None:
     for zoom_mode in args.zoom.split(","):
         zoom, offs = estimate_zoom(thumbs, measured) if zoom_mode == "auto" else (0.0, measured)
         t0 = time.perf_counter()
-        shot = ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, picks, args.config, zoom, args.grid_steps, args.compact)
+        shot = ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, picks, args.config, zoom,
+                       args.grid_steps, args.compact)
         fit, xy_of = shot.fit, shot.xy
         base = {k: predict_pq(shot.model, sdr[frames[k]], xy=xy_of(k)) for k in evals}
         alone = float(np.mean([psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(base[k]), np.float32)) for k in evals]))
