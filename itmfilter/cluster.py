@@ -66,11 +66,13 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
 
 
 def code_env() -> dict:
-    """The tasks' runtime environment: one OpenMP thread, and this package's folder first on
+    """The tasks' runtime environment: one OpenMP thread, MKL's thread-count-independent
+    products (as :mod:`itmfilter` sets them for the driver), and this package's folder first on
     ``PYTHONPATH`` (workers that share this file system, e.g. a Ray that the caller started
     without the code, import the driver's copy; elsewhere the path does not exist and the
     copy :func:`connect` shipped is imported)."""
-    return {"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.fspath(_PACKAGE.parent)}}
+    return {"env_vars": {"OMP_NUM_THREADS": "1", "MKL_CBWR": os.environ.get("MKL_CBWR", "AUTO,STRICT"),
+                         "PYTHONPATH": os.fspath(_PACKAGE.parent)}}
 
 
 @functools.lru_cache(maxsize=None)

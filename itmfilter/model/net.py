@@ -21,6 +21,7 @@ import json
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -167,10 +168,26 @@ def fit_mmr_prior(sdr: torch.Tensor, target_pq: torch.Tensor, ridge: float = 1e-
     """Least-squares MMR coefficients ``(22, 3)`` from ``(N, 3)`` SDR to ``(N, 3)`` PQ, in
     float64 with a relative ridge (as :func:`itmfilter.quality.baselines.fit_mmr`)."""
     x = mmr_features(sdr.double())
-    xtx = x.T @ x
+    xtx, xty = _gram(x, target_pq.double())
     reg = ridge * torch.trace(xtx) / xtx.shape[0] * torch.eye(xtx.shape[0], dtype=xtx.dtype, device=xtx.device)
     reg[0, 0] = 0.0
-    return torch.linalg.solve(xtx + reg, x.T @ target_pq.double()).float()
+    return torch.linalg.solve(xtx + reg, xty).float()
+
+
+def _gram(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x^T x`` and ``x^T y`` summed over the rows in one fixed order on the CPU.
+
+    MKL's float64 ``x.T @ x`` splits the long row axis between threads on some CPUs (an
+    Intel Xeon here), so the prior, and every weight adapted from it, changed in the last
+    bits with ``torch.set_num_threads``: a Ray worker (one thread) and a local encode (two)
+    wrote different KEY packets. NumPy's ``einsum`` without ``optimize`` runs its own
+    single-threaded loops (no BLAS), so the sums are the same bits at any thread count;
+    262,144 rows by 22 terms take about 40 ms. CUDA keeps the matrix product."""
+    if x.device.type != "cpu":
+        return x.T @ x, x.T @ y
+    xn, yn = x.numpy(), y.numpy()
+    return (torch.from_numpy(np.einsum("ni,nj->ij", xn, xn, optimize=False)),
+            torch.from_numpy(np.einsum("ni,nj->ij", xn, yn, optimize=False)))
 
 
 class _Sine(nn.Module):

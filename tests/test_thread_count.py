@@ -1,0 +1,82 @@
+"""An encode's bytes do not depend on torch's thread count: a Ray worker (one thread), a
+local run (every core) and a resumed run must write the same packets. On an Intel Xeon,
+MKL split a long matrix product between threads and the 1- and 2-thread encodes of this
+clip differed in their KEY packets (frames 0, 6, 12 and 20); the package turns on MKL's
+strict reproducibility and sums the polynomial's normal equations in NumPy. Both checks
+run in a fresh interpreter, where ``import itmfilter`` comes before torch's first product,
+as it does for the command line and for Ray's workers."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = r"""
+import sys
+import itmfilter  # first, as the command line does
+import torch
+from itmfilter.data.testmedia import make_master_from_arrays
+from itmfilter.encode.video import VideoEncodeOptions, encode_video
+from itmfilter.model.net import fit_mmr_prior
+from itmfilter.track.carriage import load_track
+from pathlib import Path
+import numpy as np
+
+work = Path(sys.argv[1])
+rng = np.random.default_rng(3)
+sdr = torch.from_numpy(rng.random((40000, 3)).astype(np.float32))
+pq = torch.from_numpy(rng.random((40000, 3)).astype(np.float32))
+priors = []
+for threads in (1, 2):
+    torch.set_num_threads(threads)
+    priors.append(fit_mmr_prior(sdr, pq))
+assert torch.equal(priors[0], priors[1]), "the polynomial's fit depends on the thread count"
+
+W, H, N, CUT = 96, 54, 36, 20
+def frames():
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    for i in range(N):
+        if i < CUT:
+            base = (xx + 2 * i) / W
+            nits = np.stack([base, base**2, 1 - base], -1) * 400 + 1.0
+            nits[10:20, 10 + i : 20 + i] = 900.0
+        else:
+            base = 1 - yy / H
+            nits = np.stack([base**2, base, 0.5 * base], -1) * 150 + 1.0
+        yield nits.astype(np.float32)
+master = work / "master.mkv"
+make_master_from_arrays(master, frames(), fps=24, codec="hevc", peak_nits=1000)
+opts = VideoEncodeOptions(first_steps=40, warm_steps=5, preset="ultrafast", key_seconds=0.5, model="mlp")
+tracks = []
+for threads in (1, 2):
+    torch.set_num_threads(threads)
+    out = work / f"sdr{threads}.mp4"
+    encode_video(master, out, options=opts, quiet=True)
+    tracks.append(load_track(out).packets)
+differ = [i for i in tracks[0] if tracks[0][i] != tracks[1].get(i)]
+assert not differ and tracks[0].keys() == tracks[1].keys(), f"packets {differ} differ between 1 and 2 threads"
+print("same", len(tracks[0]))
+"""
+
+
+def test_encode_bytes_do_not_depend_on_the_thread_count(tmp_path):
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["same", "36"]
+
+
+def test_the_polynomial_s_sums_match_the_matrix_product():
+    import torch
+
+    from itmfilter.model.net import _gram, mmr_features
+
+    rng = np.random.default_rng(5)
+    x = mmr_features(torch.from_numpy(rng.random((5000, 3))))
+    y = torch.from_numpy(rng.random((5000, 3)))
+    xtx, xty = _gram(x, y)
+    assert xtx.dtype == xty.dtype == torch.float64
+    np.testing.assert_allclose(xtx.numpy(), (x.T @ x).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(xty.numpy(), (x.T @ y).numpy(), rtol=1e-12)
