@@ -98,15 +98,18 @@ class ShotFit:
     scene residual reads them."""
 
     def __init__(self, picked, offsets: np.ndarray, picks: list[int], config: str, zoom: float, steps: int = 600,
-                 compact: bool = False):
+                 compact: bool = False, seed: int | None = None):
         from itmfilter.encode.gridkeys import GRID_LADDER, fit_segment_grid, frame_scales
         from itmfilter.model.grid import GridFitOptions
 
         self.offsets, self.scales = offsets, frame_scales(len(offsets), zoom)
         options = GridFitOptions(steps=steps, finetune_steps=2 * steps // 3, compact=compact)
+        if seed is not None:
+            options = replace(options, seed=seed)
         self.fit, self.centre, self.half = fit_segment_grid(picked, offsets, picks, dict(GRID_LADDER)[config],
                                                             options, zoom)
         self.model = replace(self.fit.model, zoom=float(np.float32(zoom)))
+        self.fit_seed = options.seed
 
     def xy(self, k: int) -> np.ndarray:
         """Frame ``k``'s grid coordinates ``(H, W, 2)`` as the decoder places it."""
@@ -141,6 +144,8 @@ def main() -> None:
                     help="the model fit's Adam steps (the encoder's: VideoEncodeOptions.grid_steps, 1800)")
     ap.add_argument("--compact", action="store_true", help="fit and pack the model in format 1.11's compact layout")
     ap.add_argument("--out", type=Path, default=None, help="also append the JSON lines here")
+    ap.add_argument("--seeds", default=None,
+                    help="comma separated: fit the model with each of these seeds (default: the encoder's)")
     ap.add_argument("--split", default="test", choices=("test", "val"), help="the clip's scenes")
     ap.add_argument("--subsample", default="auto",
                     help="comma separated: the residual is built from every N-th pixel each way; auto: as the "
@@ -183,16 +188,18 @@ def main() -> None:
     hdr = {i: x for i, x in read_hdr_frames(master) if i in want}
     sdr = {i: x for i, x in read_sdr_frames(sdr_path) if i in want}
     measured = np.asarray(offsets)
-    for zoom_mode in args.zoom.split(","):
+    seeds = [None] if args.seeds is None else [int(v) for v in args.seeds.split(",")]
+    for zoom_mode, seed in ((z, s) for z in args.zoom.split(",") for s in seeds):
         zoom, offs = estimate_zoom(thumbs, measured) if zoom_mode == "auto" else (0.0, measured)
         t0 = time.perf_counter()
         shot = ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, picks, args.config, zoom,
-                       args.grid_steps, args.compact)
+                       args.grid_steps, args.compact, seed)
         fit, xy_of = shot.fit, shot.xy
         base = {k: predict_pq(shot.model, sdr[frames[k]], xy=xy_of(k)) for k in evals}
         alone = float(np.mean([psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(base[k]), np.float32)) for k in evals]))
         head = {"shot": args.shot, "frames": n, "config": args.config, "model_bytes": len(fit.data), "zoom": zoom,
-                "zoom_mode": zoom_mode, "fit_s": round(time.perf_counter() - t0, 1), "model_pu21_psnr": alone}
+                "zoom_mode": zoom_mode, "seed": shot.fit_seed, "fit_s": round(time.perf_counter() - t0, 1),
+                "model_pu21_psnr": alone}
         print(json.dumps(head), flush=True)
         for (count, build), sub in ((b, None if s == "auto" else int(s)) for b in builds.items()
                                     for s in args.subsample.split(",")):
@@ -215,7 +222,7 @@ def _residuals(args, head, inputs, half, evals, base, hdr, frames, xy_of) -> Non
         for v in args.avif_advanced.split(";")]
     kept = scene_module.AVIF_ADVANCED
     for steps in (int(v) for v in args.solve_steps.split(",")):
-        for scale in (int(v) for v in args.scales.split(",")):
+        for scale in (int(v) for v in args.scales.split(",") if v):  # --scales '': the model alone
             plan = ScenePlan(build_scene_residual(*inputs(scale), scene_cells(W, H, half, scale), steps))
             for quality, variant in ((int(q), v) for q in args.qualities.split(",") for v in variants):
                 if args.avif_advanced is not None:

@@ -111,6 +111,9 @@ def encode(
     model: Annotated[
         str, typer.Option(help="Video: auto (default: grid under --max-kbps, mlp without a cap), grid (one grid model per shot placed by the pan, refined, with a scene residual; docs/grid-video.md) or mlp (per-frame MLP weight sets, the paper's method).")
     ] = "auto",
+    grid_steps: Annotated[
+        Optional[int], typer.Option(min=1, max=100000, help="Video, --model grid: Adam steps of a shot's grid fit (default 1800; fewer: a faster encode, a less exact model).")
+    ] = None,
     grid_refine: Annotated[
         bool, typer.Option(help="Video, --model grid under --max-kbps: refine each shot's grid over the frames after its KEY (format 1.5; --no-grid-refine: the whole model in the KEY, 1.4).")
     ] = True,
@@ -158,6 +161,7 @@ def encode(
                 max_kbps=max_kbps or None, buffer_seconds=buffer_seconds, motion=motion, assume_hdr=assume_hdr, fps=fps, seed=seed,
                 adapt_batch=adapt_batch, model=model, grid_refine=grid_refine, shift_runs=shift_runs,
                 scene_residual=scene_residual, look_ahead=look_ahead, scene_pieces=scene_pieces,
+                **({} if grid_steps is None else {"grid_steps": grid_steps}),
             ),
             init_path=init,
             device=device,
@@ -463,6 +467,8 @@ def catalogue(
     key_seconds: Annotated[float, typer.Option(help="Encode: a key set at least this often (s); a segment's length.")] = 4.0,
     steps: Annotated[int, typer.Option(help="Encode: Adam steps of a segment's first frame.")] = 200,
     warm_steps: Annotated[int, typer.Option(help="Encode: Adam steps of a warm frame.")] = 60,
+    model: Annotated[str, typer.Option(help="Encode: auto (grid under --max-kbps, else mlp), grid or mlp, as encode's --model.")] = "auto",
+    grid_steps: Annotated[Optional[int], typer.Option(min=1, max=100000, help="Encode, --model grid: Adam steps of a shot's grid fit (default 1800).")] = None,
     engine: EngineOpt = "local",
     address: AddressOpt = None,
     quiet: QuietOpt = False,
@@ -479,7 +485,8 @@ def catalogue(
         raise ItmError(None, f"unknown --engine {engine!r}", "use local or ray")
     titles = read_titles(source, output, action)
     options = VideoEncodeOptions(tm=tm, crf=crf, preset=preset, max_kbps=max_kbps or None, key_seconds=key_seconds,
-                                 first_steps=steps, warm_steps=warm_steps)
+                                 first_steps=steps, warm_steps=warm_steps, model=model,
+                                 **({} if grid_steps is None else {"grid_steps": grid_steps}))
     results = run_catalogue(titles, output, action=action, options=options, engine=engine, address=address, quiet=quiet)
     for r in results:
         if r.error:

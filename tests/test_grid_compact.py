@@ -74,8 +74,14 @@ def test_a_model_with_flag_bits_this_reader_does_not_know_is_refused_naming_the_
 
 def test_a_compact_fit_is_as_good_as_a_full_one_and_smaller():
     """The polynomial rounded before the fit: the grid and the MLP fit over what the decoder
-    reads. On the shipped sample (cropped, 300 steps) three seeds of each score within the fits'
-    own spread (+-0.3 dB between seeds), and the compact models are smaller in all."""
+    reads. On the shipped sample (cropped, 300 steps) the compact fits score within the fits' own
+    spread of the full ones, and the compact models are smaller in all. Nine seeds (0-8) gave
+    compact - full +0.22 dB on the mean, the paired differences' standard deviation 0.60 dB, so
+    three seeds' mean difference has a standard error of 0.34 dB: a change of the fit's last bits
+    (another CPU, MKL's strict mode) draws it anew, and it falls below -0.5 dB by chance with a
+    probability of about 2 % at the measured mean (7 % were there no difference), while a broken
+    compact layout loses on every seed. Seeds 0-2 came in at -0.21 once MKL's strict mode was on
+    (-0.2 was this test's bound before)."""
     nits = read_hdr(sample_path()).nits[:96, :160].astype(np.float32)
     sdr = (np.round(np.clip(get_curve("local").forward(nits), 0, 1) * 255) / 255).astype(np.float32)
     score, size = {False: [], True: []}, {False: 0, True: 0}
@@ -86,7 +92,8 @@ def test_a_compact_fit_is_as_good_as_a_full_one_and_smaller():
             assert bool(fit.data[11] & COMPACT_FLAG) == half
             score[half].append(psnr_pu21(nits, predict_nits(fit.model, sdr)))
             size[half] += len(fit.data)
-    assert np.mean(score[True]) >= np.mean(score[False]) - 0.2, score
+    assert np.mean(score[True]) >= np.mean(score[False]) - 0.5, score
+    assert max(score[True]) >= min(score[False]), score  # not worse on every seed
     assert size[True] <= size[False] - 3 * 60, size  # 144 B of fields a model, give or take the grid's codes
 
 
