@@ -98,12 +98,13 @@ class ShotFit:
     scene residual reads them."""
 
     def __init__(self, picked, offsets: np.ndarray, picks: list[int], config: str, zoom: float, steps: int = 600,
-                 compact: bool = False, seed: int | None = None):
+                 compact: bool = False, seed: int | None = None, starts: int = 1, trial_steps: int = 0):
         from itmfilter.encode.gridkeys import GRID_LADDER, fit_segment_grid, frame_scales
         from itmfilter.model.grid import GridFitOptions
 
         self.offsets, self.scales = offsets, frame_scales(len(offsets), zoom)
         options = GridFitOptions(steps=steps, finetune_steps=2 * steps // 3, compact=compact)
+        options = replace(options, starts=starts, trial_steps=trial_steps)
         if seed is not None:
             options = replace(options, seed=seed)
         self.fit, self.centre, self.half = fit_segment_grid(picked, offsets, picks, dict(GRID_LADDER)[config],
@@ -144,6 +145,8 @@ def main() -> None:
                     help="the model fit's Adam steps (the encoder's: VideoEncodeOptions.grid_steps, 1800)")
     ap.add_argument("--compact", action="store_true", help="fit and pack the model in format 1.11's compact layout")
     ap.add_argument("--out", type=Path, default=None, help="also append the JSON lines here")
+    ap.add_argument("--starts", type=int, default=1, help="initial MLP weights tried (GridFitOptions.starts)")
+    ap.add_argument("--trial-steps", type=int, default=0, help="steps each start trains before the best goes on")
     ap.add_argument("--seeds", default=None,
                     help="comma separated: fit the model with each of these seeds (default: the encoder's)")
     ap.add_argument("--split", default="test", choices=("test", "val"), help="the clip's scenes")
@@ -193,12 +196,12 @@ def main() -> None:
         zoom, offs = estimate_zoom(thumbs, measured) if zoom_mode == "auto" else (0.0, measured)
         t0 = time.perf_counter()
         shot = ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, picks, args.config, zoom,
-                       args.grid_steps, args.compact, seed)
+                       args.grid_steps, args.compact, seed, args.starts, args.trial_steps)
         fit, xy_of = shot.fit, shot.xy
         base = {k: predict_pq(shot.model, sdr[frames[k]], xy=xy_of(k)) for k in evals}
         alone = float(np.mean([psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(base[k]), np.float32)) for k in evals]))
         head = {"shot": args.shot, "frames": n, "config": args.config, "model_bytes": len(fit.data), "zoom": zoom,
-                "zoom_mode": zoom_mode, "seed": shot.fit_seed, "fit_s": round(time.perf_counter() - t0, 1),
+                "zoom_mode": zoom_mode, "seed": shot.fit_seed, "starts": args.starts, "trial_steps": args.trial_steps, "fit_s": round(time.perf_counter() - t0, 1),
                 "model_pu21_psnr": alone}
         print(json.dumps(head), flush=True)
         for (count, build), sub in ((b, None if s == "auto" else int(s)) for b in builds.items()

@@ -318,6 +318,17 @@ def ladder_from(key_max: int | None, offsets: np.ndarray, compact: bool = False)
             if estimated_bytes(grid_geometry(cfg, offsets)[0], compact) <= ESTIMATE_SLACK * key_max]
 
 
+GRID_STARTS = 4
+"""Initial MLP weights a shot's grid fit tries (:attr:`itmfilter.model.grid.GridFitOptions.starts`),
+each for the first :data:`GRID_TRIAL_SHARE` of its steps, before the one with the lowest loss goes
+on. On the 1080p benchmark clip's first two 2 s shots (M, 1,800 steps, compact;
+``benchmarks/scene_residual.py --shot N --config M --scales '' --starts 4 --trial-steps 225``
+against ``--seeds 0,1,2,3,4,5``) the one fit of seed 0 scored 40.97 / 36.15 dB PU21-PSNR on its
+held-out frames, six seeds 40.97-41.84 / 36.15-36.95 at about the same bytes."""
+GRID_TRIAL_SHARE = 1 / 8
+"""The share of a grid fit's steps each of its :data:`GRID_STARTS` trains before one is chosen:
+the multi-start costs ``(GRID_STARTS - 1) * GRID_TRIAL_SHARE`` more of the first fit's steps (3/8;
+a fit is 1 + 2/3 of its steps with the MLP's fine-tune)."""
 REFINE_STEPS = (0.25, 0.35, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0)
 """Candidate steps of a refinement's residual, in units of each channel's residual RMS. Measured
 by ``benchmarks/grid_refine.py`` on the 640x360 benchmark clip (docs/grid-video.md): on its
@@ -542,7 +553,7 @@ def scene_piece_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndar
 
 __all__ = ["DEFAULT_GRID", "ESTIMATE_SLACK", "GRID_LADDER", "MAX_REFINED_VALUES", "MAX_REFINEMENTS", "PLACEMENT_BYTES",
            "REFINE_FIT_FRACTIONS",
-           "REFINE_STEPS", "SCENE_QUALITIES", "SCENE_PIECE_MARGIN", "SCENE_SCALES", "SCENE_EVERY_PIXEL", "SCENE_SOLVE_STEPS", "SCENE_SUBSAMPLE", "SCORE_PIXELS",
+           "GRID_STARTS", "GRID_TRIAL_SHARE", "REFINE_STEPS", "SCENE_QUALITIES", "SCENE_PIECE_MARGIN", "SCENE_SCALES", "SCENE_EVERY_PIXEL", "SCENE_SOLVE_STEPS", "SCENE_SUBSAMPLE", "SCORE_PIXELS",
            "CHAIN_STEP", "REFIT_TOLERANCE", "estimate_zoom", "estimated_bytes", "expected_score", "fit_frames_of", "fit_segment_grid", "frame_scales",
            "frame_xy", "frames_window", "grid_geometry", "heldout_frames_of",
            "ladder_from", "model_score", "refinement_options", "scene_options", "scene_piece_options", "score_pixels"]

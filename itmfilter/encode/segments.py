@@ -402,6 +402,8 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     segment's length does: about 1.3 KB at 16 kbit/s in SEI with the default 1 s buffer."""
     from itmfilter.colour.transfer import eotf_st2084
     from itmfilter.encode.gridkeys import (
+        GRID_STARTS,
+        GRID_TRIAL_SHARE,
         SCORE_PIXELS,
         estimate_zoom,
         estimated_bytes,
@@ -462,7 +464,8 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     steps = job.grid_steps
     # a track of format 1.11 or later packs its models in the compact layout
     options = GridFitOptions(steps=steps, finetune_steps=2 * steps // 3, seed=job.first.seed,
-                             compact=job.header.version[1] >= COMPACT_MODEL_MINOR)
+                             compact=job.header.version[1] >= COMPACT_MODEL_MINOR, starts=GRID_STARTS,
+                             trial_steps=int(steps * GRID_TRIAL_SHARE))
     found = []  # the KEYs that fit, largest first: (payload, placed, centre, half)
     lane = _ahead_plan(job, segment)[1] if budget.limited else 0
     tries, ratio = 0, 1.0  # fitted / estimated bytes of the last miss: this content's compressibility
