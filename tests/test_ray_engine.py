@@ -15,28 +15,19 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray tests need the ray extra (scripts/setup.sh installs it)")
 
+from twoshots import N, frames  # noqa: E402
+
 from itmfilter.data.testmedia import make_master_from_arrays  # noqa: E402
 from itmfilter.encode.segments import plan_segments  # noqa: E402
 from itmfilter.encode.video import VideoEncodeOptions, encode_video  # noqa: E402
 from itmfilter.track.carriage import load_track  # noqa: E402
 
-W, H, N, CUT = 96, 54, 36, 20
 OPTS = VideoEncodeOptions(first_steps=40, warm_steps=5, preset="ultrafast", key_seconds=0.5,
                           model="mlp")  # 12-frame segments
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _frames():
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
-    for i in range(N):
-        if i < CUT:  # a pan with a moving highlight, then a cut to a still gradient
-            base = (xx + 2 * i) / W
-            nits = np.stack([base, base**2, 1 - base], -1) * 400 + 1.0
-            nits[10:20, 10 + i : 20 + i] = 900.0
-        else:
-            base = 1 - yy / H
-            nits = np.stack([base**2, base, 0.5 * base], -1) * 150 + 1.0
-        yield nits.astype(np.float32)
+_frames = frames
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 work = Path(sys.argv[1])
+sys.path.insert(0, sys.argv[2])
+from twoshots import CUT, frames
 rng = np.random.default_rng(3)
 sdr = torch.from_numpy(rng.random((40000, 3)).astype(np.float32))
 pq = torch.from_numpy(rng.random((40000, 3)).astype(np.float32))
@@ -35,18 +37,6 @@ for threads in (1, 2):
     priors.append(fit_mmr_prior(sdr, pq))
 assert torch.equal(priors[0], priors[1]), "the polynomial's fit depends on the thread count"
 
-W, H, N, CUT = 96, 54, 36, 20
-def frames():
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
-    for i in range(N):
-        if i < CUT:
-            base = (xx + 2 * i) / W
-            nits = np.stack([base, base**2, 1 - base], -1) * 400 + 1.0
-            nits[10:20, 10 + i : 20 + i] = 900.0
-        else:
-            base = 1 - yy / H
-            nits = np.stack([base**2, base, 0.5 * base], -1) * 150 + 1.0
-        yield nits.astype(np.float32)
 master = work / "master.mkv"
 make_master_from_arrays(master, frames(), fps=24, codec="hevc", peak_nits=1000)
 for model, cap in (("mlp", 64), ("grid", None)):
@@ -72,7 +62,7 @@ for model, cap in (("mlp", 64), ("grid", None)):
 
 
 def test_encode_bytes_do_not_depend_on_the_thread_count(tmp_path):
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), str(REPO / "tests")], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[::2] == ["mlp", "grid"], done.stdout
 
