@@ -649,8 +649,8 @@ START_SEED_STRIDE = 104729
 this (start 0 from ``seed`` itself, as a single fit)."""
 
 
-def _best_start(config: GridConfig, mmr: torch.Tensor, rgb, xy, tgt_pu, options: GridFitOptions,
-                progress=None) -> tuple[_GridNet, _Trainer]:
+def _best_start(config: GridConfig, mmr: torch.Tensor, rgb, xy, tgt_pu,
+                options: GridFitOptions) -> tuple[_GridNet, _Trainer]:
     """``options.starts`` networks, each from its own initial MLP weights, trained for the first
     ``options.trial_steps`` of the full schedule on the same batches; the one with the lowest
     loss (roughness included) on a fixed draw of 65,536 pixels goes on. The grid fit lands in
@@ -662,8 +662,8 @@ def _best_start(config: GridConfig, mmr: torch.Tensor, rgb, xy, tgt_pu, options:
     for k in range(options.starts):
         torch.manual_seed(options.seed + START_SEED_STRIDE * k)
         net = _GridNet(config, mmr)
-        coords = net.coords(rgb, xy)
-        prior = mmr_features(rgb) @ net.mmr
+        if k == 0:  # the inputs of every start: they depend on the config and the polynomial alone
+            coords, prior = net.coords(rgb, xy), mmr_features(rgb) @ net.mmr
         trainer = _Trainer(net, rgb, coords, prior, tgt_pu, options, steps=options.steps)
         trainer.run(options.trial_steps if options.starts > 1 else 0)  # the bar counts the fit that goes on
         with torch.no_grad():
@@ -757,7 +757,7 @@ def fit_grid_model_pixels(sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray,
         if options.compact:  # what the decoder will read; the grid and the MLP fit over it
             mmr = mmr.half().float()
         tgt_pu = _pu21_t(tgt)
-        net, trainer = _best_start(config, mmr, rgb, xy, tgt_pu, options, progress)
+        net, trainer = _best_start(config, mmr, rgb, xy, tgt_pu, options)
         coords, prior = trainer.coords, trainer.prior
         trainer.run(options.steps, progress)
         q, lo, hi = _quantise_grid(net.grid.detach()[0].numpy(), config.grid_bits)
