@@ -658,16 +658,18 @@ def _best_start(config: GridConfig, mmr: torch.Tensor, rgb, xy, tgt_pu,
     clip (M, 1,800 steps) six seeds spread over 0.8 dB PU21-PSNR at about equal bytes."""
     n = rgb.shape[0]
     probe = torch.randint(0, n, (1 << 16,), generator=torch.Generator().manual_seed(options.seed + 3))
+    # without an MLP (the plane P) nothing is drawn: every start would be the same fit
+    starts = options.starts if config.hidden else 1
     best = None
-    for k in range(options.starts):
+    for k in range(starts):
         torch.manual_seed(options.seed + START_SEED_STRIDE * k)
         net = _GridNet(config, mmr)
         if k == 0:  # the inputs of every start: they depend on the config and the polynomial alone
             coords, prior = net.coords(rgb, xy), mmr_features(rgb) @ net.mmr
         trainer = _Trainer(net, rgb, coords, prior, tgt_pu, options, steps=options.steps)
-        trainer.run(options.trial_steps if options.starts > 1 else 0)  # the bar counts the fit that goes on
+        trainer.run(options.trial_steps if starts > 1 else 0)  # the bar counts the fit that goes on
         with torch.no_grad():
-            score = float(trainer.loss(probe)) if options.starts > 1 else 0.0
+            score = float(trainer.loss(probe)) if starts > 1 else 0.0
         if best is None or score < best[0]:
             best = (score, net, trainer)
     return best[1], best[2]
