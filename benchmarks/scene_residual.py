@@ -98,13 +98,14 @@ class ShotFit:
     scene residual reads them."""
 
     def __init__(self, picked, offsets: np.ndarray, picks: list[int], config: str, zoom: float, steps: int = 600,
-                 compact: bool = False, seed: int | None = None, starts: int = 1, trial_steps: int = 0):
+                 compact: bool = False, seed: int | None = None, starts: int = 1, trial_steps: int = 0,
+                 clipped_weight: float = 1.0):
         from itmfilter.encode.gridkeys import GRID_LADDER, fit_segment_grid, frame_scales
         from itmfilter.model.grid import GridFitOptions
 
         self.offsets, self.scales = offsets, frame_scales(len(offsets), zoom)
         options = GridFitOptions(steps=steps, finetune_steps=2 * steps // 3, compact=compact)
-        options = replace(options, starts=starts, trial_steps=trial_steps)
+        options = replace(options, starts=starts, trial_steps=trial_steps, clipped_weight=clipped_weight)
         if seed is not None:
             options = replace(options, seed=seed)
         self.fit, self.centre, self.half = fit_segment_grid(picked, offsets, picks, dict(GRID_LADDER)[config],
@@ -147,6 +148,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="also append the JSON lines here")
     ap.add_argument("--starts", type=int, default=1, help="initial MLP weights tried (GridFitOptions.starts)")
     ap.add_argument("--trial-steps", type=int, default=0, help="steps each start trains before the best goes on")
+    ap.add_argument("--clipped-weights", default="1",
+                    help="comma separated: the fit's weight of clipped SDR pixels (GridFitOptions.clipped_weight)")
     ap.add_argument("--seeds", default=None,
                     help="comma separated: fit the model with each of these seeds (default: the encoder's)")
     ap.add_argument("--split", default="test", choices=("test", "val"), help="the clip's scenes")
@@ -192,16 +195,17 @@ def main() -> None:
     sdr = {i: x for i, x in read_sdr_frames(sdr_path) if i in want}
     measured = np.asarray(offsets)
     seeds = [None] if args.seeds is None else [int(v) for v in args.seeds.split(",")]
-    for zoom_mode, seed in ((z, s) for z in args.zoom.split(",") for s in seeds):
+    weights = [float(v) for v in args.clipped_weights.split(",")]
+    for zoom_mode, seed, weight in ((z, s, c) for z in args.zoom.split(",") for s in seeds for c in weights):
         zoom, offs = estimate_zoom(thumbs, measured) if zoom_mode == "auto" else (0.0, measured)
         t0 = time.perf_counter()
         shot = ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, picks, args.config, zoom,
-                       args.grid_steps, args.compact, seed, args.starts, args.trial_steps)
+                       args.grid_steps, args.compact, seed, args.starts, args.trial_steps, weight)
         fit, xy_of = shot.fit, shot.xy
         base = {k: predict_pq(shot.model, sdr[frames[k]], xy=xy_of(k)) for k in evals}
         alone = float(np.mean([psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(base[k]), np.float32)) for k in evals]))
         head = {"shot": args.shot, "frames": n, "config": args.config, "model_bytes": len(fit.data), "zoom": zoom,
-                "zoom_mode": zoom_mode, "seed": shot.fit_seed, "starts": args.starts, "trial_steps": args.trial_steps, "fit_s": round(time.perf_counter() - t0, 1),
+                "zoom_mode": zoom_mode, "seed": shot.fit_seed, "starts": args.starts, "trial_steps": args.trial_steps, "clipped_weight": weight, "fit_s": round(time.perf_counter() - t0, 1),
                 "model_pu21_psnr": alone}
         print(json.dumps(head), flush=True)
         for (count, build), sub in ((b, None if s == "auto" else int(s)) for b in builds.items()

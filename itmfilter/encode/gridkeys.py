@@ -329,6 +329,15 @@ GRID_TRIAL_SHARE = 1 / 8
 """The share of a grid fit's steps each of its :data:`GRID_STARTS` trains before one is chosen:
 the multi-start costs ``(GRID_STARTS - 1) * GRID_TRIAL_SHARE`` more of the first fit's steps (3/8;
 a fit is 1 + 2/3 of its steps with the MLP's fine-tune)."""
+
+SCENE_CLIPPED_WEIGHT = 0.3
+"""The weight in a grid KEY's fit of the SDR's clipped pixels (:attr:`GridFitOptions.clipped_weight`;
+the others weigh 1) where a scene residual may follow it (progressive segments under a cap).
+Where the SDR clips it holds nothing of the master: the scene image carries the detail there
+whatever the model does, so the model's capacity goes further on the pixels where it is the whole
+answer. On the 1080p val clip's shots 1 and 3 (model M, ``benchmarks/scene_residual.py --split val
+--clipped-weights 1,0.3,0.1``) 0.3 scored the model alone +0.09 / +0.06 dB and, with an image of
+1/2-1/4 at quality 15-45, +0.15 to +0.6 dB at equal total bytes; 0.1 lost 0.4-0.6 dB alone."""
 REFINE_STEPS = (0.25, 0.35, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0)
 """Candidate steps of a refinement's residual, in units of each channel's residual RMS. Measured
 by ``benchmarks/grid_refine.py`` on the 640x360 benchmark clip (docs/grid-video.md): on its
@@ -553,7 +562,7 @@ def scene_piece_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndar
 
 __all__ = ["DEFAULT_GRID", "ESTIMATE_SLACK", "GRID_LADDER", "MAX_REFINED_VALUES", "MAX_REFINEMENTS", "PLACEMENT_BYTES",
            "REFINE_FIT_FRACTIONS",
-           "GRID_STARTS", "GRID_TRIAL_SHARE", "REFINE_STEPS", "SCENE_QUALITIES", "SCENE_PIECE_MARGIN", "SCENE_SCALES", "SCENE_EVERY_PIXEL", "SCENE_SOLVE_STEPS", "SCENE_SUBSAMPLE", "SCORE_PIXELS",
+           "GRID_STARTS", "GRID_TRIAL_SHARE", "SCENE_CLIPPED_WEIGHT", "REFINE_STEPS", "SCENE_QUALITIES", "SCENE_PIECE_MARGIN", "SCENE_SCALES", "SCENE_EVERY_PIXEL", "SCENE_SOLVE_STEPS", "SCENE_SUBSAMPLE", "SCORE_PIXELS",
            "CHAIN_STEP", "REFIT_TOLERANCE", "estimate_zoom", "estimated_bytes", "expected_score", "fit_frames_of", "fit_segment_grid", "frame_scales",
            "frame_xy", "frames_window", "grid_geometry", "heldout_frames_of",
            "ladder_from", "model_score", "refinement_options", "scene_options", "scene_piece_options", "score_pixels"]

@@ -404,6 +404,7 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     from itmfilter.encode.gridkeys import (
         GRID_STARTS,
         GRID_TRIAL_SHARE,
+        SCENE_CLIPPED_WEIGHT,
         SCORE_PIXELS,
         estimate_zoom,
         estimated_bytes,
@@ -465,7 +466,8 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     # a track of format 1.11 or later packs its models in the compact layout
     options = GridFitOptions(steps=steps, finetune_steps=2 * steps // 3, seed=job.first.seed,
                              compact=job.header.version[1] >= COMPACT_MODEL_MINOR, starts=GRID_STARTS,
-                             trial_steps=int(steps * GRID_TRIAL_SHARE))
+                             trial_steps=int(steps * GRID_TRIAL_SHARE),
+                             clipped_weight=SCENE_CLIPPED_WEIGHT if progressive and job.scene_residual else 1.0)
     found = []  # the KEYs that fit, largest first: (payload, placed, centre, half)
     lane = _ahead_plan(job, segment)[1] if budget.limited else 0
     tries, ratio = 0, 1.0  # fitted / estimated bytes of the last miss: this content's compressibility
