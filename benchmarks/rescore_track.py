@@ -1,0 +1,63 @@
+"""Scores a coded track (SDR + weight track, as ``benchmarks/video_rate.py`` writes it) at a
+denser frame sampling than the rate benchmark's ``--eval-every``: every ``--every``-th frame's
+PU21-PSNR against the master, and the mean of the frames the rate benchmark samples beside it.
+
+    python benchmarks/rescore_track.py TRACK.mp4 MASTER.mkv --every 2 --rate-every 8 --out scores.json
+
+The rate benchmark samples every 8th frame, and with 2 s shots at 24 fps that lands on every
+shot's first frame: a frame decoded before its shot's scene image arrives weighs a sixth of its
+shot's score there, against one 48th of the shot's frames. This shows what the sampling does to
+one track's score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import av
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import video as video_bench  # noqa: E402  (benchmarks/video.py: the player's reconstruction)
+
+from itmfilter.media.video import read_hdr_frames  # noqa: E402
+from itmfilter.quality.metrics import psnr_pu21  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("track", type=Path)
+    ap.add_argument("master", type=Path)
+    ap.add_argument("--every", type=int, default=2)
+    ap.add_argument("--rate-every", type=int, default=8)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+    masters = read_hdr_frames(args.master)
+    scores: dict[int, float] = {}
+    with av.open(str(args.track)) as container:  # the container's frame count, for the bar's ETA
+        frames = container.streams.video[0].frames
+    total = -(-frames // args.every) if frames else None
+    bar = tqdm(video_bench.reconstruct_clip(args.track, args.every), total=total, unit="frame", disable=args.quiet)
+    for i, _, nits in bar:
+        for j, master in masters:  # both in display order; the master's unscored frames skipped
+            if j == i:
+                break
+        scores[i] = psnr_pu21(master, nits)
+    sampled = [s for i, s in scores.items() if i % args.rate_every == 0]
+    summary = {"every": args.every, "frames": len(scores), "pu21_psnr": statistics.mean(scores.values()),
+               "rate_every": args.rate_every, "pu21_psnr_rate_sampling": statistics.mean(sampled)}
+    print(json.dumps(summary))
+    if args.out:
+        args.out.write_text(json.dumps({**summary, "per_frame": scores}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
