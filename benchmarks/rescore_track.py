@@ -47,9 +47,9 @@ def main() -> None:
     total = -(-frames // args.every) if frames else None
     bar = tqdm(video_bench.reconstruct_clip(args.track, args.every), total=total, unit="frame", disable=args.quiet)
     for i, _, nits in bar:
-        for j, master in masters:  # both in display order; the master's unscored frames skipped
-            if j == i:
-                break
+        # both in display order: the master's unscored frames are skipped, and a master shorter
+        # than the track stops the run rather than scoring against a stale frame
+        master = next(n for j, n in masters if j == i)
         scores[i] = psnr_pu21(master, nits)
     sampled = [s for i, s in scores.items() if i % args.rate_every == 0]
     summary = {"every": args.every, "frames": len(scores), "pu21_psnr": statistics.mean(scores.values()),
