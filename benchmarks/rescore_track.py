@@ -1,6 +1,7 @@
 """Scores a coded track (SDR + weight track, as ``benchmarks/video_rate.py`` writes it) at a
-denser frame sampling than the rate benchmark's ``--eval-every``: every ``--every``-th frame's
-PU21-PSNR against the master, and the mean of the frames the rate benchmark samples beside it.
+denser frame sampling than the rate benchmark's ``--eval-every``: the mean PU21-PSNR and
+Delta-E ITP of every ``--every``-th frame against the master, and beside them the mean PU21-PSNR
+of the frames the rate benchmark samples.
 
     python benchmarks/rescore_track.py TRACK.mp4 MASTER.mkv --every 2 --rate-every 8 --out scores.json
 
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import video as video_bench  # noqa: E402  (benchmarks/video.py: the player's reconstruction)
 
 from itmfilter.media.video import read_hdr_frames  # noqa: E402
-from itmfilter.quality.metrics import psnr_pu21  # noqa: E402
+from itmfilter.quality.metrics import delta_e_itp, psnr_pu21  # noqa: E402
 
 
 def main() -> None:
@@ -42,6 +43,7 @@ def main() -> None:
     args = ap.parse_args()
     masters = read_hdr_frames(args.master)
     scores: dict[int, float] = {}
+    itp: dict[int, float] = {}
     with av.open(str(args.track)) as container:  # the container's frame count, for the bar's ETA
         frames = container.streams.video[0].frames
     total = -(-frames // args.every) if frames else None
@@ -51,8 +53,10 @@ def main() -> None:
         # than the track stops the run rather than scoring against a stale frame
         master = next(n for j, n in masters if j == i)
         scores[i] = psnr_pu21(master, nits)
+        itp[i] = delta_e_itp(master, nits)
     sampled = [s for i, s in scores.items() if i % args.rate_every == 0]
     summary = {"every": args.every, "frames": len(scores), "pu21_psnr": statistics.mean(scores.values()),
+               "delta_e_itp": statistics.mean(itp.values()),
                "rate_every": args.rate_every, "pu21_psnr_rate_sampling": statistics.mean(sampled)}
     print(json.dumps(summary))
     if args.out:
