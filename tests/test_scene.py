@@ -151,6 +151,35 @@ def test_the_decoder_adds_the_residual_before_the_clip_and_a_refinement_keeps_it
     assert other.scene.values.shape == (5, 6, 3)
 
 
+def test_the_encoders_scores_of_many_residuals_over_one_model_are_the_decoders_bits():
+    """``model_score`` computes a model's part before the scene residual once and reuses it
+    for every residual scored over the same model and pixels: each score must equal the one
+    from ``predict_pq`` itself, bit for bit, also when another model was scored in between, and
+    ``predict_pq`` gives the same bits however its pixels are split into chunks."""
+    from itmfilter.colour.transfer import eotf_st2084
+    from itmfilter.encode.gridkeys import model_score
+    from itmfilter.quality.metrics import psnr_pu21
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    sdr = rng.random((n, 1, 3)).astype(np.float32)
+    nits = rng.random((n, 1, 3)).astype(np.float32) * 400
+    xy = rng.uniform(-1, 1, (n, 1, 2)).astype(np.float32)
+    pixels = (sdr, nits, xy)
+    models = [_model(3), _model(4)]
+    scenes = [None] + [unpack_scene_residual(ScenePlan(_smooth(5, 6) * k).code(q)) for k, q in ((1, 30), (3, 60), (5, 90))]
+
+    def direct(model):
+        return float(psnr_pu21(nits, np.asarray(eotf_st2084(predict_pq(model, sdr, xy=xy)), dtype=np.float32)))
+
+    for scene in scenes + scenes[::-1]:
+        for model in models:
+            with_scene = dataclasses.replace(model, scene=scene)
+            assert model_score(with_scene, pixels) == direct(with_scene)
+    with_scene = dataclasses.replace(models[0], scene=scenes[2])
+    np.testing.assert_array_equal(predict_pq(with_scene, sdr, xy=xy, chunk=7), predict_pq(with_scene, sdr, xy=xy))
+
+
 @pytest.mark.parametrize("window", [None, (0.3, -0.2, 0.6, 0.7)])
 def test_the_fused_grid_paths_read_the_residual_as_the_normative_decoder(window):
     pytest.importorskip("numba")

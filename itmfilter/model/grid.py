@@ -170,11 +170,20 @@ def predict_pq(model: GridModel, sdr: np.ndarray, *, xy: np.ndarray | None = Non
     the camera's motion and scaled to the shot's extent)."""
     sdr = np.ascontiguousarray(sdr, dtype=np.float32)
     h, w, _ = sdr.shape
-    flat = sdr.reshape(-1, 3)
     xy = (pixel_grid(h, w).numpy() if xy is None else np.asarray(xy, dtype=np.float32)).reshape(-1, 2)
+    return finish_pq(model, pre_scene_pq(model, sdr, xy=xy, chunk=chunk), xy, chunk).reshape(h, w, 3)
+
+
+def pre_scene_pq(model: GridModel, sdr: np.ndarray, *, xy: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """``(N, 3)`` float32: the polynomial plus the grid's MLP (or its features) at the SDR
+    pixels ``sdr`` (any shape ending in 3) and grid coordinates ``xy`` (``(N, 2)``), before the
+    scene residual and the clip. The model's scene is not read, so models that differ only in
+    their scene residual share this (the encoder scores many residuals over one model)."""
+    flat = np.ascontiguousarray(sdr, dtype=np.float32).reshape(-1, 3)
+    xy = np.asarray(xy, dtype=np.float32).reshape(-1, 2)
     out = np.empty_like(flat)
     relu = np.float32(0)
-    for start in range(0, flat.shape[0], chunk):
+    for start in range(0, flat.shape[0], chunk):  # bounds the MLP's activations at any picture size
         s, p = flat[start:start + chunk], xy[start:start + chunk]
         pq = mmr_terms(s) @ model.mmr
         feats = grid_features(model, s, p)
@@ -185,10 +194,22 @@ def predict_pq(model: GridModel, sdr: np.ndarray, *, xy: np.ndarray | None = Non
             pq = pq + (act @ model.mlp[-2].T + model.mlp[-1])
         else:
             pq = pq + feats[:, :3]
+        out[start:start + chunk] = pq
+    return out
+
+
+def finish_pq(model: GridModel, pre: np.ndarray, xy: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """The decoder's PQ ``(N, 3)`` from :func:`pre_scene_pq`'s ``pre``: the model's scene
+    residual read at ``xy`` ``(N, 2)`` and added before the clip to [0, 1]. Per pixel, so the
+    same bits however the pixels are split into chunks (which bound the residual's reads)."""
+    xy = np.asarray(xy, dtype=np.float32).reshape(-1, 2)
+    out = np.empty_like(pre)
+    for start in range(0, pre.shape[0], chunk):
+        pq = pre[start:start + chunk]
         if model.scene is not None:  # a shot's scene residual, added before the clip
-            pq = pq + model.scene.sample(p)
+            pq = pq + model.scene.sample(xy[start:start + chunk])
         out[start:start + chunk] = np.clip(pq, np.float32(0), np.float32(1))
-    return out.reshape(h, w, 3)
+    return out
 
 
 def predict_nits(model: GridModel, sdr: np.ndarray) -> np.ndarray:
