@@ -33,5 +33,6 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
 # gpu: triton, for the fused kernel's tests (run in Triton's interpreter on a CPU; a
 # ~290 MB wheel, one download). ray: for --engine ray and its tests (about 340 MB with
-# its dependencies).
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,gpu,ray]"
+# its dependencies). scripts/constraints.txt: the versions of the libraries whose builds
+# change an encode's bytes that the benchmarks were measured with.
+.venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt -e ".[test,gpu,ray]"
