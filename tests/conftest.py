@@ -65,6 +65,29 @@ def two_shot_master(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def two_shot_encode(two_shot_master, tmp_path_factory):
+    """``encode(**fields)``: the two-shot master encoded with ``VideoEncodeOptions(**fields)``
+    at one torch thread, once per distinct fields in the session, as ``(path, report)``. For the
+    tests that only read an encode: a capped grid encode of this clip is ~30-60 s on 2 cores, and
+    several tests read the same one."""
+    import torch
+
+    from itmfilter.encode.video import VideoEncodeOptions, encode_video
+
+    made: dict = {}
+
+    def encode(**fields):
+        key = tuple(sorted(fields.items()))
+        if key not in made:
+            torch.set_num_threads(1)
+            out = tmp_path_factory.mktemp("two-shot-encode") / "sdr.mp4"
+            made[key] = (out, encode_video(two_shot_master, out, options=VideoEncodeOptions(**fields), quiet=True))
+        return made[key]
+
+    return encode
+
+
+@pytest.fixture(scope="session")
 def plain_clip(tmp_path_factory) -> Path:
     """6 frames of 64x48 H.264 without weights."""
     from itmfilter.media.video import SdrWriter

@@ -103,14 +103,9 @@ def test_a_key_coding_6_is_refused_as_the_spec_says():
 
 
 @pytest.fixture(scope="module")
-def ahead_encode(two_shot_master, tmp_path_factory):
-    from itmfilter.encode.video import VideoEncodeOptions, encode_video
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("ahead") / "sdr.mp4"
-    report = encode_video(two_shot_master, out, options=VideoEncodeOptions(max_kbps=16.0, model="grid", **FAST),
-                          quiet=True)
-    return out, report
+def ahead_encode(two_shot_encode):
+    """16 kbit/s in SEI (what ``--sidecar auto`` gives an .mp4): the encode tests/test_shift_run.py reads too."""
+    return two_shot_encode(max_kbps=16.0, model="grid", sidecar="sei", **FAST)
 
 
 def test_an_encode_under_a_cap_sends_the_second_shots_stream_ahead_and_keeps_the_cap(two_shot_master, ahead_encode):

@@ -285,18 +285,14 @@ SIZE, FPS, FRAMES = (96, 54), 24, 72
 
 
 @pytest.mark.parametrize("kbps,carriage", [(10.0, "sei"), (16.0, "sei"), (16.0, "track")])
-def test_grid_encode_with_runs_keeps_the_cap_and_decodes_every_frame(two_shot_master, tmp_path, kbps, carriage):
+def test_grid_encode_with_runs_keeps_the_cap_and_decodes_every_frame(two_shot_encode, kbps, carriage):
     """``--model grid`` sends shift runs (format 1.6): far fewer packets than frames, every frame
     decoded (none missing), the cap held over the file and every window as the file carries it."""
     from itmfilter.encode.rate import check_rate
-    from itmfilter.encode.video import VideoEncodeOptions, encode_video
     from itmfilter.track.carriage import carried_bytes, load_track
     from itmfilter.track.provider import FrameNetworks
 
-    torch.set_num_threads(1)
-    out = tmp_path / "sdr.mp4"
-    report = encode_video(two_shot_master, out, options=VideoEncodeOptions(max_kbps=kbps, model="grid", sidecar=carriage,
-                                                                           **FAST), quiet=True)
+    out, report = two_shot_encode(max_kbps=kbps, model="grid", sidecar=carriage, **FAST)
     track = load_track(out)
     # runs, scene residuals, the look-ahead, 1.10's header, 1.11's compact models
     assert track.header.version == (1, COMPACT_MODEL_MINOR)
