@@ -290,6 +290,7 @@ def main() -> None:
                     for i in sdr_frames}
             rows["refs"]["per-frame MMR3 polynomial"] = dict(_score(master_frames, poly), kbit_s=8 * 264 * FPS / 1000)
             print("poly", _score(master_frames, poly), flush=True)
+            del poly  # a picture per scored frame: at 1080p on every 2nd frame 3 GB, not needed again
             scales = [int(v) for v in args.gain_scales.split(",")]
             chans = tuple(int(v) for v in args.gain_channels.split(","))
             base = min(scales)
@@ -301,6 +302,7 @@ def main() -> None:
                     for ch in chans:
                         for crf, tune in itertools.product((int(v) for v in args.gain_crfs.split(",")),
                                                            args.gain_tunes.split(",")):
+                            recon = None  # the last track's pictures go before the next one's are made
                             kbps, recon, worst = gainmap_track(gains, placed, full_size, scale, ch, codec, crf,
                                                                args.work, base=base, tune=tune)
                             g = {"codec": codec, "scale": scale, "channels": ch, "crf": crf, "kbit_s": kbps,
