@@ -380,8 +380,8 @@ _PRE_SCENE_KEEP = 4
 
 
 def _pre_scene(model: GridModel, sdr: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """:func:`~itmfilter.model.grid.pre_scene_pq` of ``model`` at ``pixels``, reused while the
-    same model arrays are scored on the same pixels: a segment's scene residuals (every scale
+    """:func:`~itmfilter.model.grid.pre_scene_pq` of ``model`` at the SDR pixels ``sdr`` and
+    grid coordinates ``xy``, reused while the same model arrays are scored on the same arrays: a segment's scene residuals (every scale
     and quality of :func:`scene_options`) are scored over one model each, and the MLP's
     forward pass was three quarters of a capped test encode's scoring time."""
     for entry in _PRE_SCENE:
