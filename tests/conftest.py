@@ -10,6 +10,37 @@ import pytest
 
 CLIP_W, CLIP_H, CLIP_N, CLIP_FPS = 96, 64, 12, 24
 
+SHARED_FIXTURE_GROUPS = {
+    "test_look_ahead": "two-shot-encode", "test_shift_run": "two-shot-encode",
+    "test_api": "weighted-clip", "test_pipe": "weighted-clip", "test_mpv_script": "weighted-clip",
+    "test_ray_cluster": "ray", "test_ray_engine": "ray",
+}
+"""Test files run on one pytest-xdist worker together (``scripts/test.sh`` runs the suite on one
+worker a core, ``--dist loadgroup``). A worker builds every module- and session-scoped fixture
+for itself, so each file's tests stay on one worker (its module fixtures are encodes, servers,
+players), the files that read one costly session fixture share a worker (the capped encode of
+:func:`two_shot_encode`; :func:`weighted_clip`), and the two files that start Ray run one after
+the other instead of two Ray instances side by side on two cores."""
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        stem = item.path.stem
+        item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURE_GROUPS.get(stem, stem)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread_per_worker():
+    """Under pytest-xdist each worker has a core: torch's own thread pool would make two threads
+    a worker and oversubscribe the cores. A test that sets threads itself still does."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+    yield
+
 
 def _pan():
     """A camera pan (3 px a frame) across a synthetic HDR panorama with a clipped highlight."""
