@@ -1,0 +1,120 @@
+"""A shot's scene image coded as 4:4:4 (the format's) and as 4:2:0 AV1: bytes against the
+image's own error, in PQ.
+
+    python benchmarks/scene_subsampling.py --shot 2 --out docs/scene-residual/subsampling-shot2.jsonl
+
+The scene image (:mod:`itmfilter.model.scene`) is the codes of a shot's PQ residual master -
+model; its coder's error adds to what the image already misses of each frame. This compares
+the two chroma samplings on that error alone: the shot of ``benchmarks/scene_residual.py``'s
+1080p clip gets the encoder's grid model (``--config``, ``--grid-steps``) and the encoder's
+scene image at each ``--scales``, which is coded at each ``--qualities`` (libaom at the
+format's speed and options) with each sampling, decoded by libavif (through Pillow, its own
+Y'CbCr-to-R'G'B' and chroma upsampling for both), and scored as PSNR of the decoded codes
+against the coded ones, scaled to PQ by each channel's ``(hi - lo) / 255`` (peak 1). One JSON
+line per point, then per sampling the front over every scale interpolated in log bytes at
+``--at`` bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def front(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The points (bytes, dB) each better than every cheaper one."""
+    out: list[tuple[int, float]] = []
+    for b, p in sorted(points):
+        if not out or p > out[-1][1]:
+            out.append((b, p))
+    return out
+
+
+def at(curve: list[tuple[int, float]], size: float) -> float | None:
+    """``curve`` (a front) interpolated in log bytes at ``size``; None outside it."""
+    for (b0, p0), (b1, p1) in zip(curve, curve[1:]):
+        if b0 <= size <= b1:
+            return p0 + (p1 - p0) * math.log(size / b0) / math.log(b1 / b0)
+    return None
+
+
+def coded_psnr(codes: np.ndarray, lo: np.ndarray, hi: np.ndarray, quality: int, sampling: str) -> tuple[int, float]:
+    """``codes`` coded at ``quality`` with ``sampling`` as the format codes them otherwise:
+    (bytes of the AVIF file less its ~270-byte container, PSNR in PQ of the decoded codes)."""
+    from PIL import Image
+
+    from itmfilter.model import scene
+
+    buf = io.BytesIO()
+    extra = {"advanced": scene.AVIF_ADVANCED} if scene.AVIF_ADVANCED else {}
+    Image.fromarray(codes, "RGB").save(buf, format="AVIF", quality=quality, speed=scene.AVIF_SPEED,
+                                       subsampling=sampling, **extra)
+    decoded = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), np.float64)
+    err = (decoded - codes) * ((hi - lo) / 255.0)
+    mdat = buf.getvalue().find(b"mdat")
+    size = len(buf.getvalue()) - mdat - 4 if mdat >= 0 else len(buf.getvalue())
+    return size, 10 * math.log10(1.0 / max(float(np.mean(err ** 2)), 1e-20))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shot", type=int, default=2)
+    ap.add_argument("--config", default="S", help="a name of itmfilter.encode.gridkeys.GRID_LADDER")
+    ap.add_argument("--grid-steps", type=int, default=300)
+    ap.add_argument("--scales", default="2,3,4")
+    ap.add_argument("--qualities", default="10,20,30,40,50,60,70")
+    ap.add_argument("--samplings", default="4:4:4,4:2:0")
+    ap.add_argument("--at", default="2000,3000,5000,8000,12000,16000", help="bytes the fronts are compared at")
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "rate1080")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None, help="also append the JSON lines here")
+    args = ap.parse_args()
+
+    import scene_residual as sr
+    import torch
+
+    from itmfilter.encode.gridkeys import estimate_zoom
+    from itmfilter.media.video import read_hdr_frames, read_sdr_frames
+    from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells
+
+    torch.set_num_threads(args.threads)
+    master, sdr_path = sr.clip(args.work)
+    frames, offsets, thumbs = sr.shot_frames(master, sdr_path, args.shot)
+    picks = sorted(set(np.linspace(0, len(frames) - 1, 6).round().astype(int).tolist()))
+    want = {frames[k] for k in picks}
+    hdr = {i: x for i, x in read_hdr_frames(master) if i in want}
+    sdr = {i: x for i, x in read_sdr_frames(sdr_path) if i in want}
+    zoom, offs = estimate_zoom(thumbs, np.asarray(offsets))
+    pairs = [(sdr[frames[k]], hdr[frames[k]]) for k in picks]
+    fit = sr.ShotFit(pairs, offs, picks, args.config, zoom, args.grid_steps)
+    points: dict[str, list[tuple[int, float]]] = {s: [] for s in args.samplings.split(",")}
+    for scale in (int(v) for v in args.scales.split(",")):
+        cells = scene_cells(sr.W, sr.H, fit.half, scale)
+        plan = ScenePlan(build_scene_residual(*fit.diffs(pairs, picks, None, scale), cells, 6))
+        for quality in (int(v) for v in args.qualities.split(",")):
+            for sampling in points:
+                size, psnr = coded_psnr(plan.codes, plan.lo, plan.hi, quality, sampling)
+                points[sampling].append((size, psnr))
+                sr.emit({"shot": args.shot, "config": args.config, "scale": scale, "quality": quality,
+                         "sampling": sampling, "bytes": size, "image_pq_psnr": psnr}, args.out)
+    first = next(iter(points))
+    fronts = {s: front(p) for s, p in points.items()}
+    for sampling, curve in fronts.items():
+        row = {"shot": args.shot, "sampling": sampling, "against": first}
+        for size in (int(v) for v in args.at.split(",")):
+            a, b = at(fronts[first], size), at(curve, size)
+            row[f"db_at_{size}"] = None if a is None or b is None else round(b - a, 3)
+        sr.emit(row, args.out)
+
+
+if __name__ == "__main__":
+    main()
