@@ -81,6 +81,23 @@ def shot_frames(master: Path, sdr_path: Path, shot: int) -> tuple[list[int], lis
     return frames, offsets, thumbs
 
 
+def fit_inputs(master: Path, sdr_path: Path, shot: int) -> tuple[list[int], list[tuple[np.ndarray, np.ndarray]],
+                                                                  np.ndarray, float]:
+    """Shot ``shot``'s model inputs as the encoder takes them: its 6 fit frames spread over it
+    (indices into the shot), their ``(sdr, nits)``, every frame's offsets after the zoom search,
+    and the zoom (:func:`itmfilter.encode.gridkeys.estimate_zoom`)."""
+    from itmfilter.encode.gridkeys import estimate_zoom
+    from itmfilter.media.video import read_hdr_frames, read_sdr_frames
+
+    frames, offsets, thumbs = shot_frames(master, sdr_path, shot)
+    picks = sorted(set(np.linspace(0, len(frames) - 1, 6).round().astype(int).tolist()))
+    want = {frames[k] for k in picks}
+    hdr = {i: x for i, x in read_hdr_frames(master) if i in want}
+    sdr = {i: x for i, x in read_sdr_frames(sdr_path) if i in want}
+    zoom, offs = estimate_zoom(thumbs, np.asarray(offsets))
+    return picks, [(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, zoom
+
+
 def emit(row: dict, out: Path | None) -> None:
     """Print ``row`` as one JSON line, and append it to ``out`` when given."""
     print(json.dumps(row), flush=True)

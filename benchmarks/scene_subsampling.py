@@ -82,20 +82,11 @@ def main() -> None:
     import scene_residual as sr
     import torch
 
-    from itmfilter.encode.gridkeys import estimate_zoom
-    from itmfilter.media.video import read_hdr_frames, read_sdr_frames
     from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells
 
     torch.set_num_threads(args.threads)
-    master, sdr_path = sr.clip(args.work)
-    frames, offsets, thumbs = sr.shot_frames(master, sdr_path, args.shot)
-    picks = sorted(set(np.linspace(0, len(frames) - 1, 6).round().astype(int).tolist()))
-    want = {frames[k] for k in picks}
-    hdr = {i: x for i, x in read_hdr_frames(master) if i in want}
-    sdr = {i: x for i, x in read_sdr_frames(sdr_path) if i in want}
-    zoom, offs = estimate_zoom(thumbs, np.asarray(offsets))
-    pairs = [(sdr[frames[k]], hdr[frames[k]]) for k in picks]
-    fit = sr.ShotFit(pairs, offs, picks, args.config, zoom, args.grid_steps)
+    picks, pairs, offsets, zoom = sr.fit_inputs(*sr.clip(args.work), args.shot)
+    fit = sr.ShotFit(pairs, offsets, picks, args.config, zoom, args.grid_steps)
     points: dict[str, list[tuple[int, float]]] = {s: [] for s in args.samplings.split(",")}
     for scale in (int(v) for v in args.scales.split(",")):
         cells = scene_cells(sr.W, sr.H, fit.half, scale)
