@@ -30,23 +30,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def front(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    """The points (bytes, dB) each better than every cheaper one."""
-    out: list[tuple[int, float]] = []
-    for b, p in sorted(points):
-        if not out or p > out[-1][1]:
-            out.append((b, p))
-    return out
-
-
-def at(curve: list[tuple[int, float]], size: float) -> float | None:
-    """``curve`` (a front) interpolated in log bytes at ``size``; None outside it."""
-    for (b0, p0), (b1, p1) in zip(curve, curve[1:]):
-        if b0 <= size <= b1:
-            return p0 + (p1 - p0) * math.log(size / b0) / math.log(b1 / b0)
-    return None
-
-
 def coded_psnr(codes: np.ndarray, lo: np.ndarray, hi: np.ndarray, quality: int, sampling: str) -> tuple[int, float]:
     """``codes`` coded at ``quality`` with ``sampling`` as the format codes them otherwise:
     (bytes of the AVIF file less its ~270-byte container, PSNR in PQ of the decoded codes)."""
@@ -87,25 +70,25 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     picks, pairs, offsets, zoom = sr.fit_inputs(*sr.clip(args.work), args.shot)
     fit = sr.ShotFit(pairs, offsets, picks, args.config, zoom, args.grid_steps)
-    points: dict[str, list[tuple[int, float]]] = {s: [] for s in args.samplings.split(",")}
+    from video_rate import front_at  # benchmarks/video_rate.py: a front interpolated in log rate
+
+    rows: dict[str, list[dict]] = {s: [] for s in args.samplings.split(",")}
     for scale in (int(v) for v in args.scales.split(",")):
         cells = scene_cells(sr.W, sr.H, fit.half, scale)
         plan = ScenePlan(build_scene_residual(*fit.diffs(pairs, picks, None, scale), cells, 6))
         for quality in (int(v) for v in args.qualities.split(",")):
-            for sampling in points:
+            for sampling, done in rows.items():
                 size, psnr = coded_psnr(plan.codes, plan.lo, plan.hi, quality, sampling)
-                points[sampling].append((size, psnr))
-                sr.emit({"shot": args.shot, "config": args.config, "scale": scale, "quality": quality,
-                         "sampling": sampling, "bytes": size, "image_pq_psnr": psnr}, args.out)
-    first = next(iter(points))
-    fronts = {s: front(p) for s, p in points.items()}
-    for sampling, curve in fronts.items():
+                done.append({"shot": args.shot, "config": args.config, "scale": scale, "quality": quality,
+                             "sampling": sampling, "bytes": size, "image_pq_psnr": psnr})
+                sr.emit(done[-1], args.out)
+    first = next(iter(rows))
+    for sampling, done in rows.items():
         row = {"shot": args.shot, "sampling": sampling, "against": first}
         for size in (int(v) for v in args.at.split(",")):
-            a, b = at(fronts[first], size), at(curve, size)
+            a, b = (front_at(r, size, "bytes", "image_pq_psnr") for r in (rows[first], done))
             row[f"db_at_{size}"] = None if a is None or b is None else round(b - a, 3)
         sr.emit(row, args.out)
-
 
 if __name__ == "__main__":
     main()

@@ -334,18 +334,18 @@ def _compare(rows: dict) -> None:
             row["pu21_psnr_full_subset"] = statistics.mean(per_frame[i] for i in sub)
 
 
-def front_at(gains: list[dict], kbps: float) -> float | None:
+def front_at(gains: list[dict], kbps: float, x: str = "kbit_s", y: str = "pu21_psnr") -> float | None:
     """The gain-map front's PU21-PSNR at ``kbps``, interpolated in log rate between the two
     front points around it (None outside the front): a margin that a track spending a little
     more or less than a front point does not swing (the best map at or below a rate jumps at
-    each point)."""
+    each point). ``x`` and ``y``: the rows' keys of the rate and the score."""
     import math
 
-    front = _front(gains)
+    front = _front(gains, x, y)
     for a, b in zip(front, front[1:]):
-        if a["kbit_s"] <= kbps <= b["kbit_s"]:
-            t = math.log(kbps / a["kbit_s"]) / math.log(b["kbit_s"] / a["kbit_s"]) if b["kbit_s"] > a["kbit_s"] else 1.0
-            return a["pu21_psnr"] + t * (b["pu21_psnr"] - a["pu21_psnr"])
+        if a[x] <= kbps <= b[x]:
+            t = math.log(kbps / a[x]) / math.log(b[x] / a[x]) if b[x] > a[x] else 1.0
+            return a[y] + t * (b[y] - a[y])
     return None
 
 
@@ -414,11 +414,11 @@ def _tables(results: dict) -> list[str]:
     return lines
 
 
-def _front(gains: list[dict]) -> list[dict]:
+def _front(gains: list[dict], x: str = "kbit_s", y: str = "pu21_psnr") -> list[dict]:
     best, front = -1e9, []
-    for g in sorted(gains, key=lambda r: r["kbit_s"]):
-        if g["pu21_psnr"] > best:
-            best = g["pu21_psnr"]
+    for g in sorted(gains, key=lambda r: r[x]):
+        if g[y] > best:
+            best = g[y]
             front.append(g)
     return front
 
