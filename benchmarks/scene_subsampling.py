@@ -60,28 +60,34 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "rate1080")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="also append the JSON lines here")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args()
 
     import scene_residual as sr
     import torch
+    from video_rate import front_at  # benchmarks/video_rate.py: a front interpolated in log rate
 
     from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells
+    from itmfilter.progress import progress_bar
 
     torch.set_num_threads(args.threads)
     picks, pairs, offsets, zoom = sr.fit_inputs(*sr.clip(args.work), args.shot)
     fit = sr.ShotFit(pairs, offsets, picks, args.config, zoom, args.grid_steps)
-    from video_rate import front_at  # benchmarks/video_rate.py: a front interpolated in log rate
-
+    scales = [int(v) for v in args.scales.split(",")]
+    qualities = [int(v) for v in args.qualities.split(",")]
     rows: dict[str, list[dict]] = {s: [] for s in args.samplings.split(",")}
-    for scale in (int(v) for v in args.scales.split(",")):
-        cells = scene_cells(sr.W, sr.H, fit.half, scale)
-        plan = ScenePlan(build_scene_residual(*fit.diffs(pairs, picks, None, scale), cells, 6))
-        for quality in (int(v) for v in args.qualities.split(",")):
-            for sampling, done in rows.items():
-                size, psnr = coded_psnr(plan.codes, plan.lo, plan.hi, quality, sampling)
-                done.append({"shot": args.shot, "config": args.config, "scale": scale, "quality": quality,
-                             "sampling": sampling, "bytes": size, "image_pq_psnr": psnr})
-                sr.emit(done[-1], args.out)
+    with progress_bar(len(scales) * len(qualities) * len(rows), unit="image", desc="coding",
+                      quiet=args.quiet) as bar:
+        for scale in scales:
+            cells = scene_cells(sr.W, sr.H, fit.half, scale)
+            plan = ScenePlan(build_scene_residual(*fit.diffs(pairs, picks, None, scale), cells, 6))
+            for quality in qualities:
+                for sampling, done in rows.items():
+                    size, psnr = coded_psnr(plan.codes, plan.lo, plan.hi, quality, sampling)
+                    done.append({"shot": args.shot, "config": args.config, "scale": scale, "quality": quality,
+                                 "sampling": sampling, "bytes": size, "image_pq_psnr": psnr})
+                    sr.emit(done[-1], args.out)
+                    bar.update(1)
     first = next(iter(rows))
     for sampling, done in rows.items():
         row = {"shot": args.shot, "sampling": sampling, "against": first}
@@ -89,6 +95,7 @@ def main() -> None:
             a, b = (front_at(r, size, "bytes", "image_pq_psnr") for r in (rows[first], done))
             row[f"db_at_{size}"] = None if a is None or b is None else round(b - a, 3)
         sr.emit(row, args.out)
+
 
 if __name__ == "__main__":
     main()
