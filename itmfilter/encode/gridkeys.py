@@ -381,9 +381,10 @@ _PRE_SCENE_KEEP = 4
 
 def _pre_scene(model: GridModel, sdr: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """:func:`~itmfilter.model.grid.pre_scene_pq` of ``model`` at the SDR pixels ``sdr`` and
-    grid coordinates ``xy``, reused while the same model arrays are scored on the same arrays: a segment's scene residuals (every scale
-    and quality of :func:`scene_options`) are scored over one model each, and the MLP's
-    forward pass was three quarters of a capped test encode's scoring time."""
+    grid coordinates ``xy``, reused while the same model arrays are scored on the same arrays:
+    a segment's scene residuals (every scale and quality of :func:`scene_options`) are scored
+    over one model each, and the MLP's forward pass was three quarters of a capped test
+    encode's scoring time."""
     for entry in _PRE_SCENE:
         if (entry[0] is model.mmr and entry[1] is model.grid and entry[2] is model.mlp and entry[3] == model.config
                 and entry[4] is sdr and entry[5] is xy):
