@@ -56,6 +56,10 @@ def main() -> None:
     ap.add_argument("--scales", default="2,3,4")
     ap.add_argument("--qualities", default="10,20,30,40,50,60,70")
     ap.add_argument("--samplings", default="4:4:4,4:2:0")
+    ap.add_argument("--ranges", default="channel",
+                    help="the codes' ranges: channel (the encoder's: each channel its own tails), shared (one "
+                         "range for the three, so a zero residual is a grey code and the coder's Y'CbCr "
+                         "sees the residual's own luminance and chroma)")
     ap.add_argument("--at", default="2000,3000,5000,8000,12000,16000", help="bytes the fronts are compared at")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "rate1080")
     ap.add_argument("--threads", type=int, default=1)
@@ -75,22 +79,29 @@ def main() -> None:
     fit = sr.ShotFit(pairs, offsets, picks, args.config, zoom, args.grid_steps)
     scales = [int(v) for v in args.scales.split(",")]
     qualities = [int(v) for v in args.qualities.split(",")]
-    rows: dict[str, list[dict]] = {s: [] for s in args.samplings.split(",")}
+    ranges = args.ranges.split(",")
+    rows: dict[str, list[dict]] = {f"{s}/{r}": [] for s in args.samplings.split(",") for r in ranges}
     with progress_bar(len(scales) * len(qualities) * len(rows), unit="image", desc="coding",
                       quiet=args.quiet) as bar:
         for scale in scales:
             cells = scene_cells(sr.W, sr.H, fit.half, scale)
-            plan = ScenePlan(build_scene_residual(*fit.diffs(pairs, picks, None, scale), cells, 6))
+            image = build_scene_residual(*fit.diffs(pairs, picks, None, scale), cells, 6)
+            plan = ScenePlan(image)
+            coded = {"channel": (plan.codes, plan.lo, plan.hi)}
+            if "shared" in ranges:
+                lo, hi = np.full(3, plan.lo.min()), np.full(3, plan.hi.max())
+                coded["shared"] = (np.round((image - lo) / (hi - lo) * 255).clip(0, 255).astype(np.uint8), lo, hi)
             for quality in qualities:
-                for sampling, done in rows.items():
-                    size, psnr = coded_psnr(plan.codes, plan.lo, plan.hi, quality, sampling)
+                for name, done in rows.items():
+                    sampling, kind = name.split("/")
+                    size, psnr = coded_psnr(*coded[kind], quality, sampling)
                     done.append({"shot": args.shot, "config": args.config, "scale": scale, "quality": quality,
-                                 "sampling": sampling, "bytes": size, "image_pq_psnr": psnr})
+                                 "sampling": sampling, "range": kind, "bytes": size, "image_pq_psnr": psnr})
                     sr.emit(done[-1], args.out)
                     bar.update(1)
     first = next(iter(rows))
-    for sampling, done in rows.items():
-        row = {"shot": args.shot, "sampling": sampling, "against": first}
+    for name, done in rows.items():
+        row = {"shot": args.shot, "coding": name, "against": first}
         for size in (int(v) for v in args.at.split(",")):
             a, b = (front_at(r, size, "bytes", "image_pq_psnr") for r in (rows[first], done))
             row[f"db_at_{size}"] = None if a is None or b is None else round(b - a, 3)
