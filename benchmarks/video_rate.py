@@ -192,6 +192,8 @@ def main() -> None:
                     help="encode and score the caps only (no full adaptation, polynomial or gain-map sweep)")
     ap.add_argument("--grid-steps", type=int, default=VideoEncodeOptions.grid_steps,
                     help="with --model grid: the KEY fit's Adam steps (default: the encoder's)")
+    ap.add_argument("--search", default=VideoEncodeOptions.search,
+                    help="with --model grid: the encoder's search, thorough (the default) or fast")
     ap.add_argument("--split", default="test", choices=("test", "val"),
                     help="the scenes the masters are made from: test (reported) or val (for choosing settings)")
     ap.add_argument("--note", default="", help="a line added under the machine line (e.g. how the runs were split)")
@@ -264,7 +266,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 opts = VideoEncodeOptions(tm=curve, max_kbps=cap, buffer_seconds=args.buffer_seconds, model=args.model,
                                           grid_refine=not args.no_grid_refine, look_ahead=not args.no_look_ahead,
-                                          scene_pieces=args.scene_pieces, grid_steps=args.grid_steps)
+                                          scene_pieces=args.scene_pieces, grid_steps=args.grid_steps,
+                                          search=args.search)
                 report = encode_video(master, out, grade=sdr_plain, options=opts, device=str(device), quiet=True)
                 secs = time.perf_counter() - t0
                 recon = {i: nits for i, _, nits in video_bench.reconstruct_clip(out, args.eval_every)}
@@ -272,7 +275,8 @@ def main() -> None:
                 per_frame = {i: psnr_pu21(master_frames[i], recon[i]) for i in recon}
                 row = {"cap": cap, "kbit_s": report.kbit_per_s, "worst_1s_kbit_s": report.worst_window_kbps, **s,
                        "per_frame": per_frame,
-                       "packets": report.packets, "keys": report.keys, "notes": report.notes, "encode_s": secs}
+                       "packets": report.packets, "keys": report.keys, "notes": report.notes, "encode_s": secs,
+                       "search": args.search}
                 rows["mlp"].append(row)
                 print(row, flush=True)
             if args.skip_refs:

@@ -129,6 +129,9 @@ def encode(
     scene_pieces: Annotated[
         bool, typer.Option(help="Video, --model grid under --max-kbps, with the look-ahead: a shot's scene residual may come in two pieces, each over the part of the pan its frames see, the second replacing the first mid-shot (format 1.9; chosen per shot where its held-out frames score better). Off by default: on 4 s shots at 640x360 it did not raise the clip's quality (docs/scene-pieces.md).")
     ] = False,
+    search: Annotated[
+        str, typer.Option(help="Video, --model grid under --max-kbps: thorough (default) tries every refinement step, scene-image scale and quality for each shot; fast tries about a third of them (measured in docs/grid-search.md: a faster encode, a little lower quality; the format and the rate promise are the same).")
+    ] = "thorough",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     engine: EngineOpt = "local",
@@ -160,7 +163,7 @@ def encode(
                 strategy=strategy, first_steps=steps or VideoEncodeOptions.first_steps, refresh_ratio=refresh, key_seconds=key_seconds,
                 max_kbps=max_kbps or None, buffer_seconds=buffer_seconds, motion=motion, assume_hdr=assume_hdr, fps=fps, seed=seed,
                 adapt_batch=adapt_batch, model=model, grid_refine=grid_refine, shift_runs=shift_runs,
-                scene_residual=scene_residual, look_ahead=look_ahead, scene_pieces=scene_pieces,
+                scene_residual=scene_residual, look_ahead=look_ahead, scene_pieces=scene_pieces, search=search,
                 **({} if grid_steps is None else {"grid_steps": grid_steps}),
             ),
             init_path=init,

@@ -24,7 +24,7 @@ from itmfilter.track.codec import (
 )
 from itmfilter.track.format import Packet, TrackFormatError, decode_packet, encode_packet
 
-FAST = dict(tm="local", grid_steps=150, first_steps=30, warm_steps=5, preset="ultrafast", crf=12)
+FAST = dict(tm="local", grid_steps=150, first_steps=30, warm_steps=5, preset="ultrafast", crf=12, search="fast")
 
 
 def test_the_plan_gives_each_shot_what_the_tail_before_it_can_spare():

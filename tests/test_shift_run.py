@@ -280,7 +280,7 @@ def test_run_frames_bytes_counts_the_framing_given_back():
     assert run_frames_bytes(0, 7, 24, 28) == 0
 
 
-FAST = dict(tm="local", grid_steps=150, first_steps=30, warm_steps=5, preset="ultrafast", crf=12)
+FAST = dict(tm="local", grid_steps=150, first_steps=30, warm_steps=5, preset="ultrafast", crf=12, search="fast")
 SIZE, FPS, FRAMES = (96, 54), 24, 72
 
 

@@ -30,7 +30,7 @@ scores); the packets are made in :func:`itmfilter.encode.segments.encode_segment
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -413,17 +413,17 @@ def expected_score(frames: int, arrivals: list[int], scores: list[float]) -> flo
 
 
 def refinement_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]], xy: np.ndarray,
-                       options: GridFitOptions) -> list[tuple[float, bytes, GridModel]]:
+                       options: GridFitOptions, steps=REFINE_STEPS) -> list[tuple[float, bytes, GridModel]]:
     """Fit a refinement of ``model`` to the fit frames (``xy`` their pooled grid coordinates)
     for ``options.steps`` and for half as many (:data:`REFINE_FIT_FRACTIONS`), and code each at
-    every step of :data:`REFINE_STEPS`: ``(step, bytes, refined model)``."""
+    every step of ``steps`` (:data:`REFINE_STEPS`): ``(step, bytes, refined model)``."""
     rgb = np.concatenate([s.reshape(-1, 3) for s, _ in frames])
     nits = np.concatenate([n.reshape(-1, 3) for _, n in frames])
     out = []
     for fraction in REFINE_FIT_FRACTIONS:
         fit = replace(options, steps=max(1, int(options.steps * fraction)))
         residual = fit_grid_refinement(model, rgb, nits, xy, fit)
-        for step in REFINE_STEPS:
+        for step in steps:
             data = pack_grid_refinement(*quantise_refinement(residual, step))
             out.append((step, data, apply_grid_refinement(model, data)))
     return out
@@ -445,6 +445,29 @@ SCENE_QUALITIES = tuple(range(10, 95, 5))
 quality 20's bytes for +1.2 and +1.4 dB more on the first shot above). Steps of 5 (the larger
 ones are skipped once one arrives too late): with four (10, 20, 35, 55) the 1080p clip's 32
 kbit/s encode spent 24.3 kbit/s, with steps of 10 24.1, the next quality up not arriving in time."""
+@dataclass(frozen=True)
+class GridSearch:
+    """How widely a capped grid encode searches each shot's stream
+    (``VideoEncodeOptions.search``): the steps each refinement is coded at
+    (:func:`refinement_options`) and the scene residual's scales and qualities
+    (:func:`scene_options`, :func:`scene_piece_options`). Every candidate is placed on the
+    budget and scored, so the search's width is most of a capped encode's time beside the fits."""
+
+    refine_steps: tuple[float, ...]
+    scene_scales: tuple[int, ...]
+    scene_qualities: tuple[int, ...]
+
+
+SEARCHES = {
+    "thorough": GridSearch(REFINE_STEPS, SCENE_SCALES, SCENE_QUALITIES),
+    # half the refinement steps, four of the seven scales and every third quality: about a third
+    # of the candidates; the shipped format and the rate promise are the same
+    "fast": GridSearch((0.35, 0.7, 1.5, 3.0), (2, 4, 8, 16), (15, 30, 45, 60, 75)),
+}
+"""The searches by name (``--search``); ``thorough``, the default, is the one every rate
+measurement in docs/ was made with."""
+
+
 SCENE_SOLVE_STEPS = 6
 """Conjugate-gradient steps from the splatted image towards the least-squares one under the
 decoder's bilinear read (:func:`itmfilter.model.scene.build_scene_residual`). Measured on the
@@ -592,7 +615,7 @@ def scene_piece_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndar
 
 __all__ = ["DEFAULT_GRID", "ESTIMATE_SLACK", "GRID_LADDER", "MAX_REFINED_VALUES", "MAX_REFINEMENTS", "PLACEMENT_BYTES",
            "REFINE_FIT_FRACTIONS",
-           "GRID_STARTS", "GRID_TRIAL_SHARE", "SCENE_CLIPPED_WEIGHT", "REFINE_STEPS", "SCENE_QUALITIES", "SCENE_PIECE_MARGIN", "SCENE_SCALES", "SCENE_EVERY_PIXEL", "SCENE_SOLVE_STEPS", "SCENE_SUBSAMPLE", "SCORE_PIXELS",
+           "GRID_STARTS", "GRID_TRIAL_SHARE", "GridSearch", "SEARCHES", "SCENE_CLIPPED_WEIGHT", "REFINE_STEPS", "SCENE_QUALITIES", "SCENE_PIECE_MARGIN", "SCENE_SCALES", "SCENE_EVERY_PIXEL", "SCENE_SOLVE_STEPS", "SCENE_SUBSAMPLE", "SCORE_PIXELS",
            "CHAIN_STEP", "REFIT_TOLERANCE", "estimate_zoom", "estimated_bytes", "expected_score", "fit_frames_of", "fit_segment_grid", "frame_scales",
            "frame_xy", "frames_window", "grid_geometry", "heldout_frames_of",
            "ladder_from", "model_score", "refinement_options", "scene_options", "scene_piece_options", "score_pixels"]

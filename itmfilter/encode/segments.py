@@ -191,6 +191,7 @@ class SegmentJob:
     sample_framing: int = 0  # bytes the carriage adds to each sample, reserved per frame by the plan (SEI: 28)
     run_buffer: float = 0.0  # shift runs: the buffer B of the cap itself (bytes), the framing included
     aheads: tuple[int, ...] = ()  # ahead bytes each segment may receive (by index; rate.plan_ahead, format 1.8)
+    search: str = "thorough"  # a name of gridkeys.SEARCHES: the refinement steps, scene scales and qualities tried
 
     @property
     def key_interval(self) -> int:
@@ -697,6 +698,7 @@ def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, ex
     from itmfilter.encode.gridkeys import (
         MAX_REFINED_VALUES,
         MAX_REFINEMENTS,
+        SEARCHES,
         expected_score,
         frame_scales,
         frame_xy,
@@ -720,7 +722,7 @@ def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, ex
         if np.prod(refined_config(model.config).grid_shape) > MAX_REFINED_VALUES:
             break
         chosen = None
-        for _, data, refined in refinement_options(model, picked, xy, refine):
+        for _, data, refined in refinement_options(model, picked, xy, refine, SEARCHES[job.search].refine_steps):
             candidate = records + [refinement_record(data)]
             arrivals = _arrivals(job, segment, budget, extra, key_max, payload, candidate, placed, offsets - centre,
                                  use_motion, keyed)
@@ -765,7 +767,7 @@ def _choose_pieces(job: SegmentJob, segment: Segment, budget: RateBudget, extra:
     counts with the model the decoder holds there (the record arrived last by that frame), so a
     piece that arrives early for the first half of a pan and one for the second half compete
     with one image over the whole pan arriving once."""
-    from itmfilter.encode.gridkeys import model_score, scene_piece_options
+    from itmfilter.encode.gridkeys import SEARCHES, model_score, scene_piece_options
     from itmfilter.track.codec import refinement_record
 
     if segment.frames < MIN_PIECE_FRAMES or len(picks) < 4 or len(held) < 2:
@@ -797,8 +799,9 @@ def _choose_pieces(job: SegmentJob, segment: Segment, budget: RateBudget, extra:
     chain_scores = [frame_scores(m) for m in chain]
     best, chosen = expected(arrivals_of(records), chain_scores), records
     split = segment.frames // 2
+    search = SEARCHES[job.search]
     options = scene_piece_options(models[keep], picked, offsets, picks, centre, half, split,
-                                  zoom=placed.model.zoom)
+                                  scales=search.scene_scales, qualities=search.scene_qualities, zoom=placed.model.zoom)
     for first, second, with_first, with_second in options:
         candidate = records[:keep] + [refinement_record(first), refinement_record(second)]
         arrivals = arrivals_of(candidate)
@@ -819,13 +822,15 @@ def _choose_scene(job: SegmentJob, segment: Segment, budget: RateBudget, extra: 
     tried after all the refinement records and, when there are some, in their place (the bytes
     then go to the residual alone); each at every scale and quality of
     :func:`itmfilter.encode.gridkeys.scene_options`."""
-    from itmfilter.encode.gridkeys import expected_score, model_score, scene_options
+    from itmfilter.encode.gridkeys import SEARCHES, expected_score, model_score, scene_options
     from itmfilter.track.codec import refinement_record
 
     use_motion = job.motion and job.strategy == "warm"
+    search = SEARCHES[job.search]
     chosen, alone, when = records, best, None
     for keep in sorted({len(records), 0}, reverse=True):
-        options = scene_options(models[keep], picked, offsets, picks, centre, half, zoom=placed.model.zoom)
+        options = scene_options(models[keep], picked, offsets, picks, centre, half, scales=search.scene_scales,
+                                qualities=search.scene_qualities, zoom=placed.model.zoom)
         for data, model in options:
             candidate = records[:keep] + [refinement_record(data)]
             arrivals = _arrivals(job, segment, budget, extra, key_max, payload, candidate, placed, offsets - centre,

@@ -136,6 +136,7 @@ from itmfilter.track.sei import SEI_FRAMING_RESERVE_BYTES, remux_with_sei, sei_n
 
 STRATEGIES = ("warm", "frame")
 MODELS = ("auto", "mlp", "grid")
+SEARCHES = ("thorough", "fast")  # the names of encode.gridkeys.SEARCHES (kept here: no torch to check a name)
 """``auto`` (the default): ``grid`` under a rate cap with the ``warm`` strategy, where one grid
 model per shot with its refinements, scene residual and look-ahead is ahead of the per-frame
 MLP track at every measured cap (docs/video-rate.md, docs/video-rate-1080p.md: 3-8 dB on a
@@ -187,6 +188,7 @@ class VideoEncodeOptions:
     scene_residual: bool = True  # --model grid under a cap: a shot's stream may end in a scene residual (format 1.7)
     look_ahead: bool = True  # --model grid under a cap: a shot's spare rate carries the next shot's stream (format 1.8)
     scene_pieces: bool = False  # --model grid under a cap: a shot's scene residual may come in two windowed pieces (1.9)
+    search: str = "thorough"  # --model grid under a cap: how many refinement steps, scene scales and qualities are tried
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -197,6 +199,8 @@ class VideoEncodeOptions:
             raise ItmError(None, "--model grid codes one model per shot", "leave --strategy at warm")
         if isinstance(self.grid_steps, bool) or not isinstance(self.grid_steps, int) or not 1 <= self.grid_steps <= 100000:
             raise ItmError(None, f"grid_steps must be a whole number in 1..100000, got {self.grid_steps!r}")
+        if self.search not in SEARCHES:
+            raise ItmError(None, f"unknown --search {self.search!r}", f"use one of {', '.join(SEARCHES)}")
         if self.strategy not in STRATEGIES:
             raise ItmError(None, f"unknown --strategy {self.strategy!r}", f"use one of {', '.join(STRATEGIES)}")
         if self.max_kbps is not None and not self.max_kbps >= 0:
@@ -519,7 +523,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         scene_residual=options.scene_residual and options.grid_refine and options.model == "grid",
         scene_pieces=bool(options.scene_pieces and options.scene_residual and _looks_ahead(options)),
         run_buffer=(options.max_kbps or 0.0) * 1000 / 8 * options.buffer_seconds,
-        aheads=aheads,
+        aheads=aheads, search=options.search,
     )
     store = SegmentStore(work)
     desc = f"adapting ({options.strategy})"
