@@ -663,13 +663,15 @@ def demo(
     steps: Annotated[Optional[int], typer.Option(help="Adaptation steps of the still (default: the adaptation's own).")] = None,
     video_seconds: Annotated[float, typer.Option(help="Length of the video part (a pan across the sample); 0 skips it.")] = 2.0,
     grid_steps: Annotated[Optional[int], typer.Option(min=1, max=100000, help="Video part: Adam steps of the shot's grid fit (default: the encoder's, 1800; fewer: faster, a less exact model).")] = None,
+    search: Annotated[Optional[str], typer.Option(help="Video part: the capped encode's search, thorough (the encoder's default) or fast (see encode --search).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run encode -> transcode -> eval on the built-in sample (a still, then a short video)
     and print metrics beside baselines."""
     from itmfilter.demo import run_demo
 
-    run_demo(out_dir, steps=steps, quiet=quiet, echo=typer.echo, video_seconds=video_seconds, grid_steps=grid_steps)
+    run_demo(out_dir, steps=steps, quiet=quiet, echo=typer.echo, video_seconds=video_seconds, grid_steps=grid_steps,
+             search=search)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -29,7 +29,7 @@ from itmfilter.transcode.video import TranscodeJob, transcode_one
 
 
 def run_demo(out_dir: Path, *, steps: int | None = None, quiet: bool = False, echo=print, video_seconds: float = 2.0,
-             grid_steps: int | None = None) -> list:
+             grid_steps: int | None = None, search: str | None = None) -> list:
     """Encode the shipped sample, reconstruct it, and print its scores beside baselines."""
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,8 @@ def run_demo(out_dir: Path, *, steps: int | None = None, quiet: bool = False, ec
     echo(f"adaptation {enc.adapt_seconds:.2f} s; wrote {sdr_png} and {hdr_exr}")
     echo(format_table(rows))
     if video_seconds > 0:
-        run_video_demo(out_dir, ref, seconds=video_seconds, quiet=quiet, echo=echo, grid_steps=grid_steps)
+        run_video_demo(out_dir, ref, seconds=video_seconds, quiet=quiet, echo=echo, grid_steps=grid_steps,
+                       search=search)
     return rows
 
 
@@ -59,10 +60,11 @@ VIDEO_SIZE = (320, 180)
 
 
 def run_video_demo(out_dir: Path, picture, *, seconds: float = 2.0, quiet: bool = False, echo=print,
-                   first_steps: int = 200, grid_steps: int | None = None) -> dict:
+                   first_steps: int = 200, grid_steps: int | None = None, search: str | None = None) -> dict:
     """Film a pan across ``picture`` (linear BT.2020 cd/m2) as an HDR10 master, encode it
     with the shipped defaults (``grid_steps``: the grid fit's steps instead of the encoder's
-    default), transcode it back, and score the HDR10 file."""
+    default; ``search``: the capped grid encode's search, ``VideoEncodeOptions.search``),
+    transcode it back, and score the HDR10 file."""
     h, w = picture.shape[:2]
     fps, window = 24, 0.6 * h
     n = max(2, int(round(seconds * fps)))
@@ -71,7 +73,7 @@ def run_video_demo(out_dir: Path, picture, *, seconds: float = 2.0, quiet: bool 
         p.unlink(missing_ok=True)  # the demo's own outputs from an earlier run
     frames = (pan_view(picture, VIDEO_SIZE, (0.4 * w + 1.5 * i, 0.5 * h), window) for i in range(n))
     make_master_from_arrays(master, frames, fps=fps, codec="hevc", quiet=quiet)
-    extra = {} if grid_steps is None else {"grid_steps": grid_steps}
+    extra = {k: v for k, v in (("grid_steps", grid_steps), ("search", search)) if v is not None}
     report = encode_video(master, sdr_mp4, options=VideoEncodeOptions(first_steps=first_steps, **extra), quiet=quiet)
     result = transcode_one(TranscodeJob(str(sdr_mp4), str(hdr_mkv), quiet=quiet))
     if result.status != "done":

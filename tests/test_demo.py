@@ -8,10 +8,10 @@ from itmfilter.media.video import probe_video
 
 
 def test_demo_runs_both_parts_and_the_mlp_beats_the_polynomial(tmp_path):
-    # a short still fit and a short grid fit (the video part's default encode is a grid under the
-    # 64 kbit/s cap, whose 1800-step fit was ~115 of this test's 124 s on 2 cores)
+    # a short still fit, a short grid fit and the fast search (the video part's default encode is
+    # a grid under the 64 kbit/s cap, whose 1800-step fit was ~115 of this test's 124 s on 2 cores)
     res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--steps", "60", "--video-seconds", "1",
-                                   "--grid-steps", "150", "--quiet"])
+                                   "--grid-steps", "150", "--search", "fast", "--quiet"])
     assert res.exit_code == 0, res.output
     still = {line.split()[0]: line.split() for line in res.output.splitlines() if line[:1].isalpha()}
     assert float(still["itmfilter-mlp"][2]) > float(still["mmr3-poly"][2])  # PU21-PSNR
