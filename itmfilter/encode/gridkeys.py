@@ -445,6 +445,8 @@ SCENE_QUALITIES = tuple(range(10, 95, 5))
 quality 20's bytes for +1.2 and +1.4 dB more on the first shot above). Steps of 5 (the larger
 ones are skipped once one arrives too late): with four (10, 20, 35, 55) the 1080p clip's 32
 kbit/s encode spent 24.3 kbit/s, with steps of 10 24.1, the next quality up not arriving in time."""
+
+
 @dataclass(frozen=True)
 class GridSearch:
     """How widely a capped grid encode searches each shot's stream
