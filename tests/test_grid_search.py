@@ -3,6 +3,7 @@ image scales and qualities (itmfilter.encode.gridkeys.SEARCHES)."""
 
 import pytest
 import torch
+from gridfast import FAST
 from typer.testing import CliRunner
 
 from itmfilter.cli import app
@@ -57,8 +58,7 @@ def test_a_fast_encode_tries_only_the_fast_candidates_and_keeps_the_cap(two_shot
     out = tmp_path / "sdr.mp4"
     kbps = 32.0
     encode_video(two_shot_master, out, quiet=True,
-                 options=VideoEncodeOptions(max_kbps=kbps, model="grid", tm="local", grid_steps=150, first_steps=30,
-                                            warm_steps=5, preset="ultrafast", crf=12, search="fast"))
+                 options=VideoEncodeOptions(max_kbps=kbps, model="grid", **FAST))
     fast = gridkeys.SEARCHES["fast"]
     assert qualities and qualities <= set(fast.scene_qualities), qualities
     assert steps and steps <= set(fast.refine_steps), steps

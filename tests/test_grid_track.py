@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gridfast import FAST
 
 from itmfilter.model.grid import PlacedGrid
 from itmfilter.track.codec import GRID_KEY_CODING, TrackDecoder
@@ -255,11 +256,6 @@ def master(two_shot_master):
     return two_shot_master
 
 
-# the fast search (a third of the refinement steps, scene scales and qualities: ~45 % less time a
-# capped encode); the round trip below runs the default thorough one
-FAST = dict(tm="local", grid_steps=150, first_steps=30, warm_steps=5, preset="ultrafast", crf=12, search="fast")
-
-
 def test_grid_encode_transcode_round_trip_under_the_cap(master, tmp_path):
     """``--model grid --max-kbps 24`` on a spatially varying grade: every KEY a grid key,
     the cap held over the file and every window, and the transcoded HDR above the per-frame
@@ -447,7 +443,7 @@ def test_a_key_that_leaves_no_run_draining_in_time_does_not_break_the_window_at_
     torch.set_num_threads(1)
     monkeypatch.setattr(scene, "TAIL_PERCENT", 0.1)
     kbps, out = 32.0, tmp_path / "sdr.mp4"
-    fast = dict(tm="local", grid_steps=150, first_steps=30, warm_steps=5, preset="ultrafast", crf=12)
+    fast = dict(FAST, search="thorough")  # the search this regression was found with
     encode_video(two_shot_master, out, options=VideoEncodeOptions(max_kbps=kbps, model="grid", **fast), quiet=True)
     sizes = carried_bytes(out, load_track(out))
     assert check_rate(sizes, kbps, 24, 1.0) == [], sizes[:30]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from gridfast import FAST
 
 from itmfilter.encode.rate import AHEAD_MIN_BYTES, lane_bytes, plan_ahead, plan_rate, run_frames_bytes
 from itmfilter.encode.segments import place_ahead
@@ -23,8 +24,6 @@ from itmfilter.track.codec import (
     split_ahead_grid_key,
 )
 from itmfilter.track.format import Packet, TrackFormatError, decode_packet, encode_packet
-
-FAST = dict(tm="local", grid_steps=150, first_steps=30, warm_steps=5, preset="ultrafast", crf=12, search="fast")
 
 
 def test_the_plan_gives_each_shot_what_the_tail_before_it_can_spare():

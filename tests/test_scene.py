@@ -10,6 +10,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+from gridfast import FAST
 
 from itmfilter.model.grid import GRID_SIZES, GridFormatError, GridModel, PlacedGrid, apply_grid_refinement, predict_pq
 from itmfilter.model.scene import (
@@ -227,7 +228,6 @@ def test_the_encoders_image_recovers_a_smooth_field_over_a_pan():
         assert err.mean() < 0.004 and err.max() < 0.03
 
 
-FAST = dict(tm="local", grid_steps=150, first_steps=30, warm_steps=5, preset="ultrafast", crf=12, search="fast")
 
 
 def _capped_encodes(master, tmp_path, kbps: float, variants: dict) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gridfast import FAST
 
 from itmfilter.model.grid import GridConfig, PlacedGrid
 from itmfilter.track.codec import (
@@ -280,7 +281,6 @@ def test_run_frames_bytes_counts_the_framing_given_back():
     assert run_frames_bytes(0, 7, 24, 28) == 0
 
 
-FAST = dict(tm="local", grid_steps=150, first_steps=30, warm_steps=5, preset="ultrafast", crf=12, search="fast")
 SIZE, FPS, FRAMES = (96, 54), 24, 72
 
 
