@@ -20,6 +20,14 @@ delta-coded along each row, and the int8 MLP) are taken apart:
   its left neighbour's (what the decoder never reads can be anything).
 
 One JSON line per shot and config.
+
+    python benchmarks/grid_entropy.py --track TRACK.mp4 --out docs/grid-entropy-track.jsonl
+
+reads the models a real encode carries instead (format 1.11's compact layout: the grid codes in a
+zstd frame of their own): per grid KEY the same columns from its grid codes (``zstd_grid`` as
+carried), and per kind-1 refinement (the 2x grid's int8 residual codes) its zstd frame as carried
+against the adaptive coder on the codes with no context and with the magnitude of the left and
+upper codes (6 classes) as context. One JSON line per KEY and per refinement.
 """
 
 from __future__ import annotations
@@ -79,14 +87,92 @@ def predictors(q: np.ndarray, bits: int) -> dict[str, np.ndarray]:
                   ).astype(np.int64)
 
 
+def _grid_row(q: np.ndarray, bits: int, channels: int) -> dict:
+    """The predictor columns of grid codes ``q`` ``(C, D, H, W)`` of ``bits`` bits."""
+    row = {}
+    alphabet = 1 << bits
+    preds, ctx = predictors(q, bits)
+    channel = np.broadcast_to(np.arange(channels)[:, None, None, None], q.shape)
+    for name, p in preds.items():
+        r = ((q - p) % alphabet).ravel()
+        h = np.bincount(r, minlength=alphabet) / r.size
+        row[f"{name}_order0"] = round(float(-(h[h > 0] * np.log2(h[h > 0])).sum() * r.size / 8))
+        row[f"{name}_adaptive"] = round(adaptive_bytes(r, np.zeros_like(r), alphabet))
+        row[f"{name}_context"] = round(adaptive_bytes(r, ctx.ravel(), alphabet))
+        row[f"{name}_context_channel"] = round(adaptive_bytes(r, (ctx * channels + channel).ravel(), alphabet))
+    return row
+
+
+def from_track(path: Path, out: Path | None) -> None:
+    """The columns for the grid KEYs and kind-1 refinements a real track carries."""
+    import struct
+
+    import zstandard
+    from scene_residual import emit  # benchmarks/scene_residual.py
+
+    from itmfilter.model.grid import COMPACT_FLAG, REFINE_KIND_2X, _frames, _read_head, grid_model_length, refined_config
+    from itmfilter.track import codec
+    from itmfilter.track.carriage import load_track
+    from itmfilter.track.format import decode_packet
+
+    track = load_track(path)
+    if track is None:
+        raise SystemExit(f"{path}: carries no weight track")
+    unzstd = zstandard.ZstdDecompressor()
+    streams: dict[tuple[str, int], bytes] = {}
+    configs = {}
+    for frame in sorted(track.packets):
+        p = decode_packet(track.packets[frame])
+        if p.kind == "key" and p.coding in codec.GRID_KEY_CODINGS:
+            payload = codec.split_ahead_grid_key(p.payload)[1] if p.coding == codec.AHEAD_GRID_KEY_CODING else p.payload
+            model = payload[16:]  # after the placement (four binary32)
+            end = grid_model_length(model)
+            cfg, flags = _read_head(model)
+            if not flags & COMPACT_FLAG:
+                raise SystemExit(f"{path}: frame {frame}'s grid model is not in the compact layout")
+            (start, zlen), (_, mlen) = _frames(model, cfg, flags)[0]
+            deltas = np.frombuffer(unzstd.decompress(model[start:start + zlen]), np.uint8)
+            q = (np.cumsum(deltas.reshape(-1, cfg.width).astype(np.int64), 1) % 256).reshape(cfg.grid_shape)
+            emit({"track": path.name, "frame": frame, "shot": p.shot, "part": "key grid", "grid_shape": list(cfg.grid_shape),
+                  "bits": cfg.grid_bits, "zstd_grid": zlen, "zstd_mlp": mlen, **_grid_row(q, cfg.grid_bits, cfg.channels)}, out)
+            configs[p.shot] = cfg
+            streams[("shot", p.shot)] = model[end:] + streams.get(("ahead", p.shot), b"") + streams.get(("shot", p.shot), b"")
+        elif p.kind == "delta" and p.coding in codec.RUN_CODINGS:
+            rest = codec.decode_shift_run(p)[1]
+            key = ("ahead", p.shot + 1) if p.coding == codec.AHEAD_RUN_DELTA_CODING else ("shot", p.shot)
+            streams[key] = streams.get(key, b"") + rest
+    for (what, shot), stream in sorted(streams.items()):
+        cfg, pos = configs.get(shot), 0
+        while what == "shot" and cfg is not None and pos + 4 <= len(stream):
+            (n,) = struct.unpack_from("<I", stream, pos)
+            record, pos = stream[pos + 4:pos + 4 + n], pos + 4 + n
+            if record[:1] != bytes([REFINE_KIND_2X]):
+                continue
+            fine = refined_config(cfg)
+            body = record[1 + 2 * cfg.channels:]
+            codes = np.frombuffer(unzstd.decompress(body), np.int8).astype(np.int64).reshape(fine.grid_shape)
+            left = np.abs(_before(codes, 3, np.zeros_like(codes)))
+            up = np.abs(_before(codes, 2, np.zeros_like(codes)))
+            ctx = np.minimum(np.floor(np.log2(left + up + 1)), 5).astype(np.int64).ravel()
+            symbols = (codes % 256).ravel()
+            emit({"track": path.name, "shot": shot, "part": "refinement", "grid_shape": list(fine.grid_shape),
+                  "zstd": len(body), "nonzero": round(float((codes != 0).mean()), 4),
+                  "adaptive": round(adaptive_bytes(symbols, np.zeros_like(symbols), 256)),
+                  "context": round(adaptive_bytes(symbols, ctx, 256))}, out)
+            cfg = fine
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--track", type=Path, default=None, help="read the models of this encoded video instead of fitting")
     ap.add_argument("--shots", default="0,1,2")
     ap.add_argument("--configs", default="M", help="names of itmfilter.encode.gridkeys.GRID_LADDER, comma separated")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "rate1080")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="also append the JSON lines here")
     args = ap.parse_args()
+    if args.track is not None:
+        return from_track(args.track, args.out)
 
     import torch
     import zstandard
