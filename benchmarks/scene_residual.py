@@ -182,6 +182,9 @@ def main() -> None:
     ap.add_argument("--residual-frames", default="6",
                     help="comma separated: frames spread over the shot the residual is built from (the model's 6 "
                          "are always the model's); each is scored on the same frames, none of them built from")
+    ap.add_argument("--ridges", default=None,
+                    help="comma separated: the least-squares solve's pull towards the splatted image "
+                         "(itmfilter.model.scene.RIDGE, a share of a typical cell's weight); default: RIDGE alone")
     args = ap.parse_args()
 
     import torch
@@ -244,10 +247,13 @@ def _residuals(args, head, inputs, half, evals, base, hdr, frames, xy_of) -> Non
     variants = [None] if args.avif_advanced is None else [
         None if v.strip() == "none" else dict(kv.split("=", 1) for kv in v.split(","))
         for v in args.avif_advanced.split(";")]
-    kept = scene_module.AVIF_ADVANCED
-    for steps in (int(v) for v in args.solve_steps.split(",")):
+    kept, kept_ridge = scene_module.AVIF_ADVANCED, scene_module.RIDGE
+    ridges = [kept_ridge] if args.ridges is None else [float(v) for v in args.ridges.split(",")]
+    for steps, ridge in ((s, r) for s in (int(v) for v in args.solve_steps.split(",")) for r in ridges):
         for scale in (int(v) for v in args.scales.split(",") if v):  # --scales '': the model alone
+            scene_module.RIDGE = ridge
             plan = ScenePlan(build_scene_residual(*inputs(scale), scene_cells(W, H, half, scale), steps))
+            scene_module.RIDGE = kept_ridge
             for quality, variant in ((int(q), v) for q in args.qualities.split(",") for v in variants):
                 if args.avif_advanced is not None:
                     scene_module.AVIF_ADVANCED = variant
@@ -258,7 +264,7 @@ def _residuals(args, head, inputs, half, evals, base, hdr, frames, xy_of) -> Non
                 for k in evals:
                     pq = np.clip(base[k] + scene.sample(xy_of(k).reshape(-1, 2)).reshape(H, W, 3), 0, 1)
                     score.append(psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(pq), np.float32)))
-                row = {**head, "solve_steps": steps, "scale": scale, "quality": quality,
+                row = {**head, "solve_steps": steps, "ridge": ridge, "scale": scale, "quality": quality,
                        "avif_speed": scene_module.AVIF_SPEED, "avif_advanced": variant if args.avif_advanced is not None
                        else kept, "bytes": len(data),
                        "pu21_psnr": float(np.mean(score)), "gain_db": float(np.mean(score)) - alone}
