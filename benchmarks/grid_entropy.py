@@ -110,7 +110,14 @@ def from_track(path: Path, out: Path | None) -> None:
     import zstandard
     from scene_residual import emit  # benchmarks/scene_residual.py
 
-    from itmfilter.model.grid import COMPACT_FLAG, REFINE_KIND_2X, _frames, _read_head, grid_model_length, refined_config
+    from itmfilter.model.grid import (
+        COMPACT_FLAG,
+        REFINE_KIND_2X,
+        _frames,
+        _read_head,
+        grid_model_length,
+        refined_config,
+    )
     from itmfilter.track import codec
     from itmfilter.track.carriage import load_track
     from itmfilter.track.format import decode_packet
