@@ -221,17 +221,7 @@ def main() -> None:
             row = {"shot": shot, "config": config, "grid_shape": list(cfg.grid_shape), "bits": cfg.grid_bits,
                    "model_bytes": len(data), "fixed_bytes": start, "zstd": zlen, "zstd_grid": zstd(raw[:cells]),
                    "zstd_mlp": zstd(mlp), "mlp_bytes": len(mlp)}
-            alphabet = 1 << cfg.grid_bits
-            preds, ctx = predictors(q, cfg.grid_bits)
-            channel = np.broadcast_to(np.arange(cfg.channels)[:, None, None, None], q.shape)
-            for name, p in preds.items():
-                r = ((q - p) % alphabet).ravel()
-                h = np.bincount(r, minlength=alphabet) / r.size
-                row[f"{name}_order0"] = round(float(-(h[h > 0] * np.log2(h[h > 0])).sum() * r.size / 8))
-                row[f"{name}_adaptive"] = round(adaptive_bytes(r, np.zeros_like(r), alphabet))
-                row[f"{name}_context"] = round(adaptive_bytes(r, ctx.ravel(), alphabet))
-                row[f"{name}_context_channel"] = round(adaptive_bytes(r, (ctx * cfg.channels + channel).ravel(),
-                                                                      alphabet))
+            row.update(_grid_row(q, cfg.grid_bits, cfg.channels))
             _, d, h, w = cfg.grid_shape
             reached = np.zeros((d, h, w), bool)
             for k in range(n):
