@@ -141,15 +141,22 @@ def grid_features(model: GridModel, sdr: np.ndarray, xy: np.ndarray) -> np.ndarr
         bottom = g[:, iy + 1, ix] * (one - fx) + g[:, iy + 1, ix + 1] * fx
         return (top * (one - fy) + bottom * fy).T
     iz, fz = axis_weights(_luma(sdr) * np.float32(2) - one, cfg.depth)
-    out = None
-    plane = model.grid  # (C, D, H, W)
-    for dz, wz in ((0, one - fz), (1, fz)):
-        z = iz + dz
-        top = plane[:, z, iy, ix] * (one - fx) + plane[:, z, iy, ix + 1] * fx
-        bottom = plane[:, z, iy + 1, ix] * (one - fx) + plane[:, z, iy + 1, ix + 1] * fx
-        term = (top * (one - fy) + bottom * fy) * wz
-        out = term if out is None else out + term
-    return out.T
+    # Per channel, 1-D gathers (``take``) at flat cell indices: the same binary32 operations in
+    # the same order as indexing the (C, D, H, W) grid with four index arrays, ~2x faster.
+    gx, gy, gz = one - fx, one - fy, one - fz
+    w = cfg.width
+    base = (iz * cfg.height + iy) * w + ix
+    out = np.empty((base.shape[0], cfg.channels), np.result_type(model.grid.dtype, np.float32))
+    for c in range(cfg.channels):
+        cells = model.grid[c].reshape(-1)  # (D * H * W,)
+        acc = None
+        for at, wz in ((base, gz), (base + cfg.height * w, fz)):
+            top = cells.take(at) * gx + cells.take(at + 1) * fx
+            bottom = cells.take(at + w) * gx + cells.take(at + w + 1) * fx
+            term = (top * gy + bottom * fy) * wz
+            acc = term if acc is None else acc + term
+        out[:, c] = acc
+    return out
 
 
 def mmr_terms(sdr: np.ndarray) -> np.ndarray:

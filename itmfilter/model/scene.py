@@ -140,11 +140,20 @@ class SceneResidual:
 
 
 def _bilinear(values: np.ndarray, y0, fy, x0, fx) -> np.ndarray:
+    """``values`` ``(H, W, C)`` read bilinearly at cells ``(y0, x0)`` with upper weights ``fy``,
+    ``fx``: per channel, 1-D gathers (``take``) at flat cell indices, the same binary32
+    operations in the same order as indexing ``values[y0, x0]`` (``(N, C)``), and faster."""
     one = np.float32(1)
-    fx, fy = fx[:, None], fy[:, None]
-    top = values[y0, x0] * (one - fx) + values[y0, x0 + 1] * fx
-    bottom = values[y0 + 1, x0] * (one - fx) + values[y0 + 1, x0 + 1] * fx
-    return (top * (one - fy) + bottom * fy).astype(np.float32)
+    gx, gy = one - fx, one - fy
+    width = values.shape[1]
+    at = y0 * width + x0
+    out = np.empty((at.shape[0], values.shape[2]), np.float32)
+    for c in range(values.shape[2]):
+        cells = np.ascontiguousarray(values[:, :, c]).reshape(-1)
+        top = cells.take(at) * gx + cells.take(at + 1) * fx
+        bottom = cells.take(at + width) * gx + cells.take(at + width + 1) * fx
+        out[:, c] = top * gy + bottom * fy
+    return out
 
 
 def scene_cells(width: int, height: int, half: tuple[float, float], scale: int) -> tuple[int, int]:
