@@ -34,7 +34,7 @@ from __future__ import annotations
 import io
 import struct
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -120,7 +120,13 @@ class SceneResidual:
         xy = np.asarray(xy, np.float32).reshape(-1, 2)
         x0, fx = self.weights(xy[:, 0], 0)
         y0, fy = self.weights(xy[:, 1], 1)
-        return _bilinear(self.values, y0, fy, x0, fx)
+        return _bilinear(self._planes, y0, fy, x0, fx)
+
+    @cached_property
+    def _planes(self) -> np.ndarray:
+        """``values`` channel-major and contiguous, ``(C, H, W)``: made once, read by every
+        :meth:`sample` (a frame's chunks, a shot's frames)."""
+        return np.ascontiguousarray(np.moveaxis(self.values, -1, 0))
 
     def sample_axes(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """The corrections on the grid of pixels with x coordinates ``xs`` ``(B,)`` and y
@@ -139,17 +145,18 @@ class SceneResidual:
         return int(self.values.shape[1]), int(self.values.shape[0])
 
 
-def _bilinear(values: np.ndarray, y0, fy, x0, fx) -> np.ndarray:
-    """``values`` ``(H, W, C)`` read bilinearly at cells ``(y0, x0)`` with upper weights ``fy``,
-    ``fx``: per channel, 1-D gathers (``take``) at flat cell indices, the same binary32
-    operations in the same order as indexing ``values[y0, x0]`` (``(N, C)``), and faster."""
+def _bilinear(planes: np.ndarray, y0, fy, x0, fx) -> np.ndarray:
+    """``planes`` ``(C, H, W)`` (contiguous) read bilinearly at cells ``(y0, x0)`` with upper
+    weights ``fy``, ``fx``, ``(N, C)``: per channel, 1-D gathers (``take``) at flat cell indices,
+    the same binary32 operations in the same order as indexing an ``(H, W, C)`` image with
+    ``[y0, x0]``, and faster."""
     one = np.float32(1)
     gx, gy = one - fx, one - fy
-    width = values.shape[1]
+    width = planes.shape[2]
     at = y0 * width + x0
-    out = np.empty((at.shape[0], values.shape[2]), np.float32)
-    for c in range(values.shape[2]):
-        cells = np.ascontiguousarray(values[:, :, c]).reshape(-1)
+    out = np.empty((at.shape[0], planes.shape[0]), np.float32)
+    for c in range(planes.shape[0]):
+        cells = planes[c].reshape(-1)
         top = cells.take(at) * gx + cells.take(at + 1) * fx
         bottom = cells.take(at + width) * gx + cells.take(at + width + 1) * fx
         out[:, c] = top * gy + bottom * fy
