@@ -23,6 +23,7 @@ players), the files that read one costly session fixture share a worker (the cap
 the other instead of two Ray instances side by side on two cores."""
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the marks into the node ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         stem = item.path.stem
