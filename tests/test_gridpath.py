@@ -143,6 +143,34 @@ def test_a_frame_renders_with_one_blas_thread_and_leaves_the_callers_setting():
         assert counts() == outside
 
 
+def test_a_transcode_reconstructs_grid_frames_at_one_blas_thread(plain_clip, monkeypatch):
+    """transcode.video._reconstructed: a grid shot's frame goes through the float32 decoder at one
+    BLAS thread (OpenBLAS's spinning pool took the cores x265 encodes on), the caller's count
+    around it, and the same PQ bits as the decoder called directly."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from itmfilter.media.video import read_sdr_frames
+    from itmfilter.transcode.video import _reconstructed
+
+    def counts():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    placed = PlacedGrid(random_model(GRID_SIZES["S"], seed=5), origin=(0.1, 0.2), half=(1.2, 1.1))
+    seen, real = [], PlacedGrid.predict_pq
+
+    def watched(self, sdr):
+        seen.append(counts())
+        return real(self, sdr)
+
+    monkeypatch.setattr(PlacedGrid, "predict_pq", watched)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        outside = counts()
+        got = list(_reconstructed(plain_clip, lambda i: placed, "cpu", "fp32"))
+        assert counts() == outside
+    assert outside and seen == [[1] * len(outside)] * len(got) == [[1] * len(outside)] * 6
+    for (i, pq), (_, sdr) in zip(got, read_sdr_frames(plain_clip)):
+        assert np.array_equal(pq, real(placed, np.asarray(sdr, dtype=np.float32))), i
+
+
 def test_the_cached_kernels_hold_no_jitted_helper_in_their_closure():
     """numba keys a cached kernel by its closure's pickled contents, and a dispatcher pickles
     differently in every process: a kernel holding one recompiled on every start (~35 s before

@@ -51,6 +51,7 @@ from itmfilter.media.video import (
 from itmfilter.model.grid import PlacedGrid
 from itmfilter.model.inference import predict_pq
 from itmfilter.model.net import resolve_device
+from itmfilter.render.threads import one_blas_thread
 from itmfilter.track.provider import FrameNetworks
 
 
@@ -118,7 +119,13 @@ def _reconstructed(source: Path, nets: FrameNetworks, device, precision, start: 
             break
         net = nets(index)
         if isinstance(net, PlacedGrid):  # a grid shot's frame (format 1.4): its own float32 decoder
-            yield index, net.predict_pq(np.asarray(sdr, dtype=np.float32))
+            # at one BLAS thread: the model's layers are small products, and OpenBLAS's pool
+            # keeps spinning after each one, on the cores x265's threads encode the frames
+            # before with (docs/transcode-benchmark.md: 1.78 -> 1.65 s a 1080p frame, 803 ->
+            # 459 CPU-s for 240 frames, the same HEVC frames)
+            with one_blas_thread():
+                pq = net.predict_pq(np.asarray(sdr, dtype=np.float32))
+            yield index, pq
             continue
         yield index, predict_pq(net, sdr, device=device, precision=precision).clamp(0, 1).cpu().numpy()
 
