@@ -18,7 +18,6 @@ read's (``linear``), and scored uncoded and coded (``ScenePlan``, AV1 at ``--qua
 4th frame the model was not fitted on, each frame read with its own guide. One JSON line per point.
 Nothing here changes the format.
 """
-import argparse
 import json
 import sys
 import time
@@ -26,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import cg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -63,62 +61,21 @@ def guided_matrix(xy: np.ndarray, guide: np.ndarray, cells: tuple[int, int], sig
     return sp.csr_matrix((v / total[a.row], (a.row, a.col)), shape=a.shape)
 
 
-def solve(diffs, mats, cells, start, ridge_share=0.02, iters=60):
-    """The least-squares image under the reads ``mats`` (a frame each), with the encoder's ridge
-    towards ``start`` (as ``scene_kernel.solve``)."""
-    w, h = cells
-    AtA, Atd, den = None, np.zeros((w * h, 3)), np.zeros(w * h)
-    for d, A in zip(diffs, mats):
-        AtA = A.T @ A if AtA is None else AtA + A.T @ A
-        Atd += A.T @ np.asarray(d, np.float64).reshape(-1, 3)
-        den += np.asarray(A.sum(0)).ravel()
-    ridge = ridge_share * float(np.median(den[den > 0]))
-    M = (AtA + ridge * sp.identity(w * h)).tocsr()
-    x0 = start.reshape(-1, 3)
-    out = np.zeros_like(x0)
-    for c in range(3):
-        out[:, c], _ = cg(M, Atd[:, c] + ridge * x0[:, c], x0=x0[:, c], maxiter=iters)
-    return out.reshape(h, w, 3)
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shot", type=int, default=1)
-    ap.add_argument("--config", default="M")
-    ap.add_argument("--scales", default="2,4")
-    ap.add_argument("--qualities", default="20,30,40")
+    ap = SK.shot_arguments(__doc__)
     ap.add_argument("--sigmas", default="0.1,0.05", help="comma separated; the bilinear read is always run")
     ap.add_argument("--guide", default="max", choices=("luma", "max"))
     ap.add_argument("--iters", type=int, default=60)
     ap.add_argument("--out", default=None)
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "rate1080")
     a = ap.parse_args()
-    import torch
-
-    torch.set_num_threads(1)
-    from itmfilter.colour.transfer import eotf_st2084
-    from itmfilter.encode.gridkeys import _scene_step, estimate_zoom
-    from itmfilter.media.video import read_hdr_frames, read_sdr_frames
-    from itmfilter.model.grid import predict_pq
+    from itmfilter.encode.gridkeys import _scene_step
     from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells, unpack_scene_residual
-    from itmfilter.quality.metrics import psnr_pu21
-    master, sdr_path = SR.clip(a.work)
-    frames, offsets, thumbs = SR.shot_frames(master, sdr_path, a.shot)
-    n = len(frames)
-    picks = sorted(set(np.linspace(0, n - 1, 6).round().astype(int).tolist()))
-    evals = [k for k in range(2, n, 4) if k not in picks]
-    want = {frames[k] for k in picks + evals}
-    hdr = {i: x for i, x in read_hdr_frames(master) if i in want}
-    sdr = {i: x for i, x in read_sdr_frames(sdr_path) if i in want}
-    zoom, offs = estimate_zoom(thumbs, np.asarray(offsets))
-    shot = SR.ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, picks, a.config, zoom)
-    base = {k: predict_pq(shot.model, sdr[frames[k]], xy=shot.xy(k)) for k in evals}
-
-    def score(k: int, corr) -> float:
-        return psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(np.clip(base[k] + corr, 0, 1)), np.float32))
-
+    held = SK.prepare_shot(a.work, a.shot, a.config)
+    frames, picks, evals, sdr, shot, score = held.frames, held.picks, held.evals, held.sdr, held.shot, held.score
+    hdr = held.hdr
     alone = float(np.mean([score(k, 0) for k in evals]))
-    head = dict(shot=a.shot, config=a.config, model_bytes=len(shot.fit.data), zoom=zoom, alone=alone, guide=a.guide)
+    head = dict(shot=a.shot, config=a.config, model_bytes=len(shot.fit.data), zoom=held.zoom, alone=alone, guide=a.guide)
     print(json.dumps(head), flush=True)
     pairs = [(sdr[frames[k]], hdr[frames[k]]) for k in picks]
     eval_guides = {k: guide_of(sdr[frames[k]], a.guide) for k in evals}
@@ -131,10 +88,9 @@ def main() -> None:
         start = build_scene_residual(diffs, xys, cells, 0)
         for sigma in sigmas:
             t0 = time.perf_counter()
-            mats = [guided_matrix(np.asarray(xy, np.float64).reshape(-1, 2), g, cells, sigma)
-                    for xy, g in zip(xys, fit_guides)]
-            img = solve(diffs, mats, cells, start, iters=a.iters)
-            del mats
+            mats = (guided_matrix(np.asarray(xy, np.float64).reshape(-1, 2), g, cells, sigma)
+                    for xy, g in zip(xys, fit_guides))
+            img = SK.solve_reads(diffs, mats, cells, start, iters=a.iters)
             reads = {k: guided_matrix(shot.xy(k).reshape(-1, 2).astype(np.float64), eval_guides[k], cells, sigma)
                      for k in evals}
 

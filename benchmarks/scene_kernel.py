@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import scipy.sparse as sp
@@ -73,10 +74,16 @@ def matrix(xy: np.ndarray, cells: tuple[int, int], kind: str) -> sp.csr_matrix:
 
 def solve(diffs, xys, cells, kind, start, ridge_share=0.02, iters=60):
     """The least-squares image under the read, with the encoder's ridge towards ``start``."""
+    mats = (matrix(np.asarray(xy, np.float64).reshape(-1, 2), cells, kind) for xy in xys)
+    return solve_reads(diffs, mats, cells, start, ridge_share, iters)
+
+
+def solve_reads(diffs, mats, cells, start, ridge_share=0.02, iters=60):
+    """The least-squares image under the reads ``mats`` (sparse ``(pixels, cells)``, a frame each,
+    made one at a time if an iterator), with the encoder's ridge towards ``start``."""
     w, h = cells
     AtA, Atd, den = None, np.zeros((w * h, 3)), np.zeros(w * h)
-    for d, xy in zip(diffs, xys):
-        A = matrix(np.asarray(xy, np.float64).reshape(-1, 2), cells, kind)
+    for d, A in zip(diffs, mats):
         AtA = A.T @ A if AtA is None else AtA + A.T @ A
         Atd += A.T @ np.asarray(d, np.float64).reshape(-1, 3)
         den += np.asarray(A.sum(0)).ravel()
@@ -99,17 +106,12 @@ def read(values: np.ndarray, xs: np.ndarray, ys: np.ndarray, kind: str) -> np.nd
     return sum(rows[iy[k]] * wy[k][:, None, None] for k in range(4))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shot", type=int, default=1)
-    ap.add_argument("--config", default="M")
-    ap.add_argument("--scales", default="2,4")
-    ap.add_argument("--qualities", default="20,30,40")
-    ap.add_argument("--kinds", default="linear,bspline,catrom")
-    ap.add_argument("--iters", type=int, default=60)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "rate1080")
-    a = ap.parse_args()
+def prepare_shot(work: Path, shot_index: int, config: str) -> SimpleNamespace:
+    """Shot ``shot_index`` of ``benchmarks/scene_residual.py``'s 1080p clip in ``work`` with the
+    encoder's grid model ``config`` fitted on 6 of its frames (``picks``) and the frames scored
+    (``evals``, every 4th not fitted on): ``frames`` (clip indices), ``hdr`` and ``sdr`` (by clip
+    index), ``shot`` (:class:`scene_residual.ShotFit`) and ``score(k, correction)``, the mean
+    PU21-PSNR of eval frame ``k`` with ``correction`` added to the model's PQ before the clip."""
     import torch
 
     torch.set_num_threads(1)
@@ -117,10 +119,9 @@ def main() -> None:
     from itmfilter.encode.gridkeys import estimate_zoom
     from itmfilter.media.video import read_hdr_frames, read_sdr_frames
     from itmfilter.model.grid import predict_pq
-    from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells, unpack_scene_residual
     from itmfilter.quality.metrics import psnr_pu21
-    master, sdr_path = SR.clip(a.work)
-    frames, offsets, thumbs = SR.shot_frames(master, sdr_path, a.shot)
+    master, sdr_path = SR.clip(work)
+    frames, offsets, thumbs = SR.shot_frames(master, sdr_path, shot_index)
     n = len(frames)
     picks = sorted(set(np.linspace(0, n - 1, 6).round().astype(int).tolist()))
     evals = [k for k in range(2, n, 4) if k not in picks]
@@ -128,14 +129,39 @@ def main() -> None:
     hdr = {i: x for i, x in read_hdr_frames(master) if i in want}
     sdr = {i: x for i, x in read_sdr_frames(sdr_path) if i in want}
     zoom, offs = estimate_zoom(thumbs, np.asarray(offsets))
-    shot = SR.ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, picks, a.config, zoom)
+    shot = SR.ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, picks, config, zoom)
     base = {k: predict_pq(shot.model, sdr[frames[k]], xy=shot.xy(k)) for k in evals}
 
     def score(k: int, corr) -> float:
         return psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(np.clip(base[k] + corr, 0, 1)), np.float32))
 
+    return SimpleNamespace(frames=frames, picks=picks, evals=evals, hdr=hdr, sdr=sdr, shot=shot, score=score,
+                           zoom=zoom)
+
+
+def shot_arguments(doc: str) -> argparse.ArgumentParser:
+    """The probes' common options: the shot, the model's config, the image scales and qualities."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shot", type=int, default=1)
+    ap.add_argument("--config", default="M")
+    ap.add_argument("--scales", default="2,4")
+    ap.add_argument("--qualities", default="20,30,40")
+    return ap
+
+
+def main() -> None:
+    ap = shot_arguments(__doc__)
+    ap.add_argument("--kinds", default="linear,bspline,catrom")
+    ap.add_argument("--iters", type=int, default=60)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "rate1080")
+    a = ap.parse_args()
+    from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells, unpack_scene_residual
+    held = prepare_shot(a.work, a.shot, a.config)
+    frames, picks, evals, hdr, sdr, shot, score = (held.frames, held.picks, held.evals, held.hdr, held.sdr,
+                                                   held.shot, held.score)
     alone = float(np.mean([score(k, 0) for k in evals]))
-    head = dict(shot=a.shot, config=a.config, model_bytes=len(shot.fit.data), zoom=zoom, alone=alone)
+    head = dict(shot=a.shot, config=a.config, model_bytes=len(shot.fit.data), zoom=held.zoom, alone=alone)
     print(json.dumps(head), flush=True)
     pairs = [(sdr[frames[k]], hdr[frames[k]]) for k in picks]
     axes = {}
