@@ -37,5 +37,5 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 # change an encode's bytes that the benchmarks were measured with.
 .venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt -e ".[test,gpu,ray]"
 # The CPU player's numba kernels, compiled into numba's cache now rather than at the first
-# `itmfilter play --hdr` (~1.5 minutes on 2 cores the first time; seconds once cached).
+# `itmfilter play --hdr` (~1.3 minutes on 2 cores the first time; seconds once cached).
 .venv/bin/python -m itmfilter.render.precompile --quiet

@@ -32,7 +32,7 @@ def test_after_the_precompile_no_render_compiles_a_kernel():
     from itmfilter.render.ladder import LADDER
     from itmfilter.render.precompile import _grid_models, compile_kernels
 
-    compile_kernels(quiet=True)  # loads from the cache that setup filled (compiles if it is cold)
+    compile_kernels()  # every part, in this process: loads from the cache that setup filled (compiles if cold)
     kernels = _dispatchers()
     assert len(kernels) >= 15
     compiled = {name: len(k.signatures) for name, k in kernels.items()}

@@ -49,25 +49,62 @@ def _grid_models():
     return [PlacedGrid(model, **place), PlacedGrid(dataclasses.replace(model, scene=scene), **place)]
 
 
-def compile_kernels(quiet: bool = False) -> float:
-    """Render through every CPU rung and kernel once (see the module's text); returns seconds.
-    Where the cache already holds a kernel this loads it, in well under a second."""
-    from itmfilter.model.initial import load_init
-    from itmfilter.progress import progress_bar
+_NETS = ("mlp", "grid")
+_FORMATS = ("yuv420p", "yuv420p10le")
+PARTS = tuple((n, f) for n in _NETS for f in _FORMATS)
+"""The precompile's independent parts (network kind, plane format): each compiles its own
+kernels' signatures, so separate processes can compile them side by side."""
+
+
+def _nets(kind: str):
+    if kind == "mlp":
+        from itmfilter.model.initial import load_init
+
+        mlp, _ = load_init()
+        return [(mlp, gain) for gain in ("auto", "rgb", "luma")]
+    return [(g, "auto") for g in _grid_models()]
+
+
+def compile_kernels(quiet: bool = False, parts=PARTS, progress=None) -> float:
+    """Render through every CPU rung and kernel once for each of ``parts`` (see the module's
+    text); returns seconds. Where the cache already holds a kernel this loads it, in well under
+    a second."""
     from itmfilter.render.frame import hdr10_planes
     from itmfilter.render.ladder import LADDER
 
     start = time.perf_counter()
-    mlp, _ = load_init()
-    jobs = [(mlp, gain) for gain in ("auto", "rgb", "luma")] + [(g, "auto") for g in _grid_models()]
-    frames = _frames()
-    with progress_bar(len(jobs) * len(frames) * len(LADDER), unit="render", desc="compiling the CPU kernels",
-             quiet=quiet) as progress:
-        for net, gain in jobs:
-            for frame in frames:
-                for rung in LADDER:
-                    hdr10_planes(frame, net, rung, "cpu", gain=gain)
-                    progress.update(1)
+    frames = dict(zip(_FORMATS, _frames()))
+    for kind, fmt in parts:
+        for net, gain in _nets(kind):
+            for rung in LADDER:
+                hdr10_planes(frames[fmt], net, rung, "cpu", gain=gain)
+        if progress is not None:
+            progress.update(1)
+    return time.perf_counter() - start
+
+
+def _one_part(part) -> float:
+    return compile_kernels(parts=(part,))
+
+
+def compile_in_parallel(quiet: bool = False, processes: int | None = None) -> float:
+    """:func:`compile_kernels` with its parts in ``processes`` worker processes (default: one
+    a core, at most one a part); numba writes each cache entry atomically, so the processes
+    share the cache safely. Returns wall seconds."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from itmfilter.progress import progress_bar
+
+    start = time.perf_counter()
+    processes = processes or min(len(PARTS), os.cpu_count() or 1)
+    context = multiprocessing.get_context("spawn")  # torch and numba's threads do not survive a fork
+    with progress_bar(len(PARTS), unit="part", desc="compiling the CPU kernels", quiet=quiet) as progress, \
+            ProcessPoolExecutor(processes, mp_context=context) as pool:
+        for done in as_completed([pool.submit(_one_part, part) for part in PARTS]):
+            done.result()
+            progress.update(1)
     return time.perf_counter() - start
 
 
@@ -75,7 +112,7 @@ def main() -> None:
     import sys
 
     quiet = "--quiet" in sys.argv[1:]
-    seconds = compile_kernels(quiet=quiet)
+    seconds = compile_in_parallel(quiet=quiet)
     if not quiet:
         print(f"CPU player kernels compiled and cached in {seconds:.0f} s")
 
