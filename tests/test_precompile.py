@@ -27,10 +27,9 @@ def _dispatchers():
 
 
 def test_after_the_precompile_no_render_compiles_a_kernel():
-    from itmfilter.model.initial import load_init
     from itmfilter.render.frame import hdr10_planes
     from itmfilter.render.ladder import LADDER
-    from itmfilter.render.precompile import _grid_models, compile_kernels
+    from itmfilter.render.precompile import compile_kernels, nets
 
     compile_kernels()  # every part, in this process: loads from the cache that setup filled (compiles if cold)
     kernels = _dispatchers()
@@ -43,11 +42,9 @@ def test_after_the_precompile_no_render_compiles_a_kernel():
     yy, xx = np.mgrid[0:36, 0:64]
     img = np.stack([xx * 4 % 256, yy * 7 % 256, (xx + yy) * 3 % 256], -1).astype(np.uint8)
     base = av.VideoFrame.from_ndarray(img, format="rgb24")
-    mlp, _ = load_init()
-    nets = [(mlp, g) for g in ("auto", "rgb", "luma")] + [(g, "auto") for g in _grid_models()]
     for fmt in ("yuvj420p", "yuv420p10le"):
         frame = base.reformat(format=fmt)
-        for net, gain in nets:
+        for net, gain in nets("mlp") + nets("grid"):
             for rung in LADDER:
                 hdr10_planes(frame, net, rung, "cpu", gain=gain)
     assert {name: len(k.signatures) for name, k in kernels.items()} == compiled

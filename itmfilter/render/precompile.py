@@ -21,6 +21,12 @@ import time
 
 import numpy as np
 
+_NETS = ("mlp", "grid")
+_FORMATS = ("yuv420p", "yuv420p10le")
+PARTS = tuple((n, f) for n in _NETS for f in _FORMATS)
+"""The precompile's independent parts (network kind, plane format): each compiles its own
+kernels' signatures, so separate processes can compile them side by side."""
+
 
 def _frames():
     import av
@@ -29,7 +35,7 @@ def _frames():
     yy, xx = np.mgrid[0:h, 0:w]
     img = np.stack([(xx * 7) % 256, (yy * 5) % 256, (xx * yy) % 256], -1).astype(np.uint8)
     base = av.VideoFrame.from_ndarray(img, format="rgb24")
-    return [base.reformat(format=f) for f in ("yuv420p", "yuv420p10le")]
+    return [base.reformat(format=f) for f in _FORMATS]
 
 
 def _grid_models():
@@ -49,14 +55,9 @@ def _grid_models():
     return [PlacedGrid(model, **place), PlacedGrid(dataclasses.replace(model, scene=scene), **place)]
 
 
-_NETS = ("mlp", "grid")
-_FORMATS = ("yuv420p", "yuv420p10le")
-PARTS = tuple((n, f) for n in _NETS for f in _FORMATS)
-"""The precompile's independent parts (network kind, plane format): each compiles its own
-kernels' signatures, so separate processes can compile them side by side."""
-
-
-def _nets(kind: str):
+def nets(kind: str) -> list:
+    """``(network, gain mode)`` pairs of ``kind`` (``mlp``: the shipped initialisation in each
+    gain mode; ``grid``: a grid model without and with a scene residual)."""
     if kind == "mlp":
         from itmfilter.model.initial import load_init
 
@@ -65,7 +66,7 @@ def _nets(kind: str):
     return [(g, "auto") for g in _grid_models()]
 
 
-def compile_kernels(quiet: bool = False, parts=PARTS, progress=None) -> float:
+def compile_kernels(parts=PARTS) -> float:
     """Render through every CPU rung and kernel once for each of ``parts`` (see the module's
     text); returns seconds. Where the cache already holds a kernel this loads it, in well under
     a second."""
@@ -75,11 +76,9 @@ def compile_kernels(quiet: bool = False, parts=PARTS, progress=None) -> float:
     start = time.perf_counter()
     frames = dict(zip(_FORMATS, _frames()))
     for kind, fmt in parts:
-        for net, gain in _nets(kind):
+        for net, gain in nets(kind):
             for rung in LADDER:
                 hdr10_planes(frames[fmt], net, rung, "cpu", gain=gain)
-        if progress is not None:
-            progress.update(1)
     return time.perf_counter() - start
 
 
