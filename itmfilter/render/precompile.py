@@ -28,14 +28,14 @@ PARTS = tuple((n, f) for n in _NETS for f in _FORMATS)
 kernels' signatures, so separate processes can compile them side by side."""
 
 
-def _frames():
+def _frames() -> dict:
     import av
 
     h, w = 37, 69  # odd sizes: the chroma planes' rounding, as in a real frame of odd size
     yy, xx = np.mgrid[0:h, 0:w]
     img = np.stack([(xx * 7) % 256, (yy * 5) % 256, (xx * yy) % 256], -1).astype(np.uint8)
     base = av.VideoFrame.from_ndarray(img, format="rgb24")
-    return [base.reformat(format=f) for f in _FORMATS]
+    return {f: base.reformat(format=f) for f in _FORMATS}
 
 
 def _grid_models():
@@ -74,16 +74,12 @@ def compile_kernels(parts=PARTS) -> float:
     from itmfilter.render.ladder import LADDER
 
     start = time.perf_counter()
-    frames = dict(zip(_FORMATS, _frames()))
+    frames = _frames()
     for kind, fmt in parts:
         for net, gain in nets(kind):
             for rung in LADDER:
                 hdr10_planes(frames[fmt], net, rung, "cpu", gain=gain)
     return time.perf_counter() - start
-
-
-def _one_part(part) -> float:
-    return compile_kernels(parts=(part,))
 
 
 def compile_in_parallel(quiet: bool = False, processes: int | None = None) -> float:
@@ -101,7 +97,7 @@ def compile_in_parallel(quiet: bool = False, processes: int | None = None) -> fl
     context = multiprocessing.get_context("spawn")  # torch and numba's threads do not survive a fork
     with progress_bar(len(PARTS), unit="part", desc="compiling the CPU kernels", quiet=quiet) as progress, \
             ProcessPoolExecutor(processes, mp_context=context) as pool:
-        for done in as_completed([pool.submit(_one_part, part) for part in PARTS]):
+        for done in as_completed([pool.submit(compile_kernels, (part,)) for part in PARTS]):
             done.result()
             progress.update(1)
     return time.perf_counter() - start
