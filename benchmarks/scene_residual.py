@@ -125,7 +125,7 @@ class ShotFit:
         options = replace(options, starts=starts, trial_steps=trial_steps, clipped_weight=clipped_weight)
         if seed is not None:
             options = replace(options, seed=seed)
-        self.fit, self.centre, self.half = fit_segment_grid(picked, offsets, picks, dict(GRID_LADDER)[config],
+        self.fit, self.centre, self.half = fit_segment_grid(picked, offsets, picks, ladder_config(config, GRID_LADDER),
                                                             options, zoom)
         self.model = replace(self.fit.model, zoom=float(np.float32(zoom)))
         self.fit_seed = options.seed
@@ -149,10 +149,22 @@ class ShotFit:
         return [d.reshape(-1, 3) for d in diffs], [xy.reshape(-1, 2) for xy in xys]
 
 
+def ladder_config(text: str, ladder):
+    """``M-48x24`` (a rung of ``ladder``) or ``M-48x24:grid_bits=6/hidden=24`` (a rung changed),
+    so that a config can be probed before it is a rung."""
+    name, _, rest = text.partition(":")
+    cfg = dict(ladder)[name]
+    for item in filter(None, rest.split("/")):
+        key, value = item.split("=")
+        cfg = replace(cfg, **{key: int(value)})
+    return cfg
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shot", type=int, default=0)
-    ap.add_argument("--config", default="S-6bit", help="a name of itmfilter.encode.gridkeys.GRID_LADDER")
+    ap.add_argument("--config", default="S-6bit", help="a name of itmfilter.encode.gridkeys.GRID_LADDER, optionally changed: "
+                         "'M:grid_bits=6/hidden=24'")
     ap.add_argument("--scales", default="4,8,16")
     ap.add_argument("--qualities", default="10,20,30,40")
     ap.add_argument("--solve-steps", default="6", help="comma separated: 0 is the splatted mean alone")

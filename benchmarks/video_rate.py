@@ -196,6 +196,9 @@ def main() -> None:
                     help="with --model grid: the encoder's search, thorough (the default) or fast")
     ap.add_argument("--split", default="test", choices=("test", "val"),
                     help="the scenes the masters are made from: test (reported) or val (for choosing settings)")
+    ap.add_argument("--subject", action="store_true",
+                    help="each shot also films a subject moving on its own across the frame "
+                         "(itmfilter.data.testmedia.subject_shots): motion a static scene cannot explain")
     ap.add_argument("--note", default="", help="a line added under the machine line (e.g. how the runs were split)")
     args = ap.parse_args()
     if args.merge:
@@ -236,7 +239,8 @@ def main() -> None:
     w, h = (int(v) for v in args.size.split("x"))
     caps = [float(c) for c in args.caps.split(",") if c]  # none: the references alone
     args.work.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Video rate-distortion ({w}x{h}, {args.seconds:g} s at {FPS} fps, {args.split}-split scenes)\n",
+    lines = [f"# Video rate-distortion ({w}x{h}, {args.seconds:g} s at {FPS} fps, {args.split}-split scenes"
+             f"{', a moving subject in each shot' if args.subject else ''})\n",
              f"Command: `python {shlex.join(sys.argv)}`\n", f"Machine: {machine()}\n",
              f"Scored on every {args.eval_every}th frame. Track kbit/s: whole weight track (header included) over the "
              f"clip; worst 1 s: its costliest window of {FPS} frames. Buffer {args.buffer_seconds:g} s. "
@@ -244,11 +248,11 @@ def main() -> None:
              f"{args.full_every}th frame.\n"]
     results: dict = {}
     for shot_s in (float(s) for s in args.shots.split(",")):
-        tag = "" if args.split == "test" else f"-{args.split}"
+        tag = ("" if args.split == "test" else f"-{args.split}") + ("-subject" if args.subject else "")
         master = args.work / f"master-{w}x{h}-{args.seconds:g}s-shot{shot_s:g}{tag}.mkv"
         if not master.exists():
             make_master(master, seconds=args.seconds, fps=FPS, size=(w, h), codec="hevc", shot_seconds=shot_s,
-                        split=args.split, quiet=True)
+                        split=args.split, quiet=True, subject=args.subject)
         master_frames = {i: n for i, n in read_hdr_frames(master) if i % args.eval_every == 0}
         for curve in args.curves.split(","):
             key = f"{shot_s:g}s shots, {curve}"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from itmfilter.colour.transfer import eotf_inverse_st2084
-from itmfilter.data.testmedia import camera_frames, make_master, make_master_from_arrays, pan_view
+from itmfilter.data.testmedia import camera_frames, make_master, make_master_from_arrays, pan_view, subject_shots
 from itmfilter.errors import ItmError
 from itmfilter.media.video import probe_video, read_hdr_frames
 
@@ -48,6 +48,29 @@ def test_camera_frames_pan_smoothly_and_cut():
     assert steps[cut] > 4 * max(s for i, s in enumerate(steps) if i != cut)
     again = list(camera_frames(panos, 12, 24, SIZE, shot_seconds=0.25, seed=3))
     assert all(np.array_equal(a, b) for a, b in zip(frames, again))
+
+
+def test_subject_moves_on_its_own_over_the_same_camera():
+    """A subject changes the frames only where its sprite lies, its own highlights included,
+    and that place moves across the frame: the camera's frames are those filmed without it."""
+    panos = [synthetic_panorama(1), synthetic_panorama(2)]
+    plain = list(camera_frames(panos, 12, 24, SIZE, shot_seconds=0.25, seed=3, peak_nits=1000))
+    shot = list(camera_frames(panos, 12, 24, SIZE, shot_seconds=0.25, seed=3, peak_nits=1000, subject=True))
+    subject = subject_shots(panos, 2, SIZE, seed=3)[0]
+    sh, sw = subject["sprite"].shape[:2]
+    assert (sw, sh) == (51, 22)  # 0.4 x 0.3 of 128x72
+    where = []
+    for a, b in zip(plain, shot):
+        changed = np.abs(a - b).max(axis=2) > 1e-3
+        ys, xs = np.nonzero(changed)
+        assert xs.size and xs.max() - xs.min() < sw and ys.max() - ys.min() < sh
+        where.append(xs.mean())
+    assert max(f.max() for f in shot) <= 1000.0
+    assert subject["sprite"].max() > 2000  # cut around the other scene's sun: highlights of its own
+    moved = np.abs(np.diff(where[:6]))
+    assert moved.min() > 0.5  # it crosses the frame at 0.25-0.5 widths a second: 1.3-2.7 px a frame
+    again = list(camera_frames(panos, 12, 24, SIZE, shot_seconds=0.25, seed=3, peak_nits=1000, subject=True))
+    assert all(np.array_equal(a, b) for a, b in zip(shot, again))
 
 
 def test_tiny_hevc_master_from_synthetic_scenes(tmp_path):

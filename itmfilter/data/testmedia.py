@@ -32,7 +32,7 @@ from itmfilter.limits import MAX_FRAMES, MIN_PICTURE_SIDE, picture_size_problem
 from itmfilter.media.video import Hdr10Writer
 
 __all__ = ["make_master", "make_master_from_arrays", "camera_frames", "camera_shots", "camera_centre", "camera_height",
-           "pan_view", "MASTER_CODECS"]
+           "pan_view", "place_subject", "subject_shots", "MASTER_CODECS"]
 
 #: make_master codec name -> (Hdr10Writer codec, file suffixes it may be written to)
 MASTER_CODECS = {"hevc": ("libx265", (".mp4", ".mov", ".mkv")), "prores": ("prores_ks", (".mov", ".mkv"))}
@@ -87,13 +87,16 @@ def camera_frames(
     seed: int = 0,
     peak_nits: float = 1000.0,
     zoom: bool = True,
+    subject: bool = False,
 ) -> Iterator[np.ndarray]:
     """Yield ``n_frames`` linear BT.2020 cd/m2 frames ``(h, w, 3)`` float32 of panning shots.
 
     Shot ``k`` films ``panoramas[k % len(panoramas)]``: the window (half the panorama's
     height, near the horizon) starts at a seeded random heading and pans at a constant
     speed of 0.15-0.3 window widths per second, left or right; every other shot (when
-    ``zoom``) also zooms in by up to 15 %. Values are clipped at ``peak_nits``. The same
+    ``zoom``) also zooms in by up to 15 %. With ``subject``, each shot also has a subject
+    that moves on its own across the frame (:func:`subject_shots`): what a static scene
+    under a moving camera cannot explain. Values are clipped at ``peak_nits``. The same
     arguments always give the same frames.
     """
     if not panoramas:
@@ -101,11 +104,65 @@ def camera_frames(
     out_w, out_h = int(size[0]), int(size[1])
     frames_per_shot = max(1, int(round(shot_seconds * float(fps))))
     shots = camera_shots(panoramas, n_frames, size, frames_per_shot, seed, zoom)
+    subjects = subject_shots(panoramas, len(shots), size, seed) if subject else None
     for i in range(int(n_frames)):
         k, j = divmod(i, frames_per_shot)
         shot = shots[k]
         frame = pan_view(shot["pano"], (out_w, out_h), camera_centre(shot, j, fps), camera_height(shot, j, frames_per_shot))
+        if subjects is not None:
+            place_subject(frame, subjects[k], j / float(fps))
         yield np.minimum(frame, np.float32(peak_nits), out=frame)
+
+
+def subject_shots(panoramas: Sequence[np.ndarray], n_shots: int, size: tuple[int, int], seed: int = 0) -> list[dict]:
+    """A moving subject for each shot: a sprite of 0.4 x 0.3 of the frame cut from another
+    panorama around its brightest pixel (so it carries highlights of its own), under a soft
+    elliptical mask, that crosses the frame at 0.25-0.5 frame widths a second, up or down by
+    up to 0.1 heights a second, and bobs by 4 % of the height at 1-2 Hz. Dicts of ``sprite``
+    ``(h, w, 3)`` cd/m2, ``alpha`` ``(h, w, 1)``, the start ``x``, ``y`` (the sprite's
+    top-left corner, frame pixels), ``vx``, ``vy`` (pixels a second), ``bob`` (pixels) and
+    ``hz``. Drawn from their own generator: the camera's draws are those without a subject."""
+    out_w, out_h = int(size[0]), int(size[1])
+    sw, sh = max(2, int(round(0.4 * out_w))), max(2, int(round(0.3 * out_h)))
+    rng = np.random.default_rng([seed, 1])
+    yy, xx = np.mgrid[0:sh, 0:sw].astype(np.float32)
+    r = np.hypot((xx + 0.5) / sw * 2 - 1, (yy + 0.5) / sh * 2 - 1)
+    alpha = np.clip((1.0 - r) / 0.2, 0.0, 1.0)[..., None]  # opaque inside, a soft 20 % edge
+    subjects = []
+    for k in range(int(n_shots)):
+        pano = panoramas[(k + 1) % len(panoramas)]
+        lum = pano.sum(axis=2)
+        py, px = np.unravel_index(int(np.argmax(lum)), lum.shape)
+        height = 0.25 * pano.shape[0]
+        centre = (float(px) + rng.uniform(-0.3, 0.3) * height * sw / sh,
+                  float(np.clip(py + rng.uniform(-0.3, 0.3) * height, height / 2, pano.shape[0] - height / 2)))
+        sprite = pan_view(pano, (sw, sh), centre, height)
+        direction = rng.choice([-1.0, 1.0])
+        subjects.append({
+            "sprite": sprite, "alpha": alpha,
+            "x": (out_w - sw) * (0.5 - 0.5 * direction) + rng.uniform(-0.1, 0.1) * out_w,
+            "y": rng.uniform(0.1, 0.6) * out_h,
+            "vx": direction * rng.uniform(0.25, 0.5) * out_w,
+            "vy": rng.uniform(-0.1, 0.1) * out_h,
+            "bob": 0.04 * out_h, "hz": rng.uniform(1.0, 2.0),
+        })
+    return subjects
+
+
+def place_subject(frame: np.ndarray, subject: dict, seconds: float) -> None:
+    """Composite ``subject`` (:func:`subject_shots`) into ``frame`` in place where it is
+    ``seconds`` into its shot (whole-pixel positions; the part outside the frame is cut)."""
+    h, w = frame.shape[:2]
+    sh, sw = subject["sprite"].shape[:2]
+    x = int(round(subject["x"] + subject["vx"] * seconds))
+    y = int(round(subject["y"] + subject["vy"] * seconds + subject["bob"] * math.sin(2 * math.pi * subject["hz"] * seconds)))
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + sw, w), min(y + sh, h)
+    if x0 >= x1 or y0 >= y1:
+        return
+    a = subject["alpha"][y0 - y:y1 - y, x0 - x:x1 - x]
+    region = frame[y0:y1, x0:x1]
+    region *= 1 - a
+    region += a * subject["sprite"][y0 - y:y1 - y, x0 - x:x1 - x]
 
 
 def camera_shots(panoramas: Sequence[np.ndarray], n_frames: int, size: tuple[int, int], shot_frames: int,
@@ -185,6 +242,7 @@ def make_master(
     crf: float = 12,
     preset: str = "fast",
     cache_dir: str | os.PathLike | None = None,
+    subject: bool = False,
 ) -> Path:
     """Film an HDR10 master from real HDR panoramas (see the module docstring).
 
@@ -207,6 +265,8 @@ def make_master(
         Mastering peak in cd/m2: frames are clipped there and the mastering display
         metadata says so (P3-D65 primaries, 0.0001 cd/m2 black).
     crf, preset : x265 quality and speed (HEVC only).
+    subject : bool
+        Each shot also films a subject moving on its own (:func:`subject_shots`).
 
     Returns the output path. MaxCLL/MaxFALL are measured over every frame first (the
     frames are rendered twice, which costs far less than encoding them).
@@ -221,7 +281,7 @@ def make_master(
     n_frames = max(1, int(round(seconds * float(fps))))
 
     def frames():
-        return camera_frames(panoramas, n_frames, fps, size, shot_seconds, seed, peak_nits)
+        return camera_frames(panoramas, n_frames, fps, size, shot_seconds, seed, peak_nits, subject=subject)
 
     levels = LightLevelAccumulator()
     for frame in frames():
