@@ -305,10 +305,10 @@ def best_gain(gains: list[dict], kbps: float) -> dict | None:
     return max(fits, key=lambda g: g["pu21_psnr"]) if fits else None
 
 
-def parse_config(text: str) -> tuple[str, GridConfig]:
-    """``S`` (a named size) or ``S:width=24,depth=12,grid_bits=6`` (a named size changed)."""
+def parse_config(text: str, named: dict[str, GridConfig] = GRID_SIZES) -> tuple[str, GridConfig]:
+    """``S`` (a config of ``named``) or ``S:width=24/depth=12/grid_bits=6`` (one changed)."""
     name, _, rest = text.partition(":")
-    cfg = GRID_SIZES[name]
+    cfg = named[name]
     for item in filter(None, rest.split("/")):
         k, v = item.split("=")
         cfg = replace(cfg, **{k: int(v)})

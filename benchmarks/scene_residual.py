@@ -117,6 +117,8 @@ class ShotFit:
     def __init__(self, picked, offsets: np.ndarray, picks: list[int], config: str, zoom: float, steps: int = 600,
                  compact: bool = False, seed: int | None = None, starts: int = 1, trial_steps: int = 0,
                  clipped_weight: float = 1.0):
+        from grid_video import parse_config  # benchmarks/grid_video.py: a named config, changed
+
         from itmfilter.encode.gridkeys import GRID_LADDER, fit_segment_grid, frame_scales
         from itmfilter.model.grid import GridFitOptions
 
@@ -125,7 +127,7 @@ class ShotFit:
         options = replace(options, starts=starts, trial_steps=trial_steps, clipped_weight=clipped_weight)
         if seed is not None:
             options = replace(options, seed=seed)
-        self.fit, self.centre, self.half = fit_segment_grid(picked, offsets, picks, ladder_config(config, GRID_LADDER),
+        self.fit, self.centre, self.half = fit_segment_grid(picked, offsets, picks, parse_config(config, dict(GRID_LADDER))[1],
                                                             options, zoom)
         self.model = replace(self.fit.model, zoom=float(np.float32(zoom)))
         self.fit_seed = options.seed
@@ -147,17 +149,6 @@ class ShotFit:
                                  [scale])[_scene_step(scale)]
         diffs, xys = _scene_diffs(self.model, pairs, self.offsets, ks, self.centre, self.half, self.scales, sub)
         return [d.reshape(-1, 3) for d in diffs], [xy.reshape(-1, 2) for xy in xys]
-
-
-def ladder_config(text: str, ladder):
-    """``M-48x24`` (a rung of ``ladder``) or ``M-48x24:grid_bits=6/hidden=24`` (a rung changed),
-    so that a config can be probed before it is a rung."""
-    name, _, rest = text.partition(":")
-    cfg = dict(ladder)[name]
-    for item in filter(None, rest.split("/")):
-        key, value = item.split("=")
-        cfg = replace(cfg, **{key: int(value)})
-    return cfg
 
 
 def main() -> None:
