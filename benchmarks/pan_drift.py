@@ -10,6 +10,11 @@ the frame at the clip's size: at frames 12, 24 and the last, and as an RMS after
 mean error is removed (a constant error moves the whole scene and costs nothing).
 
     python benchmarks/pan_drift.py --size 1920x1080 --shots 2 --count 5
+    python benchmarks/pan_drift.py --size 640x360 --shots 2 --count 5 --subject
+
+``--subject``: each shot also films a subject that moves on its own
+(:func:`itmfilter.data.testmedia.subject_shots`, as ``video_rate.py --subject``); the camera's
+motion is still the truth the placements are measured against.
 """
 
 from __future__ import annotations
@@ -29,10 +34,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 FPS = 24
 
 
-def shot_errors(shot: dict, frames: int, size: tuple[int, int]) -> dict:
+def shot_errors(shot: dict, frames: int, size: tuple[int, int], subject: dict | None = None) -> dict:
     """Place ``shot``'s ``frames`` frames as the encoder does; the zoom and the x placement errors in pixels."""
     from itmfilter.colour.tonecurves import hdr_to_sdr_local
-    from itmfilter.data.testmedia import camera_centre, camera_height, pan_view
+    from itmfilter.data.testmedia import camera_centre, camera_height, pan_view, place_subject
     from itmfilter.encode.gridkeys import estimate_zoom
     from itmfilter.encode.segments import _luma_thumb
     from itmfilter.media.phasecorr import MotionEstimator
@@ -43,8 +48,10 @@ def shot_errors(shot: dict, frames: int, size: tuple[int, int]) -> dict:
     x0 = camera_centre(shot, 0, FPS)[0]
     scale0 = shot["height"] / h  # panorama pixels per frame-0 pixel
     for j in range(frames):
-        nits = np.minimum(pan_view(shot["pano"], size, camera_centre(shot, j, FPS), camera_height(shot, j, frames)),
-                          1000.0)
+        nits = pan_view(shot["pano"], size, camera_centre(shot, j, FPS), camera_height(shot, j, frames))
+        if subject is not None:
+            place_subject(nits, subject, j / FPS)
+        nits = np.minimum(nits, 1000.0)
         sdr = (np.round(hdr_to_sdr_local(nits) * 255) / 255).astype(np.float32)  # what an 8-bit SDR file holds
         pan = motion(sdr)
         if pan is not None and j:
@@ -71,25 +78,28 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=5, help="shots (from the first)")
     ap.add_argument("--split", default="test", choices=("train", "val", "test"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--subject", action="store_true", help="a subject moving on its own in each shot")
     args = ap.parse_args()
     import torch
     from stills import machine
 
-    from itmfilter.data.testmedia import _load_scenes, camera_shots
+    from itmfilter.data.testmedia import _load_scenes, camera_shots, subject_shots
 
     torch.set_num_threads(1)
     w, h = (int(v) for v in args.size.split("x"))
     frames = int(round(args.shots * FPS))
-    shots = camera_shots(_load_scenes(None, args.split, args.seed, True, None), frames * args.count, (w, h), frames,
-                         args.seed)
-    print(f"# Placement error against the camera ({w}x{h}, {args.shots:g} s shots, {args.split} split)\n")
+    scenes = _load_scenes(None, args.split, args.seed, True, None)
+    shots = camera_shots(scenes, frames * args.count, (w, h), frames, args.seed)
+    subjects = subject_shots(scenes, len(shots), (w, h), args.seed) if args.subject else [None] * len(shots)
+    print(f"# Placement error against the camera ({w}x{h}, {args.shots:g} s shots, {args.split} split"
+          f"{', a moving subject in each shot' if args.subject else ''})\n")
     print(f"Command: `python {shlex.join(sys.argv)}`\n\nMachine: {machine()}\n")
     print("| shot | camera zoom | zoom found | correlation: px at 12 / 24 / last | RMS | y max | "
           "**placed**: px at 12 / 24 / last | **RMS** | y max | s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for k, shot in enumerate(shots[: args.count]):
         t0 = time.perf_counter()
-        r = shot_errors(shot, frames, (w, h))
+        r = shot_errors(shot, frames, (w, h), subjects[k])
         cells = []
         for key in ("measured", "placed"):
             err, rms, ymax = r[key]
