@@ -586,3 +586,33 @@ def test_a_pieces_window_holds_its_frames_and_no_more_of_the_pan():
     # a zoom's frames: smaller scales, a smaller window
     zoomed = frames_window(offsets, centre, half, frame_scales(48, -0.005), 24, 48)
     assert zoomed[2] < frames_window(offsets, centre, half, scales, 24, 48)[2]
+
+
+def test_a_subject_moving_on_its_own_does_not_pull_the_cameras_alignment(monkeypatch):
+    """A bright, textured figure crossing a pan the other way covers a tenth of the frame and
+    disagrees with the camera's alignment by far more than the background does: under Huber's
+    loss (``gridkeys.ALIGN_HUBER``) it costs linearly and the frames still align to the camera;
+    least squares is pulled off (checked too, so the figure is a real test of the loss)."""
+    import itmfilter.encode.gridkeys as gridkeys
+
+    size = (384, 216)
+    thumbs, truth = _pan_thumbs(6, size, 0.9)
+    rng = np.random.default_rng(5)
+    figure = np.kron(rng.random((4, 5)) > 0.5, np.ones((4, 4))).astype(np.float32) * 0.8 + 0.2  # 16x20 of 96x54
+    for k, t in enumerate(thumbs):
+        x, y = 50 - 3 * k, 20 + k
+        t[y:y + figure.shape[0], x:x + figure.shape[1]] = figure
+    first = torch.from_numpy(thumbs[0])[None, None]
+
+    def worst_px(huber):
+        monkeypatch.setattr(gridkeys, "ALIGN_HUBER", huber)
+        errors = []
+        for k in (2, 4, 5):
+            _, t, err = gridkeys._align(first, torch.from_numpy(thumbs[k]), 1.0, truth[k], False)
+            assert np.isfinite(err)
+            errors.append(np.abs(t - truth[k]).max() * size[0] / 2)  # full-frame pixels
+        return max(errors)
+
+    robust, squares = worst_px(gridkeys.ALIGN_HUBER), worst_px(None)
+    assert robust < 0.5, robust
+    assert squares > 2 * robust, (squares, robust)

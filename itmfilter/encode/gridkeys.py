@@ -157,6 +157,10 @@ the pan's error, an 11 % zoom 0.09, and a 12 % zoom at 192x108 (48x27 thumbnails
 SDR) 0.80: 0.2 refused that one."""
 MIN_ZOOM_CHANGE = 0.02
 MIN_OVERLAP = 0.25
+ALIGN_HUBER: float | None = 0.02
+"""The alignment's loss is Huber's: squared up to this luma difference (0-1), linear beyond, so
+a subject that moves on its own (a tenth of the frame disagreeing by 0.1-0.5) pulls the camera's
+fit far less than under least squares; None: least squares."""
 """Frames sharing less than this share of their pixels with the first are not aligned to it."""
 
 
@@ -183,7 +187,12 @@ def _align(first, frame, scale: float, shift, fit_scale: bool) -> tuple[float, n
         q = base * s + t
         inside = (q.abs() <= lim).all(-1).float()
         seen = F.grid_sample(first, q[None], mode="bilinear", align_corners=False)[0, 0]
-        return (((seen - frame) ** 2) * inside).sum() / inside.sum().clamp(min=1), inside.mean()
+        r = (seen - frame).abs()
+        if ALIGN_HUBER is None:
+            cost = r ** 2
+        else:
+            cost = torch.where(r <= ALIGN_HUBER, r ** 2, 2 * ALIGN_HUBER * r - ALIGN_HUBER ** 2)
+        return (cost * inside).sum() / inside.sum().clamp(min=1), inside.mean()
 
     def closure():
         opt.zero_grad()
