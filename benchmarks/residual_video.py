@@ -1,6 +1,9 @@
 """Would a per-frame residual video over the grid model beat the gain map per bit at high rates?
 
     python benchmarks/residual_video.py --shot 2 --config S-6bit
+    python benchmarks/residual_video.py --size 640x360 --subject --work DIR --shot 0 --scene none,4:30
+
+(``--size`` / ``--subject``: another of ``video_rate.py``'s clips, made by it in ``--work``.)
 
 A probe, not a format: nothing here is in the track. On one shot of ``video_rate.py``'s 1080p
 clip (``--work``), the encoder's grid model (``--config``, fitted on 6 frames spread over the
@@ -70,6 +73,7 @@ def code_video(residuals: list[np.ndarray], crf: int, path: Path, tune: str = "p
 
 
 def main() -> None:
+    global W, H  # the clip's frame size (--size)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shot", type=int, default=2)
     ap.add_argument("--config", default="S-6bit", help="a name of itmfilter.encode.gridkeys.GRID_LADDER")
@@ -80,12 +84,16 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "rate1080")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="also append the JSON lines here")
+    ap.add_argument("--size", default=f"{W}x{H}", help="another of video_rate.py's clips in --work (made by it)")
+    ap.add_argument("--subject", action="store_true", help="video_rate.py --subject's clip (a subject moving in each shot)")
     args = ap.parse_args()
+    W, H = (int(v) for v in args.size.split("x"))
 
     import torch
 
     torch.set_num_threads(args.threads)
-    from scene_residual import ShotFit, clip, shot_frames  # benchmarks/scene_residual.py
+    import scene_residual  # benchmarks/scene_residual.py
+    from scene_residual import ShotFit, clip, shot_frames
     from video_rate import gainmap_track  # benchmarks/video_rate.py: the competitor
 
     from itmfilter.colour.transfer import eotf_inverse_st2084, eotf_st2084
@@ -103,7 +111,14 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
 
     work = args.work
-    master, sdr_path = clip(work)
+    scene_residual.W, scene_residual.H = W, H  # its helpers read the frame size from these
+    if (W, H) == (1920, 1080) and not args.subject:
+        master, sdr_path = clip(work)
+    else:
+        master = work / f"master-{W}x{H}-10s-shot2{'-subject' if args.subject else ''}.mkv"
+        sdr_path = work / f"sdr-local-{master.stem}.mp4"
+        if not (master.exists() and sdr_path.exists()):
+            raise SystemExit(f"{master} or its SDR is missing: make them with video_rate.py --size {args.size} --work {work}")
     frames, offsets, thumbs = shot_frames(master, sdr_path, args.shot)
     n = len(frames)
     seconds = n / FPS
