@@ -156,6 +156,9 @@ class MotionEstimator:
             costs = [self._cost(prev_small, self._small, signed(x, w), signed(y, h)) for y, x in peaks]
             py, px = peaks[int(np.argmin(costs))]  # the first of equal costs: the higher peak
         self._last = (int(py), int(px))
+        # numpy integers, as np.argmax gives them: int64 + float32 is float64 (a Python int would
+        # keep the sub-pixel sum in float32, 1e-6 px from the single-peak answer)
+        py, px = np.intp(py), np.intp(px)
         fy = _subpixel(corr[(py - 1) % h, px], corr[py, px], corr[(py + 1) % h, px])
         fx = _subpixel(corr[py, (px - 1) % w], corr[py, px], corr[py, (px + 1) % w])
         vy = (py if py <= h // 2 else py - h) + fy
