@@ -70,11 +70,22 @@ def main() -> None:
     import scene_residual as sr  # benchmarks/scene_residual.py: the shot, its model and residual inputs
 
     from itmfilter.colour.transfer import eotf_inverse_st2084, eotf_st2084
-    from itmfilter.encode.gridkeys import frames_window
+    from itmfilter.encode.gridkeys import estimate_zoom, fit_frames_of, frames_window
     from itmfilter.media.video import read_hdr_frames, read_sdr_frames
     from itmfilter.model.grid import predict_pq
-    from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells, unpack_scene_residual
+    from itmfilter.model.scene import (
+        ScenePlan,
+        SceneResidual,
+        build_scene_residual,
+        scene_cells,
+        unpack_scene_residual,
+    )
     from itmfilter.quality.metrics import psnr_pu21
+
+    def append(row: dict) -> None:
+        if args.out:
+            with args.out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
 
     w, h = (int(v) for v in args.size.split("x"))
     sr.W, sr.H = w, h  # scene_residual's helpers read the frame size from these
@@ -87,17 +98,16 @@ def main() -> None:
     scales = [int(v) for v in args.scales.split(",")]
     qualities = [int(v) for v in args.qualities.split(",")]
     totals: dict[tuple, list] = {}
+    subjects = _subjects(w, h) if args.object else None
     duration = 0.0
     for shot_no in (int(v) for v in args.shots.split(",")):
         frames, offsets, thumbs = sr.shot_frames(master, sdr_path, shot_no)
         n = len(frames)
         duration += n / 24
-        picks = sorted(set(np.linspace(0, n - 1, 6).round().astype(int).tolist()))
+        picks = fit_frames_of(n, 6)
         want = set(frames)
         hdr = {i: x for i, x in read_hdr_frames(master) if i in want}
         sdr = {i: x for i, x in read_sdr_frames(sdr_path) if i in want}
-        from itmfilter.encode.gridkeys import estimate_zoom
-
         zoom, offs = estimate_zoom(thumbs, np.asarray(offsets))
         t0 = time.perf_counter()
         shot = sr.ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, picks, args.config, zoom,
@@ -110,7 +120,7 @@ def main() -> None:
               flush=True)
         totals.setdefault(("model",), []).append((len(shot.fit.data), alone))
         if args.object:
-            subject = _subjects(w, h)[shot_no]
+            subject = subjects[shot_no]
             target = {k: eotf_inverse_st2084(np.clip(hdr[frames[k]], 0, 10000)).astype(np.float32) for k in range(n)}
             for scale in scales:
                 plan, place = _object_plan(shot, subject, sdr, target, frames, range(1, n, 2), w, h, scale)
@@ -122,11 +132,8 @@ def main() -> None:
                         pq = base[k].copy()
                         _add_object(pq, image, place(k), subject)
                         score.append(psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(np.clip(pq, 0, 1)), np.float32)))
-                    row = {"shot": shot_no, "object": True, "scale": scale, "quality": quality, "bytes": nbytes,
-                           "kbps": nbytes * 8 / 1000 / (n / 24), "pu21_psnr": float(np.mean(score))}
-                    if args.out:
-                        with args.out.open("a") as f:
-                            f.write(json.dumps(row) + "\n")
+                    append({"shot": shot_no, "object": True, "scale": scale, "quality": quality, "bytes": nbytes,
+                            "kbps": nbytes * 8 / 1000 / (n / 24), "pu21_psnr": float(np.mean(score))})
                     totals.setdefault(("object", scale, quality), []).append((nbytes, score))
             continue
         for length in slices:
@@ -140,8 +147,6 @@ def main() -> None:
                     if window is None:
                         cells = scene_cells(w, h, shot.half, scale)
                     else:
-                        from itmfilter.model.scene import SceneResidual
-
                         reader = SceneResidual(np.zeros((2, 2, 3), np.float32), window)
                         xys = [np.stack([reader.local(xy[:, 0], 0), reader.local(xy[:, 1], 1)], 1) for xy in xys]
                         cells = scene_cells(w, h, (window[2] * shot.half[0], window[3] * shot.half[1]), scale)
@@ -157,11 +162,8 @@ def main() -> None:
                                 continue
                             pq = np.clip(base[k] + scene.sample(shot.xy(k).reshape(-1, 2)).reshape(h, w, 3), 0, 1)
                             score.append(psnr_pu21(hdr[frames[k]], np.asarray(eotf_st2084(pq), np.float32)))
-                    row = {"shot": shot_no, "slice": length, "scale": scale, "quality": quality, "bytes": nbytes,
-                           "kbps": nbytes * 8 / 1000 / (n / 24), "pu21_psnr": float(np.mean(score))}
-                    if args.out:
-                        with args.out.open("a") as f:
-                            f.write(json.dumps(row) + "\n")
+                    append({"shot": shot_no, "slice": length, "scale": scale, "quality": quality, "bytes": nbytes,
+                            "kbps": nbytes * 8 / 1000 / (n / 24), "pu21_psnr": float(np.mean(score))})
                     totals.setdefault((length, scale, quality), []).append((nbytes, score))
     print("\nwhole clip (mean PU21-PSNR over every scored frame):")
     rows = []
@@ -174,9 +176,7 @@ def main() -> None:
         row = {"setting": "model alone" if key == ("model",) else setting,
                "kbps": round(kbps, 2), "pu21_psnr": round(psnr, 3)}
         print(json.dumps(row), flush=True)
-        if args.out:
-            with args.out.open("a") as f:
-                f.write(json.dumps({"clip": True, **row}) + "\n")
+        append({"clip": True, **row})
 
 
 def _subjects(w: int, h: int) -> list[dict]:

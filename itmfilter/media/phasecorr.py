@@ -139,7 +139,8 @@ class MotionEstimator:
             for (a, shape), (b, _) in zip(prev_tiles, self._tiles):
                 if a.shape != b.shape:
                     continue
-                tile = np.fft.irfft2(a * np.conj(b) / (np.abs(a * np.conj(b)) + 1e-12), s=shape)
+                cross_tile = a * np.conj(b)
+                tile = np.fft.irfft2(cross_tile / (np.abs(cross_tile) + 1e-12), s=shape)
                 ty, tx = np.unravel_index(int(np.argmax(tile)), shape)
                 if tile[ty, tx] >= self.min_confidence:
                     dy = ty if ty <= shape[0] // 2 else ty - shape[0]
