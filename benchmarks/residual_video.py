@@ -115,10 +115,7 @@ def main() -> None:
     if (W, H) == (1920, 1080) and not args.subject:
         master, sdr_path = clip(work)
     else:
-        master = work / f"master-{W}x{H}-10s-shot2{'-subject' if args.subject else ''}.mkv"
-        sdr_path = work / f"sdr-local-{master.stem}.mp4"
-        if not (master.exists() and sdr_path.exists()):
-            raise SystemExit(f"{master} or its SDR is missing: make them with video_rate.py --size {args.size} --work {work}")
+        master, sdr_path = scene_residual.rate_clip(work, W, H, args.subject)
     frames, offsets, thumbs = shot_frames(master, sdr_path, args.shot)
     n = len(frames)
     seconds = n / FPS

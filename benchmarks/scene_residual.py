@@ -51,6 +51,17 @@ def clip(work: Path, split: str = "test") -> tuple[Path, Path]:
     return master, sdr_path
 
 
+def rate_clip(work: Path, width: int, height: int, subject: bool = False) -> tuple[Path, Path]:
+    """A clip ``benchmarks/video_rate.py --size WxH --seconds 10 --shots 2 [--subject]`` made in
+    ``work`` (test split): its master and ``local`` SDR; exits with what to run when missing."""
+    master = work / f"master-{width}x{height}-10s-shot2{'-subject' if subject else ''}.mkv"
+    sdr_path = work / f"sdr-local-{master.stem}.mp4"
+    if not (master.exists() and sdr_path.exists()):
+        raise SystemExit(f"{master} or its SDR is missing: make them with video_rate.py --size {width}x{height} "
+                         f"--seconds 10 --shots 2{' --subject' if subject else ''} --work {work}")
+    return master, sdr_path
+
+
 def shot_frames(master: Path, sdr_path: Path, shot: int) -> tuple[list[int], list[np.ndarray], list[np.ndarray]]:
     """Shot ``shot`` as the encoder sees it (its shot detector and phase correlation): the
     frames' indices, their accumulated offsets since the shot's first frame (pixel-grid units)

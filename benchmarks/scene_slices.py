@@ -1,6 +1,6 @@
 """Would a scene residual that changes within the shot follow a moving subject? A probe.
 
-    python benchmarks/scene_slices.py --work /tmp/w/motion --size 640x360 --subject --slices 0,24,12,6
+    python benchmarks/scene_slices.py --work DIR --size 640x360 --subject --slices 0,24,12,6
 
 A shot's scene residual (``itmfilter.model.scene``) is one image in the scene's coordinates, so it
 cannot follow what moves in the scene on its own. The format already lets a shot's stream carry
@@ -89,11 +89,7 @@ def main() -> None:
 
     w, h = (int(v) for v in args.size.split("x"))
     sr.W, sr.H = w, h  # scene_residual's helpers read the frame size from these
-    tag = "-subject" if args.subject else ""
-    master = args.work / f"master-{w}x{h}-10s-shot2{tag}.mkv"
-    sdr_path = args.work / f"sdr-local-{master.stem}.mp4"
-    if not (master.exists() and sdr_path.exists()):
-        raise SystemExit(f"{master} or its SDR is missing: run video_rate.py --size {args.size} --work {args.work} first")
+    master, sdr_path = sr.rate_clip(args.work, w, h, args.subject)
     slices = [int(v) for v in args.slices.split(",")]
     scales = [int(v) for v in args.scales.split(",")]
     qualities = [int(v) for v in args.qualities.split(",")]
