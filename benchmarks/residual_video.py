@@ -86,6 +86,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="also append the JSON lines here")
     ap.add_argument("--size", default=f"{W}x{H}", help="another of video_rate.py's clips in --work (made by it)")
     ap.add_argument("--subject", action="store_true", help="video_rate.py --subject's clip (a subject moving in each shot)")
+    ap.add_argument("--mask", default="0", help="comma-separated SDR codes: the residual is kept only in blocks where "
+                    "some pixel's largest SDR channel code reaches it (0: everywhere); the mask comes from the SDR")
+    ap.add_argument("--domain", default="pq", help="pq (PQ difference), log2 (log2 gain over the prediction), or both")
     args = ap.parse_args()
     W, H = (int(v) for v in args.size.split("x"))
 
@@ -189,15 +192,37 @@ def main() -> None:
         emit({**head, "kind": "model+scene", "scene": spec, "kbit_s": kb, "pu21_psnr": with_scene,
               "vs_gain_front": None if front_at(kb) is None else with_scene - front_at(kb)})
         for scale in (int(v) for v in args.scales.split(",")):
-            residuals = [_box(target[k] - np.clip(pred[k], 0, 1), scale) for k in range(n)]
-            for crf in (int(c) for c in args.crfs.split(",")):
-                nbytes, decoded = code_video(residuals, crf, work / f"resvid-{scale}-{crf}.mp4")
-                psnr = float(np.mean([score(k, pred[k] + _upsample(decoded[k], scale)) for k in evals]))
-                kbps = 8 * (fixed + nbytes) / 1000 / seconds
-                ref = front_at(kbps)
-                emit({**head, "kind": "model+scene+video", "scene": spec, "scale": scale, "crf": crf,
-                      "video_bytes": nbytes, "kbit_s": kbps, "pu21_psnr": psnr,
-                      "vs_gain_front": None if ref is None else psnr - ref})
+            for domain in args.domain.split(","):
+                for thr in (int(v) for v in args.mask.split(",")):
+                    residuals = []
+                    for k in range(n):
+                        if domain == "log2":
+                            lin = np.asarray(eotf_st2084(np.clip(pred[k], 0, 1)), np.float32)
+                            r = np.log2((np.maximum(hdr[k], 0) + 0.5) / (lin + 0.5))
+                        else:
+                            r = target[k] - np.clip(pred[k], 0, 1)
+                        if thr:
+                            keep = _box((np.round(sdr[k].max(axis=2, keepdims=True) * 255) >= thr).astype(np.float32), scale)
+                            residuals.append(_box(r, scale) * (keep > 0))
+                        else:
+                            residuals.append(_box(r, scale))
+                    for crf in (int(c) for c in args.crfs.split(",")):
+                        nbytes, decoded = code_video(residuals, crf, work / f"resvid-{scale}-{crf}.mp4")
+                        recon = []
+                        for k in evals:
+                            up = _upsample(decoded[k], scale)
+                            if domain == "log2":
+                                lin = np.asarray(eotf_st2084(np.clip(pred[k], 0, 1)), np.float32)
+                                out = np.clip((lin + 0.5) * np.exp2(up) - 0.5, 0, 10000)
+                                recon.append(psnr_pu21(hdr[k], out.astype(np.float32)))
+                            else:
+                                recon.append(score(k, pred[k] + up))
+                        psnr = float(np.mean(recon))
+                        kbps = 8 * (fixed + nbytes) / 1000 / seconds
+                        ref = front_at(kbps)
+                        emit({**head, "kind": "model+scene+video", "scene": spec, "scale": scale, "crf": crf,
+                              "domain": domain, "mask": thr, "video_bytes": nbytes, "kbit_s": kbps, "pu21_psnr": psnr,
+                              "vs_gain_front": None if ref is None else psnr - ref})
 
 
 if __name__ == "__main__":
