@@ -192,17 +192,21 @@ def main() -> None:
         emit({**head, "kind": "model+scene", "scene": spec, "kbit_s": kb, "pu21_psnr": with_scene,
               "vs_gain_front": None if front_at(kb) is None else with_scene - front_at(kb)})
         for scale in (int(v) for v in args.scales.split(",")):
-            for domain in args.domain.split(","):
+            domains = args.domain.split(",")
+            # the prediction in cd/m2 (log2 residuals) and each frame's block mask, once a scale
+            lin = ({k: np.asarray(eotf_st2084(np.clip(pred[k], 0, 1)), np.float32) for k in range(n)}
+                   if "log2" in domains else {})
+            maxcode = [np.round(sdr[k].max(axis=2, keepdims=True) * 255) for k in range(n)]
+            for domain in domains:
                 for thr in (int(v) for v in args.mask.split(",")):
                     residuals = []
                     for k in range(n):
                         if domain == "log2":
-                            lin = np.asarray(eotf_st2084(np.clip(pred[k], 0, 1)), np.float32)
-                            r = np.log2((np.maximum(hdr[k], 0) + 0.5) / (lin + 0.5))
+                            r = np.log2((np.maximum(hdr[k], 0) + 0.5) / (lin[k] + 0.5))
                         else:
                             r = target[k] - np.clip(pred[k], 0, 1)
                         if thr:
-                            keep = _box((np.round(sdr[k].max(axis=2, keepdims=True) * 255) >= thr).astype(np.float32), scale)
+                            keep = _box((maxcode[k] >= thr).astype(np.float32), scale)
                             residuals.append(_box(r, scale) * (keep > 0))
                         else:
                             residuals.append(_box(r, scale))
@@ -212,8 +216,7 @@ def main() -> None:
                         for k in evals:
                             up = _upsample(decoded[k], scale)
                             if domain == "log2":
-                                lin = np.asarray(eotf_st2084(np.clip(pred[k], 0, 1)), np.float32)
-                                out = np.clip((lin + 0.5) * np.exp2(up) - 0.5, 0, 10000)
+                                out = np.clip((lin[k] + 0.5) * np.exp2(up) - 0.5, 0, 10000)
                                 recon.append(psnr_pu21(hdr[k], out.astype(np.float32)))
                             else:
                                 recon.append(score(k, pred[k] + up))
