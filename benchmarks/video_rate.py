@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from itmfilter.colour.primaries import luminance  # noqa: E402
 from itmfilter.colour.transfer import eotf_inverse_st2084  # noqa: E402
 from itmfilter.data.testmedia import make_master  # noqa: E402
+from itmfilter.encode.rate import DEFAULT_BUFFER_SECONDS  # noqa: E402
 from itmfilter.encode.video import VideoEncodeOptions, encode_video  # noqa: E402
 from itmfilter.media.video import SdrWriter, read_hdr_frames, read_sdr_frames  # noqa: E402
 from itmfilter.quality import baselines  # noqa: E402
@@ -162,7 +163,7 @@ def main() -> None:
     ap.add_argument("--shots", default="2,4", help="shot lengths in seconds, comma separated")
     ap.add_argument("--caps", default="8,16,32,64,128", help="--max-kbps values")
     ap.add_argument("--curves", default="bt2446a,local")
-    ap.add_argument("--buffer-seconds", type=float, default=1.0)
+    ap.add_argument("--buffer-seconds", type=float, default=DEFAULT_BUFFER_SECONDS)
     ap.add_argument("--eval-every", type=int, default=4)
     ap.add_argument("--gain-scales", default="4,8,16",
                     help="1/scale resolutions, multiples of the smallest (1 and 2 hold 16x and 4x the memory of 4)")

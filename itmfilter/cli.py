@@ -94,7 +94,7 @@ def encode(
     ] = 64.0,
     buffer_seconds: Annotated[
         float, typer.Option(help="Video: the rate cap's buffer, in seconds of the cap: any window of T s costs at most cap x (T + this).")
-    ] = 1.0,
+    ] = 2.0,
     motion: Annotated[
         bool, typer.Option("--motion/--no-motion", help="Video: predict each frame's weights from the previous set shifted by the camera's pan.")
     ] = True,

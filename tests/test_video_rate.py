@@ -4,7 +4,7 @@ within the buffer model (sidecar/SPEC.md section 4) over every window of frames.
 
 import pytest
 
-from itmfilter.encode.rate import RateBudget, check_rate, plan_rate, window_bytes
+from itmfilter.encode.rate import DEFAULT_BUFFER_SECONDS, RateBudget, check_rate, plan_rate, window_bytes
 from itmfilter.encode.video import VideoEncodeOptions, encode_video
 from itmfilter.errors import ItmError
 from itmfilter.track.carriage import carried_bytes, load_track
@@ -39,13 +39,16 @@ def _sizes(out, carriage):
     return track, sizes
 
 
-@pytest.mark.parametrize("kbps,carriage", [(8.0, "track"), (12.0, "sei"), (16.0, "sei"), (32.0, "sei")])
-def test_every_cap_holds_over_the_file_and_every_window(master, tmp_path, kbps, carriage):
+@pytest.mark.parametrize("kbps,carriage,buffer", [(8.0, "track", DEFAULT_BUFFER_SECONDS), (12.0, "sei", DEFAULT_BUFFER_SECONDS),
+                                                  (16.0, "sei", DEFAULT_BUFFER_SECONDS), (32.0, "sei", DEFAULT_BUFFER_SECONDS),
+                                                  (16.0, "sei", 1.0)])
+def test_every_cap_holds_over_the_file_and_every_window(master, tmp_path, kbps, carriage, buffer):
     """SEI (the default carriage) sends the compressed header with the first KEY and a
     reference with the one a second later (format 1.3), and the budget counts both and each
-    sample's SEI NAL framing (about 5.4 kbit/s at 24 fps): 12 kbit/s with a 1 s shot holds."""
+    sample's SEI NAL framing (about 5.4 kbit/s at 24 fps): 12 kbit/s with a 1 s shot holds.
+    A smaller buffer than the default (``--buffer-seconds 1``) is kept as tightly."""
     out = tmp_path / "sdr.mp4"
-    options = VideoEncodeOptions(max_kbps=kbps, sidecar=carriage, **FAST)
+    options = VideoEncodeOptions(max_kbps=kbps, sidecar=carriage, buffer_seconds=buffer, **FAST)
     report = encode_video(master, out, options=options, quiet=True)
     assert report.carriage == carriage
     assert report.shots == len(SHOTS)
@@ -54,9 +57,9 @@ def test_every_cap_holds_over_the_file_and_every_window(master, tmp_path, kbps, 
     assert all(raw[0] == COMPACT_PACKET_TAG for raw in track.packets.values())  # format 1.3 packets
     assert not any("outgrew" in n for n in report.notes)
     assert sum(sizes) <= kbps * 1000 / 8 * FRAMES / FPS  # the whole track
-    assert check_rate(sizes, kbps, FPS, 1.0) == []  # every window: n*r + B
-    # the worst 1 s window, as reported, is within cap x (1 s + buffer 1 s)
-    assert report.worst_window_kbps <= 2 * kbps + 1e-9
+    assert check_rate(sizes, kbps, FPS, buffer) == []  # every window: n*r + B
+    # the worst 1 s window, as reported, is within cap x (1 s + the buffer)
+    assert report.worst_window_kbps <= (1 + buffer) * kbps + 1e-9
     assert abs(report.worst_window_kbps - 8 * window_bytes(sizes, FPS) / 1000) < 1e-9
     packets = [decode_packet(track.packets[i]) for i in range(FRAMES)]
     keys = [p for p in packets if p.kind == "key"]
@@ -67,12 +70,12 @@ def test_every_cap_holds_over_the_file_and_every_window(master, tmp_path, kbps, 
 
 def test_check_rate_finds_a_burst_and_an_overrun():
     # 16 kbit/s at 24 fps: r = 83.3 B a frame, B = 2000 B; 48 frames may cost 4000 B
-    assert check_rate([80] * 48, 16.0, 24) == []
+    assert check_rate([80] * 48, 16.0, 24, 1.0) == []
     burst = [2100] + [24] * 47  # a key beyond r + B
-    assert any("frame 0" in p for p in check_rate(burst, 16.0, 24))
-    assert check_rate([1500] + [50] * 47, 16.0, 24) == []  # borrowed within B, repaid (3850 B)
-    assert any("whole track" in p for p in check_rate([1500] + [60] * 47, 16.0, 24))  # 4320 B
-    assert any("frame 30" in p for p in check_rate([24] * 30 + [2200] + [24] * 17, 16.0, 24))  # a late burst
+    assert any("frame 0" in p for p in check_rate(burst, 16.0, 24, 1.0))
+    assert check_rate([1500] + [50] * 47, 16.0, 24, 1.0) == []  # borrowed within B, repaid (3850 B)
+    assert any("whole track" in p for p in check_rate([1500] + [60] * 47, 16.0, 24, 1.0))  # 4320 B
+    assert any("frame 30" in p for p in check_rate([24] * 30 + [2200] + [24] * 17, 16.0, 24, 1.0))  # a late burst
 
 
 def test_plan_carries_a_segment_deficit_into_the_next_and_budgets_follow_it():
@@ -124,7 +127,7 @@ def test_a_shift_run_plan_lets_a_key_borrow_the_caps_own_buffer():
 
 
 def test_budget_keeps_the_bucket_within_the_buffer():
-    b = RateBudget(16.0, 24.0, {48}, 96, 48)  # one 48-frame segment, B = 2000 B
+    b = RateBudget(16.0, 24.0, {48}, 96, 48, buffer_seconds=1.0)  # one 48-frame segment, B = 2000 B
     assert b.key_budget(0) == int(min(48 * b.per_frame - 47 * 24, b.per_frame + b.buffer)) - 24
     b.key_sent(0, 2000)
     for f in range(1, 48):
@@ -138,7 +141,7 @@ def test_budget_keeps_the_bucket_within_the_buffer():
 def test_saved_tokens_never_leave_the_bucket_full_at_a_segment_end():
     """Tokens saved over a stretch of shifts cannot be spent so late that the bucket is still
     above the level planned for the next segment's start (where its KEY borrows again)."""
-    b = RateBudget(8.0, 24.0, {48}, 96, 48, per_packet=4, head_bytes=7, key_head_bytes=9)  # r = 41.7 B, B = 1000 B
+    b = RateBudget(8.0, 24.0, {48}, 96, 48, per_packet=4, head_bytes=7, key_head_bytes=9, buffer_seconds=1.0)  # r = 41.7 B, B = 1000 B
     b.key_sent(0, 300)
     for f in range(1, 48):
         b.next_frame()
@@ -158,8 +161,8 @@ def test_released_tokens_are_paced_by_the_bucket_and_keep_the_promise():
     a KEY that filled the bucket may then send as much as it drains each frame, over twice
     the evenly spread share, and the segment still keeps the window bound, its total, and ends
     with the bucket empty."""
-    b = RateBudget(16.0, 24.0, {48}, 96, 48, per_packet=4, head_bytes=7, key_head_bytes=9)  # r = 83.3 B, B = 2000 B
-    even = RateBudget(16.0, 24.0, {48}, 96, 48, per_packet=4, head_bytes=7, key_head_bytes=9)
+    b = RateBudget(16.0, 24.0, {48}, 96, 48, per_packet=4, head_bytes=7, key_head_bytes=9, buffer_seconds=1.0)  # r = 83.3 B, B = 2000 B
+    even = RateBudget(16.0, 24.0, {48}, 96, 48, per_packet=4, head_bytes=7, key_head_bytes=9, buffer_seconds=1.0)
     key = b.key_budget(0) + 9
     sizes = [key]
     for budget in (b, even):

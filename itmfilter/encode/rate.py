@@ -47,8 +47,11 @@ measured 90-180 bytes): the floor the plan keeps for every key when it can, sinc
 initialisation alone (17 bytes) scored 13.5 dB PU21 on a global curve where the prior-only
 key is near the polynomial's quality."""
 
-DEFAULT_BUFFER_SECONDS = 1.0
-"""The buffer ``B`` in seconds of the cap: the worst 1 s window costs at most twice the cap."""
+DEFAULT_BUFFER_SECONDS = 2.0
+"""The buffer ``B`` in seconds of the cap: the worst 1 s window costs at most three times the cap.
+Two seconds, not one: a shot's KEY and the look-ahead lane that brings its stream early are each
+bounded by about one buffer, so with 1 s a 2 s shot spent 80-89 % of the cap and a 4 s shot about
+half, the rest unspent (docs/scene-residual.md, "What does bind a long shot's spending")."""
 
 
 @dataclasses.dataclass(frozen=True)
