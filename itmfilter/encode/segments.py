@@ -400,7 +400,8 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
     most three fits). ``None`` when no grid config fits the KEY's budget (the caller then codes
     the segment with MLP keys). Under a cap the KEY is at most ``r + B`` (section 4's bucket:
     the cap's rate for one frame plus the buffer), which bounds the config more than the
-    segment's length does: about 1.3 KB at 16 kbit/s in SEI with the default 1 s buffer."""
+    segment's length does: about 1.3 KB at 16 kbit/s in SEI with a 1 s buffer, about twice that with the
+    default 2 s."""
     from itmfilter.colour.transfer import eotf_st2084
     from itmfilter.encode.gridkeys import (
         GRID_STARTS,
