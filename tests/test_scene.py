@@ -508,7 +508,7 @@ def test_an_encode_finds_a_shots_zoom_and_the_decoder_applies_it(tmp_path):
     first shot's KEY carries a zoom record of the right rate, the second none; every frame
     decodes with its age and the cap holds."""
     from itmfilter.data.testmedia import make_master_from_arrays
-    from itmfilter.encode.rate import DEFAULT_BUFFER_SECONDS, check_rate
+    from itmfilter.encode.rate import check_rate
     from itmfilter.encode.video import VideoEncodeOptions, encode_video
     from itmfilter.track.carriage import carried_bytes, load_track
     from itmfilter.track.provider import FrameNetworks
