@@ -246,3 +246,14 @@ def test_rate_benchmark_reads_the_gain_map_front_between_its_points():
     assert front_at(gains, 800 ** 0.5) == pytest.approx(39.0)  # halfway in log rate from 20 to 40
     assert front_at(gains, 20.0) == pytest.approx(38.0)
     assert front_at(gains, 10.0) is None and front_at(gains, 50.0) is None
+
+
+def test_the_cli_defaults_to_the_encoders_buffer():
+    """``itmfilter encode`` states its default buffer in its own signature (typer reads it there):
+    it must be the encoder's, which the SPEC's promise and the README quote."""
+    import inspect
+
+    from itmfilter import cli
+
+    assert inspect.signature(cli.encode).parameters["buffer_seconds"].default == DEFAULT_BUFFER_SECONDS
+    assert VideoEncodeOptions().buffer_seconds == DEFAULT_BUFFER_SECONDS == 2.0
