@@ -304,6 +304,7 @@ def test_grid_encode_with_runs_keeps_the_cap_and_decodes_every_frame(two_shot_en
     assert not any("not kept" in n for n in report.notes)  # the encoder's own check agrees
     packets = [decode_packet(r) for r in track.packets.values()]
     assert len(packets) < FRAMES // 3 and report.packets.get("covered", 0) == FRAMES - len(packets)
+    assert report.frames == FRAMES  # every frame of the video, not only those with a packet
     assert {p.coding for p in packets if p.kind == "delta"} <= {SHIFT_RUN_DELTA_CODING, AHEAD_RUN_DELTA_CODING}
     nets = FrameNetworks(out)
     assert all(isinstance(nets(i), PlacedGrid) for i in range(FRAMES)) and nets.damaged == 0

@@ -624,7 +624,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         if p.kind == "key":
             form = key_form(p, encoder)
             keys[form] = keys.get(form, 0) + 1
-    return VideoEncodeReport(os.fspath(output), len(order), shot + 1, meta_bytes, 8 * meta_bytes / 1000 / seconds, mode, kinds,
+    return VideoEncodeReport(os.fspath(output), frames, shot + 1, meta_bytes, 8 * meta_bytes / 1000 / seconds, mode, kinds,
                              segments=len(segments), resumed_segments=resumed, keys=keys,
                              worst_window_kbps=8 * worst / 1000 / min(1.0, seconds), notes=notes)
 
