@@ -228,11 +228,13 @@ def kernel_timings(net, sdr: np.ndarray, device, shapes, repeats: int) -> dict:
     h, w, _ = sdr.shape
     out: dict = {"fused_ms": {}}
     for shape in shapes:
-        block, warps = (int(v) for v in shape.split("/"))
-        config = triton_kernel.KernelConfig(block=block, num_warps=warps)
+        block, warps, *per_sm = (int(v) for v in shape.split("/"))
+        config = triton_kernel.KernelConfig(block=block, num_warps=warps,
+                                            **({"programs_per_sm": per_sm[0]} if per_sm else {}))
         out["fused_ms"][shape] = 1000 * median_time(
             lambda: triton_kernel.hdr10_planes(net, *planes, precision="auto", config=config), device, repeats)
     out["fused_best_ms"] = min(out["fused_ms"].values())
+    out["fused_best_shape"] = min(out["fused_ms"], key=out["fused_ms"].get)
     out["torch_ms"] = 1000 * median_time(lambda: torch_path(net, planes, device, "bf16"), device, repeats)
     bandwidth = copy_bandwidth(device, (256 << 20) if device.type == "cuda" else (16 << 20))
     out["copy_GBps"] = bandwidth / 1e9
@@ -358,8 +360,10 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=3, help="adaptation repeats")
     ap.add_argument("--kernel-repeats", type=int, default=20)
-    ap.add_argument("--shapes", default="64/4,128/8,256/8",
-                    help="fused kernel launch shapes to time, block pixels/warps")
+    ap.add_argument("--shapes", default="256/8,128/4,64/4,512/8",
+                    help="fused kernel launch shapes to time, block pixels/warps[/programs per SM, default 4]")
+    ap.add_argument("--kernel-only", action="store_true",
+                    help="time the fused kernel's launch shapes at each size and stop")
     ap.add_argument("--rungs", default="half,quarter", help="rungs besides full, through the torch path")
     ap.add_argument("--encode-size", default="1920x1080")
     ap.add_argument("--encode-frames", type=int, default=48)
@@ -400,6 +404,8 @@ def main() -> None:
         entry["init_pu21"] = psnr_pu21(master, reconstruct_nits(init, sdr, device=device))
         entry["kernel"] = kernel_timings(net, sdr, device, args.shapes.split(","), args.kernel_repeats)
         print(size, "kernel", json.dumps(entry["kernel"]), flush=True)
+        if args.kernel_only:
+            continue
         entry["grid"] = grid_timings(sdr, device, args.kernel_repeats)
         print(size, "grid", json.dumps(entry["grid"]), flush=True)
         x = torch.from_numpy(sdr).to(device)
@@ -423,6 +429,8 @@ def main() -> None:
                 entry[f"transcode_{hwaccel}"] = {"error": f"{type(exc).__name__}: {exc}"}
         results[size] = entry
         print(size, json.dumps(entry, default=str), f"({time.perf_counter() - t_start:.0f} s so far)", flush=True)
+    if args.kernel_only:
+        return
     # encode side: itmfilter encode end to end, and batched adaptation
     ew, eh = (int(v) for v in args.encode_size.split("x"))
     ph, pw, _ = pano.shape
