@@ -410,24 +410,12 @@ def test_the_largest_key_competes_with_smaller_configs_that_leave_room_for_a_sce
         return score
 
     monkeypatch.setattr(segments, "_stream_score", observed)
-    import itmfilter.encode.gridkeys as gridkeys
-
-    real_fit, twins = gridkeys.fit_segment_grid, []
-
-    def fitted(*args, **kwargs):  # the real fit; how many twins each made
-        result = real_fit(*args, **kwargs)
-        twins.append(len(result[0].twins))
-        return result
-
-    monkeypatch.setattr(gridkeys, "fit_segment_grid", fitted)
     kbps, out = 64.0, tmp_path / "sdr.mp4"
     report = encode_video(master, out, options=VideoEncodeOptions(max_kbps=kbps, model="grid", **FAST), quiet=True)
     track = load_track(out)
     keys = {p.frame: p for p in (decode_packet(b) for b in track.packets.values()) if p.kind == "key"}
     assert sorted(scored) == sorted(keys), scored
-    # the KEY and its rivals, and the twins of those whose rungs have them (TWIN_BITS)
-    assert all(len(v) >= 1 + len(segments.RIVAL_SHARES) for v in scored.values()), scored
-    assert sum(map(len, scored.values())) <= len(scored) * (1 + len(segments.RIVAL_SHARES)) + sum(twins), (scored, twins)
+    assert all(len(v) == 1 + len(segments.RIVAL_SHARES) for v in scored.values()), scored
     for frame, verdicts in scored.items():
         key = keys[frame]
         payload = split_ahead_grid_key(key.payload)[1] if key.coding == AHEAD_GRID_KEY_CODING else key.payload

@@ -306,17 +306,16 @@ def heldout_frames_of(picks: list[int]) -> list[int]:
 
 
 def fit_segment_grid(frames: list[tuple[np.ndarray, np.ndarray]], offsets: np.ndarray, picks: list[int],
-                     config: GridConfig, options: GridFitOptions, zoom: float = 0.0, twin_bits: tuple[int, ...] = ()):
+                     config: GridConfig, options: GridFitOptions, zoom: float = 0.0):
     """Fit one grid model to the picked frames (``frames[k] = (sdr, nits)`` for ``picks[k]``)
-    placed by ``offsets`` and ``zoom``; returns ``(fit, centre, half)`` (:class:`itmfilter.model.grid.GridFit`,
-    with the same fit at each of ``twin_bits`` in its ``twins``)."""
+    placed by ``offsets`` and ``zoom``; returns ``(fit, centre, half)`` (:class:`itmfilter.model.grid.GridFit`)."""
     cfg, centre, half = grid_geometry(config, offsets, zoom)
     h, w = frames[0][0].shape[:2]
     scales = frame_scales(len(offsets), zoom)
     rgb = np.concatenate([s.reshape(-1, 3) for s, _ in frames])
     nits = np.concatenate([n.reshape(-1, 3) for _, n in frames])
     xy = np.concatenate([frame_xy(h, w, offsets[k], centre, half, scales[k]).reshape(-1, 2) for k in picks])
-    return fit_grid_model_pixels(rgb, nits, xy, cfg, options, twin_bits=twin_bits), centre, half
+    return fit_grid_model_pixels(rgb, nits, xy, cfg, options), centre, half
 
 
 def ladder_from(key_max: int | None, offsets: np.ndarray, compact: bool = False) -> list[tuple[str, GridConfig]]:
@@ -329,16 +328,6 @@ def ladder_from(key_max: int | None, offsets: np.ndarray, compact: bool = False)
     return [(name, cfg) for name, cfg in GRID_LADDER
             if estimated_bytes(grid_geometry(cfg, offsets)[0], compact) <= ESTIMATE_SLACK * key_max]
 
-
-TWIN_BITS = {"M-48x24": (6,), "M": (6,)}
-"""Grid bits a progressive KEY of these rungs is also coded at, where a scene residual may
-follow it: the same fit (:func:`itmfilter.model.grid.fit_grid_model_pixels`' ``twin_bits``)
-with a coarser grid, whose bytes go to the scene image instead; each twin competes with the
-others as a rival does (``segments.RIVAL_SHARES``). On the 1080p val clip's shots 1-3
-(``benchmarks/scene_residual.py --split val --config`` M, M-48x24 and each at 6 grid bits,
-``docs/scene-residual/config-6bit-val.jsonl``) the best model + image within 14 KB a shot
-rose +0.27 / +0.05 / +0.18 dB with the 6-bit models beside the 7-bit ones, within 16 KB
-+0.18 / +0.07 / 0, within 20 KB and more by at most 0.1 dB."""
 
 GRID_STARTS = 4
 """Initial MLP weights a shot's grid fit tries (:attr:`itmfilter.model.grid.GridFitOptions.starts`),

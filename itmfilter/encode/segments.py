@@ -408,7 +408,6 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
         GRID_TRIAL_SHARE,
         SCENE_CLIPPED_WEIGHT,
         SCORE_PIXELS,
-        TWIN_BITS,
         estimate_zoom,
         estimated_bytes,
         fit_frames_of,
@@ -490,19 +489,15 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
             if key_max is not None and tries and estimate * ratio > key_max:
                 continue  # the last miss says this one would miss too
             tries += 1
-        twin_bits = TWIN_BITS.get(name, ()) if progressive and job.scene_residual else ()
-        fit, centre, half = fit_segment_grid(picked, offsets, picks, config, options, zoom, twin_bits=twin_bits)
+        fit, centre, half = fit_segment_grid(picked, offsets, picks, config, options, zoom)
         origin = tuple(float(np.float32(v)) for v in offsets[0] - centre)
-        coding = PROGRESSIVE_GRID_KEY_CODING if zoom_record else GRID_KEY_CODING
-
-        def key_fits(candidate: bytes) -> bool:
-            if job.shift_runs and key_max is not None:  # the exact cost, SEI framing included
-                raw = encode_packet(Packet(segment.start, "key", segment.shot, candidate, coding), compact=job.compact)
-                return _key_cost(job, raw, extra) <= _run_key_total(job, segment, budget, extra)
-            return key_max is None or len(candidate) <= key_max
-
         candidate = encode_grid_key(fit.data, origin, tuple(float(v) for v in half)) + zoom_record
-        fits = key_fits(candidate)
+        coding = PROGRESSIVE_GRID_KEY_CODING if zoom_record else GRID_KEY_CODING
+        if job.shift_runs and key_max is not None:  # the exact cost, SEI framing included
+            raw = encode_packet(Packet(segment.start, "key", segment.shot, candidate, coding), compact=job.compact)
+            fits = _key_cost(job, raw, extra) <= _run_key_total(job, segment, budget, extra)
+        else:
+            fits = key_max is None or len(candidate) <= key_max
         if fits:
             model = replace(fit.model, zoom=float(np.float32(zoom)))
             trial = PlacedGrid(model, origin, tuple(float(v) for v in half))
@@ -522,18 +517,6 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
                                             trial, offsets - centre, use_motion, None, bool(zoom_record))
                     room = sent[-1] - lane
             found.append((candidate, trial, centre, half))
-            for twin in fit.twins:  # the same fit on a coarser grid: it competes as a rival does
-                twin_key = encode_grid_key(twin.data, origin, tuple(float(v) for v in half)) + zoom_record
-                twin_placed = PlacedGrid(replace(twin.model, zoom=float(np.float32(zoom))), origin,
-                                         tuple(float(v) for v in half))
-                if not key_fits(twin_key):
-                    continue
-                if lane:
-                    _, sent = _grid_packets(job, segment, copy.deepcopy(budget), extra, key_max, twin_key, b"",
-                                            twin_placed, offsets - centre, use_motion, None, bool(zoom_record))
-                    if sent[-1] < lane:
-                        continue
-                found.append((twin_key, twin_placed, centre, half))
             if room is not None:
                 _log.info("frames %d-%d: config %s, KEY %d B, room %d B", segment.start, segment.end - 1, name,
                           len(candidate), room)

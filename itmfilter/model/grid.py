@@ -24,11 +24,10 @@ given machine and library reproduce it bit for bit.
 
 from __future__ import annotations
 
-import copy
 import math
 import struct
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -748,14 +747,11 @@ def _roughness(grid: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class GridFit:
-    """A fitted grid model: its bytes, the decoded model and the seconds the fit took;
-    ``twins``: the same fit quantised at other grid bits (:func:`fit_grid_model_pixels`'
-    ``twin_bits``), each its own :class:`GridFit`."""
+    """A fitted grid model: its bytes, the decoded model and the seconds the fit took."""
 
     data: bytes
     model: GridModel
     seconds: float
-    twins: list = field(default_factory=list)
 
 
 def fit_grid_model(sdr: np.ndarray, hdr_nits: np.ndarray, config: GridConfig,
@@ -771,17 +767,13 @@ def fit_grid_model(sdr: np.ndarray, hdr_nits: np.ndarray, config: GridConfig,
 
 
 def fit_grid_model_pixels(sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray, config: GridConfig,
-                          options: GridFitOptions = GridFitOptions(), progress=None,
-                          twin_bits: tuple[int, ...] = ()) -> GridFit:
+                          options: GridFitOptions = GridFitOptions(), progress=None) -> GridFit:
     """Fit a grid model to pixels pooled from one or more pictures and code it.
 
     ``sdr``: ``(N, 3)`` BT.709 R'G'B' [0, 1]; ``hdr_nits``: ``(N, 3)`` linear BT.2020 cd/m2;
     ``xy``: ``(N, 2)`` grid coordinates in [-1, 1] (a still's pixel centres, or the frames
     of a video shot placed in the shot's common coordinates). ``progress(n)`` is called per
-    Adam step. ``twin_bits``: other grid bits to code the same fit at (in ``twins``): the
-    grid's training does not depend on its bits, so each twin shares it and adds only its
-    own quantisation and the MLP's fine-tune on that grid; the model at ``config``'s bits is
-    the same as without twins.
+    Adam step.
     """
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
@@ -798,30 +790,20 @@ def fit_grid_model_pixels(sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray,
         net, trainer = _best_start(config, mmr, rgb, xy, tgt_pu, options)
         coords, prior = trainer.coords, trainer.prior
         trainer.run(options.steps, progress)
-        trained = copy.deepcopy(net.mlp.state_dict()) if twin_bits else None
-        fits = []
-        for bits in (config.grid_bits, *twin_bits):
-            t1 = time.perf_counter()
-            if fits:  # a twin: the MLP as the grid's training left it
-                net.mlp.load_state_dict(trained)
-            cfg = replace(config, grid_bits=bits)
-            q, lo, hi = _quantise_grid(net.grid.detach()[0].numpy(), bits)
-            grid_q = torch.from_numpy(_dequantise_grid(q, lo, hi, bits))[None]
-            if config.hidden:
-                _train(net, rgb, coords, prior, tgt_pu, options, grid_fixed=grid_q,
-                       steps=options.finetune_steps, lr_scale=0.3, progress=progress)
-            mlp = []
-            for t in net.mlp.state_dict().values():
-                a = t.detach().numpy()
-                scale = np.float32(max(float(np.abs(a).max()), 1e-12) / 127.0)
-                if options.compact:  # the scale the decoder reads (binary16: at least 2**-24)
-                    scale = np.float32(np.float16(max(float(scale), 2.0 ** -24)))
-                mlp.append((float(scale), np.round(a / scale).clip(-127, 127).astype(np.int8)))
-            data = pack_grid_model(cfg, mmr.numpy(), q, lo, hi, mlp, compact=options.compact)
-            seconds = time.perf_counter() - (t0 if not fits else t1)
-            fits.append(GridFit(data, unpack_grid_model(data), seconds))
-    fits[0].twins = fits[1:]
-    return fits[0]
+        q, lo, hi = _quantise_grid(net.grid.detach()[0].numpy(), config.grid_bits)
+        grid_q = torch.from_numpy(_dequantise_grid(q, lo, hi, config.grid_bits))[None]
+        if config.hidden:
+            _train(net, rgb, coords, prior, tgt_pu, options, grid_fixed=grid_q,
+                   steps=options.finetune_steps, lr_scale=0.3, progress=progress)
+        mlp = []
+        for t in net.mlp.state_dict().values():
+            a = t.detach().numpy()
+            scale = np.float32(max(float(np.abs(a).max()), 1e-12) / 127.0)
+            if options.compact:  # the scale the decoder reads (binary16: at least 2**-24)
+                scale = np.float32(np.float16(max(float(scale), 2.0 ** -24)))
+            mlp.append((float(scale), np.round(a / scale).clip(-127, 127).astype(np.int8)))
+    data = pack_grid_model(config, mmr.numpy(), q, lo, hi, mlp, compact=options.compact)
+    return GridFit(data, unpack_grid_model(data), time.perf_counter() - t0)
 
 
 def fit_grid_refinement(model: GridModel, sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray,
