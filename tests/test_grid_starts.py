@@ -53,3 +53,22 @@ def test_several_starts_fit_better_than_one():
             score[starts].append(psnr_pu21(nits, predict_nits(fit.model, sdr)))
     assert min(np.subtract(score[4], score[1])) >= -0.3, score
     assert np.mean(score[4]) > np.mean(score[1]), score
+
+
+def test_a_fit_on_a_named_cpu_device_is_the_same_fit():
+    """``device``: where the Adam steps run; the CPU named is the CPU's fit (a CUDA fit draws the
+    same initial weights and batches on the CPU and differs only by the device's arithmetic,
+    ``benchmarks/grid_fit_device.py``)."""
+    from itmfilter.encode.segments import SegmentJob, _fit_device
+    from itmfilter.model.grid import fit_grid_model_pixels
+
+    rng = np.random.default_rng(1)
+    sdr = rng.random((3000, 3)).astype(np.float32)
+    nits = (sdr ** 2.4 * 400).astype(np.float32)
+    xy = rng.uniform(-1, 1, (3000, 2)).astype(np.float32)
+    opts = GridFitOptions(steps=20, batch=256, finetune_steps=10, compact=True, starts=2, trial_steps=4,
+                          clipped_weight=0.3)
+    a = fit_grid_model_pixels(sdr, nits, xy, GRID_SIZES["S"], opts)
+    b = fit_grid_model_pixels(sdr, nits, xy, GRID_SIZES["S"], opts, device="cpu")
+    assert a.data == b.data
+    assert _fit_device(SegmentJob.__new__(SegmentJob)) is None or torch.cuda.is_available()

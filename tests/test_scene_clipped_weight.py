@@ -28,7 +28,7 @@ def test_the_key_fit_weighs_clipped_pixels_where_a_scene_image_may_follow(tmp_pa
     make_master_from_arrays(master, (f for _, f in zip(range(CUT), frames())), fps=24, codec="hevc", peak_nits=1000)
     seen = []
 
-    def spy(picked, offsets, picks, config, options, zoom=0.0):
+    def spy(picked, offsets, picks, config, options, zoom=0.0, device=None):
         seen.append(options.clipped_weight)
         raise _Stop
 

@@ -306,16 +306,17 @@ def heldout_frames_of(picks: list[int]) -> list[int]:
 
 
 def fit_segment_grid(frames: list[tuple[np.ndarray, np.ndarray]], offsets: np.ndarray, picks: list[int],
-                     config: GridConfig, options: GridFitOptions, zoom: float = 0.0):
+                     config: GridConfig, options: GridFitOptions, zoom: float = 0.0, device=None):
     """Fit one grid model to the picked frames (``frames[k] = (sdr, nits)`` for ``picks[k]``)
-    placed by ``offsets`` and ``zoom``; returns ``(fit, centre, half)`` (:class:`itmfilter.model.grid.GridFit`)."""
+    placed by ``offsets`` and ``zoom``, its Adam steps on ``device`` (None: the CPU); returns
+    ``(fit, centre, half)`` (:class:`itmfilter.model.grid.GridFit`)."""
     cfg, centre, half = grid_geometry(config, offsets, zoom)
     h, w = frames[0][0].shape[:2]
     scales = frame_scales(len(offsets), zoom)
     rgb = np.concatenate([s.reshape(-1, 3) for s, _ in frames])
     nits = np.concatenate([n.reshape(-1, 3) for _, n in frames])
     xy = np.concatenate([frame_xy(h, w, offsets[k], centre, half, scales[k]).reshape(-1, 2) for k in picks])
-    return fit_grid_model_pixels(rgb, nits, xy, cfg, options), centre, half
+    return fit_grid_model_pixels(rgb, nits, xy, cfg, options, device=device), centre, half
 
 
 def ladder_from(key_max: int | None, offsets: np.ndarray, compact: bool = False) -> list[tuple[str, GridConfig]]:
@@ -422,7 +423,7 @@ def expected_score(frames: int, arrivals: list[int], scores: list[float]) -> flo
 
 
 def refinement_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarray]], xy: np.ndarray,
-                       options: GridFitOptions, steps=REFINE_STEPS) -> list[tuple[float, bytes, GridModel]]:
+                       options: GridFitOptions, steps=REFINE_STEPS, device=None) -> list[tuple[float, bytes, GridModel]]:
     """Fit a refinement of ``model`` to the fit frames (``xy`` their pooled grid coordinates)
     for ``options.steps`` and for half as many (:data:`REFINE_FIT_FRACTIONS`), and code each at
     every step of ``steps`` (:data:`REFINE_STEPS`): ``(step, bytes, refined model)``."""
@@ -431,7 +432,7 @@ def refinement_options(model: GridModel, frames: list[tuple[np.ndarray, np.ndarr
     out = []
     for fraction in REFINE_FIT_FRACTIONS:
         fit = replace(options, steps=max(1, int(options.steps * fraction)))
-        residual = fit_grid_refinement(model, rgb, nits, xy, fit)
+        residual = fit_grid_refinement(model, rgb, nits, xy, fit, device=device)
         for step in steps:
             data = pack_grid_refinement(*quantise_refinement(residual, step))
             out.append((step, data, apply_grid_refinement(model, data)))

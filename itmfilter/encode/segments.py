@@ -389,6 +389,13 @@ def encode_segment(job: SegmentJob, segment: Segment,
     return packets
 
 
+def _fit_device(job: SegmentJob):
+    """Where a grid segment's fits run: the job's device when it is CUDA, else None (the CPU,
+    whose fits are the same bytes as they always were)."""
+    device = resolve_device(job.device)
+    return device if device.type == "cuda" else None
+
+
 def encode_grid_segment(job: SegmentJob, segment: Segment,
                         progress: Callable[[int], None] | None = None) -> dict[int, bytes] | None:
     """The packets of one segment as a grid key (KEY coding 4) and its placements
@@ -489,7 +496,7 @@ def encode_grid_segment(job: SegmentJob, segment: Segment,
             if key_max is not None and tries and estimate * ratio > key_max:
                 continue  # the last miss says this one would miss too
             tries += 1
-        fit, centre, half = fit_segment_grid(picked, offsets, picks, config, options, zoom)
+        fit, centre, half = fit_segment_grid(picked, offsets, picks, config, options, zoom, device=_fit_device(job))
         origin = tuple(float(np.float32(v)) for v in offsets[0] - centre)
         candidate = encode_grid_key(fit.data, origin, tuple(float(v) for v in half)) + zoom_record
         coding = PROGRESSIVE_GRID_KEY_CODING if zoom_record else GRID_KEY_CODING
@@ -723,7 +730,8 @@ def _choose_refinement(job: SegmentJob, segment: Segment, budget: RateBudget, ex
         if np.prod(refined_config(model.config).grid_shape) > MAX_REFINED_VALUES:
             break
         chosen = None
-        for _, data, refined in refinement_options(model, picked, xy, refine, SEARCHES[job.search].refine_steps):
+        for _, data, refined in refinement_options(model, picked, xy, refine, SEARCHES[job.search].refine_steps,
+                                                   device=_fit_device(job)):
             candidate = records + [refinement_record(data)]
             arrivals = _arrivals(job, segment, budget, extra, key_max, payload, candidate, placed, offsets - centre,
                                  use_motion, keyed)

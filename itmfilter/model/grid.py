@@ -571,7 +571,7 @@ class _GridNet(nn.Module):
     def coords(self, rgb: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
         if self.cfg.depth == 0:
             return xy
-        luma = (rgb @ torch.tensor(LUMA_BT709)).clamp(0, 1)
+        luma = (rgb @ torch.tensor(LUMA_BT709, device=rgb.device)).clamp(0, 1)
         return torch.cat([xy, (luma * 2 - 1)[:, None]], 1)
 
     def forward(self, rgb, coords, prior, grid=None):
@@ -657,7 +657,7 @@ class _Trainer:
         for _ in range(min(count, self.steps - self.done)):
             for g in self.opt.param_groups:
                 g["lr"] = _cosine(self.done, self.steps, g["base"])
-            loss = self.loss(torch.randint(0, n, (self.opts.batch,), generator=self.gen))
+            loss = self.loss(torch.randint(0, n, (self.opts.batch,), generator=self.gen).to(self.rgb.device))
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -685,13 +685,13 @@ def _best_start(config: GridConfig, mmr: torch.Tensor, rgb, xy, tgt_pu,
     different optima from different initial weights: on two 2 s shots of the 1080p benchmark
     clip (M, 1,800 steps) six seeds spread over 0.8 dB PU21-PSNR at about equal bytes."""
     n = rgb.shape[0]
-    probe = torch.randint(0, n, (1 << 16,), generator=torch.Generator().manual_seed(options.seed + 3))
+    probe = torch.randint(0, n, (1 << 16,), generator=torch.Generator().manual_seed(options.seed + 3)).to(rgb.device)
     # without an MLP (the plane P) nothing is drawn: every start would be the same fit
     starts = options.starts if config.hidden else 1
     best = None
     for k in range(starts):
         torch.manual_seed(options.seed + START_SEED_STRIDE * k)
-        net = _GridNet(config, mmr)
+        net = _GridNet(config, mmr.cpu()).to(rgb.device)  # drawn on the CPU: the same start on any device
         if k == 0:  # the inputs of every start: they depend on the config and the polynomial alone
             coords, prior = net.coords(rgb, xy), mmr_features(rgb) @ net.mmr
         trainer = _Trainer(net, rgb, coords, prior, tgt_pu, options, steps=options.steps)
@@ -718,7 +718,9 @@ def _pixel_weight(rgb: torch.Tensor, clipped_weight: float) -> torch.Tensor | No
     if clipped_weight == 1.0:
         return None
     clipped = (rgb.max(1).values * 255).round() >= CLIPPED_CODE
-    return torch.where(clipped, torch.tensor(float(clipped_weight)), torch.tensor(1.0))
+    weight = torch.ones(rgb.shape[0], device=rgb.device)
+    weight[clipped] = float(clipped_weight)
+    return weight
 
 
 def _loss(out: torch.Tensor, target_pu: torch.Tensor, rough: torch.Tensor | None, weight: float,
@@ -767,15 +769,18 @@ def fit_grid_model(sdr: np.ndarray, hdr_nits: np.ndarray, config: GridConfig,
 
 
 def fit_grid_model_pixels(sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray, config: GridConfig,
-                          options: GridFitOptions = GridFitOptions(), progress=None) -> GridFit:
+                          options: GridFitOptions = GridFitOptions(), progress=None, device=None) -> GridFit:
     """Fit a grid model to pixels pooled from one or more pictures and code it.
 
     ``sdr``: ``(N, 3)`` BT.709 R'G'B' [0, 1]; ``hdr_nits``: ``(N, 3)`` linear BT.2020 cd/m2;
     ``xy``: ``(N, 2)`` grid coordinates in [-1, 1] (a still's pixel centres, or the frames
     of a video shot placed in the shot's common coordinates). ``progress(n)`` is called per
-    Adam step.
+    Adam step. ``device``: where the Adam steps run (None: the CPU); the polynomial, the
+    initial weights and the batches are drawn on the CPU whatever it is, so a CUDA fit starts
+    from the same place and differs only by the device's arithmetic.
     """
     t0 = time.perf_counter()
+    device = torch.device(device or "cpu")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)  # the MLP's initial weights, whatever ran before
         rgb = torch.from_numpy(np.array(sdr, dtype=np.float32).reshape(-1, 3))
@@ -786,18 +791,18 @@ def fit_grid_model_pixels(sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray,
         mmr = fit_mmr_prior(rgb[sample], pq_encode_t(tgt[sample]))
         if options.compact:  # what the decoder will read; the grid and the MLP fit over it
             mmr = mmr.half().float()
-        tgt_pu = _pu21_t(tgt)
-        net, trainer = _best_start(config, mmr, rgb, xy, tgt_pu, options)
+        rgb, xy, tgt_pu = rgb.to(device), xy.to(device), _pu21_t(tgt.to(device))
+        net, trainer = _best_start(config, mmr.to(device), rgb, xy, tgt_pu, options)
         coords, prior = trainer.coords, trainer.prior
         trainer.run(options.steps, progress)
-        q, lo, hi = _quantise_grid(net.grid.detach()[0].numpy(), config.grid_bits)
-        grid_q = torch.from_numpy(_dequantise_grid(q, lo, hi, config.grid_bits))[None]
+        q, lo, hi = _quantise_grid(net.grid.detach()[0].cpu().numpy(), config.grid_bits)
+        grid_q = torch.from_numpy(_dequantise_grid(q, lo, hi, config.grid_bits))[None].to(device)
         if config.hidden:
             _train(net, rgb, coords, prior, tgt_pu, options, grid_fixed=grid_q,
                    steps=options.finetune_steps, lr_scale=0.3, progress=progress)
         mlp = []
         for t in net.mlp.state_dict().values():
-            a = t.detach().numpy()
+            a = t.detach().cpu().numpy()
             scale = np.float32(max(float(np.abs(a).max()), 1e-12) / 127.0)
             if options.compact:  # the scale the decoder reads (binary16: at least 2**-24)
                 scale = np.float32(np.float16(max(float(scale), 2.0 ** -24)))
@@ -807,12 +812,14 @@ def fit_grid_model_pixels(sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray,
 
 
 def fit_grid_refinement(model: GridModel, sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray,
-                        options: GridFitOptions = GridFitOptions(), progress=None) -> np.ndarray:
+                        options: GridFitOptions = GridFitOptions(), progress=None, device=None) -> np.ndarray:
     """The residual ``(C, [D,] 2H - 1, 2W - 1)`` float32 that, added to ``upsample_grid`` of
     ``model``'s grid, best fits the pixels (``sdr`` ``(N, 3)`` BT.709 R'G'B' [0, 1],
     ``hdr_nits`` ``(N, 3)`` linear BT.2020 cd/m2, ``xy`` ``(N, 2)`` grid coordinates) with the
     decoded polynomial and MLP held fixed: Adam on the fine grid alone for ``options.steps``
-    (cosine, ``lr_grid``). Pair with :func:`quantise_refinement` and :func:`pack_grid_refinement`."""
+    (cosine, ``lr_grid``), on ``device`` (None: the CPU; the batches are drawn on the CPU).
+    Pair with :func:`quantise_refinement` and :func:`pack_grid_refinement`."""
+    device = torch.device(device or "cpu")
     fine = refined_config(model.config)
     base = upsample_grid(model.grid)
     with torch.random.fork_rng(devices=[]):
@@ -827,7 +834,9 @@ def fit_grid_refinement(model: GridModel, sdr: np.ndarray, hdr_nits: np.ndarray,
             lin.bias.data.copy_(torch.from_numpy(model.mlp[2 * k + 1]))
         for p in net.mlp.parameters():
             p.requires_grad_(False)
-        base_t = torch.from_numpy(base)[None]
+        net = net.to(device)
+        rgb, xy, tgt = rgb.to(device), xy.to(device), tgt.to(device)
+        base_t = torch.from_numpy(base)[None].to(device)
         net.grid.data.copy_(base_t)
         coords = net.coords(rgb, xy)
         prior = mmr_features(rgb) @ net.mmr
@@ -837,7 +846,7 @@ def fit_grid_refinement(model: GridModel, sdr: np.ndarray, hdr_nits: np.ndarray,
         for step in range(options.steps):
             for g in opt.param_groups:
                 g["lr"] = _cosine(step, options.steps, options.lr_grid)
-            idx = torch.randint(0, rgb.shape[0], (options.batch,), generator=gen)
+            idx = torch.randint(0, rgb.shape[0], (options.batch,), generator=gen).to(device)
             out = net(rgb[idx], coords[idx], prior[idx])
             loss = _loss(out, tgt_pu[idx], net.grid - base_t, options.roughness)
             opt.zero_grad(set_to_none=True)
@@ -845,4 +854,4 @@ def fit_grid_refinement(model: GridModel, sdr: np.ndarray, hdr_nits: np.ndarray,
             opt.step()
             if progress is not None:
                 progress(1)
-        return (net.grid.detach()[0].numpy() - base).astype(np.float32)
+        return (net.grid.detach()[0].cpu().numpy() - base).astype(np.float32)
