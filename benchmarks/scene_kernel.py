@@ -116,20 +116,13 @@ def prepare_shot(work: Path, shot_index: int, config: str) -> SimpleNamespace:
 
     torch.set_num_threads(1)
     from itmfilter.colour.transfer import eotf_st2084
-    from itmfilter.encode.gridkeys import estimate_zoom
-    from itmfilter.media.video import read_hdr_frames, read_sdr_frames
     from itmfilter.model.grid import predict_pq
     from itmfilter.quality.metrics import psnr_pu21
-    master, sdr_path = SR.clip(work)
-    frames, offsets, thumbs = SR.shot_frames(master, sdr_path, shot_index)
-    n = len(frames)
-    picks = sorted(set(np.linspace(0, n - 1, 6).round().astype(int).tolist()))
-    evals = [k for k in range(2, n, 4) if k not in picks]
-    want = {frames[k] for k in picks + evals}
-    hdr = {i: x for i, x in read_hdr_frames(master) if i in want}
-    sdr = {i: x for i, x in read_sdr_frames(sdr_path) if i in want}
-    zoom, offs = estimate_zoom(thumbs, np.asarray(offsets))
-    shot = SR.ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], offs, picks, config, zoom)
+
+    inputs = SR.shot_inputs(work, shot_index)
+    frames, picks, evals, hdr, sdr = inputs.frames, inputs.picks, inputs.evals, inputs.hdr, inputs.sdr
+    zoom = inputs.zoom
+    shot = SR.ShotFit([(sdr[frames[k]], hdr[frames[k]]) for k in picks], inputs.offsets, picks, config, zoom)
     base = {k: predict_pq(shot.model, sdr[frames[k]], xy=shot.xy(k)) for k in evals}
 
     def score(k: int, corr) -> float:

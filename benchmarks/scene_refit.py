@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from scene_residual import H, ShotFit, W, clip, emit, shot_frames  # noqa: E402
+from scene_residual import H, ShotFit, W, emit, shot_inputs  # noqa: E402
 
 
 def refit_mlp(model, scene, picked, xys, steps: int, clipped_weight: float, compact: bool = True):
@@ -82,21 +82,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from itmfilter.colour.transfer import eotf_st2084
-    from itmfilter.encode.gridkeys import GRID_STARTS, GRID_TRIAL_SHARE, SCENE_CLIPPED_WEIGHT, estimate_zoom
-    from itmfilter.media.video import read_hdr_frames, read_sdr_frames
+    from itmfilter.encode.gridkeys import GRID_STARTS, GRID_TRIAL_SHARE, SCENE_CLIPPED_WEIGHT
     from itmfilter.model.grid import predict_pq
     from itmfilter.model.scene import ScenePlan, build_scene_residual, scene_cells, unpack_scene_residual
     from itmfilter.quality.metrics import psnr_pu21
 
-    master, sdr_path = clip(args.work)
-    frames, offsets, thumbs = shot_frames(master, sdr_path, args.shot)
-    n = len(frames)
-    picks = sorted(set(np.linspace(0, n - 1, 6).round().astype(int).tolist()))
-    evals = [k for k in range(2, n, 4) if k not in picks]
-    want = {frames[k] for k in picks + evals}
-    hdr = {i: x for i, x in read_hdr_frames(master) if i in want}
-    sdr = {i: x for i, x in read_sdr_frames(sdr_path) if i in want}
-    zoom, offs = estimate_zoom(thumbs, np.asarray(offsets))
+    inputs = shot_inputs(args.work, args.shot)
+    frames, picks, evals, hdr, sdr = inputs.frames, inputs.picks, inputs.evals, inputs.hdr, inputs.sdr
+    zoom, offs = inputs.zoom, inputs.offsets
     picked = [(sdr[frames[k]], hdr[frames[k]]) for k in picks]
     shot = ShotFit(picked, offs, picks, args.config, zoom, args.grid_steps, True, None, GRID_STARTS,
                    int(args.grid_steps * GRID_TRIAL_SHARE), SCENE_CLIPPED_WEIGHT)

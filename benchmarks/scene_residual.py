@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -90,6 +91,26 @@ def shot_frames(master: Path, sdr_path: Path, shot: int) -> tuple[list[int], lis
             offsets.append(pos.copy())
             thumbs.append(_luma_thumb(sdr))
     return frames, offsets, thumbs
+
+
+def shot_inputs(work: Path, shot: int) -> SimpleNamespace:
+    """Shot ``shot`` of the 1080p clip in ``work`` as the probes take it: ``frames`` (clip
+    indices), ``picks`` (its 6 fit frames, positions in the shot), ``evals`` (every 4th other
+    frame from the 3rd: the scored ones), ``hdr`` and ``sdr`` of those frames by clip index,
+    and the encoder's ``zoom`` and ``offsets`` after the zoom search."""
+    from itmfilter.encode.gridkeys import estimate_zoom
+    from itmfilter.media.video import read_hdr_frames, read_sdr_frames
+
+    master, sdr_path = clip(work)
+    frames, offsets, thumbs = shot_frames(master, sdr_path, shot)
+    n = len(frames)
+    picks = sorted(set(np.linspace(0, n - 1, 6).round().astype(int).tolist()))
+    evals = [k for k in range(2, n, 4) if k not in picks]
+    want = {frames[k] for k in picks + evals}
+    hdr = {i: x for i, x in read_hdr_frames(master) if i in want}
+    sdr = {i: x for i, x in read_sdr_frames(sdr_path) if i in want}
+    zoom, offs = estimate_zoom(thumbs, np.asarray(offsets))
+    return SimpleNamespace(frames=frames, picks=picks, evals=evals, hdr=hdr, sdr=sdr, zoom=zoom, offsets=offs)
 
 
 def fit_inputs(master: Path, sdr_path: Path, shot: int) -> tuple[list[int], list[tuple[np.ndarray, np.ndarray]],
