@@ -691,7 +691,7 @@ def _best_start(config: GridConfig, mmr: torch.Tensor, rgb, xy, tgt_pu,
     best = None
     for k in range(starts):
         torch.manual_seed(options.seed + START_SEED_STRIDE * k)
-        net = _GridNet(config, mmr.cpu()).to(rgb.device)  # drawn on the CPU: the same start on any device
+        net = _GridNet(config, mmr).to(rgb.device)  # drawn on the CPU: the same start on any device
         if k == 0:  # the inputs of every start: they depend on the config and the polynomial alone
             coords, prior = net.coords(rgb, xy), mmr_features(rgb) @ net.mmr
         trainer = _Trainer(net, rgb, coords, prior, tgt_pu, options, steps=options.steps)
@@ -792,7 +792,7 @@ def fit_grid_model_pixels(sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray,
         if options.compact:  # what the decoder will read; the grid and the MLP fit over it
             mmr = mmr.half().float()
         rgb, xy, tgt_pu = rgb.to(device), xy.to(device), _pu21_t(tgt.to(device))
-        net, trainer = _best_start(config, mmr.to(device), rgb, xy, tgt_pu, options)
+        net, trainer = _best_start(config, mmr, rgb, xy, tgt_pu, options)
         coords, prior = trainer.coords, trainer.prior
         trainer.run(options.steps, progress)
         q, lo, hi = _quantise_grid(net.grid.detach()[0].cpu().numpy(), config.grid_bits)
