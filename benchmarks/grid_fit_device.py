@@ -94,7 +94,7 @@ def main() -> None:
             t0 = time.perf_counter()
             report = encode_video(master, Path(tmp) / "sdr.mp4", device=name, quiet=True,
                                   options=VideoEncodeOptions(preset="ultrafast", model="grid", max_kbps=32, grid_steps=150,
-                                                             search="fast"))
+                                                             search="fast", grid_fits_on_device=True))
             nets = FrameNetworks(Path(tmp) / "sdr.mp4")
             ok = all(nets(i) is not None for i in range(report.frames)) and nets.damaged == 0
             row = {"encode_device": name, "frames": report.frames, "kbit_s": round(report.kbit_per_s, 2),

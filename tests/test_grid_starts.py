@@ -71,4 +71,8 @@ def test_a_fit_on_a_named_cpu_device_is_the_same_fit():
     a = fit_grid_model_pixels(sdr, nits, xy, GRID_SIZES["S"], opts)
     b = fit_grid_model_pixels(sdr, nits, xy, GRID_SIZES["S"], opts, device="cpu")
     assert a.data == b.data
-    assert _fit_device(SegmentJob.__new__(SegmentJob)) is None or torch.cuda.is_available()
+    job = SegmentJob.__new__(SegmentJob)
+    object.__setattr__(job, "device", "auto")  # a frozen dataclass: only the fields read here
+    assert _fit_device(job) is None  # the default: fits on the CPU even where CUDA is present
+    object.__setattr__(job, "grid_fits_on_device", True)
+    assert _fit_device(job) is None or torch.cuda.is_available()

@@ -182,6 +182,10 @@ class SegmentJob:
     # the grid fit's Adam steps (then 2/3 as many fine-tuning the MLP on the quantised grid); 600
     # left the fit short of convergence (itmfilter.encode.still_rate.STILL_FIT)
     grid_steps: int = 1800
+    # the grid fits run on the job's CUDA device too (else the CPU): off, since a whole 1080p
+    # encode on an H200 took 242 s with them there against 189 s on its 16 CPU threads
+    # (docs/gpu-benchmark.md), though one fit alone was 2.8x faster (benchmarks/grid_fit_device.py)
+    grid_fits_on_device: bool = False
     grid_fit_frames: int = 6  # frames of a segment pooled into its grid fit
     grid_refine: bool = False  # under a cap, a grid KEY may be followed by a refinement (format 1.5)
     shift_runs: bool = False  # grid shots carry their shifts in runs (DELTA coding 5, format 1.6)
@@ -390,8 +394,11 @@ def encode_segment(job: SegmentJob, segment: Segment,
 
 
 def _fit_device(job: SegmentJob):
-    """Where a grid segment's fits run: the job's device when it is CUDA, else None (the CPU,
-    whose fits are the same bytes as they always were)."""
+    """Where a grid segment's fits run: the job's device when it is CUDA and
+    ``job.grid_fits_on_device`` asks for it, else None (the CPU, whose fits are the same bytes
+    as they always were)."""
+    if not job.grid_fits_on_device:
+        return None
     device = resolve_device(job.device)
     return device if device.type == "cuda" else None
 

@@ -183,6 +183,7 @@ class VideoEncodeOptions:
     adapt_batch: int = 1  # full adaptations run this many at once (keys of the next segments; every frame of "frame")
     model: str = "auto"  # "grid" under a cap, else "mlp" (MODELS); "grid": one grid model per shot (encode/gridkeys.py)
     grid_steps: int = SegmentJob.grid_steps  # --model grid: the fit's Adam steps (the segment job's default)
+    grid_fits_on_device: bool = SegmentJob.grid_fits_on_device  # --model grid: fits on a CUDA --device too
     grid_refine: bool = True  # --model grid under a cap: progressive shots (format 1.5, KEY coding 5; docs/grid-video.md)
     shift_runs: bool = True  # --model grid: shifts in runs, one packet for up to 1 s of frames (format 1.6, DELTA coding 5)
     scene_residual: bool = True  # --model grid under a cap: a shot's stream may end in a scene residual (format 1.7)
@@ -518,6 +519,7 @@ def _encode_video(master, output, *, grade, options, init_path, device, quiet, e
         key_headers=key_headers, other_key_header=other,
         assume_hdr=options.assume_hdr, init_path=os.fspath(init_path) if init_path else None, device=device,
         adapt_batch=options.adapt_batch, model=options.model, grid_steps=options.grid_steps,
+        grid_fits_on_device=options.grid_fits_on_device,
         grid_refine=options.grid_refine and options.model == "grid",
         shift_runs=runs, run_frames=run_frames, sample_framing=sample_framing,
         scene_residual=options.scene_residual and options.grid_refine and options.model == "grid",
