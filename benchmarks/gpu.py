@@ -360,7 +360,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=3, help="adaptation repeats")
     ap.add_argument("--kernel-repeats", type=int, default=20)
-    ap.add_argument("--shapes", default="256/8,128/4,64/4,512/8",
+    ap.add_argument("--shapes", default="128/4,256/8,64/4,512/8",
                     help="fused kernel launch shapes to time, block pixels/warps[/programs per SM, default 4]")
     ap.add_argument("--kernel-only", action="store_true",
                     help="time the fused kernel's launch shapes at each size and stop")

@@ -89,23 +89,24 @@ _COORD = {"none": 0, "siren": 1, "fourier": 2}
 _PRIOR = {"none": 0, "bt2408": 1, "mmr3": 2}
 
 
-DEFAULT_GPU_BLOCK = 256  # pixels per tile on a GPU (see KernelConfig)
+DEFAULT_GPU_BLOCK = 128  # pixels per tile on a GPU (see KernelConfig)
 
 
 @dataclass(frozen=True)
 class KernelConfig:
     """Launch shape: ``block`` pixels per tile (a power of two >= 16; the M of the tile's
-    matrix products; None: 256 on a GPU, 512 in the interpreter, whose cost is per op),
+    matrix products; None: 128 on a GPU, 512 in the interpreter, whose cost is per op),
     ``num_warps`` per program, and ``programs_per_sm`` persistent programs per streaming
-    multiprocessor (each loops over tiles). The default, 256 pixels with 8 warps, was the
-    fastest of nine shapes timed on an H200 (``benchmarks/gpu.py --kernel-only``; 1.85 ms a
-    2160p frame against 3.42 ms for 64 with 4 warps, which compiles without spills): its
-    144 B of spilled registers per thread cost less than the smaller tiles' extra loop
-    trips. ``fast_sin``: the coordinate sines by the GPU's ``sin.approx`` after a range
+    multiprocessor (each loops over tiles). The default, 128 pixels with 4 warps, was the
+    steadiest of the shapes timed in two H200 runs (``benchmarks/gpu.py``, docs/gpu-benchmark.md):
+    0.546-0.560 ms a 1080p frame and 1.840-1.882 ms at 2160p, where 256 with 8 warps gave
+    0.574-0.764 and 1.852-1.941, and 64 with 4 warps (which compiles without spills) 0.93-1.05
+    and 3.42: the larger tiles' spilled registers cost less than the smallest tiles' extra
+    loop trips, and 128 pixels sit between the two. ``fast_sin``: the coordinate sines by the GPU's ``sin.approx`` after a range
     reduction (CUDA only; the interpreter always uses ``tl.sin``)."""
 
     block: int | None = None
-    num_warps: int = 8
+    num_warps: int = 4
     programs_per_sm: int = 4
     fast_sin: bool = True
 
