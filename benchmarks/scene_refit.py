@@ -38,29 +38,20 @@ def refit_mlp(model, scene, picked, xys, steps: int, clipped_weight: float, comp
     with the new MLP."""
     import torch
 
-    from itmfilter.model.grid import GridFitOptions, _GridNet, _pu21_t, _train, mmr_features
+    from itmfilter.model.grid import GridFitOptions, _GridNet, _pu21_t, _train, load_mlp, mmr_features, quantise_mlp
 
     rgb = torch.from_numpy(np.concatenate([s.reshape(-1, 3) for s, _ in picked]).astype(np.float32))
     nits = torch.from_numpy(np.concatenate([n.reshape(-1, 3) for _, n in picked]).astype(np.float32))
     xy = np.concatenate([x.reshape(-1, 2) for x in xys]).astype(np.float32)
     net = _GridNet(model.config, torch.from_numpy(np.asarray(model.mmr, np.float32)))
-    linears = [m for m in net.mlp if isinstance(m, torch.nn.Linear)]
-    for k, lin in enumerate(linears):
-        lin.weight.data.copy_(torch.from_numpy(np.asarray(model.mlp[2 * k], np.float32)))
-        lin.bias.data.copy_(torch.from_numpy(np.asarray(model.mlp[2 * k + 1], np.float32)))
+    load_mlp(net.mlp, model.mlp)
     grid = torch.from_numpy(np.asarray(model.grid, np.float32))[None]
     xy_t = torch.from_numpy(xy)
     coords = net.coords(rgb, xy_t)
     prior = mmr_features(rgb) @ net.mmr + torch.from_numpy(scene.sample(xy).astype(np.float32))
     options = GridFitOptions(steps=steps, finetune_steps=steps, clipped_weight=clipped_weight, compact=compact)
     _train(net, rgb, coords, prior, _pu21_t(nits), options, grid_fixed=grid, steps=steps, lr_scale=0.3)
-    mlp = []
-    for t in net.mlp.state_dict().values():
-        a = t.detach().numpy()
-        scale = np.float32(max(float(np.abs(a).max()), 1e-12) / 127.0)
-        if compact:
-            scale = np.float32(np.float16(max(float(scale), 2.0 ** -24)))
-        mlp.append((np.round(a / scale).clip(-127, 127) * scale).astype(np.float32))
+    mlp = [(codes * np.float32(scale)).astype(np.float32) for scale, codes in quantise_mlp(net.mlp, compact)]
     return replace(model, mlp=mlp)
 
 

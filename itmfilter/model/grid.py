@@ -768,6 +768,28 @@ def fit_grid_model(sdr: np.ndarray, hdr_nits: np.ndarray, config: GridConfig,
                                  pixel_grid(h, w).reshape(-1, 2).numpy(), config, options, progress)
 
 
+def quantise_mlp(mlp: nn.Module, compact: bool) -> list[tuple[float, np.ndarray]]:
+    """Each tensor of ``mlp`` (weights and biases in ``state_dict`` order) as the packer codes
+    it: one scale, the tensor's largest magnitude over 127, and int8 codes. With ``compact``
+    the scale is the binary16 value the decoder reads (at least 2**-24)."""
+    out = []
+    for t in mlp.state_dict().values():
+        a = t.detach().cpu().numpy()
+        scale = np.float32(max(float(np.abs(a).max()), 1e-12) / 127.0)
+        if compact:
+            scale = np.float32(np.float16(max(float(scale), 2.0 ** -24)))
+        out.append((float(scale), np.round(a / scale).clip(-127, 127).astype(np.int8)))
+    return out
+
+
+def load_mlp(mlp: nn.Module, tensors) -> None:
+    """Set ``mlp``'s linear layers from a decoded model's ``mlp`` list (weight, bias, ...)."""
+    linears = [m for m in mlp if isinstance(m, nn.Linear)]
+    for k, lin in enumerate(linears):
+        lin.weight.data.copy_(torch.from_numpy(np.asarray(tensors[2 * k], np.float32)))
+        lin.bias.data.copy_(torch.from_numpy(np.asarray(tensors[2 * k + 1], np.float32)))
+
+
 def fit_grid_model_pixels(sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray, config: GridConfig,
                           options: GridFitOptions = GridFitOptions(), progress=None, device=None) -> GridFit:
     """Fit a grid model to pixels pooled from one or more pictures and code it.
@@ -800,13 +822,7 @@ def fit_grid_model_pixels(sdr: np.ndarray, hdr_nits: np.ndarray, xy: np.ndarray,
         if config.hidden:
             _train(net, rgb, coords, prior, tgt_pu, options, grid_fixed=grid_q,
                    steps=options.finetune_steps, lr_scale=0.3, progress=progress)
-        mlp = []
-        for t in net.mlp.state_dict().values():
-            a = t.detach().cpu().numpy()
-            scale = np.float32(max(float(np.abs(a).max()), 1e-12) / 127.0)
-            if options.compact:  # the scale the decoder reads (binary16: at least 2**-24)
-                scale = np.float32(np.float16(max(float(scale), 2.0 ** -24)))
-            mlp.append((float(scale), np.round(a / scale).clip(-127, 127).astype(np.int8)))
+        mlp = quantise_mlp(net.mlp, options.compact)
     data = pack_grid_model(config, mmr.numpy(), q, lo, hi, mlp, compact=options.compact)
     return GridFit(data, unpack_grid_model(data), time.perf_counter() - t0)
 
@@ -828,10 +844,7 @@ def fit_grid_refinement(model: GridModel, sdr: np.ndarray, hdr_nits: np.ndarray,
         tgt = torch.from_numpy(np.array(hdr_nits, dtype=np.float32).reshape(-1, 3))
         xy = torch.from_numpy(np.array(xy, dtype=np.float32).reshape(-1, 2))
         net = _GridNet(fine, torch.from_numpy(np.asarray(model.mmr, np.float32)))
-        linears = [m for m in net.mlp if isinstance(m, nn.Linear)]
-        for k, lin in enumerate(linears):
-            lin.weight.data.copy_(torch.from_numpy(model.mlp[2 * k]))
-            lin.bias.data.copy_(torch.from_numpy(model.mlp[2 * k + 1]))
+        load_mlp(net.mlp, model.mlp)
         for p in net.mlp.parameters():
             p.requires_grad_(False)
         net = net.to(device)
