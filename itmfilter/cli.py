@@ -112,7 +112,7 @@ def encode(
         str, typer.Option(help="Video: auto (default: grid under --max-kbps, mlp without a cap), grid (one grid model per shot placed by the pan, refined, with a scene residual; docs/grid-video.md) or mlp (per-frame MLP weight sets, the paper's method).")
     ] = "auto",
     grid_steps: Annotated[
-        Optional[int], typer.Option(min=1, max=100000, help="Video, --model grid: Adam steps of a shot's grid fit (default 1800; fewer: a faster encode, a less exact model).")
+        Optional[int], typer.Option(min=1, max=100000, help="Video, --model grid: Adam steps of a shot's grid fit (default 3600; fewer: a faster encode, a less exact model).")
     ] = None,
     grid_refine: Annotated[
         bool, typer.Option(help="Video, --model grid under --max-kbps: refine each shot's grid over the frames after its KEY (format 1.5; --no-grid-refine: the whole model in the KEY, 1.4).")
@@ -471,7 +471,7 @@ def catalogue(
     steps: Annotated[int, typer.Option(help="Encode: Adam steps of a segment's first frame.")] = 200,
     warm_steps: Annotated[int, typer.Option(help="Encode: Adam steps of a warm frame.")] = 60,
     model: Annotated[str, typer.Option(help="Encode: auto (grid under --max-kbps, else mlp), grid or mlp, as encode's --model.")] = "auto",
-    grid_steps: Annotated[Optional[int], typer.Option(min=1, max=100000, help="Encode, --model grid: Adam steps of a shot's grid fit (default 1800).")] = None,
+    grid_steps: Annotated[Optional[int], typer.Option(min=1, max=100000, help="Encode, --model grid: Adam steps of a shot's grid fit (default 3600).")] = None,
     engine: EngineOpt = "local",
     address: AddressOpt = None,
     quiet: QuietOpt = False,
@@ -662,7 +662,7 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the demo's files.")] = Path("itmfilter-demo"),
     steps: Annotated[Optional[int], typer.Option(help="Adaptation steps of the still (default: the adaptation's own).")] = None,
     video_seconds: Annotated[float, typer.Option(help="Length of the video part (a pan across the sample); 0 skips it.")] = 2.0,
-    grid_steps: Annotated[Optional[int], typer.Option(min=1, max=100000, help="Video part: Adam steps of the shot's grid fit (default: the encoder's, 1800; fewer: faster, a less exact model).")] = None,
+    grid_steps: Annotated[Optional[int], typer.Option(min=1, max=100000, help="Video part: Adam steps of the shot's grid fit (default: the encoder's, 3600; fewer: faster, a less exact model).")] = None,
     search: Annotated[Optional[str], typer.Option(help="Video part: the capped encode's search, thorough (the encoder's default) or fast (see encode --search).")] = None,
     quiet: QuietOpt = False,
 ) -> None:

@@ -9,7 +9,7 @@ from itmfilter.media.video import probe_video
 
 def test_demo_runs_both_parts_and_the_mlp_beats_the_polynomial(tmp_path):
     # a short still fit, a short grid fit and the fast search (the video part's default encode is
-    # a grid under the 64 kbit/s cap, whose 1800-step fit was ~115 of this test's 124 s on 2 cores)
+    # a grid under the 64 kbit/s cap, whose fit of the encoder's steps, then 1800, was ~115 of this test's 124 s on 2 cores)
     res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--steps", "60", "--video-seconds", "1",
                                    "--grid-steps", "150", "--search", "fast", "--quiet"])
     assert res.exit_code == 0, res.output

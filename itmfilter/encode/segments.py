@@ -180,8 +180,10 @@ class SegmentJob:
     adapt_batch: int = 1  # frames adapted fully at once (adapt_batch): keys of many segments, frames of "frame"
     model: str = "mlp"  # "grid": one grid model per segment (KEY coding 4, format 1.4; encode/gridkeys.py)
     # the grid fit's Adam steps (then 2/3 as many fine-tuning the MLP on the quantised grid); 600
-    # left the fit short of convergence (itmfilter.encode.still_rate.STILL_FIT)
-    grid_steps: int = 1800
+    # left the fit short of convergence (itmfilter.encode.still_rate.STILL_FIT), and with a scene
+    # image after the model 3600 still beat 1800 on every shot of the 1080p test and val clips at
+    # 64 kbit/s (+0.29 and +0.25 dB, a quarter more encode time; docs/video-rate-1080p.md)
+    grid_steps: int = 3600
     # the grid fits run on the job's CUDA device too (else the CPU): off, since a whole 1080p
     # encode on an H200 took 242 s with them there against 189 s on its 16 CPU threads
     # (docs/gpu-benchmark.md), though one fit alone was 2.8x faster (benchmarks/grid_fit_device.py)

@@ -94,7 +94,8 @@ class RateChoice:
 STILL_FIT = GridFitOptions(steps=1800, finetune_steps=1200, clipped_weight=0.1)
 """The grid fit of a still under ``--max-bytes``: 1800 Adam steps, then 1200 on the quantised
 grid. Three times the 600 + 400 both grid fits ran before, which left them short of convergence
-(the video KEY's fit now runs as many, ``VideoEncodeOptions.grid_steps``): on the val
+(the video KEY's fit runs twice as many, ``VideoEncodeOptions.grid_steps``, where a scene
+image follows the model and the longer fit still paid): on the val
 split (``local``, 1024x512) the model alone scored +1.7 to +3.9 dB (``bridge``) and +0.6 to +1.1 dB
 (``st_fagans_interior``) over 600 steps for XS / S / M, the payload with its residual +0.21 /
 +0.60 / +0.80 and +0.45 / +0.06 / -0.19 dB at 8 / 16 / 32 KB, for about 7 s more CPU a budget
