@@ -206,3 +206,25 @@ def test_command_line_video_codec_and_hwaccel(clip, tmp_path):
     assert "nvenc" not in res.output
     res = runner.invoke(app, ["transcode", str(clip), "-o", str(tmp_path / "x.mkv"), "--hwaccel", "vaapi", "--quiet"])
     assert res.exit_code == 2 and "hwaccel" in res.output, res.output
+
+
+def test_the_gpu_benchmark_runs_every_step_on_a_cpu(tmp_path):
+    """``benchmarks/gpu.py --dry-run``: every step of the GPU benchmark at tiny sizes on the CPU
+    (Triton's interpreter), so the one command a lent GPU runs does not first fail there. The
+    encode rows pass the short fit to the grid track as well: a dry run that took the encoder's
+    default grid steps ran for over ten minutes."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "gpu.md"
+    run = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu.py"), "--dry-run",
+                          "--encode-fits-on-device", "--work", str(tmp_path / "work"), "--out", str(out)],
+                         cwd=root, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert set(results["results"]) == {"64x36", "48x34"}
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith(("| warm", "| frame"))]
+    assert len(rows) == 4 and not any("Error" in r for r in rows), rows
+    assert "grid fits on the device" in text
