@@ -449,7 +449,11 @@ def _plot(results: dict, path: Path, size: str) -> None:
 
     pw, ph, pad = 330, 260, 45
     keys = list(results)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{pw * len(keys)}" height="{ph + 60}" '
+    legend = [("#14c", "weight track at caps"), ("#e80", "gain-map front"), ("#bbb", "gain-map tracks"),
+              ("#c22", "MMR3 polynomial, 50.7 kbit/s"), ("#2a2", "per-frame full adaptation")]
+    per_row = max(1, min(len(legend), (pw * len(keys) - 20) // 170))  # ~170 px an entry: no label overlaps the next
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{pw * len(keys)}" '
+           f'height="{ph + 44 + 16 * -(-len(legend) // per_row)}" '
            'font-family="sans-serif" font-size="10">',
            f'<text x="10" y="14" font-size="12">Weight track vs gain-map track, {size} (PU21-PSNR dB vs metadata kbit/s, log)</text>']
     for k, key in enumerate(keys):
@@ -486,12 +490,11 @@ def _plot(results: dict, path: Path, size: str) -> None:
             for r in series:
                 out.append(f'<circle cx="{X(r["kbit_s"]):.1f}" cy="{Y(r["pu21_psnr"]):.1f}" r="3.5" fill="{colour}">'
                            f'<title>{r["kbit_s"]:.1f} kbit/s, {r["pu21_psnr"]:.2f} dB</title></circle>')
-    legend = [("#14c", "weight track at caps"), ("#e80", "gain-map front"), ("#bbb", "gain-map tracks"),
-              ("#c22", "MMR3 polynomial, 50.7 kbit/s"), ("#2a2", "per-frame full adaptation")]
-    step = (pw * len(keys) - 20) / len(legend)
+    step = (pw * len(keys) - 20) / per_row
     for i, (colour, text) in enumerate(legend):
-        out.append(f'<circle cx="{20 + i * step:.0f}" cy="{ph + 30}" r="4" fill="{colour}"/>')
-        out.append(f'<text x="{28 + i * step:.0f}" y="{ph + 34}">{text}</text>')
+        x, y = 20 + (i % per_row) * step, ph + 30 + (i // per_row) * 16
+        out.append(f'<circle cx="{x:.0f}" cy="{y}" r="4" fill="{colour}"/>')
+        out.append(f'<text x="{x + 8:.0f}" y="{y + 4}">{text}</text>')
     out.append("</svg>")
     path.write_text("\n".join(out) + "\n")
 
