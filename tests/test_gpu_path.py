@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import av
 import numpy as np
@@ -213,9 +215,6 @@ def test_the_gpu_benchmark_runs_every_step_on_a_cpu(tmp_path):
     (Triton's interpreter), so the one command a lent GPU runs does not first fail there. The
     encode rows pass the short fit to the grid track as well: a dry run that took the encoder's
     default grid steps ran for over ten minutes."""
-    import sys
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "gpu.md"
     run = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu.py"), "--dry-run",
